@@ -1,0 +1,146 @@
+"""The local infrastructure the fleet needs, brought up when it is down.
+
+PostgreSQL, Redis and RabbitMQ are installed on this kind of machine and
+usually running; ``ensure_*`` starts one that is installed but down, with the
+machine's own commands. MongoDB cannot be installed here, so when
+``MONGODB_URI`` is unset we run secantusdb (a MongoDB-wire-compatible server
+from PyPI) on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_port(host: str, port: int, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(host, port):
+            return
+        time.sleep(0.3)
+    raise RuntimeError(f"{what} did not open {host}:{port} within {timeout:.0f}s")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(cmd: str) -> None:
+    subprocess.run(cmd, shell=True, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def ensure_postgres() -> None:
+    if port_open("127.0.0.1", 5432):
+        return
+    if Path("/etc/postgresql").exists():
+        for version in os.listdir("/etc/postgresql"):
+            _run(f"pg_ctlcluster --skip-systemctl-redirect {version} main start")
+    wait_port("127.0.0.1", 5432, 60, "PostgreSQL")
+
+
+def ensure_redis() -> None:
+    if port_open("127.0.0.1", 6379):
+        return
+    if shutil.which("redis-server"):
+        _run('redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no '
+             "--dir /var/lib/redis --logfile /var/log/redis/ci.log")
+    wait_port("127.0.0.1", 6379, 30, "Redis")
+
+
+def ensure_rabbitmq() -> None:
+    if port_open("127.0.0.1", 5672):
+        return
+    if shutil.which("rabbitmq-server"):
+        _run("rabbitmq-server -detached")
+    wait_port("127.0.0.1", 5672, 120, "RabbitMQ")
+
+
+def ensure_all() -> None:
+    ensure_postgres()
+    ensure_redis()
+    ensure_rabbitmq()
+
+
+def start_secantus(port: int, storage: Path, log_path: Path | None = None) -> subprocess.Popen:
+    """Start secantusdb on 127.0.0.1:port and wait until it accepts connections."""
+    storage.mkdir(parents=True, exist_ok=True)
+    exe = Path(sys.executable).with_name("secantusd-py")
+    if not exe.exists():
+        raise RuntimeError("secantusd-py is not installed: run `make install` (pip install -e '.[dev]')")
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - lives as long as the child
+    proc = subprocess.Popen([str(exe), "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(storage)],
+                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"secantusdb exited with {proc.returncode}; see {log_path}")
+        if port_open("127.0.0.1", port):
+            return proc
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("secantusdb did not start within 60s")
+
+
+# --- isolation for tests: a database / vhost of their own ------------------------------------
+
+
+def create_postgres_db(prefix: str = "dropbox_test") -> str:
+    """A fresh empty database; returns its URL."""
+    import psycopg2
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+
+def drop_postgres_db(url: str) -> None:
+    import psycopg2
+
+    name = url.rsplit("/", 1)[1]
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE, timeout=60)
+
+
+def create_vhost(prefix: str = "dropbox_test") -> str:
+    """A fresh RabbitMQ vhost with guest allowed; returns the AMQP URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    _rabbitmqctl("add_vhost", name)
+    _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    return f"amqp://guest:guest@127.0.0.1:5672/{name}"
+
+
+def delete_vhost(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    try:
+        _rabbitmqctl("delete_vhost", name)
+    except (subprocess.SubprocessError, OSError):
+        pass

@@ -1,0 +1,1 @@
+"""File Dropbox services. Each subpackage is one process: ``python -m services.<name>``."""

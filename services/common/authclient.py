@@ -1,0 +1,111 @@
+"""How a service asks auth who is calling.
+
+No service trusts a token on its own: ``validate`` asks auth every time, so a
+logged-out token or a removed pool member is refused at once everywhere (the
+price is one loopback HTTP call per request; auth answers it from an index).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import requests
+
+
+class AuthUnavailable(RuntimeError):
+    """auth did not answer; callers answer 503 rather than guessing."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    user_id: str
+    user_name: str
+    role: str
+    pools: dict[str, str] = field(default_factory=dict)  # pool_id -> "contributor" | "listener"
+    token_id: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def pool_role(self, pool_id: str) -> str | None:
+        return self.pools.get(pool_id)
+
+    def is_member(self, pool_id: str) -> bool:
+        return self.is_admin or pool_id in self.pools
+
+    def can_contribute(self, pool_id: str) -> bool:
+        return self.pools.get(pool_id) == "contributor"
+
+    @classmethod
+    def from_validate(cls, doc: dict) -> Identity:
+        return cls(
+            user_id=str(doc["user_id"]),
+            user_name=doc["user_name"],
+            role=doc["role"],
+            pools={str(p["pool_id"]): p["role"] for p in doc.get("pools", [])},
+            token_id=doc.get("token_id"),
+        )
+
+
+class AuthClient:
+    def __init__(self, base_url: str, internal_key: str, timeout: float = 5.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.internal_key = internal_key
+        self.timeout = timeout
+        self.session = requests.Session()
+
+    def validate(self, token: str | None) -> Identity | None:
+        """The token's identity, or None when auth refuses it."""
+        if not token:
+            return None
+        try:
+            response = self.session.get(f"{self.base_url}/auth/validate",
+                                        headers={"Authorization": f"Bearer {token}"}, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise AuthUnavailable(str(exc)) from exc
+        if response.status_code == 200:
+            return Identity.from_validate(response.json())
+        if response.status_code in (401, 403):
+            return None
+        raise AuthUnavailable(f"auth answered {response.status_code}")
+
+    def processor_pool(self, api_key: str | None) -> str | None:
+        """The one pool a processor API key grants, or None."""
+        if not api_key:
+            return None
+        try:
+            response = self.session.post(f"{self.base_url}/auth/internal/processor-keys/verify",
+                                         json={"api_key": api_key},
+                                         headers={"X-Internal-Key": self.internal_key}, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise AuthUnavailable(str(exc)) from exc
+        if response.status_code == 200:
+            return str(response.json()["pool_id"])
+        if response.status_code in (401, 403, 404):
+            return None
+        raise AuthUnavailable(f"auth answered {response.status_code}")
+
+    def pool(self, pool_id: str) -> dict | None:
+        """A pool's settings (window_seconds, close_grace_seconds, ...), or None if unknown."""
+        try:
+            response = self.session.get(f"{self.base_url}/auth/internal/pools/{pool_id}",
+                                        headers={"X-Internal-Key": self.internal_key}, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise AuthUnavailable(str(exc)) from exc
+        if response.status_code == 200:
+            return response.json()
+        if response.status_code == 404:
+            return None
+        raise AuthUnavailable(f"auth answered {response.status_code}")
+
+    def pool_members(self, pool_id: str) -> list[dict]:
+        """``[{user_id, user_name, role}]`` of a pool."""
+        try:
+            response = self.session.get(f"{self.base_url}/auth/internal/pools/{pool_id}/members",
+                                        headers={"X-Internal-Key": self.internal_key}, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise AuthUnavailable(str(exc)) from exc
+        if response.status_code == 200:
+            return response.json()["members"]
+        raise AuthUnavailable(f"auth answered {response.status_code}")

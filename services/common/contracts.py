@@ -1,0 +1,266 @@
+"""Message contracts: every message that crosses RabbitMQ, defined once.
+
+Commands are imperative (``StoreUpload``), events are past tense
+(``FileStored``). Messages carry ids and Redis keys, never file bytes. Each
+class names its routing key; ``encode``/``decode`` give the JSON wire form
+``{"type": ..., "data": {...}}`` so a consumer can refuse what it does not know.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+# File statuses (SPEC "file-status").
+CACHED = "cached"
+RETRYING = "retrying"
+UPLOADED = "uploaded_successfully"
+FAILED = "upload_failed"
+FILE_STATUSES = (CACHED, RETRYING, UPLOADED, FAILED)
+
+# Group statuses (SPEC pool_aggregator).
+GROUP_STATUSES = ("open", "ready", "processing", "done", "failed")
+
+MAX_STORE_ATTEMPTS = 3  # SPEC: a failed store is retried twice more.
+
+
+class UnknownMessage(ValueError):
+    """A body that is not one of the contracts below (poison: dead-lettered, not retried)."""
+
+
+_REGISTRY: dict[str, type[Message]] = {}
+
+
+@dataclass(frozen=True)
+class Message:
+    routing_key: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _REGISTRY[cls.__name__] = cls
+
+    def key(self) -> str:
+        return self.routing_key
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def encode(self) -> bytes:
+        return json.dumps({"type": type(self).__name__, "data": self.to_dict()}, default=str).encode()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Message:
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = [f.name for f in dataclasses.fields(cls)
+                   if f.name not in data and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise UnknownMessage(f"{cls.__name__} lacks {missing}")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def decode(body: bytes) -> Message:
+    try:
+        doc = json.loads(body)
+        cls = _REGISTRY[doc["type"]]
+        data = doc["data"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UnknownMessage(f"not a known message: {body[:80]!r}") from exc
+    message = cls.from_dict(data)
+    if isinstance(message, StoreUpload):
+        # JSON turns the tuple of items into lists of dicts; rebuild them.
+        message = dataclasses.replace(message, items=tuple(UploadItem(**i) if isinstance(i, dict) else i
+                                                            for i in message.items))
+    return message
+
+
+@dataclass(frozen=True)
+class UploadItem:
+    """One update inside an upload: a byte range with its own timestamp and file id."""
+
+    file_id: str
+    offset: int
+    length: int
+    timestamp: str
+    name: str
+
+
+# --- commands -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoreUpload(Message):
+    """Move a completely cached upload from Redis into permanent storage.
+
+    The bytes are in Redis at ``chunk_key(i)`` for ``i in range(chunk_count)``;
+    each item is one file record (a plain upload has one item covering it all).
+    """
+
+    routing_key: ClassVar[str] = "upload.store"
+
+    upload_id: str
+    owner_id: str
+    owner_name: str
+    file_name: str
+    size: int
+    sha256: str
+    content_type: str
+    chunk_size: int
+    chunk_count: int
+    cache_key: str
+    items: tuple[UploadItem, ...]
+    created: str
+    pool_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    attempt: int = 1
+    kind: str = "file"  # "file" or "result" (a processor's result for group_id)
+    group_id: str | None = None
+
+    def chunk_key(self, index: int) -> str:
+        return chunk_key(self.cache_key, index)
+
+
+def chunk_key(cache_key: str, index: int) -> str:
+    """The Redis key of chunk ``index`` of the upload cached under ``cache_key``."""
+    return f"{cache_key}:chunk:{index}"
+
+
+# --- events ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileStatusChanged(Message):
+    """An upload moved to another SPEC status; the gateway tells owner and admins."""
+
+    routing_key: ClassVar[str] = "file.status"
+
+    file_id: str
+    owner_id: str
+    status: str
+    attempt: int | None = None
+    reason: str | None = None
+    pool_id: str | None = None
+    file_name: str | None = None
+
+    def key(self) -> str:
+        return f"file.status.{self.status}"
+
+
+@dataclass(frozen=True)
+class UploadStoreFailed(Message):
+    """An attempt to store an upload failed; file_uploader decides on a retry."""
+
+    routing_key: ClassVar[str] = "upload.store_failed"
+
+    upload_id: str
+    attempt: int
+    reason: str
+    command: dict[str, Any]  # the StoreUpload that failed, to be published again
+
+
+@dataclass(frozen=True)
+class FileStored(Message):
+    """One file record is durable in permanent storage."""
+
+    routing_key: ClassVar[str] = "file.stored"
+
+    file_id: str
+    upload_id: str
+    owner_id: str
+    owner_name: str
+    file_name: str
+    size: int
+    sha256: str
+    content_type: str
+    timestamp: str
+    created: str
+    pool_id: str | None = None
+    kind: str = "file"
+    group_id: str | None = None
+
+
+@dataclass(frozen=True)
+class FileGrouped(Message):
+    """pool_aggregator put a stored file into a group (late: its own window had closed)."""
+
+    routing_key: ClassVar[str] = "file.grouped"
+
+    file_id: str
+    pool_id: str
+    group_id: str
+    late: bool
+
+
+@dataclass(frozen=True)
+class ResultPublished(Message):
+    """A processor's result is stored; every pool member is to receive it."""
+
+    routing_key: ClassVar[str] = "pool.result_published"
+
+    result_id: str
+    pool_id: str
+    group_id: str
+    window_start: str
+    window_end: str
+    file_name: str
+    size: int
+    sha256: str
+    created: str
+    download_url: str
+
+
+@dataclass(frozen=True)
+class GroupChanged(Message):
+    """A group changed state (dashboards and metrics follow it)."""
+
+    routing_key: ClassVar[str] = "pool.group_changed"
+
+    pool_id: str
+    group_id: str
+    status: str
+    window_start: str
+    window_end: str
+
+
+@dataclass(frozen=True)
+class TokenRevoked(Message):
+    """A token was logged out: gateways disconnect the sockets opened with it."""
+
+    routing_key: ClassVar[str] = "auth.token_revoked"
+
+    token_id: str
+    user_id: str
+
+
+@dataclass(frozen=True)
+class MembershipChanged(Message):
+    """A user joined a pool, changed role, or left it (role None)."""
+
+    routing_key: ClassVar[str] = "auth.membership_changed"
+
+    pool_id: str
+    user_id: str
+    user_name: str
+    role: str | None
+
+
+@dataclass(frozen=True)
+class AuditRecorded(Message):
+    """One file operation for the append-only audit trail (owned by file_service_manager)."""
+
+    routing_key: ClassVar[str] = "audit.recorded"
+
+    audit_id: str
+    time: str
+    service: str
+    actor: str
+    action: str
+    outcome: str
+    file_id: str | None = None
+    group_id: str | None = None
+    pool_id: str | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)

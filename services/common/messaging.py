@@ -1,0 +1,271 @@
+"""RabbitMQ: the topology, a confirmed publisher and a consumer loop.
+
+This is the only module that imports pika. Every connection declares the whole
+durable topology first, so a message published before its consumer ever ran
+still has a queue to wait in.
+
+Delivery guarantees:
+- ``Broker.publish`` marks messages persistent and waits for the broker's
+  confirm; on a broken connection it reconnects and publishes again (bounded),
+  so a broker restart costs a retry, not a message. A caller that gets
+  ``PublishError`` knows the message was not accepted.
+- ``consume`` acks only after the handler returned, i.e. after the handler's
+  work is durable. A handler that raises gets the message requeued (after a
+  pause, so a dead dependency is not hammered); a body that is no known
+  contract is dead-lettered to ``dropbox.dead_letters``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import pika
+import pika.exceptions
+
+from .contracts import Message, UnknownMessage, decode
+
+log = logging.getLogger(__name__)
+
+EXCHANGE = "dropbox"  # topic exchange every event and command goes through
+RETRY_EXCHANGE = "dropbox.retry"  # direct; its queue dead-letters back to EXCHANGE after a delay
+DEAD_LETTER_EXCHANGE = "dropbox.dead"
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    bindings: tuple[str, ...]
+    exchange: str = EXCHANGE
+    arguments: dict = field(default_factory=dict)
+
+
+STORE_QUEUE = QueueSpec("file_service_manager.store", ("upload.store",),
+                        arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE})
+INDEX_QUEUE = QueueSpec("file_service_manager.index", ("file.status.*", "file.grouped"),
+                        arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE})
+AUDIT_QUEUE = QueueSpec("file_service_manager.audit", ("audit.recorded",),
+                        arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE})
+STORE_FAILED_QUEUE = QueueSpec("file_uploader.store_failed", ("upload.store_failed",),
+                               arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE})
+AGGREGATOR_QUEUE = QueueSpec("pool_aggregator.stored", ("file.stored",),
+                             arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE})
+# Shared by every gateway process: one of them takes each notification and
+# emits it through python-socketio's message-queue manager, which reaches the
+# clients of every gateway.
+GATEWAY_QUEUE = QueueSpec("socket_gateway.notifications", ("file.status.*", "pool.result_published"),
+                          arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE})
+# A store retry waits here for its delay (per-message expiration), then is
+# dead-lettered back to EXCHANGE with its own routing key, "upload.store".
+RETRY_QUEUE = QueueSpec("file_uploader.store_retry", ("upload.store",), exchange=RETRY_EXCHANGE,
+                        arguments={"x-dead-letter-exchange": EXCHANGE})
+DEAD_LETTER_QUEUE = QueueSpec("dropbox.dead_letters", ("#",), exchange=DEAD_LETTER_EXCHANGE)
+
+DURABLE_QUEUES = (STORE_QUEUE, INDEX_QUEUE, AUDIT_QUEUE, STORE_FAILED_QUEUE, AGGREGATOR_QUEUE,
+                  GATEWAY_QUEUE, RETRY_QUEUE, DEAD_LETTER_QUEUE)
+# Per-process control events (every gateway must see every one: it holds the sockets).
+CONTROL_BINDINGS = ("auth.token_revoked", "auth.membership_changed")
+
+
+class PublishError(RuntimeError):
+    """The broker did not accept the message (after reconnecting)."""
+
+
+def _parameters(url: str, heartbeat: int) -> pika.URLParameters:
+    params = pika.URLParameters(url)
+    params.heartbeat = heartbeat
+    params.blocked_connection_timeout = 30
+    params.connection_attempts = 1
+    params.socket_timeout = 5
+    return params
+
+
+def declare_topology(channel) -> None:
+    channel.exchange_declare(EXCHANGE, exchange_type="topic", durable=True)
+    channel.exchange_declare(RETRY_EXCHANGE, exchange_type="direct", durable=True)
+    channel.exchange_declare(DEAD_LETTER_EXCHANGE, exchange_type="topic", durable=True)
+    for spec in DURABLE_QUEUES:
+        channel.queue_declare(spec.name, durable=True, arguments=spec.arguments or None)
+        for key in spec.bindings:
+            channel.queue_bind(spec.name, spec.exchange, routing_key=key)
+
+
+class Broker:
+    """A publisher connection: thread-safe, confirmed, reconnecting."""
+
+    def __init__(self, url: str, *, publish_attempts: int = 5, heartbeat: int = 30) -> None:
+        self.url = url
+        self.publish_attempts = publish_attempts
+        self.heartbeat = heartbeat
+        self._lock = threading.RLock()
+        self._connection: pika.BlockingConnection | None = None
+        self._channel = None
+
+    def _connect(self):
+        if self._connection is None or self._connection.is_closed or self._channel is None \
+                or self._channel.is_closed:
+            self._drop()
+            self._connection = pika.BlockingConnection(_parameters(self.url, self.heartbeat))
+            channel = self._connection.channel()
+            declare_topology(channel)
+            channel.confirm_delivery()
+            self._channel = channel
+        return self._channel
+
+    def _drop(self) -> None:
+        if self._connection is not None:
+            try:
+                if self._connection.is_open:
+                    self._connection.close()
+            except Exception:  # noqa: BLE001 - already broken; we only want it gone
+                pass
+        self._connection = None
+        self._channel = None
+
+    def publish(self, message: Message, *, exchange: str = EXCHANGE, routing_key: str | None = None,
+                expiration_ms: int | None = None) -> None:
+        body = message.encode()
+        props = pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=uuid.uuid4().hex,
+            type=type(message).__name__,
+            timestamp=int(time.time()),
+            expiration=str(expiration_ms) if expiration_ms is not None else None,
+        )
+        key = routing_key or message.key()
+        last: Exception | None = None
+        for attempt in range(self.publish_attempts):
+            with self._lock:
+                try:
+                    channel = self._connect()
+                    channel.basic_publish(exchange, key, body, props, mandatory=False)
+                    return
+                except pika.exceptions.NackError as exc:
+                    last = exc
+                except (pika.exceptions.AMQPError, OSError) as exc:
+                    last = exc
+                    self._drop()
+            time.sleep(min(0.2 * (2 ** attempt), 2.0))
+        raise PublishError(f"publish {type(message).__name__} to {key!r} failed: {last!r}")
+
+    def publish_delayed(self, message: Message, delay_seconds: float) -> None:
+        """Publish through the retry queue: it reaches its consumers after the delay."""
+        self.publish(message, exchange=RETRY_EXCHANGE, routing_key=message.key(),
+                     expiration_ms=max(1, int(delay_seconds * 1000)))
+
+    def queue_depths(self, names: Iterable[str]) -> dict[str, int]:
+        depths = {}
+        with self._lock:
+            channel = self._connect()
+            for name in names:
+                result = channel.queue_declare(name, passive=True)
+                depths[name] = result.method.message_count
+        return depths
+
+    def ping(self) -> bool:
+        try:
+            with self._lock:
+                self._connect()
+                self._connection.process_data_events(0)
+            return True
+        except Exception:  # noqa: BLE001 - readiness answers yes/no
+            self._drop()
+            return False
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+
+Handler = Callable[[Message], None]
+
+
+class Consumer:
+    """Consumes one queue with manual acks and a prefetch window; reconnects forever.
+
+    ``queue`` is a durable ``QueueSpec``, or None for a private exclusive queue
+    bound to ``bindings`` (per-process control events).
+    """
+
+    def __init__(self, url: str, queue: QueueSpec | None, handler: Handler, *, prefetch: int = 4,
+                 bindings: tuple[str, ...] = (), name: str = "consumer", retry_pause: float = 1.0,
+                 heartbeat: int = 60) -> None:
+        self.url = url
+        self.queue = queue
+        self.handler = handler
+        self.prefetch = prefetch
+        self.bindings = bindings
+        self.name = name
+        self.retry_pause = retry_pause
+        self.heartbeat = heartbeat
+        self.connected = False
+        self._stop = threading.Event()
+        self._connection: pika.BlockingConnection | None = None
+
+    def _on_message(self, channel, method, properties, body: bytes) -> None:
+        try:
+            message = decode(body)
+        except UnknownMessage as exc:
+            log.error("dead-lettering an unknown message", extra={"queue": self.name, "error": str(exc)})
+            channel.basic_reject(method.delivery_tag, requeue=False)
+            return
+        try:
+            self.handler(message)
+        except Exception:  # noqa: BLE001 - requeue: the work was not done
+            log.exception("handler failed; message requeued", extra={"queue": self.name,
+                                                                      "message_type": type(message).__name__})
+            self._stop.wait(self.retry_pause)
+            channel.basic_nack(method.delivery_tag, requeue=True)
+            return
+        channel.basic_ack(method.delivery_tag)
+
+    def run(self) -> None:
+        """Blocking loop until ``stop()``; survives broker restarts."""
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                self._connection = pika.BlockingConnection(_parameters(self.url, self.heartbeat))
+                channel = self._connection.channel()
+                declare_topology(channel)
+                channel.basic_qos(prefetch_count=self.prefetch)
+                if self.queue is not None:
+                    queue_name = self.queue.name
+                else:
+                    queue_name = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+                    for key in self.bindings:
+                        channel.queue_bind(queue_name, EXCHANGE, routing_key=key)
+                channel.basic_consume(queue_name, self._on_message)
+                self.connected = True
+                backoff = 0.5
+                log.info("consuming", extra={"queue": queue_name})
+                while not self._stop.is_set():
+                    self._connection.process_data_events(time_limit=0.5)
+            except (pika.exceptions.AMQPError, OSError) as exc:
+                self.connected = False
+                if self._stop.is_set():
+                    break
+                log.warning("broker connection lost; reconnecting",
+                            extra={"queue": self.name, "error": repr(exc), "retry_in": backoff})
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                self.connected = False
+                conn, self._connection = self._connection, None
+                if conn is not None and conn.is_open:
+                    try:
+                        conn.close()
+                    except Exception:  # noqa: BLE001
+                        pass
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name=f"consumer-{self.name}", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()

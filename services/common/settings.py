@@ -1,0 +1,143 @@
+"""Reading configuration from the environment, once, in ``__main__``.
+
+Every service builds a frozen settings dataclass from ``os.environ`` with these
+helpers. Secrets have development defaults so ``make run`` works on a fresh
+machine; with ``DROPBOX_ENV=production`` a secret that is missing or still
+equal to its development default stops the service at start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class ConfigError(RuntimeError):
+    """The environment does not describe a runnable service."""
+
+
+DEV_SECRETS = {
+    "JWT_SECRET": "dev-jwt-secret-change-me-0123456789abcdef",
+    "INTERNAL_API_KEY": "dev-internal-key-change-me",
+    "ADMIN_PASSWORD": "admin-password",
+}
+
+# Default local ports (SPEC "Services" table).
+DEFAULT_PORTS = {
+    "socket_gateway": 5000,
+    "auth": 5001,
+    "file_uploader": 5002,
+    "file_service_manager": 5003,
+    "pool_aggregator": 5004,
+}
+
+
+def env_str(env: Mapping[str, str], name: str, default: str | None = None) -> str:
+    value = env.get(name)
+    if value is None or value == "":
+        if default is None:
+            raise ConfigError(f"{name} must be set")
+        return default
+    return value
+
+
+def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int | None = None) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be a boolean, got {raw!r}")
+
+
+def is_production(env: Mapping[str, str]) -> bool:
+    return env.get("DROPBOX_ENV", "development").lower() == "production"
+
+
+def env_secret(env: Mapping[str, str], name: str) -> str:
+    """A secret: its development default outside production, refused in production."""
+    value = env.get(name) or ""
+    default = DEV_SECRETS[name]
+    if is_production(env):
+        if not value or value == default:
+            raise ConfigError(f"{name} must be set to a non-default value when DROPBOX_ENV=production")
+        if name == "JWT_SECRET" and len(value) < 32:
+            raise ConfigError("JWT_SECRET must be at least 32 characters in production")
+        return value
+    return value or default
+
+
+@dataclass(frozen=True)
+class CommonSettings:
+    """What every service needs to reach the shared infrastructure."""
+
+    env_name: str
+    internal_api_key: str
+    amqp_url: str
+    redis_url: str
+    redis_prefix: str
+    mongodb_uri: str
+    mongodb_db: str
+    auth_url: str
+    file_uploader_url: str
+    file_service_manager_url: str
+    pool_aggregator_url: str
+    public_file_url: str
+    log_level: str
+    logstash_host: str | None
+    logstash_port: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> CommonSettings:
+        fsm_url = env_str(env, "FILE_SERVICE_MANAGER_URL", "http://127.0.0.1:5003")
+        return cls(
+            env_name=env.get("DROPBOX_ENV", "development"),
+            internal_api_key=env_secret(env, "INTERNAL_API_KEY"),
+            amqp_url=env_str(env, "AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
+            redis_url=env_str(env, "REDIS_URL", "redis://127.0.0.1:6379/0"),
+            redis_prefix=env_str(env, "REDIS_PREFIX", "dropbox"),
+            mongodb_uri=env_str(env, "MONGODB_URI", "mongodb://127.0.0.1:27017"),
+            mongodb_db=env_str(env, "MONGODB_DB", "dropbox"),
+            auth_url=env_str(env, "AUTH_URL", "http://127.0.0.1:5001"),
+            file_uploader_url=env_str(env, "FILE_UPLOADER_URL", "http://127.0.0.1:5002"),
+            file_service_manager_url=fsm_url,
+            pool_aggregator_url=env_str(env, "POOL_AGGREGATOR_URL", "http://127.0.0.1:5004"),
+            # What clients are given in download_url; behind an ingress this is the public origin.
+            public_file_url=env_str(env, "PUBLIC_FILE_URL", fsm_url),
+            log_level=env_str(env, "LOG_LEVEL", "INFO"),
+            logstash_host=env.get("LOGSTASH_HOST") or None,
+            logstash_port=env_int(env, "LOGSTASH_PORT", 5959),
+        )
+
+
+def listen_address(env: Mapping[str, str], service: str) -> tuple[str, int]:
+    """``<SERVICE>_HOST``/``<SERVICE>_PORT`` (e.g. ``AUTH_PORT``), falling back to ``HOST``/``PORT``."""
+    key = service.upper()
+    host = env.get(f"{key}_HOST") or env.get("HOST") or "127.0.0.1"
+    port = env_int(env, f"{key}_PORT", env_int(env, "PORT", DEFAULT_PORTS[service]), minimum=1)
+    return host, port
