@@ -1,0 +1,65 @@
+# File Dropbox — the menu. `make run` runs the fleet; `make test` runs every test.
+SHELL := /bin/bash
+PY    ?= python3
+VENV  := .venv
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: help install run test test-fast test-unit test-integration test-e2e lint format bench sweep clean infra browser
+
+help:
+	@echo "make run        set up and run the fleet (foreground; Ctrl-C stops it)"
+	@echo "make test       set up and run the whole test suite (unit, integration, e2e, browser)"
+	@echo "make test-fast  the suite without tests marked slow"
+	@echo "make lint       ruff + import-linter (no service imports another)"
+	@echo "make bench      benchmarks against a running fleet (make run in another shell)"
+	@echo "make sweep      remove expired upload sessions (dry run: make sweep ARGS=--dry-run)"
+	@echo "make clean      remove the virtualenv and local run data"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+infra: install
+	$(BIN)/python -c "from devtools import infra; infra.ensure_all()"
+
+browser:
+	@bash devtools/ensure_browser.sh
+
+run: install
+	$(BIN)/python -m devtools.fleet run
+
+test: install browser
+	$(BIN)/python -c "from devtools import infra; infra.ensure_all()"
+	$(BIN)/python -m pytest -p no:cacheprovider -q -rs $(ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+
+test-unit: install
+	$(BIN)/python -m pytest -q tests/unit $(ARGS)
+
+test-integration: install
+	$(BIN)/python -m pytest -q tests/integration $(ARGS)
+
+test-e2e: install browser
+	$(BIN)/python -m pytest -q tests/e2e $(ARGS)
+
+lint: install
+	$(BIN)/ruff check services client devtools examples bench tests
+	$(BIN)/lint-imports
+
+format: install
+	$(BIN)/ruff check --fix services client devtools examples bench tests
+
+bench: install
+	$(BIN)/python -m bench.fleet_bench $(ARGS)
+
+sweep: install
+	$(BIN)/python -m services.file_uploader.sweep $(ARGS)
+
+clean:
+	rm -rf $(VENV) .run artifacts

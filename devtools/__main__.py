@@ -1,0 +1,3 @@
+from devtools.fleet import main
+
+raise SystemExit(main())

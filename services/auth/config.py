@@ -1,0 +1,65 @@
+"""auth's settings, read once from the environment in ``__main__``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from services.common.settings import (
+    CommonSettings,
+    ConfigError,
+    env_int,
+    env_secret,
+    env_str,
+    listen_address,
+)
+
+from . import core
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/dropbox"
+
+
+@dataclass(frozen=True)
+class Settings:
+    common: CommonSettings
+    database_url: str
+    host: str
+    port: int
+    jwt_secret: str
+    token_ttl_seconds: int
+    admin_user: str
+    admin_password: str
+    db_pool_size: int = 20
+    # Concurrent argon2 hashes/verifies: each takes ~64 MiB and a core for tens of ms;
+    # bounding them keeps a login burst from exhausting memory (waitress has 16 threads).
+    hash_slots: int = 4
+
+    @property
+    def internal_api_key(self) -> str:
+        return self.common.internal_api_key
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        # env_secret refuses a missing or default JWT_SECRET / INTERNAL_API_KEY /
+        # ADMIN_PASSWORD when DROPBOX_ENV=production.
+        common = CommonSettings.from_env(env)
+        host, port = listen_address(env, "auth")
+        admin_user = env_str(env, "ADMIN_USER", "admin")
+        admin_password = env_secret(env, "ADMIN_PASSWORD")
+        try:
+            core.check_user_name(admin_user)
+            core.check_password(admin_password)
+        except core.Invalid as exc:
+            raise ConfigError(f"ADMIN_USER/ADMIN_PASSWORD: {exc}") from exc
+        return cls(
+            common=common,
+            database_url=env_str(env, "DATABASE_URL", DEFAULT_DATABASE_URL),
+            host=host,
+            port=port,
+            jwt_secret=env_secret(env, "JWT_SECRET"),
+            token_ttl_seconds=env_int(env, "TOKEN_TTL_SECONDS", core.DEFAULT_TOKEN_TTL, minimum=60),
+            admin_user=admin_user,
+            admin_password=admin_password,
+            db_pool_size=env_int(env, "AUTH_DB_POOL_SIZE", 20, minimum=2),
+            hash_slots=env_int(env, "AUTH_HASH_SLOTS", 4, minimum=1),
+        )

@@ -1,0 +1,281 @@
+"""auth's domain rules, pure: validation, ids, tokens, password and key hashing.
+
+No Flask, no database, no broker. Everything here is testable without a server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+DEFAULT_TOKEN_TTL = 12 * 3600
+TOKEN_ALGORITHM = "HS256"
+MAX_TOKEN_LENGTH = 4096  # our tokens are ~350 bytes; a huge header is not worth decoding
+
+USER = "user"
+ADMIN = "admin"
+USER_ROLES = (USER, ADMIN)
+CONTRIBUTOR = "contributor"
+LISTENER = "listener"
+POOL_ROLES = (CONTRIBUTOR, LISTENER)
+
+MIN_PASSWORD = 8
+# argon2 hashes whatever it is given; the bound keeps a client from making us hash megabytes.
+MAX_PASSWORD = 1024
+_USER_NAME = re.compile(r"[A-Za-z0-9_.\-]{3,64}")
+
+MAX_WINDOW_SECONDS = 30 * 24 * 3600
+MAX_GRACE_SECONDS = 30 * 24 * 3600
+MAX_PROCESSING_TIMEOUT = 7 * 24 * 3600
+MAX_MIN_CONTRIBUTORS = 1_000_000
+DEFAULT_PROCESSING_TIMEOUT = 300
+MAX_POOL_NAME = 128
+MAX_URL = 2048
+
+API_KEY_PREFIX = "pk"
+
+
+class Invalid(ValueError):
+    """Client input that breaks a rule; the message is safe to show to the client."""
+
+
+class TokenInvalid(ValueError):
+    """A bearer token that is malformed, forged, expired or otherwise unusable."""
+
+
+# --- users ------------------------------------------------------------------
+
+
+def check_user_name(value: Any) -> str:
+    # fullmatch: "$" in a plain match would accept a trailing newline.
+    if not isinstance(value, str) or not _USER_NAME.fullmatch(value):
+        raise Invalid("user_name must be 3-64 characters of letters, digits, '_', '.' or '-'")
+    return value
+
+
+def check_password(value: Any) -> str:
+    if not isinstance(value, str):
+        raise Invalid("password must be a string")
+    if len(value) < MIN_PASSWORD:
+        raise Invalid(f"password must be at least {MIN_PASSWORD} characters")
+    if len(value) > MAX_PASSWORD:
+        raise Invalid(f"password must be at most {MAX_PASSWORD} characters")
+    return value
+
+
+def check_pool_role(value: Any) -> str:
+    if value not in POOL_ROLES:
+        raise Invalid("role must be 'contributor' or 'listener'")
+    return value
+
+
+def new_user_id() -> str:
+    return uuid.uuid4().hex
+
+
+def new_pool_id() -> str:
+    return "p_" + secrets.token_hex(8)
+
+
+class Passwords:
+    """argon2id hashing with a bounded number of concurrent hashes.
+
+    ``verify`` with no stored hash (unknown user) still runs one verify against a
+    dummy hash, so "no such user" and "wrong password" take about the same time.
+    """
+
+    def __init__(self, hasher: PasswordHasher | None = None, slots: int = 4) -> None:
+        self.hasher = hasher or PasswordHasher()  # argon2id, RFC 9106 low-memory profile
+        self._slots = threading.BoundedSemaphore(slots)
+        self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
+
+    def hash(self, password: str) -> str:
+        with self._slots:
+            return self.hasher.hash(password)
+
+    def verify(self, stored: str | None, password: str) -> bool:
+        with self._slots:
+            try:
+                return self.hasher.verify(stored if stored is not None else self._dummy, password) \
+                    and stored is not None
+            except (VerifyMismatchError, VerificationError, InvalidHashError):
+                return False
+
+    def needs_rehash(self, stored: str) -> bool:
+        try:
+            return self.hasher.check_needs_rehash(stored)
+        except InvalidHashError:
+            return True
+
+
+# --- tokens -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    jti: str
+    exp: int
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    user_id: str
+    user_name: str
+    role: str
+    jti: str
+    iat: int
+    exp: int
+
+
+def encode_token(secret: str, *, user_id: str, user_name: str, role: str,
+                 ttl_seconds: int = DEFAULT_TOKEN_TTL, now: float | None = None) -> IssuedToken:
+    issued = int(now if now is not None else time.time())
+    jti = secrets.token_hex(16)
+    exp = issued + int(ttl_seconds)
+    claims = {"sub": user_id, "name": user_name, "role": role, "jti": jti, "iat": issued, "exp": exp}
+    return IssuedToken(jwt.encode(claims, secret, algorithm=TOKEN_ALGORITHM), jti, exp)
+
+
+def decode_token(secret: str, token: str) -> TokenClaims:
+    """The claims of a token we signed that has not expired; ``TokenInvalid`` otherwise.
+
+    Revocation is not checked here (that needs the database).
+    """
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
+        raise TokenInvalid("malformed token")
+    try:
+        # algorithms pinned: a token claiming "none" or RS256 is refused.
+        claims = jwt.decode(token, secret, algorithms=[TOKEN_ALGORITHM],
+                            options={"require": ["sub", "jti", "iat", "exp"]})
+    except jwt.ExpiredSignatureError as exc:
+        raise TokenInvalid("token expired") from exc
+    except jwt.PyJWTError as exc:
+        raise TokenInvalid("invalid token") from exc
+    sub, jti, exp, iat = claims.get("sub"), claims.get("jti"), claims.get("exp"), claims.get("iat")
+    if not (isinstance(sub, str) and sub and isinstance(jti, str) and jti
+            and isinstance(exp, int) and isinstance(iat, int)):
+        raise TokenInvalid("invalid token")
+    return TokenClaims(user_id=sub, user_name=str(claims.get("name", "")), role=str(claims.get("role", "")),
+                       jti=jti, iat=iat, exp=exp)
+
+
+# --- pools ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    name: str
+    window_seconds: int
+    close_grace_seconds: int = 0
+    min_contributors: int | None = None
+    processing_timeout_seconds: int = DEFAULT_PROCESSING_TIMEOUT
+    processor_url: str | None = None
+
+
+def _int_field(body: dict[str, Any], key: str, default: int | None, low: int, high: int,
+               nullable: bool = False) -> int | None:
+    if key not in body:
+        return default
+    value = body[key]
+    if value is None:
+        if nullable:
+            return None
+        if default is not None:
+            return default
+        raise Invalid(f"{key} is required")
+    # bool is an int in Python; JSON true is not a number of seconds.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Invalid(f"{key} must be an integer")
+    if not low <= value <= high:
+        raise Invalid(f"{key} must be between {low} and {high}")
+    return value
+
+
+def check_url(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_URL:
+        raise Invalid(f"processor_url must be an http(s) URL of at most {MAX_URL} characters, or null")
+    if any(ch.isspace() or ord(ch) < 32 for ch in value):
+        raise Invalid("processor_url must not contain spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise Invalid("processor_url is not a valid URL") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Invalid("processor_url must be an http or https URL with a host")
+    return value
+
+
+def parse_pool(body: dict[str, Any]) -> PoolSpec:
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise Invalid("name must be a non-empty string")
+    name = name.strip()
+    if len(name) > MAX_POOL_NAME or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise Invalid(f"name must be at most {MAX_POOL_NAME} printable characters")
+    if "window_seconds" not in body:
+        raise Invalid("window_seconds is required")
+    window = _int_field(body, "window_seconds", None, 1, MAX_WINDOW_SECONDS)
+    assert window is not None
+    grace = _int_field(body, "close_grace_seconds", 0, 0, MAX_GRACE_SECONDS)
+    minimum = _int_field(body, "min_contributors", None, 1, MAX_MIN_CONTRIBUTORS, nullable=True)
+    timeout = _int_field(body, "processing_timeout_seconds", DEFAULT_PROCESSING_TIMEOUT, 1,
+                         MAX_PROCESSING_TIMEOUT)
+    assert grace is not None and timeout is not None
+    return PoolSpec(name=name, window_seconds=window, close_grace_seconds=grace, min_contributors=minimum,
+                    processing_timeout_seconds=timeout, processor_url=check_url(body.get("processor_url")))
+
+
+# --- processor API keys ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewApiKey:
+    key_id: str
+    api_key: str  # shown once
+    key_hash: str  # stored
+
+
+def new_api_key() -> NewApiKey:
+    """``pk_<key_id>_<secret>``: the store looks the key up by key_id, then compares hashes.
+
+    The secret has 256 bits of entropy, so a plain SHA-256 is enough (no slow hash needed:
+    it cannot be brute-forced like a password).
+    """
+    key_id = secrets.token_hex(8)
+    api_key = f"{API_KEY_PREFIX}_{key_id}_{secrets.token_hex(32)}"
+    return NewApiKey(key_id=key_id, api_key=api_key, key_hash=hash_api_key(api_key))
+
+
+def hash_api_key(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+_API_KEY = re.compile(r"pk_([0-9a-f]{16})_[0-9a-f]{64}")
+
+
+def api_key_id(api_key: Any) -> str | None:
+    """The key_id inside a well-formed API key, else None."""
+    if not isinstance(api_key, str):
+        return None
+    match = _API_KEY.fullmatch(api_key)
+    return match.group(1) if match else None
+
+
+def api_key_matches(api_key: str, stored_hash: str) -> bool:
+    return hmac.compare_digest(hash_api_key(api_key), stored_hash)

@@ -1,0 +1,11 @@
+"""file_uploader: upload sessions and their chunks, cached in Redis until stored.
+
+Consumes: ``upload.store_failed`` (``UploadStoreFailed``, queue ``file_uploader.store_failed``)
+to decide on a retry.
+Publishes: ``StoreUpload`` (``upload.store``; retries through the ``dropbox.retry`` delay queue),
+``FileStatusChanged`` (cached, retrying, upload_failed; and the statuses PUT /file/update/status
+is told), ``AuditRecorded``.
+Owns: Redis ``{REDIS_PREFIX}:upload:*`` (sessions, chunks, received sets, writer locks, the
+per-upload status/retry tombstone) and ``{REDIS_PREFIX}:upload-owner:*`` /
+``{REDIS_PREFIX}:upload-pending`` (per-user open uploads, bytes cached but not stored).
+"""

@@ -1,0 +1,40 @@
+"""pool_aggregator settings, read once from the environment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from services.common.settings import CommonSettings, env_float, env_int, listen_address
+
+
+@dataclass(frozen=True)
+class Settings:
+    common: CommonSettings
+    host: str
+    port: int
+    lease_max_expiries: int = 3
+    tick_seconds: float = 1.0
+    pool_cache_seconds: float = 5.0
+    max_result_bytes: int = 50 * 1024 * 1024
+    announce_timeout: float = 5.0
+    announce_attempts: int = 3
+    upstream_timeout: float = 30.0
+    threads: int = 16
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        host, port = listen_address(env, "pool_aggregator")
+        return cls(
+            common=CommonSettings.from_env(env),
+            host=host,
+            port=port,
+            lease_max_expiries=env_int(env, "LEASE_MAX_EXPIRIES", 3, minimum=1),
+            tick_seconds=max(0.05, env_float(env, "TICK_SECONDS", 1.0)),
+            pool_cache_seconds=max(0.0, env_float(env, "POOL_CACHE_SECONDS", 5.0)),
+            max_result_bytes=env_int(env, "RESULT_MAX_BYTES", 50 * 1024 * 1024, minimum=1),
+            announce_timeout=env_float(env, "ANNOUNCE_TIMEOUT_SECONDS", 5.0),
+            announce_attempts=env_int(env, "ANNOUNCE_ATTEMPTS", 3, minimum=1),
+            upstream_timeout=env_float(env, "UPSTREAM_TIMEOUT_SECONDS", 30.0),
+            threads=env_int(env, "POOL_AGGREGATOR_THREADS", 16, minimum=1),
+        )

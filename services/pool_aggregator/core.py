@@ -1,0 +1,142 @@
+"""The aggregator's domain logic, pure: windows, group ids, the group state machine.
+
+No I/O here. Times are Unix epoch seconds (floats or ints) so the rules are
+plain arithmetic; the store and the routes convert to and from ISO 8601.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+OPEN, READY, PROCESSING, DONE, FAILED = "open", "ready", "processing", "done", "failed"
+STATUSES = (OPEN, READY, PROCESSING, DONE, FAILED)
+# A file may still join a group in these states; later ones send it to a later window (late).
+ACCEPTING = (OPEN, READY)
+# A result may be posted for a group in these states (a processor may post without listing first).
+RESULT_ACCEPTING = (PROCESSING, READY)
+
+# Allowed transitions. processing -> ready is a lease expiry; processing -> failed the last one.
+# ready -> done: a processor that posts a result without having leased the group first.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    OPEN: frozenset({READY}),
+    READY: frozenset({PROCESSING, DONE}),
+    PROCESSING: frozenset({DONE, READY, FAILED}),
+    DONE: frozenset(),
+    FAILED: frozenset(),
+}
+
+DEFAULT_LEASE_MAX_EXPIRIES = 3
+MIN_WINDOW_SECONDS = 1
+MAX_WINDOW_SECONDS = 366 * 24 * 3600
+
+
+class InvalidTransition(ValueError):
+    pass
+
+
+def can_transition(current: str, target: str) -> bool:
+    return target in TRANSITIONS.get(current, frozenset())
+
+
+def check_transition(current: str, target: str) -> None:
+    if not can_transition(current, target):
+        raise InvalidTransition(f"a group cannot go from {current!r} to {target!r}")
+
+
+@dataclass(frozen=True)
+class Window:
+    start: int  # epoch seconds, inclusive
+    end: int  # epoch seconds, exclusive
+
+    def contains(self, ts: float) -> bool:
+        return self.start <= ts < self.end
+
+
+def check_window_seconds(window_seconds: int) -> int:
+    if isinstance(window_seconds, bool) or not isinstance(window_seconds, int):
+        raise ValueError("window_seconds must be an integer")
+    if not MIN_WINDOW_SECONDS <= window_seconds <= MAX_WINDOW_SECONDS:
+        raise ValueError(f"window_seconds must be in [{MIN_WINDOW_SECONDS}, {MAX_WINDOW_SECONDS}]")
+    return window_seconds
+
+
+def window_for(ts: float, window_seconds: int) -> Window:
+    """The epoch-aligned window ``[start, end)`` holding ``ts``.
+
+    Floor division (not int truncation) so a timestamp before 1970 lands in the
+    window below it, like every other: -1 is in [-w, 0), not [0, w).
+    """
+    check_window_seconds(window_seconds)
+    if not math.isfinite(ts):
+        raise ValueError("timestamp must be finite")
+    start = math.floor(ts / window_seconds) * window_seconds
+    # Guard the float division for huge epochs: the result must hold ts.
+    if ts < start:
+        start -= window_seconds
+    elif ts >= start + window_seconds:
+        start += window_seconds
+    return Window(int(start), int(start) + window_seconds)
+
+
+def group_id(pool_id: str, window_start: int) -> str:
+    """Deterministic, so every aggregator process derives the same id for one window."""
+    return f"{pool_id}-{int(window_start)}"
+
+
+def is_ready(now: float, window_end: float, close_grace_seconds: float, contributors: int,
+             min_contributors: int | None) -> bool:
+    """An open group is ready once its window (plus grace) has passed, or enough members sent."""
+    if now >= window_end + (close_grace_seconds or 0):
+        return True
+    return bool(min_contributors) and min_contributors > 0 and contributors >= min_contributors
+
+
+def late_window(ts: float, now: float, window_seconds: int, attempt: int = 0) -> Window:
+    """Where a file goes when its own window's group no longer accepts files.
+
+    SPEC: the group of the current window. That window is never earlier than the
+    one after the file's own (a future-stamped file whose window closed early by
+    ``min_contributors`` must not move backwards), and ``attempt`` > 0 steps
+    further when that group too has stopped accepting (closed early as well).
+    """
+    own = window_for(ts, window_seconds)
+    current = window_for(now, window_seconds)
+    start = max(current.start, own.end) + attempt * window_seconds
+    return Window(start, start + window_seconds)
+
+
+def lease_expired(now: float, lease_expires_at: float | None) -> bool:
+    return lease_expires_at is not None and now >= lease_expires_at
+
+
+def after_lease_expiry(lease_expiries: int, max_expiries: int = DEFAULT_LEASE_MAX_EXPIRIES) -> tuple[str, int]:
+    """The status and the expiry count after one more lease expired: ready again, or failed at the max."""
+    count = lease_expiries + 1
+    return (FAILED if count >= max_expiries else READY), count
+
+
+def check_status_filter(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    if value not in STATUSES:
+        raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+    return value
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def sanitize_name(name: str, max_length: int = 120, fallback: str = "file") -> str:
+    """A file name safe as a tar member or a stored name: no paths, no control chars, bounded."""
+    base = (name or "").replace("\\", "/").split("/")[-1]
+    cleaned = _UNSAFE.sub("_", base).strip("._")
+    cleaned = cleaned[:max_length].rstrip("._")
+    return cleaned or fallback
+
+
+def member_name(timestamp_iso: str, file_id: str, file_name: str) -> str:
+    """A tar member name: sortable by time, unique by file id, with the original (sanitised) name."""
+    stamp = _UNSAFE.sub("-", timestamp_iso or "")
+    return f"{stamp}_{sanitize_name(file_id, 64)}_{sanitize_name(file_name)}"
