@@ -86,6 +86,23 @@ class AuthClient:
             return None
         raise AuthUnavailable(f"auth answered {response.status_code}")
 
+    def processor_key(self, api_key: str | None) -> dict | None:
+        """``{pool_id, key_id}`` of a processor API key, or None (``processor_pool`` plus the key id)."""
+        if not api_key:
+            return None
+        try:
+            response = self.session.post(f"{self.base_url}/auth/internal/processor-keys/verify",
+                                         json={"api_key": api_key},
+                                         headers={"X-Internal-Key": self.internal_key}, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise AuthUnavailable(str(exc)) from exc
+        if response.status_code == 200:
+            doc = response.json()
+            return {"pool_id": str(doc["pool_id"]), "key_id": str(doc.get("key_id") or "")}
+        if response.status_code in (401, 403, 404):
+            return None
+        raise AuthUnavailable(f"auth answered {response.status_code}")
+
     def pool(self, pool_id: str) -> dict | None:
         """A pool's settings (window_seconds, close_grace_seconds, ...), or None if unknown."""
         try:

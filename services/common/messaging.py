@@ -32,7 +32,7 @@ from .contracts import Message, UnknownMessage, decode
 log = logging.getLogger(__name__)
 
 EXCHANGE = "dropbox"  # topic exchange every event and command goes through
-RETRY_EXCHANGE = "dropbox.retry"  # direct; its queue dead-letters back to EXCHANGE after a delay
+RETRY_EXCHANGE = "dropbox.retry"  # topic; its queue dead-letters back to EXCHANGE after a delay
 DEAD_LETTER_EXCHANGE = "dropbox.dead"
 
 
@@ -59,9 +59,11 @@ AGGREGATOR_QUEUE = QueueSpec("pool_aggregator.stored", ("file.stored",),
 # clients of every gateway.
 GATEWAY_QUEUE = QueueSpec("socket_gateway.notifications", ("file.status.*", "pool.result_published"),
                           arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE})
-# A store retry waits here for its delay (per-message expiration), then is
-# dead-lettered back to EXCHANGE with its own routing key, "upload.store".
-RETRY_QUEUE = QueueSpec("file_uploader.store_retry", ("upload.store",), exchange=RETRY_EXCHANGE,
+# A delayed message (a store retry) waits here for its per-message expiration,
+# then is dead-lettered back to EXCHANGE with its own routing key. One queue
+# serves every delay because all retries share one delay: per-message TTLs
+# only expire at the head of a queue.
+RETRY_QUEUE = QueueSpec("dropbox.delayed", ("#",), exchange=RETRY_EXCHANGE,
                         arguments={"x-dead-letter-exchange": EXCHANGE})
 DEAD_LETTER_QUEUE = QueueSpec("dropbox.dead_letters", ("#",), exchange=DEAD_LETTER_EXCHANGE)
 
@@ -86,7 +88,7 @@ def _parameters(url: str, heartbeat: int) -> pika.URLParameters:
 
 def declare_topology(channel) -> None:
     channel.exchange_declare(EXCHANGE, exchange_type="topic", durable=True)
-    channel.exchange_declare(RETRY_EXCHANGE, exchange_type="direct", durable=True)
+    channel.exchange_declare(RETRY_EXCHANGE, exchange_type="topic", durable=True)
     channel.exchange_declare(DEAD_LETTER_EXCHANGE, exchange_type="topic", durable=True)
     for spec in DURABLE_QUEUES:
         channel.queue_declare(spec.name, durable=True, arguments=spec.arguments or None)

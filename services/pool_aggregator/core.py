@@ -9,6 +9,9 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from services.common.timeutil import iso
 
 OPEN, READY, PROCESSING, DONE, FAILED = "open", "ready", "processing", "done", "failed"
 STATUSES = (OPEN, READY, PROCESSING, DONE, FAILED)
@@ -111,7 +114,8 @@ def lease_expired(now: float, lease_expires_at: float | None) -> bool:
     return lease_expires_at is not None and now >= lease_expires_at
 
 
-def after_lease_expiry(lease_expiries: int, max_expiries: int = DEFAULT_LEASE_MAX_EXPIRIES) -> tuple[str, int]:
+def after_lease_expiry(lease_expiries: int,
+                       max_expiries: int = DEFAULT_LEASE_MAX_EXPIRIES) -> tuple[str, int]:
     """The status and the expiry count after one more lease expired: ready again, or failed at the max."""
     count = lease_expiries + 1
     return (FAILED if count >= max_expiries else READY), count
@@ -140,3 +144,7 @@ def member_name(timestamp_iso: str, file_id: str, file_name: str) -> str:
     """A tar member name: sortable by time, unique by file id, with the original (sanitised) name."""
     stamp = _UNSAFE.sub("-", timestamp_iso or "")
     return f"{stamp}_{sanitize_name(file_id, 64)}_{sanitize_name(file_name)}"
+
+
+def epoch_iso(ts: float) -> str:
+    return iso(datetime.fromtimestamp(ts, UTC))

@@ -1,0 +1,1 @@
+"""Examples that use the File Dropbox APIs from the outside: a reference processor, a pool simulator."""

@@ -1,0 +1,1 @@
+"""A reference external processor: waits for ready groups, averages the clients' arrays, posts the mean."""

@@ -1,0 +1,342 @@
+"""PostgreSQL: the one module of auth that talks to the database.
+
+Connections come from a ``ThreadedConnectionPool`` (waitress serves with
+threads); a semaphore in front of it makes a caller wait for a free connection
+instead of getting ``PoolError`` when every one is busy. A connection that
+broke (server restart) is closed instead of going back to the pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extras
+import psycopg2.pool
+
+from services.common.timeutil import iso
+
+from .core import PoolSpec
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+# Any fixed 64-bit number; every auth process takes this lock to migrate, so two
+# processes starting together apply each migration exactly once.
+MIGRATION_LOCK_ID = 0x6175_7468_6D69_6772  # "authmigr"
+
+POOL_COLUMNS = ("pool_id, name, window_seconds, close_grace_seconds, min_contributors, "
+                "processing_timeout_seconds, processor_url, created")
+
+
+class Duplicate(Exception):
+    """A unique constraint refused the row (e.g. a taken user name)."""
+
+
+class StoreUnavailable(RuntimeError):
+    """No database connection could be had in time."""
+
+
+def _pool_doc(row: dict[str, Any]) -> dict[str, Any]:
+    doc = {key: row[key] for key in ("pool_id", "name", "window_seconds", "close_grace_seconds",
+                                     "min_contributors", "processing_timeout_seconds", "processor_url")}
+    doc["created"] = iso(row["created"])
+    return doc
+
+
+class Store:
+    def __init__(self, dsn: str, *, pool_size: int = 20, connect_timeout: int = 5,
+                 statement_timeout_ms: int = 15000, acquire_timeout: float = 30.0) -> None:
+        self.dsn = dsn
+        self.pool_size = pool_size
+        self.connect_kwargs = {"connect_timeout": connect_timeout,
+                               "options": f"-c statement_timeout={statement_timeout_ms}"}
+        self.acquire_timeout = acquire_timeout
+        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
+        self._pool_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(pool_size)
+
+    # --- connections ---------------------------------------------------------
+
+    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
+        # Lazy: nothing connects until the first query (create_app must not connect).
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = psycopg2.pool.ThreadedConnectionPool(0, self.pool_size, self.dsn,
+                                                                  **self.connect_kwargs)
+            return self._pool
+
+    @contextmanager
+    def _cursor(self) -> Iterator[psycopg2.extras.RealDictCursor]:
+        """One transaction: commit when the block returns, roll back when it raises."""
+        if not self._slots.acquire(timeout=self.acquire_timeout):
+            raise StoreUnavailable("no database connection free")
+        try:
+            pool = self._get_pool()
+            conn = pool.getconn()
+            broken = bool(conn.closed)
+            try:
+                if broken:
+                    raise psycopg2.InterfaceError("connection already closed")
+                with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                    yield cur
+                conn.commit()
+            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                broken = True
+                raise
+            except BaseException:
+                try:
+                    conn.rollback()
+                except psycopg2.Error:
+                    broken = True
+                raise
+            finally:
+                pool.putconn(conn, close=broken or bool(conn.closed))
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.closeall()
+                self._pool = None
+
+    def ping(self) -> bool:
+        with self._cursor() as cur:
+            cur.execute("SELECT 1 AS ok")
+            return cur.fetchone()["ok"] == 1
+
+    # --- migrations ------------------------------------------------------------
+
+    def migrate(self, directory: Path = MIGRATIONS_DIR) -> list[str]:
+        """Apply every ``NNNN_*.sql`` not yet in ``schema_migrations``, in order; returns those applied.
+
+        Each file runs in its own transaction together with its bookkeeping row, so a
+        failing migration leaves nothing half-applied. A session advisory lock
+        serialises concurrent starters: the second waits, then finds nothing to do.
+        """
+        files = sorted(p for p in directory.glob("*.sql") if p.name[:4].isdigit())
+        applied: list[str] = []
+        conn = psycopg2.connect(self.dsn, **self.connect_kwargs)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SET statement_timeout = 0")  # a migration may take long
+                cur.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
+            try:
+                conn.autocommit = False
+                with conn.cursor() as cur:
+                    cur.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                                " version TEXT PRIMARY KEY,"
+                                " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+                    cur.execute("SELECT version FROM schema_migrations")
+                    done = {row[0] for row in cur.fetchall()}
+                conn.commit()
+                for path in files:
+                    version = path.stem
+                    if version in done:
+                        continue
+                    with conn.cursor() as cur:
+                        cur.execute(path.read_text())
+                        cur.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+                    conn.commit()
+                    applied.append(version)
+                    log.info("migration applied", extra={"version": version})
+            except BaseException:
+                conn.rollback()
+                raise
+            finally:
+                conn.autocommit = True
+                with conn.cursor() as cur:
+                    cur.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
+        finally:
+            conn.close()
+        return applied
+
+    def applied_migrations(self) -> list[str]:
+        with self._cursor() as cur:
+            cur.execute("SELECT version FROM schema_migrations ORDER BY version")
+            return [row["version"] for row in cur.fetchall()]
+
+    # --- users -------------------------------------------------------------------
+
+    def create_user(self, user_id: str, user_name: str, password_hash: str, role: str = "user") -> dict:
+        try:
+            with self._cursor() as cur:
+                cur.execute("INSERT INTO users (user_id, user_name, password_hash, role) "
+                            "VALUES (%s, %s, %s, %s) RETURNING user_id, user_name, role, created",
+                            (user_id, user_name, password_hash, role))
+                return dict(cur.fetchone())
+        except psycopg2.errors.UniqueViolation as exc:
+            raise Duplicate(f"user {user_name!r} exists") from exc
+
+    def user_by_name(self, user_name: str) -> dict | None:
+        """The user (with its password hash) whose name matches regardless of case."""
+        with self._cursor() as cur:
+            cur.execute("SELECT user_id, user_name, role, password_hash, created FROM users "
+                        "WHERE lower(user_name) = lower(%s)", (user_name,))
+            row = cur.fetchone()
+            return dict(row) if row else None
+
+    def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        with self._cursor() as cur:
+            cur.execute("UPDATE users SET password_hash = %s WHERE user_id = %s", (password_hash, user_id))
+
+    def ensure_admin(self, user_id: str, user_name: str, password_hash: str) -> bool:
+        """Create the admin, or make an existing user of that name admin (its password is kept).
+
+        True when the account was created. ON CONFLICT makes two processes starting at
+        once safe: one inserts, the other finds the row.
+        """
+        with self._cursor() as cur:
+            cur.execute("INSERT INTO users (user_id, user_name, password_hash, role) "
+                        "VALUES (%s, %s, %s, 'admin') ON CONFLICT DO NOTHING RETURNING user_id",
+                        (user_id, user_name, password_hash))
+            created = cur.fetchone() is not None
+            if not created:
+                cur.execute("UPDATE users SET role = 'admin' WHERE lower(user_name) = lower(%s) "
+                            "AND role <> 'admin'", (user_name,))
+            return created
+
+    def list_users(self) -> list[dict]:
+        with self._cursor() as cur:
+            cur.execute("SELECT user_id, user_name, role, created FROM users ORDER BY created, user_name")
+            return [{**row, "created": iso(row["created"])} for row in cur.fetchall()]
+
+    # --- tokens --------------------------------------------------------------------
+
+    def identity(self, user_id: str, jti: str) -> dict | None:
+        """The user with its pools, or None when the user is gone or the token revoked.
+
+        One query over two primary keys and the pool_members(user_id) index: it runs on
+        every request of every service.
+        """
+        with self._cursor() as cur:
+            cur.execute(
+                "SELECT u.user_id, u.user_name, u.role,"
+                " EXISTS (SELECT 1 FROM revoked_tokens r WHERE r.jti = %(jti)s) AS revoked,"
+                " COALESCE(array_agg(m.pool_id ORDER BY m.pool_id) FILTER (WHERE m.pool_id IS NOT NULL),"
+                "          '{}') AS pool_ids,"
+                " COALESCE(array_agg(m.role ORDER BY m.pool_id) FILTER (WHERE m.pool_id IS NOT NULL),"
+                "          '{}') AS pool_roles"
+                " FROM users u LEFT JOIN pool_members m ON m.user_id = u.user_id"
+                " WHERE u.user_id = %(uid)s GROUP BY u.user_id",
+                {"jti": jti, "uid": user_id})
+            row = cur.fetchone()
+        if row is None or row["revoked"]:
+            return None
+        return {"user_id": row["user_id"], "user_name": row["user_name"], "role": row["role"],
+                "pools": [{"pool_id": p, "role": r} for p, r in zip(row["pool_ids"], row["pool_roles"],
+                                                                   strict=True)]}
+
+    def revoke_token(self, jti: str, user_id: str, expires_at: int) -> bool:
+        """Record a revocation (True if new). Rows of tokens that expired anyway are pruned:
+        an expired token is refused by its signature check alone."""
+        with self._cursor() as cur:
+            cur.execute("INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES (%s, %s, %s) "
+                        "ON CONFLICT (jti) DO NOTHING RETURNING jti",
+                        (jti, user_id, datetime.fromtimestamp(expires_at, UTC)))
+            new = cur.fetchone() is not None
+            cur.execute("DELETE FROM revoked_tokens WHERE expires_at < now() - interval '5 minutes'")
+            return new
+
+    def is_revoked(self, jti: str) -> bool:
+        with self._cursor() as cur:
+            cur.execute("SELECT 1 FROM revoked_tokens WHERE jti = %s", (jti,))
+            return cur.fetchone() is not None
+
+    # --- pools -----------------------------------------------------------------------
+
+    def create_pool(self, pool_id: str, spec: PoolSpec) -> dict:
+        try:
+            with self._cursor() as cur:
+                cur.execute(f"INSERT INTO pools (pool_id, name, window_seconds, close_grace_seconds,"
+                            f" min_contributors, processing_timeout_seconds, processor_url)"
+                            f" VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {POOL_COLUMNS}",
+                            (pool_id, spec.name, spec.window_seconds, spec.close_grace_seconds,
+                             spec.min_contributors, spec.processing_timeout_seconds, spec.processor_url))
+                return _pool_doc(cur.fetchone())
+        except psycopg2.errors.UniqueViolation as exc:
+            raise Duplicate(f"pool {pool_id} exists") from exc
+
+    def get_pool(self, pool_id: str) -> dict | None:
+        with self._cursor() as cur:
+            cur.execute(f"SELECT {POOL_COLUMNS} FROM pools WHERE pool_id = %s", (pool_id,))
+            row = cur.fetchone()
+            return _pool_doc(row) if row else None
+
+    def list_pools(self, user_id: str, *, all_pools: bool) -> list[dict]:
+        """The user's pools with its role; ``all_pools`` (admin): every pool, role None where not a member."""
+        join = "LEFT JOIN" if all_pools else "JOIN"
+        cols = ", ".join(f"p.{c.strip()}" for c in POOL_COLUMNS.split(","))
+        with self._cursor() as cur:
+            cur.execute(f"SELECT {cols}, m.role FROM pools p {join} pool_members m"
+                        f" ON m.pool_id = p.pool_id AND m.user_id = %s ORDER BY p.created, p.pool_id",
+                        (user_id,))
+            return [{**_pool_doc(row), "role": row["role"]} for row in cur.fetchall()]
+
+    def member_role(self, pool_id: str, user_id: str) -> str | None:
+        with self._cursor() as cur:
+            cur.execute("SELECT role FROM pool_members WHERE pool_id = %s AND user_id = %s",
+                        (pool_id, user_id))
+            row = cur.fetchone()
+            return row["role"] if row else None
+
+    def set_member(self, pool_id: str, user_id: str, role: str) -> None:
+        with self._cursor() as cur:
+            cur.execute("INSERT INTO pool_members (pool_id, user_id, role) VALUES (%s, %s, %s) "
+                        "ON CONFLICT (pool_id, user_id) DO UPDATE SET role = EXCLUDED.role",
+                        (pool_id, user_id, role))
+
+    def remove_member(self, pool_id: str, user_id: str) -> bool:
+        with self._cursor() as cur:
+            cur.execute("DELETE FROM pool_members WHERE pool_id = %s AND user_id = %s RETURNING user_id",
+                        (pool_id, user_id))
+            return cur.fetchone() is not None
+
+    def members(self, pool_id: str) -> list[dict]:
+        with self._cursor() as cur:
+            cur.execute("SELECT u.user_id, u.user_name, m.role FROM pool_members m"
+                        " JOIN users u ON u.user_id = m.user_id WHERE m.pool_id = %s ORDER BY u.user_name",
+                        (pool_id,))
+            return [dict(row) for row in cur.fetchall()]
+
+    # --- processor keys ----------------------------------------------------------------
+
+    def add_processor_key(self, key_id: str, pool_id: str, key_hash: str) -> dict:
+        with self._cursor() as cur:
+            cur.execute("INSERT INTO processor_keys (key_id, pool_id, key_hash) VALUES (%s, %s, %s)"
+                        " RETURNING key_id, pool_id, created", (key_id, pool_id, key_hash))
+            row = cur.fetchone()
+            return {**row, "created": iso(row["created"])}
+
+    def processor_keys(self, pool_id: str) -> list[dict]:
+        with self._cursor() as cur:
+            cur.execute("SELECT key_id, pool_id, created, revoked_at FROM processor_keys WHERE pool_id = %s"
+                        " ORDER BY created, key_id", (pool_id,))
+            return [{"key_id": r["key_id"], "pool_id": r["pool_id"], "created": iso(r["created"]),
+                     "revoked": r["revoked_at"] is not None,
+                     "revoked_at": iso(r["revoked_at"]) if r["revoked_at"] else None}
+                    for r in cur.fetchall()]
+
+    def revoke_processor_key(self, pool_id: str, key_id: str) -> bool:
+        """True when the pool has that key (revoking twice is harmless)."""
+        with self._cursor() as cur:
+            cur.execute("UPDATE processor_keys SET revoked_at = COALESCE(revoked_at, now())"
+                        " WHERE pool_id = %s AND key_id = %s RETURNING key_id", (pool_id, key_id))
+            return cur.fetchone() is not None
+
+    def processor_key(self, key_id: str) -> dict | None:
+        """An unrevoked key's pool and hash."""
+        with self._cursor() as cur:
+            cur.execute("SELECT key_id, pool_id, key_hash FROM processor_keys"
+                        " WHERE key_id = %s AND revoked_at IS NULL", (key_id,))
+            row = cur.fetchone()
+            return dict(row) if row else None

@@ -1,0 +1,370 @@
+"""Pure upload logic: validation, chunk arithmetic, content sniffing, retry decisions.
+
+No I/O here: app.py and store.py call these functions with what they read.
+Every refusal is a ``Refusal`` carrying SPEC's status and error code; the app
+turns it into ``{"error": {"code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.common import timeutil
+from services.common.contracts import MAX_STORE_ATTEMPTS, UploadItem
+
+MiB = 1024 * 1024
+
+DEFAULT_FORBIDDEN_EXTENSIONS: tuple[str, ...] = (
+    ".exe", ".dll", ".bat", ".cmd", ".com", ".msi", ".msp", ".scr", ".ps1", ".psm1", ".sh", ".bash",
+    ".jar", ".vbs", ".vbe", ".wsf", ".wsh", ".hta", ".cpl", ".pif", ".lnk", ".apk", ".app", ".elf",
+    ".so", ".dylib", ".sys", ".drv", ".reg", ".gadget", ".class",
+)
+
+# Content types a client may declare for an executable; refused at start like the extension.
+EXECUTABLE_CONTENT_TYPES = frozenset({
+    "application/x-msdownload", "application/x-ms-dos-executable", "application/x-dosexec",
+    "application/x-executable", "application/x-elf", "application/x-sharedlib",
+    "application/x-mach-binary", "application/x-msi", "application/x-ms-installer",
+    "application/vnd.microsoft.portable-executable", "application/java-archive",
+    "application/x-java-archive", "application/x-sh", "application/x-shellscript", "text/x-shellscript",
+    "application/x-bat", "application/x-msdos-program", "application/x-ms-shortcut",
+    "application/java-vm",
+})
+
+# Magic bytes of executables (checked on the first bytes of the file and of every item).
+EXECUTABLE_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"MZ", "a Windows/DOS executable"),
+    (b"\x7fELF", "an ELF executable"),
+    (b"\xfe\xed\xfa\xce", "a Mach-O executable"),
+    (b"\xfe\xed\xfa\xcf", "a Mach-O executable"),
+    (b"\xce\xfa\xed\xfe", "a Mach-O executable"),
+    (b"\xcf\xfa\xed\xfe", "a Mach-O executable"),
+    (b"\xca\xfe\xba\xbe", "a Mach-O universal binary or Java class"),
+    (b"#!", "a script with a shebang"),
+)
+MAGIC_LENGTH = 4  # the longest magic above
+
+MAX_NAME_BYTES = 255
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+class Refusal(Exception):
+    """A request the upload rules refuse; status and code are SPEC's."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
+def bad_request(message: str, **extra: Any) -> Refusal:
+    return Refusal(400, "bad_request", message, **extra)
+
+
+def conflict(message: str, **extra: Any) -> Refusal:
+    return Refusal(409, "conflict", message, **extra)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_file_size: int = 64 * MiB
+    chunk_size: int = MiB
+    forbidden_extensions: tuple[str, ...] = DEFAULT_FORBIDDEN_EXTENSIONS
+    max_metadata_bytes: int = 16 * 1024
+    max_items: int = 10_000
+    max_uploads_per_user: int = 20
+
+
+# --- names, types, sizes -----------------------------------------------------
+
+
+def sanitize_file_name(name: Any) -> str:
+    """The base name only, no path parts or control characters, 1..255 UTF-8 bytes.
+
+    Path parts are stripped rather than refused (a browser may send
+    ``C:\\fakepath\\x.txt``); what is left must be a usable name.
+    """
+    if not isinstance(name, str):
+        raise bad_request("file_name must be a string")
+    name = unicodedata.normalize("NFC", name)
+    base = re.split(r"[\\/]", name)[-1].strip()
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in base):
+        raise bad_request("file_name must not contain control characters")
+    if base in ("", ".", ".."):
+        raise bad_request("file_name is empty or not a file name")
+    if len(base.encode("utf-8")) > MAX_NAME_BYTES:
+        raise bad_request(f"file_name is longer than {MAX_NAME_BYTES} bytes")
+    return base
+
+
+def check_extension(name: str, forbidden: Iterable[str]) -> None:
+    lowered = name.lower().rstrip(". ")  # Windows ignores trailing dots/spaces: "x.exe." runs
+    for ext in forbidden:
+        if lowered.endswith(ext.lower()):
+            raise Refusal(415, "forbidden_type", f"files of type {ext} are not accepted")
+
+
+def check_content_type(content_type: Any) -> str:
+    if content_type is None or content_type == "":
+        return "application/octet-stream"
+    if not isinstance(content_type, str) or len(content_type) > 255 \
+            or any(ord(ch) < 32 or ord(ch) == 127 for ch in content_type):
+        raise bad_request("content_type must be a short string")
+    base = content_type.split(";", 1)[0].strip().lower()
+    if base in EXECUTABLE_CONTENT_TYPES:
+        raise Refusal(415, "forbidden_type", f"content type {base} is not accepted")
+    return content_type.strip()
+
+
+def sniff_executable(head: bytes) -> str | None:
+    """What kind of executable ``head`` (the first bytes of a file) starts, or None."""
+    for magic, what in EXECUTABLE_MAGIC:
+        if head.startswith(magic):
+            return what
+    return None
+
+
+def check_content(head: bytes) -> None:
+    what = sniff_executable(head)
+    if what is not None:
+        raise Refusal(415, "forbidden_type", f"the content is {what}; executables are not accepted")
+
+
+def check_size(size: Any, limits: Limits) -> int:
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise bad_request("size must be an integer number of bytes")
+    if size == 0:
+        raise Refusal(400, "empty_file", "the file is empty")
+    if size < 0:
+        raise bad_request("size must be positive")
+    if size > limits.max_file_size:
+        raise Refusal(413, "too_large", f"the file is larger than {limits.max_file_size} bytes",
+                      max_size=limits.max_file_size)
+    return size
+
+
+def check_sha256(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _SHA256.match(value.lower()):
+        raise bad_request("sha256 must be 64 hexadecimal characters")
+    return value.lower()
+
+
+def check_id(value: Any, what: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str | int) or isinstance(value, bool) or not _ID.match(str(value)):
+        raise bad_request(f"{what} is not a valid id")
+    return str(value)
+
+
+def parse_metadata(value: Any, max_bytes: int) -> dict[str, Any]:
+    """A JSON object (given as an object or as JSON text) of at most ``max_bytes``."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str | bytes):
+        if len(value) > max_bytes:
+            raise Refusal(413, "too_large", f"metadata is larger than {max_bytes} bytes")
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise bad_request("metadata must be a JSON object") from exc
+    if not isinstance(value, dict):
+        raise bad_request("metadata must be a JSON object")
+    encoded = json.dumps(value, separators=(",", ":"))
+    if len(encoded.encode()) > max_bytes:
+        raise Refusal(413, "too_large", f"metadata is larger than {max_bytes} bytes")
+    return value
+
+
+def parse_timestamp(value: Any, default: str) -> str:
+    if value is None or value == "":
+        return default
+    try:
+        return timeutil.iso(timeutil.parse(value))
+    except timeutil.BadTimestamp as exc:
+        raise bad_request(str(exc)) from exc
+
+
+# --- items -------------------------------------------------------------------
+
+
+def item_file_id(upload_id: str, n: int) -> str:
+    return f"{upload_id}-{n:04d}"
+
+
+def build_items(upload_id: str, raw: Any, size: int, file_name: str, timestamp: str,
+                limits: Limits) -> tuple[UploadItem, ...]:
+    """The upload's file records: one covering it all, or one per batch item.
+
+    Batch ranges must be inside the file, at least one byte long and must not
+    overlap (each range is a separate update; overlapping ones would be two
+    records sharing bytes, which no client means to send).
+    """
+    if raw is None or raw == [] or raw == "":
+        return (UploadItem(file_id=upload_id, offset=0, length=size, timestamp=timestamp, name=file_name),)
+    if not isinstance(raw, list):
+        raise bad_request("items must be a list")
+    if len(raw) > limits.max_items:
+        raise bad_request(f"at most {limits.max_items} items per upload")
+    items = []
+    for n, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            raise bad_request(f"items[{n}] must be an object")
+        offset, length = entry.get("offset"), entry.get("length")
+        for key, val in (("offset", offset), ("length", length)):
+            if isinstance(val, bool) or not isinstance(val, int):
+                raise bad_request(f"items[{n}].{key} must be an integer")
+        if offset < 0 or length < 1 or offset + length > size:
+            raise bad_request(f"items[{n}] range [{offset}, {offset + length}) is not inside the file")
+        if "timestamp" not in entry:
+            raise bad_request(f"items[{n}].timestamp is required")
+        stamp = parse_timestamp(entry.get("timestamp"), timestamp)
+        name = entry.get("name")
+        name = sanitize_file_name(name) if name not in (None, "") else f"{file_name}.{n:04d}"
+        check_extension(name, limits.forbidden_extensions)
+        items.append(UploadItem(file_id=item_file_id(upload_id, n), offset=offset, length=length,
+                                timestamp=stamp, name=name))
+    ordered = sorted(items, key=lambda i: i.offset)
+    for before, after in zip(ordered, ordered[1:], strict=False):
+        if after.offset < before.offset + before.length:
+            raise bad_request("items ranges overlap")
+    return tuple(items)
+
+
+# --- chunks ------------------------------------------------------------------
+
+
+def chunk_count(size: int, chunk_size: int) -> int:
+    return max(1, math.ceil(size / chunk_size))
+
+
+def chunk_length(size: int, chunk_size: int, index: int) -> int:
+    """Exactly ``chunk_size`` except the last chunk, which holds the remainder."""
+    count = chunk_count(size, chunk_size)
+    if index < count - 1:
+        return chunk_size
+    return size - chunk_size * (count - 1)
+
+
+def parse_index(raw: Any) -> int:
+    try:
+        index = int(raw)
+    except (TypeError, ValueError) as exc:
+        raise bad_request("index must be an integer") from exc
+    if isinstance(raw, bool):
+        raise bad_request("index must be an integer")
+    return index
+
+
+def check_chunk(size: int, chunk_size: int, index: int, length: int) -> None:
+    count = chunk_count(size, chunk_size)
+    if index < 0 or index >= count:
+        raise bad_request(f"chunk index {index} is outside 0..{count - 1}")
+    expected = chunk_length(size, chunk_size, index)
+    if length > expected:
+        raise Refusal(413, "too_large", f"chunk {index} must be {expected} bytes, got {length}",
+                      expected=expected)
+    if length != expected:
+        raise bad_request(f"chunk {index} must be {expected} bytes, got {length}", expected=expected)
+
+
+def missing_indexes(count: int, received: Iterable[int]) -> list[int]:
+    have = set(received)
+    return [i for i in range(count) if i not in have]
+
+
+def item_heads_in_chunk(items: Iterable[UploadItem], index: int, chunk_size: int) -> list[int]:
+    """Offsets, inside chunk ``index``, where an item begins (its head is sniffed there).
+
+    A head that straddles two chunks is sniffed on the bytes this chunk holds;
+    the magic numbers are 2-4 bytes, so the rare straddle sees a prefix only.
+    """
+    start = index * chunk_size
+    return sorted({i.offset - start for i in items if start <= i.offset < start + chunk_size})
+
+
+# --- start of an upload ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UploadPlan:
+    upload_id: str
+    owner_id: str
+    owner_name: str
+    file_name: str
+    size: int
+    content_type: str
+    sha256: str | None
+    pool_id: str | None
+    timestamp: str
+    items: tuple[UploadItem, ...]
+    metadata: dict[str, Any]
+    kind: str
+    group_id: str | None
+    chunk_size: int
+    chunk_count: int
+    created: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def plan_upload(payload: Mapping[str, Any], *, upload_id: str, owner_id: str, owner_name: str,
+                limits: Limits, now: str) -> UploadPlan:
+    """Validate a start-transfer request; every rule of SPEC's start-transfer is here."""
+    file_name = sanitize_file_name(payload.get("file_name"))
+    check_extension(file_name, limits.forbidden_extensions)
+    content_type = check_content_type(payload.get("content_type"))
+    size = check_size(payload.get("size"), limits)
+    sha256 = check_sha256(payload.get("sha256"))
+    pool_id = check_id(payload.get("pool_id"), "pool_id")
+    timestamp = parse_timestamp(payload.get("timestamp"), now)
+    metadata = parse_metadata(payload.get("metadata"), limits.max_metadata_bytes)
+    kind = payload.get("kind") or "file"
+    if kind not in ("file", "result"):
+        raise bad_request("kind must be file or result")
+    group_id = check_id(payload.get("group_id"), "group_id")
+    items = build_items(upload_id, payload.get("items"), size, file_name, timestamp, limits)
+    return UploadPlan(upload_id=upload_id, owner_id=owner_id, owner_name=owner_name, file_name=file_name,
+                      size=size, content_type=content_type, sha256=sha256, pool_id=pool_id,
+                      timestamp=timestamp, items=items, metadata=metadata, kind=kind, group_id=group_id,
+                      chunk_size=limits.chunk_size, chunk_count=chunk_count(size, limits.chunk_size),
+                      created=now)
+
+
+# --- store retries -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryDecision:
+    retry: bool
+    next_attempt: int | None
+
+
+def retry_decision(failed_attempt: int, max_attempts: int = MAX_STORE_ATTEMPTS) -> RetryDecision:
+    """After attempt ``failed_attempt`` failed: try again (attempt+1) or give up."""
+    if failed_attempt < max_attempts:
+        return RetryDecision(True, failed_attempt + 1)
+    return RetryDecision(False, None)
+
+
+def overload_reasons(*, queue_depth: int | None, max_queue_depth: int, redis_memory: int | None,
+                     max_redis_memory: int, pending_bytes: int | None, max_pending_bytes: int) -> list[str]:
+    """Why new uploads should wait (a threshold of 0 disables its check)."""
+    reasons = []
+    if max_queue_depth and queue_depth is not None and queue_depth >= max_queue_depth:
+        reasons.append(f"store queue holds {queue_depth} uploads")
+    if max_redis_memory and redis_memory is not None and redis_memory >= max_redis_memory:
+        reasons.append("upload cache memory is full")
+    if max_pending_bytes and pending_bytes is not None and pending_bytes >= max_pending_bytes:
+        reasons.append("too many bytes are waiting to be stored")
+    return reasons

@@ -1,0 +1,435 @@
+"""The upload pipeline: core rules + the Redis store + the broker, shared by every route.
+
+The socket gateway (through the internal routes) and ``POST /file/upload`` go
+through the same ``UploadService`` methods, so both get the same checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from typing import IO, Any
+
+from services.common import contracts, messaging, timeutil
+from services.common.audit import AuditTrail
+from services.common.contracts import FileStatusChanged, StoreUpload, UploadItem
+from services.common.httpkit import ServiceMetrics
+
+from . import core
+from .config import Settings
+from .core import Refusal
+from .store import CACHED, UPLOADING, UploadStore
+
+log = logging.getLogger(__name__)
+
+
+class UploaderMetrics:
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self.base = metrics
+        self.started = metrics.counter("uploads_started_total", "uploads started")
+        self.completed = metrics.counter("uploads_completed_total", "uploads completed (cached)")
+        self.failed = metrics.counter("uploads_failed_total", "uploads dropped", ("reason",))
+        self.bytes = metrics.counter("upload_bytes_received_total", "chunk bytes received (new chunks)")
+        self.chunk_latency = metrics.histogram("upload_chunk_write_seconds", "chunk write latency",
+                                               buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                        0.5, 1, 2.5))
+        self.retries = metrics.counter("upload_store_retries_total", "store retries scheduled")
+        self.overloaded = metrics.counter("upload_overloaded_total", "requests refused as overloaded")
+        self.audit_lost = metrics.counter("audit_write_lost_total", "audit records that could not be published")
+
+
+class StreamingHashes:
+    """Per-upload sha256 advanced as contiguous chunks arrive, so completion needs no second read.
+
+    In-process and bounded (LRU): a state that is missing (another process took
+    the upload over, or it was evicted) or behind (chunks came out of order) is
+    finished at completion from the chunks in Redis.
+    """
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._states: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+
+    def advance(self, upload_id: str, index: int, data: bytes) -> None:
+        with self._lock:
+            state = self._states.get(upload_id)
+            if state is None:
+                if index != 0:
+                    return
+                state = (hashlib.sha256(), 0)
+            hasher, expected = state
+            if index != expected:
+                return  # a rewrite of an earlier chunk, or out of order: completion catches up
+            hasher.update(data)
+            self._states[upload_id] = (hasher, expected + 1)
+            self._states.move_to_end(upload_id)
+            while len(self._states) > self.capacity:
+                self._states.popitem(last=False)
+
+    def take(self, upload_id: str) -> tuple[Any, int]:
+        """The state to finish (removed from the table): ``(hasher, next_index)``."""
+        with self._lock:
+            state = self._states.pop(upload_id, None)
+        if state is None:
+            return hashlib.sha256(), 0
+        hasher, index = state
+        return hasher.copy(), index
+
+    def restore(self, upload_id: str, hasher: Any, index: int) -> None:
+        with self._lock:
+            self._states[upload_id] = (hasher, index)
+
+    def forget(self, upload_id: str) -> None:
+        with self._lock:
+            self._states.pop(upload_id, None)
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return list(self._states)
+
+
+class LoadGauge:
+    """Is the pipeline overloaded? Asked at most once per ``interval`` (the answer is cached)."""
+
+    def __init__(self, settings: Settings, store: UploadStore, broker: Any, interval: float = 1.0) -> None:
+        self.settings = settings
+        self.store = store
+        self.broker = broker
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._checked = 0.0
+        self._reasons: list[str] = []
+
+    def _measure(self) -> list[str]:
+        depth = memory = pending = None
+        try:
+            depth = self.broker.queue_depths([messaging.STORE_QUEUE.name])[messaging.STORE_QUEUE.name]
+        except Exception as exc:  # noqa: BLE001 - unknown depth does not refuse uploads; /ready reports it
+            log.warning("store queue depth unknown", extra={"error": repr(exc)})
+        try:
+            memory = self.store.used_memory()
+            pending = self.store.pending_bytes()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("redis load unknown", extra={"error": repr(exc)})
+        s = self.settings
+        return core.overload_reasons(queue_depth=depth, max_queue_depth=s.max_store_queue_depth,
+                                     redis_memory=memory, max_redis_memory=s.max_redis_memory_bytes,
+                                     pending_bytes=pending, max_pending_bytes=s.max_pending_bytes)
+
+    def reasons(self) -> list[str]:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._checked >= self.interval:
+                self._reasons = self._measure()
+                self._checked = now
+            return list(self._reasons)
+
+
+def _store_command(session: dict[str, Any], sha256: str, cache_key: str) -> StoreUpload:
+    items = tuple(UploadItem(**i) for i in session["items"])
+    return StoreUpload(
+        upload_id=session["upload_id"], owner_id=session["owner_id"], owner_name=session["owner_name"],
+        file_name=session["file_name"], size=session["size"], sha256=sha256,
+        content_type=session["content_type"], chunk_size=session["chunk_size"],
+        chunk_count=session["chunk_count"], cache_key=cache_key, items=items, created=session["created"],
+        pool_id=session["pool_id"], metadata=session["metadata"], attempt=1, kind=session["kind"],
+        group_id=session["group_id"],
+    )
+
+
+class UploadService:
+    def __init__(self, settings: Settings, store: UploadStore, broker: Any, metrics: UploaderMetrics,
+                 audit: AuditTrail | None = None, hashes: StreamingHashes | None = None) -> None:
+        self.settings = settings
+        self.limits = settings.limits
+        self.store = store
+        self.broker = broker
+        self.metrics = metrics
+        self.audit = audit or AuditTrail(broker, "file_uploader", metrics.audit_lost)
+        self.hashes = hashes or StreamingHashes()
+        self.load = LoadGauge(settings, store, broker)
+
+    # --- helpers -------------------------------------------------------------
+    def _overloaded(self, message: str) -> Refusal:
+        self.metrics.overloaded.inc()
+        return Refusal(429, "overloaded", message, retry_after=self.settings.overload_retry_after)
+
+    def check_load(self) -> None:
+        reasons = self.load.reasons()
+        if reasons:
+            raise self._overloaded("the service is busy (" + "; ".join(reasons) + "); try again later")
+
+    def _session(self, file_id: str, owner_id: str) -> dict[str, Any]:
+        session = self.store.session(file_id) if core.check_id(file_id, "file_id") else None
+        # Another owner's upload answers like an unknown one: ids are not to be probed.
+        if session is None or session["owner_id"] != str(owner_id):
+            raise Refusal(404, "not_found", "no such upload")
+        return session
+
+    def _drop(self, session: dict[str, Any], reason: str) -> None:
+        self.store.drop(session["upload_id"], session["chunk_count"], session["owner_id"])
+        self.hashes.forget(session["upload_id"])
+        self.metrics.failed.labels(reason).inc()
+
+    # --- start / resume --------------------------------------------------------
+    def start(self, payload: dict[str, Any], *, owner_id: str, owner_name: str,
+              writer: str) -> tuple[dict[str, Any], int]:
+        if not owner_id or not writer:
+            raise core.bad_request("owner_id and writer are required")
+        if payload.get("file_id"):
+            return self.resume(str(payload["file_id"]), owner_id=owner_id, writer=writer), 200
+        self.check_load()
+        upload_id = uuid.uuid4().hex
+        plan = core.plan_upload(payload, upload_id=upload_id, owner_id=str(owner_id),
+                                owner_name=str(owner_name or owner_id), limits=self.limits,
+                                now=timeutil.now_iso())
+        if not self.store.open_slot(plan.owner_id, upload_id, self.limits.max_uploads_per_user):
+            raise self._overloaded(f"at most {self.limits.max_uploads_per_user} unfinished uploads per user")
+        self.store.create(plan, writer)
+        self.metrics.started.inc()
+        self.audit.record("upload_started", actor=plan.owner_id, file_id=upload_id, pool_id=plan.pool_id,
+                          size=plan.size, file_name=plan.file_name, items=len(plan.items))
+        return {"file_id": upload_id, "chunk_size": plan.chunk_size}, 201
+
+    def resume(self, file_id: str, *, owner_id: str, writer: str) -> dict[str, Any]:
+        session = self._session(file_id, owner_id)
+        if session["status"] != UPLOADING:
+            raise core.conflict("the upload is already complete")
+        # A new writer takes over only when the previous one released or let its lock expire.
+        if not self.store.acquire_writer(file_id, writer):
+            raise core.conflict("another connection is writing this upload")
+        self.store.touch(file_id, session["chunk_count"], self.settings.upload_ttl_seconds)
+        have = self.store.existing_chunks(file_id, session["chunk_count"])
+        return {"file_id": file_id, "chunk_size": session["chunk_size"],
+                "missing": core.missing_indexes(session["chunk_count"], have)}
+
+    # --- chunks ----------------------------------------------------------------
+    def write_chunk(self, file_id: str, raw_index: Any, data: bytes, *, owner_id: str, writer: str,
+                    chunk_sha256: str | None = None) -> dict[str, Any]:
+        started = time.perf_counter()
+        session = self._session(file_id, owner_id)
+        if session["status"] != UPLOADING:
+            raise core.conflict("the upload is already complete")
+        index = core.parse_index(raw_index)
+        core.check_chunk(session["size"], session["chunk_size"], index, len(data))
+        declared = core.check_sha256(chunk_sha256)
+        if declared and hashlib.sha256(data).hexdigest() != declared:
+            raise core.bad_request(f"chunk {index} does not match its sha256; it was not stored")
+        if not writer or not self.store.acquire_writer(file_id, writer):
+            raise core.conflict("another connection is writing this upload")
+        items = [UploadItem(**i) for i in session["items"]]
+        for offset in core.item_heads_in_chunk(items, index, session["chunk_size"]):
+            try:
+                core.check_content(data[offset:offset + core.MAGIC_LENGTH])
+            except Refusal:
+                # An executable is never kept, not even as a resumable upload.
+                self._drop(session, "forbidden_type")
+                self.audit.record("upload_refused", actor=session["owner_id"], file_id=file_id,
+                                  outcome="refused", reason="forbidden_type")
+                raise
+        outcome = self.store.put_chunk(file_id, index, data)
+        if outcome == "different":
+            raise core.conflict(f"chunk {index} was already received with different bytes")
+        if outcome == "new":
+            self.metrics.bytes.inc(len(data))
+        self.hashes.advance(file_id, index, data)
+        received = self.store.received_count(file_id)
+        self.metrics.chunk_latency.observe(time.perf_counter() - started)
+        return {"file_id": file_id, "index": index, "received": received}
+
+    def release(self, file_id: str, writer: str) -> bool:
+        core.check_id(file_id, "file_id")
+        return self.store.release_writer(file_id, writer)
+
+    def describe(self, file_id: str, owner_id: str) -> dict[str, Any]:
+        session = self.store.session(file_id) if core.check_id(file_id, "file_id") else None
+        if session is None:
+            tomb = self.store.status(file_id)
+            if tomb and tomb.get("owner_id") == str(owner_id):
+                return {"file_id": file_id, "status": tomb["status"], "received": [], "missing": []}
+            raise Refusal(404, "not_found", "no such upload")
+        if session["owner_id"] != str(owner_id):
+            raise Refusal(404, "not_found", "no such upload")
+        have = self.store.existing_chunks(file_id, session["chunk_count"])
+        tomb = self.store.status(file_id) or {}
+        return {"file_id": file_id, "status": tomb.get("status", session["status"]), "size": session["size"],
+                "chunk_size": session["chunk_size"], "chunk_count": session["chunk_count"],
+                "received": sorted(have), "missing": core.missing_indexes(session["chunk_count"], have)}
+
+    # --- completion --------------------------------------------------------------
+    def _whole_sha256(self, session: dict[str, Any]) -> str:
+        upload_id = session["upload_id"]
+        hasher, index = self.hashes.take(upload_id)
+        for i in range(index, session["chunk_count"]):
+            data = self.store.read_chunk(upload_id, i)
+            if data is None:
+                raise core.conflict("a chunk disappeared while completing", missing=[i])
+            hasher.update(data)
+        return hasher.hexdigest()
+
+    def complete(self, file_id: str, *, owner_id: str, writer: str | None) -> dict[str, Any]:
+        session = self.store.session(file_id) if core.check_id(file_id, "file_id") else None
+        if session is None:
+            tomb = self.store.status(file_id)
+            if tomb and tomb.get("owner_id") == str(owner_id):
+                if tomb["status"] == contracts.FAILED:
+                    raise core.conflict("the upload failed; start it again")
+                if tomb["status"] != UPLOADING:
+                    return {"file_id": file_id, "status": CACHED}
+            raise Refusal(404, "not_found", "no such upload")
+        if session["owner_id"] != str(owner_id):
+            raise Refusal(404, "not_found", "no such upload")
+        if session["status"] == CACHED:
+            return {"file_id": file_id, "status": CACHED}  # idempotent: already published once
+        current = self.store.writer(file_id)
+        if current is not None and current != writer:
+            raise core.conflict("another connection is writing this upload")
+        count = session["chunk_count"]
+        have = self.store.existing_chunks(file_id, count)
+        missing = core.missing_indexes(count, have)
+        if missing:
+            raise core.conflict(f"{len(missing)} chunk(s) missing", missing=missing[:1000])
+        sha256 = self._whole_sha256(session)
+        if session["sha256"] and session["sha256"] != sha256:
+            # Corrupt data: nothing to resume from, the bytes do not make the declared file.
+            self._drop(session, "sha256_mismatch")
+            raise core.bad_request("sha256 mismatch: the received bytes do not match the declared sha256")
+        self.store.touch(file_id, count, self.settings.cached_ttl_seconds)
+        if not self.store.mark_cached(file_id, session["size"]):
+            return {"file_id": file_id, "status": CACHED}  # a concurrent complete won the transition
+        command = _store_command(session, sha256, self.store.cache_key(file_id))
+        try:
+            self.broker.publish(command)
+        except messaging.PublishError:
+            # Not accepted by the broker: back to uploading so the client's retry publishes it.
+            self.store.unmark_cached(file_id)
+            raise Refusal(503, "unavailable", "the store queue is unavailable; complete again later") from None
+        self.store.set_status(file_id, CACHED, sha256=sha256)
+        self.store.free_slot(session["owner_id"], file_id)
+        self._notify(FileStatusChanged(file_id=file_id, owner_id=session["owner_id"], status=contracts.CACHED,
+                                       pool_id=session["pool_id"], file_name=session["file_name"]))
+        self.metrics.completed.inc()
+        self.audit.record("upload_completed", actor=session["owner_id"], file_id=file_id,
+                          pool_id=session["pool_id"], size=session["size"], sha256=sha256,
+                          file_name=session["file_name"])
+        return {"file_id": file_id, "status": CACHED}
+
+    def _notify(self, event: FileStatusChanged) -> None:
+        try:
+            self.broker.publish(event)
+        except messaging.PublishError as exc:  # a notice, not the data: the store goes on
+            log.error("status notice lost", extra={"file_id": event.file_id, "error": repr(exc)})
+
+    # --- plain HTTP uploads --------------------------------------------------------
+    def upload_stream(self, stream: IO[bytes], size: int, payload: dict[str, Any], *, owner_id: str,
+                      owner_name: str) -> str:
+        """Feed a (spooled) multipart file part through the chunk pipeline, chunk_size at a time."""
+        writer = f"http-{uuid.uuid4().hex}"
+        body, _ = self.start({**payload, "size": size, "file_id": None}, owner_id=owner_id,
+                             owner_name=owner_name, writer=writer)
+        file_id = body["file_id"]
+        chunk_size = body["chunk_size"]
+        try:
+            for index in range(core.chunk_count(size, chunk_size)):
+                want = core.chunk_length(size, chunk_size, index)
+                data = _read_exactly(stream, want)
+                if len(data) != want:
+                    raise core.bad_request("the file part ended early")
+                self.write_chunk(file_id, index, data, owner_id=owner_id, writer=writer)
+            self.complete(file_id, owner_id=owner_id, writer=writer)
+        except BaseException:
+            session = self.store.session(file_id)
+            if session is not None and session["status"] == UPLOADING:
+                self._drop(session, "http_upload_aborted")
+            raise
+        return file_id
+
+    # --- status updates (PUT /file/update/status) ---------------------------------
+    def update_status(self, file_id: Any, status: Any) -> dict[str, Any]:
+        if status not in (contracts.UPLOADED, contracts.FAILED):
+            raise core.bad_request(f"status must be {contracts.UPLOADED} or {contracts.FAILED}")
+        if not isinstance(file_id, str) or not core.check_id(file_id, "file_id"):
+            raise core.bad_request("file_id is required")
+        tomb = self.store.status(file_id)
+        if tomb is None:
+            raise Refusal(404, "not_found", "no such upload")
+        self.store.set_status(file_id, status)
+        if status == contracts.FAILED:
+            session = self.store.session(file_id)
+            if session is not None:
+                self._drop(session, "marked_failed")
+        self.broker.publish(FileStatusChanged(file_id=file_id, owner_id=tomb["owner_id"], status=status,
+                                              pool_id=tomb.get("pool_id") or None,
+                                              file_name=tomb.get("file_name") or None))
+        return {"file_id": file_id, "status": status}
+
+    # --- store retries (worker) ------------------------------------------------------
+    def store_failed(self, upload_id: str, attempt: int, reason: str, command: dict[str, Any]) -> str:
+        """Decide on a failed store; returns what was done (for logs and tests)."""
+        if not self.store.claim_attempt(upload_id, attempt):
+            return "duplicate"
+        try:
+            return self._store_failed(upload_id, attempt, reason, command)
+        except BaseException:
+            self.store.unclaim_attempt(upload_id, attempt)  # not handled: a redelivery must do it
+            raise
+
+    def _store_failed(self, upload_id: str, attempt: int, reason: str, command: dict[str, Any]) -> str:
+        store_cmd = decode_store_upload(command)
+        decision = core.retry_decision(attempt)
+        session = self.store.session(upload_id)
+        if decision.retry and session is None:
+            decision = core.RetryDecision(False, None)
+            reason = f"{reason}; the cached upload is gone"
+        if decision.retry:
+            next_attempt = decision.next_attempt
+            self.store.touch(upload_id, store_cmd.chunk_count, self.settings.cached_ttl_seconds)
+            self.store.set_status(upload_id, contracts.RETRYING, attempt=next_attempt)
+            self._notify(FileStatusChanged(file_id=upload_id, owner_id=store_cmd.owner_id,
+                                           status=contracts.RETRYING, attempt=next_attempt, reason=reason,
+                                           pool_id=store_cmd.pool_id, file_name=store_cmd.file_name))
+            self.broker.publish_delayed(dataclasses.replace(store_cmd, attempt=next_attempt),
+                                        self.settings.store_retry_delay_seconds)
+            self.metrics.retries.inc()
+            log.warning("store failed; retrying", extra={"file_id": upload_id, "attempt": attempt,
+                                                         "reason": reason})
+            return "retry"
+        self.store.drop(upload_id, store_cmd.chunk_count, store_cmd.owner_id)
+        self.hashes.forget(upload_id)
+        self.store.set_status(upload_id, contracts.FAILED, reason=reason[:500])
+        self.broker.publish(FileStatusChanged(file_id=upload_id, owner_id=store_cmd.owner_id,
+                                              status=contracts.FAILED, attempt=attempt, reason=reason,
+                                              pool_id=store_cmd.pool_id, file_name=store_cmd.file_name))
+        self.metrics.failed.labels("store_failed").inc()
+        self.audit.record("store_failed", actor=store_cmd.owner_id, outcome="failed", file_id=upload_id,
+                          pool_id=store_cmd.pool_id, size=store_cmd.size, reason=reason, attempt=attempt)
+        log.error("store failed for good", extra={"file_id": upload_id, "attempt": attempt, "reason": reason})
+        return "failed"
+
+
+def decode_store_upload(command: dict[str, Any]) -> StoreUpload:
+    """The StoreUpload carried (as a dict) by UploadStoreFailed, items rebuilt."""
+    import json
+
+    message = contracts.decode(json.dumps({"type": "StoreUpload", "data": command}).encode())
+    if not isinstance(message, StoreUpload):
+        raise contracts.UnknownMessage("command is not a StoreUpload")
+    return message
+
+
+def _read_exactly(stream: IO[bytes], n: int) -> bytes:
+    parts = []
+    left = n
+    while left > 0:
+        piece = stream.read(left)
+        if not piece:
+            break
+        parts.append(piece)
+        left -= len(piece)
+    return b"".join(parts)

@@ -1,0 +1,341 @@
+"""The Redis upload cache (ARCHITECTURE "Redis upload cache layout"): the one module that owns it.
+
+``cache_key = {prefix}:upload:{file_id}`` is the session hash; ``{cache_key}:chunk:{i}``
+the chunks, ``{cache_key}:received`` the received indexes, ``{cache_key}:writer``
+the writer lock, ``{cache_key}:status`` a small tombstone (owner, status, the last
+failed store attempt) that outlives the bytes so completion, retries and status
+updates stay idempotent after file_service_manager deleted the cache.
+Beside it: ``{prefix}:upload-owner:{owner_id}`` (sorted set: open uploads of an
+owner, score = expiry) and ``{prefix}:upload-pending`` (hash: upload id -> size of
+completed uploads not yet stored). Every key carries an expiry.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import redis
+
+from services.common.contracts import chunk_key
+
+from .core import UploadPlan
+
+UPLOADING = "uploading"
+CACHED = "cached"
+
+# Atomic "may this owner open one more upload?": the check and the add must not
+# interleave with another request of the same owner, or the limit leaks.
+_OPEN_UPLOAD = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) then return 1 end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+# The writer lock: free -> take it; ours -> refresh it; someone else's -> refuse.
+_ACQUIRE = """
+local v = redis.call('GET', KEYS[1])
+if (not v) or v == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# uploading -> cached exactly once: a repeated complete-upload finds 'cached' and
+# publishes nothing.
+_MARK_CACHED = """
+if redis.call('HGET', KEYS[1], 'status') == 'uploading' then
+  redis.call('HSET', KEYS[1], 'status', 'cached')
+  return 1
+end
+return 0
+"""
+
+# Claim "failed attempt N is being handled": a redelivered UploadStoreFailed for
+# an attempt already handled (or older) is refused.
+_CLAIM_ATTEMPT = """
+local cur = tonumber(redis.call('HGET', KEYS[1], 'failed_attempt') or '0')
+if cur >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'failed_attempt', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+_UNCLAIM_ATTEMPT = """
+if tonumber(redis.call('HGET', KEYS[1], 'failed_attempt') or '0') == tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'failed_attempt', tonumber(ARGV[1]) - 1)
+end
+return 1
+"""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class UploadStore:
+    def __init__(self, client: redis.Redis, prefix: str, *, upload_ttl: int = 3600, cached_ttl: int = 86400,
+                 status_ttl: int = 86400, lock_seconds: int = 30) -> None:
+        self.r = client
+        self.prefix = prefix
+        self.upload_ttl = upload_ttl
+        self.cached_ttl = cached_ttl
+        self.status_ttl = status_ttl
+        self.lock_seconds = lock_seconds
+        self._open = client.register_script(_OPEN_UPLOAD)
+        self._acquire = client.register_script(_ACQUIRE)
+        self._release = client.register_script(_RELEASE)
+        self._mark_cached = client.register_script(_MARK_CACHED)
+        self._claim = client.register_script(_CLAIM_ATTEMPT)
+        self._unclaim = client.register_script(_UNCLAIM_ATTEMPT)
+
+    # --- keys --------------------------------------------------------------
+    def cache_key(self, file_id: str) -> str:
+        return f"{self.prefix}:upload:{file_id}"
+
+    def chunk_key(self, file_id: str, index: int) -> str:
+        return chunk_key(self.cache_key(file_id), index)
+
+    def _received(self, file_id: str) -> str:
+        return f"{self.cache_key(file_id)}:received"
+
+    def _writer(self, file_id: str) -> str:
+        return f"{self.cache_key(file_id)}:writer"
+
+    def _status(self, file_id: str) -> str:
+        return f"{self.cache_key(file_id)}:status"
+
+    def _owner(self, owner_id: str) -> str:
+        return f"{self.prefix}:upload-owner:{owner_id}"
+
+    @property
+    def _pending(self) -> str:
+        return f"{self.prefix}:upload-pending"
+
+    def ping(self) -> bool:
+        return bool(self.r.ping())
+
+    # --- sessions ------------------------------------------------------------
+    def open_slot(self, owner_id: str, upload_id: str, limit: int) -> bool:
+        now = time.time()
+        return bool(self._open(keys=[self._owner(owner_id)],
+                               args=[now, limit, upload_id, now + self.upload_ttl, self.upload_ttl + 60]))
+
+    def free_slot(self, owner_id: str, upload_id: str) -> None:
+        self.r.zrem(self._owner(owner_id), upload_id)
+
+    def create(self, plan: UploadPlan, writer: str) -> None:
+        key = self.cache_key(plan.upload_id)
+        fields = {
+            "upload_id": plan.upload_id, "owner_id": plan.owner_id, "owner_name": plan.owner_name,
+            "file_name": plan.file_name, "size": plan.size, "content_type": plan.content_type,
+            "sha256": plan.sha256 or "", "pool_id": plan.pool_id or "", "timestamp": plan.timestamp,
+            "items": json.dumps([i.__dict__ for i in plan.items]), "metadata": json.dumps(plan.metadata),
+            "kind": plan.kind, "group_id": plan.group_id or "", "chunk_size": plan.chunk_size,
+            "chunk_count": plan.chunk_count, "created": plan.created, "status": UPLOADING,
+            "updated": time.time(),
+        }
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(key, mapping=fields)
+        pipe.expire(key, self.upload_ttl)
+        pipe.set(self._writer(plan.upload_id), writer, ex=self.lock_seconds)
+        pipe.hset(self._status(plan.upload_id), mapping={"owner_id": plan.owner_id, "status": UPLOADING,
+                                                         "pool_id": plan.pool_id or "",
+                                                         "file_name": plan.file_name})
+        pipe.expire(self._status(plan.upload_id), self.status_ttl)
+        pipe.execute()
+
+    def session(self, file_id: str) -> dict[str, Any] | None:
+        raw = self.r.hgetall(self.cache_key(file_id))
+        if not raw:
+            return None
+        doc: dict[str, Any] = {_text(k): _text(v) for k, v in raw.items()}
+        for name in ("size", "chunk_size", "chunk_count"):
+            doc[name] = int(doc.get(name, 0))
+        doc["items"] = json.loads(doc.get("items") or "[]")
+        doc["metadata"] = json.loads(doc.get("metadata") or "{}")
+        for name in ("sha256", "pool_id", "group_id"):
+            doc[name] = doc.get(name) or None
+        return doc
+
+    def status(self, file_id: str) -> dict[str, str] | None:
+        raw = self.r.hgetall(self._status(file_id))
+        return {_text(k): _text(v) for k, v in raw.items()} if raw else None
+
+    def set_status(self, file_id: str, status: str, **fields: Any) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(self._status(file_id), mapping={"status": status,
+                                                  **{k: str(v) for k, v in fields.items() if v is not None}})
+        pipe.expire(self._status(file_id), self.status_ttl)
+        pipe.execute()
+
+    def received(self, file_id: str) -> set[int]:
+        return {int(x) for x in self.r.smembers(self._received(file_id))}
+
+    def received_count(self, file_id: str) -> int:
+        return int(self.r.scard(self._received(file_id)))
+
+    # --- the writer lock -----------------------------------------------------
+    def acquire_writer(self, file_id: str, writer: str) -> bool:
+        return bool(self._acquire(keys=[self._writer(file_id)], args=[writer, self.lock_seconds]))
+
+    def release_writer(self, file_id: str, writer: str) -> bool:
+        return bool(self._release(keys=[self._writer(file_id)], args=[writer]))
+
+    def writer(self, file_id: str) -> str | None:
+        value = self.r.get(self._writer(file_id))
+        return _text(value) if value is not None else None
+
+    # --- chunks --------------------------------------------------------------
+    def put_chunk(self, file_id: str, index: int, data: bytes) -> str:
+        """Store chunk ``index`` once: ``new``, ``same`` (identical rewrite) or ``different``.
+
+        SET NX makes a chunk immutable once written, so two writers racing on one
+        index cannot leave a mixture, and a retry after a lost answer is harmless.
+        """
+        key = self.chunk_key(file_id, index)
+        if self.r.set(key, data, nx=True, ex=self.upload_ttl):
+            outcome = "new"
+        else:
+            existing = self.r.get(key)
+            if existing is None:  # expired between the two calls: write it again
+                self.r.set(key, data, ex=self.upload_ttl)
+                outcome = "new"
+            elif existing == data:
+                outcome = "same"
+            else:
+                return "different"
+        pipe = self.r.pipeline(transaction=False)
+        pipe.sadd(self._received(file_id), index)
+        pipe.expire(key, self.upload_ttl)
+        pipe.expire(self._received(file_id), self.upload_ttl)
+        pipe.expire(self.cache_key(file_id), self.upload_ttl)
+        pipe.hset(self.cache_key(file_id), "updated", time.time())
+        pipe.expire(self._status(file_id), self.status_ttl)
+        pipe.execute()
+        return outcome
+
+    def read_chunk(self, file_id: str, index: int) -> bytes | None:
+        return self.r.get(self.chunk_key(file_id, index))
+
+    def existing_chunks(self, file_id: str, count: int) -> set[int]:
+        """Indexes whose chunk key still exists (the received set may name an expired chunk)."""
+        have: set[int] = set()
+        for start in range(0, count, 1000):
+            pipe = self.r.pipeline(transaction=False)
+            idx = list(range(start, min(count, start + 1000)))
+            for i in idx:
+                pipe.exists(self.chunk_key(file_id, i))
+            have.update(i for i, ok in zip(idx, pipe.execute(), strict=True) if ok)
+        return have
+
+    def touch(self, file_id: str, chunk_count: int, ttl: int) -> None:
+        """Give every key of the upload ``ttl`` more seconds (resume, completion)."""
+        for start in range(0, chunk_count, 1000):
+            pipe = self.r.pipeline(transaction=False)
+            for i in range(start, min(chunk_count, start + 1000)):
+                pipe.expire(self.chunk_key(file_id, i), ttl)
+            pipe.execute()
+        pipe = self.r.pipeline(transaction=False)
+        for key in (self.cache_key(file_id), self._received(file_id)):
+            pipe.expire(key, ttl)
+        pipe.expire(self._status(file_id), max(ttl, self.status_ttl))
+        pipe.execute()
+
+    # --- completion and removal ----------------------------------------------
+    def mark_cached(self, file_id: str, size: int) -> bool:
+        if not self._mark_cached(keys=[self.cache_key(file_id)]):
+            return False
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hset(self._pending, file_id, size)
+        pipe.expire(self._pending, self.cached_ttl)
+        pipe.delete(self._writer(file_id))
+        pipe.execute()
+        return True
+
+    def unmark_cached(self, file_id: str) -> None:
+        """Undo ``mark_cached`` when the StoreUpload could not be published."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hset(self.cache_key(file_id), "status", UPLOADING)
+        pipe.hdel(self._pending, file_id)
+        pipe.execute()
+
+    def drop(self, file_id: str, chunk_count: int | None = None, owner_id: str | None = None) -> int:
+        """Delete the bytes and the session (the status tombstone stays until it expires)."""
+        if chunk_count is None:
+            session = self.session(file_id)
+            chunk_count = session["chunk_count"] if session else 0
+            owner_id = owner_id or (session or {}).get("owner_id")
+        keys = [self.cache_key(file_id), self._received(file_id), self._writer(file_id)]
+        keys += [self.chunk_key(file_id, i) for i in range(chunk_count)]
+        removed = 0
+        for start in range(0, len(keys), 1000):
+            removed += self.r.delete(*keys[start:start + 1000])
+        # Chunk keys beyond chunk_count cannot exist (index checks), but a scan is cheap insurance.
+        stray = list(self.r.scan_iter(f"{self.cache_key(file_id)}:chunk:*", count=1000))
+        if stray:
+            removed += self.r.delete(*stray)
+        self.r.hdel(self._pending, file_id)
+        if owner_id:
+            self.free_slot(owner_id, file_id)
+        return removed
+
+    # --- retries -------------------------------------------------------------
+    def claim_attempt(self, file_id: str, attempt: int) -> bool:
+        return bool(self._claim(keys=[self._status(file_id)], args=[attempt, self.status_ttl]))
+
+    def unclaim_attempt(self, file_id: str, attempt: int) -> None:
+        self._unclaim(keys=[self._status(file_id)], args=[attempt])
+
+    # --- load ----------------------------------------------------------------
+    def pending_bytes(self) -> int:
+        """Bytes of completed uploads whose cache still exists (not stored yet)."""
+        entries = {_text(k): int(v) for k, v in self.r.hgetall(self._pending).items()}
+        if not entries:
+            return 0
+        ids = list(entries)
+        pipe = self.r.pipeline(transaction=False)
+        for upload_id in ids:
+            pipe.exists(self.cache_key(upload_id))
+        alive = pipe.execute()
+        gone = [u for u, ok in zip(ids, alive, strict=True) if not ok]
+        if gone:
+            self.r.hdel(self._pending, *gone)  # stored (file_service_manager dropped the cache) or expired
+        return sum(entries[u] for u, ok in zip(ids, alive, strict=True) if ok)
+
+    def used_memory(self) -> int:
+        return int(self.r.info("memory").get("used_memory", 0))
+
+    # --- sweeping ------------------------------------------------------------
+    def upload_keys(self) -> Iterator[str]:
+        for key in self.r.scan_iter(f"{self.prefix}:upload:*", count=1000):
+            yield _text(key)
+
+    def owner_keys(self) -> Iterable[str]:
+        return (_text(k) for k in self.r.scan_iter(f"{self.prefix}:upload-owner:*", count=1000))
+
+    def file_id_of(self, key: str) -> str | None:
+        base = f"{self.prefix}:upload:"
+        if not key.startswith(base):
+            return None
+        return key[len(base):].split(":", 1)[0]
+
+    def exists(self, key: str) -> bool:
+        return bool(self.r.exists(key))
+
+    def delete_keys(self, keys: list[str]) -> int:
+        return self.r.delete(*keys) if keys else 0
+
+    def prune_owner(self, key: str) -> int:
+        return int(self.r.zremrangebyscore(key, "-inf", time.time()))

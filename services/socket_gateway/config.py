@@ -1,0 +1,79 @@
+"""Settings of the gateway, read once from the environment in ``__main__``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common.settings import CommonSettings, env_float, env_int, env_str, listen_address
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# What a chunk frame may carry beyond the chunk itself: the socket.io packet
+# header, the event name, file_id, index and sha256 travel as a separate text
+# frame, so this is generous.
+CHUNK_HEADROOM = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    common: CommonSettings
+    host: str
+    port: int
+    max_connections: int
+    # The largest chunk the gateway lets through (file_uploader decides the real chunk_size,
+    # which must not exceed this). engine.io's max_http_buffer_size (and so eventlet's
+    # max_frame_length) = this + CHUNK_HEADROOM: larger frames are refused before buffering.
+    max_chunk_bytes: int
+    cors_allowed_origins: str
+    ping_interval: float
+    ping_timeout: float
+    # Extra allowance when re-sending results a member may have missed (RabbitMQ backlog
+    # between a result's creation and its emit). Redelivery is deduplicated by the client.
+    delivery_slack_seconds: float
+    seen_ttl_seconds: int
+    frontend_dir: Path
+    http_timeout: float
+    public_auth_url: str
+    public_file_service_manager_url: str
+    public_pool_aggregator_url: str
+    public_file_uploader_url: str
+
+    @property
+    def max_http_buffer_size(self) -> int:
+        return self.max_chunk_bytes + CHUNK_HEADROOM
+
+    @property
+    def redelivery_margin_seconds(self) -> float:
+        return self.ping_interval + self.ping_timeout + self.delivery_slack_seconds
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        common = CommonSettings.from_env(env)
+        host, port = listen_address(env, "socket_gateway")
+        return cls(
+            common=common,
+            host=host,
+            port=port,
+            max_connections=env_int(env, "GATEWAY_MAX_CONNECTIONS", 10000, minimum=1),
+            max_chunk_bytes=env_int(env, "MAX_CHUNK_BYTES", 4 * 1024 * 1024, minimum=1024),
+            cors_allowed_origins=env_str(env, "GATEWAY_CORS_ORIGINS", "*"),
+            ping_interval=env_float(env, "GATEWAY_PING_INTERVAL", 25.0),
+            ping_timeout=env_float(env, "GATEWAY_PING_TIMEOUT", 20.0),
+            delivery_slack_seconds=env_float(env, "GATEWAY_DELIVERY_SLACK", 30.0),
+            seen_ttl_seconds=env_int(env, "GATEWAY_SEEN_TTL", 90 * 24 * 3600, minimum=60),
+            frontend_dir=Path(env_str(env, "FRONTEND_DIR", str(REPO_ROOT / "frontend"))),
+            http_timeout=env_float(env, "GATEWAY_HTTP_TIMEOUT", 30.0),
+            public_auth_url=env_str(env, "PUBLIC_AUTH_URL", common.auth_url),
+            public_file_service_manager_url=env_str(env, "PUBLIC_FILE_SERVICE_MANAGER_URL",
+                                                    common.file_service_manager_url),
+            public_pool_aggregator_url=env_str(env, "PUBLIC_POOL_AGGREGATOR_URL", common.pool_aggregator_url),
+            public_file_uploader_url=env_str(env, "PUBLIC_FILE_UPLOADER_URL", common.file_uploader_url),
+        )
+
+    def cors_origins(self) -> str | list[str]:
+        """``*`` or the comma-separated list, as python-socketio and flask-cors take them."""
+        if self.cors_allowed_origins.strip() == "*":
+            return "*"
+        return [o.strip() for o in self.cors_allowed_origins.split(",") if o.strip()]

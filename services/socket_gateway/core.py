@@ -1,0 +1,281 @@
+"""The gateway's pure logic: rooms, payload checks, error mapping, redelivery windows.
+
+No I/O here: app.py and worker.py call these with what they read from the
+socket, auth, Redis and the queues.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from services.common import timeutil
+from services.common.authclient import Identity
+from services.common.contracts import FileStatusChanged, ResultPublished
+
+ADMINS_ROOM = "admins"
+
+# Ids end up in internal URL paths (/uploads/<id>, /pools/<id>/results): only safe characters,
+# so a client cannot walk the path ("../") or smuggle a query.
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+# HTTP status -> SPEC socket code, for answers that carry no code of their own.
+_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                 409: "conflict", 413: "too_large", 415: "forbidden_type", 429: "overloaded"}
+
+START_FIELDS = ("file_name", "size", "content_type", "sha256", "pool_id", "timestamp", "items", "metadata",
+                "file_id")
+
+
+class GatewayError(Exception):
+    """Answered to the socket as ``{"error": {"code", "message", ...}}``."""
+
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+    def ack(self) -> dict[str, Any]:
+        return error(self.code, self.message, **self.extra)
+
+
+def error(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **{k: v for k, v in extra.items() if v is not None}}}
+
+
+def unavailable(service: str, retry_after: int = 2) -> GatewayError:
+    # A dependency that does not answer is transient from the client's view: "overloaded" with
+    # retry_after is the SPEC code clients already retry on.
+    return GatewayError("overloaded", f"{service} is unavailable; try again", retry_after=retry_after)
+
+
+def error_from_http(status: int, body: Any, service: str) -> GatewayError:
+    """Carry a service's SPEC error (code, message, retry_after) through to the socket."""
+    if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping):
+        err = body["error"]
+        code = err.get("code") if isinstance(err.get("code"), str) else None
+        message = err.get("message") if isinstance(err.get("message"), str) else None
+        extra = {k: v for k, v in err.items() if k not in ("code", "message")}
+    else:
+        code, message, extra = None, None, {}
+    if status >= 500 and code in (None, "internal_error", "error"):
+        return unavailable(service)
+    code = code or _STATUS_CODES.get(status, "bad_request")
+    if code == "overloaded" and "retry_after" not in extra:
+        extra["retry_after"] = 1
+    return GatewayError(code, message or f"{service} answered {status}", **extra)
+
+
+# --- rooms ----------------------------------------------------------------------------------
+
+
+def user_room(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+def token_room(token_id: str) -> str:
+    return f"token:{token_id}"
+
+
+def pool_room(pool_id: str) -> str:
+    return f"pool:{pool_id}"
+
+
+def rooms_for(identity: Identity) -> list[str]:
+    rooms = [user_room(identity.user_id)]
+    if identity.token_id:
+        rooms.append(token_room(identity.token_id))
+    if identity.is_admin:
+        rooms.append(ADMINS_ROOM)
+    rooms.extend(pool_room(p) for p in sorted(identity.pools))
+    return rooms
+
+
+def file_status_rooms(owner_id: str) -> list[str]:
+    # Never a broadcast: the owner's sockets and the admins', nobody else's.
+    return [user_room(owner_id), ADMINS_ROOM]
+
+
+# --- session ----------------------------------------------------------------------------------
+
+
+def identity_to_session(identity: Identity, token: str) -> dict[str, Any]:
+    return {"user_id": identity.user_id, "user_name": identity.user_name, "role": identity.role,
+            "pools": dict(identity.pools), "token_id": identity.token_id, "token": token}
+
+
+def identity_from_session(session: Mapping[str, Any]) -> Identity:
+    return Identity(user_id=session["user_id"], user_name=session["user_name"], role=session["role"],
+                    pools=dict(session.get("pools") or {}), token_id=session.get("token_id"))
+
+
+# --- payloads ------------------------------------------------------------------------------
+
+
+def _obj(payload: Any) -> dict[str, Any]:
+    if payload is None:
+        return {}
+    if not isinstance(payload, dict):
+        raise GatewayError("bad_request", "the payload must be an object")
+    return payload
+
+
+def check_id(value: Any, name: str) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not _ID.match(value):
+        raise GatewayError("bad_request", f"{name} must be an id of letters, digits, '_' or '-'")
+    return value
+
+
+def _check_int(value: Any, name: str, minimum: int = 0) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise GatewayError("bad_request", f"{name} must be an integer >= {minimum}")
+    return value
+
+
+def _check_iso(value: Any, name: str) -> str:
+    try:
+        timeutil.parse(value)
+    except timeutil.BadTimestamp as exc:
+        raise GatewayError("bad_request", f"{name}: {exc}") from exc
+    return value
+
+
+def start_transfer_request(payload: Any, identity: Identity, writer: str) -> dict[str, Any]:
+    """The body of file_uploader's ``POST /uploads``: identity from the session, never the payload."""
+    data = _obj(payload)
+    body: dict[str, Any] = {"owner_id": identity.user_id, "owner_name": identity.user_name,
+                            "is_admin": identity.is_admin, "writer": writer}
+    if "file_id" in data and data["file_id"] is not None:
+        body["file_id"] = check_id(data["file_id"], "file_id")
+    name = data.get("file_name")
+    if not isinstance(name, str) or not name.strip() or len(name) > 255:
+        raise GatewayError("bad_request", "file_name must be a non-empty string of at most 255 characters")
+    body["file_name"] = name
+    body["size"] = _check_int(data.get("size"), "size")
+    if data.get("content_type") is not None:
+        if not isinstance(data["content_type"], str) or len(data["content_type"]) > 255:
+            raise GatewayError("bad_request", "content_type must be a string")
+        body["content_type"] = data["content_type"]
+    if data.get("sha256") is not None:
+        if not isinstance(data["sha256"], str) or not _SHA256.match(data["sha256"]):
+            raise GatewayError("bad_request", "sha256 must be 64 hex digits")
+        body["sha256"] = data["sha256"].lower()
+    if data.get("pool_id") is not None:
+        body["pool_id"] = check_id(data["pool_id"], "pool_id")
+    if data.get("timestamp") is not None:
+        body["timestamp"] = _check_iso(data["timestamp"], "timestamp")
+    if data.get("items") is not None:
+        items = data["items"]
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise GatewayError("bad_request", "items must be a list of {timestamp, offset, length, name?}")
+        body["items"] = items
+    if data.get("metadata") is not None:
+        if not isinstance(data["metadata"], dict):
+            raise GatewayError("bad_request", "metadata must be an object")
+        body["metadata"] = data["metadata"]
+    return body
+
+
+def write_chunk_request(payload: Any, max_chunk_bytes: int) -> tuple[str, int, bytes, str | None]:
+    data = _obj(payload)
+    file_id = check_id(data.get("file_id"), "file_id")
+    index = _check_int(data.get("index"), "index")
+    chunk = data.get("data")
+    if isinstance(chunk, bytearray | memoryview):
+        chunk = bytes(chunk)
+    if not isinstance(chunk, bytes):
+        raise GatewayError("bad_request", "data must be bytes (a binary attachment)")
+    if len(chunk) > max_chunk_bytes:
+        raise GatewayError("too_large", f"a chunk may hold at most {max_chunk_bytes} bytes")
+    sha = data.get("sha256")
+    if sha is not None and (not isinstance(sha, str) or not _SHA256.match(sha)):
+        raise GatewayError("bad_request", "sha256 must be 64 hex digits")
+    return file_id, index, chunk, (sha.lower() if sha else None)
+
+
+def file_id_request(payload: Any) -> str:
+    return check_id(_obj(payload).get("file_id"), "file_id")
+
+
+def results_request(payload: Any) -> tuple[str, str | None]:
+    data = _obj(payload)
+    pool_id = check_id(data.get("pool_id"), "pool_id")
+    since = data.get("since")
+    return pool_id, (_check_iso(since, "since") if since is not None else None)
+
+
+# --- offline delivery ----------------------------------------------------------------------
+
+
+def results_since_from_auth(auth: Any, pools: list[str]) -> dict[str, str]:
+    """What the client says it has already seen: ``results_since`` is one ISO time for every
+    pool or ``{pool_id: iso}``; a legacy ``since`` applies to every pool. Bad values are ignored
+    (the stored last-seen still applies)."""
+    if not isinstance(auth, Mapping):
+        return {}
+    given = auth.get("results_since", auth.get("since"))
+    out: dict[str, str] = {}
+    if isinstance(given, str):
+        given = {p: given for p in pools}
+    if isinstance(given, Mapping):
+        for pool_id, value in given.items():
+            if str(pool_id) in pools:
+                try:
+                    timeutil.parse(value)
+                except timeutil.BadTimestamp:
+                    continue
+                out[str(pool_id)] = value
+    return out
+
+
+def redelivery_since(last_seen: datetime | None, client_since: str | None,
+                     margin_seconds: float) -> str | None:
+    """From when to re-send a member's pool results on connect, or None for nothing.
+
+    Delivery is at-least-once. ``last_seen`` is written when a socket disconnects, but the
+    gateway notices a dead connection only after ping_interval + ping_timeout, and results
+    emitted to a dead socket in that time were lost; a result may also wait in RabbitMQ a while
+    between its creation and its emit. So we go back ``margin_seconds`` before last_seen; the
+    client drops duplicates by result_id. The client's own ``since`` wins when given (it knows
+    what it has). With neither, the membership's start is unknown: nothing is re-sent.
+    """
+    if client_since is not None:
+        return timeutil.iso(timeutil.parse(client_since))
+    if last_seen is None:
+        return None
+    return timeutil.iso(last_seen - timedelta(seconds=margin_seconds))
+
+
+# --- notifications -------------------------------------------------------------------------
+
+
+def file_status_event(message: FileStatusChanged) -> dict[str, Any]:
+    payload: dict[str, Any] = {"file_id": message.file_id, "status": message.status}
+    if message.attempt is not None:
+        payload["attempt"] = message.attempt
+    if message.reason is not None:
+        payload["reason"] = message.reason
+    if message.pool_id is not None:
+        payload["pool_id"] = message.pool_id
+    if message.file_name is not None:
+        payload["file_name"] = message.file_name
+    return payload
+
+
+RESULT_EVENT_KEYS = ("pool_id", "group_id", "result_id", "file_name", "size", "sha256", "download_url")
+
+
+def pool_result_event(result: ResultPublished | Mapping[str, Any]) -> dict[str, Any]:
+    """SPEC's pool-result payload from the event or from a result record (extra keys kept)."""
+    doc = result.to_dict() if isinstance(result, ResultPublished) else dict(result)
+    payload = {k: doc.get(k) for k in RESULT_EVENT_KEYS}
+    for extra in ("window_start", "window_end", "created"):
+        if doc.get(extra) is not None:
+            payload[extra] = doc[extra]
+    return payload

@@ -1,0 +1,59 @@
+"""The house rules that code review would otherwise have to remember."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("auth", "socket_gateway", "file_uploader", "file_service_manager", "pool_aggregator")
+
+
+def _python_files(*dirs: str) -> list[Path]:
+    return [p for d in dirs for p in (ROOT / d).rglob("*.py") if ".venv" not in p.parts]
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_import_linter_contracts_hold():
+    """No service imports another; services.common imports no service (pyproject's contracts)."""
+    lint = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run([str(lint)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_pika_is_imported_in_one_module_only():
+    users = sorted(str(p.relative_to(ROOT)) for p in _python_files("services", "client", "examples", "devtools")
+                   if any(name == "pika" or name.startswith("pika.") for name in _imports(p)))
+    assert users == ["services/common/messaging.py"], users
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_service_has_the_house_shape(service):
+    package = ROOT / "services" / service
+    for part in ("__init__.py", "__main__.py", "config.py", "app.py", "core.py"):
+        assert (package / part).exists(), f"services/{service}/{part} is missing"
+    doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text()))
+    assert doc and len(doc) > 40, f"services/{service}/__init__.py must say what it consumes, publishes, owns"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_core_modules_do_no_io(service):
+    forbidden = {"redis", "pymongo", "gridfs", "psycopg2", "requests", "flask", "socketio", "eventlet",
+                 "services.common.messaging", "services.common.mongo"}
+    core = ROOT / "services" / service / "core.py"
+    bad = {name for name in _imports(core) if name in forbidden or name.split(".")[0] in forbidden}
+    assert not bad, f"{core.relative_to(ROOT)} imports {bad}"
