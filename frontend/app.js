@@ -99,6 +99,7 @@ const state = {
   historySort: { key: "created", dir: -1 },
   feed: [],              // admin: recent file-status events
   results: new Map(),    // pool_id -> result records
+  userNames: new Map(),  // admin: user_id -> user_name (audit actors are ids)
   view: null,
   loginMessage: "",
 };
@@ -161,13 +162,13 @@ function connectGateway(token) {
     gw.addEventListener("disconnect", async (e) => {
       setConn("offline — reconnecting", false);
       // The server closed us on purpose (logout elsewhere, revoked token): ask auth.
-      if (e.detail === "io server disconnect") {
+      if (e.detail === "io server disconnect" && state.gateway === gw && api.session.get()) {
         try { await api.validate(); gw.socket.connect(); } catch { /* 401 handler ends the session */ }
       }
     });
     gw.addEventListener("connect_error", async () => {
       setConn("offline — reconnecting", false);
-      if (!gw.socket.active) {
+      if (!gw.socket.active && state.gateway === gw && api.session.get()) {
         try { await api.validate(); setTimeout(() => gw.socket.connect(), 2000); } catch { /* handled */ }
       }
     });
@@ -220,6 +221,9 @@ function onPoolResult(msg) {
     { kind: "result", action: btn, sticky: true });
   const box = document.querySelector(`[data-results-for="${CSS.escape(msg.pool_id)}"]`);
   if (box) renderResults(box, msg.pool_id);
+  // The result closed a group: show its new state too.
+  const groups = document.querySelector(`[data-groups-for="${CSS.escape(msg.pool_id)}"]`);
+  if (groups) loadGroups(groups, msg.pool_id);
 }
 
 // ---------------------------------------------------------------- router
@@ -272,8 +276,7 @@ function credentialsForm(kind) {
       const r = kind === "login" ? await api.login(user, password) : await api.signup(user, password);
       const identity = await api.validate().catch(() => r);
       await startSession({ ...r, ...identity });
-      location.hash = "#/upload";
-      route();
+      if (location.hash === "#/upload") route(); else location.hash = "#/upload";
     });
   });
   return form;
@@ -344,6 +347,7 @@ function uploadRow(task) {
 }
 
 function startUploads(files, poolId, timestamp) {
+  document.getElementById("no-uploads")?.remove();
   for (const file of files) {
     const task = new UploadTask(file, state.gateway, { poolId, timestamp });
     state.uploads.unshift(task);
@@ -539,7 +543,7 @@ async function loadGroups(box, poolId) {
 
 function poolCard(p) {
   const role = myPoolRole(p.pool_id);
-  const groups = h("div", { "aria-live": "polite" }, h("p", { class: "muted" }, "Loading…"));
+  const groups = h("div", { dataset: { groupsFor: p.pool_id } }, h("p", { class: "muted" }, "Loading…"));
   const results = h("div", { dataset: { resultsFor: p.pool_id }, "aria-live": "polite" }, h("p", { class: "muted" }, "Loading…"));
   const refresh = h("button", { type: "button", class: "small secondary", "aria-label": `Refresh pool ${p.name}` }, "Refresh");
   refresh.addEventListener("click", () => busy(refresh, null, () => Promise.all([loadGroups(groups, p.pool_id), loadResults(results, p.pool_id)])));
@@ -575,6 +579,7 @@ function feedItem(ev) {
 async function loadUsers(box) {
   try {
     const users = api.listOf(await api.listUsers(), "users");
+    for (const u of users) state.userNames.set(u.user_id, u.user_name);
     box.replaceChildren(h("div", { class: "table-wrap" }, h("table", { class: "data", id: "users-table" },
       h("caption", { class: "visually-hidden" }, "Users"),
       h("thead", {}, h("tr", {}, ["User", "Role", "Created", "Id"].map((t) => h("th", { scope: "col" }, t)))),
@@ -691,7 +696,7 @@ function createPoolForm(onCreated) {
   return form;
 }
 
-function auditTable() {
+function auditTable(usersLoaded = Promise.resolve()) {
   const box = h("div", {});
   const more = h("button", { type: "button", class: "secondary", hidden: true }, "Load more");
   const err = errorBox();
@@ -708,7 +713,7 @@ function auditTable() {
       h("thead", {}, h("tr", {}, ["Time", "Service", "Actor", "Action", "Outcome", "File", "Pool", "Bytes"]
         .map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, rows.map((a) => h("tr", {},
-        h("td", {}, fmtTime(a.time)), h("td", {}, a.service), h("td", {}, a.actor), h("td", {}, a.action),
+        h("td", {}, fmtTime(a.time)), h("td", {}, a.service), h("td", {}, state.userNames.get(a.actor) || a.actor), h("td", {}, a.action),
         h("td", {}, a.outcome), h("td", { class: "mono" }, shortId(a.file_id)), h("td", {}, a.pool_id ? poolName(a.pool_id) : "—"),
         h("td", { class: "num" }, a.bytes != null ? formatBytes(a.bytes) : "—")))))));
   };
@@ -724,7 +729,8 @@ function auditTable() {
   };
   filters.addEventListener("submit", (e) => { e.preventDefault(); busy(null, err, () => load(false)); });
   more.addEventListener("click", () => busy(more, err, () => load(true)));
-  busy(null, err, () => load(false));
+  // Actors are user ids: render once the user list can name them.
+  busy(null, err, async () => { await usersLoaded.catch(() => {}); await load(false); });
   return h("div", {}, filters, err, box, more);
 }
 
@@ -736,7 +742,7 @@ function viewAdmin() {
     pools.replaceChildren(...(state.pools.length ? state.pools.map(adminPool) : [h("p", { class: "muted" }, "No pools yet.")]));
   };
   renderPools().catch((e) => pools.replaceChildren(h("p", { class: "error" }, e.message)));
-  loadUsers(users);
+  const usersLoaded = loadUsers(users);
   const feed = h("ul", { id: "feed", class: "feed", "aria-live": "polite", "aria-label": "Live file status events" },
     state.feed.map(feedItem));
   return h("section", { class: "admin" },
@@ -749,7 +755,7 @@ function viewAdmin() {
       h("section", { class: "card", "aria-labelledby": "users-title" }, h("h2", { id: "users-title" }, "Users"), users)),
     h("section", { "aria-labelledby": "pools-title" }, h("h2", { id: "pools-title" }, "Pools and members"),
       createPoolForm(renderPools), pools),
-    h("section", { class: "card", "aria-labelledby": "audit-title" }, h("h2", { id: "audit-title" }, "Audit trail"), auditTable()));
+    h("section", { class: "card", "aria-labelledby": "audit-title" }, h("h2", { id: "audit-title" }, "Audit trail"), auditTable(usersLoaded)));
 }
 
 // ---------------------------------------------------------------- boot
@@ -759,6 +765,9 @@ async function boot() {
     if (state.me) endSession("Your session has ended; please log in again.");
   });
   $("#logout").addEventListener("click", async () => {
+    // Close the socket first: the server drops it on logout, which must not look like a lost session.
+    state.gateway?.close();
+    state.gateway = null;
     await api.logout();
     endSession("You are logged out.");
   });

@@ -34,14 +34,15 @@ def bootstrap_admin(store: Store, passwords: core.Passwords, user_name: str, pas
     silently reset it (an operator who wants that changes it deliberately).
     """
     created = store.ensure_admin(core.new_user_id(), user_name, passwords.hash(password))
-    log.info("admin account ready", extra={"user_name": user_name, "created": created})
+    log.info("admin account ready", extra={"user_name": user_name, "admin_created": created})
     return created
 
 
 def create_app(settings: Settings, *, store: Store | None = None, broker: Broker | None = None,
                passwords: core.Passwords | None = None) -> Flask:
     store = store or Store(settings.database_url, pool_size=settings.db_pool_size)
-    broker = broker or Broker(settings.common.amqp_url)
+    # Few publish attempts: a logout waits for them while RabbitMQ is down (see publish()).
+    broker = broker or Broker(settings.common.amqp_url, publish_attempts=3)
     passwords = passwords or core.Passwords(slots=settings.hash_slots)
 
     app = Flask("services.auth")

@@ -40,7 +40,8 @@ class UploaderMetrics:
                                                         0.5, 1, 2.5))
         self.retries = metrics.counter("upload_store_retries_total", "store retries scheduled")
         self.overloaded = metrics.counter("upload_overloaded_total", "requests refused as overloaded")
-        self.audit_lost = metrics.counter("audit_write_lost_total", "audit records that could not be published")
+        self.audit_lost = metrics.counter("audit_write_lost_total",
+                                          "audit records that could not be published")
 
 
 class StreamingHashes:
@@ -309,7 +310,8 @@ class UploadService:
         except messaging.PublishError:
             # Not accepted by the broker: back to uploading so the client's retry publishes it.
             self.store.unmark_cached(file_id)
-            raise Refusal(503, "unavailable", "the store queue is unavailable; complete again later") from None
+            raise Refusal(503, "unavailable",
+                          "the store queue is unavailable; complete again later") from None
         self.store.set_status(file_id, CACHED, sha256=sha256)
         self.store.free_slot(session["owner_id"], file_id)
         self._notify(FileStatusChanged(file_id=file_id, owner_id=session["owner_id"], status=contracts.CACHED,

@@ -58,7 +58,8 @@ def sweep(store: UploadStore, *, upload_ttl: int, dry_run: bool = False) -> dict
     for key in store.owner_keys():
         if not dry_run:
             pruned += store.prune_owner(key)
-    return {"uploads": {f: doomed[f] for f in removed}, "keys_deleted": deleted, "owner_entries_pruned": pruned,
+    return {"uploads": {f: doomed[f] for f in removed}, "keys_deleted": deleted,
+            "owner_entries_pruned": pruned,
             "dry_run": dry_run}
 
 

@@ -59,8 +59,8 @@ class Gateway:
     """The Socket.IO handlers of one gateway process."""
 
     def __init__(self, settings: Settings, sio: socketio.Server, *, auth: AuthClient,
-                 uploader: UploaderClient, fsm: FileManagerClient, aggregator: AggregatorClient, seen: SeenStore,
-                 metrics: GatewayMetrics) -> None:
+                 uploader: UploaderClient, fsm: FileManagerClient, aggregator: AggregatorClient,
+                 seen: SeenStore, metrics: GatewayMetrics) -> None:
         self.settings = settings
         self.sio = sio
         self.auth = auth

@@ -57,7 +57,7 @@ class Settings:
             host=host,
             port=port,
             max_connections=env_int(env, "GATEWAY_MAX_CONNECTIONS", 10000, minimum=1),
-            max_chunk_bytes=env_int(env, "MAX_CHUNK_BYTES", 4 * 1024 * 1024, minimum=1024),
+            max_chunk_bytes=env_int(env, "MAX_CHUNK_BYTES", 8 * 1024 * 1024, minimum=1024),
             cors_allowed_origins=env_str(env, "GATEWAY_CORS_ORIGINS", "*"),
             ping_interval=env_float(env, "GATEWAY_PING_INTERVAL", 25.0),
             ping_timeout=env_float(env, "GATEWAY_PING_TIMEOUT", 20.0),

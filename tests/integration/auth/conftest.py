@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import time
 from collections.abc import Iterator
@@ -56,7 +57,8 @@ def make_settings(pg_url: str, amqp_url: str, **extra: str) -> Settings:
 
 
 @pytest.fixture
-def auth_env(pg_url: str, amqp_url: str) -> Iterator[AuthEnv]:
+def auth_env(pg_url: str, amqp_url: str, caplog: pytest.LogCaptureFixture) -> Iterator[AuthEnv]:
+    caplog.set_level(logging.INFO)  # every log call runs (a bad ``extra`` key raises only when it does)
     settings = make_settings(pg_url, amqp_url)
     store = Store(settings.database_url, pool_size=8)
     store.migrate()
@@ -74,7 +76,8 @@ class Inbox:
 
     def __init__(self, amqp_url: str) -> None:
         self.messages: queue.Queue[Message] = queue.Queue()
-        self.consumer = Consumer(amqp_url, None, self.messages.put, bindings=CONTROL_BINDINGS, name="test-inbox")
+        self.consumer = Consumer(amqp_url, None, self.messages.put, bindings=CONTROL_BINDINGS,
+                                 name="test-inbox")
 
     def start(self) -> None:
         self.consumer.start()

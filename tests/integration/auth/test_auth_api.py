@@ -80,12 +80,14 @@ def test_signup_rejections(auth_env: AuthEnv) -> None:
     assert dup.status_code == 409 and error_code(dup) == "conflict"
     dup_case = c.post("/auth/signup", json={"user_name": "BOB", "password": "another-pass"})
     assert dup_case.status_code == 409
-    for body in ({"user_name": "x", "password": "password-1"}, {"user_name": "has space", "password": "p" * 9},
+    for body in ({"user_name": "x", "password": "password-1"},
+                 {"user_name": "has space", "password": "p" * 9},
                  {"user_name": "carol", "password": "short"}, {"user_name": "carol"},
                  {"user_name": "carol", "password": "p" * 1025}, {"user_name": 7, "password": "p" * 9}):
         response = c.post("/auth/signup", json=body)
         assert response.status_code == 400 and error_code(response) == "bad_request", body
-    not_json = c.post("/auth/signup", data="user_name=carol", content_type="application/x-www-form-urlencoded")
+    not_json = c.post("/auth/signup", data="user_name=carol",
+                      content_type="application/x-www-form-urlencoded")
     assert not_json.status_code == 400 and error_code(not_json) == "bad_request"
     huge = c.post("/auth/signup", data="x" * 100_000, content_type="application/json")
     assert huge.status_code == 413 and error_code(huge) == "too_large"
@@ -297,8 +299,12 @@ def test_processor_keys(auth_env: AuthEnv) -> None:
     c = auth_env.client
     admin = bearer(auth_env.admin_token())
     user = bearer(auth_env.signup("mia")["access_token"])
-    pid = c.post("/auth/pools", json={"name": "k", "window_seconds": 60}, headers=admin).get_json()["pool_id"]
-    other = c.post("/auth/pools", json={"name": "k2", "window_seconds": 60}, headers=admin).get_json()["pool_id"]
+
+    def new_pool(name: str) -> str:
+        made = c.post("/auth/pools", json={"name": name, "window_seconds": 60}, headers=admin)
+        return made.get_json()["pool_id"]
+
+    pid, other = new_pool("k"), new_pool("k2")
 
     assert c.post(f"/auth/pools/{pid}/processor-keys", headers=user).status_code == 403
     assert c.post("/auth/pools/p_nope/processor-keys", headers=admin).status_code == 404

@@ -1,0 +1,142 @@
+"""``python -m client``: File Dropbox from the command line.
+
+  python -m client signup
+  python -m client login
+  python -m client upload FILE [--pool P] [--timestamp T] [--no-wait]
+  python -m client history
+  python -m client download FILE_ID DEST
+  python -m client results POOL [--since ISO]
+  python -m client listen POOL --out DIR [--count N] [--since ISO]
+
+Common: --gateway URL (default http://127.0.0.1:5000), --user/--password or the
+environment's DROPBOX_USER/DROPBOX_PASSWORD. Output is JSON on stdout; errors go to
+stderr with exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .api import DropboxClient, DropboxError
+
+
+def _print(doc: Any) -> None:
+    print(json.dumps(doc, indent=2, default=str))
+
+
+def _credentials(args: argparse.Namespace) -> tuple[str, str]:
+    user = args.user or os.environ.get("DROPBOX_USER")
+    password = args.password or os.environ.get("DROPBOX_PASSWORD")
+    if not user or not password:
+        raise SystemExit("give --user/--password or set DROPBOX_USER/DROPBOX_PASSWORD")
+    return user, password
+
+
+def _safe_name(name: str, fallback: str) -> str:
+    # A result's file name comes from the processor: never let it leave the --out directory.
+    base = Path(name or "").name
+    return base if base not in ("", ".", "..") else fallback
+
+
+def run(args: argparse.Namespace) -> int:
+    client = DropboxClient(args.gateway, timeout=args.timeout)
+    user, password = _credentials(args)
+    if args.command == "signup":
+        doc = client.signup(user, password)
+        _print({k: v for k, v in doc.items() if k != "access_token"})
+        return 0
+    client.login(user, password)
+    try:
+        if args.command == "login":
+            _print({k: v for k, v in (client.user or {}).items() if k != "access_token"})
+        elif args.command == "upload":
+            client.connect()
+            progress = None
+            if args.progress:
+                def progress(sent: int, size: int) -> None:
+                    print(f"\r{sent}/{size} bytes", end="", file=sys.stderr, flush=True)
+            file_id = client.upload(args.file, pool_id=args.pool, timestamp=args.timestamp,
+                                    on_progress=progress)
+            result: dict[str, Any] = {"file_id": file_id, "status": "cached"}
+            if not args.no_wait:
+                result["status"] = client.wait_status(file_id, "uploaded_successfully", args.wait)["status"]
+            _print(result)
+        elif args.command == "history":
+            client.connect()
+            _print({"files": client.history()})
+        elif args.command == "download":
+            _print(client.download(args.file_id, args.dest))
+        elif args.command == "results":
+            client.connect()
+            _print({"results": client.results(args.pool, since=args.since)})
+        elif args.command == "listen":
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            client.connect(results_since=args.since)
+            received = 0
+            while args.count is None or received < args.count:
+                try:
+                    result = client.wait_result(args.pool, timeout=3600)
+                except TimeoutError:
+                    continue
+                name = _safe_name(result.get("file_name", ""), result["result_id"])
+                dest = out / f"{result['result_id']}-{name}"
+                info = client.download(result["download_url"], dest)
+                _print({**result, "saved_to": str(dest), "verified": info["sha256"] == result.get("sha256")})
+                sys.stdout.flush()
+                received += 1
+        return 0
+    finally:
+        client.disconnect()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m client", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gateway", default=os.environ.get("DROPBOX_GATEWAY", "http://127.0.0.1:5000"))
+    p.add_argument("--user")
+    p.add_argument("--password")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for one answer")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("signup")
+    sub.add_parser("login")
+    up = sub.add_parser("upload")
+    up.add_argument("file")
+    up.add_argument("--pool")
+    up.add_argument("--timestamp")
+    up.add_argument("--no-wait", action="store_true", help="return once cached, not once stored")
+    up.add_argument("--wait", type=float, default=120.0, help="seconds to wait for uploaded_successfully")
+    up.add_argument("--progress", action="store_true")
+    sub.add_parser("history")
+    down = sub.add_parser("download")
+    down.add_argument("file_id")
+    down.add_argument("dest")
+    res = sub.add_parser("results")
+    res.add_argument("pool")
+    res.add_argument("--since")
+    listen = sub.add_parser("listen")
+    listen.add_argument("pool")
+    listen.add_argument("--out", required=True)
+    listen.add_argument("--count", type=int, help="stop after this many results")
+    listen.add_argument("--since", help="also fetch results since this ISO time on connect")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return run(args)
+    except DropboxError as err:
+        print(json.dumps({"error": {"code": err.code, "message": err.message, **err.extra}}), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

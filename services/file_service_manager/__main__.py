@@ -1,0 +1,36 @@
+"""Start file_service_manager: HTTP under waitress and the store/index/audit consumers."""
+
+from __future__ import annotations
+
+import os
+
+from services.common import httpkit, logs, messaging
+
+from .app import create_app
+from .config import Settings
+
+
+def main() -> None:
+    settings = Settings.from_env(os.environ)
+    logs.configure("file_service_manager", settings.common.log_level, settings.common.logstash_host,
+                   settings.common.logstash_port)
+    app = create_app(settings)
+    worker = app.extensions["fsm_worker"]
+    url = settings.common.amqp_url
+    consumers = [
+        messaging.Consumer(url, messaging.STORE_QUEUE, worker.handle_store, prefetch=settings.store_prefetch,
+                           name="store"),
+        messaging.Consumer(url, messaging.INDEX_QUEUE, worker.handle_index, prefetch=16, name="index"),
+        messaging.Consumer(url, messaging.AUDIT_QUEUE, worker.handle_audit, prefetch=32, name="audit"),
+    ]
+    for consumer in consumers:
+        consumer.start()
+    try:
+        httpkit.serve(app, settings.host, settings.port, threads=settings.threads)
+    finally:
+        for consumer in consumers:
+            consumer.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""file_service_manager settings, read once from the environment in ``__main__``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from services.common.settings import CommonSettings, ConfigError, env_int, is_production, listen_address
+
+
+@dataclass(frozen=True)
+class Settings:
+    common: CommonSettings
+    host: str = "127.0.0.1"
+    port: int = 5003
+    # TEST ONLY: uploads whose file_name matches this regex fail to store (drives the
+    # retry path end to end). Refused when DROPBOX_ENV=production.
+    store_fail_pattern: str | None = None
+    download_piece: int = 256 * 1024  # bytes per read from GridFS when streaming a download
+    store_prefetch: int = 2
+    threads: int = 16
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        common = CommonSettings.from_env(env)
+        host, port = listen_address(env, "file_service_manager")
+        pattern = env.get("STORE_FAIL_PATTERN") or None
+        if pattern:
+            if is_production(env):
+                raise ConfigError("STORE_FAIL_PATTERN is a test setting; "
+                                  "it is refused when DROPBOX_ENV=production")
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(f"STORE_FAIL_PATTERN is not a regular expression: {exc}") from exc
+        return cls(common=common, host=host, port=port, store_fail_pattern=pattern,
+                   download_piece=env_int(env, "DOWNLOAD_PIECE_BYTES", 256 * 1024, minimum=4096),
+                   store_prefetch=env_int(env, "STORE_PREFETCH", 2, minimum=1),
+                   threads=env_int(env, "FILE_SERVICE_MANAGER_THREADS", 16, minimum=1))

@@ -1,0 +1,175 @@
+"""MongoDB (GridFS ``fs``, ``files``, ``audit``) and the read/delete side of the Redis upload cache.
+
+This module owns file_service_manager's database. The Redis part touches only
+the keys a ``StoreUpload`` names (its ``cache_key`` and chunks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import gridfs
+import pymongo
+import redis
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+from services.common import contracts, mongo, timeutil
+from services.common.contracts import StoreUpload, UploadItem, chunk_key
+
+from . import core
+from .core import StoreFailure
+
+
+class UploadCache:
+    """The cached chunks of an upload (file_uploader's layout, ARCHITECTURE)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.r = client
+
+    def ping(self) -> bool:
+        return bool(self.r.ping())
+
+    def item_pieces(self, msg: StoreUpload, item: UploadItem) -> Iterator[bytes]:
+        """The item's bytes, one cached chunk (or part of one) at a time."""
+        for index, start, end in core.item_spans(item, msg.chunk_size):
+            key = chunk_key(msg.cache_key, index)
+            if start == 0 and end == msg.chunk_size:
+                data = self.r.get(key)
+            else:
+                data = self.r.getrange(key, start, end - 1) if self.r.exists(key) else None
+            if data is None or len(data) != end - start:
+                raise StoreFailure(f"chunk {index} of upload {msg.upload_id} is missing from the cache")
+            yield data
+
+    def drop(self, msg: StoreUpload) -> None:
+        keys = [msg.cache_key, f"{msg.cache_key}:received", f"{msg.cache_key}:writer"]
+        keys += [chunk_key(msg.cache_key, i) for i in range(msg.chunk_count)]
+        for start in range(0, len(keys), 1000):
+            self.r.delete(*keys[start:start + 1000])
+
+
+class FileIndex:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.files = db["files"]
+        self.audit = db["audit"]
+        self.bucket = mongo.bucket(db)
+        self._indexed = False
+
+    def ping(self) -> bool:
+        return mongo.ping(self.db)
+
+    def ensure_indexes(self) -> None:
+        if self._indexed:
+            return
+        self.files.create_index([("owner_id", pymongo.ASCENDING), ("created", pymongo.DESCENDING)])
+        self.files.create_index([("upload_id", pymongo.ASCENDING)])
+        self.files.create_index([("pool_id", pymongo.ASCENDING), ("created", pymongo.DESCENDING)])
+        self.audit.create_index([("time", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)])
+        self._indexed = True
+
+    # --- GridFS ----------------------------------------------------------------
+    def is_stored(self, file_id: str) -> bool:
+        """A complete GridFS file and an index record that says so."""
+        record = self.files.find_one({"_id": file_id}, {"status": 1})
+        return (record is not None and record.get("status") == contracts.UPLOADED
+                and self.db["fs.files"].find_one({"_id": file_id}, {"_id": 1}) is not None)
+
+    def remove_partial(self, file_id: str) -> None:
+        """Delete what a crashed attempt left (chunks without a file doc, or an unindexed file)."""
+        self.db["fs.files"].delete_one({"_id": file_id})
+        self.db["fs.chunks"].delete_many({"files_id": file_id})
+
+    def write_file(self, file_id: str, name: str, pieces: Iterator[bytes],
+                   content_type: str) -> tuple[int, str]:
+        """Stream ``pieces`` into GridFS under ``file_id``; returns (size, sha256)."""
+        digest = hashlib.sha256()
+        size = 0
+        stream = self.bucket.open_upload_stream_with_id(file_id, name,
+                                                        metadata={"content_type": content_type})
+        try:
+            for piece in pieces:
+                digest.update(piece)
+                size += len(piece)
+                stream.write(piece)
+        except BaseException:
+            stream.abort()
+            raise
+        stream.close()
+        return size, digest.hexdigest()
+
+    def open_download(self, file_id: str) -> gridfs.GridOut | None:
+        try:
+            return self.bucket.open_download_stream(file_id)
+        except gridfs.errors.NoFile:
+            return None
+
+    # --- the index ------------------------------------------------------------
+    def upsert_stored(self, doc: dict[str, Any]) -> None:
+        self.files.update_one({"_id": doc["file_id"]},
+                              {"$set": doc, "$setOnInsert": {"late": False},
+                               "$unset": {"provisional": "", "reason": "", "attempt": ""}},
+                              upsert=True)
+
+    def drop_provisional(self, upload_id: str, keep: list[str]) -> None:
+        self.files.delete_many({"upload_id": upload_id, "provisional": True, "_id": {"$nin": keep}})
+
+    def record(self, file_id: str) -> dict[str, Any] | None:
+        return self.files.find_one({"_id": file_id})
+
+    def apply_status(self, upload_id: str, owner_id: str, status: str, *, attempt: int | None,
+                     reason: str | None, pool_id: str | None, file_name: str | None) -> int:
+        """Move the upload's records to ``status`` (never backwards); a provisional record
+        makes in-flight and failed uploads visible before (or without) a store."""
+        allowed = core.ALLOWED_FROM.get(status)
+        if allowed is None:
+            return 0
+        fields: dict[str, Any] = {"status": status}
+        if attempt is not None:
+            fields["attempt"] = attempt
+        if reason is not None:
+            fields["reason"] = reason
+        changed = 0
+        if allowed:
+            changed = self.files.update_many({"upload_id": upload_id, "status": {"$in": list(allowed)}},
+                                             {"$set": fields}).modified_count
+        if changed or status not in (contracts.CACHED, contracts.FAILED):
+            return changed
+        if self.files.find_one({"upload_id": upload_id}, {"_id": 1}) is not None:
+            return 0
+        try:
+            self.files.insert_one({"_id": upload_id, "file_id": upload_id, "upload_id": upload_id,
+                                   "owner_id": owner_id, "owner_name": None, "file_name": file_name,
+                                   "pool_id": pool_id, "size": None, "sha256": None, "timestamp": None,
+                                   "group_id": None, "late": False, "created": timeutil.now_iso(),
+                                   "provisional": True, **fields})
+            return 1
+        except DuplicateKeyError:  # the store (or another notice) got there first
+            return 0
+
+    def set_group(self, file_id: str, group_id: str, late: bool) -> int:
+        result = self.files.update_one({"_id": file_id}, {"$set": {"group_id": group_id, "late": late}})
+        return result.matched_count
+
+    def find_files(self, query: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+        cursor = self.files.find(query).sort([("created", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)])
+        return list(cursor.limit(limit))
+
+    # --- audit -----------------------------------------------------------------
+    def add_audit(self, doc: dict[str, Any]) -> bool:
+        try:
+            self.audit.insert_one(doc)
+            return True
+        except DuplicateKeyError:  # a redelivered AuditRecorded: already appended
+            return False
+
+    def find_audit(self, query: dict[str, Any], after: tuple[str, str] | None, limit: int) -> list[dict]:
+        if after is not None:
+            time, audit_id = after
+            query = {"$and": [query, {"$or": [{"time": {"$gt": time}},
+                                              {"time": time, "_id": {"$gt": audit_id}}]}]}
+        cursor = self.audit.find(query).sort([("time", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)])
+        return list(cursor.limit(limit))

@@ -1,0 +1,67 @@
+"""``python -m services.auth`` as a process: production refuses default secrets; a real start serves."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+
+from devtools import infra
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("JWT_SECRET", "INTERNAL_API_KEY", "ADMIN_PASSWORD", "ADMIN_USER", "DROPBOX_ENV")}
+    env.update({"LOG_LEVEL": "INFO", **extra})  # INFO: every log call on the start path runs
+    return env
+
+
+def test_production_refuses_default_secrets() -> None:
+    good = {"DROPBOX_ENV": "production", "JWT_SECRET": "p" * 40, "INTERNAL_API_KEY": "prod-internal-key",
+            "ADMIN_PASSWORD": "prod-admin-password",
+            # an unreachable database: the process must stop on the secrets before trying it
+            "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"}
+    for missing in ("ADMIN_PASSWORD", "JWT_SECRET", "INTERNAL_API_KEY"):
+        env = _env(**{k: v for k, v in good.items() if k != missing})
+        proc = subprocess.run([sys.executable, "-m", "services.auth"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, (missing, proc.stderr)
+        assert missing in proc.stderr
+    env = _env(**{**good, "ADMIN_PASSWORD": "admin-password"})
+    proc = subprocess.run([sys.executable, "-m", "services.auth"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "ADMIN_PASSWORD" in proc.stderr
+
+
+def test_process_migrates_bootstraps_and_serves(pg_url: str, amqp_url: str) -> None:
+    port = infra.free_port()
+    env = _env(DATABASE_URL=pg_url, AMQP_URL=amqp_url, AUTH_PORT=str(port), ADMIN_USER="boss",
+               ADMIN_PASSWORD="boss-password-1", TOKEN_TTL_SECONDS="600")
+    proc = subprocess.Popen([sys.executable, "-m", "services.auth"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        infra.wait_port("127.0.0.1", port, 30, "auth")
+        base = f"http://127.0.0.1:{port}"
+        login = requests.put(f"{base}/auth/login/boss", json={"password": "boss-password-1"}, timeout=10)
+        assert login.status_code == 200 and login.json()["role"] == "admin"
+        token = login.json()["access_token"]
+        doc = requests.get(f"{base}/auth/validate", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert doc.status_code == 200 and doc.json()["user_name"] == "boss"
+        signup = requests.post(f"{base}/auth/signup", json={"user_name": "zed", "password": "zed-password"},
+                               timeout=10)
+        assert signup.status_code == 201
+        assert requests.get(f"{base}/ready", timeout=10).json()["checks"] == {"postgres": True,
+                                                                             "rabbitmq": True}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    assert proc.returncode is not None

@@ -1,0 +1,151 @@
+"""Storing uploads: Redis chunks -> GridFS + index, redelivery, forced failures and retries."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import time
+
+from services.common import messaging
+from services.common.contracts import FileGrouped, FileStatusChanged, FileStored, StoreUpload
+from services.file_uploader.worker import store_failed_handler
+from tests.integration.file_uploader.helpers import Collector, upload_all
+
+from .conftest import CHUNK
+
+
+def upload_and_command(p, data: bytes, **body) -> StoreUpload:
+    with Collector(p.amqp_url, messaging.STORE_QUEUE) as stores:
+        file_id = upload_all(p.uploader, data, CHUNK, **body)
+        command = stores.wait_for(lambda m: len(m) >= 1)[0]
+    assert command.upload_id == file_id
+    return command
+
+
+def redis_keys(p, file_id: str) -> set[str]:
+    return {k.decode() for k in p.redis.scan_iter(f"{p.prefix}:upload:{file_id}*")}
+
+
+def test_full_store_of_5mb(make_pipeline) -> None:
+    p = make_pipeline()
+    data = os.urandom(5 * 1024 * 1024 + 123)
+    command = upload_and_command(p, data, file_name="five.bin", pool_id="p1",
+                                 timestamp="2024-05-01T10:00:00Z")
+    assert command.chunk_count == 6
+    with Collector(p.amqp_url, messaging.AGGREGATOR_QUEUE) as stored, \
+            Collector(p.amqp_url, messaging.GATEWAY_QUEUE) as notices:
+        p.worker.handle_store(command)
+        fs = stored.wait_for(lambda m: len(m) >= 1)
+        notices.wait_for(lambda m: any(n.status == "uploaded_successfully" for n in m))
+    assert isinstance(fs[0], FileStored) and fs[0].file_id == command.upload_id and fs[0].size == len(data)
+    grid = p.index.bucket.open_download_stream(command.upload_id)
+    digest, total = hashlib.sha256(), 0
+    while piece := grid.read(256 * 1024):
+        digest.update(piece)
+        total += len(piece)
+    assert total == len(data) and digest.hexdigest() == hashlib.sha256(data).hexdigest()
+    record = p.index.record(command.upload_id)
+    assert record["status"] == "uploaded_successfully" and record["sha256"] == digest.hexdigest()
+    assert record["timestamp"] == "2024-05-01T10:00:00.000Z" and record["pool_id"] == "p1"
+    # The cache is gone; only file_uploader's small status tombstone stays until it expires.
+    assert redis_keys(p, command.upload_id) == {f"{p.prefix}:upload:{command.upload_id}:status"}
+
+
+def test_redelivery_stores_one_file(make_pipeline) -> None:
+    p = make_pipeline()
+    data = os.urandom(CHUNK + 10)
+    command = upload_and_command(p, data, file_name="twice.bin")
+    p.worker.handle_store(command)
+    p.worker.handle_store(command)  # redelivered after the cache was dropped: skipped, not failed
+    db = p.index.db
+    assert db["fs.files"].count_documents({"_id": command.upload_id}) == 1
+    assert db["files"].count_documents({"upload_id": command.upload_id}) == 1
+    assert db["fs.chunks"].count_documents({"files_id": command.upload_id}) == -(-len(data) // (255 * 1024))
+
+
+def test_half_written_attempt_is_replaced(make_pipeline) -> None:
+    p = make_pipeline()
+    data = os.urandom(300_000)
+    command = upload_and_command(p, data, file_name="half.bin")
+    p.index.db["fs.chunks"].insert_one({"files_id": command.upload_id, "n": 0, "data": b"junk"})
+    p.worker.handle_store(command)
+    grid = p.index.bucket.open_download_stream(command.upload_id)
+    assert grid.read() == data
+
+
+def test_batch_items_become_records(make_pipeline) -> None:
+    p = make_pipeline()
+    data = os.urandom(CHUNK + 500)
+    items = [{"timestamp": "2024-05-01T10:00:00Z", "offset": 0, "length": 1000, "name": "a.csv"},
+             {"timestamp": "2024-05-01T10:05:00Z", "offset": CHUNK - 10, "length": 510}]
+    command = upload_and_command(p, data, file_name="batch.bin", items=items)
+    p.worker.handle_index(FileStatusChanged(file_id=command.upload_id, owner_id="u1", status="cached"))
+    assert p.index.record(command.upload_id)["provisional"] is True
+    p.worker.handle_store(command)
+    assert p.index.record(command.upload_id) is None  # the provisional record gave way to the items
+    second = p.index.bucket.open_download_stream(f"{command.upload_id}-0001").read()
+    assert second == data[CHUNK - 10:CHUNK + 500]
+    rec = p.index.record(f"{command.upload_id}-0001")
+    assert rec["sha256"] == hashlib.sha256(second).hexdigest() and rec["timestamp"] == "2024-05-01T10:05:00.000Z"
+    # A late "cached" notice never moves a stored record back; FileGrouped sets the group.
+    p.worker.handle_index(FileStatusChanged(file_id=command.upload_id, owner_id="u1", status="cached"))
+    p.worker.handle_index(FileStatusChanged(file_id=command.upload_id, owner_id="u1", status="retrying"))
+    p.worker.handle_index(FileGrouped(file_id=f"{command.upload_id}-0000", pool_id="p1", group_id="g1", late=True))
+    assert p.index.record(f"{command.upload_id}-0001")["status"] == "uploaded_successfully"
+    first = p.index.record(f"{command.upload_id}-0000")
+    assert (first["group_id"], first["late"], first["file_name"]) == ("g1", True, "a.csv")
+
+
+def test_missing_chunk_reports_a_failure(make_pipeline) -> None:
+    p = make_pipeline()
+    command = upload_and_command(p, os.urandom(CHUNK + 1), file_name="lost.bin")
+    p.redis.delete(command.chunk_key(1))
+    with Collector(p.amqp_url, messaging.STORE_FAILED_QUEUE) as failed:
+        p.worker.handle_store(command)
+        msg = failed.wait_for(lambda m: len(m) >= 1)[0]
+    assert msg.upload_id == command.upload_id and msg.attempt == 1 and "missing" in msg.reason
+    assert msg.command["cache_key"] == command.cache_key
+    assert p.index.db["fs.files"].count_documents({}) == 0 and p.index.db["fs.chunks"].count_documents({}) == 0
+
+
+def test_sha_mismatch_is_a_failure(make_pipeline) -> None:
+    p = make_pipeline()
+    command = upload_and_command(p, os.urandom(1000), file_name="sha.bin")
+    with Collector(p.amqp_url, messaging.STORE_FAILED_QUEUE) as failed:
+        p.worker.handle_store(dataclasses.replace(command, sha256="0" * 64))
+        msg = failed.wait_for(lambda m: len(m) >= 1)[0]
+    assert "sha256" in msg.reason and p.index.record(command.upload_id) is None
+
+
+def test_forced_failure_retries_three_times_then_fails(make_pipeline) -> None:
+    p = make_pipeline(fail_pattern=r"^fail-", STORE_RETRY_DELAY_SECONDS="0.2")
+    data = os.urandom(CHUNK + 7)
+    store_consumer = messaging.Consumer(p.amqp_url, messaging.STORE_QUEUE, p.worker.handle_store, prefetch=2,
+                                        name="t-store", retry_pause=0.1)
+    failed_consumer = messaging.Consumer(p.amqp_url, messaging.STORE_FAILED_QUEUE,
+                                         store_failed_handler(p.upload_service), name="t-failed", retry_pause=0.1)
+    index_consumer = messaging.Consumer(p.amqp_url, messaging.INDEX_QUEUE, p.worker.handle_index, name="t-index",
+                                        retry_pause=0.1)
+    for c in (store_consumer, failed_consumer, index_consumer):
+        c.start()
+    try:
+        with Collector(p.amqp_url, messaging.GATEWAY_QUEUE) as notices:
+            file_id = upload_all(p.uploader, data, CHUNK, file_name="fail-me.bin")
+            got = notices.wait_for(lambda m: any(n.status == "upload_failed" for n in m), timeout=20)
+            time.sleep(0.5)  # nothing more may follow
+            got = list(notices.messages)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (p.index.record(file_id) or {}).get("status") != "upload_failed":
+            time.sleep(0.05)
+    finally:
+        for c in (store_consumer, failed_consumer, index_consumer):
+            c.stop()
+    assert [(n.status, n.attempt) for n in got] == [("cached", None), ("retrying", 2), ("retrying", 3),
+                                                    ("upload_failed", 3)]
+    assert all(n.file_id == file_id and n.owner_id == "u1" for n in got)
+    assert redis_keys(p, file_id) == {f"{p.prefix}:upload:{file_id}:status"}
+    assert p.index.record(file_id)["status"] == "upload_failed"
+    assert p.index.db["fs.files"].count_documents({}) == 0
+    # A redelivered final failure changes nothing.
+    assert p.upload_service.store_failed(file_id, 3, "again", {}) == "duplicate"

@@ -1,0 +1,78 @@
+"""The gateway's Flask side (dashboard, /config.json, metrics) and its settings, without a network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.common.settings import ConfigError
+from services.socket_gateway import config, wsfast
+from services.socket_gateway.app import create_app
+from services.socket_gateway.config import Settings
+
+
+@pytest.fixture
+def frontend(tmp_path: Path) -> Path:
+    (tmp_path / "index.html").write_text("<h1>dashboard</h1>")
+    (tmp_path / "app.js").write_text("console.log(1)")
+    return tmp_path
+
+
+def make_app(frontend: Path, **env: str):
+    return create_app(Settings.from_env({"FRONTEND_DIR": str(frontend), **env}))
+
+
+def test_settings_defaults_and_limits() -> None:
+    s = Settings.from_env({})
+    assert s.port == 5000 and s.max_connections == 10000
+    assert s.max_http_buffer_size == s.max_chunk_bytes + config.CHUNK_HEADROOM
+    assert s.redelivery_margin_seconds == s.ping_interval + s.ping_timeout + s.delivery_slack_seconds
+    assert s.frontend_dir == config.REPO_ROOT / "frontend"
+    s = Settings.from_env({"SOCKET_GATEWAY_PORT": "6001", "GATEWAY_MAX_CONNECTIONS": "7",
+                           "GATEWAY_CORS_ORIGINS": "http://a, http://b"})
+    assert (s.port, s.max_connections, s.cors_origins()) == (6001, 7, ["http://a", "http://b"])
+    with pytest.raises(ConfigError):
+        Settings.from_env({"GATEWAY_MAX_CONNECTIONS": "0"})
+
+
+def test_dashboard_and_config(frontend: Path) -> None:
+    app = make_app(frontend, PUBLIC_AUTH_URL="https://auth.example", FILE_SERVICE_MANAGER_URL="http://fsm:1")
+    client = app.flask_app.test_client()
+    assert client.get("/").data == b"<h1>dashboard</h1>"
+    assert client.get("/app.js").status_code == 200
+    assert client.get("/missing.js").status_code == 404
+    assert client.get("/missing.js").get_json()["error"]["code"] == "not_found"
+    assert client.get("/../secret").status_code == 404
+    assert client.get("/%2e%2e/pyproject.toml").status_code == 404
+    doc = client.get("/config.json").get_json()
+    assert doc["auth_url"] == "https://auth.example"
+    assert doc["file_service_manager_url"] == "http://fsm:1"
+    assert doc["pool_aggregator_url"] == "http://127.0.0.1:5004"
+    assert doc["file_uploader_url"] == "http://127.0.0.1:5002"
+    assert client.get("/health").get_json()["status"] == "ok"
+
+
+def test_metrics_report_limits_and_fast_unmask(frontend: Path) -> None:
+    from eventlet.websocket import RFC6455WebSocket
+
+    app = make_app(frontend, GATEWAY_MAX_CONNECTIONS="123")
+    original = RFC6455WebSocket.__dict__["_apply_mask"]
+    try:
+        text = app.flask_app.test_client().get("/metrics").text
+        assert "gateway_max_connections 123.0" in text
+        assert "gateway_ws_fast_unmask 0.0" in text
+        wsfast.install()
+        text = app.flask_app.test_client().get("/metrics").text
+        assert "gateway_ws_fast_unmask 1.0" in text
+        assert "gateway_connected_sockets 0.0" in text
+    finally:
+        RFC6455WebSocket._apply_mask = original
+
+
+def test_socketio_server_configured(frontend: Path) -> None:
+    app = make_app(frontend, MAX_CHUNK_BYTES="1048576", REDIS_PREFIX="pfx")
+    assert app.sio.eio.max_http_buffer_size == 1048576 + config.CHUNK_HEADROOM
+    assert app.sio.manager.channel == "pfx:socketio"
+    assert set(app.sio.handlers["/"]) >= {"connect", "disconnect", "start-transfer", "write-chunk",
+                                         "complete-upload", "get-history", "get-results", "alive"}
