@@ -30,11 +30,14 @@ def redis_keys(p, file_id: str) -> set[str]:
 def test_full_store_of_5mb(make_pipeline) -> None:
     p = make_pipeline()
     data = os.urandom(5 * 1024 * 1024 + 123)
-    command = upload_and_command(p, data, file_name="five.bin", pool_id="p1",
-                                 timestamp="2024-05-01T10:00:00Z")
+    command = upload_and_command(
+        p, data, file_name="five.bin", pool_id="p1", timestamp="2024-05-01T10:00:00Z"
+    )
     assert command.chunk_count == 6
-    with Collector(p.amqp_url, messaging.AGGREGATOR_QUEUE) as stored, \
-            Collector(p.amqp_url, messaging.GATEWAY_QUEUE) as notices:
+    with (
+        Collector(p.amqp_url, messaging.AGGREGATOR_QUEUE) as stored,
+        Collector(p.amqp_url, messaging.GATEWAY_QUEUE) as notices,
+    ):
         p.worker.handle_store(command)
         fs = stored.wait_for(lambda m: len(m) >= 1)
         notices.wait_for(lambda m: any(n.status == "uploaded_successfully" for n in m))
@@ -77,21 +80,27 @@ def test_half_written_attempt_is_replaced(make_pipeline) -> None:
 def test_batch_items_become_records(make_pipeline) -> None:
     p = make_pipeline()
     data = os.urandom(CHUNK + 500)
-    items = [{"timestamp": "2024-05-01T10:00:00Z", "offset": 0, "length": 1000, "name": "a.csv"},
-             {"timestamp": "2024-05-01T10:05:00Z", "offset": CHUNK - 10, "length": 510}]
+    items = [
+        {"timestamp": "2024-05-01T10:00:00Z", "offset": 0, "length": 1000, "name": "a.csv"},
+        {"timestamp": "2024-05-01T10:05:00Z", "offset": CHUNK - 10, "length": 510},
+    ]
     command = upload_and_command(p, data, file_name="batch.bin", items=items)
     p.worker.handle_index(FileStatusChanged(file_id=command.upload_id, owner_id="u1", status="cached"))
     assert p.index.record(command.upload_id)["provisional"] is True
     p.worker.handle_store(command)
     assert p.index.record(command.upload_id) is None  # the provisional record gave way to the items
     second = p.index.bucket.open_download_stream(f"{command.upload_id}-0001").read()
-    assert second == data[CHUNK - 10:CHUNK + 500]
+    assert second == data[CHUNK - 10 : CHUNK + 500]
     rec = p.index.record(f"{command.upload_id}-0001")
-    assert rec["sha256"] == hashlib.sha256(second).hexdigest() and rec["timestamp"] == "2024-05-01T10:05:00.000Z"
+    assert (
+        rec["sha256"] == hashlib.sha256(second).hexdigest() and rec["timestamp"] == "2024-05-01T10:05:00.000Z"
+    )
     # A late "cached" notice never moves a stored record back; FileGrouped sets the group.
     p.worker.handle_index(FileStatusChanged(file_id=command.upload_id, owner_id="u1", status="cached"))
     p.worker.handle_index(FileStatusChanged(file_id=command.upload_id, owner_id="u1", status="retrying"))
-    p.worker.handle_index(FileGrouped(file_id=f"{command.upload_id}-0000", pool_id="p1", group_id="g1", late=True))
+    p.worker.handle_index(
+        FileGrouped(file_id=f"{command.upload_id}-0000", pool_id="p1", group_id="g1", late=True)
+    )
     assert p.index.record(f"{command.upload_id}-0001")["status"] == "uploaded_successfully"
     first = p.index.record(f"{command.upload_id}-0000")
     assert (first["group_id"], first["late"], first["file_name"]) == ("g1", True, "a.csv")
@@ -106,7 +115,9 @@ def test_missing_chunk_reports_a_failure(make_pipeline) -> None:
         msg = failed.wait_for(lambda m: len(m) >= 1)[0]
     assert msg.upload_id == command.upload_id and msg.attempt == 1 and "missing" in msg.reason
     assert msg.command["cache_key"] == command.cache_key
-    assert p.index.db["fs.files"].count_documents({}) == 0 and p.index.db["fs.chunks"].count_documents({}) == 0
+    assert (
+        p.index.db["fs.files"].count_documents({}) == 0 and p.index.db["fs.chunks"].count_documents({}) == 0
+    )
 
 
 def test_sha_mismatch_is_a_failure(make_pipeline) -> None:
@@ -121,12 +132,19 @@ def test_sha_mismatch_is_a_failure(make_pipeline) -> None:
 def test_forced_failure_retries_three_times_then_fails(make_pipeline) -> None:
     p = make_pipeline(fail_pattern=r"^fail-", STORE_RETRY_DELAY_SECONDS="0.2")
     data = os.urandom(CHUNK + 7)
-    store_consumer = messaging.Consumer(p.amqp_url, messaging.STORE_QUEUE, p.worker.handle_store, prefetch=2,
-                                        name="t-store", retry_pause=0.1)
-    failed_consumer = messaging.Consumer(p.amqp_url, messaging.STORE_FAILED_QUEUE,
-                                         store_failed_handler(p.upload_service), name="t-failed", retry_pause=0.1)
-    index_consumer = messaging.Consumer(p.amqp_url, messaging.INDEX_QUEUE, p.worker.handle_index, name="t-index",
-                                        retry_pause=0.1)
+    store_consumer = messaging.Consumer(
+        p.amqp_url, messaging.STORE_QUEUE, p.worker.handle_store, prefetch=2, name="t-store", retry_pause=0.1
+    )
+    failed_consumer = messaging.Consumer(
+        p.amqp_url,
+        messaging.STORE_FAILED_QUEUE,
+        store_failed_handler(p.upload_service),
+        name="t-failed",
+        retry_pause=0.1,
+    )
+    index_consumer = messaging.Consumer(
+        p.amqp_url, messaging.INDEX_QUEUE, p.worker.handle_index, name="t-index", retry_pause=0.1
+    )
     for c in (store_consumer, failed_consumer, index_consumer):
         c.start()
     try:
@@ -136,13 +154,19 @@ def test_forced_failure_retries_three_times_then_fails(make_pipeline) -> None:
             time.sleep(0.5)  # nothing more may follow
             got = list(notices.messages)
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and (p.index.record(file_id) or {}).get("status") != "upload_failed":
+        while (
+            time.monotonic() < deadline and (p.index.record(file_id) or {}).get("status") != "upload_failed"
+        ):
             time.sleep(0.05)
     finally:
         for c in (store_consumer, failed_consumer, index_consumer):
             c.stop()
-    assert [(n.status, n.attempt) for n in got] == [("cached", None), ("retrying", 2), ("retrying", 3),
-                                                    ("upload_failed", 3)]
+    assert [(n.status, n.attempt) for n in got] == [
+        ("cached", None),
+        ("retrying", 2),
+        ("retrying", 3),
+        ("upload_failed", 3),
+    ]
     assert all(n.file_id == file_id and n.owner_id == "u1" for n in got)
     assert redis_keys(p, file_id) == {f"{p.prefix}:upload:{file_id}:status"}
     assert p.index.record(file_id)["status"] == "upload_failed"

@@ -182,8 +182,9 @@ class Rig:
     events: Events
     url: str
 
-    def stored(self, file_id: str, *, ts: float, owner: str = "u1", size: int = 100, pool_id: str | None = POOL,
-               kind: str = "file", group_id: str | None = None, data: bytes | None = None) -> FileStored:
+    def stored(self, file_id: str, *, ts: float, owner: str = "u1", size: int = 100,
+               pool_id: str | None = POOL, kind: str = "file", group_id: str | None = None,
+               data: bytes | None = None) -> FileStored:
         from services.pool_aggregator.core import epoch_iso
 
         if data is not None:
@@ -192,9 +193,9 @@ class Rig:
             size = len(data)
         return FileStored(file_id=file_id, upload_id=file_id, owner_id=owner, owner_name=owner,
                           file_name=f"{file_id}.f64", size=size,
-                          sha256=hashlib.sha256(data or b"").hexdigest(), content_type="application/octet-stream",
-                          timestamp=epoch_iso(ts), created=epoch_iso(self.clock()), pool_id=pool_id, kind=kind,
-                          group_id=group_id)
+                          sha256=hashlib.sha256(data or b"").hexdigest(),
+                          content_type="application/octet-stream", timestamp=epoch_iso(ts),
+                          created=epoch_iso(self.clock()), pool_id=pool_id, kind=kind, group_id=group_id)
 
 
 @pytest.fixture

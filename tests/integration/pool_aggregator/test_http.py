@@ -74,7 +74,8 @@ def test_files_leases_a_ready_group(rig: Rig) -> None:
     url = f"{rig.url}/pools/{POOL}/groups/{gid}/files"
     body = requests.get(url, headers=_key()).json()
     assert body["status"] == "processing"
-    assert [(f["file_id"], f["owner_id"], f["size"]) for f in body["files"]] == [("f0", "u0", 16), ("f1", "u1", 16)]
+    got = [(f["file_id"], f["owner_id"], f["size"]) for f in body["files"]]
+    assert got == [("f0", "u0", 16), ("f1", "u1", 16)]
     assert body["files"][0]["download_url"] == "http://files.example/file/f0"
     assert body["files"][0]["sha256"] == hashlib.sha256(encode([1.0, 2.0])).hexdigest()
     group = rig.parts.store.get(gid)
@@ -130,13 +131,15 @@ def test_post_result_full_flow(rig: Rig) -> None:
     assert again.status_code == 409 and again.json()["error"]["code"] == "conflict"
 
     results_url = f"{rig.url}/pools/{POOL}/results"
-    assert requests.get(results_url, headers=_bearer(MEMBER_TOKEN)).json() == {"results": []}  # not stored yet
+    # Not stored yet: not listed.
+    assert requests.get(results_url, headers=_bearer(MEMBER_TOKEN)).json() == {"results": []}
     rig.parts.handler(rig.stored(result_id, ts=rig.clock(), kind="result", group_id=gid, data=payload))
     published = rig.events.of(ResultPublished)
     assert len(published) == 1 and published[0].result_id == result_id
     listed = requests.get(results_url, headers=_bearer(MEMBER_TOKEN)).json()["results"]
     assert listed == [{
-        "result_id": result_id, "pool_id": POOL, "group_id": gid, "window_start": core.epoch_iso(rig.clock.t - W),
+        "result_id": result_id, "pool_id": POOL, "group_id": gid,
+        "window_start": core.epoch_iso(rig.clock.t - W),
         "window_end": core.epoch_iso(rig.clock.t), "file_name": "mean_result.f64", "size": len(payload),
         "sha256": hashlib.sha256(payload).hexdigest(), "created": listed[0]["created"],
         "download_url": f"http://files.example/file/{result_id}"}]

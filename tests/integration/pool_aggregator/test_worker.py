@@ -220,7 +220,7 @@ def test_concurrent_claims_exactly_one_wins(rig: Rig) -> None:
         results: list = []
         barrier = threading.Barrier(8)
 
-        def lease() -> None:
+        def lease(barrier: threading.Barrier = barrier, results: list = results) -> None:
             barrier.wait()
             results.append(rig.parts.store.lease(gid, rig.clock(), 30))
 
@@ -276,7 +276,8 @@ def test_stored_result_is_published_once(rig: Rig) -> None:
     rig.parts.store.insert_result({
         "result_id": "r1", "pool_id": POOL, "group_id": "g", "window_start": "a", "window_end": "b",
         "file_name": "mean.f64", "size": 8, "sha256": "s", "created": "2026-01-01T00:00:00.000Z",
-        "created_ts": 1.0, "download_url": "http://files.example/file/r1", "stored": False, "published": False})
+        "created_ts": 1.0, "download_url": "http://files.example/file/r1", "stored": False,
+        "published": False})
     message = rig.stored("r1", ts=rig.clock(), kind="result", group_id="g", size=8)
     rig.parts.handler(message)
     rig.parts.handler(message)  # redelivered

@@ -14,7 +14,8 @@ def _member(name: str, data: bytes, chunk: int = 7) -> Member:
 
 
 def test_stream_is_a_valid_tar_of_exact_length() -> None:
-    members = [_member("a.bin", b"x" * 1000), _member("b" * 150 + ".bin", b"hello"), _member("c", b"\0" * 512)]
+    members = [_member("a.bin", b"x" * 1000), _member("b" * 150 + ".bin", b"hello"),
+               _member("c", b"\0" * 512)]
     data = b"".join(tar_stream(members))
     assert len(data) == archive_length(members)
     assert len(data) % tarfile.RECORDSIZE == 0
