@@ -60,7 +60,8 @@ def group_view(group: dict) -> dict[str, Any]:
         "group_id": group["_id"], "pool_id": group["pool_id"],
         "window_start": epoch_iso(group["window_start"]), "window_end": epoch_iso(group["window_end"]),
         "status": group["status"], "file_count": int(group.get("file_count") or 0),
-        "bytes": int(group.get("bytes") or 0), "contributors": len(group.get("contributors") or ()),
+        "bytes": int(group.get("bytes") or 0), "late_files": int(group.get("late_count") or 0),
+        "contributors": len(group.get("contributors") or ()),
         "lease_expiries": int(group.get("lease_expiries") or 0), "result_id": group.get("result_id"),
     }
 

@@ -11,7 +11,7 @@ Group document::
     {_id: group_id, pool_id, window_start, window_end (epoch ints), status,
      close_at (window_end + grace), min_contributors, files: [{file_id, owner_id,
      timestamp, ts, size, sha256, file_name, late}], contributors: [owner_id],
-     file_count, bytes, created, updated, ready_at, leased_at, lease_expires_at,
+     file_count, bytes, late_count, created, updated, ready_at, leased_at, lease_expires_at,
      lease_id, lease_expiries, result_claim, result_id, done_at, failed_at}
 """
 
@@ -79,7 +79,8 @@ class GroupStore:
                         },
                         "$push": {"files": entry},
                         "$addToSet": {"contributors": entry["owner_id"]},
-                        "$inc": {"file_count": 1, "bytes": int(entry["size"])},
+                        "$inc": {"file_count": 1, "bytes": int(entry["size"]),
+                                 "late_count": 1 if entry.get("late") else 0},
                         "$set": {"updated": now},
                     },
                     upsert=True, return_document=ReturnDocument.AFTER,

@@ -87,8 +87,8 @@ def test_history_and_files(make_pipeline) -> None:
 
     assert p.fsm.get("/files", headers=bearer("bob")).get_json() == {"files": []}
     assert p.fsm.get("/files?owner_id=u1", headers=bearer("bob")).get_json() == {"files": []}
-    assert [f["file_id"] for f in p.fsm.get("/files?pool_id=p1", headers=bearer("root")).get_json()["files"]] \
-        == [second]
+    pool_files = p.fsm.get("/files?pool_id=p1", headers=bearer("root")).get_json()["files"]
+    assert [f["file_id"] for f in pool_files] == [second]
     assert len(p.fsm.get("/files?limit=1", headers=bearer("alice")).get_json()["files"]) == 1
     assert p.fsm.get("/files?limit=5000", headers=bearer("alice")).status_code == 400
 

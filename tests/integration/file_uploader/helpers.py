@@ -50,24 +50,31 @@ class Collector:
         self.messages: list[Any] = []
         self._lock = threading.Lock()
         self.handler = handler
+        self.closed = False
+        self.thread: threading.Thread | None = None
         self.consumer = messaging.Consumer(url, queue, self._handle, prefetch=20, name=f"test-{queue.name}",
                                            retry_pause=0.1)
 
     def _handle(self, message: Any) -> None:
+        if self.closed:  # stopping: hand the message back (requeued) for the next consumer
+            raise RuntimeError("collector closed")
         if self.handler is not None:
             self.handler(message)
         with self._lock:
             self.messages.append(message)
 
     def __enter__(self) -> Collector:
-        self.consumer.start()
+        self.thread = self.consumer.start()
         deadline = time.monotonic() + 10
         while not self.consumer.connected and time.monotonic() < deadline:
             time.sleep(0.02)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.closed = True
         self.consumer.stop()
+        if self.thread is not None:
+            self.thread.join(5)
 
     def wait_for(self, predicate: Callable[[list[Any]], bool], timeout: float = 10.0) -> list[Any]:
         deadline = time.monotonic() + timeout

@@ -52,7 +52,7 @@ def test_group_listing_auth(rig: Rig) -> None:
         assert response.json()["groups"] == [{
             "group_id": gid, "pool_id": POOL, "window_start": core.epoch_iso(rig.clock.t - W),
             "window_end": core.epoch_iso(rig.clock.t), "status": "ready", "file_count": 2, "bytes": 32,
-            "contributors": 2, "lease_expiries": 0, "result_id": None}]
+            "late_files": 0, "contributors": 2, "lease_expiries": 0, "result_id": None}]
     assert requests.get(url, params={"status": "open"}, headers=_key()).json()["groups"] == []
     bad = requests.get(url, params={"status": "weird"}, headers=_key())
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request"

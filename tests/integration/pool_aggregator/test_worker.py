@@ -67,6 +67,7 @@ def test_late_file_goes_to_the_current_window(rig: Rig) -> None:
     group = rig.parts.store.get(current, with_files=True)
     assert [(f["file_id"], f["late"]) for f in group["files"]] == [("f-late", True)]
     assert rig.parts.store.get(gid)["file_count"] == 1
+    assert rig.parts.store.get(current)["late_count"] == 1
     late = [m for m in rig.events.of(FileGrouped, count=2) if m.file_id == "f-late"]
     assert late and late[0].late and late[0].group_id == current
     # A redelivery of the late file keeps its late assignment.

@@ -59,8 +59,9 @@ class Fleet:
 
     def start(self, name: str) -> None:
         out = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
-        self.procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=ROOT, env=self.env,
-                                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=ROOT,
+                                            env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
 
     def wait_healthy(self, name: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

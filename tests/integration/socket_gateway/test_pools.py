@@ -27,8 +27,9 @@ def _admin_call(fleet: Fleet, admin: DropboxClient, method: str, path: str, **kw
 def _wait_group(fleet: Fleet, pool_id: str, key: str, timeout: float = 20) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        groups = requests.get(f"{fleet.urls['pool_aggregator']}/pools/{pool_id}/groups", params={"status": "ready"},
-                              headers={"X-API-Key": key}, timeout=10).json()["groups"]
+        groups = requests.get(f"{fleet.urls['pool_aggregator']}/pools/{pool_id}/groups",
+                              params={"status": "ready"}, headers={"X-API-Key": key},
+                              timeout=10).json()["groups"]
         if groups:
             return groups[0]["group_id"]
         time.sleep(0.2)
@@ -80,7 +81,8 @@ def test_results_live_offline_and_membership(fleet: Fleet, tmp_path: Path) -> No
         for member in (contributor, late):  # late joined while connected: the room was updated live
             got = member.wait_result(pool_id, 20)
             assert got["result_id"] == result_id and got["group_id"] == group_id
-            assert set(got) >= {"pool_id", "group_id", "result_id", "file_name", "size", "sha256", "download_url"}
+            assert set(got) >= {"pool_id", "group_id", "result_id", "file_name", "size", "sha256",
+                                "download_url"}
         assert admin.sio is None or pool_id not in {r["pool_id"] for r in admin.results_received}
 
         listener.connect()  # offline delivery: the result it missed comes on connect
