@@ -88,6 +88,7 @@ export class SpeedMeter {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const RETRYABLE = new Set(["disconnected", "timeout", "network_error"]);
+const CONFLICT_PATIENCE_MS = 45_000;
 
 async function sha256Hex(buf) {
   if (!globalThis.crypto?.subtle) return undefined; // only in secure contexts; the hash is optional
@@ -172,7 +173,7 @@ export class UploadTask {
   }
 
   async run() {
-    let conflicts = 0;
+    let conflictSince = 0;
     while (!this.paused && !this.done) {
       try {
         if (!this.gateway.connected) {
@@ -207,12 +208,15 @@ export class UploadTask {
           await sleep(wait * 1000);
           continue;
         }
-        // A resumed upload may meet the old connection's writer lock for a moment.
-        if (err.code === "conflict" && this.fileId && conflicts < 5) {
-          conflicts += 1;
-          this.set({ status: "waiting", message: "waiting for the previous connection to let go" });
-          await sleep(1000 * conflicts);
-          continue;
+        // A resumed upload may meet the old connection's writer lock: the server frees it on
+        // disconnect, or it expires (30 s by default). Keep asking a little longer than that.
+        if (err.code === "conflict" && this.fileId && /writing/.test(err.message || "")) {
+          conflictSince = conflictSince || Date.now();
+          if (Date.now() - conflictSince < CONFLICT_PATIENCE_MS) {
+            this.set({ status: "waiting", message: "waiting for the previous connection to let go" });
+            await sleep(2000);
+            continue;
+          }
         }
         this.speed.reset();
         this.set({ status: "error", message: err.message || String(err) });
