@@ -135,6 +135,8 @@ class Fleet:
 def _run(args: argparse.Namespace) -> int:
     infra.ensure_all()
     env = dict(os.environ)
+    if not env.get("DATABASE_URL"):
+        env["DATABASE_URL"] = infra.ensure_postgres_db("dropbox")
     mongo_proc = None
     if not env.get("MONGODB_URI"):
         port = int(env.get("SECANTUS_PORT", "27017"))

@@ -114,6 +114,20 @@ def create_postgres_db(prefix: str = "dropbox_test") -> str:
     return f"postgresql://postgres@127.0.0.1:5432/{name}"
 
 
+def ensure_postgres_db(name: str) -> str:
+    """The local database ``name``, created when missing (``make run``'s default database)."""
+    import psycopg2
+
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if cur.fetchone() is None:
+            cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+
 def drop_postgres_db(url: str) -> None:
     import psycopg2
 

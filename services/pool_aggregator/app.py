@@ -162,7 +162,7 @@ def create_app(settings: Settings, *, db: Any = None, broker: Any = None, auth: 
         group = pool_group(pool_id, gid, with_files=True)
         if group["status"] == core.OPEN:
             raise conflict("the group is still open; wait until it is ready")
-        if group["status"] == core.READY:
+        if group["status"] == core.READY and request.method != "HEAD":  # a HEAD only looks
             timeout = processing_timeout(pools.get(pool_id))
             leased = store.lease(gid, clock(), timeout)
             if leased is not None:

@@ -21,9 +21,12 @@ pytestmark = pytest.mark.e2e
 
 
 def _redis_keys(fleet, file_id: str) -> list[bytes]:
+    """The upload's session and chunk keys. The small `:status` tombstone (owner, final
+    status; it expires by itself) is what keeps a repeated request idempotent, not data."""
     client = redis.Redis.from_url(fleet.env["REDIS_URL"])
     try:
-        return list(client.scan_iter(f"{fleet.env['REDIS_PREFIX']}:upload:{file_id}*"))
+        return [k for k in client.scan_iter(f"{fleet.env['REDIS_PREFIX']}:upload:{file_id}*")
+                if not k.endswith(b":status")]
     finally:
         client.close()
 
