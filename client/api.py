@@ -329,7 +329,12 @@ class DropboxClient:
                     self._send_chunks(fileobj, file_id, chunk_size, size, pending, on_progress, deadline)
                     self._call_patiently("complete-upload", {"file_id": file_id}, deadline)
                     return file_id
-                except ConnectionLost:
+                except DropboxError as err:
+                    # conflict on write-chunk: this connection lost the upload's writer lock
+                    # (it expired during a long stall); start-transfer with the file_id takes
+                    # it again and says which chunks are still missing.
+                    if not isinstance(err, ConnectionLost) and err.code != "conflict":
+                        raise
                     resumes += 1
                     if resumes > self.max_resumes or time.monotonic() > deadline:
                         raise

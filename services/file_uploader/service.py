@@ -222,8 +222,9 @@ class UploadService:
         declared = core.check_sha256(chunk_sha256)
         if declared and hashlib.sha256(data).hexdigest() != declared:
             raise core.bad_request(f"chunk {index} does not match its sha256; it was not stored")
-        if not writer or not self.store.acquire_writer(file_id, writer):
-            raise core.conflict("another connection is writing this upload")
+        if not writer or not self.store.refresh_writer(file_id, writer):
+            raise core.conflict("this connection does not hold the upload's writer lock; "
+                                "send start-transfer with the file_id to resume")
         items = [UploadItem(**i) for i in session["items"]]
         for offset in core.item_heads_in_chunk(items, index, session["chunk_size"]):
             try:

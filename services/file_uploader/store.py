@@ -47,6 +47,18 @@ end
 return 0
 """
 
+# A chunk write only keeps a lock its writer already holds: it never takes a free
+# one. A released lock thus stays free for the reconnecting client even when a
+# write of the old, dropped connection was still in flight (it arrives late and
+# is refused instead of locking the new connection out until the lock expires).
+_REFRESH = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -96,6 +108,7 @@ class UploadStore:
         self._open = client.register_script(_OPEN_UPLOAD)
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
+        self._refresh = client.register_script(_REFRESH)
         self._mark_cached = client.register_script(_MARK_CACHED)
         self._claim = client.register_script(_CLAIM_ATTEMPT)
         self._unclaim = client.register_script(_UNCLAIM_ATTEMPT)
@@ -189,6 +202,9 @@ class UploadStore:
     # --- the writer lock -----------------------------------------------------
     def acquire_writer(self, file_id: str, writer: str) -> bool:
         return bool(self._acquire(keys=[self._writer(file_id)], args=[writer, self.lock_seconds]))
+
+    def refresh_writer(self, file_id: str, writer: str) -> bool:
+        return bool(self._refresh(keys=[self._writer(file_id)], args=[writer, self.lock_seconds]))
 
     def release_writer(self, file_id: str, writer: str) -> bool:
         return bool(self._release(keys=[self._writer(file_id)], args=[writer]))
