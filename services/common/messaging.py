@@ -96,37 +96,58 @@ def declare_topology(channel) -> None:
             channel.queue_bind(spec.name, spec.exchange, routing_key=key)
 
 
-class Broker:
-    """A publisher connection: thread-safe, confirmed, reconnecting."""
+class _Channel:
+    """One confirmed channel on its own connection (pika connections are not thread-safe)."""
 
-    def __init__(self, url: str, *, publish_attempts: int = 5, heartbeat: int = 30) -> None:
+    def __init__(self, url: str, heartbeat: int) -> None:
+        self.connection = pika.BlockingConnection(_parameters(url, heartbeat))
+        self.channel = self.connection.channel()
+        declare_topology(self.channel)
+        self.channel.confirm_delivery()
+
+    @property
+    def usable(self) -> bool:
+        return self.connection.is_open and self.channel.is_open
+
+    def close(self) -> None:
+        try:
+            if self.connection.is_open:
+                self.connection.close()
+        except Exception:  # noqa: BLE001 - already broken; we only want it gone
+            pass
+
+
+class Broker:
+    """A publisher: thread-safe, confirmed, reconnecting.
+
+    Waiting for a publisher confirm takes a broker round trip; with one shared
+    channel every request thread queued behind the others' confirms (measured:
+    complete-upload 55 ms under 20 concurrent clients). So publishes take a
+    channel from a small pool, up to ``pool_size`` at once, each on its own
+    connection.
+    """
+
+    def __init__(self, url: str, *, publish_attempts: int = 5, heartbeat: int = 30, pool_size: int = 4) -> None:
         self.url = url
         self.publish_attempts = publish_attempts
         self.heartbeat = heartbeat
-        self._lock = threading.RLock()
-        self._connection: pika.BlockingConnection | None = None
-        self._channel = None
+        self.pool_size = pool_size
+        self._lock = threading.Lock()
+        self._idle: list[_Channel] = []
+        self._slots = threading.BoundedSemaphore(pool_size)
 
-    def _connect(self):
-        if self._connection is None or self._connection.is_closed or self._channel is None \
-                or self._channel.is_closed:
-            self._drop()
-            self._connection = pika.BlockingConnection(_parameters(self.url, self.heartbeat))
-            channel = self._connection.channel()
-            declare_topology(channel)
-            channel.confirm_delivery()
-            self._channel = channel
-        return self._channel
+    def _take(self) -> _Channel:
+        with self._lock:
+            while self._idle:
+                channel = self._idle.pop()
+                if channel.usable:
+                    return channel
+                channel.close()
+        return _Channel(self.url, self.heartbeat)
 
-    def _drop(self) -> None:
-        if self._connection is not None:
-            try:
-                if self._connection.is_open:
-                    self._connection.close()
-            except Exception:  # noqa: BLE001 - already broken; we only want it gone
-                pass
-        self._connection = None
-        self._channel = None
+    def _give_back(self, channel: _Channel) -> None:
+        with self._lock:
+            self._idle.append(channel)
 
     def publish(self, message: Message, *, exchange: str = EXCHANGE, routing_key: str | None = None,
                 expiration_ms: int | None = None) -> None:
@@ -142,46 +163,61 @@ class Broker:
         key = routing_key or message.key()
         last: Exception | None = None
         for attempt in range(self.publish_attempts):
-            with self._lock:
+            with self._slots:
+                channel: _Channel | None = None
                 try:
-                    channel = self._connect()
-                    channel.basic_publish(exchange, key, body, props, mandatory=False)
+                    channel = self._take()
+                    channel.channel.basic_publish(exchange, key, body, props, mandatory=False)
+                    self._give_back(channel)
                     return
                 except pika.exceptions.NackError as exc:
                     last = exc
+                    if channel is not None:
+                        self._give_back(channel)
                 except (pika.exceptions.AMQPError, OSError) as exc:
                     last = exc
-                    self._drop()
-            time.sleep(min(0.2 * (2 ** attempt), 2.0))
+                    if channel is not None:
+                        channel.close()
+            if attempt:  # the first failure is usually a pooled connection the broker dropped while idle
+                time.sleep(min(0.2 * (2 ** attempt), 2.0))
         raise PublishError(f"publish {type(message).__name__} to {key!r} failed: {last!r}")
 
     def publish_delayed(self, message: Message, delay_seconds: float) -> None:
-        """Publish through the retry queue: it reaches its consumers after the delay."""
+        """Publish through the delay queue: it reaches its consumers after the delay."""
         self.publish(message, exchange=RETRY_EXCHANGE, routing_key=message.key(),
                      expiration_ms=max(1, int(delay_seconds * 1000)))
 
     def queue_depths(self, names: Iterable[str]) -> dict[str, int]:
-        depths = {}
-        with self._lock:
-            channel = self._connect()
-            for name in names:
-                result = channel.queue_declare(name, passive=True)
-                depths[name] = result.method.message_count
-        return depths
+        with self._slots:
+            channel = self._take()
+            try:
+                depths = {name: channel.channel.queue_declare(name, passive=True).method.message_count
+                          for name in names}
+            except (pika.exceptions.AMQPError, OSError):
+                channel.close()
+                raise
+            self._give_back(channel)
+            return depths
 
     def ping(self) -> bool:
         try:
-            with self._lock:
-                self._connect()
-                self._connection.process_data_events(0)
+            with self._slots:
+                channel = self._take()
+                try:
+                    channel.connection.process_data_events(0)
+                except Exception:
+                    channel.close()
+                    raise
+                self._give_back(channel)
             return True
         except Exception:  # noqa: BLE001 - readiness answers yes/no
-            self._drop()
             return False
 
     def close(self) -> None:
         with self._lock:
-            self._drop()
+            idle, self._idle = self._idle, []
+        for channel in idle:
+            channel.close()
 
 
 Handler = Callable[[Message], None]

@@ -14,7 +14,7 @@ import gridfs
 import pymongo
 import redis
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.common import contracts, mongo, timeutil
 from services.common.contracts import StoreUpload, UploadItem, chunk_key
@@ -49,6 +49,10 @@ class UploadCache:
         keys += [chunk_key(msg.cache_key, i) for i in range(msg.chunk_count)]
         for start in range(0, len(keys), 1000):
             self.r.delete(*keys[start:start + 1000])
+
+
+class LeftoverAttempt(RuntimeError):
+    """GridFS already holds documents under this id: a crashed earlier attempt's."""
 
 
 class FileIndex:
@@ -104,10 +108,17 @@ class FileIndex:
                 digest.update(piece)
                 size += len(piece)
                 stream.write(piece)
+            stream.close()
+        except (DuplicateKeyError, BulkWriteError, gridfs.errors.FileExists) as exc:
+            # GridIn reports a duplicate chunk as FileExists (or a BulkWriteError from its batches).
+            stream.abort()
+            if isinstance(exc, BulkWriteError) and not all(
+                    e.get("code") == 11000 for e in exc.details.get("writeErrors", [])):
+                raise
+            raise LeftoverAttempt(file_id) from exc
         except BaseException:
             stream.abort()
             raise
-        stream.close()
         return size, digest.hexdigest()
 
     def open_download(self, file_id: str) -> gridfs.GridOut | None:

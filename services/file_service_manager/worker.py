@@ -21,7 +21,7 @@ from services.common.httpkit import ServiceMetrics
 
 from . import core
 from .core import StoreFailure
-from .store import FileIndex, UploadCache
+from .store import FileIndex, LeftoverAttempt, UploadCache
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +85,17 @@ class Worker:
             if self.index.is_stored(item.file_id):
                 records.append(self.index.record(item.file_id))
                 continue
-            self.index.remove_partial(item.file_id)
-            size, sha256 = self.index.write_file(item.file_id, item.name, self.cache.item_pieces(msg, item),
-                                                 msg.content_type)
+            try:
+                size, sha256 = self.index.write_file(item.file_id, item.name,
+                                                     self.cache.item_pieces(msg, item), msg.content_type)
+            except LeftoverAttempt:
+                # A crashed attempt left GridFS documents under this id (the unique
+                # files_id+n index and the _id refuse a second copy). Clear them, write
+                # again. Optimistic: the common case pays no cleanup queries.
+                log.warning("clearing a half-written earlier attempt", extra={"item_file_id": item.file_id})
+                self.index.remove_partial(item.file_id)
+                size, sha256 = self.index.write_file(item.file_id, item.name,
+                                                     self.cache.item_pieces(msg, item), msg.content_type)
             if size != item.length:
                 self.index.remove_partial(item.file_id)
                 raise StoreFailure(f"{item.file_id}: stored {size} bytes, expected {item.length}")
@@ -98,8 +106,10 @@ class Worker:
             self.index.upsert_stored(doc)
             self.metrics.stored.inc()
             self.metrics.bytes_stored.inc(size)
-            records.append(self.index.record(item.file_id))
-        self.index.drop_provisional(msg.upload_id, [i.file_id for i in msg.items])
+            records.append(doc)
+        if [i.file_id for i in msg.items] != [msg.upload_id]:
+            # A batch: the provisional record (id = upload_id) is not one of the items.
+            self.index.drop_provisional(msg.upload_id, [i.file_id for i in msg.items])
         # Only now is everything durable: the cache can go.
         self.cache.drop(msg)
         return [r for r in records if r is not None]

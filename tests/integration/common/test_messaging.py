@@ -63,7 +63,7 @@ def test_failed_handler_requeues_and_unknown_bodies_are_dead_lettered(amqp_url):
         assert attempts == ["u9", "u9"]
 
         channel_broker = Broker(amqp_url)
-        channel_broker._connect().basic_publish("dropbox", "upload.store", b"{not json")
+        channel_broker._take().channel.basic_publish("dropbox", "upload.store", b"{not json")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if broker.queue_depths([DEAD_LETTER_QUEUE.name])[DEAD_LETTER_QUEUE.name] == 1:

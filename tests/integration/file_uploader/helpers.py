@@ -30,8 +30,9 @@ class StaticAuth:
 
 
 def common_env(amqp_url: str, redis_prefix: str, **extra: str) -> dict[str, str]:
+    # 1 MiB chunks (the service default is 4 MiB) keep multi-chunk cases small.
     return {"AMQP_URL": amqp_url, "REDIS_PREFIX": redis_prefix, "INTERNAL_API_KEY": INTERNAL_KEY,
-            "LOG_LEVEL": "WARNING", **extra}
+            "LOG_LEVEL": "WARNING", "CHUNK_SIZE": str(1024 * 1024), **extra}
 
 
 def uploader_settings(amqp_url: str, redis_prefix: str, **extra: str) -> UploaderSettings:
@@ -111,6 +112,7 @@ def upload_all(client: Any, data: bytes, chunk_size: int, **body: Any) -> str:
     response = start(client, size=len(data), **body)
     assert response.status_code == 201, response.get_json()
     file_id = response.get_json()["file_id"]
+    assert response.get_json()["chunk_size"] == chunk_size, "the test's chunk size must be the service's"
     owner = body.get("owner_id", "u1")
     for i in range(0, max(1, -(-len(data) // chunk_size))):
         r = put_chunk(client, file_id, i, data[i * chunk_size:(i + 1) * chunk_size], owner=owner)
