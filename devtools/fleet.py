@@ -72,7 +72,7 @@ class Fleet:
         return {name: f"http://127.0.0.1:{port}" for name, port in self.ports.items()}
 
     def _pump(self, name: str, proc: subprocess.Popen) -> None:
-        width = max(len(s) for s in SERVICES)
+        width = max(len(s) for s in SERVICES)  # instance names may be longer; they just push the bar
         with open(self.log_dir / f"{name}.log", "ab") as log_file:
             for line in iter(proc.stdout.readline, b""):
                 log_file.write(line)
@@ -81,12 +81,19 @@ class Fleet:
                     sys.stdout.write(f"{name:<{width}} | {line.decode(errors='replace')}")
                     sys.stdout.flush()
 
-    def start_service(self, name: str, extra_env: Mapping[str, str] | None = None) -> subprocess.Popen:
+    def start_service(self, name: str, extra_env: Mapping[str, str] | None = None,
+                      instance: str | None = None, port: int | None = None) -> subprocess.Popen:
+        """Start ``python -m services.<name>``; ``instance`` names a second process of the
+        same service (e.g. another gateway) listening on ``port``."""
+        key = instance or name
         env = {**os.environ, **self.env, **(extra_env or {})}
+        if port is not None:
+            env[f"{name.upper()}_PORT"] = str(port)
+            self.ports[key] = port
         proc = subprocess.Popen([self.python, "-m", f"services.{name}"], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs[name] = proc
-        pump = threading.Thread(target=self._pump, args=(name, proc), daemon=True)
+        self.procs[key] = proc
+        pump = threading.Thread(target=self._pump, args=(key, proc), daemon=True)
         pump.start()
         self._pumps.append(pump)
         return proc

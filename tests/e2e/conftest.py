@@ -80,3 +80,21 @@ def fleet(mongo_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     finally:
         running.stop()
         teardown_env(env)
+
+
+@pytest.fixture
+def make_fleet(mongo_uri: str) -> Iterator:
+    """A fleet of the test's own (for tests that kill, restart or reconfigure services):
+    ``make_fleet(**env_overrides)``; stopped and cleaned up after the test."""
+    made: list[tuple[Fleet, dict[str, str]]] = []
+
+    def build(**overrides: str) -> RunningFleet:
+        env = fleet_env(mongo_uri, **overrides)
+        running = start_fleet(env, ROOT / "artifacts" / "fleet-logs" / f"private-{uuid.uuid4().hex[:6]}")
+        made.append((running, env))
+        return RunningFleet(running, ADMIN, running.env)
+
+    yield build
+    for running, env in made:
+        running.stop()
+        teardown_env(env)
