@@ -83,7 +83,8 @@ def small_files(gateway: str, count: int, clients: int, size: int, workdir: Path
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gateway", default="http://127.0.0.1:5000")
     parser.add_argument("--big-mb", type=int, default=50)
     parser.add_argument("--files", type=int, default=200)

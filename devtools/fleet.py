@@ -105,7 +105,8 @@ class Fleet:
             for name in list(pending):
                 proc = self.procs[name]
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.log_dir / (name + '.log')}")
+                    log_file = self.log_dir / f"{name}.log"
+                    raise RuntimeError(f"{name} exited with {proc.returncode}; see {log_file}")
                 if _get(f"{self.urls[name]}/ready") == 200:
                     pending.remove(name)
             time.sleep(0.3)

@@ -85,8 +85,8 @@ def start_secantus(port: int, storage: Path, log_path: Path | None = None) -> su
     if not exe.exists():
         raise RuntimeError("secantusd-py is not installed: run `make install` (pip install -e '.[dev]')")
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - lives as long as the child
-    proc = subprocess.Popen([str(exe), "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(storage)],
-                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    argv = [str(exe), "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(storage)]
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:

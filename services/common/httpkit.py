@@ -147,7 +147,8 @@ def install(app: Flask, service: str, checks: Mapping[str, ReadyCheck],
     def _finish(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule else "unmatched"
         metrics.requests.labels(request.method, route, str(response.status_code)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - g.get("request_started", time.perf_counter()))
+        started = g.get("request_started", time.perf_counter())
+        metrics.latency.labels(route).observe(time.perf_counter() - started)
         response.headers["X-Request-Id"] = g.get("request_id", "")
         return response
 

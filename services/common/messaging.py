@@ -127,7 +127,8 @@ class Broker:
     connection.
     """
 
-    def __init__(self, url: str, *, publish_attempts: int = 5, heartbeat: int = 30, pool_size: int = 4) -> None:
+    def __init__(self, url: str, *, publish_attempts: int = 5, heartbeat: int = 30,
+                 pool_size: int = 4) -> None:
         self.url = url
         self.publish_attempts = publish_attempts
         self.heartbeat = heartbeat

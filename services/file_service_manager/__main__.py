@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import threading
 
 from services.common import httpkit, logs, messaging
 
+from . import sweep
 from .app import create_app
 from .config import Settings
 
@@ -25,9 +27,13 @@ def main() -> None:
     ]
     for consumer in consumers:
         consumer.start()
+    stop = threading.Event()
+    sweep.start_background(worker.index, interval=settings.sweep_interval_seconds,
+                           grace_seconds=settings.sweep_grace_seconds, audit=worker.audit, stop=stop)
     try:
         httpkit.serve(app, settings.host, settings.port, threads=settings.threads)
     finally:
+        stop.set()
         for consumer in consumers:
             consumer.stop()
 

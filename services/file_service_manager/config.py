@@ -20,6 +20,10 @@ class Settings:
     download_piece: int = 256 * 1024  # bytes per read from GridFS when streaming a download
     store_prefetch: int = 2
     threads: int = 16
+    # GridFS leftovers (chunks without a file document, files without an index record)
+    # older than the grace are removed every interval; 0 turns the background pass off.
+    sweep_interval_seconds: int = 600
+    sweep_grace_seconds: int = 3600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -37,4 +41,6 @@ class Settings:
         return cls(common=common, host=host, port=port, store_fail_pattern=pattern,
                    download_piece=env_int(env, "DOWNLOAD_PIECE_BYTES", 256 * 1024, minimum=4096),
                    store_prefetch=env_int(env, "STORE_PREFETCH", 2, minimum=1),
-                   threads=env_int(env, "FILE_SERVICE_MANAGER_THREADS", 16, minimum=1))
+                   threads=env_int(env, "FILE_SERVICE_MANAGER_THREADS", 16, minimum=1),
+                   sweep_interval_seconds=env_int(env, "GRIDFS_SWEEP_INTERVAL_SECONDS", 600, minimum=0),
+                   sweep_grace_seconds=env_int(env, "GRIDFS_SWEEP_GRACE_SECONDS", 3600, minimum=0))

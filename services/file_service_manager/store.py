@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import gridfs
 import pymongo
 import redis
+from bson import ObjectId
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -193,3 +195,28 @@ class FileIndex:
                                               {"time": time, "_id": {"$gt": audit_id}}]}]}
         cursor = self.audit.find(query).sort([("time", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)])
         return list(cursor.limit(limit))
+
+    # --- leftovers ---------------------------------------------------------------
+    def orphan_chunk_files(self, older_than: datetime) -> list[str]:
+        """files_ids with GridFS chunks but no file document, whose newest chunk is older
+        than ``older_than`` (chunks are written before the file document, so a younger
+        set may be a write in progress)."""
+        found = []
+        for files_id in self.db["fs.chunks"].distinct("files_id"):
+            if self.db["fs.files"].find_one({"_id": files_id}, {"_id": 1}) is not None:
+                continue
+            newest = self.db["fs.chunks"].find_one({"files_id": files_id}, {"_id": 1},
+                                                   sort=[("_id", pymongo.DESCENDING)])
+            if newest is not None and isinstance(newest["_id"], ObjectId) \
+                    and newest["_id"].generation_time < older_than:
+                found.append(files_id)
+        return found
+
+    def unindexed_files(self, older_than: datetime) -> list[str]:
+        """GridFS files without an index record: a store that crashed between the two writes
+        (a redelivery would have finished it well within the grace)."""
+        found = []
+        for doc in self.db["fs.files"].find({"uploadDate": {"$lt": older_than}}, {"_id": 1}):
+            if self.files.find_one({"_id": doc["_id"]}, {"_id": 1}) is None:
+                found.append(doc["_id"])
+        return found

@@ -19,7 +19,8 @@ import socketio
 from flask import Flask, Response, jsonify, send_from_directory
 from prometheus_client import Counter, Gauge
 
-from services.common import httpkit, logs, timeutil
+from services.common import httpkit, logs, messaging, timeutil
+from services.common.audit import AuditTrail
 from services.common.authclient import AuthClient, AuthUnavailable, Identity
 
 from . import core, wsfast
@@ -60,9 +61,10 @@ class Gateway:
 
     def __init__(self, settings: Settings, sio: socketio.Server, *, auth: AuthClient,
                  uploader: UploaderClient, fsm: FileManagerClient, aggregator: AggregatorClient,
-                 seen: SeenStore, metrics: GatewayMetrics) -> None:
+                 seen: SeenStore, metrics: GatewayMetrics, audit: AuditTrail | None = None) -> None:
         self.settings = settings
         self.sio = sio
+        self.audit = audit
         self.auth = auth
         self.uploader = uploader
         self.fsm = fsm
@@ -190,6 +192,11 @@ class Gateway:
                         continue
                     self.sio.emit("pool-result", core.pool_result_event(result), to=sid)
                     self.metrics.emits.labels("pool-result").inc()
+                    if self.audit is not None:
+                        self.audit.record("result_delivered", actor=user_id, file_id=result.get("result_id"),
+                                          group_id=result.get("group_id"), pool_id=pool_id,
+                                          size=result.get("size"), sha256=result.get("sha256"),
+                                          delivery="on_connect")
                     sent += 1
             delivered.append(pool_id)
         if sid in self.undelivered:
@@ -281,7 +288,7 @@ class Gateway:
 def create_app(settings: Settings, *, auth: AuthClient | None = None, uploader: UploaderClient | None = None,
                fsm: FileManagerClient | None = None, aggregator: AggregatorClient | None = None,
                redis_client: redis.Redis | None = None, client_manager: Any = None,
-               async_mode: str = "eventlet") -> socketio.WSGIApp:
+               async_mode: str = "eventlet", audit: AuditTrail | None = None) -> socketio.WSGIApp:
     """The gateway's WSGI app (``socketio.WSGIApp(sio, flask_app)``).
 
     The returned app carries ``.sio``, ``.gateway``, ``.notifier``, ``.flask_app`` and
@@ -312,7 +319,9 @@ def create_app(settings: Settings, *, auth: AuthClient | None = None, uploader: 
     )
 
     flask_app = Flask("socket_gateway", static_folder=None)
-    notifier = Notifier(sio, settings, seen)
+    # Audit records (result_delivered) travel as events; the Broker connects on first use.
+    audit = audit or AuditTrail(messaging.Broker(common.amqp_url, pool_size=2), "socket_gateway")
+    notifier = Notifier(sio, settings, seen, audit=audit)
     http_metrics = httpkit.install(
         flask_app, "socket_gateway",
         {"redis": seen.ping, "rabbitmq": notifier.connected},
@@ -321,7 +330,7 @@ def create_app(settings: Settings, *, auth: AuthClient | None = None, uploader: 
     metrics = GatewayMetrics(http_metrics, settings.max_connections)
     notifier.metrics = metrics
     gateway = Gateway(settings, sio, auth=auth, uploader=uploader, fsm=fsm, aggregator=aggregator, seen=seen,
-                      metrics=metrics)
+                      metrics=metrics, audit=audit)
     gateway.register()
     frontend = settings.frontend_dir
 

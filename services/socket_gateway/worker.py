@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import socketio
 
 from services.common import messaging
+from services.common.audit import AuditTrail
 from services.common.contracts import (
     FileStatusChanged,
     MembershipChanged,
@@ -43,8 +44,9 @@ NAMESPACE = "/"
 
 class Notifier:
     def __init__(self, sio: socketio.Server, settings: Settings, seen: SeenStore,
-                 metrics: Any = None) -> None:
+                 metrics: Any = None, audit: AuditTrail | None = None) -> None:
         self.sio = sio
+        self.audit = audit
         self.settings = settings
         self.seen = seen
         self.metrics = metrics
@@ -64,6 +66,11 @@ class Notifier:
         elif isinstance(message, ResultPublished):
             self.sio.emit("pool-result", core.pool_result_event(message), to=core.pool_room(message.pool_id))
             self._emitted("pool-result")
+            if self.audit is not None:
+                # One record per broadcast (members reconnecting later get their own on_connect one).
+                self.audit.record("result_delivered", actor="socket_gateway", file_id=message.result_id,
+                                  group_id=message.group_id, pool_id=message.pool_id, size=message.size,
+                                  sha256=message.sha256, delivery="live")
         else:
             log.info("ignored notification", extra={"message_type": type(message).__name__})
 

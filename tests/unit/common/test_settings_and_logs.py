@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from services.common import logs
-from services.common.settings import ConfigError, CommonSettings, env_int, env_secret, listen_address
+from services.common.settings import CommonSettings, ConfigError, env_int, env_secret, listen_address
 
 
 def test_production_refuses_default_or_missing_secrets():

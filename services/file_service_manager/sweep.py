@@ -1,0 +1,86 @@
+"""Remove GridFS leftovers: chunks without a file document and files without an index record.
+
+    python -m services.file_service_manager.sweep [--dry-run] [--grace-seconds N]
+
+Both come from a store that died half-way (the StoreUpload is redelivered and
+written again under the same id, so the leftovers are garbage). The service
+runs the same pass in the background every ``GRIDFS_SWEEP_INTERVAL_SECONDS``.
+Every removal is logged and recorded in the audit trail (action ``deleted``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+from datetime import timedelta
+from typing import Any
+
+from services.common import timeutil
+from services.common.audit import AuditTrail
+
+from .store import FileIndex
+
+log = logging.getLogger(__name__)
+
+
+def sweep(index: FileIndex, *, grace_seconds: int, dry_run: bool = False,
+          audit: AuditTrail | None = None) -> dict[str, Any]:
+    """One pass; returns what it removed (or, with dry_run, would remove)."""
+    cutoff = timeutil.now() - timedelta(seconds=grace_seconds)
+    chunks = index.orphan_chunk_files(cutoff)
+    files = index.unindexed_files(cutoff)
+    doomed = [(f, "chunks_without_file") for f in chunks] + [(f, "file_without_record") for f in files]
+    for file_id, why in doomed:
+        log.info("sweeping GridFS leftover",
+                 extra={"leftover_id": str(file_id), "why": why, "dry_run": dry_run})
+        if not dry_run:
+            index.remove_partial(file_id)
+            if audit is not None:
+                audit.record("deleted", actor="file_service_manager.sweep", file_id=str(file_id), reason=why)
+    return {"chunks_without_file": [str(f) for f in chunks], "files_without_record": [str(f) for f in files],
+            "dry_run": dry_run}
+
+
+def start_background(index: FileIndex, *, interval: int, grace_seconds: int, audit: AuditTrail,
+                     stop: threading.Event) -> threading.Thread | None:
+    if interval <= 0:
+        return None
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            try:
+                sweep(index, grace_seconds=grace_seconds, audit=audit)
+            except Exception:  # noqa: BLE001 - the next pass tries again
+                log.exception("GridFS sweep failed")
+
+    thread = threading.Thread(target=loop, name="gridfs-sweeper", daemon=True)
+    thread.start()
+    return thread
+
+
+def main(argv: list[str] | None = None) -> int:
+    from services.common import logs, mongo
+
+    from .config import Settings
+
+    parser = argparse.ArgumentParser(prog="python -m services.file_service_manager.sweep",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dry-run", action="store_true", help="report what would be removed; remove nothing")
+    parser.add_argument("--grace-seconds", type=int, default=None,
+                        help="only leftovers older than this (default GRIDFS_SWEEP_GRACE_SECONDS)")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env(os.environ)
+    logs.configure("file_service_manager.sweep", settings.common.log_level)
+    index = FileIndex(mongo.connect(settings.common.mongodb_uri, settings.common.mongodb_db))
+    grace = settings.sweep_grace_seconds if args.grace_seconds is None else args.grace_seconds
+    print(json.dumps(sweep(index, grace_seconds=grace, dry_run=args.dry_run)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
