@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 from collections.abc import Iterator
 from typing import Any
 
 import redis
 from flask import Flask, Response, jsonify, request
+from werkzeug.wsgi import wrap_file
 
 from services.common import httpkit, messaging, mongo, timeutil
 from services.common.authclient import AuthClient, AuthUnavailable
@@ -14,6 +17,7 @@ from services.common.httpkit import ApiError
 
 from . import core
 from .config import Settings
+from .hotcache import HotFiles
 from .store import FileIndex, UploadCache
 from .worker import FsmMetrics, Worker
 
@@ -32,6 +36,16 @@ def create_app(settings: Settings, *, index: FileIndex | None = None, cache: Upl
     fsm_metrics = FsmMetrics(metrics)
     worker = Worker(index, cache, broker, fsm_metrics, fail_pattern=settings.store_fail_pattern)
     app.extensions["fsm_worker"] = worker
+    # Pool results fan out to every member at once: served from memory after one GridFS read.
+    hot = HotFiles(settings.download_cache_bytes, settings.download_cache_file_bytes)
+    app.extensions["fsm_hot_files"] = hot
+    fsm_metrics.hot_bytes.set_function(lambda: hot.size)
+
+    def load_whole(grid: Any, sha256: str) -> bytes | None:
+        """The whole (small, cacheable) file from GridFS; None if it does not match its sha256."""
+        grid.seek(0)
+        data = grid.read()
+        return data if hashlib.sha256(data).hexdigest() == sha256 else None
 
     @app.errorhandler(AuthUnavailable)
     def _auth_down(_err: AuthUnavailable) -> Response:
@@ -141,6 +155,24 @@ def create_app(settings: Settings, *, index: FileIndex | None = None, cache: Upl
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         headers["Content-Length"] = str(length)
         piece = settings.download_piece
+        content_type = record.get("content_type") or "application/octet-stream"
+        cached = None
+        if record.get("kind") == "result" and sha256:
+            cached = hot.get_or_load(file_id, size, lambda: load_whole(grid, sha256))
+            fsm_metrics.hot_reads.labels("memory" if cached is not None else "gridfs").inc()
+        if cached is not None:
+            grid.close()
+            fsm_metrics.downloads.labels(str(status)).inc()
+            fsm_metrics.bytes_served.inc(length)
+            worker.audit.record("downloaded", actor=who.actor, file_id=file_id, pool_id=record.get("pool_id"),
+                                size=length, sha256=sha256, range=headers.get("Content-Range"))
+            # BytesIO of a whole bytes object shares it (no copy); a range is a bounded slice copy,
+            # so no server can send past it.
+            view = io.BytesIO(cached if length == size else cached[start:start + length])
+            # waitress's wsgi.file_wrapper: the channel sends straight from it (no copy into its
+            # output buffers, which spill to temp files past 1 MB) and frees this worker thread.
+            return Response(wrap_file(request.environ, view, buffer_size=piece), status=status,
+                            headers=headers, mimetype=content_type, direct_passthrough=True)
 
         def body() -> Iterator[bytes]:
             try:
@@ -159,7 +191,6 @@ def create_app(settings: Settings, *, index: FileIndex | None = None, cache: Upl
         fsm_metrics.downloads.labels(str(status)).inc()
         worker.audit.record("downloaded", actor=who.actor, file_id=file_id, pool_id=record.get("pool_id"),
                             size=length, sha256=sha256, range=headers.get("Content-Range"))
-        content_type = record.get("content_type") or "application/octet-stream"
         return Response(body(), status=status, headers=headers, mimetype=content_type,
                         direct_passthrough=True)
 

@@ -19,6 +19,10 @@ class Settings:
     store_fail_pattern: str | None = None
     download_piece: int = 256 * 1024  # bytes per read from GridFS when streaming a download
     store_prefetch: int = 2
+    # Pool results are served from memory after one GridFS read (every member downloads the
+    # same bytes at once): at most this many bytes in all, and files up to the second bound.
+    download_cache_bytes: int = 64 * 1024 * 1024
+    download_cache_file_bytes: int = 16 * 1024 * 1024
     threads: int = 16
     # GridFS leftovers (chunks without a file document, files without an index record)
     # older than the grace are removed every interval; 0 turns the background pass off.
@@ -41,6 +45,9 @@ class Settings:
         return cls(common=common, host=host, port=port, store_fail_pattern=pattern,
                    download_piece=env_int(env, "DOWNLOAD_PIECE_BYTES", 256 * 1024, minimum=4096),
                    store_prefetch=env_int(env, "STORE_PREFETCH", 2, minimum=1),
+                   download_cache_bytes=env_int(env, "DOWNLOAD_CACHE_BYTES", 64 * 1024 * 1024, minimum=0),
+                   download_cache_file_bytes=env_int(env, "DOWNLOAD_CACHE_FILE_BYTES", 16 * 1024 * 1024,
+                                                     minimum=0),
                    threads=env_int(env, "FILE_SERVICE_MANAGER_THREADS", 16, minimum=1),
                    sweep_interval_seconds=env_int(env, "GRIDFS_SWEEP_INTERVAL_SECONDS", 600, minimum=0),
                    sweep_grace_seconds=env_int(env, "GRIDFS_SWEEP_GRACE_SECONDS", 3600, minimum=0))

@@ -6,6 +6,8 @@ import logging
 import time
 from typing import Any
 
+from prometheus_client import Gauge
+
 from services.common import contracts, logs
 from services.common.audit import AuditTrail
 from services.common.contracts import (
@@ -37,6 +39,11 @@ class FsmMetrics:
         self.bytes_served = metrics.counter("download_bytes_total", "bytes served by downloads")
         self.audit_lost = metrics.counter("audit_write_lost_total",
                                           "audit records that could not be published")
+        self.hot_reads = metrics.counter("download_hot_reads_total",
+                                         "result downloads served from memory or streamed from GridFS (not cacheable)",
+                                         ("outcome",))
+        self.hot_bytes = Gauge("download_hot_cache_bytes", "bytes of results held in the download cache",
+                               registry=metrics.registry)
 
 
 class Worker:

@@ -73,7 +73,7 @@ def start_fleet(env: dict[str, str], log_dir: Path) -> Fleet:
 @pytest.fixture(scope="session")
 def fleet(mongo_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFleet]:
     env = fleet_env(mongo_uri)
-    log_dir = ROOT / "artifacts" / "fleet-logs"
+    log_dir = ROOT / "artifacts" / "fleet-logs" / f"session-{uuid.uuid4().hex[:6]}"
     running = start_fleet(env, log_dir)
     try:
         yield RunningFleet(running, ADMIN, running.env)

@@ -1,0 +1,469 @@
+"""Pool delivery benchmark against a running fleet: one result to 1,000 members.
+
+    python -m bench.pool_bench --gateway URL --admin-user admin --admin-password admin-password \
+        [--members 1000] [--contributors 100] [--window 10] [--downloaders 500] [--result-mb 5]
+
+It starts nothing itself. It creates a pool (window ``--window`` s), ``--members`` users
+(the first ``--contributors`` contributors, the rest listeners) all connected to the
+gateway at once, has the contributors upload one 200 KB float64 array each inside one
+window (plain-HTTP ``POST /file/upload``), and runs the reference processor
+(examples.processor, webhook + polling) which answers as soon as the group is ready and
+posts a ``--result-mb`` result (the mean, tiled to that size). It prints the time from
+the result post to the last member's ``pool-result``, and to the last of
+``--downloaders`` members (each starts when its notification arrives) having
+downloaded the whole result. Targets on a 2-core machine: last notification <= 0.5 s
+after the post; 500 downloads of 5 MB done <= 10 s.
+
+The members are raw Engine.IO v4 / Socket.IO v5 WebSocket clients (websocket-client
+sockets read by one epoll loop): a python-socketio Client costs ~3 threads each, which
+for 1,000 members would cost more CPU than the gateway being measured. Signups are
+argon2 hashes (~0.1 s of auth's CPU each): the users are kept in ``--users-cache`` and
+reused while their tokens are valid for that auth URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import queue
+import random
+import re
+import selectors
+import socket
+import statistics
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+import websocket
+
+from examples.processor.mean import encode
+from examples.processor.runner import Processor
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORD = "pool-bench-password"
+UPDATE_VALUES = 25_000  # 200,000 bytes per update
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def checked(response: requests.Response, what: str) -> dict:
+    if response.status_code >= 300:
+        raise SystemExit(f"{what} failed: {response.status_code} {response.text[:300]}")
+    return response.json()
+
+
+# --- users -----------------------------------------------------------------------------
+
+
+def load_users(cache: Path, auth_url: str, count: int, http: requests.Session) -> list[dict]:
+    """``count`` users with valid tokens: from the cache when it still works, signups for the rest."""
+    users: list[dict] = []
+    try:
+        users = json.loads(cache.read_text()).get(auth_url, [])
+    except (OSError, ValueError):
+        pass
+    if users:
+        probe = http.get(f"{auth_url}/auth/validate", timeout=10,
+                         headers={"Authorization": f"Bearer {users[-1]['access_token']}"})
+        if probe.status_code != 200:
+            users = []  # another fleet (or expired tokens): start over
+    missing = count - len(users)
+    if missing > 0:
+        started = time.perf_counter()
+
+        def signup(n: int) -> dict:
+            name = f"pb_{uuid.uuid4().hex[:10]}"
+            body = checked(requests.post(f"{auth_url}/auth/signup", timeout=60,
+                                         json={"user_name": name, "password": PASSWORD}), "signup")
+            return {k: body[k] for k in ("user_id", "user_name", "access_token")}
+
+        # auth hashes 4 at a time; more threads only queue there.
+        with ThreadPoolExecutor(6) as ex:
+            users += list(ex.map(signup, range(missing)))
+        print(f"signed up {missing} users in {time.perf_counter() - started:.1f}s", flush=True)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                all_users = json.loads(cache.read_text())
+            except (OSError, ValueError):
+                all_users = {}
+            all_users[auth_url] = users
+            cache.write_text(json.dumps(all_users))
+        except OSError as exc:
+            print(f"(users not cached: {exc})")
+    return users[:count]
+
+
+# --- raw Socket.IO members -----------------------------------------------------------------
+
+
+class Members:
+    """Many Socket.IO connections read by one epoll loop; notes when each got each pool-result."""
+
+    def __init__(self, gateway_url: str) -> None:
+        parts = urlsplit(gateway_url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        self.url = f"{scheme}://{parts.netloc}/socket.io/?EIO=4&transport=websocket"
+        self.selector = selectors.DefaultSelector()
+        self.lock = threading.Lock()
+        self.arrivals: dict[int, dict[str, tuple[float, dict]]] = {}  # member -> result_id -> (time, event)
+        self.on_result: Any = None  # callback(member, event, arrived_at), called on the loop thread
+        self.sockets: dict[int, websocket.WebSocket] = {}
+        self.errors: list[str] = []
+        self.pings = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="members", daemon=True)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+
+    def connect(self, member: int, token: str) -> None:
+        ws = websocket.create_connection(self.url, timeout=30, enable_multithread=True)
+        opened = ws.recv()  # Engine.IO OPEN: 0{"sid", "pingInterval", ...}
+        if not opened.startswith("0"):
+            raise RuntimeError(f"unexpected open packet {opened[:80]!r}")
+        ws.send("40" + json.dumps({"token": token}))  # Socket.IO CONNECT with the auth payload
+        while True:
+            packet = ws.recv()
+            if packet == "2":
+                ws.send("3")
+            elif packet.startswith("40"):
+                break
+            elif packet.startswith("44"):
+                raise RuntimeError(f"connection refused: {packet[2:200]}")
+            else:
+                self._handle(member, packet)
+        with self.lock:
+            self.sockets[member] = ws
+            self.arrivals.setdefault(member, {})
+            self.selector.register(ws.sock, selectors.EVENT_READ, member)
+        self._wake_w.send(b"x")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _handle(self, member: int, packet: str) -> None:
+        arrived = time.time()
+        if packet == "2":  # Engine.IO ping: answer or the gateway drops us
+            if member in self.sockets:
+                self.sockets[member].send("3")
+            self.pings += 1
+            return
+        if not packet.startswith("42"):
+            return
+        try:
+            name, data = json.loads(packet[2:])[:2]
+        except (ValueError, TypeError):
+            return
+        if name == "pool-result" and isinstance(data, dict):
+            with self.lock:
+                self.arrivals.setdefault(member, {}).setdefault(str(data.get("result_id")), (arrived, data))
+            if self.on_result is not None:
+                self.on_result(member, data, arrived)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for key, _ in self.selector.select(timeout=0.5):
+                member = key.data
+                if member is None:
+                    self._wake_r.recv(4096)
+                    continue
+                ws = self.sockets[member]
+                try:
+                    packet = ws.recv()
+                except (websocket.WebSocketException, OSError) as exc:
+                    self.errors.append(f"member {member}: {exc!r}")
+                    with self.lock:
+                        self.selector.unregister(ws.sock)
+                    continue
+                if isinstance(packet, str):
+                    self._handle(member, packet)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for ws in list(self.sockets.values()):
+            try:
+                ws.close(timeout=0.2)
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
+
+
+# --- the processor ---------------------------------------------------------------------
+
+
+class BenchProcessor(Processor):
+    """The reference processor, posting the mean tiled to ``result_bytes`` (a big result)."""
+
+    def __init__(self, *args: Any, result_bytes: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.result_bytes = result_bytes - result_bytes % 8
+        self.posts: dict[str, tuple[float, float, str]] = {}  # group -> (post start, 201 at, sha256)
+        self.arrays_used: dict[str, int] = {}
+
+    def compute(self, group_id: str) -> tuple[bytes, int]:
+        mean, used = super().compute(group_id)
+        self.arrays_used[group_id] = used
+        reps = -(-self.result_bytes // len(mean))
+        return (mean * reps)[:self.result_bytes], used
+
+    def post(self, group_id: str, data: bytes) -> str | None:
+        started = time.time()
+        result_id = super().post(group_id, data)
+        self.posts[group_id] = (started, time.time(), hashlib.sha256(data).hexdigest())
+        return result_id
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- downloads -------------------------------------------------------------------------
+
+
+class Downloader:
+    """``workers`` threads, each with a keep-alive connection, streaming whole results (1 MiB reads)."""
+
+    def __init__(self, workers: int, verify_every: int) -> None:
+        self.jobs: queue.Queue[tuple[int, str, str, int, str] | None] = queue.Queue()
+        self.done: list[tuple[int, float, int, bool | None]] = []  # (member, finished, bytes, sha ok)
+        self.errors: list[str] = []
+        self.verify_every = verify_every
+        self.threads = [threading.Thread(target=self._work, daemon=True) for _ in range(workers)]
+        for t in self.threads:
+            t.start()
+
+    def _work(self) -> None:
+        conns: dict[str, http.client.HTTPConnection] = {}
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            member, url, token, size, sha = job
+            parts = urlsplit(url)
+            for attempt in range(2):
+                conn = conns.get(parts.netloc)
+                if conn is None:
+                    conn = conns[parts.netloc] = http.client.HTTPConnection(parts.netloc, timeout=60)
+                try:
+                    conn.request("GET", parts.path, headers={"Authorization": f"Bearer {token}"})
+                    response = conn.getresponse()
+                    digest = hashlib.sha256() if member % self.verify_every == 0 else None
+                    got = 0
+                    while True:
+                        block = response.read(1 << 20)
+                        if not block:
+                            break
+                        got += len(block)
+                        if digest is not None:
+                            digest.update(block)
+                    if response.status != 200:
+                        raise RuntimeError(f"HTTP {response.status}")
+                    ok = None if digest is None else digest.hexdigest() == sha
+                    self.done.append((member, time.time(), got, ok if got == size else False))
+                    break
+                except (OSError, http.client.HTTPException, RuntimeError) as exc:
+                    conn.close()
+                    conns.pop(parts.netloc, None)
+                    if attempt:
+                        self.errors.append(f"member {member}: {exc!r}")
+
+    def close(self) -> None:
+        for _ in self.threads:
+            self.jobs.put(None)
+
+
+def metric(text: str, name: str) -> float | None:
+    match = re.search(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.M)
+    return float(match.group(1)) if match else None
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.pool_bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gateway", default="http://127.0.0.1:5000")
+    parser.add_argument("--admin-user", default="admin")
+    parser.add_argument("--admin-password", default="admin-password")
+    parser.add_argument("--members", type=int, default=1000)
+    parser.add_argument("--contributors", type=int, default=100)
+    parser.add_argument("--window", type=int, default=10)
+    parser.add_argument("--downloaders", type=int, default=500)
+    parser.add_argument("--result-mb", type=float, default=5.0)
+    parser.add_argument("--download-workers", type=int, default=32,
+                        help="concurrent downloads (threads, each a keep-alive connection)")
+    parser.add_argument("--verify-every", type=int, default=10, help="sha256-check every Nth download")
+    parser.add_argument("--connect-workers", type=int, default=16)
+    parser.add_argument("--users-cache", type=Path, default=ROOT / ".run" / "pool_bench_users.json")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for results/downloads")
+    args = parser.parse_args(argv)
+    if not 0 < args.contributors <= args.members or not 0 <= args.downloaders <= args.members:
+        parser.error("need 0 < contributors <= members and downloaders <= members")
+
+    http = requests.Session()
+    config = checked(http.get(f"{args.gateway.rstrip('/')}/config.json", timeout=10), "config.json")
+    auth_url, agg_url = config["auth_url"], config["pool_aggregator_url"]
+    uploader_url = config["file_uploader_url"]
+    admin = checked(http.put(f"{auth_url}/auth/login/{args.admin_user}", timeout=30,
+                             json={"password": args.admin_password}), "admin login")
+    admin_h = {"Authorization": f"Bearer {admin['access_token']}"}
+
+    users = load_users(args.users_cache, auth_url, args.members, http)
+    hook_port = free_port()
+    window = args.window
+    pool = checked(http.post(f"{auth_url}/auth/pools", headers=admin_h, timeout=10, json={
+        "name": f"bench-{uuid.uuid4().hex[:6]}", "window_seconds": window, "close_grace_seconds": 0,
+        "processing_timeout_seconds": 120, "processor_url": f"http://127.0.0.1:{hook_port}/"}), "create pool")
+    pool_id = str(pool["pool_id"])
+    key = checked(http.post(f"{auth_url}/auth/pools/{pool_id}/processor-keys", headers=admin_h, timeout=10),
+                  "processor key")["api_key"]
+
+    started = time.perf_counter()
+
+    def add(n: int) -> None:
+        role = "contributor" if n < args.contributors else "listener"
+        checked(requests.post(f"{auth_url}/auth/pools/{pool_id}/members", headers=admin_h, timeout=30,
+                              json={"user_name": users[n]["user_name"], "role": role}), "add member")
+
+    with ThreadPoolExecutor(8) as ex:
+        list(ex.map(add, range(args.members)))
+    print(f"pool {pool_id}: {args.members} members added in {time.perf_counter() - started:.1f}s", flush=True)
+
+    members = Members(args.gateway)
+    members.start()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(args.connect_workers) as ex:
+        list(ex.map(lambda n: members.connect(n, users[n]["access_token"]), range(args.members)))
+    print(f"{args.members} members connected in {time.perf_counter() - started:.1f}s", flush=True)
+    gw_metrics = http.get(f"{args.gateway.rstrip('/')}/metrics", timeout=10).text
+    print(f"gateway /metrics: gateway_connected_sockets={metric(gw_metrics, 'gateway_connected_sockets')} "
+          f"gateway_max_connections={metric(gw_metrics, 'gateway_max_connections')}", flush=True)
+
+    result_bytes = int(args.result_mb * 1024 * 1024)
+    processor = BenchProcessor(agg_url, pool_id, key, poll_seconds=0.5, timeout=60, result_bytes=result_bytes)
+    processor.start_webhook(hook_port)
+    threading.Thread(target=processor.run, name="processor", daemon=True).start()
+
+    downloader = Downloader(args.download_workers, max(1, args.verify_every))
+    queued: set[int] = set()
+
+    def on_result(member: int, event: dict, arrived: float) -> None:
+        # A member downloads as soon as it is told (the first downloaders members).
+        if member < args.downloaders and member not in queued:
+            queued.add(member)
+            downloader.jobs.put((member, str(event["download_url"]), users[member]["access_token"],
+                                 int(event["size"]), str(event["sha256"])))
+
+    members.on_result = on_result
+
+    # The contributors upload inside one window (the next one that leaves them most of it).
+    now = time.time()
+    w_start = (now // window + 1) * window
+    time.sleep(max(0.0, w_start + 0.05 - time.time()))
+    rng = random.Random(7)
+    updates = [encode(rng.uniform(-1, 1) for _ in range(UPDATE_VALUES)) for _ in range(8)]
+
+    def upload(n: int) -> float:
+        data = updates[n % len(updates)]
+        began = time.perf_counter()
+        ts = min(time.time(), w_start + window - 0.01)
+        checked(requests.post(f"{uploader_url}/file/upload", timeout=60,
+                              headers={"Authorization": f"Bearer {users[n]['access_token']}"},
+                              files={"file": (f"update{n}.f64", data, "application/octet-stream")},
+                              data={"pool_id": pool_id, "timestamp": iso(ts)}), "upload")
+        return time.perf_counter() - began
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(16) as ex:
+        upload_times = list(ex.map(upload, range(args.contributors)))
+    print(f"{args.contributors} updates of {len(updates[0]):,} bytes uploaded in "
+          f"{time.perf_counter() - began:.1f}s (p50 {statistics.median(upload_times):.2f}s); "
+          f"window ends in {w_start + window - time.time():.1f}s", flush=True)
+    if time.time() > w_start + window:
+        print("WARNING: the uploads outlasted the window; the group may be incomplete")
+
+    gid = f"{pool_id}-{int(w_start)}"
+    deadline = time.time() + window + args.timeout
+    while gid not in processor.posts and time.time() < deadline:
+        time.sleep(0.05)
+    if gid not in processor.posts:
+        print(f"NOT OK: no result posted for {gid}")
+        return 1
+    post_start, posted, sha = processor.posts[gid]
+    result_id = processor.results.get(gid)
+    print(f"group ready at window end +{post_start - (w_start + window):.2f}s (mean of "
+          f"{processor.arrays_used.get(gid)} arrays computed); result post took {posted - post_start:.2f}s",
+          flush=True)
+
+    def arrived_all() -> bool:
+        with members.lock:
+            return all(result_id in got for got in members.arrivals.values())
+
+    while not arrived_all() and time.time() < posted + args.timeout:
+        time.sleep(0.02)
+    with members.lock:
+        times = [got[result_id][0] for got in members.arrivals.values() if result_id in got]
+        bad_sha = sum(1 for got in members.arrivals.values()
+                      if result_id in got and got[result_id][1].get("sha256") != sha)
+    notified = len(times)
+    want_downloads = min(args.downloaders, notified)
+    while len(downloader.done) + len(downloader.errors) < want_downloads and time.time() < posted + args.timeout:
+        time.sleep(0.05)
+    downloader.close()
+    done = list(downloader.done)
+
+    ok = True
+    print(f"\nresult {result_id}: {result_bytes:,} bytes, sha256 {sha[:12]}...")
+    if times:
+        lat = [t - posted for t in times]
+        last = max(lat)
+        ok &= notified == args.members and last <= 0.5 and not bad_sha
+        print(f"pool-result at {notified}/{args.members} members; after the post's 201: first "
+              f"{min(lat):.3f}s, p50 {pct(lat, 0.5):.3f}s, p99 {pct(lat, 0.99):.3f}s, last {last:.3f}s "
+              f"(target <= 0.5){'' if not bad_sha else f'; {bad_sha} with a wrong sha256'}")
+        print(f"  (from the post's start: last {max(times) - post_start:.3f}s)")
+    else:
+        ok = False
+        print("pool-result reached no member")
+    if args.downloaders:
+        full = [d for d in done if d[2] == result_bytes and d[3] is not False]
+        verified = sum(1 for d in done if d[3] is True)
+        if done:
+            last_dl = max(d[1] for d in done) - posted
+            mb = sum(d[2] for d in done) / 1e6
+            ok &= len(full) == args.downloaders and last_dl <= 10
+            print(f"downloads: {len(full)}/{args.downloaders} complete ({verified} sha256-verified), "
+                  f"{mb:,.0f} MB; last done {last_dl:.2f}s after the post's 201 (target <= 10); "
+                  f"{mb / max(last_dl, 1e-9):,.0f} MB/s")
+        else:
+            ok = False
+            print("downloads: none finished")
+        if downloader.errors:
+            print(f"  {len(downloader.errors)} download errors, e.g. {downloader.errors[:2]}")
+    if members.errors:
+        print(f"{len(members.errors)} socket errors, e.g. {members.errors[:2]}")
+    processor.stop()
+    members.close()
+    print("OK" if ok else "NOT OK")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
