@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -78,6 +79,10 @@ class Gateway:
         # Pools whose offline delivery failed for a socket: their last-seen must not move on
         # disconnect, or the results they missed would never be re-sent.
         self.undelivered: dict[str, set[str]] = {}
+        # Events being handled, per socket and in all (see Settings.max_inflight_per_socket).
+        self.inflight: dict[str, int] = {}
+        self.inflight_total = 0
+        self._inflight_lock = threading.Lock()
 
     def register(self) -> None:
         self.sio.on("connect", self.on_connect)
@@ -96,20 +101,47 @@ class Gateway:
 
         @functools.wraps(handler)
         def wrapped(sid: str, data: Any = None, *_: Any) -> dict[str, Any]:
-            with logs.bound(sid=sid, event=name):
-                try:
-                    ack = handler(sid, data)
-                    self.metrics.events.labels(name, "ok").inc()
-                    return ack
-                except GatewayError as err:
-                    self.metrics.events.labels(name, err.code).inc()
-                    return err.ack()
-                except Exception:  # noqa: BLE001 - the socket gets an answer, the log the trace
-                    log.exception("socket event failed")
-                    self.metrics.events.labels(name, "internal_error").inc()
-                    return core.error("internal_error", "the gateway failed to answer; try again")
+            if not self._enter(sid):
+                # Refused before any work: the event's payload (a chunk holds megabytes) is
+                # dropped now instead of waiting, with thousands of others, for its turn.
+                self.metrics.events.labels(name, "overloaded").inc()
+                return core.error("overloaded", "too many requests in flight; wait for their answers",
+                                  retry_after=1)
+            try:
+                with logs.bound(sid=sid, event=name):
+                    try:
+                        ack = handler(sid, data)
+                        self.metrics.events.labels(name, "ok").inc()
+                        return ack
+                    except GatewayError as err:
+                        self.metrics.events.labels(name, err.code).inc()
+                        return err.ack()
+                    except Exception:  # noqa: BLE001 - the socket gets an answer, the log the trace
+                        log.exception("socket event failed")
+                        self.metrics.events.labels(name, "internal_error").inc()
+                        return core.error("internal_error", "the gateway failed to answer; try again")
+            finally:
+                self._leave(sid)
 
         return wrapped
+
+    def _enter(self, sid: str) -> bool:
+        with self._inflight_lock:
+            mine = self.inflight.get(sid, 0)
+            if mine >= self.settings.max_inflight_per_socket or self.inflight_total >= self.settings.max_inflight:
+                return False
+            self.inflight[sid] = mine + 1
+            self.inflight_total += 1
+            return True
+
+    def _leave(self, sid: str) -> None:
+        with self._inflight_lock:
+            self.inflight_total -= 1
+            left = self.inflight.get(sid, 1) - 1
+            if left > 0:
+                self.inflight[sid] = left
+            else:
+                self.inflight.pop(sid, None)  # also after a disconnect: nothing stays per old sid
 
     # --- identity --------------------------------------------------------------------------
 
