@@ -72,19 +72,8 @@ class AuthClient:
 
     def processor_pool(self, api_key: str | None) -> str | None:
         """The one pool a processor API key grants, or None."""
-        if not api_key:
-            return None
-        try:
-            response = self.session.post(f"{self.base_url}/auth/internal/processor-keys/verify",
-                                         json={"api_key": api_key},
-                                         headers={"X-Internal-Key": self.internal_key}, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise AuthUnavailable(str(exc)) from exc
-        if response.status_code == 200:
-            return str(response.json()["pool_id"])
-        if response.status_code in (401, 403, 404):
-            return None
-        raise AuthUnavailable(f"auth answered {response.status_code}")
+        key = self.processor_key(api_key)
+        return key["pool_id"] if key else None
 
     def processor_key(self, api_key: str | None) -> dict | None:
         """``{pool_id, key_id}`` of a processor API key, or None (``processor_pool`` plus the key id)."""

@@ -22,22 +22,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from werkzeug.exceptions import HTTPException
 
 from . import logs
+from .errors import ApiError
 
 log = logging.getLogger(__name__)
-
-
-class ApiError(Exception):
-    """An error answered as SPEC's JSON error shape."""
-
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.extra = extra
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, **self.extra}}
 
 
 def bad_request(message: str, code: str = "bad_request") -> ApiError:
@@ -194,6 +181,19 @@ def install(app: Flask, service: str, checks: Mapping[str, ReadyCheck],
         return Response(metrics.render(), mimetype=CONTENT_TYPE_LATEST)
 
     return metrics
+
+
+def read_exactly(stream: Any, n: int) -> bytes:
+    """Up to ``n`` bytes of a request body; fewer only at its end (a WSGI read may return short)."""
+    parts: list[bytes] = []
+    remaining = n
+    while remaining > 0:
+        piece = stream.read(remaining)
+        if not piece:
+            break
+        parts.append(piece)
+        remaining -= len(piece)
+    return b"".join(parts)
 
 
 def serve(app: Any, host: str, port: int, *, threads: int = 16, max_body: int = 64 * 1024 * 1024) -> None:

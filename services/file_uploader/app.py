@@ -44,10 +44,6 @@ def create_app(settings: Settings, *, store: UploadStore | None = None, broker: 
     app.extensions["upload_service"] = service
     internal_key = settings.common.internal_api_key
 
-    @app.errorhandler(Refusal)
-    def _refusal(err: Refusal) -> Response:
-        return httpkit.error_response(ApiError(err.status, err.code, err.message, **err.extra))
-
     @app.errorhandler(AuthUnavailable)
     def _auth_down(_err: AuthUnavailable) -> Response:
         return httpkit.error_response(ApiError(503, "unavailable", "auth is unavailable; try again"))

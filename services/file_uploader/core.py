@@ -17,6 +17,7 @@ from typing import Any
 
 from services.common import timeutil
 from services.common.contracts import MAX_STORE_ATTEMPTS, UploadItem
+from services.common.errors import ApiError
 
 MiB = 1024 * 1024
 
@@ -55,15 +56,9 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
-class Refusal(Exception):
-    """A request the upload rules refuse; status and code are SPEC's."""
-
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.extra = extra
+# The upload rules refuse with SPEC's error (status and code); the pure error type
+# is shared with every service.
+Refusal = ApiError
 
 
 def bad_request(message: str, **extra: Any) -> Refusal:

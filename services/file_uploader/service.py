@@ -15,7 +15,7 @@ import uuid
 from collections import OrderedDict
 from typing import IO, Any
 
-from services.common import contracts, messaging, timeutil
+from services.common import contracts, httpkit, messaging, timeutil
 from services.common.audit import AuditTrail
 from services.common.contracts import FileStatusChanged, StoreUpload, UploadItem
 from services.common.httpkit import ServiceMetrics
@@ -341,7 +341,7 @@ class UploadService:
         try:
             for index in range(core.chunk_count(size, chunk_size)):
                 want = core.chunk_length(size, chunk_size, index)
-                data = _read_exactly(stream, want)
+                data = httpkit.read_exactly(stream, want)
                 if len(data) != want:
                     raise core.bad_request("the file part ended early")
                 self.write_chunk(file_id, index, data, owner_id=owner_id, writer=writer)
@@ -424,15 +424,3 @@ def decode_store_upload(command: dict[str, Any]) -> StoreUpload:
     if not isinstance(message, StoreUpload):
         raise contracts.UnknownMessage("command is not a StoreUpload")
     return message
-
-
-def _read_exactly(stream: IO[bytes], n: int) -> bytes:
-    parts = []
-    left = n
-    while left > 0:
-        piece = stream.read(left)
-        if not piece:
-            break
-        parts.append(piece)
-        left -= len(piece)
-    return b"".join(parts)

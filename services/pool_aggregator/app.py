@@ -74,19 +74,6 @@ def result_view(doc: dict) -> dict[str, Any]:
     return {key: doc.get(key) for key in RESULT_KEYS}
 
 
-def _read_exactly(stream: Any, n: int) -> bytes:
-    """Up to ``n`` bytes; fewer only at the end of the body (a WSGI read may return short)."""
-    parts: list[bytes] = []
-    remaining = n
-    while remaining > 0:
-        piece = stream.read(remaining)
-        if not piece:
-            break
-        parts.append(piece)
-        remaining -= len(piece)
-    return b"".join(parts)
-
-
 def create_app(settings: Settings, *, db: Any = None, broker: Any = None, auth: Any = None,
                uploader: Uploader | None = None, files: FileSource | None = None,
                clock: Callable[[], float] = time.time, announcer: Announcer | None = None) -> Flask:
@@ -263,7 +250,7 @@ def create_app(settings: Settings, *, db: Any = None, broker: Any = None, auth: 
             index = 0
             # One chunk in memory at a time: the body is relayed, never held whole.
             while received < size:
-                chunk = _read_exactly(request.stream, min(chunk_size, size - received))
+                chunk = httpkit.read_exactly(request.stream, min(chunk_size, size - received))
                 if not chunk:
                     raise bad_request("the body is shorter than Content-Length")
                 digest.update(chunk)
