@@ -18,6 +18,9 @@ def connect(uri: str, db_name: str, *, timeout_ms: int = 5000) -> Database:
         uri,
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
+        # No operation may hang a thread forever on a server that stopped answering
+        # (a stalled store thread would hold its RabbitMQ message unacked indefinitely).
+        socketTimeoutMS=30_000,
         retryWrites=False,  # secantusdb is a single node; writes are made idempotent by ids instead
         tz_aware=True,
         appname="file-dropbox",
