@@ -91,7 +91,8 @@ class Fleet:
             env[f"{name.upper()}_PORT"] = str(port)
             self.ports[key] = port
         proc = subprocess.Popen([self.python, "-m", f"services.{name}"], cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=infra.die_with_parent)
         self.procs[key] = proc
         pump = threading.Thread(target=self._pump, args=(key, proc), daemon=True)
         pump.start()
@@ -183,8 +184,7 @@ def _run(args: argparse.Namespace) -> int:
         print("stopping the fleet...", flush=True)
         fleet.stop()
         if mongo_proc is not None:
-            mongo_proc.terminate()
-            mongo_proc.wait(10)
+            infra.stop_process(mongo_proc)
     return 0
 
 

@@ -78,6 +78,30 @@ def ensure_all() -> None:
     ensure_rabbitmq()
 
 
+def die_with_parent() -> None:
+    """In a child before exec: SIGTERM when its starter dies, even by SIGKILL, so a killed
+    test run or launcher leaves no servers behind (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` (secantusdb may not)."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def start_secantus(port: int, storage: Path, log_path: Path | None = None) -> subprocess.Popen:
     """Start secantusdb on 127.0.0.1:port and wait until it accepts connections."""
     storage.mkdir(parents=True, exist_ok=True)
@@ -86,7 +110,8 @@ def start_secantus(port: int, storage: Path, log_path: Path | None = None) -> su
         raise RuntimeError("secantusd-py is not installed: run `make install` (pip install -e '.[dev]')")
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - lives as long as the child
     argv = [str(exe), "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(storage)]
-    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=die_with_parent)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:

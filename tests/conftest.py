@@ -29,11 +29,7 @@ def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield f"mongodb://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except Exception:  # noqa: BLE001
-            proc.kill()
+        infra.stop_process(proc)
 
 
 @pytest.fixture
