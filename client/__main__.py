@@ -7,6 +7,12 @@
   python -m client download FILE_ID DEST
   python -m client results POOL [--since ISO]
   python -m client listen POOL --out DIR [--count N] [--since ISO]
+  python -m client update FILE --pool P [--timestamp T] [--spool DIR]
+  python -m client flush [--spool DIR]
+
+`update` sends one pool update now, or keeps it in the spool (default
+~/.file-dropbox/spool) when the fleet cannot be reached; `flush` (and every
+later `update` that connects) sends what the spool holds as one batch per pool.
 
 Common: --gateway URL (default http://127.0.0.1:5000), --user/--password or the
 environment's DROPBOX_USER/DROPBOX_PASSWORD. Output is JSON on stdout; errors go to
@@ -44,8 +50,10 @@ def _safe_name(name: str, fallback: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    client = DropboxClient(args.gateway, timeout=args.timeout)
+    client = DropboxClient(args.gateway, timeout=args.timeout, spool_dir=getattr(args, "spool", None))
     user, password = _credentials(args)
+    if args.command == "update":
+        return _update(client, user, password, args)
     if args.command == "signup":
         doc = client.signup(user, password)
         _print({k: v for k, v in doc.items() if k != "access_token"})
@@ -66,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
             if not args.no_wait:
                 result["status"] = client.wait_status(file_id, "uploaded_successfully", args.wait)["status"]
             _print(result)
+        elif args.command == "flush":
+            client.connect()
+            _print({"file_ids": client.flush_spool()})
         elif args.command == "history":
             client.connect()
             _print({"files": client.history()})
@@ -90,6 +101,24 @@ def run(args: argparse.Namespace) -> int:
                 _print({**result, "saved_to": str(dest), "verified": info["sha256"] == result.get("sha256")})
                 sys.stdout.flush()
                 received += 1
+        return 0
+    finally:
+        client.disconnect()
+
+
+def _update(client: DropboxClient, user: str, password: str, args: argparse.Namespace) -> int:
+    """Send now if the fleet answers; otherwise spool the update for the next batch."""
+    try:
+        client.login(user, password)
+        client.connect()
+    except (DropboxError, OSError) as exc:
+        client.spool.add(args.pool, args.file, timestamp=args.timestamp)
+        _print({"spooled": True, "reason": str(exc), "pending": len(client.spool.pending(args.pool))})
+        return 0
+    try:
+        earlier = client.flush_spool()
+        file_id = client.submit_update(args.file, args.pool, timestamp=args.timestamp)
+        _print({"file_id": file_id, "spooled": file_id is None, "batches_sent": earlier})
         return 0
     finally:
         client.disconnect()
@@ -124,6 +153,14 @@ def parser() -> argparse.ArgumentParser:
     listen.add_argument("--out", required=True)
     listen.add_argument("--count", type=int, help="stop after this many results")
     listen.add_argument("--since", help="also fetch results since this ISO time on connect")
+    default_spool = os.environ.get("DROPBOX_SPOOL", str(Path.home() / ".file-dropbox" / "spool"))
+    update = sub.add_parser("update", help="send a pool update, or spool it while offline")
+    update.add_argument("file")
+    update.add_argument("--pool", required=True)
+    update.add_argument("--timestamp", help="when the update was produced (ISO 8601; default now)")
+    update.add_argument("--spool", default=default_spool)
+    flush = sub.add_parser("flush", help="send the spooled updates, one batch per pool")
+    flush.add_argument("--spool", default=default_spool)
     return p
 
 

@@ -19,15 +19,28 @@ from __future__ import annotations
 import collections
 import hashlib
 import io
+import logging
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 import requests
 import socketio
+
+from .spool import OfflineSpool, batches
+
+log = logging.getLogger(__name__)
+
+
+def _now_iso() -> str:
+    """Now, ISO 8601 UTC: the timestamp of an update produced at this moment."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
 
 STATUS_ORDER = {"cached": 0, "retrying": 1, "uploaded_successfully": 2, "upload_failed": 3}
 READ_BLOCK = 1024 * 1024
@@ -98,8 +111,11 @@ class DropboxClient:
 
     def __init__(self, gateway_url: str = "http://127.0.0.1:5000", auth_url: str | None = None,
                  fsm_url: str | None = None, aggregator_url: str | None = None, *, timeout: float = 30.0,
-                 window: int = 4, max_resumes: int = 20) -> None:
+                 window: int = 4, max_resumes: int = 20, spool_dir: str | os.PathLike | None = None) -> None:
         self.gateway_url = gateway_url.rstrip("/")
+        # Updates produced while offline wait here and go as one batch per pool on reconnect.
+        self.spool = OfflineSpool(spool_dir) if spool_dir is not None else None
+        self._flush_lock = threading.Lock()
         self.timeout = timeout
         self.window = max(1, window)
         self.max_resumes = max_resumes
@@ -235,6 +251,9 @@ class DropboxClient:
             # gateway's last-seen (duplicates are dropped by result_id).
             self._results_since = None
             self._cond.notify_all()
+        if self.spool is not None and self.spool.pools():
+            # Not in the event handler's thread: an upload waits for acks this thread delivers.
+            threading.Thread(target=self._flush_quietly, name="spool-flush", daemon=True).start()
 
     def _on_disconnect(self, *_: Any) -> None:
         with self._cond:
@@ -422,6 +441,60 @@ class DropboxClient:
                               callback=lambda ack, i=index, n=len(data): on_ack(i, n, ack))
             except (socketio.exceptions.BadNamespaceError, socketio.exceptions.DisconnectedError) as exc:
                 raise ConnectionLost() from exc
+
+    # --- offline updates -----------------------------------------------------------------
+
+    def submit_update(self, source: str | os.PathLike | bytes | BinaryIO, pool_id: str, *,
+                      timestamp: str | None = None, name: str | None = None) -> str | None:
+        """Send one update to a pool now, or — while offline — keep it in the spool.
+
+        Returns the upload's file_id, or None when it was spooled (it goes with the next
+        batch, on reconnect or ``flush_spool``). Its timestamp is the moment it was produced.
+        """
+        stamp = timestamp or _now_iso()
+        if self._connected:
+            try:
+                payload = io.BytesIO(source) if isinstance(source, bytes) else source
+                return self.upload(payload, pool_id=pool_id, timestamp=stamp,
+                                   file_name=name or (Path(source).name if isinstance(source, str | os.PathLike)
+                                                      else "update.bin"))
+            except ConnectionLost:
+                if self.spool is None:
+                    raise
+        if self.spool is None:
+            raise DropboxError("offline", "not connected and no spool_dir to keep the update in")
+        self.spool.add(pool_id, source, timestamp=stamp, name=name)
+        return None
+
+    def flush_spool(self, *, max_bytes: int = 48 * 1024 * 1024, max_items: int = 5000) -> list[str]:
+        """Send every spooled update, one batch upload (``items``) per pool; returns the file_ids.
+
+        An update leaves the spool only once its batch is ``cached`` by the fleet.
+        """
+        if self.spool is None:
+            return []
+        sent = []
+        with self._flush_lock:  # a reconnect during a flush must not send the same updates twice
+            for pool_id in self.spool.pools():
+                for group in batches(self.spool.pending(pool_id), max_bytes, max_items):
+                    with tempfile.TemporaryFile() as batch:
+                        items = self.spool.build_batch(group, batch)
+                        batch.seek(0)
+                        if len(items) == 1:
+                            file_id = self.upload(batch, file_name=items[0]["name"], pool_id=pool_id,
+                                                  timestamp=items[0]["timestamp"])
+                        else:
+                            file_id = self.upload(batch, file_name=f"batch-{len(items)}-updates.bin",
+                                                  pool_id=pool_id, items=items)
+                    self.spool.drop(group)
+                    sent.append(file_id)
+        return sent
+
+    def _flush_quietly(self) -> None:
+        try:
+            self.flush_spool()
+        except DropboxError as exc:  # kept in the spool; the next reconnect tries again
+            log.warning("spooled updates not sent yet: %s", exc)
 
     # --- statuses and results -----------------------------------------------------------
 

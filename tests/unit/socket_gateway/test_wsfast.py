@@ -2,25 +2,40 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import struct
 
 import pytest
-from eventlet.websocket import RFC6455WebSocket
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.socket_gateway import wsfast
 
-ORIGINAL = inspect.getattr_static(RFC6455WebSocket, "_apply_mask")
+
+# eventlet is imported when a test runs, not when pytest collects this module: importing it
+# changes threading/asyncio state that Playwright's sync API (the browser suite, which runs
+# earlier in the session) depends on, and hangs it.
+@functools.cache
+def _ws():
+    from eventlet.websocket import RFC6455WebSocket
+
+    return RFC6455WebSocket
+
+
+@functools.cache
+def _original():
+    """eventlet's own unmasking, captured before any test patches it."""
+    return inspect.getattr_static(_ws(), "_apply_mask")
 IMPLEMENTATIONS = [wsfast.xor_mask_int] + ([wsfast.xor_mask_c] if wsfast._XorMasker is not None else [])
 
 
 @pytest.fixture
 def restore_eventlet():
+    original = _original()
     yield
-    RFC6455WebSocket._apply_mask = ORIGINAL
+    _ws()._apply_mask = original
 
 
 def test_reference_behaves_as_eventlets_own_code() -> None:
@@ -30,7 +45,7 @@ def test_reference_behaves_as_eventlets_own_code() -> None:
         data, mask = os.urandom(length), tuple(os.urandom(4))
         for offset in range(5):
             assert wsfast.eventlet_apply_mask(data, mask, length, offset) == \
-                ORIGINAL.__func__(data, mask, length, offset)
+                _original().__func__(data, mask, length, offset)
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=lambda f: f.__name__)
@@ -41,9 +56,9 @@ def test_equivalent_for_lengths(impl, length: int) -> None:
     # eventlet's byte-wise reference runs at a few MB/s: fewer offsets for the 1 MiB case
     offsets = (0, 3) if length > 100_000 else (0, 1, 2, 3, 65536 + 1)
     for offset in offsets:
-        assert impl(data, mask, length, offset) == ORIGINAL.__func__(data, mask, length, offset)
+        assert impl(data, mask, length, offset) == _original().__func__(data, mask, length, offset)
     if length <= 100_000:
-        assert impl(data, mask) == ORIGINAL.__func__(data, mask)
+        assert impl(data, mask) == _original().__func__(data, mask)
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=lambda f: f.__name__)
@@ -70,13 +85,13 @@ def test_install_patches_and_reports(restore_eventlet) -> None:
 
 
 def test_install_refuses_when_method_is_gone(restore_eventlet, monkeypatch) -> None:
-    monkeypatch.delattr(RFC6455WebSocket, "_apply_mask")
+    monkeypatch.delattr(_ws(), "_apply_mask")
     with pytest.raises(wsfast.FastUnmaskUnavailable, match="_apply_mask"):
         wsfast.install()
 
 
 def test_install_refuses_on_changed_signature(restore_eventlet, monkeypatch) -> None:
-    monkeypatch.setattr(RFC6455WebSocket, "_apply_mask", staticmethod(lambda data, mask: data))
+    monkeypatch.setattr(_ws(), "_apply_mask", staticmethod(lambda data, mask: data))
     with pytest.raises(wsfast.FastUnmaskUnavailable, match="differs"):
         wsfast.install()
 
@@ -108,6 +123,6 @@ def _masked_frame(payload: bytes, mask: bytes) -> bytes:
 def test_eventlet_parser_uses_fast_path(restore_eventlet, read: int) -> None:
     wsfast.install()
     payload = os.urandom(300_003 if read > 1 else 1003)
-    ws = RFC6455WebSocket(_FrameSocket(_masked_frame(payload, os.urandom(4)), read), {}, version=13)
+    ws = _ws()(_FrameSocket(_masked_frame(payload, os.urandom(4)), read), {}, version=13)
     message = ws._recv_frame()
     assert message.getvalue() == payload
