@@ -50,7 +50,9 @@ def _safe_name(name: str, fallback: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    client = DropboxClient(args.gateway, timeout=args.timeout, spool_dir=getattr(args, "spool", None))
+    # The CLI flushes the spool itself (and reports what it sent), not in the background.
+    client = DropboxClient(args.gateway, timeout=args.timeout, spool_dir=getattr(args, "spool", None),
+                           auto_flush=False)
     user, password = _credentials(args)
     if args.command == "update":
         return _update(client, user, password, args)

@@ -111,10 +111,12 @@ class DropboxClient:
 
     def __init__(self, gateway_url: str = "http://127.0.0.1:5000", auth_url: str | None = None,
                  fsm_url: str | None = None, aggregator_url: str | None = None, *, timeout: float = 30.0,
-                 window: int = 4, max_resumes: int = 20, spool_dir: str | os.PathLike | None = None) -> None:
+                 window: int = 4, max_resumes: int = 20, spool_dir: str | os.PathLike | None = None,
+                 auto_flush: bool = True) -> None:
         self.gateway_url = gateway_url.rstrip("/")
         # Updates produced while offline wait here and go as one batch per pool on reconnect.
         self.spool = OfflineSpool(spool_dir) if spool_dir is not None else None
+        self.auto_flush = auto_flush  # flush the spool in the background on every (re)connect
         self._flush_lock = threading.Lock()
         self.timeout = timeout
         self.window = max(1, window)
@@ -251,7 +253,7 @@ class DropboxClient:
             # gateway's last-seen (duplicates are dropped by result_id).
             self._results_since = None
             self._cond.notify_all()
-        if self.spool is not None and self.spool.pools():
+        if self.auto_flush and self.spool is not None and self.spool.pools():
             # Not in the event handler's thread: an upload waits for acks this thread delivers.
             threading.Thread(target=self._flush_quietly, name="spool-flush", daemon=True).start()
 
@@ -490,11 +492,18 @@ class DropboxClient:
                     sent.append(file_id)
         return sent
 
-    def _flush_quietly(self) -> None:
-        try:
-            self.flush_spool()
-        except DropboxError as exc:  # kept in the spool; the next reconnect tries again
-            log.warning("spooled updates not sent yet: %s", exc)
+    def _flush_quietly(self, attempts: int = 5) -> None:
+        """Flush after a (re)connect; the connect handler runs before ``connect()`` has
+        returned, so wait for the connection, and retry a few times: whatever is still
+        not sent stays in the spool for the next reconnect."""
+        for attempt in range(attempts):
+            try:
+                self.wait_connected(10)
+                self.flush_spool()
+                return
+            except (DropboxError, TimeoutError) as exc:
+                log.warning("spooled updates not sent yet (attempt %d): %s", attempt + 1, exc)
+                time.sleep(min(2 ** attempt, 10))
 
     # --- statuses and results -----------------------------------------------------------
 

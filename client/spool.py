@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 COPY_BLOCK = 1024 * 1024
+_POOL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -37,10 +39,10 @@ class OfflineSpool:
         self.directory = Path(directory)
 
     def _pool_dir(self, pool_id: str) -> Path:
-        safe = "".join(c for c in str(pool_id) if c.isalnum() or c in "-_.")
-        if not safe or safe in (".", ".."):
+        # The pool id names a folder: refuse anything that could step outside the spool.
+        if not isinstance(pool_id, str) or not _POOL_ID.fullmatch(pool_id):
             raise ValueError(f"not a pool id: {pool_id!r}")
-        return self.directory / safe
+        return self.directory / pool_id
 
     def add(self, pool_id: str, source: str | os.PathLike | bytes | BinaryIO, *, timestamp: str | None = None,
             name: str | None = None) -> SpooledUpdate:
