@@ -21,6 +21,7 @@ from typing import Any
 
 from services.common import timeutil
 from services.common.audit import AuditTrail
+from services.common.periodic import start_periodic
 
 from .store import FileIndex
 
@@ -47,19 +48,8 @@ def sweep(index: FileIndex, *, grace_seconds: int, dry_run: bool = False,
 
 def start_background(index: FileIndex, *, interval: int, grace_seconds: int, audit: AuditTrail,
                      stop: threading.Event) -> threading.Thread | None:
-    if interval <= 0:
-        return None
-
-    def loop() -> None:
-        while not stop.wait(interval):
-            try:
-                sweep(index, grace_seconds=grace_seconds, audit=audit)
-            except Exception:  # noqa: BLE001 - the next pass tries again
-                log.exception("GridFS sweep failed")
-
-    thread = threading.Thread(target=loop, name="gridfs-sweeper", daemon=True)
-    thread.start()
-    return thread
+    return start_periodic("gridfs-sweeper", interval,
+                          lambda: sweep(index, grace_seconds=grace_seconds, audit=audit), stop)
 
 
 def main(argv: list[str] | None = None) -> int:

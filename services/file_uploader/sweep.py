@@ -17,6 +17,8 @@ import threading
 import time
 from typing import Any
 
+from services.common.periodic import start_periodic
+
 from .store import UPLOADING, UploadStore
 
 log = logging.getLogger(__name__)
@@ -65,21 +67,12 @@ def sweep(store: UploadStore, *, upload_ttl: int, dry_run: bool = False) -> dict
 
 def start_background(store: UploadStore, *, interval: float, upload_ttl: int,
                      stop: threading.Event) -> threading.Thread | None:
-    if interval <= 0:
-        return None
+    def one_pass() -> None:
+        result = sweep(store, upload_ttl=upload_ttl)
+        if result["uploads"]:
+            log.info("sweep done", extra={"removed": len(result["uploads"])})
 
-    def loop() -> None:
-        while not stop.wait(interval):
-            try:
-                result = sweep(store, upload_ttl=upload_ttl)
-                if result["uploads"]:
-                    log.info("sweep done", extra={"removed": len(result["uploads"])})
-            except Exception:  # noqa: BLE001 - the next pass tries again
-                log.exception("sweep failed")
-
-    thread = threading.Thread(target=loop, name="upload-sweeper", daemon=True)
-    thread.start()
-    return thread
+    return start_periodic("upload-sweeper", interval, one_pass, stop)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,50 @@
+"""The GridFS sweeper removes what a crashed store left behind, and nothing else."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bson import ObjectId
+
+from services.common import timeutil
+from services.file_service_manager.store import FileIndex
+from services.file_service_manager.sweep import sweep
+
+
+class _Audit:
+    def __init__(self) -> None:
+        self.records: list[tuple[str, dict]] = []
+
+    def record(self, action: str, **fields) -> None:
+        self.records.append((action, fields))
+
+
+def test_leftovers_older_than_the_grace_are_removed(mongo_db) -> None:
+    index = FileIndex(mongo_db)
+    index.ensure_indexes()
+    old = timeutil.now() - timedelta(hours=2)
+    chunks, files = mongo_db["fs.chunks"], mongo_db["fs.files"]
+    # chunks of a crashed write, two hours old, no file document
+    chunks.insert_many([{"_id": ObjectId.from_datetime(old + timedelta(seconds=n)), "files_id": "crashed",
+                         "n": n, "data": b"x"} for n in range(3)])
+    # a write in progress right now: chunks, no file document yet
+    chunks.insert_one({"files_id": "in-progress", "n": 0, "data": b"y"})
+    # a complete GridFS file without an index record (crash between the two writes)
+    files.insert_one({"_id": "unindexed", "length": 1, "chunkSize": 261120, "uploadDate": old})
+    chunks.insert_one({"files_id": "unindexed", "n": 0, "data": b"z"})
+    # a stored, indexed file
+    files.insert_one({"_id": "kept", "length": 1, "chunkSize": 261120, "uploadDate": old})
+    chunks.insert_one({"files_id": "kept", "n": 0, "data": b"k"})
+    mongo_db["files"].insert_one({"_id": "kept", "file_id": "kept", "status": "uploaded_successfully"})
+
+    audit = _Audit()
+    planned = sweep(index, grace_seconds=3600, dry_run=True, audit=audit)
+    assert planned["chunks_without_file"] == ["crashed"]
+    assert planned["files_without_record"] == ["unindexed"]
+    assert chunks.count_documents({}) == 6 and audit.records == [], "a dry run removes nothing"
+
+    done = sweep(index, grace_seconds=3600, audit=audit)
+    assert done["chunks_without_file"] == ["crashed"] and done["files_without_record"] == ["unindexed"]
+    assert sorted(chunks.distinct("files_id")) == ["in-progress", "kept"]
+    assert [f["_id"] for f in files.find()] == ["kept"]
+    assert sorted(r[1]["file_id"] for r in audit.records if r[0] == "deleted") == ["crashed", "unindexed"]
