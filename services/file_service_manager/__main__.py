@@ -21,7 +21,9 @@ def main() -> None:
     url = settings.common.amqp_url
     consumers = [
         messaging.Consumer(url, messaging.STORE_QUEUE, worker.handle_store, prefetch=settings.store_prefetch,
-                           name="store"),
+                           name=f"store-{n}")
+        for n in range(settings.store_consumers)
+    ] + [
         messaging.Consumer(url, messaging.INDEX_QUEUE, worker.handle_index, prefetch=16, name="index"),
         messaging.Consumer(url, messaging.AUDIT_QUEUE, worker.handle_audit, prefetch=32, name="audit"),
     ]

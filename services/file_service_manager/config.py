@@ -19,6 +19,9 @@ class Settings:
     store_fail_pattern: str | None = None
     download_piece: int = 256 * 1024  # bytes per read from GridFS when streaming a download
     store_prefetch: int = 2
+    # Stores are I/O-bound (Redis reads, GridFS writes, confirmed publishes): one consumer
+    # thread capped small files at ~40/s (23 ms each); several overlap their waits.
+    store_consumers: int = 4
     # Pool results are served from memory after one GridFS read (every member downloads the
     # same bytes at once): at most this many bytes in all, and files up to the second bound.
     download_cache_bytes: int = 64 * 1024 * 1024
@@ -45,6 +48,7 @@ class Settings:
         return cls(common=common, host=host, port=port, store_fail_pattern=pattern,
                    download_piece=env_int(env, "DOWNLOAD_PIECE_BYTES", 256 * 1024, minimum=4096),
                    store_prefetch=env_int(env, "STORE_PREFETCH", 2, minimum=1),
+                   store_consumers=env_int(env, "STORE_CONSUMERS", 4, minimum=1),
                    download_cache_bytes=env_int(env, "DOWNLOAD_CACHE_BYTES", 64 * 1024 * 1024, minimum=0),
                    download_cache_file_bytes=env_int(env, "DOWNLOAD_CACHE_FILE_BYTES", 16 * 1024 * 1024,
                                                      minimum=0),

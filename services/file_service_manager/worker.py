@@ -138,6 +138,11 @@ class Worker:
     # --- the index -----------------------------------------------------------------
     def handle_index(self, message: Message) -> None:
         if isinstance(message, FileStatusChanged):
+            if message.status == contracts.UPLOADED:
+                # Only a store makes a record uploaded_successfully (it writes that status
+                # itself, with the bytes durable); the notice it publishes has nothing to add,
+                # and one from elsewhere must not mark bytes stored that are not.
+                return
             self.index.apply_status(message.file_id, message.owner_id, message.status,
                                     attempt=message.attempt, reason=message.reason, pool_id=message.pool_id,
                                     file_name=message.file_name)
