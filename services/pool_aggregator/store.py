@@ -86,6 +86,14 @@ class GroupStore:
                     upsert=True, return_document=ReturnDocument.AFTER,
                     projection={"files": 0},
                 )
+                if doc is None:
+                    # Seen on secantusdb with ten consumers creating one group at once: the
+                    # upsert answered no document. Whether it applied is read back, not guessed.
+                    existing = self.groups.find_one({"_id": gid}, {"files": 0})
+                    if existing is not None and self.groups.count_documents(
+                            {"_id": gid, "files.file_id": file_id}, limit=1):
+                        return ADDED, existing
+                    continue
                 return ADDED, doc
             except DuplicateKeyError:
                 existing = self.groups.find_one({"_id": gid}, {"files": 0})

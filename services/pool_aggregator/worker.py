@@ -85,7 +85,8 @@ class StoredHandler:
                                                  min_contributors=minimum, entry={**entry, "late": True},
                                                  now=self.clock())
             step += 1
-        assert group is not None
+        if group is None:  # add_file returns a group with every outcome; never act on a guess
+            raise RuntimeError(f"no group document for {msg.file_id}")
         if outcome == ADDED:
             self.metrics.files_grouped.inc()
             if late:
@@ -112,7 +113,8 @@ class StoredHandler:
         if result.get("published"):
             return
         result = self.store.mark_result_stored(msg.file_id, self.clock(), int(msg.size), msg.sha256)
-        assert result is not None
+        if result is None:
+            raise RuntimeError(f"result {msg.file_id} vanished while being marked stored")
         self.broker.publish(ResultPublished(
             result_id=result["result_id"], pool_id=result["pool_id"], group_id=result["group_id"],
             window_start=result["window_start"], window_end=result["window_end"],
