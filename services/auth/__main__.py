@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import time
 
 import psycopg2
 
 from services.common import httpkit, logs
-from services.common.settings import ConfigError
+from services.common.settings import load_or_exit
 
 from . import core
 from .app import bootstrap_admin, create_app
@@ -23,13 +21,8 @@ DB_WAIT_SECONDS = 60  # in compose/Kubernetes PostgreSQL may come up after us
 
 
 def main() -> None:
-    try:
-        settings = Settings.from_env(dict(os.environ))
-    except ConfigError as exc:
-        print(f"auth: configuration error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    common = settings.common
-    logs.configure("auth", common.log_level, common.logstash_host, common.logstash_port)
+    settings = load_or_exit("auth", Settings.from_env)
+    logs.configure_service("auth", settings.common)
     store = Store(settings.database_url, pool_size=settings.db_pool_size)
     deadline = time.monotonic() + DB_WAIT_SECONDS
     while True:

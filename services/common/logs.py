@@ -133,3 +133,8 @@ def configure(
     # Chatty libraries: their INFO lines are per-request noise.
     for noisy in ("pika", "werkzeug", "urllib3", "engineio.server", "socketio.server", "waitress.queue"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def configure_service(service: str, common: Any) -> None:
+    """``configure`` from a service's ``CommonSettings`` (level and Logstash target)."""
+    configure(service, common.log_level, common.logstash_host, common.logstash_port)

@@ -8,8 +8,13 @@ equal to its development default stops the service at start.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class ConfigError(RuntimeError):
@@ -141,3 +146,13 @@ def listen_address(env: Mapping[str, str], service: str) -> tuple[str, int]:
     host = env.get(f"{key}_HOST") or env.get("HOST") or "127.0.0.1"
     port = env_int(env, f"{key}_PORT", env_int(env, "PORT", DEFAULT_PORTS[service]), minimum=1)
     return host, port
+
+
+def load_or_exit(service: str, build: Callable[[Mapping[str, str]], T]) -> T:
+    """``build(os.environ)``, or a one-line configuration error on stderr and exit status 2
+    (every service's ``__main__`` starts this way, so a bad environment reads the same)."""
+    try:
+        return build(dict(os.environ))
+    except ConfigError as exc:
+        print(f"{service}: configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import threading
 
 from services.common import httpkit, logs, messaging
+from services.common.settings import load_or_exit
 
 from . import sweep
 from .app import create_app
@@ -13,9 +13,8 @@ from .config import Settings
 
 
 def main() -> None:
-    settings = Settings.from_env(os.environ)
-    logs.configure("file_service_manager", settings.common.log_level, settings.common.logstash_host,
-                   settings.common.logstash_port)
+    settings = load_or_exit("file_service_manager", Settings.from_env)
+    logs.configure_service("file_service_manager", settings.common)
     app = create_app(settings)
     worker = app.extensions["fsm_worker"]
     url = settings.common.amqp_url

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import threading
 
 from services.common import httpkit, logs, messaging
+from services.common.settings import load_or_exit
 
 from . import sweep
 from .app import create_app
@@ -14,9 +14,8 @@ from .worker import store_failed_handler
 
 
 def main() -> None:
-    settings = Settings.from_env(os.environ)
-    logs.configure("file_uploader", settings.common.log_level, settings.common.logstash_host,
-                   settings.common.logstash_port)
+    settings = load_or_exit("file_uploader", Settings.from_env)
+    logs.configure_service("file_uploader", settings.common)
     app = create_app(settings)
     service = app.extensions["upload_service"]
     consumer = messaging.Consumer(settings.common.amqp_url, messaging.STORE_FAILED_QUEUE,

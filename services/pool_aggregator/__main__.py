@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 from services.common import httpkit, logs
 from services.common.messaging import AGGREGATOR_QUEUE, Consumer
+from services.common.settings import load_or_exit
 
 from .app import SERVICE, create_app
 from .config import Settings
@@ -16,9 +16,8 @@ log = logging.getLogger(__name__)
 
 
 def main() -> None:
-    settings = Settings.from_env(os.environ)
-    logs.configure(SERVICE, settings.common.log_level, settings.common.logstash_host,
-                   settings.common.logstash_port)
+    settings = load_or_exit(SERVICE, Settings.from_env)
+    logs.configure_service(SERVICE, settings.common)
     app = create_app(settings)
     parts = app.extensions[SERVICE]
     for attempt in range(30):  # MongoDB may still be starting (docker-compose, k8s)

@@ -7,13 +7,12 @@ import eventlet  # noqa: I001
 eventlet.monkey_patch()
 
 import logging  # noqa: E402
-import os  # noqa: E402
 import sys  # noqa: E402
 
 import eventlet.wsgi  # noqa: E402
 
 from services.common import logs  # noqa: E402
-from services.common.settings import ConfigError  # noqa: E402
+from services.common.settings import load_or_exit  # noqa: E402
 
 from . import wsfast  # noqa: E402
 from .app import create_app  # noqa: E402
@@ -23,13 +22,8 @@ log = logging.getLogger("services.socket_gateway")
 
 
 def main() -> None:
-    try:
-        settings = Settings.from_env(dict(os.environ))
-    except ConfigError as exc:
-        print(f"socket_gateway: configuration error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    common = settings.common
-    logs.configure("socket_gateway", common.log_level, common.logstash_host, common.logstash_port)
+    settings = load_or_exit("socket_gateway", Settings.from_env)
+    logs.configure_service("socket_gateway", settings.common)
     try:
         implementation = wsfast.install()
     except wsfast.FastUnmaskUnavailable as exc:

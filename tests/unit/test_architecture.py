@@ -57,3 +57,14 @@ def test_core_modules_do_no_io(service):
     core = ROOT / "services" / service / "core.py"
     bad = {name for name in _imports(core) if name in forbidden or name.split(".")[0] in forbidden}
     assert not bad, f"{core.relative_to(ROOT)} imports {bad}"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_service_refuses_default_secrets_in_production(service):
+    """Each ``__main__`` reads the environment once and stops with exit 2 and a clear message."""
+    env = {"PATH": "/usr/bin:/bin", "DROPBOX_ENV": "production", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", f"services.{service}"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert f"{service}: configuration error:" in result.stderr
+    assert "DROPBOX_ENV=production" in result.stderr

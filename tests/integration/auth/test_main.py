@@ -58,10 +58,5 @@ def test_process_migrates_bootstraps_and_serves(pg_url: str, amqp_url: str) -> N
         assert requests.get(f"{base}/ready", timeout=10).json()["checks"] == {"postgres": True,
                                                                              "rabbitmq": True}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        infra.stop_process(proc)
     assert proc.returncode is not None

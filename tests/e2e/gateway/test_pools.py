@@ -14,17 +14,19 @@ import requests
 
 from client import DropboxClient, DropboxError
 
-from .conftest import Fleet
+from .conftest import GatewayFleet
+
+pytestmark = pytest.mark.e2e
 
 
-def _admin_call(fleet: Fleet, admin: DropboxClient, method: str, path: str, **kwargs) -> dict:
+def _admin_call(fleet: GatewayFleet, admin: DropboxClient, method: str, path: str, **kwargs) -> dict:
     response = requests.request(method, f"{fleet.urls['auth']}{path}",
                                 headers={"Authorization": f"Bearer {admin.token}"}, timeout=10, **kwargs)
     assert response.status_code < 300, response.text
     return response.json()
 
 
-def _wait_group(fleet: Fleet, pool_id: str, key: str, timeout: float = 20) -> str:
+def _wait_group(fleet: GatewayFleet, pool_id: str, key: str, timeout: float = 20) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         groups = requests.get(f"{fleet.urls['pool_aggregator']}/pools/{pool_id}/groups",
@@ -36,7 +38,7 @@ def _wait_group(fleet: Fleet, pool_id: str, key: str, timeout: float = 20) -> st
     raise AssertionError(f"no ready group in {timeout}s:\n{fleet.log_tail('pool_aggregator')}")
 
 
-def test_results_live_offline_and_membership(fleet: Fleet, tmp_path: Path) -> None:
+def test_results_live_offline_and_membership(fleet: GatewayFleet, tmp_path: Path) -> None:
     admin = fleet.admin()
     pool_id = str(_admin_call(fleet, admin, "POST", "/auth/pools",
                               json={"name": f"pool{uuid.uuid4().hex[:6]}", "window_seconds": 60})["pool_id"])

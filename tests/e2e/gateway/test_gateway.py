@@ -13,7 +13,9 @@ import socketio
 
 from client import DropboxClient, DropboxError
 
-from .conftest import CHUNK_SIZE, Fleet
+from .conftest import CHUNK_SIZE, GatewayFleet
+
+pytestmark = pytest.mark.e2e
 
 
 def _file(tmp_path: Path, size: int, name: str = "data.bin") -> Path:
@@ -22,7 +24,7 @@ def _file(tmp_path: Path, size: int, name: str = "data.bin") -> Path:
     return path
 
 
-def test_serves_dashboard_config_and_metrics(fleet: Fleet) -> None:
+def test_serves_dashboard_config_and_metrics(fleet: GatewayFleet) -> None:
     base = fleet.gateway
     assert requests.get(f"{base}/", timeout=5).status_code == 200
     config = requests.get(f"{base}/config.json", timeout=5).json()
@@ -36,7 +38,7 @@ def test_serves_dashboard_config_and_metrics(fleet: Fleet) -> None:
     assert "gateway_max_connections 10000.0" in metrics
 
 
-def test_connect_refused_without_valid_token(fleet: Fleet) -> None:
+def test_connect_refused_without_valid_token(fleet: GatewayFleet) -> None:
     for auth in (None, {}, {"token": "not-a-jwt"}):
         sio = socketio.Client(reconnection=False)
         refusals = []
@@ -52,7 +54,7 @@ def test_connect_refused_without_valid_token(fleet: Fleet) -> None:
     assert info.value.code == "unauthorized"
 
 
-def test_upload_status_history_download(fleet: Fleet, tmp_path: Path) -> None:
+def test_upload_status_history_download(fleet: GatewayFleet, tmp_path: Path) -> None:
     c, _ = fleet.user()
     admin = fleet.admin()
     c.connect()
@@ -81,7 +83,7 @@ def test_upload_status_history_download(fleet: Fleet, tmp_path: Path) -> None:
         admin.disconnect()
 
 
-def test_other_users_do_not_hear_file_status(fleet: Fleet, tmp_path: Path) -> None:
+def test_other_users_do_not_hear_file_status(fleet: GatewayFleet, tmp_path: Path) -> None:
     owner, _ = fleet.user()
     other, _ = fleet.user()
     owner.connect()
@@ -96,7 +98,7 @@ def test_other_users_do_not_hear_file_status(fleet: Fleet, tmp_path: Path) -> No
         other.disconnect()
 
 
-def test_socket_errors_use_spec_codes(fleet: Fleet, tmp_path: Path) -> None:
+def test_socket_errors_use_spec_codes(fleet: GatewayFleet, tmp_path: Path) -> None:
     c, _ = fleet.user()
     c.connect()
     try:
@@ -125,7 +127,7 @@ def test_socket_errors_use_spec_codes(fleet: Fleet, tmp_path: Path) -> None:
         c.disconnect()
 
 
-def test_resume_after_disconnect_sends_only_missing(fleet: Fleet, tmp_path: Path) -> None:
+def test_resume_after_disconnect_sends_only_missing(fleet: GatewayFleet, tmp_path: Path) -> None:
     c, _ = fleet.user()
     c.connect()
     path = _file(tmp_path, 3 * CHUNK_SIZE)
@@ -146,7 +148,7 @@ def test_resume_after_disconnect_sends_only_missing(fleet: Fleet, tmp_path: Path
         c.disconnect()
 
 
-def test_logout_keeps_the_users_other_tokens_connected(fleet: Fleet) -> None:
+def test_logout_keeps_the_users_other_tokens_connected(fleet: GatewayFleet) -> None:
     c, name = fleet.user()
     c.connect()
     other = fleet.client()
@@ -162,7 +164,7 @@ def test_logout_keeps_the_users_other_tokens_connected(fleet: Fleet) -> None:
         other.disconnect()
 
 
-def test_revoked_token_socket_is_disconnected_by_the_gateway(fleet: Fleet) -> None:
+def test_revoked_token_socket_is_disconnected_by_the_gateway(fleet: GatewayFleet) -> None:
     c, name = fleet.user()
     c.connect()
     logout_client = DropboxClient(fleet.gateway, timeout=10)
