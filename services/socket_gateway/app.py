@@ -119,7 +119,9 @@ class Gateway:
                     except Exception:  # noqa: BLE001 - the socket gets an answer, the log the trace
                         log.exception("socket event failed")
                         self.metrics.events.labels(name, "internal_error").inc()
-                        return core.error("internal_error", "the gateway failed to answer; try again")
+                        # SPEC's socket codes are a closed list: a transient "try again" is overloaded.
+                        return core.error("overloaded", "the gateway failed to answer; try again",
+                                          retry_after=1)
             finally:
                 self._leave(sid)
 

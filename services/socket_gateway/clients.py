@@ -86,7 +86,9 @@ class FileManagerClient(_ServiceClient):
     service = "file_service_manager"
 
     def files(self, token: str) -> dict[str, Any]:
-        return self._call("GET", "/files", headers={"Authorization": f"Bearer {token}"})
+        # file_service_manager's largest page: get-history answers up to 1000 records (newest first).
+        return self._call("GET", "/files", params={"limit": "1000"},
+                          headers={"Authorization": f"Bearer {token}"})
 
 
 class AggregatorClient(_ServiceClient):

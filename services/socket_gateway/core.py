@@ -62,7 +62,9 @@ def error_from_http(status: int, body: Any, service: str) -> GatewayError:
         extra = {k: v for k, v in err.items() if k not in ("code", "message")}
     else:
         code, message, extra = None, None, {}
-    if status >= 500 and code in (None, "internal_error", "error"):
+    if status >= 500:
+        # Whatever a failing service calls it (internal_error, unavailable, ...), the socket
+        # gets a SPEC code the clients retry on.
         return unavailable(service)
     code = code or _STATUS_CODES.get(status, "bad_request")
     if code == "overloaded" and "retry_after" not in extra:
