@@ -108,8 +108,9 @@ def can_download(record: dict[str, Any], caller: Caller) -> bool:
         return pool_id is not None and str(pool_id) == caller.processor_pool
     if caller.is_admin or (caller.user_id and record.get("owner_id") == caller.user_id):
         return True
-    # Pool files and pool results are shared with every member of the pool.
-    return pool_id is not None and str(pool_id) in caller.pools
+    # SPEC: a pool's result goes to every member of the pool; a member's own updates stay
+    # its own (the processor reads them with the pool's key, above).
+    return record.get("kind") == "result" and pool_id is not None and str(pool_id) in caller.pools
 
 
 def item_spans(item: UploadItem, chunk_size: int) -> Iterator[tuple[int, int, int]]:

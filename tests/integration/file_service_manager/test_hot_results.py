@@ -35,6 +35,6 @@ def test_a_result_is_read_from_gridfs_once_and_served_whole_ranged_and_to_many(m
 
     # A plain pool file is not cached: it streams from GridFS as before.
     plain = stored(p, b"x" * 1000, file_name="update.bin", pool_id="p1")
-    assert p.fsm.get(f"/file/{plain}", headers=bearer("carol")).data == b"x" * 1000
+    assert p.fsm.get(f"/file/{plain}", headers=bearer("alice")).data == b"x" * 1000  # its owner
     assert hot.misses == 1 and hot.size == len(data)
     assert 'download_hot_reads_total{outcome="memory"} 19.0' in p.fsm.get("/metrics").text

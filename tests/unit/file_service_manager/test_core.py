@@ -44,10 +44,14 @@ def test_content_disposition_has_ascii_fallback_and_utf8_name() -> None:
 def test_access_rules() -> None:
     own = {"owner_id": "u1", "pool_id": None}
     pooled = {"owner_id": "u1", "pool_id": "p1"}
+    result = {"owner_id": "processor:p1", "pool_id": "p1", "kind": "result"}
+    # SPEC: members receive the pool's results; another member's update is not theirs
+    assert core.can_download(result, core.Caller(user_id="u3", pools=frozenset({"p1"})))
+    assert not core.can_download(result, core.Caller(user_id="u3", pools=frozenset({"p2"})))
     assert core.can_download(own, core.Caller(user_id="u1"))
     assert not core.can_download(own, core.Caller(user_id="u2"))
     assert core.can_download(own, core.Caller(user_id="u2", is_admin=True))
-    assert core.can_download(pooled, core.Caller(user_id="u3", pools=frozenset({"p1"})))
+    assert not core.can_download(pooled, core.Caller(user_id="u3", pools=frozenset({"p1"})))
     assert not core.can_download(pooled, core.Caller(user_id="u3", pools=frozenset({"p2"})))
     assert core.can_download(pooled, core.Caller(processor_pool="p1"))
     assert not core.can_download(pooled, core.Caller(processor_pool="p2"))
