@@ -22,55 +22,30 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 import pika
 import pika.exceptions
 
 from .contracts import Message, UnknownMessage, decode
+from .handlers import ConsumerSpec, UnhandledMessage
+from .topology import (  # noqa: F401 - re-exported: callers name queues through messaging too
+    AGGREGATOR_QUEUE,
+    AUDIT_QUEUE,
+    CONTROL_BINDINGS,
+    DEAD_LETTER_EXCHANGE,
+    DEAD_LETTER_QUEUE,
+    DURABLE_QUEUES,
+    EXCHANGE,
+    GATEWAY_QUEUE,
+    INDEX_QUEUE,
+    RETRY_EXCHANGE,
+    RETRY_QUEUE,
+    STORE_FAILED_QUEUE,
+    STORE_QUEUE,
+    QueueSpec,
+)
 
 log = logging.getLogger(__name__)
-
-EXCHANGE = "dropbox"  # topic exchange every event and command goes through
-RETRY_EXCHANGE = "dropbox.retry"  # topic; its queue dead-letters back to EXCHANGE after a delay
-DEAD_LETTER_EXCHANGE = "dropbox.dead"
-
-
-@dataclass(frozen=True)
-class QueueSpec:
-    name: str
-    bindings: tuple[str, ...]
-    exchange: str = EXCHANGE
-    arguments: dict = field(default_factory=dict)
-
-
-STORE_QUEUE = QueueSpec("file_service_manager.store", ("upload.store",),
-                        arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE})
-INDEX_QUEUE = QueueSpec("file_service_manager.index", ("file.status.*", "file.grouped"),
-                        arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE})
-AUDIT_QUEUE = QueueSpec("file_service_manager.audit", ("audit.recorded",),
-                        arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE})
-STORE_FAILED_QUEUE = QueueSpec("file_uploader.store_failed", ("upload.store_failed",),
-                               arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE})
-AGGREGATOR_QUEUE = QueueSpec("pool_aggregator.stored", ("file.stored",),
-                             arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE})
-# Shared by every gateway process: one of them takes each notification and
-# emits it through python-socketio's message-queue manager, which reaches the
-# clients of every gateway.
-GATEWAY_QUEUE = QueueSpec("socket_gateway.notifications", ("file.status.*", "pool.result_published"),
-                          arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE})
-# A delayed message (a store retry) waits here for its per-message expiration,
-# then is dead-lettered back to EXCHANGE with its own routing key. One queue
-# serves every delay because all retries share one delay: per-message TTLs
-# only expire at the head of a queue.
-RETRY_QUEUE = QueueSpec("dropbox.delayed", ("#",), exchange=RETRY_EXCHANGE,
-                        arguments={"x-dead-letter-exchange": EXCHANGE})
-DEAD_LETTER_QUEUE = QueueSpec("dropbox.dead_letters", ("#",), exchange=DEAD_LETTER_EXCHANGE)
-
-DURABLE_QUEUES = (STORE_QUEUE, INDEX_QUEUE, AUDIT_QUEUE, STORE_FAILED_QUEUE, AGGREGATOR_QUEUE,
-                  GATEWAY_QUEUE, RETRY_QUEUE, DEAD_LETTER_QUEUE)
-# Per-process control events (every gateway must see every one: it holds the sockets).
-CONTROL_BINDINGS = ("auth.token_revoked", "auth.membership_changed")
 
 
 class PublishError(RuntimeError):
@@ -255,6 +230,11 @@ class Consumer:
             return
         try:
             self.handler(message)
+        except UnhandledMessage as exc:
+            log.error("dead-lettering a message this queue has no handler for",
+                      extra={"queue": self.name, "error": str(exc)})
+            channel.basic_reject(method.delivery_tag, requeue=False)
+            return
         except Exception:  # noqa: BLE001 - requeue: the work was not done
             log.exception("handler failed; message requeued", extra={"queue": self.name,
                                                                       "message_type": type(message).__name__})
@@ -308,3 +288,24 @@ class Consumer:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def start_consumers(url: str, specs: Iterable[ConsumerSpec]) -> list[Consumer]:
+    """Start every consumer a service's ``handlers.consumers(...)`` lists; each runs in its own thread.
+
+    The one way every ``__main__`` starts its consumers; stop them with ``stop_consumers``.
+    """
+    started: list[Consumer] = []
+    for spec in specs:
+        for n in range(spec.count):
+            name = spec.name if spec.count == 1 else f"{spec.name}-{n}"
+            consumer = Consumer(url, spec.queue, spec.dispatch, prefetch=spec.prefetch,
+                                bindings=spec.bindings, name=name)
+            consumer.start()
+            started.append(consumer)
+    return started
+
+
+def stop_consumers(consumers: Iterable[Consumer]) -> None:
+    for consumer in consumers:
+        consumer.stop()

@@ -1,0 +1,179 @@
+"""In-memory stand-ins for fast tests of use cases and handlers.
+
+One shared place (cosmicpython's fake unit of work, kombu's ``memory://``
+transport are the models): the broker routes by the real topology and runs
+the real ``ConsumerSpec`` tables, the clock moves only when told, auth answers
+from dicts. Fakes of one service's stores live in a module of this package
+named for that service (they implement that service's store Protocol by
+shape; this package imports no service).
+
+Never used by production code: only tests import it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..authclient import AuthUnavailable, Identity
+from ..contracts import Message, decode
+from ..handlers import ConsumerSpec
+from ..messaging import PublishError
+from ..topology import EXCHANGE, RETRY_EXCHANGE, QueueSpec, topic_matches
+
+__all__ = ["FakeAuth", "FakeClock", "InMemoryBroker", "Published"]
+
+
+@dataclass(frozen=True)
+class Published:
+    message: Message
+    exchange: str
+    routing_key: str
+    delay_seconds: float | None = None
+
+
+class InMemoryBroker:
+    """A ``ports.Publisher`` that keeps what was published and delivers it like RabbitMQ would.
+
+    Every message is encoded and decoded on the way, so a contract that does
+    not survive JSON fails here as it would on the wire. Delayed messages
+    (retries) wait until ``deliver(..., include_delayed=True)``.
+    """
+
+    MAX_ROUNDS = 10_000  # deliver() stops after this many dispatches: a handler loop would never end
+
+    def __init__(self) -> None:
+        self.published: list[Published] = []
+        self._pending: deque[Published] = deque()
+        self._delayed: deque[Published] = deque()
+        self._failures = 0
+
+    # --- Publisher ------------------------------------------------------
+    def publish(self, message: Message, *, exchange: str = EXCHANGE, routing_key: str | None = None,
+                expiration_ms: int | None = None) -> None:
+        if self._failures:
+            self._failures -= 1
+            raise PublishError(f"publish {type(message).__name__} failed (InMemoryBroker.fail_publishes)")
+        wire = decode(message.encode())
+        delay = expiration_ms / 1000 if (exchange == RETRY_EXCHANGE and expiration_ms is not None) else None
+        item = Published(wire, exchange, routing_key or message.key(), delay)
+        self.published.append(item)
+        (self._delayed if exchange == RETRY_EXCHANGE else self._pending).append(item)
+
+    def publish_delayed(self, message: Message, delay_seconds: float) -> None:
+        self.publish(message, exchange=RETRY_EXCHANGE, routing_key=message.key(),
+                     expiration_ms=max(1, int(delay_seconds * 1000)))
+
+    # --- test controls ----------------------------------------------------
+    def fail_publishes(self, count: int = 1) -> None:
+        """The next ``count`` publishes raise PublishError (the broker refused or was unreachable)."""
+        self._failures = count
+
+    def of_type(self, cls: type[Message]) -> list[Any]:
+        return [p.message for p in self.published if isinstance(p.message, cls)]
+
+    def routed_to(self, queue: QueueSpec) -> list[Message]:
+        """Every message published so far that the real topology would put in ``queue``."""
+        return [p.message for p in self.published
+                if p.delay_seconds is None and p.exchange == queue.exchange
+                and any(topic_matches(b, p.routing_key) for b in queue.bindings)]
+
+    def delayed(self) -> list[Published]:
+        return list(self._delayed)
+
+    def deliver(self, specs: Iterable[ConsumerSpec], *, include_delayed: bool = False) -> int:
+        """Run every pending message through the specs whose queue it would land in, until quiet.
+
+        Messages no spec consumes are dropped from the pending list (they stay in
+        ``published``). A handler's exception propagates: the test sees it as the
+        consumer would (a requeue). Returns how many dispatches ran.
+        """
+        specs = list(specs)
+        if include_delayed:
+            while self._delayed:
+                self._pending.append(self._delayed.popleft())
+        runs = 0
+        while self._pending:
+            item = self._pending.popleft()
+            for spec in specs:
+                if _consumes(spec, item):
+                    runs += 1
+                    if runs > self.MAX_ROUNDS:
+                        raise RuntimeError("InMemoryBroker.deliver: handlers keep publishing; stopped")
+                    spec.dispatch(item.message)
+            if include_delayed:
+                while self._delayed:
+                    self._pending.append(self._delayed.popleft())
+        return runs
+
+
+def _consumes(spec: ConsumerSpec, item: Published) -> bool:
+    if item.exchange != EXCHANGE and item.exchange != RETRY_EXCHANGE:
+        return False
+    # A delayed message re-enters EXCHANGE with its own key after the delay.
+    if spec.queue is not None:
+        bindings = spec.queue.bindings if spec.queue.exchange == EXCHANGE else ()
+    else:
+        bindings = spec.bindings
+    return any(topic_matches(b, item.routing_key) for b in bindings)
+
+
+class FakeClock:
+    """A ``ports.Clock`` that moves only when told (``advance``)."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime(2026, 1, 1, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def time(self) -> float:
+        return self._now.timestamp()
+
+    def advance(self, seconds: float) -> None:
+        self._now += timedelta(seconds=seconds)
+
+
+@dataclass
+class FakeAuth:
+    """A ``ports.AuthLookup`` answering from dicts; ``down = True`` makes every call raise AuthUnavailable."""
+
+    tokens: dict[str, Identity] = field(default_factory=dict)
+    pools: dict[str, dict[str, Any]] = field(default_factory=dict)
+    members: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    processor_keys: dict[str, dict[str, Any]] = field(default_factory=dict)  # api_key -> {pool_id, key_id}
+    down: bool = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise AuthUnavailable("FakeAuth.down")
+
+    def add_user(self, token: str, user_id: str, user_name: str, role: str = "user",
+                 pools: dict[str, str] | None = None, token_id: str | None = None) -> Identity:
+        identity = Identity(user_id=user_id, user_name=user_name, role=role, pools=dict(pools or {}),
+                            token_id=token_id or f"jti-{token}")
+        self.tokens[token] = identity
+        return identity
+
+    def validate(self, token: str | None) -> Identity | None:
+        self._check()
+        return self.tokens.get(token or "")
+
+    def processor_key(self, api_key: str | None) -> dict[str, Any] | None:
+        self._check()
+        return self.processor_keys.get(api_key or "")
+
+    def processor_pool(self, api_key: str | None) -> str | None:
+        key = self.processor_key(api_key)
+        return key["pool_id"] if key else None
+
+    def pool(self, pool_id: str) -> dict[str, Any] | None:
+        self._check()
+        return self.pools.get(pool_id)
+
+    def pool_members(self, pool_id: str) -> list[dict[str, Any]]:
+        self._check()
+        return list(self.members.get(pool_id, []))
