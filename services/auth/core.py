@@ -20,6 +20,8 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from services.common import validation
+
 DEFAULT_TOKEN_TTL = 12 * 3600
 TOKEN_ALGORITHM = "HS256"
 MAX_TOKEN_LENGTH = 4096  # our tokens are ~350 bytes; a huge header is not worth decoding
@@ -34,7 +36,6 @@ POOL_ROLES = (CONTRIBUTOR, LISTENER)
 MIN_PASSWORD = 8
 # argon2 hashes whatever it is given; the bound keeps a client from making us hash megabytes.
 MAX_PASSWORD = 1024
-_USER_NAME = re.compile(r"[A-Za-z0-9_.\-]{3,64}")
 
 MAX_WINDOW_SECONDS = 30 * 24 * 3600
 MAX_GRACE_SECONDS = 30 * 24 * 3600
@@ -59,8 +60,7 @@ class TokenInvalid(ValueError):
 
 
 def check_user_name(value: Any) -> str:
-    # fullmatch: "$" in a plain match would accept a trailing newline.
-    if not isinstance(value, str) or not _USER_NAME.fullmatch(value):
+    if not isinstance(value, str) or not validation.USER_NAME.fullmatch(value):
         raise Invalid("user_name must be 3-64 characters of letters, digits, '_', '.' or '-'")
     return value
 

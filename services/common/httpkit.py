@@ -1,7 +1,7 @@
 """HTTP plumbing every Flask service shares.
 
-- ``ApiError`` and the handlers that turn every error (ours, Flask's 404/405/413,
-  and unexpected exceptions) into SPEC's ``{"error": {"code", "message"}}``.
+- the handlers that turn every error (``errors.ApiError``, auth being down,
+  Flask's 404/405/413 and unexpected exceptions) into SPEC's ``{"error": {"code", "message"}}``.
 - ``/health`` (the process answers), ``/ready`` (every dependency answers) and
   ``/metrics`` (Prometheus text) from one call.
 - A request id on every request, bound into the log context and echoed back.
@@ -22,34 +22,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from werkzeug.exceptions import HTTPException
 
 from . import logs
-from .errors import ApiError
+from .authclient import AuthUnavailable
+from .errors import ApiError, bad_request, code_for, conflict, forbidden, not_found, unauthorized, unavailable
+
+__all__ = ["ApiError", "bad_request", "conflict", "forbidden", "not_found", "unauthorized"]
 
 log = logging.getLogger(__name__)
-
-
-def bad_request(message: str, code: str = "bad_request") -> ApiError:
-    return ApiError(400, code, message)
-
-
-def unauthorized(message: str = "missing or invalid credentials") -> ApiError:
-    return ApiError(401, "unauthorized", message)
-
-
-def forbidden(message: str = "not allowed") -> ApiError:
-    return ApiError(403, "forbidden", message)
-
-
-def not_found(message: str = "not found") -> ApiError:
-    return ApiError(404, "not_found", message)
-
-
-def conflict(message: str) -> ApiError:
-    return ApiError(409, "conflict", message)
-
-
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "forbidden_type",
-               416: "range_not_satisfiable", 429: "overloaded"}
 
 
 def error_response(err: ApiError) -> Response:
@@ -149,10 +127,15 @@ def install(app: Flask, service: str, checks: Mapping[str, ReadyCheck],
     def _api_error(err: ApiError) -> Response:
         return error_response(err)
 
+    @app.errorhandler(AuthUnavailable)
+    def _auth_down(_err: AuthUnavailable) -> Response:
+        # auth did not answer: a transient 503 the client retries, never a guess at the identity.
+        return error_response(unavailable("auth is unavailable; try again"))
+
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException) -> Response:
         status = err.code or 500
-        return error_response(ApiError(status, _HTTP_CODES.get(status, "error"), err.description or err.name))
+        return error_response(ApiError(status, code_for(status), err.description or err.name))
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception) -> Response:

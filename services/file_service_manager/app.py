@@ -12,7 +12,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.wsgi import wrap_file
 
 from services.common import httpkit, messaging, mongo, timeutil
-from services.common.authclient import AuthClient, AuthUnavailable
+from services.common.authclient import AuthClient
 from services.common.httpkit import ApiError
 
 from . import core
@@ -46,10 +46,6 @@ def create_app(settings: Settings, *, index: FileIndex | None = None, cache: Upl
         grid.seek(0)
         data = grid.read()
         return data if hashlib.sha256(data).hexdigest() == sha256 else None
-
-    @app.errorhandler(AuthUnavailable)
-    def _auth_down(_err: AuthUnavailable) -> Response:
-        return httpkit.error_response(ApiError(503, "unavailable", "auth is unavailable; try again"))
 
     def user() -> Any:
         identity = auth.validate(httpkit.bearer_token())

@@ -7,13 +7,12 @@ from typing import Any
 import redis
 from flask import Flask, Response, jsonify, request
 
-from services.common import httpkit, messaging
-from services.common.authclient import AuthClient, AuthUnavailable
-from services.common.httpkit import ApiError, check_internal_key, json_body
+from services.common import httpkit, messaging, validation
+from services.common.authclient import AuthClient
+from services.common.errors import ApiError
+from services.common.httpkit import check_internal_key, json_body
 
-from . import core
 from .config import Settings
-from .core import Refusal
 from .service import UploaderMetrics, UploadService
 from .store import UploadStore
 
@@ -44,10 +43,6 @@ def create_app(settings: Settings, *, store: UploadStore | None = None, broker: 
     app.extensions["upload_service"] = service
     internal_key = settings.common.internal_api_key
 
-    @app.errorhandler(AuthUnavailable)
-    def _auth_down(_err: AuthUnavailable) -> Response:
-        return httpkit.error_response(ApiError(503, "unavailable", "auth is unavailable; try again"))
-
     # --- internal routes (the gateway, pool_aggregator) ----------------------------
     @app.post("/uploads")
     def start_upload() -> Response:
@@ -63,11 +58,11 @@ def create_app(settings: Settings, *, store: UploadStore | None = None, broker: 
         check_internal_key(internal_key)
         chunk_size = settings.limits.chunk_size
         if request.content_length is not None and request.content_length > chunk_size:
-            raise Refusal(413, "too_large", f"a chunk is at most {chunk_size} bytes")
+            raise ApiError(413, "too_large", f"a chunk is at most {chunk_size} bytes")
         # Bounded read: never more than one chunk (+1 byte to see an oversize body) in memory.
         data = request.stream.read(chunk_size + 1)
         if len(data) > chunk_size:
-            raise Refusal(413, "too_large", f"a chunk is at most {chunk_size} bytes")
+            raise ApiError(413, "too_large", f"a chunk is at most {chunk_size} bytes")
         result = service.write_chunk(file_id, index, data, owner_id=request.headers.get("X-Owner-Id", ""),
                                      writer=request.headers.get("X-Writer", ""),
                                      chunk_sha256=request.headers.get("X-Chunk-Sha256"))
@@ -123,7 +118,7 @@ def create_app(settings: Settings, *, store: UploadStore | None = None, broker: 
                    "timestamp": request.form.get("timestamp") or None,
                    "metadata": request.form.get("metadata") or None,
                    "sha256": request.form.get("sha256") or None}
-        core.sanitize_file_name(part.filename or "")
+        validation.check_file_name(part.filename or "")
         file_id = service.upload_stream(stream, size, payload, owner_id=owner_id, owner_name=owner_name)
         return _json({"file_id": file_id}, 201)
 

@@ -1,23 +1,21 @@
 """Pure upload logic: validation, chunk arithmetic, content sniffing, retry decisions.
 
 No I/O here: app.py and store.py call these functions with what they read.
-Every refusal is a ``Refusal`` carrying SPEC's status and error code; the app
-turns it into ``{"error": {"code", "message"}}``.
+Every refusal is the fleet's ``ApiError`` carrying SPEC's status and error code;
+the routes answer it as ``{"error": {"code", "message"}}``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.common import timeutil
+from services.common import validation
 from services.common.contracts import MAX_STORE_ATTEMPTS, UploadItem
-from services.common.errors import ApiError
+from services.common.errors import ApiError, bad_request
 
 MiB = 1024 * 1024
 
@@ -51,22 +49,6 @@ EXECUTABLE_MAGIC: tuple[tuple[bytes, str], ...] = (
 )
 MAGIC_LENGTH = 4  # the longest magic above
 
-MAX_NAME_BYTES = 255
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-
-
-# The upload rules refuse with SPEC's error (status and code); the pure error type
-# is shared with every service.
-Refusal = ApiError
-
-
-def bad_request(message: str, **extra: Any) -> Refusal:
-    return Refusal(400, "bad_request", message, **extra)
-
-
-def conflict(message: str, **extra: Any) -> Refusal:
-    return Refusal(409, "conflict", message, **extra)
 
 
 @dataclass(frozen=True)
@@ -82,30 +64,11 @@ class Limits:
 # --- names, types, sizes -----------------------------------------------------
 
 
-def sanitize_file_name(name: Any) -> str:
-    """The base name only, no path parts or control characters, 1..255 UTF-8 bytes.
-
-    Path parts are stripped rather than refused (a browser may send
-    ``C:\\fakepath\\x.txt``); what is left must be a usable name.
-    """
-    if not isinstance(name, str):
-        raise bad_request("file_name must be a string")
-    name = unicodedata.normalize("NFC", name)
-    base = re.split(r"[\\/]", name)[-1].strip()
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in base):
-        raise bad_request("file_name must not contain control characters")
-    if base in ("", ".", ".."):
-        raise bad_request("file_name is empty or not a file name")
-    if len(base.encode("utf-8")) > MAX_NAME_BYTES:
-        raise bad_request(f"file_name is longer than {MAX_NAME_BYTES} bytes")
-    return base
-
-
 def check_extension(name: str, forbidden: Iterable[str]) -> None:
     lowered = name.lower().rstrip(". ")  # Windows ignores trailing dots/spaces: "x.exe." runs
     for ext in forbidden:
         if lowered.endswith(ext.lower()):
-            raise Refusal(415, "forbidden_type", f"files of type {ext} are not accepted")
+            raise ApiError(415, "forbidden_type", f"files of type {ext} are not accepted")
 
 
 def check_content_type(content_type: Any) -> str:
@@ -116,7 +79,7 @@ def check_content_type(content_type: Any) -> str:
         raise bad_request("content_type must be a short string")
     base = content_type.split(";", 1)[0].strip().lower()
     if base in EXECUTABLE_CONTENT_TYPES:
-        raise Refusal(415, "forbidden_type", f"content type {base} is not accepted")
+        raise ApiError(415, "forbidden_type", f"content type {base} is not accepted")
     return content_type.strip()
 
 
@@ -131,36 +94,20 @@ def sniff_executable(head: bytes) -> str | None:
 def check_content(head: bytes) -> None:
     what = sniff_executable(head)
     if what is not None:
-        raise Refusal(415, "forbidden_type", f"the content is {what}; executables are not accepted")
+        raise ApiError(415, "forbidden_type", f"the content is {what}; executables are not accepted")
 
 
 def check_size(size: Any, limits: Limits) -> int:
     if isinstance(size, bool) or not isinstance(size, int):
         raise bad_request("size must be an integer number of bytes")
     if size == 0:
-        raise Refusal(400, "empty_file", "the file is empty")
+        raise ApiError(400, "empty_file", "the file is empty")
     if size < 0:
         raise bad_request("size must be positive")
     if size > limits.max_file_size:
-        raise Refusal(413, "too_large", f"the file is larger than {limits.max_file_size} bytes",
+        raise ApiError(413, "too_large", f"the file is larger than {limits.max_file_size} bytes",
                       max_size=limits.max_file_size)
     return size
-
-
-def check_sha256(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or not _SHA256.match(value.lower()):
-        raise bad_request("sha256 must be 64 hexadecimal characters")
-    return value.lower()
-
-
-def check_id(value: Any, what: str) -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str | int) or isinstance(value, bool) or not _ID.match(str(value)):
-        raise bad_request(f"{what} is not a valid id")
-    return str(value)
 
 
 def parse_metadata(value: Any, max_bytes: int) -> dict[str, Any]:
@@ -169,7 +116,7 @@ def parse_metadata(value: Any, max_bytes: int) -> dict[str, Any]:
         return {}
     if isinstance(value, str | bytes):
         if len(value) > max_bytes:
-            raise Refusal(413, "too_large", f"metadata is larger than {max_bytes} bytes")
+            raise ApiError(413, "too_large", f"metadata is larger than {max_bytes} bytes")
         try:
             value = json.loads(value)
         except ValueError as exc:
@@ -178,17 +125,12 @@ def parse_metadata(value: Any, max_bytes: int) -> dict[str, Any]:
         raise bad_request("metadata must be a JSON object")
     encoded = json.dumps(value, separators=(",", ":"))
     if len(encoded.encode()) > max_bytes:
-        raise Refusal(413, "too_large", f"metadata is larger than {max_bytes} bytes")
+        raise ApiError(413, "too_large", f"metadata is larger than {max_bytes} bytes")
     return value
 
 
 def parse_timestamp(value: Any, default: str) -> str:
-    if value is None or value == "":
-        return default
-    try:
-        return timeutil.iso(timeutil.parse(value))
-    except timeutil.BadTimestamp as exc:
-        raise bad_request(str(exc)) from exc
+    return default if value is None or value == "" else validation.check_timestamp(value)
 
 
 # --- items -------------------------------------------------------------------
@@ -226,7 +168,7 @@ def build_items(upload_id: str, raw: Any, size: int, file_name: str, timestamp: 
             raise bad_request(f"items[{n}].timestamp is required")
         stamp = parse_timestamp(entry.get("timestamp"), timestamp)
         name = entry.get("name")
-        name = sanitize_file_name(name) if name not in (None, "") else f"{file_name}.{n:04d}"
+        name = validation.check_file_name(name) if name not in (None, "") else f"{file_name}.{n:04d}"
         check_extension(name, limits.forbidden_extensions)
         items.append(UploadItem(file_id=item_file_id(upload_id, n), offset=offset, length=length,
                                 timestamp=stamp, name=name))
@@ -268,7 +210,7 @@ def check_chunk(size: int, chunk_size: int, index: int, length: int) -> None:
         raise bad_request(f"chunk index {index} is outside 0..{count - 1}")
     expected = chunk_length(size, chunk_size, index)
     if length > expected:
-        raise Refusal(413, "too_large", f"chunk {index} must be {expected} bytes, got {length}",
+        raise ApiError(413, "too_large", f"chunk {index} must be {expected} bytes, got {length}",
                       expected=expected)
     if length != expected:
         raise bad_request(f"chunk {index} must be {expected} bytes, got {length}", expected=expected)
@@ -316,18 +258,18 @@ class UploadPlan:
 def plan_upload(payload: Mapping[str, Any], *, upload_id: str, owner_id: str, owner_name: str,
                 limits: Limits, now: str) -> UploadPlan:
     """Validate a start-transfer request; every rule of SPEC's start-transfer is here."""
-    file_name = sanitize_file_name(payload.get("file_name"))
+    file_name = validation.check_file_name(payload.get("file_name"))
     check_extension(file_name, limits.forbidden_extensions)
     content_type = check_content_type(payload.get("content_type"))
     size = check_size(payload.get("size"), limits)
-    sha256 = check_sha256(payload.get("sha256"))
-    pool_id = check_id(payload.get("pool_id"), "pool_id")
+    sha256 = validation.optional_sha256(payload.get("sha256"))
+    pool_id = validation.optional_id(payload.get("pool_id"), "pool_id")
     timestamp = parse_timestamp(payload.get("timestamp"), now)
     metadata = parse_metadata(payload.get("metadata"), limits.max_metadata_bytes)
     kind = payload.get("kind") or "file"
     if kind not in ("file", "result"):
         raise bad_request("kind must be file or result")
-    group_id = check_id(payload.get("group_id"), "group_id")
+    group_id = validation.optional_id(payload.get("group_id"), "group_id")
     items = build_items(upload_id, payload.get("items"), size, file_name, timestamp, limits)
     return UploadPlan(upload_id=upload_id, owner_id=owner_id, owner_name=owner_name, file_name=file_name,
                       size=size, content_type=content_type, sha256=sha256, pool_id=pool_id,

@@ -15,14 +15,14 @@ import uuid
 from collections import OrderedDict
 from typing import IO, Any
 
-from services.common import contracts, httpkit, messaging, timeutil
+from services.common import contracts, errors, httpkit, messaging, timeutil, validation
 from services.common.audit import AuditTrail
 from services.common.contracts import FileStatusChanged, StoreUpload, UploadItem
+from services.common.errors import ApiError
 from services.common.httpkit import ServiceMetrics
 
 from . import core
 from .config import Settings
-from .core import Refusal
 from .store import CACHED, UPLOADING, UploadStore
 
 log = logging.getLogger(__name__)
@@ -157,9 +157,9 @@ class UploadService:
         self.load = LoadGauge(settings, store, broker)
 
     # --- helpers -------------------------------------------------------------
-    def _overloaded(self, message: str) -> Refusal:
+    def _overloaded(self, message: str) -> ApiError:
         self.metrics.overloaded.inc()
-        return Refusal(429, "overloaded", message, retry_after=self.settings.overload_retry_after)
+        return ApiError(429, "overloaded", message, retry_after=self.settings.overload_retry_after)
 
     def check_load(self) -> None:
         reasons = self.load.reasons()
@@ -167,10 +167,10 @@ class UploadService:
             raise self._overloaded("the service is busy (" + "; ".join(reasons) + "); try again later")
 
     def _session(self, file_id: str, owner_id: str) -> dict[str, Any]:
-        session = self.store.session(file_id) if core.check_id(file_id, "file_id") else None
+        session = self.store.session(file_id) if validation.optional_id(file_id, "file_id") else None
         # Another owner's upload answers like an unknown one: ids are not to be probed.
         if session is None or session["owner_id"] != str(owner_id):
-            raise Refusal(404, "not_found", "no such upload")
+            raise ApiError(404, "not_found", "no such upload")
         return session
 
     def _drop(self, session: dict[str, Any], reason: str) -> None:
@@ -182,7 +182,7 @@ class UploadService:
     def start(self, payload: dict[str, Any], *, owner_id: str, owner_name: str,
               writer: str) -> tuple[dict[str, Any], int]:
         if not owner_id or not writer:
-            raise core.bad_request("owner_id and writer are required")
+            raise errors.bad_request("owner_id and writer are required")
         if payload.get("file_id"):
             return self.resume(str(payload["file_id"]), owner_id=owner_id, writer=writer), 200
         self.check_load()
@@ -201,10 +201,10 @@ class UploadService:
     def resume(self, file_id: str, *, owner_id: str, writer: str) -> dict[str, Any]:
         session = self._session(file_id, owner_id)
         if session["status"] != UPLOADING:
-            raise core.conflict("the upload is already complete")
+            raise errors.conflict("the upload is already complete")
         # A new writer takes over only when the previous one released or let its lock expire.
         if not self.store.acquire_writer(file_id, writer):
-            raise core.conflict("another connection is writing this upload")
+            raise errors.conflict("another connection is writing this upload")
         self.store.touch(file_id, session["chunk_count"], self.settings.upload_ttl_seconds)
         have = self.store.existing_chunks(file_id, session["chunk_count"])
         return {"file_id": file_id, "chunk_size": session["chunk_size"],
@@ -216,20 +216,20 @@ class UploadService:
         started = time.perf_counter()
         session = self._session(file_id, owner_id)
         if session["status"] != UPLOADING:
-            raise core.conflict("the upload is already complete")
+            raise errors.conflict("the upload is already complete")
         index = core.parse_index(raw_index)
         core.check_chunk(session["size"], session["chunk_size"], index, len(data))
-        declared = core.check_sha256(chunk_sha256)
+        declared = validation.optional_sha256(chunk_sha256)
         if declared and hashlib.sha256(data).hexdigest() != declared:
-            raise core.bad_request(f"chunk {index} does not match its sha256; it was not stored")
+            raise errors.bad_request(f"chunk {index} does not match its sha256; it was not stored")
         if not writer or not self.store.refresh_writer(file_id, writer):
-            raise core.conflict("this connection does not hold the upload's writer lock; "
+            raise errors.conflict("this connection does not hold the upload's writer lock; "
                                 "send start-transfer with the file_id to resume")
         items = [UploadItem(**i) for i in session["items"]]
         for offset in core.item_heads_in_chunk(items, index, session["chunk_size"]):
             try:
                 core.check_content(data[offset:offset + core.MAGIC_LENGTH])
-            except Refusal:
+            except ApiError:
                 # An executable is never kept, not even as a resumable upload.
                 self._drop(session, "forbidden_type")
                 self.audit.record("upload_refused", actor=session["owner_id"], file_id=file_id,
@@ -237,7 +237,7 @@ class UploadService:
                 raise
         outcome = self.store.put_chunk(file_id, index, data)
         if outcome == "different":
-            raise core.conflict(f"chunk {index} was already received with different bytes")
+            raise errors.conflict(f"chunk {index} was already received with different bytes")
         if outcome == "new":
             self.metrics.bytes.inc(len(data))
         self.hashes.advance(file_id, index, data)
@@ -246,18 +246,18 @@ class UploadService:
         return {"file_id": file_id, "index": index, "received": received}
 
     def release(self, file_id: str, writer: str) -> bool:
-        core.check_id(file_id, "file_id")
+        validation.optional_id(file_id, "file_id")
         return self.store.release_writer(file_id, writer)
 
     def describe(self, file_id: str, owner_id: str) -> dict[str, Any]:
-        session = self.store.session(file_id) if core.check_id(file_id, "file_id") else None
+        session = self.store.session(file_id) if validation.optional_id(file_id, "file_id") else None
         if session is None:
             tomb = self.store.status(file_id)
             if tomb and tomb.get("owner_id") == str(owner_id):
                 return {"file_id": file_id, "status": tomb["status"], "received": [], "missing": []}
-            raise Refusal(404, "not_found", "no such upload")
+            raise ApiError(404, "not_found", "no such upload")
         if session["owner_id"] != str(owner_id):
-            raise Refusal(404, "not_found", "no such upload")
+            raise ApiError(404, "not_found", "no such upload")
         have = self.store.existing_chunks(file_id, session["chunk_count"])
         tomb = self.store.status(file_id) or {}
         return {"file_id": file_id, "status": tomb.get("status", session["status"]), "size": session["size"],
@@ -271,37 +271,37 @@ class UploadService:
         for i in range(index, session["chunk_count"]):
             data = self.store.read_chunk(upload_id, i)
             if data is None:
-                raise core.conflict("a chunk disappeared while completing", missing=[i])
+                raise errors.conflict("a chunk disappeared while completing", missing=[i])
             hasher.update(data)
         return hasher.hexdigest()
 
     def complete(self, file_id: str, *, owner_id: str, writer: str | None) -> dict[str, Any]:
-        session = self.store.session(file_id) if core.check_id(file_id, "file_id") else None
+        session = self.store.session(file_id) if validation.optional_id(file_id, "file_id") else None
         if session is None:
             tomb = self.store.status(file_id)
             if tomb and tomb.get("owner_id") == str(owner_id):
                 if tomb["status"] == contracts.FAILED:
-                    raise core.conflict("the upload failed; start it again")
+                    raise errors.conflict("the upload failed; start it again")
                 if tomb["status"] != UPLOADING:
                     return {"file_id": file_id, "status": CACHED}
-            raise Refusal(404, "not_found", "no such upload")
+            raise ApiError(404, "not_found", "no such upload")
         if session["owner_id"] != str(owner_id):
-            raise Refusal(404, "not_found", "no such upload")
+            raise ApiError(404, "not_found", "no such upload")
         if session["status"] == CACHED:
             return {"file_id": file_id, "status": CACHED}  # idempotent: already published once
         current = self.store.writer(file_id)
         if current is not None and current != writer:
-            raise core.conflict("another connection is writing this upload")
+            raise errors.conflict("another connection is writing this upload")
         count = session["chunk_count"]
         have = self.store.existing_chunks(file_id, count)
         missing = core.missing_indexes(count, have)
         if missing:
-            raise core.conflict(f"{len(missing)} chunk(s) missing", missing=missing[:1000])
+            raise errors.conflict(f"{len(missing)} chunk(s) missing", missing=missing[:1000])
         sha256 = self._whole_sha256(session)
         if session["sha256"] and session["sha256"] != sha256:
             # Corrupt data: nothing to resume from, the bytes do not make the declared file.
             self._drop(session, "sha256_mismatch")
-            raise core.bad_request("sha256 mismatch: the received bytes do not match the declared sha256")
+            raise errors.bad_request("sha256 mismatch: the received bytes do not match the declared sha256")
         self.store.touch(file_id, count, self.settings.cached_ttl_seconds)
         if not self.store.mark_cached(file_id, session["size"]):
             return {"file_id": file_id, "status": CACHED}  # a concurrent complete won the transition
@@ -311,7 +311,7 @@ class UploadService:
         except messaging.PublishError:
             # Not accepted by the broker: back to uploading so the client's retry publishes it.
             self.store.unmark_cached(file_id)
-            raise Refusal(503, "unavailable",
+            raise ApiError(503, "unavailable",
                           "the store queue is unavailable; complete again later") from None
         self.store.set_status(file_id, CACHED, sha256=sha256)
         self.store.free_slot(session["owner_id"], file_id)
@@ -343,7 +343,7 @@ class UploadService:
                 want = core.chunk_length(size, chunk_size, index)
                 data = httpkit.read_exactly(stream, want)
                 if len(data) != want:
-                    raise core.bad_request("the file part ended early")
+                    raise errors.bad_request("the file part ended early")
                 self.write_chunk(file_id, index, data, owner_id=owner_id, writer=writer)
             self.complete(file_id, owner_id=owner_id, writer=writer)
         except BaseException:
@@ -356,12 +356,12 @@ class UploadService:
     # --- status updates (PUT /file/update/status) ---------------------------------
     def update_status(self, file_id: Any, status: Any) -> dict[str, Any]:
         if status not in (contracts.UPLOADED, contracts.FAILED):
-            raise core.bad_request(f"status must be {contracts.UPLOADED} or {contracts.FAILED}")
-        if not isinstance(file_id, str) or not core.check_id(file_id, "file_id"):
-            raise core.bad_request("file_id is required")
+            raise errors.bad_request(f"status must be {contracts.UPLOADED} or {contracts.FAILED}")
+        if not isinstance(file_id, str) or not validation.optional_id(file_id, "file_id"):
+            raise errors.bad_request("file_id is required")
         tomb = self.store.status(file_id)
         if tomb is None:
-            raise Refusal(404, "not_found", "no such upload")
+            raise ApiError(404, "not_found", "no such upload")
         self.store.set_status(file_id, status)
         if status == contracts.FAILED:
             session = self.store.session(file_id)

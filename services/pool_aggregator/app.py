@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -18,9 +17,9 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from services.common import httpkit, mongo
+from services.common import httpkit, mongo, validation
 from services.common.audit import AuditTrail
-from services.common.authclient import AuthClient, AuthUnavailable
+from services.common.authclient import AuthClient
 from services.common.httpkit import ApiError, bad_request, conflict, forbidden, not_found, unauthorized
 from services.common.messaging import Broker
 from services.common.timeutil import BadTimestamp, now_iso, parse
@@ -39,7 +38,6 @@ from .worker import StoredHandler
 log = logging.getLogger(__name__)
 
 SERVICE = "pool_aggregator"
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass
@@ -98,10 +96,6 @@ def create_app(settings: Settings, *, db: Any = None, broker: Any = None, auth: 
     handler = StoredHandler(store, pools, broker, metrics, lifecycle, clock=clock)
     app.extensions[SERVICE] = Components(store, pools, lifecycle, Ticker(lifecycle, settings.tick_seconds),
                                          handler, metrics, broker)
-
-    @app.errorhandler(AuthUnavailable)
-    def _auth_down(_err: AuthUnavailable) -> Response:
-        return httpkit.error_response(ApiError(503, "unavailable", "auth did not answer; try again"))
 
     # --- who is calling ------------------------------------------------------
 
@@ -211,9 +205,7 @@ def create_app(settings: Settings, *, db: Any = None, broker: Any = None, auth: 
         if not raw_name:
             raise bad_request("X-File-Name is required")
         file_name = core.sanitize_name(raw_name, fallback="result")
-        expected_sha = request.headers.get("X-Sha256", "").strip().lower() or None
-        if expected_sha is not None and not _SHA256.match(expected_sha):
-            raise bad_request("X-Sha256 must be 64 hex digits")
+        expected_sha = validation.optional_sha256(request.headers.get("X-Sha256", "").strip(), "X-Sha256")
         raw_length = request.headers.get("Content-Length")
         if raw_length is None:
             raise ApiError(411, "length_required", "Content-Length is required")

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from services.common import validation
 from services.common.timeutil import iso
 
 OPEN, READY, PROCESSING, DONE, FAILED = "open", "ready", "processing", "done", "failed"
@@ -130,14 +131,7 @@ def check_status_filter(value: str | None) -> str | None:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def sanitize_name(name: str, max_length: int = 120, fallback: str = "file") -> str:
-    """A file name safe as a tar member or a stored name: no paths, no control chars, bounded."""
-    base = (name or "").replace("\\", "/").split("/")[-1]
-    cleaned = _UNSAFE.sub("_", base).strip("._")
-    cleaned = cleaned[:max_length].rstrip("._")
-    return cleaned or fallback
+sanitize_name = validation.safe_name
 
 
 def member_name(timestamp_iso: str, file_id: str, file_name: str) -> str:

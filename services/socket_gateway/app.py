@@ -20,14 +20,14 @@ import socketio
 from flask import Flask, Response, jsonify, send_from_directory
 from prometheus_client import Counter, Gauge
 
-from services.common import httpkit, logs, messaging, timeutil
+from services.common import errors, httpkit, logs, messaging, timeutil
 from services.common.audit import AuditTrail
 from services.common.authclient import AuthClient, AuthUnavailable, Identity
+from services.common.errors import ApiError
 
 from . import core, wsfast
 from .clients import AggregatorClient, FileManagerClient, UploaderClient
 from .config import Settings
-from .core import GatewayError
 from .store import SeenStore
 from .worker import Notifier
 
@@ -113,9 +113,9 @@ class Gateway:
                         ack = handler(sid, data)
                         self.metrics.events.labels(name, "ok").inc()
                         return ack
-                    except GatewayError as err:
+                    except ApiError as err:
                         self.metrics.events.labels(name, err.code).inc()
-                        return err.ack()
+                        return err.body()
                     except Exception:  # noqa: BLE001 - the socket gets an answer, the log the trace
                         log.exception("socket event failed")
                         self.metrics.events.labels(name, "internal_error").inc()
@@ -150,7 +150,7 @@ class Gateway:
     def _session(self, sid: str) -> dict[str, Any]:
         session = self.sio.get_session(sid)
         if not session or "user_id" not in session:
-            raise GatewayError("unauthorized", "this socket has no identity; reconnect with a token")
+            raise errors.unauthorized("this socket has no identity; reconnect with a token")
         return session
 
     def _fresh_identity(self, token: str) -> Identity:
@@ -160,7 +160,7 @@ class Gateway:
         except AuthUnavailable as exc:
             raise core.unavailable("auth") from exc
         if identity is None:
-            raise GatewayError("unauthorized", "the token is no longer valid; log in again")
+            raise errors.unauthorized("the token is no longer valid; log in again")
         return identity
 
     # --- connection ------------------------------------------------------------------------
@@ -218,7 +218,7 @@ class Gateway:
             if since is not None:
                 try:
                     results = self.aggregator.results(pool_id, token, since).get("results") or []
-                except GatewayError as err:
+                except ApiError as err:
                     log.warning("offline delivery failed", extra={"pool_id": pool_id, "code": err.code})
                     continue
                 for result in results:
@@ -253,7 +253,7 @@ class Gateway:
         for file_id in uploads:
             try:
                 self.uploader.release(file_id, writer=sid)
-            except GatewayError as err:
+            except ApiError as err:
                 # The writer lock expires on its own; the client's resume then waits for that.
                 log.info("release failed", extra={"file_id": file_id, "code": err.code})
         if "user_id" in session:
@@ -274,7 +274,7 @@ class Gateway:
             # Memberships change: the session's copy is as old as the socket, so ask auth now.
             identity = self._fresh_identity(session["token"])
             if not identity.can_contribute(body["pool_id"]):
-                raise GatewayError("forbidden", "only a contributor of the pool may upload to it")
+                raise errors.forbidden("only a contributor of the pool may upload to it")
             body.update(owner_id=identity.user_id, owner_name=identity.user_name, is_admin=identity.is_admin)
         ack = self.uploader.start(body)
         file_id = ack.get("file_id")
@@ -310,7 +310,7 @@ class Gateway:
         if not core.identity_from_session(session).is_member(pool_id):
             # The session may predate a new membership: ask auth before refusing.
             if not self._fresh_identity(session["token"]).is_member(pool_id):
-                raise GatewayError("forbidden", "only members of the pool may read its results")
+                raise errors.forbidden("only members of the pool may read its results")
         answer = self.aggregator.results(pool_id, session["token"], since)
         return {"results": answer.get("results", [])}
 

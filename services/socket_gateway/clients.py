@@ -3,7 +3,7 @@
 One ``requests.Session`` each: under eventlet's monkey-patching its sockets are green, and
 its urllib3 pool keeps connections alive, so a 1 MiB chunk costs one request on a warm
 connection rather than a TCP handshake. The pool is sized for many concurrent sockets.
-Every failure comes back as ``core.GatewayError`` carrying SPEC's code.
+Every failure comes back as ``errors.ApiError`` carrying SPEC's code.
 """
 
 from __future__ import annotations

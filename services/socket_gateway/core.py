@@ -6,54 +6,29 @@ socket, auth, Redis and the queues.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.common import timeutil
+from services.common import errors, timeutil, validation
 from services.common.authclient import Identity
 from services.common.contracts import FileStatusChanged, ResultPublished
+from services.common.errors import ApiError
 
 ADMINS_ROOM = "admins"
 
-# Ids end up in internal URL paths (/uploads/<id>, /pools/<id>/results): only safe characters,
-# so a client cannot walk the path ("../") or smuggle a query.
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-
-# HTTP status -> SPEC socket code, for answers that carry no code of their own.
-_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                 409: "conflict", 413: "too_large", 415: "forbidden_type", 429: "overloaded"}
-
-START_FIELDS = ("file_name", "size", "content_type", "sha256", "pool_id", "timestamp", "items", "metadata",
-                "file_id")
-
-
-class GatewayError(Exception):
-    """Answered to the socket as ``{"error": {"code", "message", ...}}``."""
-
-    def __init__(self, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.extra = extra
-
-    def ack(self) -> dict[str, Any]:
-        return error(self.code, self.message, **self.extra)
-
-
 def error(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, **{k: v for k, v in extra.items() if v is not None}}}
+    """An acknowledgement carrying SPEC's error."""
+    return ApiError.of(code, message, **extra).body()
 
 
-def unavailable(service: str, retry_after: int = 2) -> GatewayError:
+def unavailable(service: str, retry_after: int = 2) -> ApiError:
     # A dependency that does not answer is transient from the client's view: "overloaded" with
     # retry_after is the SPEC code clients already retry on.
-    return GatewayError("overloaded", f"{service} is unavailable; try again", retry_after=retry_after)
+    return errors.overloaded(f"{service} is unavailable; try again", retry_after)
 
 
-def error_from_http(status: int, body: Any, service: str) -> GatewayError:
+def error_from_http(status: int, body: Any, service: str) -> ApiError:
     """Carry a service's SPEC error (code, message, retry_after) through to the socket."""
     if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping):
         err = body["error"]
@@ -66,10 +41,10 @@ def error_from_http(status: int, body: Any, service: str) -> GatewayError:
         # Whatever a failing service calls it (internal_error, unavailable, ...), the socket
         # gets a SPEC code the clients retry on.
         return unavailable(service)
-    code = code or _STATUS_CODES.get(status, "bad_request")
+    code = code or errors.code_for(status)
     if code == "overloaded" and "retry_after" not in extra:
         extra["retry_after"] = 1
-    return GatewayError(code, message or f"{service} answered {status}", **extra)
+    return ApiError(status, code, message or f"{service} answered {status}", **extra)
 
 
 # --- rooms ----------------------------------------------------------------------------------
@@ -122,30 +97,11 @@ def _obj(payload: Any) -> dict[str, Any]:
     if payload is None:
         return {}
     if not isinstance(payload, dict):
-        raise GatewayError("bad_request", "the payload must be an object")
+        raise errors.bad_request("the payload must be an object")
     return payload
 
 
-def check_id(value: Any, name: str) -> str:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str) or not _ID.match(value):
-        raise GatewayError("bad_request", f"{name} must be an id of letters, digits, '_' or '-'")
-    return value
-
-
-def _check_int(value: Any, name: str, minimum: int = 0) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise GatewayError("bad_request", f"{name} must be an integer >= {minimum}")
-    return value
-
-
-def _check_iso(value: Any, name: str) -> str:
-    try:
-        timeutil.parse(value)
-    except timeutil.BadTimestamp as exc:
-        raise GatewayError("bad_request", f"{name}: {exc}") from exc
-    return value
+check_id = validation.check_id
 
 
 def start_transfer_request(payload: Any, identity: Identity, writer: str) -> dict[str, Any]:
@@ -157,29 +113,27 @@ def start_transfer_request(payload: Any, identity: Identity, writer: str) -> dic
         body["file_id"] = check_id(data["file_id"], "file_id")
     name = data.get("file_name")
     if not isinstance(name, str) or not name.strip() or len(name) > 255:
-        raise GatewayError("bad_request", "file_name must be a non-empty string of at most 255 characters")
+        raise errors.bad_request("file_name must be a non-empty string of at most 255 characters")
     body["file_name"] = name
-    body["size"] = _check_int(data.get("size"), "size")
+    body["size"] = validation.check_int(data.get("size"), "size")
     if data.get("content_type") is not None:
         if not isinstance(data["content_type"], str) or len(data["content_type"]) > 255:
-            raise GatewayError("bad_request", "content_type must be a string")
+            raise errors.bad_request("content_type must be a string")
         body["content_type"] = data["content_type"]
     if data.get("sha256") is not None:
-        if not isinstance(data["sha256"], str) or not _SHA256.match(data["sha256"]):
-            raise GatewayError("bad_request", "sha256 must be 64 hex digits")
-        body["sha256"] = data["sha256"].lower()
+        body["sha256"] = validation.check_sha256(data["sha256"])
     if data.get("pool_id") is not None:
         body["pool_id"] = check_id(data["pool_id"], "pool_id")
     if data.get("timestamp") is not None:
-        body["timestamp"] = _check_iso(data["timestamp"], "timestamp")
+        body["timestamp"] = validation.check_timestamp(data["timestamp"], "timestamp")
     if data.get("items") is not None:
         items = data["items"]
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-            raise GatewayError("bad_request", "items must be a list of {timestamp, offset, length, name?}")
+            raise errors.bad_request("items must be a list of {timestamp, offset, length, name?}")
         body["items"] = items
     if data.get("metadata") is not None:
         if not isinstance(data["metadata"], dict):
-            raise GatewayError("bad_request", "metadata must be an object")
+            raise errors.bad_request("metadata must be an object")
         body["metadata"] = data["metadata"]
     return body
 
@@ -187,18 +141,16 @@ def start_transfer_request(payload: Any, identity: Identity, writer: str) -> dic
 def write_chunk_request(payload: Any, max_chunk_bytes: int) -> tuple[str, int, bytes, str | None]:
     data = _obj(payload)
     file_id = check_id(data.get("file_id"), "file_id")
-    index = _check_int(data.get("index"), "index")
+    index = validation.check_int(data.get("index"), "index")
     chunk = data.get("data")
     if isinstance(chunk, bytearray | memoryview):
         chunk = bytes(chunk)
     if not isinstance(chunk, bytes):
-        raise GatewayError("bad_request", "data must be bytes (a binary attachment)")
+        raise errors.bad_request("data must be bytes (a binary attachment)")
     if len(chunk) > max_chunk_bytes:
-        raise GatewayError("too_large", f"a chunk may hold at most {max_chunk_bytes} bytes")
+        raise errors.too_large(f"a chunk may hold at most {max_chunk_bytes} bytes")
     sha = data.get("sha256")
-    if sha is not None and (not isinstance(sha, str) or not _SHA256.match(sha)):
-        raise GatewayError("bad_request", "sha256 must be 64 hex digits")
-    return file_id, index, chunk, (sha.lower() if sha else None)
+    return file_id, index, chunk, (None if sha is None else validation.check_sha256(sha))
 
 
 def file_id_request(payload: Any) -> str:
@@ -209,7 +161,7 @@ def results_request(payload: Any) -> tuple[str, str | None]:
     data = _obj(payload)
     pool_id = check_id(data.get("pool_id"), "pool_id")
     since = data.get("since")
-    return pool_id, (_check_iso(since, "since") if since is not None else None)
+    return pool_id, (validation.check_timestamp(since, "since") if since is not None else None)
 
 
 # --- offline delivery ----------------------------------------------------------------------

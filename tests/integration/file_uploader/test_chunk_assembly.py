@@ -14,9 +14,10 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from services.common import messaging
+from services.common.errors import ApiError
 from services.common.httpkit import ServiceMetrics
 from services.file_uploader.config import Settings
-from services.file_uploader.core import MAGIC_LENGTH, Limits, Refusal, sniff_executable
+from services.file_uploader.core import MAGIC_LENGTH, Limits, sniff_executable
 from services.file_uploader.service import UploaderMetrics, UploadService
 from services.file_uploader.store import UploadStore
 
@@ -63,7 +64,7 @@ def test_any_write_order(service_factory, data: bytes, writes: list[tuple[int, b
             piece = bytes([piece[0] ^ 0xFF]) + piece[1:]
         try:
             service.write_chunk(file_id, index, piece, owner_id="o", writer="w")
-        except Refusal as err:
+        except ApiError as err:
             if err.code == "forbidden_type":
                 # a corrupted first chunk that reads as an executable: refused, and the whole
                 # upload dropped (an executable is never kept)
@@ -79,7 +80,7 @@ def test_any_write_order(service_factory, data: bytes, writes: list[tuple[int, b
     missing = [i for i in range(count) if i not in first]
     try:
         result = service.complete(file_id, owner_id="o", writer="w")
-    except Refusal as err:
+    except ApiError as err:
         if missing:
             assert err.code == "conflict" and err.extra["missing"] == missing
         else:

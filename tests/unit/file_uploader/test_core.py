@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import pytest
 
+from services.common import validation
+from services.common.errors import ApiError
 from services.file_uploader import core
 from services.file_uploader.config import Settings
-from services.file_uploader.core import Limits, Refusal
+from services.file_uploader.core import Limits
 from services.file_uploader.service import StreamingHashes
 
 LIMITS = Limits(max_file_size=10 * core.MiB, chunk_size=core.MiB, max_items=3)
 NOW = "2024-05-01T10:00:00.000Z"
 
 
-def refused(fn, *args, **kwargs) -> Refusal:
-    with pytest.raises(Refusal) as info:
+def refused(fn, *args, **kwargs) -> ApiError:
+    with pytest.raises(ApiError) as info:
         fn(*args, **kwargs)
     return info.value
 
@@ -24,12 +26,12 @@ def refused(fn, *args, **kwargs) -> Refusal:
     ("dir/sub/ünïcode.dat", "ünïcode.dat"),
 ])
 def test_file_name_keeps_the_base_name(raw: str, expected: str) -> None:
-    assert core.sanitize_file_name(raw) == expected
+    assert validation.check_file_name(raw) == expected
 
 
 @pytest.mark.parametrize("raw", ["", ".", "..", "a/", "x\x00y", "bad\nname", "é" * 200, None, 5])
 def test_file_name_refusals(raw) -> None:
-    assert refused(core.sanitize_file_name, raw).code == "bad_request"
+    assert refused(validation.check_file_name, raw).code == "bad_request"
 
 
 @pytest.mark.parametrize("name", ["setup.EXE", "x.Sh", "lib.dll", "run.bat.", "a.jar", "p.ps1"])
@@ -80,8 +82,8 @@ def test_metadata_limit() -> None:
 
 
 def test_sha256_format() -> None:
-    assert core.check_sha256("A" * 64) == "a" * 64
-    assert refused(core.check_sha256, "abc").code == "bad_request"
+    assert validation.optional_sha256("A" * 64) == "a" * 64
+    assert refused(validation.optional_sha256, "abc").code == "bad_request"
 
 
 def test_chunk_math() -> None:

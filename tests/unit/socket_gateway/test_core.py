@@ -8,8 +8,8 @@ import pytest
 
 from services.common.authclient import Identity
 from services.common.contracts import FileStatusChanged, ResultPublished
+from services.common.errors import ApiError
 from services.socket_gateway import core
-from services.socket_gateway.core import GatewayError
 
 ALICE = Identity(user_id="u1", user_name="alice", role="user", pools={"p1": "contributor", "p2": "listener"},
                  token_id="t1")
@@ -45,7 +45,7 @@ def test_session_round_trip() -> None:
 ])
 def test_error_from_http(status, body, code, extra) -> None:
     err = core.error_from_http(status, body, "file_uploader")
-    ack = err.ack()
+    ack = err.body()
     assert ack["error"]["code"] == code
     assert isinstance(ack["error"]["message"], str) and ack["error"]["message"]
     for key, value in extra.items():
@@ -53,7 +53,7 @@ def test_error_from_http(status, body, code, extra) -> None:
 
 
 def test_message_passes_through() -> None:
-    ack = core.error_from_http(415, {"error": {"code": "forbidden_type", "message": "no .exe"}}, "x").ack()
+    ack = core.error_from_http(415, {"error": {"code": "forbidden_type", "message": "no .exe"}}, "x").body()
     assert ack == {"error": {"code": "forbidden_type", "message": "no .exe"}}
 
 
@@ -79,7 +79,7 @@ def test_start_transfer_takes_identity_from_session_not_payload() -> None:
     {"file_name": "a", "size": 1, "file_id": "a/b"}, {"file_name": "x" * 256, "size": 1},
 ])
 def test_start_transfer_refuses_bad_payloads(payload) -> None:
-    with pytest.raises(GatewayError) as info:
+    with pytest.raises(ApiError) as info:
         core.start_transfer_request(payload, ALICE, "s")
     assert info.value.code == "bad_request"
 
@@ -92,21 +92,22 @@ def test_write_chunk_request() -> None:
     for bad in ({"file_id": "f1", "index": 0, "data": "text"}, {"file_id": "f1", "index": -1, "data": b""},
                 {"file_id": "../f", "index": 0, "data": b""}, {"file_id": "f", "index": 0},
                 {"file_id": "f", "index": 0, "data": b"", "sha256": 5}):
-        with pytest.raises(GatewayError) as info:
+        with pytest.raises(ApiError) as info:
             core.write_chunk_request(bad, 10)
         assert info.value.code == "bad_request"
-    with pytest.raises(GatewayError) as info:
+    with pytest.raises(ApiError) as info:
         core.write_chunk_request({"file_id": "f", "index": 0, "data": b"x" * 11}, 10)
     assert info.value.code == "too_large"
 
 
 def test_results_request() -> None:
     assert core.results_request({"pool_id": "p1"}) == ("p1", None)
-    since = "2024-01-01T00:00:00Z"
-    assert core.results_request({"pool_id": 7, "since": since}) == ("7", since)
-    with pytest.raises(GatewayError):
+    # the time is passed on in the one wire format, whatever ISO form the client sent
+    assert core.results_request({"pool_id": 7, "since": "2024-01-01T02:00:00+02:00"}) == (
+        "7", "2024-01-01T00:00:00.000Z")
+    with pytest.raises(ApiError):
         core.results_request({"pool_id": "p1", "since": "soon"})
-    with pytest.raises(GatewayError):
+    with pytest.raises(ApiError):
         core.results_request({})
 
 
