@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from . import uploadkeys
+
 # File statuses (SPEC "file-status").
 CACHED = "cached"
 RETRYING = "retrying"
@@ -58,7 +60,16 @@ class Message:
                    and f.default_factory is dataclasses.MISSING]
         if missing:
             raise UnknownMessage(f"{cls.__name__} lacks {missing}")
-        return cls(**{k: v for k, v in data.items() if k in names})
+        try:
+            return cls(**cls._rebuild({k: v for k, v in data.items() if k in names}))
+        except (TypeError, ValueError) as exc:
+            raise UnknownMessage(f"{cls.__name__}: {exc}") from exc
+
+    @classmethod
+    def _rebuild(cls, fields: dict[str, Any]) -> dict[str, Any]:
+        """JSON turns nested dataclasses into dicts and tuples into lists; a contract with
+        nested parts rebuilds them here."""
+        return fields
 
 
 def decode(body: bytes) -> Message:
@@ -68,12 +79,9 @@ def decode(body: bytes) -> Message:
         data = doc["data"]
     except (ValueError, KeyError, TypeError) as exc:
         raise UnknownMessage(f"not a known message: {body[:80]!r}") from exc
-    message = cls.from_dict(data)
-    if isinstance(message, StoreUpload):
-        # JSON turns the tuple of items into lists of dicts; rebuild them.
-        message = dataclasses.replace(message, items=tuple(UploadItem(**i) if isinstance(i, dict) else i
-                                                            for i in message.items))
-    return message
+    if not isinstance(data, dict):
+        raise UnknownMessage(f"{doc['type']} data is not an object")
+    return cls.from_dict(data)
 
 
 @dataclass(frozen=True)
@@ -94,7 +102,8 @@ class UploadItem:
 class StoreUpload(Message):
     """Move a completely cached upload from Redis into permanent storage.
 
-    The bytes are in Redis at ``chunk_key(i)`` for ``i in range(chunk_count)``;
+    The bytes are in Redis at ``chunk_key(i)`` for ``i in range(chunk_count)``
+    (the layout is ``uploadkeys``');
     each item is one file record (a plain upload has one item covering it all).
     """
 
@@ -119,12 +128,15 @@ class StoreUpload(Message):
     group_id: str | None = None
 
     def chunk_key(self, index: int) -> str:
-        return chunk_key(self.cache_key, index)
+        return uploadkeys.chunk_key(self.cache_key, index)
 
-
-def chunk_key(cache_key: str, index: int) -> str:
-    """The Redis key of chunk ``index`` of the upload cached under ``cache_key``."""
-    return f"{cache_key}:chunk:{index}"
+    @classmethod
+    def _rebuild(cls, fields: dict[str, Any]) -> dict[str, Any]:
+        items = fields.get("items")
+        if not isinstance(items, list | tuple) or not all(isinstance(i, dict | UploadItem) for i in items):
+            raise ValueError("items must be a list of UploadItem objects")
+        fields["items"] = tuple(i if isinstance(i, UploadItem) else UploadItem(**i) for i in items)
+        return fields
 
 
 # --- events ---------------------------------------------------------------
@@ -157,7 +169,16 @@ class UploadStoreFailed(Message):
     upload_id: str
     attempt: int
     reason: str
-    command: dict[str, Any]  # the StoreUpload that failed, to be published again
+    command: StoreUpload  # the command that failed, published again (with attempt + 1) on a retry
+
+    @classmethod
+    def _rebuild(cls, fields: dict[str, Any]) -> dict[str, Any]:
+        command = fields.get("command")
+        if isinstance(command, dict):
+            fields["command"] = StoreUpload.from_dict(command)
+        elif not isinstance(command, StoreUpload):
+            raise ValueError("command must be a StoreUpload")
+        return fields
 
 
 @dataclass(frozen=True)

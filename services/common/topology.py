@@ -35,8 +35,9 @@ AGGREGATOR_QUEUE = QueueSpec("pool_aggregator.stored", ("file.stored",),
                              arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE})
 # Shared by every gateway process: one of them takes each notification and
 # emits it through python-socketio's message-queue manager, which reaches the
-# clients of every gateway.
-GATEWAY_QUEUE = QueueSpec("socket_gateway.notifications", ("file.status.*", "pool.result_published"),
+# clients of every gateway (file-status, pool-result, group-status).
+GATEWAY_QUEUE = QueueSpec("socket_gateway.notifications",
+                          ("file.status.*", "pool.result_published", "pool.group_changed"),
                           arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE})
 # A delayed message (a store retry) waits here for its per-message expiration,
 # then is dead-lettered back to EXCHANGE with its own routing key. One queue
@@ -50,7 +51,6 @@ DURABLE_QUEUES = (STORE_QUEUE, INDEX_QUEUE, AUDIT_QUEUE, STORE_FAILED_QUEUE, AGG
                   GATEWAY_QUEUE, RETRY_QUEUE, DEAD_LETTER_QUEUE)
 # Per-process control events (every gateway must see every one: it holds the sockets).
 CONTROL_BINDINGS = ("auth.token_revoked", "auth.membership_changed")
-
 
 
 

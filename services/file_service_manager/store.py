@@ -18,8 +18,8 @@ from bson import ObjectId
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from services.common import contracts, mongo, timeutil
-from services.common.contracts import StoreUpload, UploadItem, chunk_key
+from services.common import contracts, mongo, timeutil, uploadkeys
+from services.common.contracts import StoreUpload, UploadItem
 
 from . import core
 from .core import StoreFailure
@@ -37,7 +37,7 @@ class UploadCache:
     def item_pieces(self, msg: StoreUpload, item: UploadItem) -> Iterator[bytes]:
         """The item's bytes, one cached chunk (or part of one) at a time."""
         for index, start, end in core.item_spans(item, msg.chunk_size):
-            key = chunk_key(msg.cache_key, index)
+            key = msg.chunk_key(index)
             if start == 0 and end == msg.chunk_size:
                 data = self.r.get(key)
             else:
@@ -47,8 +47,7 @@ class UploadCache:
             yield data
 
     def drop(self, msg: StoreUpload) -> None:
-        keys = [msg.cache_key, f"{msg.cache_key}:received", f"{msg.cache_key}:writer"]
-        keys += [chunk_key(msg.cache_key, i) for i in range(msg.chunk_count)]
+        keys = list(uploadkeys.cached_keys(msg.cache_key, msg.chunk_count))
         for start in range(0, len(keys), 1000):
             self.r.delete(*keys[start:start + 1000])
 

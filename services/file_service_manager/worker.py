@@ -72,7 +72,7 @@ class Worker:
                 # Publishing the failure is the handler's durable outcome; if even that
                 # fails, raising requeues the StoreUpload (a later try decides again).
                 self.broker.publish(UploadStoreFailed(upload_id=message.upload_id, attempt=message.attempt,
-                                                      reason=reason[:500], command=message.to_dict()))
+                                                      reason=reason[:500], command=message))
                 return
             self.metrics.store_latency.observe(time.perf_counter() - started)
             self.announce(message, stored)

@@ -373,18 +373,17 @@ class UploadService:
         return {"file_id": file_id, "status": status}
 
     # --- store retries (worker) ------------------------------------------------------
-    def store_failed(self, upload_id: str, attempt: int, reason: str, command: dict[str, Any]) -> str:
+    def store_failed(self, upload_id: str, attempt: int, reason: str, store_cmd: StoreUpload) -> str:
         """Decide on a failed store; returns what was done (for logs and tests)."""
         if not self.store.claim_attempt(upload_id, attempt):
             return "duplicate"
         try:
-            return self._store_failed(upload_id, attempt, reason, command)
+            return self._store_failed(upload_id, attempt, reason, store_cmd)
         except BaseException:
             self.store.unclaim_attempt(upload_id, attempt)  # not handled: a redelivery must do it
             raise
 
-    def _store_failed(self, upload_id: str, attempt: int, reason: str, command: dict[str, Any]) -> str:
-        store_cmd = decode_store_upload(command)
+    def _store_failed(self, upload_id: str, attempt: int, reason: str, store_cmd: StoreUpload) -> str:
         decision = core.retry_decision(attempt)
         session = self.store.session(upload_id)
         if decision.retry and session is None:
@@ -414,13 +413,3 @@ class UploadService:
                           pool_id=store_cmd.pool_id, size=store_cmd.size, reason=reason, attempt=attempt)
         log.error("store failed for good", extra={"file_id": upload_id, "attempt": attempt, "reason": reason})
         return "failed"
-
-
-def decode_store_upload(command: dict[str, Any]) -> StoreUpload:
-    """The StoreUpload carried (as a dict) by UploadStoreFailed, items rebuilt."""
-    import json
-
-    message = contracts.decode(json.dumps({"type": "StoreUpload", "data": command}).encode())
-    if not isinstance(message, StoreUpload):
-        raise contracts.UnknownMessage("command is not a StoreUpload")
-    return message

@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from services.common.contracts import chunk_key
+from services.common import uploadkeys
 
 from .core import UploadPlan
 
@@ -114,23 +114,24 @@ class UploadStore:
         self._unclaim = client.register_script(_UNCLAIM_ATTEMPT)
 
     # --- keys --------------------------------------------------------------
+    # The layout is shared with file_service_manager, so it is written in ``uploadkeys`` only.
     def cache_key(self, file_id: str) -> str:
-        return f"{self.prefix}:upload:{file_id}"
+        return uploadkeys.session_key(self.prefix, file_id)
 
     def chunk_key(self, file_id: str, index: int) -> str:
-        return chunk_key(self.cache_key(file_id), index)
+        return uploadkeys.chunk_key(self.cache_key(file_id), index)
 
     def _received(self, file_id: str) -> str:
-        return f"{self.cache_key(file_id)}:received"
+        return uploadkeys.received_key(self.cache_key(file_id))
 
     def _writer(self, file_id: str) -> str:
-        return f"{self.cache_key(file_id)}:writer"
+        return uploadkeys.writer_key(self.cache_key(file_id))
 
     def _status(self, file_id: str) -> str:
-        return f"{self.cache_key(file_id)}:status"
+        return uploadkeys.status_key(self.cache_key(file_id))
 
     def _owner(self, owner_id: str) -> str:
-        return f"{self.prefix}:upload-owner:{owner_id}"
+        return uploadkeys.owner_key(self.prefix, owner_id)
 
     @property
     def _pending(self) -> str:
@@ -293,8 +294,7 @@ class UploadStore:
             session = self.session(file_id)
             chunk_count = session["chunk_count"] if session else 0
             owner_id = owner_id or (session or {}).get("owner_id")
-        keys = [self.cache_key(file_id), self._received(file_id), self._writer(file_id)]
-        keys += [self.chunk_key(file_id, i) for i in range(chunk_count)]
+        keys = list(uploadkeys.cached_keys(self.cache_key(file_id), chunk_count))
         removed = 0
         for start in range(0, len(keys), 1000):
             removed += self.r.delete(*keys[start:start + 1000])
@@ -335,14 +335,14 @@ class UploadStore:
 
     # --- sweeping ------------------------------------------------------------
     def upload_keys(self) -> Iterator[str]:
-        for key in self.r.scan_iter(f"{self.prefix}:upload:*", count=1000):
+        for key in self.r.scan_iter(uploadkeys.session_pattern(self.prefix), count=1000):
             yield _text(key)
 
     def owner_keys(self) -> Iterable[str]:
-        return (_text(k) for k in self.r.scan_iter(f"{self.prefix}:upload-owner:*", count=1000))
+        return (_text(k) for k in self.r.scan_iter(uploadkeys.owner_pattern(self.prefix), count=1000))
 
     def file_id_of(self, key: str) -> str | None:
-        base = f"{self.prefix}:upload:"
+        base = uploadkeys.session_prefix(self.prefix)
         if not key.startswith(base):
             return None
         return key[len(base):].split(":", 1)[0]

@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any
 
+from services.common import uploadkeys
 from services.common.periodic import start_periodic
 
 from .store import UPLOADING, UploadStore
@@ -45,7 +46,7 @@ def sweep(store: UploadStore, *, upload_ttl: int, dry_run: bool = False) -> dict
     removed: dict[str, list[str]] = {}
     for key in store.upload_keys():
         file_id = store.file_id_of(key)
-        if file_id in doomed and not key.endswith(":status"):
+        if file_id in doomed and not key.endswith(uploadkeys.STATUS_SUFFIX):
             removed.setdefault(file_id, []).append(key)
     deleted = 0
     for file_id, keys in removed.items():

@@ -1,4 +1,5 @@
-"""HTTP calls to the other services: file_uploader (results in) and file_service_manager (bytes out)."""
+"""HTTP calls to the other services: file_uploader (results in, through the shared
+``UploaderClient``) and file_service_manager (bytes out)."""
 
 from __future__ import annotations
 
@@ -7,59 +8,38 @@ from typing import Any
 
 import requests
 
-from services.common.httpkit import ApiError
+from services.common.errors import ApiError
+from services.common.serviceclient import UploaderClient
 
 RELAY_CHUNK = 64 * 1024
 
 
-def _upstream_error(response: requests.Response, what: str) -> ApiError:
-    """A 4xx of file_uploader is the caller's fault (too large, forbidden type): pass it on as is."""
-    try:
-        error = response.json()["error"]
-        code, message = str(error["code"]), str(error["message"])
-    except (ValueError, KeyError, TypeError):
-        code, message = "upstream_failed", f"{what} answered {response.status_code}"
-    if 400 <= response.status_code < 500 and response.status_code not in (401, 404):
+def _upstream_error(status: int, body: Any) -> ApiError:
+    """A 4xx of file_uploader is the caller's fault (too large, forbidden type): pass it on as is.
+
+    Anything else (unreachable, 5xx, our own key refused, a vanished session) is the
+    fleet's failure, answered to the processor as 502 ``upstream_failed``.
+    """
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("code"), str):
+        code, message = error["code"], str(error.get("message"))
+    else:
+        error, code, message = {}, "upstream_failed", f"answered {status}"
+    if 400 <= status < 500 and status not in (401, 404):
         extra = {"retry_after": error.get("retry_after")} if code == "overloaded" else {}
-        return ApiError(response.status_code, code, message, **{k: v for k, v in extra.items() if v})
-    return ApiError(502, "upstream_failed", f"{what} failed ({response.status_code}): {message}")
+        return ApiError(status, code, message, **{k: v for k, v in extra.items() if v})
+    return ApiError(502, "upstream_failed", f"file_uploader failed ({status}): {message}")
 
 
-class Uploader:
+class Uploader(UploaderClient):
     """file_uploader's internal upload routes, used to store a result like any other file."""
 
-    def __init__(self, base_url: str, internal_key: str, *, timeout: float = 30.0,
-                 session: requests.Session | None = None) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.headers = {"X-Internal-Key": internal_key}
-        self.timeout = timeout
-        self.session = session or requests.Session()
-
-    def _call(self, method: str, path: str, what: str, **kwargs: Any) -> dict:
-        try:
-            response = self.session.request(method, f"{self.base_url}{path}", timeout=self.timeout,
-                                            headers={**self.headers, **kwargs.pop("headers", {})}, **kwargs)
-        except requests.RequestException as exc:
-            raise ApiError(502, "upstream_failed", f"file_uploader unreachable: {exc}") from exc
-        if response.status_code >= 300:
-            raise _upstream_error(response, what)
-        return response.json()
-
-    def start(self, body: dict[str, Any]) -> dict:
-        return self._call("POST", "/uploads", "upload start", json=body)
-
-    def put_chunk(self, file_id: str, index: int, data: bytes, *, owner_id: str, writer: str) -> dict:
-        return self._call("PUT", f"/uploads/{file_id}/chunks/{index}", "chunk upload", data=data,
-                          headers={"X-Owner-Id": owner_id, "X-Writer": writer,
-                                   "Content-Type": "application/octet-stream"})
-
-    def complete(self, file_id: str, *, owner_id: str, writer: str) -> dict:
-        return self._call("POST", f"/uploads/{file_id}/complete", "upload complete",
-                          json={"owner_id": owner_id, "writer": writer})
+    def __init__(self, base_url: str, internal_key: str, *, timeout: float = 30.0) -> None:
+        super().__init__(base_url, internal_key, timeout=timeout, on_error=_upstream_error)
 
     def release(self, file_id: str, *, writer: str) -> None:
         try:
-            self._call("POST", f"/uploads/{file_id}/release", "release", json={"writer": writer})
+            super().release(file_id, writer=writer)
         except ApiError:
             pass  # best effort: the session expires on its own
 

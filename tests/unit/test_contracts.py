@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from services.common import contracts as c
+from services.common import topology
 
 
 def _store_upload(**overrides):
@@ -18,15 +19,78 @@ def _store_upload(**overrides):
     return c.StoreUpload(**{**base, **overrides})
 
 
-def test_every_message_round_trips():
-    message = _store_upload()
+def _examples() -> list[c.Message]:
+    """One instance of every contract, optional fields filled so nothing escapes the round trip."""
+    command = _store_upload()
+    return [
+        command,
+        c.FileStatusChanged(file_id="f", owner_id="1", status=c.RETRYING, attempt=2, reason="r", pool_id="p1",
+                            file_name="a.bin"),
+        c.UploadStoreFailed(upload_id="u1", attempt=2, reason="mongo down", command=command),
+        c.FileStored(file_id="u1-0000", upload_id="u1", owner_id="7", owner_name="alice", file_name="a",
+                     size=4, sha256="ab" * 32, content_type="text/plain", timestamp="2026-01-01T00:00:00Z",
+                     created="2026-01-01T00:00:06Z", pool_id="p1", kind="result", group_id="g1"),
+        c.FileGrouped(file_id="u1-0000", pool_id="p1", group_id="g1", late=True),
+        c.ResultPublished(result_id="r1", pool_id="p1", group_id="g1", window_start="a", window_end="b",
+                          file_name="r.bin", size=3, sha256="cd" * 32, created="c", download_url="http://x/file/r1"),
+        c.GroupChanged(pool_id="p1", group_id="g1", status="ready", window_start="a", window_end="b"),
+        c.TokenRevoked(token_id="t1", user_id="7"),
+        c.MembershipChanged(pool_id="p1", user_id="7", user_name="alice", role=None),
+        c.AuditRecorded(audit_id="a1", time="t", service="file_uploader", actor="7", action="upload_started",
+                        outcome="ok", file_id="u1", group_id="g1", pool_id="p1", bytes=10, sha256="ab" * 32,
+                        detail={"attempt": 1, "nested": {"k": [1]}}),
+    ]
+
+
+def test_the_examples_cover_every_contract():
+    assert {type(m) for m in _examples()} == set(c._REGISTRY.values())
+
+
+@pytest.mark.parametrize("message", _examples(), ids=lambda m: type(m).__name__)
+def test_every_message_round_trips(message):
     decoded = c.decode(message.encode())
-    assert decoded == message
-    assert isinstance(decoded.items[0], c.UploadItem)
-    assert message.chunk_key(2) == "p:upload:u1:chunk:2"
+    assert decoded == message and type(decoded) is type(message)
+
+
+def test_nested_parts_come_back_typed():
+    failed = c.decode(_examples()[2].encode())
+    assert isinstance(failed, c.UploadStoreFailed)
+    assert isinstance(failed.command, c.StoreUpload) and isinstance(failed.command.items[0], c.UploadItem)
+    assert failed.command.chunk_key(2) == "p:upload:u1:chunk:2"
     status = c.FileStatusChanged(file_id="f", owner_id="1", status=c.RETRYING, attempt=2)
-    assert c.decode(status.encode()) == status
     assert status.key() == "file.status.retrying"
+
+
+@pytest.mark.parametrize("body", [
+    b'{"type": "UploadStoreFailed", "data": {"upload_id": "u", "attempt": 1, "reason": "x", "command": {}}}',
+    b'{"type": "UploadStoreFailed", "data": {"upload_id": "u", "attempt": 1, "reason": "x", "command": 3}}',
+    b'{"type": "FileGrouped", "data": []}',
+])
+def test_malformed_nested_parts_are_refused(body):
+    with pytest.raises(c.UnknownMessage):
+        c.decode(body)
+
+
+def _published_keys() -> list[tuple[str, str]]:
+    keys = []
+    for message in _examples():
+        if isinstance(message, c.FileStatusChanged):
+            keys += [(type(message).__name__, f"file.status.{status}") for status in c.FILE_STATUSES]
+        else:
+            keys.append((type(message).__name__, message.key()))
+    return keys
+
+
+@pytest.mark.parametrize(("name", "key"), _published_keys())
+def test_every_published_routing_key_reaches_a_queue(name, key):
+    """A message nobody is bound to is silently dropped by the topic exchange: never again."""
+    if key in topology.CONTROL_BINDINGS:
+        return  # each gateway binds its own exclusive control queue to these (messaging.ControlConsumer)
+    assert topology.queues_for(topology.EXCHANGE, key), f"{name} ({key}) reaches no queue"
+
+
+def test_control_bindings_are_published_keys():
+    assert set(topology.CONTROL_BINDINGS) <= {key for _, key in _published_keys()}
 
 
 def test_messages_are_frozen_and_carry_no_bytes():

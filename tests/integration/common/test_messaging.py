@@ -55,7 +55,10 @@ def test_failed_handler_requeues_and_unknown_bodies_are_dead_lettered(amqp_url):
     consumer = Consumer(amqp_url, STORE_QUEUE, flaky, name="store", retry_pause=0.1)
     consumer.start()
     try:
-        failed = c.UploadStoreFailed(upload_id="u9", attempt=1, reason="x", command={})
+        command = c.StoreUpload(upload_id="u9", owner_id="1", owner_name="a", file_name="a", size=1,
+                                sha256="ab" * 32, content_type="t", chunk_size=1, chunk_count=1,
+                                cache_key="p:upload:u9", items=(), created="t")
+        failed = c.UploadStoreFailed(upload_id="u9", attempt=1, reason="x", command=command)
         # A StoreFailed body on the store queue is a known contract but the wrong type for the
         # handler; the handler sees it anyway (routing is the publisher's job).
         broker.publish(failed, routing_key="upload.store")

@@ -114,7 +114,7 @@ def test_missing_chunk_reports_a_failure(make_pipeline) -> None:
         p.worker.handle_store(command)
         msg = failed.wait_for(lambda m: len(m) >= 1)[0]
     assert msg.upload_id == command.upload_id and msg.attempt == 1 and "missing" in msg.reason
-    assert msg.command["cache_key"] == command.cache_key
+    assert msg.command == command  # the very command, typed, ready to publish again
     assert (
         p.index.db["fs.files"].count_documents({}) == 0 and p.index.db["fs.chunks"].count_documents({}) == 0
     )
@@ -171,5 +171,8 @@ def test_forced_failure_retries_three_times_then_fails(make_pipeline) -> None:
     assert redis_keys(p, file_id) == {f"{p.prefix}:upload:{file_id}:status"}
     assert p.index.record(file_id)["status"] == "upload_failed"
     assert p.index.db["fs.files"].count_documents({}) == 0
-    # A redelivered final failure changes nothing.
-    assert p.upload_service.store_failed(file_id, 3, "again", {}) == "duplicate"
+    # A redelivered final failure changes nothing (the attempt is claimed before the command is read).
+    command = StoreUpload(upload_id=file_id, owner_id="u1", owner_name="u", file_name="fail-me.bin", size=1,
+                          sha256="ab" * 32, content_type="t", chunk_size=CHUNK, chunk_count=1,
+                          cache_key=f"{p.prefix}:upload:{file_id}", items=(), created="t")
+    assert p.upload_service.store_failed(file_id, 3, "again", command) == "duplicate"
