@@ -1,0 +1,102 @@
+"""How every service runs beside its web server: prepare, consume, repeat, serve, stop.
+
+``create_app`` only wires; it describes what else the process must run in one
+``Runtime`` (kept in ``app.extensions["runtime"]``): a ``prepare`` step
+(migrations, indexes; retried while a dependency is still starting), the
+consumers of ``handlers.CONSUMERS`` built from the app's deps, and periodic
+passes (sweepers, tickers). Every ``__main__`` is then the same five lines::
+
+    settings = load_or_exit(SERVICE, Settings.from_env)
+    logs.configure_service(SERVICE, settings.common)
+    app = create_app(settings)
+    stop = runtime.start(app, settings.common.amqp_url)
+    runtime.serve(app, settings.host, settings.port, stop, threads=settings.threads)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .handlers import ConsumerSpec
+from .periodic import start_periodic
+
+log = logging.getLogger(__name__)
+
+# In compose or Kubernetes a database may come up after us: prepare is retried this long.
+PREPARE_WAIT_SECONDS = 60.0
+PREPARE_RETRY_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """A pass run every ``interval`` seconds in its own thread (0 turns it off)."""
+
+    name: str
+    interval: float
+    work: Callable[[], object]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    prepare: Callable[[], object] | None = None
+    consumers: Sequence[ConsumerSpec] = ()
+    periodic: Sequence[Periodic] = ()
+    # Started after prepare; each returns a stop function (the pool ticker, for one).
+    services: Sequence[Callable[[], Callable[[], None]]] = field(default_factory=tuple)
+
+
+def runtime_of(app: Any) -> Runtime:
+    runtime = app.extensions.get("runtime") if hasattr(app, "extensions") else None
+    return runtime if isinstance(runtime, Runtime) else Runtime()
+
+
+def prepare(step: Callable[[], object], *, wait: float = PREPARE_WAIT_SECONDS,
+            pause: float = PREPARE_RETRY_SECONDS) -> None:
+    """Run ``step`` until it succeeds or ``wait`` seconds passed (then its error ends the process)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            step()
+            return
+        except Exception as exc:  # noqa: BLE001 - any dependency error is "not up yet" until the deadline
+            if time.monotonic() > deadline:
+                raise
+            log.warning("dependency not ready; retrying", extra={"error": repr(exc)})
+            time.sleep(pause)
+
+
+def start(app: Any, amqp_url: str) -> Callable[[], None]:
+    """Prepare, then start the app's consumers, periodic passes and services; returns ``stop``."""
+    from . import messaging  # pika is imported by messaging only, and only when a process starts
+
+    runtime = runtime_of(app)
+    if runtime.prepare is not None:
+        prepare(runtime.prepare)
+    consumers = messaging.start_consumers(amqp_url, runtime.consumers)
+    stop_event = threading.Event()
+    for task in runtime.periodic:
+        start_periodic(task.name, task.interval, task.work, stop_event)
+    stoppers = [begin() for begin in runtime.services]
+
+    def stop() -> None:
+        stop_event.set()
+        for stopper in stoppers:
+            stopper()
+        messaging.stop_consumers(consumers)
+
+    return stop
+
+
+def serve(app: Any, host: str, port: int, stop: Callable[[], None], **options: Any) -> None:
+    """Serve HTTP under waitress until signalled, then stop what ``start`` started."""
+    from .httpkit import serve as serve_http
+
+    try:
+        serve_http(app, host, port, **options)
+    finally:
+        stop()
