@@ -11,7 +11,7 @@ help:
 	@echo "make run        set up and run the fleet (foreground; Ctrl-C stops it)"
 	@echo "make test       set up and run the whole test suite (unit, integration, e2e, browser)"
 	@echo "make test-fast  the suite without tests marked slow"
-	@echo "make lint       ruff + import-linter (no service imports another)"
+	@echo "make lint       ruff, mypy, import-linter (no service imports another), ESLint"
 	@echo "make bench      benchmarks against a running fleet (make run in another shell)"
 	@echo "make sweep      remove expired upload sessions (dry run: make sweep ARGS=--dry-run)"
 	@echo "make clean      remove the virtualenv and local run data"
@@ -50,6 +50,7 @@ test-e2e: install browser
 
 lint: install
 	$(BIN)/ruff check services client devtools examples bench tests
+	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 format: install

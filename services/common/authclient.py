@@ -8,6 +8,7 @@ price is one loopback HTTP call per request; auth answers it from an index).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import requests
 
@@ -38,7 +39,7 @@ class Identity:
         return self.pools.get(pool_id) == "contributor"
 
     @classmethod
-    def from_validate(cls, doc: dict) -> Identity:
+    def from_validate(cls, doc: dict[str, Any]) -> Identity:
         return cls(
             user_id=str(doc["user_id"]),
             user_name=doc["user_name"],
@@ -55,15 +56,20 @@ class AuthClient:
         self.timeout = timeout
         self.session = requests.Session()
 
+    def _call(self, method: str, path: str, *, headers: dict[str, str] | None = None,
+              json: dict[str, Any] | None = None) -> requests.Response:
+        """One call to auth; not answering is AuthUnavailable (callers answer 503, never guess)."""
+        try:
+            return self.session.request(method, f"{self.base_url}{path}", json=json, timeout=self.timeout,
+                                        headers=headers or {"X-Internal-Key": self.internal_key})
+        except requests.RequestException as exc:
+            raise AuthUnavailable(str(exc)) from exc
+
     def validate(self, token: str | None) -> Identity | None:
         """The token's identity, or None when auth refuses it."""
         if not token:
             return None
-        try:
-            response = self.session.get(f"{self.base_url}/auth/validate",
-                                        headers={"Authorization": f"Bearer {token}"}, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise AuthUnavailable(str(exc)) from exc
+        response = self._call("GET", "/auth/validate", headers={"Authorization": f"Bearer {token}"})
         if response.status_code == 200:
             return Identity.from_validate(response.json())
         if response.status_code in (401, 403):
@@ -75,16 +81,11 @@ class AuthClient:
         key = self.processor_key(api_key)
         return key["pool_id"] if key else None
 
-    def processor_key(self, api_key: str | None) -> dict | None:
+    def processor_key(self, api_key: str | None) -> dict[str, str] | None:
         """``{pool_id, key_id}`` of a processor API key, or None (``processor_pool`` plus the key id)."""
         if not api_key:
             return None
-        try:
-            response = self.session.post(f"{self.base_url}/auth/internal/processor-keys/verify",
-                                         json={"api_key": api_key},
-                                         headers={"X-Internal-Key": self.internal_key}, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise AuthUnavailable(str(exc)) from exc
+        response = self._call("POST", "/auth/internal/processor-keys/verify", json={"api_key": api_key})
         if response.status_code == 200:
             doc = response.json()
             return {"pool_id": str(doc["pool_id"]), "key_id": str(doc.get("key_id") or "")}
@@ -92,26 +93,20 @@ class AuthClient:
             return None
         raise AuthUnavailable(f"auth answered {response.status_code}")
 
-    def pool(self, pool_id: str) -> dict | None:
+    def pool(self, pool_id: str) -> dict[str, Any] | None:
         """A pool's settings (window_seconds, close_grace_seconds, ...), or None if unknown."""
-        try:
-            response = self.session.get(f"{self.base_url}/auth/internal/pools/{pool_id}",
-                                        headers={"X-Internal-Key": self.internal_key}, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise AuthUnavailable(str(exc)) from exc
+        response = self._call("GET", f"/auth/internal/pools/{pool_id}")
         if response.status_code == 200:
-            return response.json()
+            doc: dict[str, Any] = response.json()
+            return doc
         if response.status_code == 404:
             return None
         raise AuthUnavailable(f"auth answered {response.status_code}")
 
-    def pool_members(self, pool_id: str) -> list[dict]:
+    def pool_members(self, pool_id: str) -> list[dict[str, Any]]:
         """``[{user_id, user_name, role}]`` of a pool."""
-        try:
-            response = self.session.get(f"{self.base_url}/auth/internal/pools/{pool_id}/members",
-                                        headers={"X-Internal-Key": self.internal_key}, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise AuthUnavailable(str(exc)) from exc
+        response = self._call("GET", f"/auth/internal/pools/{pool_id}/members")
         if response.status_code == 200:
-            return response.json()["members"]
+            members: list[dict[str, Any]] = response.json()["members"]
+            return members
         raise AuthUnavailable(f"auth answered {response.status_code}")

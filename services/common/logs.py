@@ -38,13 +38,13 @@ def redact(key: str, value: Any) -> Any:
     return value
 
 
-def bind(**fields: Any) -> contextvars.Token:
+def bind(**fields: Any) -> contextvars.Token[Mapping[str, Any]]:
     """Add ids to every log line of the current request/message until reset."""
     merged = {**_context.get(), **{k: v for k, v in fields.items() if v is not None}}
     return _context.set(merged)
 
 
-def reset(token: contextvars.Token) -> None:
+def reset(token: contextvars.Token[Mapping[str, Any]]) -> None:
     _context.reset(token)
 
 

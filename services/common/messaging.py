@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -45,6 +46,13 @@ from .topology import (  # noqa: F401 - re-exported: callers name queues through
     QueueSpec,
 )
 
+__all__ = [
+    "AGGREGATOR_QUEUE", "AUDIT_QUEUE", "CONTROL_BINDINGS", "DEAD_LETTER_EXCHANGE", "DEAD_LETTER_QUEUE",
+    "DURABLE_QUEUES", "EXCHANGE", "GATEWAY_QUEUE", "INDEX_QUEUE", "RETRY_EXCHANGE", "RETRY_QUEUE",
+    "STORE_FAILED_QUEUE", "STORE_QUEUE", "Broker", "Consumer", "PublishError", "QueueSpec",
+    "start_consumers", "stop_consumers",
+]
+
 log = logging.getLogger(__name__)
 
 
@@ -61,7 +69,7 @@ def _parameters(url: str, heartbeat: int) -> pika.URLParameters:
     return params
 
 
-def declare_topology(channel) -> None:
+def declare_topology(channel: Any) -> None:
     channel.exchange_declare(EXCHANGE, exchange_type="topic", durable=True)
     channel.exchange_declare(RETRY_EXCHANGE, exchange_type="topic", durable=True)
     channel.exchange_declare(DEAD_LETTER_EXCHANGE, exchange_type="topic", durable=True)
@@ -82,7 +90,7 @@ class _Channel:
 
     @property
     def usable(self) -> bool:
-        return self.connection.is_open and self.channel.is_open
+        return bool(self.connection.is_open and self.channel.is_open)
 
     def close(self) -> None:
         try:
@@ -221,7 +229,7 @@ class Consumer:
         self._stop = threading.Event()
         self._connection: pika.BlockingConnection | None = None
 
-    def _on_message(self, channel, method, properties, body: bytes) -> None:
+    def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         try:
             message = decode(body)
         except UnknownMessage as exc:

@@ -8,13 +8,15 @@ server) started by ``devtools``. Code above this module only sees pymongo's
 
 from __future__ import annotations
 
+from typing import Any
+
 import gridfs
 import pymongo
 from pymongo.database import Database
 
 
-def connect(uri: str, db_name: str, *, timeout_ms: int = 5000) -> Database:
-    client: pymongo.MongoClient = pymongo.MongoClient(
+def connect(uri: str, db_name: str, *, timeout_ms: int = 5000) -> Database[Any]:
+    client: pymongo.MongoClient[Any] = pymongo.MongoClient(
         uri,
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
@@ -28,10 +30,10 @@ def connect(uri: str, db_name: str, *, timeout_ms: int = 5000) -> Database:
     return client[db_name]
 
 
-def bucket(db: Database, name: str = "fs", chunk_size: int = 255 * 1024) -> gridfs.GridFSBucket:
+def bucket(db: Database[Any], name: str = "fs", chunk_size: int = 255 * 1024) -> gridfs.GridFSBucket:
     return gridfs.GridFSBucket(db, bucket_name=name, chunk_size_bytes=chunk_size)
 
 
-def ping(db: Database) -> bool:
+def ping(db: Database[Any]) -> bool:
     db.client.admin.command("ping")
     return True

@@ -35,6 +35,21 @@ def test_import_linter_contracts_hold():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
+def test_types_check():
+    """mypy: normal on the services, strict on services/common (pyproject's [tool.mypy]); in CI through here."""
+    mypy = Path(sys.executable).with_name("mypy")
+    result = subprocess.run([str(mypy)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+def test_ruff_is_clean():
+    ruff = Path(sys.executable).with_name("ruff")
+    result = subprocess.run([str(ruff), "check", "services", "client", "devtools", "examples", "bench", "tests"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-6000:]
+
+
 def test_pika_is_imported_in_one_module_only():
     users = sorted(str(p.relative_to(ROOT)) for p in _python_files("services", "client", "examples", "devtools")
                    if any(name == "pika" or name.startswith("pika.") for name in _imports(p)))
