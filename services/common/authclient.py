@@ -29,9 +29,6 @@ class Identity:
     def is_admin(self) -> bool:
         return self.role == "admin"
 
-    def pool_role(self, pool_id: str) -> str | None:
-        return self.pools.get(pool_id)
-
     def is_member(self, pool_id: str) -> bool:
         return self.is_admin or pool_id in self.pools
 
@@ -101,12 +98,4 @@ class AuthClient:
             return doc
         if response.status_code == 404:
             return None
-        raise AuthUnavailable(f"auth answered {response.status_code}")
-
-    def pool_members(self, pool_id: str) -> list[dict[str, Any]]:
-        """``[{user_id, user_name, role}]`` of a pool."""
-        response = self._call("GET", f"/auth/internal/pools/{pool_id}/members")
-        if response.status_code == 200:
-            members: list[dict[str, Any]] = response.json()["members"]
-            return members
         raise AuthUnavailable(f"auth answered {response.status_code}")

@@ -57,10 +57,6 @@ def bound(**fields: Any) -> Iterator[None]:
         reset(token)
 
 
-def current_context() -> dict[str, Any]:
-    return dict(_context.get())
-
-
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()

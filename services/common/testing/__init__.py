@@ -143,7 +143,6 @@ class FakeAuth:
 
     tokens: dict[str, Identity] = field(default_factory=dict)
     pools: dict[str, dict[str, Any]] = field(default_factory=dict)
-    members: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     processor_keys: dict[str, dict[str, Any]] = field(default_factory=dict)  # api_key -> {pool_id, key_id}
     down: bool = False
 
@@ -173,7 +172,3 @@ class FakeAuth:
     def pool(self, pool_id: str) -> dict[str, Any] | None:
         self._check()
         return self.pools.get(pool_id)
-
-    def pool_members(self, pool_id: str) -> list[dict[str, Any]]:
-        self._check()
-        return list(self.members.get(pool_id, []))
