@@ -207,16 +207,36 @@ class Broker:
 Handler = Callable[[Message], None]
 
 
+# A message whose handler failed this many times is poison, not bad luck: it goes to the
+# dead-letter queue (kept there for an operator) instead of blocking its queue forever.
+MAX_DELIVERIES = 5
+ATTEMPTS_HEADER = "x-dropbox-attempts"
+
+
+def attempts_of(properties: Any) -> int:
+    """How many times handlers have already failed on this message (0 for a fresh one)."""
+    headers = getattr(properties, "headers", None) or {}
+    raw = headers.get(ATTEMPTS_HEADER, 0)
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0 else 0
+
+
 class Consumer:
     """Consumes one queue with manual acks and a prefetch window; reconnects forever.
 
     ``queue`` is a durable ``QueueSpec``, or None for a private exclusive queue
     bound to ``bindings`` (per-process control events).
+
+    A failed handler's message is retried after ``retry_pause``, at most
+    ``max_deliveries`` times in all: classic queues do not count redeliveries,
+    so the count travels in a header of a republished copy (the copy goes to
+    the back of the same queue, then the original is acked; a crash between the
+    two delivers it twice, which handlers are written to survive). Then it is
+    rejected to the dead-letter exchange.
     """
 
     def __init__(self, url: str, queue: QueueSpec | None, handler: Handler, *, prefetch: int = 4,
                  bindings: tuple[str, ...] = (), name: str = "consumer", retry_pause: float = 1.0,
-                 heartbeat: int = 60) -> None:
+                 heartbeat: int = 60, max_deliveries: int = MAX_DELIVERIES) -> None:
         self.url = url
         self.queue = queue
         self.handler = handler
@@ -225,9 +245,12 @@ class Consumer:
         self.name = name
         self.retry_pause = retry_pause
         self.heartbeat = heartbeat
+        self.max_deliveries = max(1, max_deliveries)
+        self.dead_lettered = 0  # poison messages this consumer set aside (for tests and metrics)
         self.connected = False
         self._stop = threading.Event()
         self._connection: pika.BlockingConnection | None = None
+        self._queue_name = queue.name if queue is not None else ""
 
     def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         try:
@@ -243,12 +266,29 @@ class Consumer:
                       extra={"queue": self.name, "error": str(exc)})
             channel.basic_reject(method.delivery_tag, requeue=False)
             return
-        except Exception:  # noqa: BLE001 - requeue: the work was not done
-            log.exception("handler failed; message requeued", extra={"queue": self.name,
-                                                                      "message_type": type(message).__name__})
-            self._stop.wait(self.retry_pause)
-            channel.basic_nack(method.delivery_tag, requeue=True)
+        except Exception:  # noqa: BLE001 - retried below: the work was not done
+            self._failed(channel, method, properties, body, type(message).__name__)
             return
+        channel.basic_ack(method.delivery_tag)
+
+    def _failed(self, channel: Any, method: Any, properties: Any, body: bytes, message_type: str) -> None:
+        attempts = attempts_of(properties) + 1
+        if attempts >= self.max_deliveries:
+            log.exception("handler failed for good; dead-lettering the message",
+                          extra={"queue": self.name, "message_type": message_type, "attempts": attempts})
+            self.dead_lettered += 1
+            channel.basic_reject(method.delivery_tag, requeue=False)
+            return
+        log.exception("handler failed; message retried", extra={"queue": self.name, "message_type": message_type,
+                                                                 "attempts": attempts})
+        self._stop.wait(self.retry_pause)
+        headers = {**(getattr(properties, "headers", None) or {}), ATTEMPTS_HEADER: attempts}
+        copy = pika.BasicProperties(content_type=properties.content_type, delivery_mode=properties.delivery_mode,
+                                    message_id=properties.message_id, type=properties.type,
+                                    timestamp=properties.timestamp, headers=headers)
+        # The default exchange routes by queue name: the copy reaches this queue only, not every
+        # queue bound to the original routing key.
+        channel.basic_publish("", self._queue_name, body, copy)
         channel.basic_ack(method.delivery_tag)
 
     def run(self) -> None:
@@ -266,6 +306,7 @@ class Consumer:
                     queue_name = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
                     for key in self.bindings:
                         channel.queue_bind(queue_name, EXCHANGE, routing_key=key)
+                self._queue_name = queue_name
                 channel.basic_consume(queue_name, self._on_message)
                 self.connected = True
                 backoff = 0.5

@@ -79,6 +79,44 @@ def test_failed_handler_requeues_and_unknown_bodies_are_dead_lettered(amqp_url):
         broker.close()
 
 
+def test_a_poison_message_is_dead_lettered_after_the_delivery_limit(amqp_url):
+    """A handler that always fails cannot hold its queue forever; the next message still gets through."""
+    broker = Broker(amqp_url)
+    seen: list[str] = []
+    done: queue.Queue = queue.Queue()
+
+    def handler(message):
+        seen.append(message.file_id)
+        if message.file_id == "poison":
+            raise RuntimeError("always fails")
+        done.put(message)
+
+    consumer = Consumer(amqp_url, AGGREGATOR_QUEUE, handler, name="t", retry_pause=0.05, max_deliveries=3)
+    consumer.start()
+    try:
+        def stored(file_id: str) -> c.FileStored:
+            return c.FileStored(file_id=file_id, upload_id="u", owner_id="1", owner_name="a", file_name="a",
+                                size=1, sha256="x", content_type="t", timestamp="t", created="t")
+
+        broker.publish(stored("poison"))
+        broker.publish(stored("fine"))
+        assert _wait(done).file_id == "fine"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and consumer.dead_lettered < 1:
+            time.sleep(0.05)
+        assert seen.count("poison") == 3 and consumer.dead_lettered == 1
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if broker.queue_depths([DEAD_LETTER_QUEUE.name])[DEAD_LETTER_QUEUE.name] == 1:
+                break
+            time.sleep(0.1)
+        depths = broker.queue_depths([DEAD_LETTER_QUEUE.name, AGGREGATOR_QUEUE.name])
+        assert depths == {DEAD_LETTER_QUEUE.name: 1, AGGREGATOR_QUEUE.name: 0}
+    finally:
+        consumer.stop()
+        broker.close()
+
+
 def test_delayed_publish_arrives_after_the_delay(amqp_url):
     broker = Broker(amqp_url)
     got: queue.Queue = queue.Queue()
