@@ -3,9 +3,9 @@ SHELL := /bin/bash
 PY    ?= python3
 VENV  := .venv
 BIN   := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha256sum | cut -c1-12)
 
-.PHONY: help install run test test-fast test-unit test-integration test-e2e lint format bench sweep clean infra browser
+.PHONY: help install lock run test test-fast test-unit test-integration test-e2e lint format bench sweep clean infra browser
 
 help:
 	@echo "make run        set up and run the fleet (foreground; Ctrl-C stops it)"
@@ -16,12 +16,19 @@ help:
 	@echo "make sweep      remove expired upload sessions (dry run: make sweep ARGS=--dry-run)"
 	@echo "make clean      remove the virtualenv and local run data"
 
-$(STAMP): pyproject.toml
+# pyproject.toml bounds the dependencies; requirements.lock pins the exact versions installed
+# (regenerate with `make lock` after changing pyproject.toml).
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)
+
+lock: install
+	$(BIN)/pip install --quiet --disable-pip-version-check 'pip-tools>=7.4,<8'
+	$(BIN)/pip-compile --quiet --extra dev --strip-extras --no-emit-index-url --no-emit-find-links \
+		-o requirements.lock pyproject.toml
 
 infra: install
 	$(BIN)/python -c "from devtools import infra; infra.ensure_all()"
