@@ -5,13 +5,13 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: help install run test test-fast test-unit test-integration test-e2e lint format bench sweep clean infra browser
+.PHONY: help install run test test-fast test-unit test-integration test-e2e lint lint-js format bench sweep clean infra browser
 
 help:
 	@echo "make run        set up and run the fleet (foreground; Ctrl-C stops it)"
 	@echo "make test       set up and run the whole test suite (unit, integration, e2e, browser)"
 	@echo "make test-fast  the suite without tests marked slow"
-	@echo "make lint       ruff + import-linter (no service imports another)"
+	@echo "make lint       ruff + import-linter (no service imports another) + ESLint on frontend/"
 	@echo "make bench      benchmarks against a running fleet (make run in another shell)"
 	@echo "make sweep      remove expired upload sessions (dry run: make sweep ARGS=--dry-run)"
 	@echo "make clean      remove the virtualenv and local run data"
@@ -51,6 +51,11 @@ test-e2e: install browser
 lint: install
 	$(BIN)/ruff check services client devtools examples bench tests
 	$(BIN)/lint-imports
+	$(MAKE) --no-print-directory lint-js
+
+# ESLint on the dashboard (frontend/package.json pins it; node_modules/ is not committed).
+lint-js:
+	cd frontend && (test -d node_modules || npm ci --no-audit --no-fund) && npx eslint .
 
 format: install
 	$(BIN)/ruff check --fix services client devtools examples bench tests
