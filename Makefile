@@ -5,7 +5,7 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha256sum | cut -c1-12)
 
-.PHONY: help install lock run test test-fast test-unit test-integration test-e2e lint format bench sweep clean infra browser
+.PHONY: help install lock run test test-fast test-unit test-integration test-e2e lint lint-js format bench sweep clean infra browser
 
 help:
 	@echo "make run        set up and run the fleet (foreground; Ctrl-C stops it)"
@@ -59,6 +59,11 @@ lint: install
 	$(BIN)/ruff check services client devtools examples bench tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(MAKE) --no-print-directory lint-js
+
+# ESLint on the dashboard (frontend/package.json pins it; node_modules/ is not committed).
+lint-js:
+	cd frontend && (test -d node_modules || npm ci --no-audit --no-fund) && npx eslint .
 
 format: install
 	$(BIN)/ruff check --fix services client devtools examples bench tests

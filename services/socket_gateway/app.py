@@ -374,13 +374,13 @@ def create_app(settings: Settings, *, auth: AuthClient | None = None, uploader: 
 
     @flask_app.get("/config.json")
     def config_json() -> Response:
+        # Exactly what frontend/api.js loadConfig() reads (client/api.py and bench/ read the URLs too).
         return jsonify({
             "auth_url": settings.public_auth_url,
             "file_service_manager_url": settings.public_file_service_manager_url,
             "pool_aggregator_url": settings.public_pool_aggregator_url,
             "file_uploader_url": settings.public_file_uploader_url,
-            "socket_path": "/socket.io",
-            "max_chunk_bytes": settings.max_chunk_bytes,
+            "socket_gateway_url": settings.public_socket_gateway_url,  # "" = this page's origin
         })
 
     @flask_app.get("/<path:filename>")

@@ -39,6 +39,8 @@ class Settings:
     public_file_service_manager_url: str
     public_pool_aggregator_url: str
     public_file_uploader_url: str
+    # The Socket.IO endpoint the browser connects to; empty = the origin that served the page.
+    public_socket_gateway_url: str
     # Events a socket (and the whole process) may have in flight at once. python-socketio runs
     # every event in a task of its own with no limit, so a client firing events without
     # waiting for acks made the gateway hold them all (and an HTTP call each): memory grew with
@@ -76,6 +78,7 @@ class Settings:
                                                     common.file_service_manager_url),
             public_pool_aggregator_url=env_str(env, "PUBLIC_POOL_AGGREGATOR_URL", common.pool_aggregator_url),
             public_file_uploader_url=env_str(env, "PUBLIC_FILE_UPLOADER_URL", common.file_uploader_url),
+            public_socket_gateway_url=env_str(env, "PUBLIC_SOCKET_GATEWAY_URL", ""),
             max_inflight_per_socket=env_int(env, "GATEWAY_MAX_INFLIGHT_PER_SOCKET", 64, minimum=1),
             max_inflight=env_int(env, "GATEWAY_MAX_INFLIGHT", 2048, minimum=1),
         )

@@ -127,7 +127,7 @@ def static_site() -> Iterator[str]:
     dead = f"http://127.0.0.1:{infra.free_port()}"
     handler = functools.partial(type("H", (_StaticHandler,), {"config": json.dumps({
         "auth_url": dead, "file_service_manager_url": dead, "pool_aggregator_url": dead,
-        "file_uploader_url": dead}).encode()}), directory=str(FRONTEND))
+        "file_uploader_url": dead, "socket_gateway_url": ""}).encode()}), directory=str(FRONTEND))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

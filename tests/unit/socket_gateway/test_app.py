@@ -50,7 +50,25 @@ def test_dashboard_and_config(frontend: Path) -> None:
     assert doc["file_service_manager_url"] == "http://fsm:1"
     assert doc["pool_aggregator_url"] == "http://127.0.0.1:5004"
     assert doc["file_uploader_url"] == "http://127.0.0.1:5002"
+    assert doc["socket_gateway_url"] == ""  # the dashboard then connects to its own origin
+    # Exactly the keys frontend/api.js loadConfig() reads, no more.
+    assert set(doc) == {"auth_url", "file_service_manager_url", "pool_aggregator_url", "file_uploader_url",
+                        "socket_gateway_url"}
     assert client.get("/health").get_json()["status"] == "ok"
+    other = make_app(frontend, PUBLIC_SOCKET_GATEWAY_URL="https://ws.example").flask_app.test_client()
+    assert other.get("/config.json").get_json()["socket_gateway_url"] == "https://ws.example"
+
+
+def test_frontend_subdirectories_are_served_as_javascript(frontend: Path) -> None:
+    (frontend / "views").mkdir()
+    (frontend / "views" / "upload.js").write_text("export const x = 1;")
+    client = make_app(frontend).flask_app.test_client()
+    for path in ("/app.js", "/views/upload.js"):
+        answer = client.get(path)
+        assert answer.status_code == 200
+        # A module script is refused unless its MIME type is a JavaScript one.
+        assert answer.mimetype in ("text/javascript", "application/javascript"), (path, answer.mimetype)
+    assert client.get("/views/missing.js").status_code == 404
 
 
 def test_metrics_report_limits_and_fast_unmask(frontend: Path) -> None:
