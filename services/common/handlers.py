@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from .contracts import Message
 from .topology import QueueSpec
@@ -18,6 +19,12 @@ from .topology import QueueSpec
 # A handler takes one message of the type it is registered for. Typed loosely
 # (Any) because a table maps each class to a function of that exact class.
 Handler = Callable[[Any], None]
+D = TypeVar("D")
+
+
+def bind(table: Mapping[type[Any], Callable[[D, Any], None]], deps: D) -> dict[type[Message], Handler]:
+    """A service's ``HANDLERS`` table (functions of ``(deps, message)``) bound to its deps."""
+    return {cls: partial(fn, deps) for cls, fn in table.items()}
 
 
 class UnhandledMessage(Exception):

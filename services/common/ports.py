@@ -22,6 +22,10 @@ class Publisher(Protocol):
 
     def publish_delayed(self, message: Message, delay_seconds: float) -> None: ...
 
+    def ping(self) -> bool:
+        """Does the broker answer (for /ready)?"""
+        ...
+
 
 class Clock(Protocol):
     def now(self) -> datetime:

@@ -126,7 +126,7 @@ def item_spans(item: UploadItem, chunk_size: int) -> Iterator[tuple[int, int, in
 
 
 def should_fail(pattern: str | None, file_name: str) -> bool:
-    return bool(pattern) and re.search(pattern, file_name) is not None
+    return pattern is not None and pattern != "" and re.search(pattern, file_name) is not None
 
 
 def stored_record(msg: StoreUpload, item: UploadItem, sha256: str) -> dict[str, Any]:

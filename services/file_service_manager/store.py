@@ -23,6 +23,7 @@ from services.common.contracts import StoreUpload, UploadItem
 
 from . import core
 from .core import StoreFailure
+from .ports import LeftoverAttempt
 
 
 class UploadCache:
@@ -38,10 +39,11 @@ class UploadCache:
         """The item's bytes, one cached chunk (or part of one) at a time."""
         for index, start, end in core.item_spans(item, msg.chunk_size):
             key = msg.chunk_key(index)
+            data: bytes | None
             if start == 0 and end == msg.chunk_size:
-                data = self.r.get(key)
+                data = self.r.get(key)  # type: ignore[assignment]  # sync client: bytes, not Awaitable
             else:
-                data = self.r.getrange(key, start, end - 1) if self.r.exists(key) else None
+                data = self.r.getrange(key, start, end - 1) if self.r.exists(key) else None  # type: ignore[assignment]
             if data is None or len(data) != end - start:
                 raise StoreFailure(f"chunk {index} of upload {msg.upload_id} is missing from the cache")
             yield data
@@ -50,10 +52,6 @@ class UploadCache:
         keys = list(uploadkeys.cached_keys(msg.cache_key, msg.chunk_count))
         for start in range(0, len(keys), 1000):
             self.r.delete(*keys[start:start + 1000])
-
-
-class LeftoverAttempt(RuntimeError):
-    """GridFS already holds documents under this id: a crashed earlier attempt's."""
 
 
 class FileIndex:

@@ -15,20 +15,19 @@ import json
 import logging
 import os
 import sys
-import threading
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from services.common import timeutil
 from services.common.audit import AuditTrail
-from services.common.periodic import start_periodic
 
-from .store import FileIndex
+from .ports import Index
 
 log = logging.getLogger(__name__)
 
 
-def sweep(index: FileIndex, *, grace_seconds: int, dry_run: bool = False,
+def sweep(index: Index, *, grace_seconds: int, dry_run: bool = False,
           audit: AuditTrail | None = None) -> dict[str, Any]:
     """One pass; returns what it removed (or, with dry_run, would remove)."""
     cutoff = timeutil.now() - timedelta(seconds=grace_seconds)
@@ -46,10 +45,9 @@ def sweep(index: FileIndex, *, grace_seconds: int, dry_run: bool = False,
             "dry_run": dry_run}
 
 
-def start_background(index: FileIndex, *, interval: int, grace_seconds: int, audit: AuditTrail,
-                     stop: threading.Event) -> threading.Thread | None:
-    return start_periodic("gridfs-sweeper", interval,
-                          lambda: sweep(index, grace_seconds=grace_seconds, audit=audit), stop)
+def pass_for(index: Index, *, grace_seconds: int, audit: AuditTrail) -> Callable[[], object]:
+    """One background pass, for the service's Runtime (every GRIDFS_SWEEP_INTERVAL_SECONDS)."""
+    return lambda: sweep(index, grace_seconds=grace_seconds, audit=audit)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings.from_env(os.environ)
     logs.configure("file_service_manager.sweep", settings.common.log_level)
+    from .store import FileIndex
+
     index = FileIndex(mongo.connect(settings.common.mongodb_uri, settings.common.mongodb_db))
     grace = settings.sweep_grace_seconds if args.grace_seconds is None else args.grace_seconds
     print(json.dumps(sweep(index, grace_seconds=grace, dry_run=args.dry_run)))

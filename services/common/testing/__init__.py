@@ -68,6 +68,9 @@ class InMemoryBroker:
                      expiration_ms=max(1, int(delay_seconds * 1000)))
 
     # --- test controls ----------------------------------------------------
+    def ping(self) -> bool:
+        return True
+
     def fail_publishes(self, count: int = 1) -> None:
         """The next ``count`` publishes raise PublishError (the broker refused or was unreachable)."""
         self._failures = count

@@ -9,6 +9,7 @@ import redis
 
 from services.common import messaging
 from services.common.authclient import Identity
+from services.common.runtime import runtime_of
 from services.file_service_manager.app import create_app as create_fsm
 from services.file_service_manager.config import Settings as FsmSettings
 from services.file_service_manager.store import FileIndex, UploadCache
@@ -28,12 +29,22 @@ AUTH = StaticAuth(
 )
 
 
+class Handlers:
+    """file_service_manager's consumer tables, called directly (as its consumers would)."""
+
+    def __init__(self, app: Any) -> None:
+        specs = {spec.name: spec for spec in runtime_of(app).consumers}
+        self.handle_store = specs["store"].dispatch
+        self.handle_index = specs["index"].dispatch
+        self.handle_audit = specs["audit"].dispatch
+
+
 @dataclass
 class Pipeline:
     uploader: Any  # Flask test client of file_uploader
     upload_service: Any
     fsm: Any  # Flask test client of file_service_manager
-    worker: Any
+    worker: Handlers
     index: FileIndex
     redis: redis.Redis
     prefix: str
@@ -57,7 +68,7 @@ def make_pipeline(amqp_url: str, redis_prefix: str, mongo_db) -> Iterator[Any]:
         fsm_app = create_fsm(FsmSettings.from_env(env), index=index, cache=UploadCache(client),
                              broker=fsm_broker, auth=AUTH)
         return Pipeline(up_app.test_client(), up_app.extensions["upload_service"], fsm_app.test_client(),
-                        fsm_app.extensions["fsm_worker"], index, client, redis_prefix, amqp_url)
+                        Handlers(fsm_app), index, client, redis_prefix, amqp_url)
 
     yield build
     for broker in brokers:

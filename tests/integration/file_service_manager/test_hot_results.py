@@ -13,7 +13,7 @@ def test_a_result_is_read_from_gridfs_once_and_served_whole_ranged_and_to_many(m
     p = make_pipeline()
     data = os.urandom(1_500_000)
     result = stored(p, data, file_name="mean.f64", pool_id="p1", kind="result", group_id="p1-100")
-    hot = p.fsm.application.extensions["fsm_hot_files"]
+    hot = p.fsm.application.extensions["deps"].hot
 
     r = p.fsm.get(f"/file/{result}", headers=bearer("carol"))  # a listener of the pool
     assert r.status_code == 200 and r.data == data

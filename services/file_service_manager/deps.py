@@ -1,0 +1,46 @@
+"""Everything file_service_manager's use cases, routes and handlers use, wired once by create_app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import Gauge
+
+from services.common.audit import AuditTrail
+from services.common.httpkit import ServiceMetrics
+from services.common.ports import AuthLookup, Publisher
+
+from .config import Settings
+from .hotcache import HotFiles
+from .ports import Cache, Index
+
+
+class FsmMetrics:
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self.stored = metrics.counter("files_stored_total", "file records stored")
+        self.bytes_stored = metrics.counter("file_bytes_stored_total", "bytes written to permanent storage")
+        self.store_latency = metrics.histogram("store_seconds", "time to store one upload",
+                                               buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+        self.store_failures = metrics.counter("store_failures_total", "store attempts that failed")
+        self.downloads = metrics.counter("downloads_total", "downloads served", ("status",))
+        self.bytes_served = metrics.counter("download_bytes_total", "bytes served by downloads")
+        self.audit_lost = metrics.counter("audit_write_lost_total",
+                                          "audit records that could not be published")
+        self.hot_reads = metrics.counter("download_hot_reads_total",
+                                         "result downloads served from memory or streamed from GridFS (not cacheable)",
+                                         ("outcome",))
+        self.hot_bytes = Gauge("download_hot_cache_bytes", "bytes of results held in the download cache",
+                               registry=metrics.registry)
+
+
+@dataclass(frozen=True)
+class Deps:
+    settings: Settings
+    index: Index
+    cache: Cache
+    broker: Publisher
+    auth: AuthLookup
+    metrics: FsmMetrics
+    audit: AuditTrail
+    # Pool results fan out to every member at once: served from memory after one GridFS read.
+    hot: HotFiles

@@ -1,0 +1,59 @@
+"""The messages file_service_manager consumes, one function each, in a table per queue.
+
+STORE_QUEUE: ``StoreUpload`` -> store it (``storing``). INDEX_QUEUE:
+``FileStatusChanged`` and ``FileGrouped`` -> the file index. AUDIT_QUEUE:
+``AuditRecorded`` -> the append-only audit trail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from services.common import contracts, topology
+from services.common.contracts import AuditRecorded, FileGrouped, FileStatusChanged, Message, StoreUpload
+from services.common.handlers import ConsumerSpec, bind
+
+from . import storing
+from .deps import Deps
+
+
+def on_store_upload(deps: Deps, message: StoreUpload) -> None:
+    storing.store_upload(deps, message)
+
+
+def on_file_status_changed(deps: Deps, message: FileStatusChanged) -> None:
+    if message.status == contracts.UPLOADED:
+        # Only a store makes a record uploaded_successfully (it writes that status itself, with
+        # the bytes durable); the notice it publishes adds nothing, and one from elsewhere must
+        # not mark bytes stored that are not.
+        return
+    deps.index.apply_status(message.file_id, message.owner_id, message.status, attempt=message.attempt,
+                            reason=message.reason, pool_id=message.pool_id, file_name=message.file_name)
+
+
+def on_file_grouped(deps: Deps, message: FileGrouped) -> None:
+    deps.index.set_group(message.file_id, message.group_id, message.late)
+
+
+def on_audit_recorded(deps: Deps, message: AuditRecorded) -> None:
+    doc = message.to_dict()
+    doc["_id"] = message.audit_id  # the id makes a redelivered record a no-op
+    deps.index.add_audit(doc)
+
+
+STORE_HANDLERS = {StoreUpload: on_store_upload}
+INDEX_HANDLERS: dict[type[Message], Callable[[Deps, Any], None]] = {
+    FileStatusChanged: on_file_status_changed, FileGrouped: on_file_grouped}
+AUDIT_HANDLERS = {AuditRecorded: on_audit_recorded}
+
+
+def consumers(deps: Deps) -> list[ConsumerSpec]:
+    """CONSUMERS: each queue with its table bound to ``deps``."""
+    settings = deps.settings
+    return [
+        ConsumerSpec("store", topology.STORE_QUEUE, bind(STORE_HANDLERS, deps), prefetch=settings.store_prefetch,
+                     count=settings.store_consumers),
+        ConsumerSpec("index", topology.INDEX_QUEUE, bind(INDEX_HANDLERS, deps), prefetch=16),
+        ConsumerSpec("audit", topology.AUDIT_QUEUE, bind(AUDIT_HANDLERS, deps), prefetch=32),
+    ]

@@ -1,0 +1,101 @@
+"""Store an upload: its cached chunks become GridFS files and index records, then it is announced.
+
+The GridFS id is each item's file_id, so a redelivery or a retry never stores
+twice: an item already stored and indexed is skipped; a half-written one is
+deleted and written again. Every failure becomes ``UploadStoreFailed`` for
+file_uploader's retry decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from services.common import contracts, logs
+from services.common.contracts import FileStatusChanged, FileStored, StoreUpload, UploadItem, UploadStoreFailed
+
+from . import core
+from .core import StoreFailure
+from .deps import Deps
+from .ports import LeftoverAttempt
+
+log = logging.getLogger(__name__)
+
+MAX_REASON = 500  # characters of a failure reason carried in a message (bounded: it may quote input)
+
+
+def store_upload(deps: Deps, msg: StoreUpload) -> None:
+    """The handler's whole job: store and announce, or report the failure."""
+    with logs.bound(file_id=msg.upload_id, attempt=msg.attempt):
+        started = time.perf_counter()
+        try:
+            stored = store(deps, msg)
+        except Exception as exc:  # noqa: BLE001 - every failure goes to file_uploader's retry decision
+            deps.metrics.store_failures.inc()
+            reason = str(exc) if isinstance(exc, StoreFailure) else f"{type(exc).__name__}: {exc}"
+            log.warning("store failed", extra={"reason": reason})
+            # Publishing the failure is the handler's durable outcome; if even that
+            # fails, raising retries the StoreUpload (a later try decides again).
+            deps.broker.publish(UploadStoreFailed(upload_id=msg.upload_id, attempt=msg.attempt,
+                                                  reason=reason[:MAX_REASON], command=msg))
+            return
+        deps.metrics.store_latency.observe(time.perf_counter() - started)
+        announce(deps, msg, stored)
+
+
+def store(deps: Deps, msg: StoreUpload) -> list[dict[str, Any]]:
+    """Write every item to GridFS and index it; returns the stored records."""
+    if core.should_fail(deps.settings.store_fail_pattern, msg.file_name):
+        raise StoreFailure("forced failure (STORE_FAIL_PATTERN, test setting)")
+    deps.index.ensure_indexes()
+    records = [_store_item(deps, msg, item) for item in msg.items]
+    if [i.file_id for i in msg.items] != [msg.upload_id]:
+        # A batch: the provisional record (id = upload_id) is not one of the items.
+        deps.index.drop_provisional(msg.upload_id, [i.file_id for i in msg.items])
+    # Only now is everything durable: the cache can go.
+    deps.cache.drop(msg)
+    return [r for r in records if r is not None]
+
+
+def _store_item(deps: Deps, msg: StoreUpload, item: UploadItem) -> dict[str, Any] | None:
+    index = deps.index
+    if index.is_stored(item.file_id):
+        return index.record(item.file_id)
+    try:
+        size, sha256 = index.write_file(item.file_id, item.name, deps.cache.item_pieces(msg, item),
+                                        msg.content_type)
+    except LeftoverAttempt:
+        # A crashed attempt left GridFS documents under this id (the unique files_id+n index
+        # and the _id refuse a second copy). Clear them, write again. Optimistic: the common
+        # case pays no cleanup queries.
+        log.warning("clearing a half-written earlier attempt", extra={"item_file_id": item.file_id})
+        index.remove_partial(item.file_id)
+        size, sha256 = index.write_file(item.file_id, item.name, deps.cache.item_pieces(msg, item),
+                                        msg.content_type)
+    if size != item.length:
+        index.remove_partial(item.file_id)
+        raise StoreFailure(f"{item.file_id}: stored {size} bytes, expected {item.length}")
+    if len(msg.items) == 1 and item.offset == 0 and item.length == msg.size and sha256 != msg.sha256:
+        index.remove_partial(item.file_id)
+        raise StoreFailure(f"{item.file_id}: sha256 of the cached bytes does not match the upload")
+    doc = core.stored_record(msg, item, sha256)
+    index.upsert_stored(doc)
+    deps.metrics.stored.inc()
+    deps.metrics.bytes_stored.inc(size)
+    return doc
+
+
+def announce(deps: Deps, msg: StoreUpload, records: list[dict[str, Any]]) -> None:
+    # At-least-once: a redelivery announces again; consumers are keyed by file_id.
+    for record in records:
+        deps.broker.publish(FileStored(
+            file_id=record["file_id"], upload_id=msg.upload_id, owner_id=msg.owner_id,
+            owner_name=msg.owner_name, file_name=record["file_name"], size=record["size"],
+            sha256=record["sha256"], content_type=msg.content_type, timestamp=record["timestamp"],
+            created=record["created"], pool_id=msg.pool_id, kind=msg.kind, group_id=msg.group_id))
+        deps.audit.record("stored", actor=msg.owner_id, file_id=record["file_id"], pool_id=msg.pool_id,
+                          size=record["size"], sha256=record["sha256"], upload_id=msg.upload_id)
+    deps.broker.publish(FileStatusChanged(file_id=msg.upload_id, owner_id=msg.owner_id,
+                                          status=contracts.UPLOADED, attempt=msg.attempt,
+                                          pool_id=msg.pool_id, file_name=msg.file_name))
