@@ -158,10 +158,8 @@ def build_items(upload_id: str, raw: Any, size: int, file_name: str, timestamp: 
     for n, entry in enumerate(raw):
         if not isinstance(entry, dict):
             raise bad_request(f"items[{n}] must be an object")
-        offset, length = entry.get("offset"), entry.get("length")
-        for key, val in (("offset", offset), ("length", length)):
-            if isinstance(val, bool) or not isinstance(val, int):
-                raise bad_request(f"items[{n}].{key} must be an integer")
+        offset = validation.check_int(entry.get("offset"), f"items[{n}].offset", minimum=-(2 ** 63))
+        length = validation.check_int(entry.get("length"), f"items[{n}].length", minimum=-(2 ** 63))
         if offset < 0 or length < 1 or offset + length > size:
             raise bad_request(f"items[{n}] range [{offset}, {offset + length}) is not inside the file")
         if "timestamp" not in entry:

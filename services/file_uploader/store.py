@@ -22,9 +22,7 @@ import redis
 from services.common import uploadkeys
 
 from .core import UploadPlan
-
-UPLOADING = "uploading"
-CACHED = "cached"
+from .ports import CACHED, UPLOADING  # noqa: F401 - the cache's session statuses, re-exported
 
 # Atomic "may this owner open one more upload?": the check and the add must not
 # interleave with another request of the same owner, or the limit leaks.
@@ -99,7 +97,8 @@ def _text(value: Any) -> str:
 class UploadStore:
     def __init__(self, client: redis.Redis, prefix: str, *, upload_ttl: int = 3600, cached_ttl: int = 86400,
                  status_ttl: int = 86400, lock_seconds: int = 30) -> None:
-        self.r = client
+        # redis-py types the sync client's answers as ``T | Awaitable[T]``; this one is sync.
+        self.r: Any = client
         self.prefix = prefix
         self.upload_ttl = upload_ttl
         self.cached_ttl = cached_ttl

@@ -13,12 +13,11 @@ import argparse
 import logging
 import os
 import sys
-import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from services.common import uploadkeys
-from services.common.periodic import start_periodic
 
 from .store import UPLOADING, UploadStore
 
@@ -66,14 +65,14 @@ def sweep(store: UploadStore, *, upload_ttl: int, dry_run: bool = False) -> dict
             "dry_run": dry_run}
 
 
-def start_background(store: UploadStore, *, interval: float, upload_ttl: int,
-                     stop: threading.Event) -> threading.Thread | None:
+def pass_for(store: UploadStore, *, upload_ttl: int) -> Callable[[], None]:
+    """One background pass, for the service's Runtime (every UPLOAD_SWEEP_INTERVAL_SECONDS)."""
     def one_pass() -> None:
         result = sweep(store, upload_ttl=upload_ttl)
         if result["uploads"]:
             log.info("sweep done", extra={"removed": len(result["uploads"])})
 
-    return start_periodic("upload-sweeper", interval, one_pass, stop)
+    return one_pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -67,7 +67,7 @@ def make_pipeline(amqp_url: str, redis_prefix: str, mongo_db) -> Iterator[Any]:
         index = FileIndex(mongo_db)
         fsm_app = create_fsm(FsmSettings.from_env(env), index=index, cache=UploadCache(client),
                              broker=fsm_broker, auth=AUTH)
-        return Pipeline(up_app.test_client(), up_app.extensions["upload_service"], fsm_app.test_client(),
+        return Pipeline(up_app.test_client(), up_app.extensions["deps"].uploads, fsm_app.test_client(),
                         Handlers(fsm_app), index, client, redis_prefix, amqp_url)
 
     yield build

@@ -9,7 +9,8 @@ import time
 
 from services.common import messaging
 from services.common.contracts import FileGrouped, FileStatusChanged, FileStored, StoreUpload
-from services.file_uploader.worker import store_failed_handler
+from services.common.runtime import runtime_of
+from services.file_uploader import retries
 from tests.integration.file_uploader.helpers import Collector, upload_all
 
 from .conftest import CHUNK
@@ -138,7 +139,7 @@ def test_forced_failure_retries_three_times_then_fails(make_pipeline) -> None:
     failed_consumer = messaging.Consumer(
         p.amqp_url,
         messaging.STORE_FAILED_QUEUE,
-        store_failed_handler(p.upload_service),
+        runtime_of(p.uploader.application).consumers[0].dispatch,
         name="t-failed",
         retry_pause=0.1,
     )
@@ -175,4 +176,4 @@ def test_forced_failure_retries_three_times_then_fails(make_pipeline) -> None:
     command = StoreUpload(upload_id=file_id, owner_id="u1", owner_name="u", file_name="fail-me.bin", size=1,
                           sha256="ab" * 32, content_type="t", chunk_size=CHUNK, chunk_count=1,
                           cache_key=f"{p.prefix}:upload:{file_id}", items=(), created="t")
-    assert p.upload_service.store_failed(file_id, 3, "again", command) == "duplicate"
+    assert retries.store_failed(p.upload_service, file_id, 3, "again", command) == "duplicate"

@@ -28,7 +28,7 @@ def make_uploader(amqp_url: str, redis_prefix: str) -> Iterator[Any]:
         broker = messaging.Broker(amqp_url)
         brokers.append(broker)
         app = create_app(settings, broker=broker, auth=auth or StaticAuth())
-        return app, app.test_client(), app.extensions["upload_service"]
+        return app, app.test_client(), app.extensions["deps"].uploads
 
     yield build
     for broker in brokers:

@@ -18,8 +18,8 @@ from services.common.errors import ApiError
 from services.common.httpkit import ServiceMetrics
 from services.file_uploader.config import Settings
 from services.file_uploader.core import MAGIC_LENGTH, Limits, sniff_executable
-from services.file_uploader.service import UploaderMetrics, UploadService
 from services.file_uploader.store import UploadStore
+from services.file_uploader.uploads import UploaderMetrics, UploadService
 
 from .helpers import common
 

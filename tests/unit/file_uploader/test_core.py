@@ -9,7 +9,7 @@ from services.common.errors import ApiError
 from services.file_uploader import core
 from services.file_uploader.config import Settings
 from services.file_uploader.core import Limits
-from services.file_uploader.service import StreamingHashes
+from services.file_uploader.uploads import StreamingHashes
 
 LIMITS = Limits(max_file_size=10 * core.MiB, chunk_size=core.MiB, max_items=3)
 NOW = "2024-05-01T10:00:00.000Z"

@@ -1,12 +1,13 @@
-"""The upload pipeline: core rules + the Redis store + the broker, shared by every route.
+"""Uploads: start or resume, write a chunk, complete, release, describe, a whole HTTP upload.
 
 The socket gateway (through the internal routes) and ``POST /file/upload`` go
-through the same ``UploadService`` methods, so both get the same checks.
+through the same ``UploadService`` use cases, so both get the same checks. It
+depends on the ``ports.UploadCache`` Protocol and a ``Publisher``, not on Redis
+or pika: ``services.common.testing.file_uploader`` runs it in memory.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import threading
@@ -23,7 +24,7 @@ from services.common.httpkit import ServiceMetrics
 
 from . import core
 from .config import Settings
-from .store import CACHED, UPLOADING, UploadStore
+from .ports import CACHED, UPLOADING, Broker, UploadCache
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class StreamingHashes:
 class LoadGauge:
     """Is the pipeline overloaded? Asked at most once per ``interval`` (the answer is cached)."""
 
-    def __init__(self, settings: Settings, store: UploadStore, broker: Any, interval: float = 1.0) -> None:
+    def __init__(self, settings: Settings, store: UploadCache, broker: Broker, interval: float = 1.0) -> None:
         self.settings = settings
         self.store = store
         self.broker = broker
@@ -145,7 +146,7 @@ def _store_command(session: dict[str, Any], sha256: str, cache_key: str) -> Stor
 
 
 class UploadService:
-    def __init__(self, settings: Settings, store: UploadStore, broker: Any, metrics: UploaderMetrics,
+    def __init__(self, settings: Settings, store: UploadCache, broker: Broker, metrics: UploaderMetrics,
                  audit: AuditTrail | None = None, hashes: StreamingHashes | None = None) -> None:
         self.settings = settings
         self.limits = settings.limits
@@ -315,7 +316,7 @@ class UploadService:
                           "the store queue is unavailable; complete again later") from None
         self.store.set_status(file_id, CACHED, sha256=sha256)
         self.store.free_slot(session["owner_id"], file_id)
-        self._notify(FileStatusChanged(file_id=file_id, owner_id=session["owner_id"], status=contracts.CACHED,
+        self.notify(FileStatusChanged(file_id=file_id, owner_id=session["owner_id"], status=contracts.CACHED,
                                        pool_id=session["pool_id"], file_name=session["file_name"]))
         self.metrics.completed.inc()
         self.audit.record("upload_completed", actor=session["owner_id"], file_id=file_id,
@@ -323,7 +324,7 @@ class UploadService:
                           file_name=session["file_name"])
         return {"file_id": file_id, "status": CACHED}
 
-    def _notify(self, event: FileStatusChanged) -> None:
+    def notify(self, event: FileStatusChanged) -> None:
         try:
             self.broker.publish(event)
         except messaging.PublishError as exc:  # a notice, not the data: the store goes on
@@ -371,45 +372,3 @@ class UploadService:
                                               pool_id=tomb.get("pool_id") or None,
                                               file_name=tomb.get("file_name") or None))
         return {"file_id": file_id, "status": status}
-
-    # --- store retries (worker) ------------------------------------------------------
-    def store_failed(self, upload_id: str, attempt: int, reason: str, store_cmd: StoreUpload) -> str:
-        """Decide on a failed store; returns what was done (for logs and tests)."""
-        if not self.store.claim_attempt(upload_id, attempt):
-            return "duplicate"
-        try:
-            return self._store_failed(upload_id, attempt, reason, store_cmd)
-        except BaseException:
-            self.store.unclaim_attempt(upload_id, attempt)  # not handled: a redelivery must do it
-            raise
-
-    def _store_failed(self, upload_id: str, attempt: int, reason: str, store_cmd: StoreUpload) -> str:
-        decision = core.retry_decision(attempt)
-        session = self.store.session(upload_id)
-        if decision.retry and session is None:
-            decision = core.RetryDecision(False, None)
-            reason = f"{reason}; the cached upload is gone"
-        if decision.retry:
-            next_attempt = decision.next_attempt
-            self.store.touch(upload_id, store_cmd.chunk_count, self.settings.cached_ttl_seconds)
-            self.store.set_status(upload_id, contracts.RETRYING, attempt=next_attempt)
-            self._notify(FileStatusChanged(file_id=upload_id, owner_id=store_cmd.owner_id,
-                                           status=contracts.RETRYING, attempt=next_attempt, reason=reason,
-                                           pool_id=store_cmd.pool_id, file_name=store_cmd.file_name))
-            self.broker.publish_delayed(dataclasses.replace(store_cmd, attempt=next_attempt),
-                                        self.settings.store_retry_delay_seconds)
-            self.metrics.retries.inc()
-            log.warning("store failed; retrying", extra={"file_id": upload_id, "attempt": attempt,
-                                                         "reason": reason})
-            return "retry"
-        self.store.drop(upload_id, store_cmd.chunk_count, store_cmd.owner_id)
-        self.hashes.forget(upload_id)
-        self.store.set_status(upload_id, contracts.FAILED, reason=reason[:500])
-        self.broker.publish(FileStatusChanged(file_id=upload_id, owner_id=store_cmd.owner_id,
-                                              status=contracts.FAILED, attempt=attempt, reason=reason,
-                                              pool_id=store_cmd.pool_id, file_name=store_cmd.file_name))
-        self.metrics.failed.labels("store_failed").inc()
-        self.audit.record("store_failed", actor=store_cmd.owner_id, outcome="failed", file_id=upload_id,
-                          pool_id=store_cmd.pool_id, size=store_cmd.size, reason=reason, attempt=attempt)
-        log.error("store failed for good", extra={"file_id": upload_id, "attempt": attempt, "reason": reason})
-        return "failed"

@@ -1,0 +1,68 @@
+"""A store failed (``UploadStoreFailed``): schedule the next attempt, or give the upload up.
+
+SPEC: a failed store is retried twice more (``MAX_STORE_ATTEMPTS`` in all),
+after ``STORE_RETRY_DELAY_SECONDS``, through the delay queue. Idempotent: the
+attempt number is claimed in the cache first (compare-and-set), so a
+redelivered failure of an attempt already handled does nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from services.common import contracts
+from services.common.contracts import FileStatusChanged, StoreUpload
+
+from . import core
+from .uploads import UploadService
+
+log = logging.getLogger(__name__)
+
+MAX_REASON = 500  # characters of a failure reason kept in the status tombstone
+
+
+def store_failed(uploads: UploadService, upload_id: str, attempt: int, reason: str, command: StoreUpload) -> str:
+    """Decide on a failed store; returns what was done (``duplicate``, ``retry`` or ``failed``)."""
+    if not uploads.store.claim_attempt(upload_id, attempt):
+        return "duplicate"
+    try:
+        decision = core.retry_decision(attempt)
+        if decision.retry and uploads.store.session(upload_id) is None:
+            return give_up(uploads, upload_id, attempt, f"{reason}; the cached upload is gone", command)
+        if decision.retry and decision.next_attempt is not None:
+            return retry(uploads, upload_id, attempt, decision.next_attempt, reason, command)
+        return give_up(uploads, upload_id, attempt, reason, command)
+    except BaseException:
+        uploads.store.unclaim_attempt(upload_id, attempt)  # not handled: a redelivery must do it
+        raise
+
+
+def retry(uploads: UploadService, upload_id: str, attempt: int, next_attempt: int, reason: str,
+          command: StoreUpload) -> str:
+    settings = uploads.settings
+    # The bytes must outlive the delay and the next attempt.
+    uploads.store.touch(upload_id, command.chunk_count, settings.cached_ttl_seconds)
+    uploads.store.set_status(upload_id, contracts.RETRYING, attempt=next_attempt)
+    uploads.notify(FileStatusChanged(file_id=upload_id, owner_id=command.owner_id, status=contracts.RETRYING,
+                                     attempt=next_attempt, reason=reason, pool_id=command.pool_id,
+                                     file_name=command.file_name))
+    uploads.broker.publish_delayed(dataclasses.replace(command, attempt=next_attempt),
+                                   settings.store_retry_delay_seconds)
+    uploads.metrics.retries.inc()
+    log.warning("store failed; retrying", extra={"file_id": upload_id, "attempt": attempt, "reason": reason})
+    return "retry"
+
+
+def give_up(uploads: UploadService, upload_id: str, attempt: int, reason: str, command: StoreUpload) -> str:
+    uploads.store.drop(upload_id, command.chunk_count, command.owner_id)
+    uploads.hashes.forget(upload_id)
+    uploads.store.set_status(upload_id, contracts.FAILED, reason=reason[:MAX_REASON])
+    uploads.broker.publish(FileStatusChanged(file_id=upload_id, owner_id=command.owner_id, status=contracts.FAILED,
+                                             attempt=attempt, reason=reason, pool_id=command.pool_id,
+                                             file_name=command.file_name))
+    uploads.metrics.failed.labels("store_failed").inc()
+    uploads.audit.record("store_failed", actor=command.owner_id, outcome="failed", file_id=upload_id,
+                         pool_id=command.pool_id, size=command.size, reason=reason, attempt=attempt)
+    log.error("store failed for good", extra={"file_id": upload_id, "attempt": attempt, "reason": reason})
+    return "failed"
