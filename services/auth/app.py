@@ -288,6 +288,8 @@ def create_app(settings: Settings, *, store: Store | None = None, broker: Broker
     def verify_key() -> Response:
         httpkit.check_internal_key(settings.internal_api_key)
         api_key = json_body().get("api_key")
+        if not isinstance(api_key, str):
+            raise unauthorized("unknown or revoked API key")
         key_id = core.api_key_id(api_key)
         row = store.processor_key(key_id) if key_id else None
         if row is None or not core.api_key_matches(api_key, row["key_hash"]):

@@ -7,6 +7,7 @@ first use.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -190,7 +191,7 @@ def create_app(settings: Settings, *, db: Any = None, broker: Any = None, auth: 
         key = caller["api_key"]  # forwarded: file_service_manager checks the key's pool itself
         members = [Member(name=core.member_name(e["timestamp"], e["file_id"], e.get("file_name") or "file"),
                           size=int(e["size"]), mtime=float(e.get("ts") or 0),
-                          chunks=(lambda fid=e["file_id"]: files.chunks(fid, key)))
+                          chunks=functools.partial(files.chunks, e["file_id"], key))
                    for e in entries]
         response = Response(tar_stream(members), mimetype="application/x-tar", direct_passthrough=True)
         response.headers["Content-Length"] = str(archive_length(members))

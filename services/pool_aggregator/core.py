@@ -94,7 +94,7 @@ def is_ready(now: float, window_end: float, close_grace_seconds: float, contribu
     """An open group is ready once its window (plus grace) has passed, or enough members sent."""
     if now >= window_end + (close_grace_seconds or 0):
         return True
-    return bool(min_contributors) and min_contributors > 0 and contributors >= min_contributors
+    return min_contributors is not None and min_contributors > 0 and contributors >= min_contributors
 
 
 def late_window(ts: float, now: float, window_seconds: int, attempt: int = 0) -> Window:

@@ -145,7 +145,7 @@ class GroupStore:
                       "lease_id": uuid.uuid4().hex, "updated": now}},
             return_document=ReturnDocument.AFTER)
 
-    def expire_lease(self, gid: str, lease_id: str, target: str, expiries: int, now: float) -> dict | None:
+    def expire_lease(self, gid: str, lease_id: str | None, target: str, expiries: int, now: float) -> dict | None:
         """processing -> ready/failed, only for the very lease that was seen expired."""
         update: dict[str, Any] = {"$set": {"status": target, "lease_expiries": expiries, "updated": now},
                                   "$unset": {"leased_at": "", "lease_expires_at": "", "lease_id": ""}}

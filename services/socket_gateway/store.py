@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import cast
 
 import redis
 
@@ -27,7 +28,7 @@ class SeenStore:
     def get_many(self, user_id: str, pool_ids: list[str]) -> dict[str, datetime | None]:
         if not pool_ids:
             return {}
-        values = self.client.mget([self.key(user_id, p) for p in pool_ids])
+        values = cast(list[bytes | None], self.client.mget([self.key(user_id, p) for p in pool_ids]))
         out: dict[str, datetime | None] = {}
         for pool_id, raw in zip(pool_ids, values, strict=True):
             try:
