@@ -142,9 +142,9 @@ def flood(sockets: list[socket.socket], first: bytes, following: bytes, *, per_s
     end = started + deadline
     while sel.get_map() and time.monotonic() < end:
         for key, events in sel.select(timeout=0.2):
-            sock = key.fileobj
-            if not isinstance(sock, socket.socket):
+            if not isinstance(key.fileobj, socket.socket):
                 continue
+            sock = key.fileobj
             if events & selectors.EVENT_READ:
                 try:
                     data = sock.recv(65536)  # pings or a close frame; a server never sends much here
