@@ -24,15 +24,41 @@ from services.common import uploadkeys
 from .core import UploadPlan
 from .ports import CACHED, UPLOADING  # noqa: F401 - the cache's session statuses, re-exported
 
+# An owner's open uploads (a sorted set: upload id -> when its slot was opened). A slot
+# lives exactly as long as its upload: it is removed when the upload completes, is
+# cancelled or dropped, and pruned here once the upload's session is gone (stored,
+# swept, or expired unfinished). Pruning by session and not by a deadline is the
+# point: an upload kept alive by its writes must keep its slot, or the per-user cap
+# leaks. A member younger than ARGV[2] seconds may not have its session yet
+# (open_slot runs just before create), so it is kept. The set holds at most the
+# limit's count of members, so the loop is bounded.
+_PRUNE_SLOTS = """
+local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local pruned = 0
+for i = 1, #members, 2 do
+  if tonumber(members[i + 1]) < tonumber(ARGV[1]) - tonumber(ARGV[2])
+      and redis.call('EXISTS', ARGV[3] .. members[i]) == 0 then
+    redis.call('ZREM', KEYS[1], members[i])
+    pruned = pruned + 1
+  end
+end
+"""
+
 # Atomic "may this owner open one more upload?": the check and the add must not
 # interleave with another request of the same owner, or the limit leaks.
-_OPEN_UPLOAD = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZSCORE', KEYS[1], ARGV[3]) then return 1 end
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
+_OPEN_UPLOAD = _PRUNE_SLOTS + """
+if redis.call('ZSCORE', KEYS[1], ARGV[4]) then
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+  return 1
+end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
 return 1
+"""
+
+_PRUNE_OWNER = _PRUNE_SLOTS + """
+return pruned
 """
 
 # The writer lock: free -> take it; ours -> refresh it; someone else's -> refuse.
@@ -96,7 +122,7 @@ def _text(value: Any) -> str:
 
 class UploadStore:
     def __init__(self, client: redis.Redis, prefix: str, *, upload_ttl: int = 3600, cached_ttl: int = 86400,
-                 status_ttl: int = 86400, lock_seconds: int = 30) -> None:
+                 status_ttl: int = 86400, lock_seconds: int = 30, start_grace: float = 10.0) -> None:
         # redis-py types the sync client's answers as ``T | Awaitable[T]``; this one is sync.
         self.r: Any = client
         self.prefix = prefix
@@ -104,7 +130,11 @@ class UploadStore:
         self.cached_ttl = cached_ttl
         self.status_ttl = status_ttl
         self.lock_seconds = lock_seconds
+        # How long a freshly opened slot is kept without its session (the start's own
+        # open_slot -> create takes milliseconds; 10 s is slack for a slow Redis).
+        self.start_grace = start_grace
         self._open = client.register_script(_OPEN_UPLOAD)
+        self._prune_owner = client.register_script(_PRUNE_OWNER)
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
         self._refresh = client.register_script(_REFRESH)
@@ -140,10 +170,15 @@ class UploadStore:
         return bool(self.r.ping())
 
     # --- sessions ------------------------------------------------------------
+    @property
+    def _owner_ttl(self) -> int:
+        # Outlives every session it counts: each chunk write refreshes both.
+        return self.upload_ttl + 60
+
     def open_slot(self, owner_id: str, upload_id: str, limit: int) -> bool:
-        now = time.time()
         return bool(self._open(keys=[self._owner(owner_id)],
-                               args=[now, limit, upload_id, now + self.upload_ttl, self.upload_ttl + 60]))
+                               args=[time.time(), self.start_grace, uploadkeys.session_prefix(self.prefix),
+                                     upload_id, limit, self._owner_ttl]))
 
     def free_slot(self, owner_id: str, upload_id: str) -> None:
         self.r.zrem(self._owner(owner_id), upload_id)
@@ -214,7 +249,7 @@ class UploadStore:
         return _text(value) if value is not None else None
 
     # --- chunks --------------------------------------------------------------
-    def put_chunk(self, file_id: str, index: int, data: bytes) -> str:
+    def put_chunk(self, file_id: str, index: int, data: bytes, *, owner_id: str) -> str:
         """Store chunk ``index`` once: ``new``, ``same`` (identical rewrite) or ``different``.
 
         SET NX makes a chunk immutable once written, so two writers racing on one
@@ -239,6 +274,7 @@ class UploadStore:
         pipe.expire(self.cache_key(file_id), self.upload_ttl)
         pipe.hset(self.cache_key(file_id), "updated", time.time())
         pipe.expire(self._status(file_id), self.status_ttl)
+        pipe.expire(self._owner(owner_id), self._owner_ttl)  # the owner's slot lives as long as the upload
         pipe.execute()
         return outcome
 
@@ -353,4 +389,6 @@ class UploadStore:
         return self.r.delete(*keys) if keys else 0
 
     def prune_owner(self, key: str) -> int:
-        return int(self.r.zremrangebyscore(key, "-inf", time.time()))
+        """Forget the owner's slots whose upload is gone (what open_slot also does)."""
+        return int(self._prune_owner(keys=[key], args=[time.time(), self.start_grace,
+                                                       uploadkeys.session_prefix(self.prefix)]))

@@ -24,7 +24,7 @@ from services.common.httpkit import ServiceMetrics
 
 from . import core
 from .config import Settings
-from .ports import CACHED, UPLOADING, Broker, UploadCache
+from .ports import CACHED, CANCELLED, UPLOADING, Broker, UploadCache
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +206,11 @@ class UploadService:
         # A new writer takes over only when the previous one released or let its lock expire.
         if not self.store.acquire_writer(file_id, writer):
             raise errors.conflict("another connection is writing this upload")
+        # The slot is normally still there (it lives as long as the upload); taking it again
+        # is idempotent and refreshes it, and counts an upload whose slot was lost.
+        if not self.store.open_slot(session["owner_id"], file_id, self.limits.max_uploads_per_user):
+            self.store.release_writer(file_id, writer)
+            raise self._overloaded(f"at most {self.limits.max_uploads_per_user} unfinished uploads per user")
         self.store.touch(file_id, session["chunk_count"], self.settings.upload_ttl_seconds)
         have = self.store.existing_chunks(file_id, session["chunk_count"])
         return {"file_id": file_id, "chunk_size": session["chunk_size"],
@@ -236,7 +241,7 @@ class UploadService:
                 self.audit.record("upload_refused", actor=session["owner_id"], file_id=file_id,
                                   outcome="refused", reason="forbidden_type")
                 raise
-        outcome = self.store.put_chunk(file_id, index, data)
+        outcome = self.store.put_chunk(file_id, index, data, owner_id=session["owner_id"])
         if outcome == "different":
             raise errors.conflict(f"chunk {index} was already received with different bytes")
         if outcome == "new":
@@ -245,6 +250,21 @@ class UploadService:
         received = self.store.received_count(file_id)
         self.metrics.chunk_latency.observe(time.perf_counter() - started)
         return {"file_id": file_id, "index": index, "received": received}
+
+    def cancel(self, file_id: str, *, owner_id: str) -> dict[str, Any]:
+        """SPEC's cancel-upload: an unfinished upload's bytes are dropped and its slot freed.
+
+        Any connection of the owner may cancel (the writer lock guards writes, not the
+        owner's decision). A completed upload is already on its way to storage: 409.
+        """
+        session = self._session(file_id, owner_id)
+        if session["status"] != UPLOADING:
+            raise errors.conflict("the upload is complete; it can no longer be cancelled")
+        self._drop(session, "cancelled")
+        self.store.set_status(file_id, CANCELLED)
+        self.audit.record("upload_cancelled", actor=session["owner_id"], file_id=file_id,
+                          pool_id=session["pool_id"], outcome="cancelled")
+        return {"file_id": file_id, "status": CANCELLED}
 
     def release(self, file_id: str, writer: str) -> bool:
         validation.optional_id(file_id, "file_id")

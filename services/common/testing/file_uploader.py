@@ -4,13 +4,16 @@ What the use cases rely on is kept: the writer lock (free -> take, ours ->
 refresh, someone else's -> refuse; a refresh never takes a free lock), chunks
 immutable once written, ``uploading -> cached`` exactly once, claimed retry
 attempts (compare-and-set), a status tombstone that outlives the bytes, and the
-per-owner slot limit. Expiry is not modelled: a test that needs a lapsed lock
-calls ``expire_writer``. Plans are read by shape (this package imports no service).
+per-owner slot limit (a slot lives as long as its upload's session; one opened
+less than ``start_grace`` seconds ago is kept without one). Expiry is not
+modelled: a test that needs a lapsed lock calls ``expire_writer``, a lapsed
+session ``expire_session``. Plans are read by shape (this package imports no service).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +35,8 @@ class FakeUploadCache:
         self.tombs: dict[str, dict[str, str]] = {}
         self.writers: dict[str, str] = {}
         self.slots: dict[str, set[str]] = {}
+        self.opened: dict[str, float] = {}  # upload id -> when its slot was opened (time.time())
+        self.start_grace = 10.0
         self.pending: dict[str, int] = {}
         self.memory = 0  # what used_memory() answers: tests set it to simulate a full cache
         self.touched: list[tuple[str, int]] = []  # (file_id, ttl) per touch, newest last
@@ -46,12 +51,22 @@ class FakeUploadCache:
     # --- sessions ---------------------------------------------------------
     def open_slot(self, owner_id: str, upload_id: str, limit: int) -> bool:
         slots = self.slots.setdefault(owner_id, set())
+        self.prune_slots(owner_id)
         if upload_id in slots:
             return True
         if len(slots) >= limit:
             return False
         slots.add(upload_id)
+        self.opened[upload_id] = time.time()
         return True
+
+    def prune_slots(self, owner_id: str) -> int:
+        """Forget slots whose session is gone (and is not just being created)."""
+        slots = self.slots.get(owner_id, set())
+        dead = {u for u in slots
+                if u not in self.uploads and self.opened.get(u, 0.0) < time.time() - self.start_grace}
+        slots -= dead
+        return len(dead)
 
     def free_slot(self, owner_id: str, upload_id: str) -> None:
         self.slots.get(owner_id, set()).discard(upload_id)
@@ -113,7 +128,7 @@ class FakeUploadCache:
         self.writers.pop(file_id, None)
 
     # --- chunks -------------------------------------------------------------
-    def put_chunk(self, file_id: str, index: int, data: bytes) -> str:
+    def put_chunk(self, file_id: str, index: int, data: bytes, *, owner_id: str) -> str:
         upload = self.uploads.get(file_id)
         if upload is None:
             # Redis writes the chunk key even when the session is gone (the sweeper removes
@@ -135,6 +150,11 @@ class FakeUploadCache:
     def existing_chunks(self, file_id: str, count: int) -> set[int]:
         upload = self.uploads.get(file_id)
         return {i for i in upload.chunks if i < count} if upload else set()
+
+    def expire_session(self, file_id: str) -> None:
+        """What the session's expiry does in Redis: bytes and session gone, the tombstone stays (tests only)."""
+        self.uploads.pop(file_id, None)
+        self.writers.pop(file_id, None)
 
     def lose_chunk(self, file_id: str, index: int) -> None:
         """A chunk key expired while its index stays in the received set (tests only)."""

@@ -69,10 +69,10 @@ def test_chunks_are_written_once(cache) -> None:
     p = plan()
     cache.create(p, "w1")
     fid = p.upload_id
-    assert cache.put_chunk(fid, 0, b"abcd") == "new"
-    assert cache.put_chunk(fid, 0, b"abcd") == "same"
-    assert cache.put_chunk(fid, 0, b"abce") == "different"
-    assert cache.put_chunk(fid, 2, b"ij") == "new"
+    assert cache.put_chunk(fid, 0, b"abcd", owner_id="7") == "new"
+    assert cache.put_chunk(fid, 0, b"abcd", owner_id="7") == "same"
+    assert cache.put_chunk(fid, 0, b"abce", owner_id="7") == "different"
+    assert cache.put_chunk(fid, 2, b"ij", owner_id="7") == "new"
     assert cache.read_chunk(fid, 0) == b"abcd" and cache.read_chunk(fid, 1) is None
     assert cache.received_count(fid) == 2 and cache.existing_chunks(fid, 3) == {0, 2}
 
@@ -95,7 +95,7 @@ def test_drop_keeps_the_tombstone_and_frees_the_slot(cache) -> None:
     p = plan()
     assert cache.open_slot("7", p.upload_id, 5) is True
     cache.create(p, "w1")
-    cache.put_chunk(p.upload_id, 0, b"abcd")
+    cache.put_chunk(p.upload_id, 0, b"abcd", owner_id="7")
     cache.mark_cached(p.upload_id, 10)
     cache.set_status(p.upload_id, "retrying", attempt=2, reason=None)
     assert cache.drop(p.upload_id) > 0
@@ -114,6 +114,23 @@ def test_owner_slots(cache) -> None:
     assert cache.open_slot("8", "c" * 32, 2) is True
     cache.free_slot("7", "a" * 32)
     assert cache.open_slot("7", "c" * 32, 2) is True
+
+
+def expire_session(cache, file_id: str) -> None:
+    if isinstance(cache, FakeUploadCache):
+        cache.expire_session(file_id)
+    else:
+        cache.r.delete(cache.cache_key(file_id))
+
+
+def test_a_slot_lives_as_long_as_its_session(cache) -> None:
+    cache.start_grace = 0
+    p = plan("a" * 32)
+    assert cache.open_slot("7", p.upload_id, 1) is True
+    cache.create(p, "w1")
+    assert cache.open_slot("7", "b" * 32, 1) is False
+    expire_session(cache, p.upload_id)
+    assert cache.open_slot("7", "b" * 32, 1) is True
 
 
 def test_attempts_are_claimed_once(cache) -> None:

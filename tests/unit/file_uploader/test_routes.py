@@ -50,7 +50,8 @@ def error(response) -> tuple[int, str]:
 
 @pytest.mark.parametrize(("method", "path"), [
     ("post", "/uploads"), ("put", "/uploads/abc/chunks/0"), ("post", "/uploads/abc/complete"),
-    ("post", "/uploads/abc/release"), ("get", "/uploads/abc"), ("put", "/file/update/status"),
+    ("post", "/uploads/abc/release"), ("post", "/uploads/abc/cancel"), ("get", "/uploads/abc"),
+    ("put", "/file/update/status"),
 ])
 def test_internal_routes_need_the_key(client, cache, method, path) -> None:
     for headers in ({}, {"X-Internal-Key": "wrong"}):
@@ -111,6 +112,14 @@ def test_release_then_resume_by_the_new_connection(client, cache) -> None:
     r = start(client, file_id=file_id, writer="w2")
     assert r.status_code == 200 and r.get_json()["missing"] == [1, 2]
     assert cache.writer(file_id) == "w2"
+
+
+def test_cancel(client, cache) -> None:
+    file_id = start(client, file_name="x.bin", size=20).get_json()["file_id"]
+    r = client.post(f"/uploads/{file_id}/cancel", json={"owner_id": "8"}, headers=H)
+    assert error(r) == (404, "not_found") and file_id in cache.uploads
+    r = client.post(f"/uploads/{file_id}/cancel", json={"owner_id": "7"}, headers=H)
+    assert r.get_json() == {"file_id": file_id, "status": "cancelled"} and file_id not in cache.uploads
 
 
 def test_describe_hides_other_owners_uploads(client) -> None:

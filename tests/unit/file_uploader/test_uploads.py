@@ -97,6 +97,42 @@ def test_the_per_user_limit_is_overloaded_with_retry_after(uploads, cache, setti
     assert start(uploads, 5)
 
 
+def test_a_slot_lives_as_long_as_its_upload(uploads, cache) -> None:
+    cache.start_grace = 0
+    first = start(uploads, 16)
+    second = start(uploads, 16)
+    for _ in range(3):  # writes and resumes keep both uploads, and so their slots, alive
+        assert refused(uploads.start, {"file_name": "a.bin", "size": 5}, owner_id=OWNER, owner_name="alice",
+                       writer=WRITER).code == "overloaded"
+    uploads.resume(first, owner_id=OWNER, writer=WRITER)
+    assert cache.slots[OWNER] == {first, second}
+    cache.expire_session(second)  # abandoned: its session expired
+    third = start(uploads, 5)
+    assert cache.slots[OWNER] == {first, third}
+
+
+def test_cancel_drops_the_bytes_and_frees_the_slot(uploads, cache, broker) -> None:
+    file_id = start(uploads, 16)
+    write(uploads, file_id, 0, b"a" * 8)
+    start(uploads, 5)
+    assert uploads.cancel(file_id, owner_id=OWNER) == {"file_id": file_id, "status": "cancelled"}
+    assert file_id not in cache.uploads and file_id not in cache.slots[OWNER]
+    assert cache.status(file_id)["status"] == "cancelled"
+    assert "upload_cancelled" in actions(broker)
+    assert start(uploads, 5)  # the freed slot is usable at once
+    assert refused(uploads.cancel, file_id, owner_id=OWNER).status == 404
+    assert refused(write, uploads, file_id, 1, b"b" * 8).status == 404
+
+
+def test_only_the_owner_cancels_and_not_after_completion(uploads, cache) -> None:
+    file_id = start(uploads, 5)
+    assert refused(uploads.cancel, file_id, owner_id="8").status == 404
+    send_all(uploads, file_id, b"12345")
+    complete(uploads, file_id)
+    assert refused(uploads.cancel, file_id, owner_id=OWNER).status == 409
+    assert cache.session(file_id)["status"] == "cached"
+
+
 @pytest.mark.parametrize("overload", ["memory", "queue", "pending"])
 def test_overload_refuses_new_uploads_with_retry_after(uploads, cache, broker, settings, overload) -> None:
     uploads.load.interval = 0  # measure on every call in a test
