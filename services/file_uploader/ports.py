@@ -52,8 +52,10 @@ class UploadCache(Protocol):
 
     def writer(self, file_id: str) -> str | None: ...
 
-    def put_chunk(self, file_id: str, index: int, data: bytes, *, owner_id: str) -> str:
-        """``new``, ``same`` (an identical rewrite) or ``different`` (refused: chunks are immutable)."""
+    def put_chunk(self, file_id: str, index: int, data: bytes, *, owner_id: str, max_owner_bytes: int = 0) -> str:
+        """``new``, ``same`` (an identical rewrite), ``different`` (refused: chunks are immutable),
+        ``full`` (refused: the owner's cached bytes would pass ``max_owner_bytes``; 0 = no budget)
+        or ``gone`` (refused: the session no longer exists)."""
         ...
 
     def read_chunk(self, file_id: str, index: int) -> bytes | None: ...

@@ -5,9 +5,11 @@ the chunks, ``{cache_key}:received`` the received indexes, ``{cache_key}:writer`
 the writer lock, ``{cache_key}:status`` a small tombstone (owner, status, the last
 failed store attempt) that outlives the bytes so completion, retries and status
 updates stay idempotent after file_service_manager deleted the cache.
-Beside it: ``{prefix}:upload-owner:{owner_id}`` (sorted set: open uploads of an
-owner, score = expiry) and ``{prefix}:upload-pending`` (hash: upload id -> size of
-completed uploads not yet stored). Every key carries an expiry.
+Beside it: ``{prefix}:upload-owner:{owner_id}`` (sorted set: unfinished uploads of
+an owner, score = when opened; a member lives as long as its session),
+``{prefix}:upload-bytes:{owner_id}`` (hash: upload id -> chunk bytes cached, the
+owner's cached-bytes budget) and ``{prefix}:upload-pending`` (hash: upload id ->
+size of completed uploads not yet stored). Every key carries an expiry.
 """
 
 from __future__ import annotations
@@ -70,6 +72,49 @@ if (not v) or v == ARGV[1] then
 end
 return 0
 """
+
+# Store one chunk (KEYS: chunk, received set, session, status, owner slots, owner
+# bytes). Refused as 'gone' once the session is gone (a late write after a drop
+# must not leave orphan keys), as 'full' when the owner's cached bytes (chunks of
+# uploads not stored yet, one hash field per upload) would pass the budget. The
+# budget's fields are pruned of uploads whose session is gone (stored by
+# file_service_manager, dropped, or expired) only when the budget or the field
+# count bound (ARGV[11]) is reached: the common chunk pays one HVALS of a few fields.
+_PUT_CHUNK = """
+if redis.call('EXISTS', KEYS[3]) == 0 then return 'gone' end
+local outcome = 'new'
+local existing = redis.call('GET', KEYS[1])
+if existing then
+  if existing ~= ARGV[1] then return 'different' end
+  outcome = 'same'
+else
+  local limit = tonumber(ARGV[7])
+  local need = string.len(ARGV[1])
+  local function total()
+    local sum = 0
+    for _, v in ipairs(redis.call('HVALS', KEYS[6])) do sum = sum + tonumber(v) end
+    return sum
+  end
+  if limit > 0 and (total() + need > limit or redis.call('HLEN', KEYS[6]) > tonumber(ARGV[11])) then
+    for _, id in ipairs(redis.call('HKEYS', KEYS[6])) do
+      if redis.call('EXISTS', ARGV[8] .. id) == 0 then redis.call('HDEL', KEYS[6], id) end
+    end
+    if total() + need > limit then return 'full' end
+  end
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+  redis.call('HINCRBY', KEYS[6], ARGV[6], need)
+  redis.call('EXPIRE', KEYS[6], ARGV[9])
+end
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+redis.call('HSET', KEYS[3], 'updated', ARGV[10])
+redis.call('EXPIRE', KEYS[4], ARGV[4])
+redis.call('EXPIRE', KEYS[5], ARGV[5])
+return outcome
+"""
+OWNER_BYTES_PRUNE_AT = 64  # fields of an owner's byte budget before a prune pass (bounds the hash)
 
 # A chunk write only keeps a lock its writer already holds: it never takes a free
 # one. A released lock thus stays free for the reconnecting client even when a
@@ -135,6 +180,7 @@ class UploadStore:
         self.start_grace = start_grace
         self._open = client.register_script(_OPEN_UPLOAD)
         self._prune_owner = client.register_script(_PRUNE_OWNER)
+        self._put = client.register_script(_PUT_CHUNK)
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
         self._refresh = client.register_script(_REFRESH)
@@ -161,6 +207,17 @@ class UploadStore:
 
     def _owner(self, owner_id: str) -> str:
         return uploadkeys.owner_key(self.prefix, owner_id)
+
+    def _owner_bytes(self, owner_id: str) -> str:
+        # file_uploader's own key (file_service_manager never reads it): upload id -> chunk bytes cached.
+        return f"{self.prefix}:upload-bytes:{owner_id}"
+
+    @property
+    def _owner_bytes_ttl(self) -> int:
+        # Refreshed by every new chunk; outlives an unfinished upload and a completed one
+        # waiting for its store. Should it lapse during long retries, the budget only
+        # undercounts bytes that are about to leave anyway.
+        return self.upload_ttl + self.cached_ttl
 
     @property
     def _pending(self) -> str:
@@ -249,34 +306,25 @@ class UploadStore:
         return _text(value) if value is not None else None
 
     # --- chunks --------------------------------------------------------------
-    def put_chunk(self, file_id: str, index: int, data: bytes, *, owner_id: str) -> str:
-        """Store chunk ``index`` once: ``new``, ``same`` (identical rewrite) or ``different``.
+    def put_chunk(self, file_id: str, index: int, data: bytes, *, owner_id: str, max_owner_bytes: int = 0) -> str:
+        """Store chunk ``index`` once: ``new``, ``same`` (identical rewrite), ``different``,
+        ``full`` (the owner's cached bytes would pass ``max_owner_bytes``) or ``gone`` (no session).
 
-        SET NX makes a chunk immutable once written, so two writers racing on one
-        index cannot leave a mixture, and a retry after a lost answer is harmless.
+        One script, so the budget check and the write cannot interleave with another
+        chunk of the same owner, and two writers racing on one index cannot leave a
+        mixture (a chunk is immutable once written; a retry after a lost answer is harmless).
         """
-        key = self.chunk_key(file_id, index)
-        if self.r.set(key, data, nx=True, ex=self.upload_ttl):
-            outcome = "new"
-        else:
-            existing = self.r.get(key)
-            if existing is None:  # expired between the two calls: write it again
-                self.r.set(key, data, ex=self.upload_ttl)
-                outcome = "new"
-            elif existing == data:
-                outcome = "same"
-            else:
-                return "different"
-        pipe = self.r.pipeline(transaction=False)
-        pipe.sadd(self._received(file_id), index)
-        pipe.expire(key, self.upload_ttl)
-        pipe.expire(self._received(file_id), self.upload_ttl)
-        pipe.expire(self.cache_key(file_id), self.upload_ttl)
-        pipe.hset(self.cache_key(file_id), "updated", time.time())
-        pipe.expire(self._status(file_id), self.status_ttl)
-        pipe.expire(self._owner(owner_id), self._owner_ttl)  # the owner's slot lives as long as the upload
-        pipe.execute()
-        return outcome
+        key = self.cache_key(file_id)
+        return _text(self._put(
+            keys=[self.chunk_key(file_id, index), self._received(file_id), key, self._status(file_id),
+                  self._owner(owner_id), self._owner_bytes(owner_id)],
+            args=[data, index, self.upload_ttl, self.status_ttl, self._owner_ttl, file_id, max_owner_bytes,
+                  uploadkeys.session_prefix(self.prefix), self._owner_bytes_ttl, time.time(),
+                  OWNER_BYTES_PRUNE_AT]))
+
+    def cached_bytes(self, owner_id: str) -> int:
+        """The owner's chunk bytes still cached (uploads whose session is gone may still count)."""
+        return sum(int(v) for v in self.r.hvals(self._owner_bytes(owner_id)))
 
     def read_chunk(self, file_id: str, index: int) -> bytes | None:
         return self.r.get(self.chunk_key(file_id, index))
@@ -340,6 +388,7 @@ class UploadStore:
         self.r.hdel(self._pending, file_id)
         if owner_id:
             self.free_slot(owner_id, file_id)
+            self.r.hdel(self._owner_bytes(owner_id), file_id)
         return removed
 
     # --- retries -------------------------------------------------------------

@@ -97,7 +97,17 @@ class StreamingHashes:
 
 
 class LoadGauge:
-    """Is the pipeline overloaded? Asked at most once per ``interval`` (the answer is cached)."""
+    """Is the pipeline overloaded? Measured at most once per ``interval``; the answer is cached.
+
+    Asked on every start and every chunk. Measuring means a passive queue declare on
+    the broker plus Redis INFO and the pending-bytes hash: per chunk that would double
+    a chunk's round trips, so one measurement a second serves every request of the
+    process. A second of staleness lets at most a second of chunks past a threshold,
+    which the thresholds' headroom (Redis maxmemory above MAX_REDIS_MEMORY_BYTES)
+    absorbs. One thread measures at a time; the others answer from the last
+    measurement meanwhile, so a slow broker or Redis does not queue every chunk
+    behind the measurement.
+    """
 
     def __init__(self, settings: Settings, store: UploadCache, broker: Broker, interval: float = 1.0) -> None:
         self.settings = settings
@@ -105,7 +115,8 @@ class LoadGauge:
         self.broker = broker
         self.interval = interval
         self._lock = threading.Lock()
-        self._checked = 0.0
+        self._checked = float("-inf")
+        self._measuring = False
         self._reasons: list[str] = []
 
     def _measure(self) -> list[str]:
@@ -127,10 +138,18 @@ class LoadGauge:
     def reasons(self) -> list[str]:
         with self._lock:
             now = time.monotonic()
-            if now - self._checked >= self.interval:
-                self._reasons = self._measure()
+            if self._measuring or now - self._checked < self.interval:
+                return list(self._reasons)
+            self._measuring = True
+        try:
+            reasons = self._measure()
+        finally:
+            with self._lock:
+                self._measuring = False
                 self._checked = now
-            return list(self._reasons)
+        with self._lock:
+            self._reasons = reasons
+        return list(reasons)
 
 
 def _store_command(session: dict[str, Any], sha256: str, cache_key: str) -> StoreUpload:
@@ -241,7 +260,16 @@ class UploadService:
                 self.audit.record("upload_refused", actor=session["owner_id"], file_id=file_id,
                                   outcome="refused", reason="forbidden_type")
                 raise
-        outcome = self.store.put_chunk(file_id, index, data, owner_id=session["owner_id"])
+        # Every chunk, not only the start, passes the overload check: an upload started
+        # before Redis filled up must not go on filling it (the answer is cached, see LoadGauge).
+        self.check_load()
+        budget = self.settings.max_cached_bytes_per_user
+        outcome = self.store.put_chunk(file_id, index, data, owner_id=session["owner_id"], max_owner_bytes=budget)
+        if outcome == "gone":
+            raise ApiError(404, "not_found", "no such upload")
+        if outcome == "full":
+            raise self._overloaded(f"at most {budget} bytes of your uploads may wait in the cache; "
+                                   "try again once earlier uploads are stored")
         if outcome == "different":
             raise errors.conflict(f"chunk {index} was already received with different bytes")
         if outcome == "new":

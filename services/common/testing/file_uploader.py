@@ -2,7 +2,8 @@
 
 What the use cases rely on is kept: the writer lock (free -> take, ours ->
 refresh, someone else's -> refuse; a refresh never takes a free lock), chunks
-immutable once written, ``uploading -> cached`` exactly once, claimed retry
+immutable once written (and refused once the session is gone), the per-owner
+budget of cached bytes, ``uploading -> cached`` exactly once, claimed retry
 attempts (compare-and-set), a status tombstone that outlives the bytes, and the
 per-owner slot limit (a slot lives as long as its upload's session; one opened
 less than ``start_grace`` seconds ago is kept without one). Expiry is not
@@ -40,7 +41,7 @@ class FakeUploadCache:
         self.pending: dict[str, int] = {}
         self.memory = 0  # what used_memory() answers: tests set it to simulate a full cache
         self.touched: list[tuple[str, int]] = []  # (file_id, ttl) per touch, newest last
-        self.orphans: dict[tuple[str, int], bytes] = {}  # chunks written after their session was dropped
+        self.owner_bytes: dict[str, dict[str, int]] = {}  # owner -> upload id -> chunk bytes cached
 
     def cache_key(self, file_id: str) -> str:
         return f"{self.prefix}:upload:{file_id}"
@@ -128,20 +129,28 @@ class FakeUploadCache:
         self.writers.pop(file_id, None)
 
     # --- chunks -------------------------------------------------------------
-    def put_chunk(self, file_id: str, index: int, data: bytes, *, owner_id: str) -> str:
+    def put_chunk(self, file_id: str, index: int, data: bytes, *, owner_id: str, max_owner_bytes: int = 0) -> str:
         upload = self.uploads.get(file_id)
         if upload is None:
-            # Redis writes the chunk key even when the session is gone (the sweeper removes
-            # such orphans); here it is kept aside so a test can see it.
-            self.orphans[(file_id, index)] = bytes(data)
-            return "new"
+            return "gone"
         existing = upload.chunks.get(index)
         if existing is not None and existing != data:
             return "different"
         outcome = "same" if existing is not None else "new"
+        if outcome == "new":
+            budget = self.owner_bytes.setdefault(owner_id, {})
+            if max_owner_bytes and sum(budget.values()) + len(data) > max_owner_bytes:
+                for gone in [u for u in budget if u not in self.uploads]:  # stored, dropped or expired
+                    del budget[gone]
+                if sum(budget.values()) + len(data) > max_owner_bytes:
+                    return "full"
+            budget[file_id] = budget.get(file_id, 0) + len(data)
         upload.chunks[index] = bytes(data)
         upload.received.add(index)
         return outcome
+
+    def cached_bytes(self, owner_id: str) -> int:
+        return sum(self.owner_bytes.get(owner_id, {}).values())
 
     def read_chunk(self, file_id: str, index: int) -> bytes | None:
         upload = self.uploads.get(file_id)
@@ -186,6 +195,7 @@ class FakeUploadCache:
         owner = owner_id or (upload.session["owner_id"] if upload else None)
         if owner:
             self.free_slot(owner, file_id)
+            self.owner_bytes.get(owner, {}).pop(file_id, None)
         return 0 if upload is None else 1 + len(upload.chunks)
 
     # --- retries ----------------------------------------------------------------

@@ -77,6 +77,41 @@ def test_chunks_are_written_once(cache) -> None:
     assert cache.received_count(fid) == 2 and cache.existing_chunks(fid, 3) == {0, 2}
 
 
+def test_the_owner_budget_of_cached_bytes(cache) -> None:
+    a, b = plan("a" * 32, size=8), plan("b" * 32, size=8)
+    cache.create(a, "w1")
+    cache.create(b, "w1")
+    assert cache.put_chunk(a.upload_id, 0, b"abcd", owner_id="7", max_owner_bytes=10) == "new"
+    assert cache.put_chunk(a.upload_id, 1, b"efgh", owner_id="7", max_owner_bytes=10) == "new"
+    assert cache.put_chunk(b.upload_id, 0, b"ijkl", owner_id="7", max_owner_bytes=10) == "full"
+    assert cache.read_chunk(b.upload_id, 0) is None and cache.received_count(b.upload_id) == 0
+    assert cache.put_chunk(a.upload_id, 0, b"abcd", owner_id="7", max_owner_bytes=10) == "same"
+    assert cache.put_chunk(b.upload_id, 0, b"ijkl", owner_id="8", max_owner_bytes=10) == "new"  # another budget
+    assert cache.cached_bytes("7") == 8
+    cache.drop(a.upload_id)
+    assert cache.cached_bytes("7") == 0
+    assert cache.put_chunk(b.upload_id, 1, b"mnop", owner_id="7", max_owner_bytes=10) == "new"
+
+
+def test_a_stored_or_expired_upload_leaves_the_budget(cache) -> None:
+    a, b = plan("a" * 32, size=8), plan("b" * 32, size=8)
+    cache.create(a, "w1")
+    cache.create(b, "w1")
+    cache.put_chunk(a.upload_id, 0, b"abcd", owner_id="7", max_owner_bytes=8)
+    cache.put_chunk(a.upload_id, 1, b"efgh", owner_id="7", max_owner_bytes=8)
+    expire_session(cache, a.upload_id)  # file_service_manager stored it and deleted the cache
+    assert cache.put_chunk(b.upload_id, 0, b"ijkl", owner_id="7", max_owner_bytes=8) == "new"
+    assert cache.cached_bytes("7") == 4
+
+
+def test_a_write_after_the_drop_leaves_nothing(cache) -> None:
+    p = plan()
+    cache.create(p, "w1")
+    cache.drop(p.upload_id)
+    assert cache.put_chunk(p.upload_id, 0, b"abcd", owner_id="7") == "gone"
+    assert cache.read_chunk(p.upload_id, 0) is None and cache.session(p.upload_id) is None
+
+
 def test_cached_exactly_once_and_undone(cache) -> None:
     p = plan()
     cache.create(p, "w1")

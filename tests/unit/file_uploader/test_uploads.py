@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 
@@ -148,6 +149,58 @@ def test_overload_refuses_new_uploads_with_retry_after(uploads, cache, broker, s
     assert (error.status, error.code) == (429, "overloaded")
     assert error.extra["retry_after"] == settings.overload_retry_after
     assert len(cache.slots[OWNER]) == 1  # the refused start took no slot
+
+
+def test_the_overload_check_runs_on_every_chunk(uploads, cache, settings) -> None:
+    uploads.load.interval = 0
+    file_id = start(uploads, 16)
+    write(uploads, file_id, 0, b"a" * 8)
+    cache.memory = settings.max_redis_memory_bytes  # the cache filled up after the start
+    error = refused(write, uploads, file_id, 1, b"b" * 8)
+    assert (error.status, error.code) == (429, "overloaded")
+    assert error.extra["retry_after"] == settings.overload_retry_after
+    assert cache.read_chunk(file_id, 1) is None
+    cache.memory = 0
+    assert write(uploads, file_id, 1, b"b" * 8)["received"] == 2
+
+
+def test_the_overload_answer_is_cached_for_the_interval(uploads, cache, settings) -> None:
+    uploads.load.interval = 3600
+    file_id = start(uploads, 16)  # measured once here
+    calls = []
+    cache.used_memory = lambda: calls.append(1) or 0  # type: ignore[method-assign]
+    write(uploads, file_id, 0, b"a" * 8)
+    write(uploads, file_id, 1, b"b" * 8)
+    assert calls == []  # no Redis INFO per chunk
+    uploads.load.interval = 0
+    write(uploads, file_id, 1, b"b" * 8)
+    assert calls == [1]
+
+
+def test_cached_bytes_per_user_are_bounded_on_every_chunk(uploads, cache, settings) -> None:
+    uploads.settings = dataclasses.replace(settings, max_cached_bytes_per_user=24)
+    first = start(uploads, 16)
+    second = start(uploads, 16)
+    send_all(uploads, first, b"a" * 16)
+    write(uploads, second, 0, b"b" * 8)
+    error = refused(write, uploads, second, 1, b"c" * 8)
+    assert (error.status, error.code) == (429, "overloaded")
+    assert error.extra["retry_after"] == settings.overload_retry_after
+    assert cache.read_chunk(second, 1) is None
+    complete(uploads, first)  # cached, still waiting for its store: still counted
+    assert refused(write, uploads, second, 1, b"c" * 8).code == "overloaded"
+    cache.drop(first)  # stored: file_service_manager deleted the bytes
+    assert write(uploads, second, 1, b"c" * 8)["received"] == 2
+
+
+def test_a_write_racing_a_drop_is_not_found(uploads, cache, monkeypatch) -> None:
+    file_id = start(uploads, 16)
+    stale = cache.session(file_id)
+    cache.drop(file_id)
+    monkeypatch.setattr(cache, "session", lambda _id: dict(stale))  # read before the drop
+    monkeypatch.setattr(cache, "refresh_writer", lambda _id, _w: True)
+    assert refused(write, uploads, file_id, 0, b"a" * 8).status == 404
+    assert file_id not in cache.uploads
 
 
 # --- resume and the writer lock ----------------------------------------------------------------
