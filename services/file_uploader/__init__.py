@@ -7,5 +7,6 @@ Publishes: ``StoreUpload`` (``upload.store``; retries through the ``dropbox.retr
 is told), ``AuditRecorded``.
 Owns: Redis ``{REDIS_PREFIX}:upload:*`` (sessions, chunks, received sets, writer locks, the
 per-upload status/retry tombstone) and ``{REDIS_PREFIX}:upload-owner:*`` /
-``{REDIS_PREFIX}:upload-pending`` (per-user open uploads, bytes cached but not stored).
+``{REDIS_PREFIX}:upload-pending`` (per-user unfinished uploads, each slot living as long as
+its upload; bytes cached but not stored).
 """

@@ -13,13 +13,13 @@ from services.common.runtime import Periodic, Runtime
 from . import handlers, sweep
 from .config import Settings
 from .deps import Deps
-from .ports import Broker
+from .ports import Broker, UploadCache
 from .routes import bp
 from .store import UploadStore
 from .uploads import UploaderMetrics, UploadService
 
 
-def create_app(settings: Settings, *, store: UploadStore | None = None, broker: Broker | None = None,
+def create_app(settings: Settings, *, store: UploadCache | None = None, broker: Broker | None = None,
                auth: AuthLookup | None = None, redis_client: redis.Redis | None = None) -> Flask:
     """Wire the service; nothing connects until a request or a check needs it."""
     app = Flask("file_uploader")
@@ -36,9 +36,11 @@ def create_app(settings: Settings, *, store: UploadStore | None = None, broker: 
                 auth=auth or AuthClient(settings.common.auth_url, settings.common.internal_api_key))
     app.extensions["deps"] = deps
     app.register_blueprint(bp)
-    app.extensions["runtime"] = Runtime(consumers=handlers.consumers(deps), periodic=[
-        Periodic("upload-sweeper", settings.sweep_interval_seconds,
-                 sweep.pass_for(the_store, upload_ttl=settings.upload_ttl_seconds))])
+    # The sweeper scans Redis keys: an in-memory cache (fast tests) has nothing to sweep.
+    periodic = [Periodic("upload-sweeper", settings.sweep_interval_seconds,
+                         sweep.pass_for(the_store, upload_ttl=settings.upload_ttl_seconds))] \
+        if isinstance(the_store, UploadStore) else []
+    app.extensions["runtime"] = Runtime(consumers=handlers.consumers(deps), periodic=periodic)
     return app
 
 

@@ -33,6 +33,9 @@ class Settings:
     max_store_queue_depth: int = 500
     max_redis_memory_bytes: int = 2048 * MiB
     max_pending_bytes: int = 2048 * MiB
+    # Chunk bytes one user may have in the cache (unfinished uploads and completed ones
+    # not stored yet); 0 = no budget. Checked on every chunk: one account cannot fill Redis.
+    max_cached_bytes_per_user: int = 256 * MiB
     overload_retry_after: int = 5
     sweep_interval_seconds: int = 300
     threads: int = 16
@@ -58,8 +61,13 @@ class Settings:
             max_items=env_int(env, "MAX_ITEMS", 10_000, minimum=1),
             max_uploads_per_user=env_int(env, "MAX_UPLOADS_PER_USER", 20, minimum=1),
         )
+        cached_per_user = env_int(env, "MAX_CACHED_BYTES_PER_USER", max(256 * MiB, limits.max_file_size),
+                                  minimum=0)
+        if 0 < cached_per_user < limits.max_file_size:
+            raise ConfigError("MAX_CACHED_BYTES_PER_USER must be 0 (no budget) or at least MAX_FILE_SIZE: "
+                              "a file of the largest size could never finish")
         return cls(
-            common=common, host=host, port=port, limits=limits,
+            common=common, host=host, port=port, limits=limits, max_cached_bytes_per_user=cached_per_user,
             upload_ttl_seconds=env_int(env, "UPLOAD_TTL_SECONDS", 3600, minimum=60),
             cached_ttl_seconds=env_int(env, "CACHED_TTL_SECONDS", 86400, minimum=60),
             status_ttl_seconds=env_int(env, "STATUS_TTL_SECONDS", 86400, minimum=60),

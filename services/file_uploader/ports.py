@@ -16,6 +16,7 @@ from .core import UploadPlan
 # Session statuses inside the cache (SPEC's file statuses start at "cached").
 UPLOADING = "uploading"
 CACHED = "cached"
+CANCELLED = "cancelled"  # the tombstone of a cancelled upload (SPEC's cancel-upload answer)
 
 
 class UploadCache(Protocol):
@@ -23,7 +24,13 @@ class UploadCache(Protocol):
 
     def ping(self) -> bool: ...
 
-    def open_slot(self, owner_id: str, upload_id: str, limit: int) -> bool: ...
+    def open_slot(self, owner_id: str, upload_id: str, limit: int) -> bool:
+        """Count ``upload_id`` among the owner's unfinished uploads (at most ``limit``); idempotent.
+
+        A slot lives as long as its upload: freed at completion, cancel or drop, and
+        forgotten once the session is gone (expired or stored), never while it lives.
+        """
+        ...
 
     def free_slot(self, owner_id: str, upload_id: str) -> None: ...
 
@@ -45,8 +52,10 @@ class UploadCache(Protocol):
 
     def writer(self, file_id: str) -> str | None: ...
 
-    def put_chunk(self, file_id: str, index: int, data: bytes) -> str:
-        """``new``, ``same`` (an identical rewrite) or ``different`` (refused: chunks are immutable)."""
+    def put_chunk(self, file_id: str, index: int, data: bytes, *, owner_id: str, max_owner_bytes: int = 0) -> str:
+        """``new``, ``same`` (an identical rewrite), ``different`` (refused: chunks are immutable),
+        ``full`` (refused: the owner's cached bytes would pass ``max_owner_bytes``; 0 = no budget)
+        or ``gone`` (refused: the session no longer exists)."""
         ...
 
     def read_chunk(self, file_id: str, index: int) -> bytes | None: ...

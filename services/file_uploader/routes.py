@@ -68,6 +68,12 @@ def complete_upload(file_id: str) -> Response:
     return _json(uploads().complete(file_id, owner_id=str(body.get("owner_id") or ""), writer=body.get("writer")))
 
 
+@bp.post("/uploads/<file_id>/cancel")
+def cancel_upload(file_id: str) -> Response:
+    internal()
+    return _json(uploads().cancel(file_id, owner_id=str(json_body().get("owner_id") or "")))
+
+
 @bp.post("/uploads/<file_id>/release")
 def release_upload(file_id: str) -> Response:
     internal()

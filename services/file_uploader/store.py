@@ -5,9 +5,11 @@ the chunks, ``{cache_key}:received`` the received indexes, ``{cache_key}:writer`
 the writer lock, ``{cache_key}:status`` a small tombstone (owner, status, the last
 failed store attempt) that outlives the bytes so completion, retries and status
 updates stay idempotent after file_service_manager deleted the cache.
-Beside it: ``{prefix}:upload-owner:{owner_id}`` (sorted set: open uploads of an
-owner, score = expiry) and ``{prefix}:upload-pending`` (hash: upload id -> size of
-completed uploads not yet stored). Every key carries an expiry.
+Beside it: ``{prefix}:upload-owner:{owner_id}`` (sorted set: unfinished uploads of
+an owner, score = when opened; a member lives as long as its session),
+``{prefix}:upload-bytes:{owner_id}`` (hash: upload id -> chunk bytes cached, the
+owner's cached-bytes budget) and ``{prefix}:upload-pending`` (hash: upload id ->
+size of completed uploads not yet stored). Every key carries an expiry.
 """
 
 from __future__ import annotations
@@ -24,15 +26,41 @@ from services.common import uploadkeys
 from .core import UploadPlan
 from .ports import CACHED, UPLOADING  # noqa: F401 - the cache's session statuses, re-exported
 
+# An owner's open uploads (a sorted set: upload id -> when its slot was opened). A slot
+# lives exactly as long as its upload: it is removed when the upload completes, is
+# cancelled or dropped, and pruned here once the upload's session is gone (stored,
+# swept, or expired unfinished). Pruning by session and not by a deadline is the
+# point: an upload kept alive by its writes must keep its slot, or the per-user cap
+# leaks. A member younger than ARGV[2] seconds may not have its session yet
+# (open_slot runs just before create), so it is kept. The set holds at most the
+# limit's count of members, so the loop is bounded.
+_PRUNE_SLOTS = """
+local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local pruned = 0
+for i = 1, #members, 2 do
+  if tonumber(members[i + 1]) < tonumber(ARGV[1]) - tonumber(ARGV[2])
+      and redis.call('EXISTS', ARGV[3] .. members[i]) == 0 then
+    redis.call('ZREM', KEYS[1], members[i])
+    pruned = pruned + 1
+  end
+end
+"""
+
 # Atomic "may this owner open one more upload?": the check and the add must not
 # interleave with another request of the same owner, or the limit leaks.
-_OPEN_UPLOAD = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZSCORE', KEYS[1], ARGV[3]) then return 1 end
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
+_OPEN_UPLOAD = _PRUNE_SLOTS + """
+if redis.call('ZSCORE', KEYS[1], ARGV[4]) then
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+  return 1
+end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
 return 1
+"""
+
+_PRUNE_OWNER = _PRUNE_SLOTS + """
+return pruned
 """
 
 # The writer lock: free -> take it; ours -> refresh it; someone else's -> refuse.
@@ -44,6 +72,49 @@ if (not v) or v == ARGV[1] then
 end
 return 0
 """
+
+# Store one chunk (KEYS: chunk, received set, session, status, owner slots, owner
+# bytes). Refused as 'gone' once the session is gone (a late write after a drop
+# must not leave orphan keys), as 'full' when the owner's cached bytes (chunks of
+# uploads not stored yet, one hash field per upload) would pass the budget. The
+# budget's fields are pruned of uploads whose session is gone (stored by
+# file_service_manager, dropped, or expired) only when the budget or the field
+# count bound (ARGV[11]) is reached: the common chunk pays one HVALS of a few fields.
+_PUT_CHUNK = """
+if redis.call('EXISTS', KEYS[3]) == 0 then return 'gone' end
+local outcome = 'new'
+local existing = redis.call('GET', KEYS[1])
+if existing then
+  if existing ~= ARGV[1] then return 'different' end
+  outcome = 'same'
+else
+  local limit = tonumber(ARGV[7])
+  local need = string.len(ARGV[1])
+  local function total()
+    local sum = 0
+    for _, v in ipairs(redis.call('HVALS', KEYS[6])) do sum = sum + tonumber(v) end
+    return sum
+  end
+  if limit > 0 and (total() + need > limit or redis.call('HLEN', KEYS[6]) > tonumber(ARGV[11])) then
+    for _, id in ipairs(redis.call('HKEYS', KEYS[6])) do
+      if redis.call('EXISTS', ARGV[8] .. id) == 0 then redis.call('HDEL', KEYS[6], id) end
+    end
+    if total() + need > limit then return 'full' end
+  end
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+  redis.call('HINCRBY', KEYS[6], ARGV[6], need)
+  redis.call('EXPIRE', KEYS[6], ARGV[9])
+end
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+redis.call('HSET', KEYS[3], 'updated', ARGV[10])
+redis.call('EXPIRE', KEYS[4], ARGV[4])
+redis.call('EXPIRE', KEYS[5], ARGV[5])
+return outcome
+"""
+OWNER_BYTES_PRUNE_AT = 64  # fields of an owner's byte budget before a prune pass (bounds the hash)
 
 # A chunk write only keeps a lock its writer already holds: it never takes a free
 # one. A released lock thus stays free for the reconnecting client even when a
@@ -96,7 +167,7 @@ def _text(value: Any) -> str:
 
 class UploadStore:
     def __init__(self, client: redis.Redis, prefix: str, *, upload_ttl: int = 3600, cached_ttl: int = 86400,
-                 status_ttl: int = 86400, lock_seconds: int = 30) -> None:
+                 status_ttl: int = 86400, lock_seconds: int = 30, start_grace: float = 10.0) -> None:
         # redis-py types the sync client's answers as ``T | Awaitable[T]``; this one is sync.
         self.r: Any = client
         self.prefix = prefix
@@ -104,7 +175,12 @@ class UploadStore:
         self.cached_ttl = cached_ttl
         self.status_ttl = status_ttl
         self.lock_seconds = lock_seconds
+        # How long a freshly opened slot is kept without its session (the start's own
+        # open_slot -> create takes milliseconds; 10 s is slack for a slow Redis).
+        self.start_grace = start_grace
         self._open = client.register_script(_OPEN_UPLOAD)
+        self._prune_owner = client.register_script(_PRUNE_OWNER)
+        self._put = client.register_script(_PUT_CHUNK)
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
         self._refresh = client.register_script(_REFRESH)
@@ -132,6 +208,17 @@ class UploadStore:
     def _owner(self, owner_id: str) -> str:
         return uploadkeys.owner_key(self.prefix, owner_id)
 
+    def _owner_bytes(self, owner_id: str) -> str:
+        # file_uploader's own key (file_service_manager never reads it): upload id -> chunk bytes cached.
+        return f"{self.prefix}:upload-bytes:{owner_id}"
+
+    @property
+    def _owner_bytes_ttl(self) -> int:
+        # Refreshed by every new chunk; outlives an unfinished upload and a completed one
+        # waiting for its store. Should it lapse during long retries, the budget only
+        # undercounts bytes that are about to leave anyway.
+        return self.upload_ttl + self.cached_ttl
+
     @property
     def _pending(self) -> str:
         return f"{self.prefix}:upload-pending"
@@ -140,10 +227,15 @@ class UploadStore:
         return bool(self.r.ping())
 
     # --- sessions ------------------------------------------------------------
+    @property
+    def _owner_ttl(self) -> int:
+        # Outlives every session it counts: each chunk write refreshes both.
+        return self.upload_ttl + 60
+
     def open_slot(self, owner_id: str, upload_id: str, limit: int) -> bool:
-        now = time.time()
         return bool(self._open(keys=[self._owner(owner_id)],
-                               args=[now, limit, upload_id, now + self.upload_ttl, self.upload_ttl + 60]))
+                               args=[time.time(), self.start_grace, uploadkeys.session_prefix(self.prefix),
+                                     upload_id, limit, self._owner_ttl]))
 
     def free_slot(self, owner_id: str, upload_id: str) -> None:
         self.r.zrem(self._owner(owner_id), upload_id)
@@ -214,33 +306,25 @@ class UploadStore:
         return _text(value) if value is not None else None
 
     # --- chunks --------------------------------------------------------------
-    def put_chunk(self, file_id: str, index: int, data: bytes) -> str:
-        """Store chunk ``index`` once: ``new``, ``same`` (identical rewrite) or ``different``.
+    def put_chunk(self, file_id: str, index: int, data: bytes, *, owner_id: str, max_owner_bytes: int = 0) -> str:
+        """Store chunk ``index`` once: ``new``, ``same`` (identical rewrite), ``different``,
+        ``full`` (the owner's cached bytes would pass ``max_owner_bytes``) or ``gone`` (no session).
 
-        SET NX makes a chunk immutable once written, so two writers racing on one
-        index cannot leave a mixture, and a retry after a lost answer is harmless.
+        One script, so the budget check and the write cannot interleave with another
+        chunk of the same owner, and two writers racing on one index cannot leave a
+        mixture (a chunk is immutable once written; a retry after a lost answer is harmless).
         """
-        key = self.chunk_key(file_id, index)
-        if self.r.set(key, data, nx=True, ex=self.upload_ttl):
-            outcome = "new"
-        else:
-            existing = self.r.get(key)
-            if existing is None:  # expired between the two calls: write it again
-                self.r.set(key, data, ex=self.upload_ttl)
-                outcome = "new"
-            elif existing == data:
-                outcome = "same"
-            else:
-                return "different"
-        pipe = self.r.pipeline(transaction=False)
-        pipe.sadd(self._received(file_id), index)
-        pipe.expire(key, self.upload_ttl)
-        pipe.expire(self._received(file_id), self.upload_ttl)
-        pipe.expire(self.cache_key(file_id), self.upload_ttl)
-        pipe.hset(self.cache_key(file_id), "updated", time.time())
-        pipe.expire(self._status(file_id), self.status_ttl)
-        pipe.execute()
-        return outcome
+        key = self.cache_key(file_id)
+        return _text(self._put(
+            keys=[self.chunk_key(file_id, index), self._received(file_id), key, self._status(file_id),
+                  self._owner(owner_id), self._owner_bytes(owner_id)],
+            args=[data, index, self.upload_ttl, self.status_ttl, self._owner_ttl, file_id, max_owner_bytes,
+                  uploadkeys.session_prefix(self.prefix), self._owner_bytes_ttl, time.time(),
+                  OWNER_BYTES_PRUNE_AT]))
+
+    def cached_bytes(self, owner_id: str) -> int:
+        """The owner's chunk bytes still cached (uploads whose session is gone may still count)."""
+        return sum(int(v) for v in self.r.hvals(self._owner_bytes(owner_id)))
 
     def read_chunk(self, file_id: str, index: int) -> bytes | None:
         return self.r.get(self.chunk_key(file_id, index))
@@ -304,6 +388,7 @@ class UploadStore:
         self.r.hdel(self._pending, file_id)
         if owner_id:
             self.free_slot(owner_id, file_id)
+            self.r.hdel(self._owner_bytes(owner_id), file_id)
         return removed
 
     # --- retries -------------------------------------------------------------
@@ -353,4 +438,6 @@ class UploadStore:
         return self.r.delete(*keys) if keys else 0
 
     def prune_owner(self, key: str) -> int:
-        return int(self.r.zremrangebyscore(key, "-inf", time.time()))
+        """Forget the owner's slots whose upload is gone (what open_slot also does)."""
+        return int(self._prune_owner(keys=[key], args=[time.time(), self.start_grace,
+                                                       uploadkeys.session_prefix(self.prefix)]))

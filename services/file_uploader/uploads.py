@@ -24,7 +24,7 @@ from services.common.httpkit import ServiceMetrics
 
 from . import core
 from .config import Settings
-from .ports import CACHED, UPLOADING, Broker, UploadCache
+from .ports import CACHED, CANCELLED, UPLOADING, Broker, UploadCache
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,17 @@ class StreamingHashes:
 
 
 class LoadGauge:
-    """Is the pipeline overloaded? Asked at most once per ``interval`` (the answer is cached)."""
+    """Is the pipeline overloaded? Measured at most once per ``interval``; the answer is cached.
+
+    Asked on every start and every chunk. Measuring means a passive queue declare on
+    the broker plus Redis INFO and the pending-bytes hash: per chunk that would double
+    a chunk's round trips, so one measurement a second serves every request of the
+    process. A second of staleness lets at most a second of chunks past a threshold,
+    which the thresholds' headroom (Redis maxmemory above MAX_REDIS_MEMORY_BYTES)
+    absorbs. One thread measures at a time; the others answer from the last
+    measurement meanwhile, so a slow broker or Redis does not queue every chunk
+    behind the measurement.
+    """
 
     def __init__(self, settings: Settings, store: UploadCache, broker: Broker, interval: float = 1.0) -> None:
         self.settings = settings
@@ -105,7 +115,8 @@ class LoadGauge:
         self.broker = broker
         self.interval = interval
         self._lock = threading.Lock()
-        self._checked = 0.0
+        self._checked = float("-inf")
+        self._measuring = False
         self._reasons: list[str] = []
 
     def _measure(self) -> list[str]:
@@ -127,10 +138,18 @@ class LoadGauge:
     def reasons(self) -> list[str]:
         with self._lock:
             now = time.monotonic()
-            if now - self._checked >= self.interval:
-                self._reasons = self._measure()
+            if self._measuring or now - self._checked < self.interval:
+                return list(self._reasons)
+            self._measuring = True
+        try:
+            reasons = self._measure()
+        finally:
+            with self._lock:
+                self._measuring = False
                 self._checked = now
-            return list(self._reasons)
+        with self._lock:
+            self._reasons = reasons
+        return list(reasons)
 
 
 def _store_command(session: dict[str, Any], sha256: str, cache_key: str) -> StoreUpload:
@@ -206,6 +225,11 @@ class UploadService:
         # A new writer takes over only when the previous one released or let its lock expire.
         if not self.store.acquire_writer(file_id, writer):
             raise errors.conflict("another connection is writing this upload")
+        # The slot is normally still there (it lives as long as the upload); taking it again
+        # is idempotent and refreshes it, and counts an upload whose slot was lost.
+        if not self.store.open_slot(session["owner_id"], file_id, self.limits.max_uploads_per_user):
+            self.store.release_writer(file_id, writer)
+            raise self._overloaded(f"at most {self.limits.max_uploads_per_user} unfinished uploads per user")
         self.store.touch(file_id, session["chunk_count"], self.settings.upload_ttl_seconds)
         have = self.store.existing_chunks(file_id, session["chunk_count"])
         return {"file_id": file_id, "chunk_size": session["chunk_size"],
@@ -236,7 +260,16 @@ class UploadService:
                 self.audit.record("upload_refused", actor=session["owner_id"], file_id=file_id,
                                   outcome="refused", reason="forbidden_type")
                 raise
-        outcome = self.store.put_chunk(file_id, index, data)
+        # Every chunk, not only the start, passes the overload check: an upload started
+        # before Redis filled up must not go on filling it (the answer is cached, see LoadGauge).
+        self.check_load()
+        budget = self.settings.max_cached_bytes_per_user
+        outcome = self.store.put_chunk(file_id, index, data, owner_id=session["owner_id"], max_owner_bytes=budget)
+        if outcome == "gone":
+            raise ApiError(404, "not_found", "no such upload")
+        if outcome == "full":
+            raise self._overloaded(f"at most {budget} bytes of your uploads may wait in the cache; "
+                                   "try again once earlier uploads are stored")
         if outcome == "different":
             raise errors.conflict(f"chunk {index} was already received with different bytes")
         if outcome == "new":
@@ -245,6 +278,21 @@ class UploadService:
         received = self.store.received_count(file_id)
         self.metrics.chunk_latency.observe(time.perf_counter() - started)
         return {"file_id": file_id, "index": index, "received": received}
+
+    def cancel(self, file_id: str, *, owner_id: str) -> dict[str, Any]:
+        """SPEC's cancel-upload: an unfinished upload's bytes are dropped and its slot freed.
+
+        Any connection of the owner may cancel (the writer lock guards writes, not the
+        owner's decision). A completed upload is already on its way to storage: 409.
+        """
+        session = self._session(file_id, owner_id)
+        if session["status"] != UPLOADING:
+            raise errors.conflict("the upload is complete; it can no longer be cancelled")
+        self._drop(session, "cancelled")
+        self.store.set_status(file_id, CANCELLED)
+        self.audit.record("upload_cancelled", actor=session["owner_id"], file_id=file_id,
+                          pool_id=session["pool_id"], outcome="cancelled")
+        return {"file_id": file_id, "status": CANCELLED}
 
     def release(self, file_id: str, writer: str) -> bool:
         validation.optional_id(file_id, "file_id")

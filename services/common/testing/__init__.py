@@ -50,6 +50,7 @@ class InMemoryBroker:
         self._pending: deque[Published] = deque()
         self._delayed: deque[Published] = deque()
         self._failures = 0
+        self.depths: dict[str, int] = {}  # what queue_depths answers: tests set it to simulate a backlog
 
     # --- Publisher ------------------------------------------------------
     def publish(self, message: Message, *, exchange: str = EXCHANGE, routing_key: str | None = None,
@@ -66,6 +67,9 @@ class InMemoryBroker:
     def publish_delayed(self, message: Message, delay_seconds: float) -> None:
         self.publish(message, exchange=RETRY_EXCHANGE, routing_key=message.key(),
                      expiration_ms=max(1, int(delay_seconds * 1000)))
+
+    def queue_depths(self, names: list[str]) -> dict[str, int]:
+        return {name: self.depths.get(name, 0) for name in names}
 
     # --- test controls ----------------------------------------------------
     def ping(self) -> bool:

@@ -197,3 +197,14 @@ def test_settings_from_env() -> None:
 
     with pytest.raises(ConfigError):
         Settings.from_env({"CHUNK_SIZE": "10"})
+
+
+def test_the_cached_bytes_budget_setting() -> None:
+    from services.common.settings import ConfigError
+
+    assert Settings.from_env({}).max_cached_bytes_per_user == 256 * 1024 * 1024
+    big = Settings.from_env({"MAX_FILE_SIZE": str(1 << 30)})
+    assert big.max_cached_bytes_per_user == 1 << 30  # the default never refuses a file of the largest size
+    assert Settings.from_env({"MAX_CACHED_BYTES_PER_USER": "0"}).max_cached_bytes_per_user == 0
+    with pytest.raises(ConfigError):
+        Settings.from_env({"MAX_FILE_SIZE": "1000", "MAX_CACHED_BYTES_PER_USER": "999"})

@@ -1,0 +1,219 @@
+"""An in-memory ``file_uploader.ports.UploadCache``: the Redis upload cache's semantics, no Redis.
+
+What the use cases rely on is kept: the writer lock (free -> take, ours ->
+refresh, someone else's -> refuse; a refresh never takes a free lock), chunks
+immutable once written (and refused once the session is gone), the per-owner
+budget of cached bytes, ``uploading -> cached`` exactly once, claimed retry
+attempts (compare-and-set), a status tombstone that outlives the bytes, and the
+per-owner slot limit (a slot lives as long as its upload's session; one opened
+less than ``start_grace`` seconds ago is kept without one). Expiry is not
+modelled: a test that needs a lapsed lock calls ``expire_writer``, a lapsed
+session ``expire_session``. Plans are read by shape (this package imports no service).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+UPLOADING = "uploading"
+CACHED = "cached"
+
+
+@dataclass
+class _Upload:
+    session: dict[str, Any]
+    chunks: dict[int, bytes] = field(default_factory=dict)
+    received: set[int] = field(default_factory=set)
+
+
+class FakeUploadCache:
+    def __init__(self, prefix: str = "test") -> None:
+        self.prefix = prefix
+        self.uploads: dict[str, _Upload] = {}
+        self.tombs: dict[str, dict[str, str]] = {}
+        self.writers: dict[str, str] = {}
+        self.slots: dict[str, set[str]] = {}
+        self.opened: dict[str, float] = {}  # upload id -> when its slot was opened (time.time())
+        self.start_grace = 10.0
+        self.pending: dict[str, int] = {}
+        self.memory = 0  # what used_memory() answers: tests set it to simulate a full cache
+        self.touched: list[tuple[str, int]] = []  # (file_id, ttl) per touch, newest last
+        self.owner_bytes: dict[str, dict[str, int]] = {}  # owner -> upload id -> chunk bytes cached
+
+    def cache_key(self, file_id: str) -> str:
+        return f"{self.prefix}:upload:{file_id}"
+
+    def ping(self) -> bool:
+        return True
+
+    # --- sessions ---------------------------------------------------------
+    def open_slot(self, owner_id: str, upload_id: str, limit: int) -> bool:
+        slots = self.slots.setdefault(owner_id, set())
+        self.prune_slots(owner_id)
+        if upload_id in slots:
+            return True
+        if len(slots) >= limit:
+            return False
+        slots.add(upload_id)
+        self.opened[upload_id] = time.time()
+        return True
+
+    def prune_slots(self, owner_id: str) -> int:
+        """Forget slots whose session is gone (and is not just being created)."""
+        slots = self.slots.get(owner_id, set())
+        dead = {u for u in slots
+                if u not in self.uploads and self.opened.get(u, 0.0) < time.time() - self.start_grace}
+        slots -= dead
+        return len(dead)
+
+    def free_slot(self, owner_id: str, upload_id: str) -> None:
+        self.slots.get(owner_id, set()).discard(upload_id)
+
+    def create(self, plan: Any, writer: str) -> None:
+        # The same round trip as the Redis hash: items and metadata go through JSON.
+        session = {
+            "upload_id": plan.upload_id, "owner_id": plan.owner_id, "owner_name": plan.owner_name,
+            "file_name": plan.file_name, "size": plan.size, "content_type": plan.content_type,
+            "sha256": plan.sha256, "pool_id": plan.pool_id, "timestamp": plan.timestamp,
+            "items": json.loads(json.dumps([i.__dict__ for i in plan.items])),
+            "metadata": json.loads(json.dumps(plan.metadata)), "kind": plan.kind, "group_id": plan.group_id,
+            "chunk_size": plan.chunk_size, "chunk_count": plan.chunk_count, "created": plan.created,
+            "status": UPLOADING,
+        }
+        self.uploads[plan.upload_id] = _Upload(session)
+        self.writers[plan.upload_id] = writer
+        self.tombs[plan.upload_id] = {"owner_id": plan.owner_id, "status": UPLOADING,
+                                      "pool_id": plan.pool_id or "", "file_name": plan.file_name}
+
+    def session(self, file_id: str) -> dict[str, Any] | None:
+        upload = self.uploads.get(file_id)
+        return dict(upload.session) if upload else None
+
+    def status(self, file_id: str) -> dict[str, str] | None:
+        tomb = self.tombs.get(file_id)
+        return dict(tomb) if tomb else None
+
+    def set_status(self, file_id: str, status: str, **fields: Any) -> None:
+        tomb = self.tombs.setdefault(file_id, {})
+        tomb.update({"status": status, **{k: str(v) for k, v in fields.items() if v is not None}})
+
+    def received_count(self, file_id: str) -> int:
+        upload = self.uploads.get(file_id)
+        return len(upload.received) if upload else 0
+
+    # --- the writer lock ----------------------------------------------------
+    def acquire_writer(self, file_id: str, writer: str) -> bool:
+        current = self.writers.get(file_id)
+        if current is None or current == writer:
+            self.writers[file_id] = writer
+            return True
+        return False
+
+    def refresh_writer(self, file_id: str, writer: str) -> bool:
+        return self.writers.get(file_id) == writer
+
+    def release_writer(self, file_id: str, writer: str) -> bool:
+        if self.writers.get(file_id) == writer:
+            del self.writers[file_id]
+            return True
+        return False
+
+    def writer(self, file_id: str) -> str | None:
+        return self.writers.get(file_id)
+
+    def expire_writer(self, file_id: str) -> None:
+        """What the lock's expiry does in Redis (tests only)."""
+        self.writers.pop(file_id, None)
+
+    # --- chunks -------------------------------------------------------------
+    def put_chunk(self, file_id: str, index: int, data: bytes, *, owner_id: str, max_owner_bytes: int = 0) -> str:
+        upload = self.uploads.get(file_id)
+        if upload is None:
+            return "gone"
+        existing = upload.chunks.get(index)
+        if existing is not None and existing != data:
+            return "different"
+        outcome = "same" if existing is not None else "new"
+        if outcome == "new":
+            budget = self.owner_bytes.setdefault(owner_id, {})
+            if max_owner_bytes and sum(budget.values()) + len(data) > max_owner_bytes:
+                for gone in [u for u in budget if u not in self.uploads]:  # stored, dropped or expired
+                    del budget[gone]
+                if sum(budget.values()) + len(data) > max_owner_bytes:
+                    return "full"
+            budget[file_id] = budget.get(file_id, 0) + len(data)
+        upload.chunks[index] = bytes(data)
+        upload.received.add(index)
+        return outcome
+
+    def cached_bytes(self, owner_id: str) -> int:
+        return sum(self.owner_bytes.get(owner_id, {}).values())
+
+    def read_chunk(self, file_id: str, index: int) -> bytes | None:
+        upload = self.uploads.get(file_id)
+        return upload.chunks.get(index) if upload else None
+
+    def existing_chunks(self, file_id: str, count: int) -> set[int]:
+        upload = self.uploads.get(file_id)
+        return {i for i in upload.chunks if i < count} if upload else set()
+
+    def expire_session(self, file_id: str) -> None:
+        """What the session's expiry does in Redis: bytes and session gone, the tombstone stays (tests only)."""
+        self.uploads.pop(file_id, None)
+        self.writers.pop(file_id, None)
+
+    def lose_chunk(self, file_id: str, index: int) -> None:
+        """A chunk key expired while its index stays in the received set (tests only)."""
+        self.uploads[file_id].chunks.pop(index, None)
+
+    def touch(self, file_id: str, chunk_count: int, ttl: int) -> None:
+        self.touched.append((file_id, ttl))
+
+    # --- completion and removal ----------------------------------------------
+    def mark_cached(self, file_id: str, size: int) -> bool:
+        upload = self.uploads.get(file_id)
+        if upload is None or upload.session["status"] != UPLOADING:
+            return False
+        upload.session["status"] = CACHED
+        self.pending[file_id] = size
+        self.writers.pop(file_id, None)
+        return True
+
+    def unmark_cached(self, file_id: str) -> None:
+        upload = self.uploads.get(file_id)
+        if upload is not None:
+            upload.session["status"] = UPLOADING
+        self.pending.pop(file_id, None)
+
+    def drop(self, file_id: str, chunk_count: int | None = None, owner_id: str | None = None) -> int:
+        upload = self.uploads.pop(file_id, None)
+        self.writers.pop(file_id, None)
+        self.pending.pop(file_id, None)
+        owner = owner_id or (upload.session["owner_id"] if upload else None)
+        if owner:
+            self.free_slot(owner, file_id)
+            self.owner_bytes.get(owner, {}).pop(file_id, None)
+        return 0 if upload is None else 1 + len(upload.chunks)
+
+    # --- retries ----------------------------------------------------------------
+    def claim_attempt(self, file_id: str, attempt: int) -> bool:
+        tomb = self.tombs.setdefault(file_id, {})
+        if int(tomb.get("failed_attempt", "0")) >= attempt:
+            return False
+        tomb["failed_attempt"] = str(attempt)
+        return True
+
+    def unclaim_attempt(self, file_id: str, attempt: int) -> None:
+        tomb = self.tombs.get(file_id, {})
+        if int(tomb.get("failed_attempt", "0")) == attempt:
+            tomb["failed_attempt"] = str(attempt - 1)
+
+    # --- load -------------------------------------------------------------------
+    def pending_bytes(self) -> int:
+        return sum(size for file_id, size in self.pending.items() if file_id in self.uploads)
+
+    def used_memory(self) -> int:
+        return self.memory

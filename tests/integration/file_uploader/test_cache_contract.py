@@ -1,0 +1,180 @@
+"""One contract, two caches: the Redis ``UploadStore`` and the in-memory ``FakeUploadCache``.
+
+The fast unit tests trust the fake; these assertions run against both, so the
+fake cannot drift from Redis unnoticed (writer lock, immutable chunks,
+exactly-once completion, claimed attempts, the tombstone, owner slots).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from services.common.testing.file_uploader import FakeUploadCache
+from services.file_uploader import core
+from services.file_uploader.store import UploadStore
+
+CHUNK = 4
+
+
+@pytest.fixture(params=["fake", "redis"])
+def cache(request: pytest.FixtureRequest) -> Iterator[Any]:
+    if request.param == "fake":
+        yield FakeUploadCache()
+        return
+    prefix = request.getfixturevalue("redis_prefix")
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    yield UploadStore(client, prefix, upload_ttl=600, cached_ttl=600, status_ttl=600, lock_seconds=30)
+    client.close()
+
+
+def plan(upload_id: str = "u" * 32, owner: str = "7", size: int = 10, **payload: Any) -> core.UploadPlan:
+    return core.plan_upload({"file_name": "a.bin", "size": size, "pool_id": "p1", "metadata": {"k": [1, "x"]},
+                             **payload}, upload_id=upload_id, owner_id=owner, owner_name="alice",
+                            limits=core.Limits(chunk_size=CHUNK), now="2026-01-01T00:00:00.000Z")
+
+
+def test_a_session_round_trips(cache) -> None:
+    p = plan(items=[{"offset": 0, "length": 3, "timestamp": "2026-01-01T00:00:00Z"},
+                    {"offset": 3, "length": 7, "timestamp": "2026-01-01T00:00:00Z"}])
+    cache.create(p, "w1")
+    s = cache.session(p.upload_id)
+    assert (s["owner_id"], s["size"], s["chunk_size"], s["chunk_count"], s["status"]) == ("7", 10, CHUNK, 3,
+                                                                                          "uploading")
+    assert s["sha256"] is None and s["group_id"] is None and s["pool_id"] == "p1"
+    assert s["metadata"] == {"k": [1, "x"]}
+    assert [i["offset"] for i in s["items"]] == [0, 3] and s["items"][1]["file_id"] == f"{p.upload_id}-0001"
+    assert cache.status(p.upload_id) == {"owner_id": "7", "status": "uploading", "pool_id": "p1",
+                                         "file_name": "a.bin"}
+    assert cache.writer(p.upload_id) == "w1"
+    assert cache.session("v" * 32) is None and cache.status("v" * 32) is None
+
+
+def test_the_writer_lock(cache) -> None:
+    p = plan()
+    cache.create(p, "w1")
+    fid = p.upload_id
+    assert cache.acquire_writer(fid, "w2") is False and cache.refresh_writer(fid, "w2") is False
+    assert cache.refresh_writer(fid, "w1") is True and cache.acquire_writer(fid, "w1") is True
+    assert cache.release_writer(fid, "w2") is False and cache.writer(fid) == "w1"
+    assert cache.release_writer(fid, "w1") is True and cache.writer(fid) is None
+    assert cache.refresh_writer(fid, "w1") is False and cache.writer(fid) is None  # never takes a free lock
+    assert cache.acquire_writer(fid, "w2") is True and cache.writer(fid) == "w2"
+
+
+def test_chunks_are_written_once(cache) -> None:
+    p = plan()
+    cache.create(p, "w1")
+    fid = p.upload_id
+    assert cache.put_chunk(fid, 0, b"abcd", owner_id="7") == "new"
+    assert cache.put_chunk(fid, 0, b"abcd", owner_id="7") == "same"
+    assert cache.put_chunk(fid, 0, b"abce", owner_id="7") == "different"
+    assert cache.put_chunk(fid, 2, b"ij", owner_id="7") == "new"
+    assert cache.read_chunk(fid, 0) == b"abcd" and cache.read_chunk(fid, 1) is None
+    assert cache.received_count(fid) == 2 and cache.existing_chunks(fid, 3) == {0, 2}
+
+
+def test_the_owner_budget_of_cached_bytes(cache) -> None:
+    a, b = plan("a" * 32, size=8), plan("b" * 32, size=8)
+    cache.create(a, "w1")
+    cache.create(b, "w1")
+    assert cache.put_chunk(a.upload_id, 0, b"abcd", owner_id="7", max_owner_bytes=10) == "new"
+    assert cache.put_chunk(a.upload_id, 1, b"efgh", owner_id="7", max_owner_bytes=10) == "new"
+    assert cache.put_chunk(b.upload_id, 0, b"ijkl", owner_id="7", max_owner_bytes=10) == "full"
+    assert cache.read_chunk(b.upload_id, 0) is None and cache.received_count(b.upload_id) == 0
+    assert cache.put_chunk(a.upload_id, 0, b"abcd", owner_id="7", max_owner_bytes=10) == "same"
+    assert cache.put_chunk(b.upload_id, 0, b"ijkl", owner_id="8", max_owner_bytes=10) == "new"  # another budget
+    assert cache.cached_bytes("7") == 8
+    cache.drop(a.upload_id)
+    assert cache.cached_bytes("7") == 0
+    assert cache.put_chunk(b.upload_id, 1, b"mnop", owner_id="7", max_owner_bytes=10) == "new"
+
+
+def test_a_stored_or_expired_upload_leaves_the_budget(cache) -> None:
+    a, b = plan("a" * 32, size=8), plan("b" * 32, size=8)
+    cache.create(a, "w1")
+    cache.create(b, "w1")
+    cache.put_chunk(a.upload_id, 0, b"abcd", owner_id="7", max_owner_bytes=8)
+    cache.put_chunk(a.upload_id, 1, b"efgh", owner_id="7", max_owner_bytes=8)
+    expire_session(cache, a.upload_id)  # file_service_manager stored it and deleted the cache
+    assert cache.put_chunk(b.upload_id, 0, b"ijkl", owner_id="7", max_owner_bytes=8) == "new"
+    assert cache.cached_bytes("7") == 4
+
+
+def test_a_write_after_the_drop_leaves_nothing(cache) -> None:
+    p = plan()
+    cache.create(p, "w1")
+    cache.drop(p.upload_id)
+    assert cache.put_chunk(p.upload_id, 0, b"abcd", owner_id="7") == "gone"
+    assert cache.read_chunk(p.upload_id, 0) is None and cache.session(p.upload_id) is None
+
+
+def test_cached_exactly_once_and_undone(cache) -> None:
+    p = plan()
+    cache.create(p, "w1")
+    fid = p.upload_id
+    assert cache.mark_cached(fid, 10) is True
+    assert cache.mark_cached(fid, 10) is False
+    assert cache.session(fid)["status"] == "cached" and cache.writer(fid) is None
+    assert cache.pending_bytes() == 10
+    cache.unmark_cached(fid)
+    assert cache.session(fid)["status"] == "uploading" and cache.pending_bytes() == 0
+    assert cache.mark_cached(fid, 10) is True
+    assert cache.mark_cached("v" * 32, 5) is False
+
+
+def test_drop_keeps_the_tombstone_and_frees_the_slot(cache) -> None:
+    p = plan()
+    assert cache.open_slot("7", p.upload_id, 5) is True
+    cache.create(p, "w1")
+    cache.put_chunk(p.upload_id, 0, b"abcd", owner_id="7")
+    cache.mark_cached(p.upload_id, 10)
+    cache.set_status(p.upload_id, "retrying", attempt=2, reason=None)
+    assert cache.drop(p.upload_id) > 0
+    assert cache.session(p.upload_id) is None and cache.read_chunk(p.upload_id, 0) is None
+    assert cache.writer(p.upload_id) is None and cache.pending_bytes() == 0
+    assert cache.status(p.upload_id) == {"owner_id": "7", "status": "retrying", "pool_id": "p1",
+                                         "file_name": "a.bin", "attempt": "2"}
+    for n in range(5):  # the dropped upload's slot is free again: five new ones fit
+        assert cache.open_slot("7", f"{n}" * 32, 5) is True
+
+
+def test_owner_slots(cache) -> None:
+    assert cache.open_slot("7", "a" * 32, 2) and cache.open_slot("7", "b" * 32, 2)
+    assert cache.open_slot("7", "a" * 32, 2) is True  # the same upload again takes no new slot
+    assert cache.open_slot("7", "c" * 32, 2) is False
+    assert cache.open_slot("8", "c" * 32, 2) is True
+    cache.free_slot("7", "a" * 32)
+    assert cache.open_slot("7", "c" * 32, 2) is True
+
+
+def expire_session(cache, file_id: str) -> None:
+    if isinstance(cache, FakeUploadCache):
+        cache.expire_session(file_id)
+    else:
+        cache.r.delete(cache.cache_key(file_id))
+
+
+def test_a_slot_lives_as_long_as_its_session(cache) -> None:
+    cache.start_grace = 0
+    p = plan("a" * 32)
+    assert cache.open_slot("7", p.upload_id, 1) is True
+    cache.create(p, "w1")
+    assert cache.open_slot("7", "b" * 32, 1) is False
+    expire_session(cache, p.upload_id)
+    assert cache.open_slot("7", "b" * 32, 1) is True
+
+
+def test_attempts_are_claimed_once(cache) -> None:
+    p = plan()
+    cache.create(p, "w1")
+    fid = p.upload_id
+    assert cache.claim_attempt(fid, 1) is True and cache.claim_attempt(fid, 1) is False
+    assert cache.claim_attempt(fid, 3) is True and cache.claim_attempt(fid, 2) is False
+    cache.unclaim_attempt(fid, 2)  # not the last claimed one: no effect
+    assert cache.claim_attempt(fid, 3) is False
+    cache.unclaim_attempt(fid, 3)
+    assert cache.claim_attempt(fid, 3) is True
