@@ -33,6 +33,7 @@ class Settings:
     # Concurrent argon2 hashes/verifies: each takes ~64 MiB and a core for tens of ms;
     # bounding them keeps a login burst from exhausting memory (waitress has 16 threads).
     hash_slots: int = 4
+    threads: int = 16  # waitress worker threads
 
     @property
     def internal_api_key(self) -> str:
@@ -62,4 +63,5 @@ class Settings:
             admin_password=admin_password,
             db_pool_size=env_int(env, "AUTH_DB_POOL_SIZE", 20, minimum=2),
             hash_slots=env_int(env, "AUTH_HASH_SLOTS", 4, minimum=1),
+            threads=env_int(env, "AUTH_THREADS", 16, minimum=2),
         )

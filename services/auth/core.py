@@ -149,25 +149,26 @@ def encode_token(secret: str, *, user_id: str, user_name: str, role: str,
     return IssuedToken(jwt.encode(claims, secret, algorithm=TOKEN_ALGORITHM), jti, exp)
 
 
-def decode_token(secret: str, token: str) -> TokenClaims:
-    """The claims of a token we signed that has not expired; ``TokenInvalid`` otherwise.
+def decode_token(secret: str, token: str, *, now: float | None = None) -> TokenClaims:
+    """The claims of a token we signed that has not expired at ``now``; ``TokenInvalid`` otherwise.
 
-    Revocation is not checked here (that needs the database).
+    Expiry is checked here against ``now`` (default: the system clock), not by PyJWT,
+    so a use case's clock decides. Revocation is not checked here (that needs the database).
     """
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
         raise TokenInvalid("malformed token")
     try:
         # algorithms pinned: a token claiming "none" or RS256 is refused.
         claims = jwt.decode(token, secret, algorithms=[TOKEN_ALGORITHM],
-                            options={"require": ["sub", "jti", "iat", "exp"]})
-    except jwt.ExpiredSignatureError as exc:
-        raise TokenInvalid("token expired") from exc
+                            options={"require": ["sub", "jti", "iat", "exp"], "verify_exp": False})
     except jwt.PyJWTError as exc:
         raise TokenInvalid("invalid token") from exc
     sub, jti, exp, iat = claims.get("sub"), claims.get("jti"), claims.get("exp"), claims.get("iat")
     if not (isinstance(sub, str) and sub and isinstance(jti, str) and jti
             and isinstance(exp, int) and isinstance(iat, int)):
         raise TokenInvalid("invalid token")
+    if exp <= (time.time() if now is None else now):  # PyJWT's rule: expired at exp itself
+        raise TokenInvalid("token expired")
     return TokenClaims(user_id=sub, user_name=str(claims.get("name", "")), role=str(claims.get("role", "")),
                        jti=jti, iat=iat, exp=exp)
 

@@ -21,9 +21,12 @@ import psycopg2.errors
 import psycopg2.extras
 import psycopg2.pool
 
+from services.common.errors import Duplicate
 from services.common.timeutil import iso
 
 from .core import PoolSpec
+
+__all__ = ["Duplicate", "Store", "StoreUnavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +37,6 @@ MIGRATION_LOCK_ID = 0x6175_7468_6D69_6772  # "authmigr"
 
 POOL_COLUMNS = ("pool_id, name, window_seconds, close_grace_seconds, min_contributors, "
                 "processing_timeout_seconds, processor_url, created")
-
-
-class Duplicate(Exception):
-    """A unique constraint refused the row (e.g. a taken user name)."""
 
 
 class StoreUnavailable(RuntimeError):
@@ -281,13 +280,6 @@ class Store:
                         f" ON m.pool_id = p.pool_id AND m.user_id = %s ORDER BY p.created, p.pool_id",
                         (user_id,))
             return [{**_pool_doc(row), "role": row["role"]} for row in cur.fetchall()]
-
-    def member_role(self, pool_id: str, user_id: str) -> str | None:
-        with self._cursor() as cur:
-            cur.execute("SELECT role FROM pool_members WHERE pool_id = %s AND user_id = %s",
-                        (pool_id, user_id))
-            row = cur.fetchone()
-            return row["role"] if row else None
 
     def set_member(self, pool_id: str, user_id: str, role: str) -> None:
         with self._cursor() as cur:

@@ -1,0 +1,150 @@
+"""Users and tokens: signup, login, logout, validation, the users list, the admin account."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from services.common.contracts import TokenRevoked
+from services.common.errors import Duplicate, bad_request, conflict, forbidden, unauthorized
+
+from . import core, events
+from .deps import Deps
+from .ports import AuthStore
+
+log = logging.getLogger(__name__)
+
+LOGIN_FAILED = "wrong user name or password"
+
+T = TypeVar("T")
+
+
+def checked(rule: Callable[[Any], T], value: Any) -> T:
+    """``rule(value)``, its ``core.Invalid`` answered as a 400."""
+    try:
+        return rule(value)
+    except core.Invalid as exc:
+        raise bad_request(str(exc)) from exc
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent the request: the stored identity (user and pools) and the token's claims."""
+
+    identity: dict[str, Any]
+    claims: core.TokenClaims
+
+    @property
+    def is_admin(self) -> bool:
+        return bool(self.identity["role"] == core.ADMIN)
+
+    def pool_role(self, pool_id: str) -> str | None:
+        return next((p["role"] for p in self.identity["pools"] if p["pool_id"] == pool_id), None)
+
+
+def authenticate(deps: Deps, token: str | None) -> Caller:
+    """The identity behind a Bearer token, or 401 (missing, invalid, expired, revoked, user gone)."""
+    validations = deps.metrics.validations
+    if token is None:
+        validations.labels("missing").inc()
+        raise unauthorized("a Bearer token is required")
+    try:
+        claims = core.decode_token(deps.settings.jwt_secret, token, now=deps.clock.time())
+    except core.TokenInvalid as exc:
+        validations.labels("invalid").inc()
+        raise unauthorized(str(exc)) from exc
+    identity = deps.store.identity(claims.user_id, claims.jti)
+    if identity is None:  # revoked token or deleted user
+        validations.labels("revoked").inc()
+        raise unauthorized("token revoked or user unknown")
+    validations.labels("ok").inc()
+    return Caller(identity, claims)
+
+
+def require_admin(caller: Caller) -> Caller:
+    if not caller.is_admin:
+        raise forbidden("this route is for admins")
+    return caller
+
+
+def session(deps: Deps, user: dict[str, Any]) -> dict[str, Any]:
+    """A new token for ``user`` and what SPEC's signup/login answer says about it."""
+    ttl = deps.settings.token_ttl_seconds
+    issued = core.encode_token(deps.settings.jwt_secret, user_id=user["user_id"], user_name=user["user_name"],
+                               role=user["role"], ttl_seconds=ttl, now=deps.clock.time())
+    return {"user_id": user["user_id"], "user_name": user["user_name"], "role": user["role"],
+            "access_token": issued.token, "token_type": "Bearer", "expires_in": ttl}
+
+
+def signup(deps: Deps, body: dict[str, Any]) -> dict[str, Any]:
+    user_name = checked(core.check_user_name, body.get("user_name"))
+    password = checked(core.check_password, body.get("password"))
+    try:
+        user = deps.store.create_user(core.new_user_id(), user_name, deps.passwords.hash(password))
+    except Duplicate as exc:
+        raise conflict("that user_name is taken") from exc
+    deps.metrics.signups.inc()
+    log.info("user signed up", extra={"user_id": user["user_id"], "user_name": user_name})
+    return session(deps, user)
+
+
+def login(deps: Deps, user_name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A session for the right password; one message for a wrong password and an unknown name."""
+    password = body.get("password")
+    if not isinstance(password, str):
+        raise bad_request("password must be a string")
+    user = None
+    if len(password) <= core.MAX_PASSWORD:
+        try:
+            core.check_user_name(user_name)
+            user = deps.store.user_by_name(user_name)
+        except core.Invalid:
+            user = None
+        # Unknown users still cost one verify (against a dummy hash): the answer's
+        # timing does not tell which names exist.
+        ok = deps.passwords.verify(user["password_hash"] if user else None, password)
+    else:
+        ok = False  # longer than any password we accept: no hash can match
+    if not ok or user is None:
+        deps.metrics.logins.labels("failed").inc()
+        raise unauthorized(LOGIN_FAILED)
+    if deps.passwords.needs_rehash(user["password_hash"]):
+        deps.store.set_password_hash(user["user_id"], deps.passwords.hash(password))
+    deps.metrics.logins.labels("ok").inc()
+    return session(deps, user)
+
+
+def logout(deps: Deps, caller: Caller, user_name: str) -> dict[str, Any]:
+    if caller.identity["user_name"].lower() != user_name.lower():
+        raise forbidden("that token belongs to another user")
+    claims = caller.claims
+    # Durable first: from this commit on /auth/validate refuses the token.
+    deps.store.revoke_token(claims.jti, claims.user_id, claims.exp)
+    deps.metrics.revoked.inc()
+    published = events.publish(deps, TokenRevoked(token_id=claims.jti, user_id=claims.user_id))
+    log.info("token revoked", extra={"user_id": claims.user_id, "token_id": claims.jti, "published": published})
+    return {"user_name": caller.identity["user_name"], "token_id": claims.jti, "logged_out": True}
+
+
+def validate(caller: Caller) -> dict[str, Any]:
+    """SPEC's /auth/validate answer: the identity, its pools, the token's id and expiry."""
+    return {**caller.identity, "token_id": caller.claims.jti, "expires_at": caller.claims.exp}
+
+
+def users(deps: Deps, caller: Caller) -> list[dict[str, Any]]:
+    require_admin(caller)
+    return deps.store.list_users()
+
+
+def bootstrap_admin(store: AuthStore, passwords: core.Passwords, user_name: str, password: str) -> bool:
+    """Make sure the admin account exists with role admin; True when it was created.
+
+    An existing account keeps its password: changing ADMIN_PASSWORD later does not
+    silently reset it (an operator who wants that changes it deliberately).
+    """
+    created = store.ensure_admin(core.new_user_id(), user_name, passwords.hash(password))
+    log.info("admin account ready", extra={"user_name": user_name, "admin_created": created})
+    return created
+
