@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from services.common.contracts import TokenRevoked
 from services.common.errors import Duplicate, bad_request, conflict, forbidden, unauthorized
 
-from . import core, events
+from . import core, events, throttle
 from .deps import Deps
 from .ports import AuthStore
 
@@ -78,9 +78,12 @@ def session(deps: Deps, user: dict[str, Any]) -> dict[str, Any]:
             "access_token": issued.token, "token_type": "Bearer", "expires_in": ttl}
 
 
-def signup(deps: Deps, body: dict[str, Any]) -> dict[str, Any]:
+def signup(deps: Deps, body: dict[str, Any], client_ip: str = "") -> dict[str, Any]:
+    limits = deps.settings
+    throttle.attempt(deps, "signup", "ip", client_ip, limits.signup_ip_rate_per_minute)
     user_name = checked(core.check_user_name, body.get("user_name"))
     password = checked(core.check_password, body.get("password"))
+    throttle.attempt(deps, "signup", "user", user_name, limits.signup_rate_per_minute)
     try:
         user = deps.store.create_user(core.new_user_id(), user_name, deps.passwords.hash(password))
     except Duplicate as exc:
@@ -90,8 +93,14 @@ def signup(deps: Deps, body: dict[str, Any]) -> dict[str, Any]:
     return session(deps, user)
 
 
-def login(deps: Deps, user_name: str, body: dict[str, Any]) -> dict[str, Any]:
-    """A session for the right password; one message for a wrong password and an unknown name."""
+def login(deps: Deps, user_name: str, body: dict[str, Any], client_ip: str = "") -> dict[str, Any]:
+    """A session for the right password; one message for a wrong password and an unknown name.
+
+    Limited per client address (every attempt counts) and per user name (failures count).
+    """
+    limits = deps.settings
+    throttle.attempt(deps, "login", "ip", client_ip, limits.login_ip_rate_per_minute)
+    throttle.refuse_if_reached(deps, "login", "user", user_name, limits.login_rate_per_minute)
     password = body.get("password")
     if not isinstance(password, str):
         raise bad_request("password must be a string")
@@ -109,6 +118,7 @@ def login(deps: Deps, user_name: str, body: dict[str, Any]) -> dict[str, Any]:
         ok = False  # longer than any password we accept: no hash can match
     if not ok or user is None:
         deps.metrics.logins.labels("failed").inc()
+        throttle.failure(deps, "login", "user", user_name, limits.login_rate_per_minute)
         raise unauthorized(LOGIN_FAILED)
     if deps.passwords.needs_rehash(user["password_hash"]):
         deps.store.set_password_hash(user["user_id"], deps.passwords.hash(password))

@@ -5,7 +5,9 @@ Nothing connects at import time or in ``create_app``: the store and the broker c
 
 from __future__ import annotations
 
+import redis
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.common import httpkit, messaging
 from services.common.ports import Publisher, SystemClock
@@ -15,9 +17,9 @@ from . import core
 from .accounts import bootstrap_admin
 from .config import Settings
 from .deps import AuthMetrics, Deps
-from .ports import AuthStore
+from .ports import AuthStore, RateCounters
 from .routes import bp
-from .store import Store
+from .store import RedisCounters, Store
 
 __all__ = ["bootstrap_admin", "create_app"]
 
@@ -25,16 +27,21 @@ MAX_BODY = 64 * 1024  # every auth request is a small JSON object
 
 
 def create_app(settings: Settings, *, store: AuthStore | None = None, broker: Publisher | None = None,
-               passwords: core.Passwords | None = None) -> Flask:
+               passwords: core.Passwords | None = None, counters: RateCounters | None = None) -> Flask:
     the_store = store or Store(settings.database_url, pool_size=settings.db_pool_size)
     # Few publish attempts: a logout waits for them while RabbitMQ is down (see events.publish).
     the_broker = broker or messaging.Broker(settings.common.amqp_url, publish_attempts=3)
     the_passwords = passwords or core.Passwords(slots=settings.hash_slots)
+    # Short Redis timeouts: a login waits at most this long on an unreachable Redis, then goes on (throttle.py).
+    the_counters = counters or RedisCounters(redis.Redis.from_url(
+        settings.common.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5), settings.common.redis_prefix)
     app = Flask("services.auth")
+    if settings.trusted_proxy_hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     metrics = httpkit.install(app, "auth", checks={"postgres": the_store.ping, "rabbitmq": the_broker.ping})
     deps = Deps(settings=settings, store=the_store, broker=the_broker, passwords=the_passwords,
-                metrics=AuthMetrics(metrics), clock=SystemClock())
+                metrics=AuthMetrics(metrics), clock=SystemClock(), counters=the_counters)
     app.extensions["deps"] = deps
     app.register_blueprint(bp)
     app.extensions["runtime"] = Runtime(prepare=lambda: prepare(deps))

@@ -34,6 +34,16 @@ class Settings:
     # bounding them keeps a login burst from exhausting memory (waitress has 16 threads).
     hash_slots: int = 4
     threads: int = 16  # waitress worker threads
+    # Rate limits per minute (0: off); see throttle.py. Per user name only failed logins
+    # count, so a user who knows the password is never locked out by someone guessing it
+    # beyond the window. Behind a proxy every client shares its address: see trusted_proxy_hops.
+    login_rate_per_minute: int = 10
+    login_ip_rate_per_minute: int = 120
+    signup_rate_per_minute: int = 5
+    signup_ip_rate_per_minute: int = 60
+    # X-Forwarded-For is trusted only for this many proxies in front of auth (0: never; the
+    # client address is the TCP peer, REMOTE_ADDR). Set it only when those proxies overwrite it.
+    trusted_proxy_hops: int = 0
 
     @property
     def internal_api_key(self) -> str:
@@ -64,4 +74,9 @@ class Settings:
             db_pool_size=env_int(env, "AUTH_DB_POOL_SIZE", 20, minimum=2),
             hash_slots=env_int(env, "AUTH_HASH_SLOTS", 4, minimum=1),
             threads=env_int(env, "AUTH_THREADS", 16, minimum=2),
+            login_rate_per_minute=env_int(env, "LOGIN_RATE_PER_MINUTE", 10, minimum=0),
+            login_ip_rate_per_minute=env_int(env, "LOGIN_IP_RATE_PER_MINUTE", 120, minimum=0),
+            signup_rate_per_minute=env_int(env, "SIGNUP_RATE_PER_MINUTE", 5, minimum=0),
+            signup_ip_rate_per_minute=env_int(env, "SIGNUP_IP_RATE_PER_MINUTE", 60, minimum=0),
+            trusted_proxy_hops=env_int(env, "AUTH_TRUSTED_PROXY_HOPS", 0, minimum=0),
         )

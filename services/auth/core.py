@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import threading
@@ -118,6 +119,23 @@ class Passwords:
             return self.hasher.check_needs_rehash(stored)
         except InvalidHashError:
             return True
+
+
+# --- rate limits ----------------------------------------------------------------
+
+RATE_WINDOW_SECONDS = 60  # fixed windows of a minute: the settings are "per minute"
+
+
+def rate_window(now: float, window: int = RATE_WINDOW_SECONDS) -> tuple[int, int]:
+    """The index of the fixed window holding ``now`` and the whole seconds until it ends (>= 1)."""
+    index = int(now // window)
+    return index, max(1, math.ceil((index + 1) * window - now))
+
+
+def rate_key(action: str, scope: str, who: str, window_index: int) -> str:
+    """A counter's name: ``who`` (an address, a user name of any length) hashed to a fixed size."""
+    digest = hashlib.sha256(who.lower().encode("utf-8", "replace")).hexdigest()[:32]
+    return f"{action}:{scope}:{digest}:{window_index}"
 
 
 # --- tokens -----------------------------------------------------------------

@@ -9,7 +9,7 @@ from services.common.ports import Clock, Publisher
 
 from . import core
 from .config import Settings
-from .ports import AuthStore
+from .ports import AuthStore, RateCounters
 
 
 class AuthMetrics:
@@ -21,6 +21,11 @@ class AuthMetrics:
         self.validations = metrics.counter("auth_validations_total", "Token validations", ("outcome",))
         self.publish_failures = metrics.counter("auth_publish_failures_total", "Events not accepted by RabbitMQ",
                                                 ("event",))
+        self.rate_limited = metrics.counter("auth_rate_limited_total", "Signups and logins refused by a rate limit",
+                                            ("action", "scope"))
+        self.rate_unchecked = metrics.counter("auth_rate_unchecked_total",
+                                              "Requests let through because the rate counters were unreachable",
+                                              ("action",))
 
 
 @dataclass(frozen=True)
@@ -32,3 +37,4 @@ class Deps:
     passwords: core.Passwords
     metrics: AuthMetrics
     clock: Clock
+    counters: RateCounters  # signup/login rate limits (Redis), see throttle.py

@@ -3,7 +3,8 @@
 ``store.Store`` (PostgreSQL) is the real one; ``services.common.testing.auth``
 has an in-memory one for fast tests. A uniqueness conflict raises
 ``services.common.errors.Duplicate`` in both. The publisher is
-``services.common.ports.Publisher``.
+``services.common.ports.Publisher``. ``RateCounters`` count signups and logins
+in Redis (``store.RedisCounters``), shared by every auth replica.
 """
 
 from __future__ import annotations
@@ -61,3 +62,13 @@ class AuthStore(Protocol):
     def processor_key(self, key_id: str) -> dict[str, Any] | None:
         """An unrevoked key's ``key_id``, ``pool_id`` and ``key_hash``."""
         ...
+
+
+class RateCounters(Protocol):
+    """Counters that expire, shared by every auth replica (Redis); may raise when unreachable."""
+
+    def incr(self, key: str, ttl_seconds: int) -> int:
+        """Add one to ``key`` (created with ``ttl_seconds`` to live) and return its count."""
+        ...
+
+    def get(self, key: str) -> int: ...

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from services.common import httpkit
 from services.common.httpkit import json_body
@@ -23,6 +23,12 @@ def caller() -> Caller:
     return accounts.authenticate(deps(), httpkit.bearer_token())
 
 
+def client_ip() -> str:
+    # The TCP peer (waitress clears untrusted proxy headers); X-Forwarded-For counts only
+    # when AUTH_TRUSTED_PROXY_HOPS says which proxies to believe (ProxyFix in app.py).
+    return request.remote_addr or ""
+
+
 def internal() -> Deps:
     """The deps, once the caller proved it is one of our services (X-Internal-Key)."""
     found = deps()
@@ -39,12 +45,12 @@ def created(doc: dict[str, object]) -> tuple[Response, int]:
 
 @bp.post("/auth/signup")
 def signup() -> tuple[Response, int]:
-    return created(accounts.signup(deps(), json_body()))
+    return created(accounts.signup(deps(), json_body(), client_ip()))
 
 
 @bp.put("/auth/login/<user_name>")
 def login(user_name: str) -> Response:
-    return jsonify(accounts.login(deps(), user_name, json_body()))
+    return jsonify(accounts.login(deps(), user_name, json_body(), client_ip()))
 
 
 @bp.put("/auth/logout/<user_name>")

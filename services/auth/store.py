@@ -20,13 +20,14 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extras
 import psycopg2.pool
+import redis
 
 from services.common.errors import Duplicate
 from services.common.timeutil import iso
 
 from .core import PoolSpec
 
-__all__ = ["Duplicate", "Store", "StoreUnavailable"]
+__all__ = ["Duplicate", "RedisCounters", "Store", "StoreUnavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -332,3 +333,28 @@ class Store:
                         " WHERE key_id = %s AND revoked_at IS NULL", (key_id,))
             row = cur.fetchone()
             return dict(row) if row else None
+
+
+class RedisCounters:
+    """auth's rate counters in Redis (``{prefix}:auth:rate:<key>``), so every replica counts together.
+
+    The client should have short timeouts: a login waits on these at most that long
+    when Redis is unreachable (the caller then lets the request through).
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.client = client
+        self.prefix = f"{prefix}:auth:rate:"
+
+    def incr(self, key: str, ttl_seconds: int) -> int:
+        name = self.prefix + key
+        # One round trip; the expiry makes every key disappear on its own (bounded Redis memory).
+        pipe = self.client.pipeline(transaction=True)
+        pipe.incr(name)
+        pipe.expire(name, ttl_seconds)
+        count, _ = pipe.execute()
+        return int(count)
+
+    def get(self, key: str) -> int:
+        value = self.client.get(self.prefix + key)
+        return int(value) if value is not None else 0  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import Duplicate
 from ..timeutil import iso
 
-__all__ = ["FakeAuthStore"]
+__all__ = ["FakeAuthStore", "FakeRateCounters"]
 
 POOL_FIELDS = ("name", "window_seconds", "close_grace_seconds", "min_contributors", "processing_timeout_seconds",
                "processor_url")
@@ -171,3 +171,25 @@ class FakeAuthStore:
             return None
         return {"key_id": row["key_id"], "pool_id": row["pool_id"], "key_hash": row["key_hash"]}
 
+
+
+@dataclass
+class FakeRateCounters:
+    """auth's ``ports.RateCounters`` in a dict; expiry is left to the key names (one per window).
+
+    ``down = True`` makes every call raise, as an unreachable Redis would.
+    """
+
+    counts: dict[str, int] = field(default_factory=dict)
+    down: bool = False
+
+    def incr(self, key: str, ttl_seconds: int) -> int:
+        if self.down:
+            raise ConnectionError("FakeRateCounters.down")
+        self.counts[key] = self.counts.get(key, 0) + 1
+        return self.counts[key]
+
+    def get(self, key: str) -> int:
+        if self.down:
+            raise ConnectionError("FakeRateCounters.down")
+        return self.counts.get(key, 0)

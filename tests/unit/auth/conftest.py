@@ -13,7 +13,7 @@ from services.auth.config import Settings
 from services.auth.deps import AuthMetrics, Deps
 from services.common.httpkit import ServiceMetrics
 from services.common.testing import FakeClock, InMemoryBroker
-from services.common.testing.auth import FakeAuthStore
+from services.common.testing.auth import FakeAuthStore, FakeRateCounters
 
 # Real argon2id with small costs: each test hashes a handful of passwords.
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
@@ -25,7 +25,7 @@ def make_deps(**env: str) -> Deps:
     settings = Settings.from_env({**ENV, **env})
     return Deps(settings=settings, store=FakeAuthStore(), broker=InMemoryBroker(),
                 passwords=core.Passwords(FAST_HASHER, slots=2), metrics=AuthMetrics(ServiceMetrics("auth")),
-                clock=FakeClock())
+                clock=FakeClock(), counters=FakeRateCounters())
 
 
 @pytest.fixture
