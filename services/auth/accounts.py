@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from services.common.contracts import TokenRevoked
-from services.common.errors import Duplicate, bad_request, conflict, forbidden, unauthorized
+from services.common.errors import ApiError, Duplicate, bad_request, conflict, forbidden, unauthorized
 
 from . import core, events, throttle
 from .deps import Deps
@@ -17,6 +18,7 @@ from .ports import AuthStore
 log = logging.getLogger(__name__)
 
 LOGIN_FAILED = "wrong user name or password"
+BUSY_RETRY_AFTER = 1  # seconds: argon2 slots free up within tens of milliseconds
 
 T = TypeVar("T")
 
@@ -27,6 +29,17 @@ def checked(rule: Callable[[Any], T], value: Any) -> T:
         return rule(value)
     except core.Invalid as exc:
         raise bad_request(str(exc)) from exc
+
+
+@contextmanager
+def argon2_slot(deps: Deps) -> Iterator[None]:
+    """Password work, its ``core.Busy`` answered as 429 overloaded (never an unbounded queue)."""
+    try:
+        yield
+    except core.Busy as exc:
+        deps.metrics.hash_busy.inc()
+        log.warning("password slots busy; refusing", extra={"error": str(exc)})
+        raise ApiError(429, "overloaded", "the service is busy; try again", retry_after=BUSY_RETRY_AFTER) from exc
 
 
 @dataclass(frozen=True)
@@ -84,8 +97,10 @@ def signup(deps: Deps, body: dict[str, Any], client_ip: str = "") -> dict[str, A
     user_name = checked(core.check_user_name, body.get("user_name"))
     password = checked(core.check_password, body.get("password"))
     throttle.attempt(deps, "signup", "user", user_name, limits.signup_rate_per_minute)
+    with argon2_slot(deps):
+        password_hash = deps.passwords.hash(password)
     try:
-        user = deps.store.create_user(core.new_user_id(), user_name, deps.passwords.hash(password))
+        user = deps.store.create_user(core.new_user_id(), user_name, password_hash)
     except Duplicate as exc:
         raise conflict("that user_name is taken") from exc
     deps.metrics.signups.inc()
@@ -113,7 +128,8 @@ def login(deps: Deps, user_name: str, body: dict[str, Any], client_ip: str = "")
             user = None
         # Unknown users still cost one verify (against a dummy hash): the answer's
         # timing does not tell which names exist.
-        ok = deps.passwords.verify(user["password_hash"] if user else None, password)
+        with argon2_slot(deps):
+            ok = deps.passwords.verify(user["password_hash"] if user else None, password)
     else:
         ok = False  # longer than any password we accept: no hash can match
     if not ok or user is None:
@@ -121,7 +137,10 @@ def login(deps: Deps, user_name: str, body: dict[str, Any], client_ip: str = "")
         throttle.failure(deps, "login", "user", user_name, limits.login_rate_per_minute)
         raise unauthorized(LOGIN_FAILED)
     if deps.passwords.needs_rehash(user["password_hash"]):
-        deps.store.set_password_hash(user["user_id"], deps.passwords.hash(password))
+        try:
+            deps.store.set_password_hash(user["user_id"], deps.passwords.hash(password))
+        except core.Busy:
+            pass  # the password was right: log in now, rehash at a quieter login
     deps.metrics.logins.labels("ok").inc()
     return session(deps, user)
 

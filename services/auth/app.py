@@ -31,7 +31,8 @@ def create_app(settings: Settings, *, store: AuthStore | None = None, broker: Pu
     the_store = store or Store(settings.database_url, pool_size=settings.db_pool_size)
     # Few publish attempts: a logout waits for them while RabbitMQ is down (see events.publish).
     the_broker = broker or messaging.Broker(settings.common.amqp_url, publish_attempts=3)
-    the_passwords = passwords or core.Passwords(slots=settings.hash_slots)
+    the_passwords = passwords or core.Passwords(slots=settings.hash_slots, queue=settings.hash_queue,
+                                                wait=settings.hash_wait_seconds)
     # Short Redis timeouts: a login waits at most this long on an unreachable Redis, then goes on (throttle.py).
     the_counters = counters or RedisCounters(redis.Redis.from_url(
         settings.common.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5), settings.common.redis_prefix)

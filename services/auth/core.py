@@ -13,6 +13,8 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -90,24 +92,51 @@ def new_pool_id() -> str:
     return "p_" + secrets.token_hex(8)
 
 
+class Busy(RuntimeError):
+    """Every argon2 slot stayed busy for longer than the allowed wait: answer 429, do not queue."""
+
+
 class Passwords:
-    """argon2id hashing with a bounded number of concurrent hashes.
+    """argon2id hashing with a bounded number of concurrent hashes and of waiters.
+
+    ``slots`` hashes/verifies run at once (each takes ~64 MiB and a core for tens of
+    ms). At most ``queue`` more callers wait, each at most ``wait`` seconds, for a
+    slot; any other caller, or a waiter whose wait ran out, gets ``Busy`` at once.
+    So a login flood holds at most ``slots + queue`` server threads: the others stay
+    free for /auth/validate, which never hashes.
 
     ``verify`` with no stored hash (unknown user) still runs one verify against a
     dummy hash, so "no such user" and "wrong password" take about the same time.
     """
 
-    def __init__(self, hasher: PasswordHasher | None = None, slots: int = 4) -> None:
+    def __init__(self, hasher: PasswordHasher | None = None, slots: int = 4, *, queue: int = 4,
+                 wait: float = 1.0) -> None:
         self.hasher = hasher or PasswordHasher()  # argon2id, RFC 9106 low-memory profile
+        self.slots, self.queue, self.wait = slots, queue, wait
         self._slots = threading.BoundedSemaphore(slots)
+        self._admitted = threading.BoundedSemaphore(slots + queue)  # running + waiting callers
         self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
 
+    @contextmanager
+    def _slot(self) -> Iterator[None]:
+        if not self._admitted.acquire(blocking=False):
+            raise Busy("every password slot is busy and the queue is full")
+        try:
+            if not self._slots.acquire(timeout=self.wait):
+                raise Busy(f"no password slot free within {self.wait} s")
+            try:
+                yield
+            finally:
+                self._slots.release()
+        finally:
+            self._admitted.release()
+
     def hash(self, password: str) -> str:
-        with self._slots:
+        with self._slot():
             return self.hasher.hash(password)
 
     def verify(self, stored: str | None, password: str) -> bool:
-        with self._slots:
+        with self._slot():
             try:
                 return self.hasher.verify(stored if stored is not None else self._dummy, password) \
                     and stored is not None

@@ -21,6 +21,8 @@ class AuthMetrics:
         self.validations = metrics.counter("auth_validations_total", "Token validations", ("outcome",))
         self.publish_failures = metrics.counter("auth_publish_failures_total", "Events not accepted by RabbitMQ",
                                                 ("event",))
+        self.hash_busy = metrics.counter("auth_hash_busy_total",
+                                         "Signups/logins refused 429 because every argon2 slot was busy")
         self.rate_limited = metrics.counter("auth_rate_limited_total", "Signups and logins refused by a rate limit",
                                             ("action", "scope"))
         self.rate_unchecked = metrics.counter("auth_rate_unchecked_total",
