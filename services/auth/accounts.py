@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from services.common.contracts import TokenRevoked
 from services.common.errors import ApiError, Duplicate, bad_request, conflict, forbidden, unauthorized
+from services.common.settings import DEV_SECRETS
 
 from . import core, events, throttle
 from .deps import Deps
@@ -177,3 +178,15 @@ def bootstrap_admin(store: AuthStore, passwords: core.Passwords, user_name: str,
     log.info("admin account ready", extra={"user_name": user_name, "admin_created": created})
     return created
 
+
+
+def admin_password_is_default(deps: Deps) -> bool:
+    """Does the stored ADMIN_USER account still accept the development default password?
+
+    ``ensure_admin`` keeps an existing account's password, so a database first started in
+    development keeps ``admin-password`` even when production sets ADMIN_PASSWORD.
+    """
+    admin = deps.store.user_by_name(deps.settings.admin_user)
+    if admin is None:
+        return False
+    return deps.passwords.verify(admin["password_hash"], DEV_SECRETS["ADMIN_PASSWORD"])

@@ -5,6 +5,8 @@ Nothing connects at import time or in ``create_app``: the store and the broker c
 
 from __future__ import annotations
 
+import sys
+
 import redis
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -13,7 +15,7 @@ from services.common import httpkit, messaging
 from services.common.ports import Publisher, SystemClock
 from services.common.runtime import Runtime
 
-from . import core
+from . import accounts, core
 from .accounts import bootstrap_admin
 from .config import Settings
 from .deps import AuthMetrics, Deps
@@ -50,6 +52,16 @@ def create_app(settings: Settings, *, store: AuthStore | None = None, broker: Pu
 
 
 def prepare(deps: Deps) -> None:
-    """Before serving: apply the migrations, make sure the admin account exists (retried by runtime)."""
+    """Before serving: apply the migrations, make sure the admin account exists (retried by runtime).
+
+    In production, a stored admin whose password is still the development default stops
+    the process (exit 2, like a default secret in the environment): SystemExit is not
+    retried by ``runtime.prepare``.
+    """
     deps.store.migrate()
     bootstrap_admin(deps.store, deps.passwords, deps.settings.admin_user, deps.settings.admin_password)
+    if deps.settings.common.env_name.lower() == "production" and accounts.admin_password_is_default(deps):
+        print(f"auth: configuration error: the stored admin {deps.settings.admin_user!r} still has the development "
+              "default password; delete that account in PostgreSQL (auth re-creates it from ADMIN_PASSWORD) "
+              "or set another password hash before starting with DROPBOX_ENV=production", file=sys.stderr)
+        sys.exit(2)
