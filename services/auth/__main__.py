@@ -1,44 +1,22 @@
-"""``python -m services.auth``: migrate, make sure the admin exists, serve."""
+"""``python -m services.auth``: migrate, make sure the admin exists, serve under waitress."""
 
 from __future__ import annotations
 
-import logging
-import time
-
-import psycopg2
-
-from services.common import httpkit, logs
+from services.common import logs, runtime
 from services.common.settings import load_or_exit
 
-from . import core
-from .app import bootstrap_admin, create_app
+from .app import create_app
 from .config import Settings
-from .store import Store
 
-log = logging.getLogger("services.auth")
-
-DB_WAIT_SECONDS = 60  # in compose/Kubernetes PostgreSQL may come up after us
+SERVICE = "auth"
 
 
 def main() -> None:
-    settings = load_or_exit("auth", Settings.from_env)
-    logs.configure_service("auth", settings.common)
-    store = Store(settings.database_url, pool_size=settings.db_pool_size)
-    deadline = time.monotonic() + DB_WAIT_SECONDS
-    while True:
-        try:
-            applied = store.migrate()
-            break
-        except psycopg2.OperationalError as exc:
-            if time.monotonic() > deadline:
-                raise
-            log.warning("PostgreSQL not reachable yet; retrying", extra={"error": str(exc)})
-            time.sleep(2)
-    log.info("migrations done", extra={"applied": applied})
-    passwords = core.Passwords(slots=settings.hash_slots)
-    bootstrap_admin(store, passwords, settings.admin_user, settings.admin_password)
-    app = create_app(settings, store=store, passwords=passwords)
-    httpkit.serve(app, settings.host, settings.port)
+    settings = load_or_exit(SERVICE, Settings.from_env)
+    logs.configure_service(SERVICE, settings.common)
+    app = create_app(settings)
+    stop = runtime.start(app, settings.common.amqp_url)
+    runtime.serve(app, settings.host, settings.port, stop, threads=settings.threads)
 
 
 if __name__ == "__main__":

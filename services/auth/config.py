@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from services.common.settings import (
     CommonSettings,
     ConfigError,
+    env_float,
     env_int,
     env_secret,
     env_str,
@@ -17,6 +18,7 @@ from services.common.settings import (
 from . import core
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/dropbox"
+MIN_FREE_THREADS = 4  # threads a login flood can never take (validate's)
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,26 @@ class Settings:
     admin_password: str
     db_pool_size: int = 20
     # Concurrent argon2 hashes/verifies: each takes ~64 MiB and a core for tens of ms;
-    # bounding them keeps a login burst from exhausting memory (waitress has 16 threads).
+    # bounding them keeps a login burst from exhausting memory. At most hash_queue more
+    # requests wait, each at most hash_wait_seconds, for a slot; the rest get 429 at once.
     hash_slots: int = 4
+    hash_queue: int = 4
+    hash_wait_seconds: float = 1.0
+    # waitress worker threads. Signup/login hold at most hash_slots + hash_queue of them
+    # (4 + 4 = 8 by default); the other 8 always serve /auth/validate (every request of
+    # every service asks it, and it never waits on argon2) and the pool/admin routes.
+    # from_env refuses fewer than hash_slots + hash_queue + MIN_FREE_THREADS.
+    threads: int = 16
+    # Rate limits per minute (0: off); see throttle.py. Per user name only failed logins
+    # count, so a user who knows the password is never locked out by someone guessing it
+    # beyond the window. Behind a proxy every client shares its address: see trusted_proxy_hops.
+    login_rate_per_minute: int = 10
+    login_ip_rate_per_minute: int = 120
+    signup_rate_per_minute: int = 5
+    signup_ip_rate_per_minute: int = 60
+    # X-Forwarded-For is trusted only for this many proxies in front of auth (0: never; the
+    # client address is the TCP peer, REMOTE_ADDR). Set it only when those proxies overwrite it.
+    trusted_proxy_hops: int = 0
 
     @property
     def internal_api_key(self) -> str:
@@ -51,6 +71,15 @@ class Settings:
             core.check_password(admin_password)
         except core.Invalid as exc:
             raise ConfigError(f"ADMIN_USER/ADMIN_PASSWORD: {exc}") from exc
+        hash_slots = env_int(env, "AUTH_HASH_SLOTS", 4, minimum=1)
+        hash_queue = env_int(env, "AUTH_HASH_QUEUE", 4, minimum=0)
+        hash_wait = env_float(env, "AUTH_HASH_WAIT_SECONDS", 1.0)
+        if not 0 <= hash_wait <= 30:
+            raise ConfigError("AUTH_HASH_WAIT_SECONDS must be between 0 and 30")
+        threads = env_int(env, "AUTH_THREADS", 16, minimum=1)
+        if threads < hash_slots + hash_queue + MIN_FREE_THREADS:
+            raise ConfigError(f"AUTH_THREADS must be at least AUTH_HASH_SLOTS + AUTH_HASH_QUEUE + "
+                              f"{MIN_FREE_THREADS} (threads for /auth/validate during a login flood)")
         return cls(
             common=common,
             database_url=env_str(env, "DATABASE_URL", DEFAULT_DATABASE_URL),
@@ -61,5 +90,13 @@ class Settings:
             admin_user=admin_user,
             admin_password=admin_password,
             db_pool_size=env_int(env, "AUTH_DB_POOL_SIZE", 20, minimum=2),
-            hash_slots=env_int(env, "AUTH_HASH_SLOTS", 4, minimum=1),
+            hash_slots=hash_slots,
+            hash_queue=hash_queue,
+            hash_wait_seconds=hash_wait,
+            threads=threads,
+            login_rate_per_minute=env_int(env, "LOGIN_RATE_PER_MINUTE", 10, minimum=0),
+            login_ip_rate_per_minute=env_int(env, "LOGIN_IP_RATE_PER_MINUTE", 120, minimum=0),
+            signup_rate_per_minute=env_int(env, "SIGNUP_RATE_PER_MINUTE", 5, minimum=0),
+            signup_ip_rate_per_minute=env_int(env, "SIGNUP_IP_RATE_PER_MINUTE", 60, minimum=0),
+            trusted_proxy_hops=env_int(env, "AUTH_TRUSTED_PROXY_HOPS", 0, minimum=0),
         )

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -89,24 +92,51 @@ def new_pool_id() -> str:
     return "p_" + secrets.token_hex(8)
 
 
+class Busy(RuntimeError):
+    """Every argon2 slot stayed busy for longer than the allowed wait: answer 429, do not queue."""
+
+
 class Passwords:
-    """argon2id hashing with a bounded number of concurrent hashes.
+    """argon2id hashing with a bounded number of concurrent hashes and of waiters.
+
+    ``slots`` hashes/verifies run at once (each takes ~64 MiB and a core for tens of
+    ms). At most ``queue`` more callers wait, each at most ``wait`` seconds, for a
+    slot; any other caller, or a waiter whose wait ran out, gets ``Busy`` at once.
+    So a login flood holds at most ``slots + queue`` server threads: the others stay
+    free for /auth/validate, which never hashes.
 
     ``verify`` with no stored hash (unknown user) still runs one verify against a
     dummy hash, so "no such user" and "wrong password" take about the same time.
     """
 
-    def __init__(self, hasher: PasswordHasher | None = None, slots: int = 4) -> None:
+    def __init__(self, hasher: PasswordHasher | None = None, slots: int = 4, *, queue: int = 4,
+                 wait: float = 1.0) -> None:
         self.hasher = hasher or PasswordHasher()  # argon2id, RFC 9106 low-memory profile
+        self.slots, self.queue, self.wait = slots, queue, wait
         self._slots = threading.BoundedSemaphore(slots)
+        self._admitted = threading.BoundedSemaphore(slots + queue)  # running + waiting callers
         self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
 
+    @contextmanager
+    def _slot(self) -> Iterator[None]:
+        if not self._admitted.acquire(blocking=False):
+            raise Busy("every password slot is busy and the queue is full")
+        try:
+            if not self._slots.acquire(timeout=self.wait):
+                raise Busy(f"no password slot free within {self.wait} s")
+            try:
+                yield
+            finally:
+                self._slots.release()
+        finally:
+            self._admitted.release()
+
     def hash(self, password: str) -> str:
-        with self._slots:
+        with self._slot():
             return self.hasher.hash(password)
 
     def verify(self, stored: str | None, password: str) -> bool:
-        with self._slots:
+        with self._slot():
             try:
                 return self.hasher.verify(stored if stored is not None else self._dummy, password) \
                     and stored is not None
@@ -118,6 +148,23 @@ class Passwords:
             return self.hasher.check_needs_rehash(stored)
         except InvalidHashError:
             return True
+
+
+# --- rate limits ----------------------------------------------------------------
+
+RATE_WINDOW_SECONDS = 60  # fixed windows of a minute: the settings are "per minute"
+
+
+def rate_window(now: float, window: int = RATE_WINDOW_SECONDS) -> tuple[int, int]:
+    """The index of the fixed window holding ``now`` and the whole seconds until it ends (>= 1)."""
+    index = int(now // window)
+    return index, max(1, math.ceil((index + 1) * window - now))
+
+
+def rate_key(action: str, scope: str, who: str, window_index: int) -> str:
+    """A counter's name: ``who`` (an address, a user name of any length) hashed to a fixed size."""
+    digest = hashlib.sha256(who.lower().encode("utf-8", "replace")).hexdigest()[:32]
+    return f"{action}:{scope}:{digest}:{window_index}"
 
 
 # --- tokens -----------------------------------------------------------------
@@ -149,25 +196,26 @@ def encode_token(secret: str, *, user_id: str, user_name: str, role: str,
     return IssuedToken(jwt.encode(claims, secret, algorithm=TOKEN_ALGORITHM), jti, exp)
 
 
-def decode_token(secret: str, token: str) -> TokenClaims:
-    """The claims of a token we signed that has not expired; ``TokenInvalid`` otherwise.
+def decode_token(secret: str, token: str, *, now: float | None = None) -> TokenClaims:
+    """The claims of a token we signed that has not expired at ``now``; ``TokenInvalid`` otherwise.
 
-    Revocation is not checked here (that needs the database).
+    Expiry is checked here against ``now`` (default: the system clock), not by PyJWT,
+    so a use case's clock decides. Revocation is not checked here (that needs the database).
     """
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
         raise TokenInvalid("malformed token")
     try:
         # algorithms pinned: a token claiming "none" or RS256 is refused.
         claims = jwt.decode(token, secret, algorithms=[TOKEN_ALGORITHM],
-                            options={"require": ["sub", "jti", "iat", "exp"]})
-    except jwt.ExpiredSignatureError as exc:
-        raise TokenInvalid("token expired") from exc
+                            options={"require": ["sub", "jti", "iat", "exp"], "verify_exp": False})
     except jwt.PyJWTError as exc:
         raise TokenInvalid("invalid token") from exc
     sub, jti, exp, iat = claims.get("sub"), claims.get("jti"), claims.get("exp"), claims.get("iat")
     if not (isinstance(sub, str) and sub and isinstance(jti, str) and jti
             and isinstance(exp, int) and isinstance(iat, int)):
         raise TokenInvalid("invalid token")
+    if exp <= (time.time() if now is None else now):  # PyJWT's rule: expired at exp itself
+        raise TokenInvalid("token expired")
     return TokenClaims(user_id=sub, user_name=str(claims.get("name", "")), role=str(claims.get("role", "")),
                        jti=jti, iat=iat, exp=exp)
 

@@ -20,10 +20,14 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extras
 import psycopg2.pool
+import redis
 
+from services.common.errors import Duplicate
 from services.common.timeutil import iso
 
 from .core import PoolSpec
+
+__all__ = ["Duplicate", "RedisCounters", "Store", "StoreUnavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +38,6 @@ MIGRATION_LOCK_ID = 0x6175_7468_6D69_6772  # "authmigr"
 
 POOL_COLUMNS = ("pool_id, name, window_seconds, close_grace_seconds, min_contributors, "
                 "processing_timeout_seconds, processor_url, created")
-
-
-class Duplicate(Exception):
-    """A unique constraint refused the row (e.g. a taken user name)."""
 
 
 class StoreUnavailable(RuntimeError):
@@ -282,13 +282,6 @@ class Store:
                         (user_id,))
             return [{**_pool_doc(row), "role": row["role"]} for row in cur.fetchall()]
 
-    def member_role(self, pool_id: str, user_id: str) -> str | None:
-        with self._cursor() as cur:
-            cur.execute("SELECT role FROM pool_members WHERE pool_id = %s AND user_id = %s",
-                        (pool_id, user_id))
-            row = cur.fetchone()
-            return row["role"] if row else None
-
     def set_member(self, pool_id: str, user_id: str, role: str) -> None:
         with self._cursor() as cur:
             cur.execute("INSERT INTO pool_members (pool_id, user_id, role) VALUES (%s, %s, %s) "
@@ -340,3 +333,28 @@ class Store:
                         " WHERE key_id = %s AND revoked_at IS NULL", (key_id,))
             row = cur.fetchone()
             return dict(row) if row else None
+
+
+class RedisCounters:
+    """auth's rate counters in Redis (``{prefix}:auth:rate:<key>``), so every replica counts together.
+
+    The client should have short timeouts: a login waits on these at most that long
+    when Redis is unreachable (the caller then lets the request through).
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.client = client
+        self.prefix = f"{prefix}:auth:rate:"
+
+    def incr(self, key: str, ttl_seconds: int) -> int:
+        name = self.prefix + key
+        # One round trip; the expiry makes every key disappear on its own (bounded Redis memory).
+        pipe = self.client.pipeline(transaction=True)
+        pipe.incr(name)
+        pipe.expire(name, ttl_seconds)
+        count, _ = pipe.execute()
+        return int(count)
+
+    def get(self, key: str) -> int:
+        value = self.client.get(self.prefix + key)
+        return int(value) if value is not None else 0  # type: ignore[arg-type]

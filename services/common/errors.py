@@ -88,3 +88,11 @@ def overloaded(message: str, retry_after: int) -> ApiError:
 
 def unavailable(message: str) -> ApiError:
     return ApiError(503, "unavailable", message)
+
+
+class Duplicate(Exception):
+    """A store's uniqueness rule refused a row (a taken user name, a pool id already used).
+
+    Raised by a service's real store and by its in-memory stand-in alike, so the use
+    cases catch one type whichever store they were given.
+    """

@@ -57,9 +57,10 @@ def make_settings(pg_url: str, amqp_url: str, **extra: str) -> Settings:
 
 
 @pytest.fixture
-def auth_env(pg_url: str, amqp_url: str, caplog: pytest.LogCaptureFixture) -> Iterator[AuthEnv]:
+def auth_env(pg_url: str, amqp_url: str, redis_prefix: str,
+             caplog: pytest.LogCaptureFixture) -> Iterator[AuthEnv]:
     caplog.set_level(logging.INFO)  # every log call runs (a bad ``extra`` key raises only when it does)
-    settings = make_settings(pg_url, amqp_url)
+    settings = make_settings(pg_url, amqp_url, REDIS_PREFIX=redis_prefix)
     store = Store(settings.database_url, pool_size=8)
     store.migrate()
     passwords = core.Passwords(FAST_HASHER, slots=2)

@@ -60,3 +60,24 @@ def test_process_migrates_bootstraps_and_serves(pg_url: str, amqp_url: str) -> N
     finally:
         infra.stop_process(proc)
     assert proc.returncode is not None
+
+
+def test_production_refuses_a_stored_admin_that_still_has_the_default_password(pg_url: str, amqp_url: str) -> None:
+    from argon2 import PasswordHasher
+
+    from services.auth import core
+    from services.auth.app import bootstrap_admin
+    from services.auth.store import Store
+
+    store = Store(pg_url, pool_size=2)
+    store.migrate()  # a database first started in development: its admin has "admin-password"
+    fast = core.Passwords(PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1), slots=1)
+    bootstrap_admin(store, fast, "admin", "admin-password")
+    store.close()
+    env = _env(DROPBOX_ENV="production", JWT_SECRET="p" * 40, INTERNAL_API_KEY="prod-internal-key",
+               ADMIN_PASSWORD="prod-admin-password", DATABASE_URL=pg_url, AMQP_URL=amqp_url,
+               AUTH_PORT=str(infra.free_port()))
+    proc = subprocess.run([sys.executable, "-m", "services.auth"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "auth: configuration error:" in proc.stderr and "default password" in proc.stderr

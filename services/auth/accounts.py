@@ -1,0 +1,192 @@
+"""Users and tokens: signup, login, logout, validation, the users list, the admin account."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from services.common.contracts import TokenRevoked
+from services.common.errors import ApiError, Duplicate, bad_request, conflict, forbidden, unauthorized
+from services.common.settings import DEV_SECRETS
+
+from . import core, events, throttle
+from .deps import Deps
+from .ports import AuthStore
+
+log = logging.getLogger(__name__)
+
+LOGIN_FAILED = "wrong user name or password"
+BUSY_RETRY_AFTER = 1  # seconds: argon2 slots free up within tens of milliseconds
+
+T = TypeVar("T")
+
+
+def checked(rule: Callable[[Any], T], value: Any) -> T:
+    """``rule(value)``, its ``core.Invalid`` answered as a 400."""
+    try:
+        return rule(value)
+    except core.Invalid as exc:
+        raise bad_request(str(exc)) from exc
+
+
+@contextmanager
+def argon2_slot(deps: Deps) -> Iterator[None]:
+    """Password work, its ``core.Busy`` answered as 429 overloaded (never an unbounded queue)."""
+    try:
+        yield
+    except core.Busy as exc:
+        deps.metrics.hash_busy.inc()
+        log.warning("password slots busy; refusing", extra={"error": str(exc)})
+        raise ApiError(429, "overloaded", "the service is busy; try again", retry_after=BUSY_RETRY_AFTER) from exc
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent the request: the stored identity (user and pools) and the token's claims."""
+
+    identity: dict[str, Any]
+    claims: core.TokenClaims
+
+    @property
+    def is_admin(self) -> bool:
+        return bool(self.identity["role"] == core.ADMIN)
+
+    def pool_role(self, pool_id: str) -> str | None:
+        return next((p["role"] for p in self.identity["pools"] if p["pool_id"] == pool_id), None)
+
+
+def authenticate(deps: Deps, token: str | None) -> Caller:
+    """The identity behind a Bearer token, or 401 (missing, invalid, expired, revoked, user gone)."""
+    validations = deps.metrics.validations
+    if token is None:
+        validations.labels("missing").inc()
+        raise unauthorized("a Bearer token is required")
+    try:
+        claims = core.decode_token(deps.settings.jwt_secret, token, now=deps.clock.time())
+    except core.TokenInvalid as exc:
+        validations.labels("invalid").inc()
+        raise unauthorized(str(exc)) from exc
+    identity = deps.store.identity(claims.user_id, claims.jti)
+    if identity is None:  # revoked token or deleted user
+        validations.labels("revoked").inc()
+        raise unauthorized("token revoked or user unknown")
+    validations.labels("ok").inc()
+    return Caller(identity, claims)
+
+
+def require_admin(caller: Caller) -> Caller:
+    if not caller.is_admin:
+        raise forbidden("this route is for admins")
+    return caller
+
+
+def session(deps: Deps, user: dict[str, Any]) -> dict[str, Any]:
+    """A new token for ``user`` and what SPEC's signup/login answer says about it."""
+    ttl = deps.settings.token_ttl_seconds
+    issued = core.encode_token(deps.settings.jwt_secret, user_id=user["user_id"], user_name=user["user_name"],
+                               role=user["role"], ttl_seconds=ttl, now=deps.clock.time())
+    return {"user_id": user["user_id"], "user_name": user["user_name"], "role": user["role"],
+            "access_token": issued.token, "token_type": "Bearer", "expires_in": ttl}
+
+
+def signup(deps: Deps, body: dict[str, Any], client_ip: str = "") -> dict[str, Any]:
+    limits = deps.settings
+    throttle.attempt(deps, "signup", "ip", client_ip, limits.signup_ip_rate_per_minute)
+    user_name = checked(core.check_user_name, body.get("user_name"))
+    password = checked(core.check_password, body.get("password"))
+    throttle.attempt(deps, "signup", "user", user_name, limits.signup_rate_per_minute)
+    with argon2_slot(deps):
+        password_hash = deps.passwords.hash(password)
+    try:
+        user = deps.store.create_user(core.new_user_id(), user_name, password_hash)
+    except Duplicate as exc:
+        raise conflict("that user_name is taken") from exc
+    deps.metrics.signups.inc()
+    log.info("user signed up", extra={"user_id": user["user_id"], "user_name": user_name})
+    return session(deps, user)
+
+
+def login(deps: Deps, user_name: str, body: dict[str, Any], client_ip: str = "") -> dict[str, Any]:
+    """A session for the right password; one message for a wrong password and an unknown name.
+
+    Limited per client address (every attempt counts) and per user name (failures count).
+    """
+    limits = deps.settings
+    throttle.attempt(deps, "login", "ip", client_ip, limits.login_ip_rate_per_minute)
+    throttle.refuse_if_reached(deps, "login", "user", user_name, limits.login_rate_per_minute)
+    password = body.get("password")
+    if not isinstance(password, str):
+        raise bad_request("password must be a string")
+    user = None
+    if len(password) <= core.MAX_PASSWORD:
+        try:
+            core.check_user_name(user_name)
+            user = deps.store.user_by_name(user_name)
+        except core.Invalid:
+            user = None
+        # Unknown users still cost one verify (against a dummy hash): the answer's
+        # timing does not tell which names exist.
+        with argon2_slot(deps):
+            ok = deps.passwords.verify(user["password_hash"] if user else None, password)
+    else:
+        ok = False  # longer than any password we accept: no hash can match
+    if not ok or user is None:
+        deps.metrics.logins.labels("failed").inc()
+        throttle.failure(deps, "login", "user", user_name, limits.login_rate_per_minute)
+        raise unauthorized(LOGIN_FAILED)
+    if deps.passwords.needs_rehash(user["password_hash"]):
+        try:
+            deps.store.set_password_hash(user["user_id"], deps.passwords.hash(password))
+        except core.Busy:
+            pass  # the password was right: log in now, rehash at a quieter login
+    deps.metrics.logins.labels("ok").inc()
+    return session(deps, user)
+
+
+def logout(deps: Deps, caller: Caller, user_name: str) -> dict[str, Any]:
+    if caller.identity["user_name"].lower() != user_name.lower():
+        raise forbidden("that token belongs to another user")
+    claims = caller.claims
+    # Durable first: from this commit on /auth/validate refuses the token.
+    deps.store.revoke_token(claims.jti, claims.user_id, claims.exp)
+    deps.metrics.revoked.inc()
+    published = events.publish(deps, TokenRevoked(token_id=claims.jti, user_id=claims.user_id))
+    log.info("token revoked", extra={"user_id": claims.user_id, "token_id": claims.jti, "published": published})
+    return {"user_name": caller.identity["user_name"], "token_id": claims.jti, "logged_out": True}
+
+
+def validate(caller: Caller) -> dict[str, Any]:
+    """SPEC's /auth/validate answer: the identity, its pools, the token's id and expiry."""
+    return {**caller.identity, "token_id": caller.claims.jti, "expires_at": caller.claims.exp}
+
+
+def users(deps: Deps, caller: Caller) -> list[dict[str, Any]]:
+    require_admin(caller)
+    return deps.store.list_users()
+
+
+def bootstrap_admin(store: AuthStore, passwords: core.Passwords, user_name: str, password: str) -> bool:
+    """Make sure the admin account exists with role admin; True when it was created.
+
+    An existing account keeps its password: changing ADMIN_PASSWORD later does not
+    silently reset it (an operator who wants that changes it deliberately).
+    """
+    created = store.ensure_admin(core.new_user_id(), user_name, passwords.hash(password))
+    log.info("admin account ready", extra={"user_name": user_name, "admin_created": created})
+    return created
+
+
+
+def admin_password_is_default(deps: Deps) -> bool:
+    """Does the stored ADMIN_USER account still accept the development default password?
+
+    ``ensure_admin`` keeps an existing account's password, so a database first started in
+    development keeps ``admin-password`` even when production sets ADMIN_PASSWORD.
+    """
+    admin = deps.store.user_by_name(deps.settings.admin_user)
+    if admin is None:
+        return False
+    return deps.passwords.verify(admin["password_hash"], DEV_SECRETS["ADMIN_PASSWORD"])

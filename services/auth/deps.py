@@ -1,0 +1,42 @@
+"""Everything auth's use cases and routes use, wired once by ``create_app``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.common.httpkit import ServiceMetrics
+from services.common.ports import Clock, Publisher
+
+from . import core
+from .config import Settings
+from .ports import AuthStore, RateCounters
+
+
+class AuthMetrics:
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self.registry = metrics.registry
+        self.signups = metrics.counter("auth_signups_total", "Accounts created by signup")
+        self.logins = metrics.counter("auth_logins_total", "Login attempts", ("outcome",))
+        self.revoked = metrics.counter("auth_tokens_revoked_total", "Tokens revoked by logout")
+        self.validations = metrics.counter("auth_validations_total", "Token validations", ("outcome",))
+        self.publish_failures = metrics.counter("auth_publish_failures_total", "Events not accepted by RabbitMQ",
+                                                ("event",))
+        self.hash_busy = metrics.counter("auth_hash_busy_total",
+                                         "Signups/logins refused 429 because every argon2 slot was busy")
+        self.rate_limited = metrics.counter("auth_rate_limited_total", "Signups and logins refused by a rate limit",
+                                            ("action", "scope"))
+        self.rate_unchecked = metrics.counter("auth_rate_unchecked_total",
+                                              "Requests let through because the rate counters were unreachable",
+                                              ("action",))
+
+
+@dataclass(frozen=True)
+class Deps:
+    settings: Settings
+    store: AuthStore
+    # Few publish attempts (see app.py): a logout waits for them while RabbitMQ is down.
+    broker: Publisher
+    passwords: core.Passwords
+    metrics: AuthMetrics
+    clock: Clock
+    counters: RateCounters  # signup/login rate limits (Redis), see throttle.py

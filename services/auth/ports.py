@@ -1,0 +1,74 @@
+"""What auth's use cases need from their database: ``AuthStore``.
+
+``store.Store`` (PostgreSQL) is the real one; ``services.common.testing.auth``
+has an in-memory one for fast tests. A uniqueness conflict raises
+``services.common.errors.Duplicate`` in both. The publisher is
+``services.common.ports.Publisher``. ``RateCounters`` count signups and logins
+in Redis (``store.RedisCounters``), shared by every auth replica.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from .core import PoolSpec
+
+
+class AuthStore(Protocol):
+    def ping(self) -> bool: ...
+
+    def migrate(self) -> list[str]: ...
+
+    # --- users and tokens
+    def create_user(self, user_id: str, user_name: str, password_hash: str,
+                    role: str = "user") -> dict[str, Any]: ...
+
+    def user_by_name(self, user_name: str) -> dict[str, Any] | None:
+        """The user (with ``password_hash``) whose name matches regardless of case."""
+        ...
+
+    def set_password_hash(self, user_id: str, password_hash: str) -> None: ...
+
+    def ensure_admin(self, user_id: str, user_name: str, password_hash: str) -> bool: ...
+
+    def list_users(self) -> list[dict[str, Any]]: ...
+
+    def identity(self, user_id: str, jti: str) -> dict[str, Any] | None:
+        """The user with its pools, or None when the user is gone or the token revoked."""
+        ...
+
+    def revoke_token(self, jti: str, user_id: str, expires_at: int) -> bool: ...
+
+    # --- pools and members
+    def create_pool(self, pool_id: str, spec: PoolSpec) -> dict[str, Any]: ...
+
+    def get_pool(self, pool_id: str) -> dict[str, Any] | None: ...
+
+    def list_pools(self, user_id: str, *, all_pools: bool) -> list[dict[str, Any]]: ...
+
+    def set_member(self, pool_id: str, user_id: str, role: str) -> None: ...
+
+    def remove_member(self, pool_id: str, user_id: str) -> bool: ...
+
+    def members(self, pool_id: str) -> list[dict[str, Any]]: ...
+
+    # --- processor keys
+    def add_processor_key(self, key_id: str, pool_id: str, key_hash: str) -> dict[str, Any]: ...
+
+    def processor_keys(self, pool_id: str) -> list[dict[str, Any]]: ...
+
+    def revoke_processor_key(self, pool_id: str, key_id: str) -> bool: ...
+
+    def processor_key(self, key_id: str) -> dict[str, Any] | None:
+        """An unrevoked key's ``key_id``, ``pool_id`` and ``key_hash``."""
+        ...
+
+
+class RateCounters(Protocol):
+    """Counters that expire, shared by every auth replica (Redis); may raise when unreachable."""
+
+    def incr(self, key: str, ttl_seconds: int) -> int:
+        """Add one to ``key`` (created with ``ttl_seconds`` to live) and return its count."""
+        ...
+
+    def get(self, key: str) -> int: ...

@@ -1,0 +1,195 @@
+"""An in-memory stand-in for auth's store (its ``ports.AuthStore``, implemented by shape).
+
+Dicts of users, pools, members, keys and revoked token ids. Uniqueness is kept
+as PostgreSQL keeps it (user names regardless of case, pool ids) and refused
+with the same ``errors.Duplicate`` the real store raises. Answers have the real
+store's shapes (``created`` as ISO strings where the real one converts them).
+Only tests import this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..errors import Duplicate
+from ..timeutil import iso
+
+__all__ = ["FakeAuthStore", "FakeRateCounters"]
+
+POOL_FIELDS = ("name", "window_seconds", "close_grace_seconds", "min_contributors", "processing_timeout_seconds",
+               "processor_url")
+
+
+@dataclass
+class FakeAuthStore:
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)  # user_id -> row (with password_hash)
+    revoked: dict[str, int] = field(default_factory=dict)  # jti -> expires_at
+    pools: dict[str, dict[str, Any]] = field(default_factory=dict)  # pool_id -> pool doc
+    memberships: dict[tuple[str, str], str] = field(default_factory=dict)  # (pool_id, user_id) -> role
+    keys: dict[str, dict[str, Any]] = field(default_factory=dict)  # key_id -> row
+    down: bool = False  # every call raises, as a database that went away would
+    migrations: int = 0
+    _ticks: int = 0
+
+    def _check(self) -> None:
+        if self.down:
+            raise ConnectionError("FakeAuthStore.down")
+
+    def _created(self) -> datetime:
+        # Strictly increasing, so "ORDER BY created" is the insertion order, as in a test's PostgreSQL.
+        self._ticks += 1
+        return datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=self._ticks)
+
+    def ping(self) -> bool:
+        self._check()
+        return True
+
+    def migrate(self) -> list[str]:
+        self._check()
+        self.migrations += 1
+        return []
+
+    # --- users and tokens -------------------------------------------------------
+    def create_user(self, user_id: str, user_name: str, password_hash: str, role: str = "user") -> dict[str, Any]:
+        self._check()
+        if user_id in self.users or self.user_by_name(user_name) is not None:
+            raise Duplicate(f"user {user_name!r} exists")
+        row = {"user_id": user_id, "user_name": user_name, "role": role, "password_hash": password_hash,
+               "created": self._created()}
+        self.users[user_id] = row
+        return {k: v for k, v in row.items() if k != "password_hash"}
+
+    def user_by_name(self, user_name: str) -> dict[str, Any] | None:
+        self._check()
+        wanted = user_name.lower()
+        return next((dict(u) for u in self.users.values() if u["user_name"].lower() == wanted), None)
+
+    def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        self._check()
+        if user_id in self.users:
+            self.users[user_id]["password_hash"] = password_hash
+
+    def ensure_admin(self, user_id: str, user_name: str, password_hash: str) -> bool:
+        existing = self.user_by_name(user_name)
+        if existing is None:
+            self.create_user(user_id, user_name, password_hash, role="admin")
+            return True
+        self.users[existing["user_id"]]["role"] = "admin"
+        return False
+
+    def list_users(self) -> list[dict[str, Any]]:
+        self._check()
+        rows = sorted(self.users.values(), key=lambda u: (u["created"], u["user_name"]))
+        return [{"user_id": u["user_id"], "user_name": u["user_name"], "role": u["role"], "created": iso(u["created"])}
+                for u in rows]
+
+    def identity(self, user_id: str, jti: str) -> dict[str, Any] | None:
+        self._check()
+        user = self.users.get(user_id)
+        if user is None or jti in self.revoked:
+            return None
+        pools = sorted((p, r) for (p, u), r in self.memberships.items() if u == user_id)
+        return {"user_id": user_id, "user_name": user["user_name"], "role": user["role"],
+                "pools": [{"pool_id": p, "role": r} for p, r in pools]}
+
+    def revoke_token(self, jti: str, user_id: str, expires_at: int) -> bool:
+        self._check()
+        new = jti not in self.revoked
+        self.revoked.setdefault(jti, expires_at)
+        return new
+
+    # --- pools and members --------------------------------------------------------
+    def create_pool(self, pool_id: str, spec: Any) -> dict[str, Any]:
+        self._check()
+        if pool_id in self.pools:
+            raise Duplicate(f"pool {pool_id} exists")
+        doc = {"pool_id": pool_id, **{k: getattr(spec, k) for k in POOL_FIELDS}, "created": iso(self._created())}
+        self.pools[pool_id] = doc
+        return dict(doc)
+
+    def get_pool(self, pool_id: str) -> dict[str, Any] | None:
+        self._check()
+        pool = self.pools.get(pool_id)
+        return dict(pool) if pool else None
+
+    def list_pools(self, user_id: str, *, all_pools: bool) -> list[dict[str, Any]]:
+        self._check()
+        found = []
+        for pool in sorted(self.pools.values(), key=lambda p: (p["created"], p["pool_id"])):
+            role = self.memberships.get((pool["pool_id"], user_id))
+            if role is not None or all_pools:
+                found.append({**pool, "role": role})
+        return found
+
+    def set_member(self, pool_id: str, user_id: str, role: str) -> None:
+        self._check()
+        if pool_id not in self.pools or user_id not in self.users:
+            raise KeyError("foreign key: no such pool or user")  # as PostgreSQL's REFERENCES would
+        self.memberships[(pool_id, user_id)] = role
+
+    def remove_member(self, pool_id: str, user_id: str) -> bool:
+        self._check()
+        return self.memberships.pop((pool_id, user_id), None) is not None
+
+    def members(self, pool_id: str) -> list[dict[str, Any]]:
+        self._check()
+        rows = [{"user_id": u, "user_name": self.users[u]["user_name"], "role": r}
+                for (p, u), r in self.memberships.items() if p == pool_id]
+        return sorted(rows, key=lambda m: m["user_name"])
+
+    # --- processor keys -------------------------------------------------------------
+    def add_processor_key(self, key_id: str, pool_id: str, key_hash: str) -> dict[str, Any]:
+        self._check()
+        if key_id in self.keys:
+            raise Duplicate(f"key {key_id} exists")
+        row = {"key_id": key_id, "pool_id": pool_id, "key_hash": key_hash, "created": iso(self._created()),
+               "revoked_at": None}
+        self.keys[key_id] = row
+        return {"key_id": key_id, "pool_id": pool_id, "created": row["created"]}
+
+    def processor_keys(self, pool_id: str) -> list[dict[str, Any]]:
+        self._check()
+        rows = sorted((k for k in self.keys.values() if k["pool_id"] == pool_id),
+                      key=lambda k: (k["created"], k["key_id"]))
+        return [{"key_id": k["key_id"], "pool_id": k["pool_id"], "created": k["created"],
+                 "revoked": k["revoked_at"] is not None, "revoked_at": k["revoked_at"]} for k in rows]
+
+    def revoke_processor_key(self, pool_id: str, key_id: str) -> bool:
+        self._check()
+        row = self.keys.get(key_id)
+        if row is None or row["pool_id"] != pool_id:
+            return False
+        row["revoked_at"] = row["revoked_at"] or iso(self._created())
+        return True
+
+    def processor_key(self, key_id: str) -> dict[str, Any] | None:
+        self._check()
+        row = self.keys.get(key_id)
+        if row is None or row["revoked_at"] is not None:
+            return None
+        return {"key_id": row["key_id"], "pool_id": row["pool_id"], "key_hash": row["key_hash"]}
+
+
+
+@dataclass
+class FakeRateCounters:
+    """auth's ``ports.RateCounters`` in a dict; expiry is left to the key names (one per window).
+
+    ``down = True`` makes every call raise, as an unreachable Redis would.
+    """
+
+    counts: dict[str, int] = field(default_factory=dict)
+    down: bool = False
+
+    def incr(self, key: str, ttl_seconds: int) -> int:
+        if self.down:
+            raise ConnectionError("FakeRateCounters.down")
+        self.counts[key] = self.counts.get(key, 0) + 1
+        return self.counts[key]
+
+    def get(self, key: str) -> int:
+        if self.down:
+            raise ConnectionError("FakeRateCounters.down")
+        return self.counts.get(key, 0)
