@@ -1,4 +1,7 @@
-"""The aggregator's domain logic, pure: windows, group ids, the group state machine.
+"""The aggregator's domain logic, pure: windows, group ids, readiness, the late rule, lease expiry.
+
+The group transitions themselves are conditional updates in store.py (each
+filter names the state it leaves, so of two racing processes exactly one wins).
 
 No I/O here. Times are Unix epoch seconds (floats or ints) so the rules are
 plain arithmetic; the store and the routes convert to and from ISO 8601.
@@ -10,6 +13,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from services.common import validation
 from services.common.timeutil import iso
@@ -21,32 +25,9 @@ ACCEPTING = (OPEN, READY)
 # A result may be posted for a group in these states (a processor may post without listing first).
 RESULT_ACCEPTING = (PROCESSING, READY)
 
-# Allowed transitions. processing -> ready is a lease expiry; processing -> failed the last one.
-# ready -> done: a processor that posts a result without having leased the group first.
-TRANSITIONS: dict[str, frozenset[str]] = {
-    OPEN: frozenset({READY}),
-    READY: frozenset({PROCESSING, DONE}),
-    PROCESSING: frozenset({DONE, READY, FAILED}),
-    DONE: frozenset(),
-    FAILED: frozenset(),
-}
-
 DEFAULT_LEASE_MAX_EXPIRIES = 3
 MIN_WINDOW_SECONDS = 1
 MAX_WINDOW_SECONDS = 366 * 24 * 3600
-
-
-class InvalidTransition(ValueError):
-    pass
-
-
-def can_transition(current: str, target: str) -> bool:
-    return target in TRANSITIONS.get(current, frozenset())
-
-
-def check_transition(current: str, target: str) -> None:
-    if not can_transition(current, target):
-        raise InvalidTransition(f"a group cannot go from {current!r} to {target!r}")
 
 
 @dataclass(frozen=True)
@@ -95,6 +76,11 @@ def is_ready(now: float, window_end: float, close_grace_seconds: float, contribu
     if now >= window_end + (close_grace_seconds or 0):
         return True
     return min_contributors is not None and min_contributors > 0 and contributors >= min_contributors
+
+
+def contributor_count(group: dict[str, Any]) -> int:
+    """How many distinct owners sent files to a group document."""
+    return len(group.get("contributors") or ())
 
 
 def late_window(ts: float, now: float, window_seconds: int, attempt: int = 0) -> Window:

@@ -26,11 +26,12 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from . import core
+from .ports import ADDED, CLOSED, PRESENT
 
-ADDED, PRESENT, CLOSED = "added", "present", "closed"
 
+class MongoGroupStore:
+    """``ports.GroupStore`` on MongoDB."""
 
-class GroupStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.groups = db["groups"]
@@ -49,10 +50,14 @@ class GroupStore:
 
     # --- files into groups -------------------------------------------------
 
-    def group_of_file(self, pool_id: str, file_id: str) -> dict | None:
-        """The group already holding ``file_id`` (a redelivered FileStored), if any."""
-        return self.groups.find_one({"pool_id": pool_id, "files.file_id": file_id},
-                                    {"files": {"$elemMatch": {"file_id": file_id}}, "status": 1})
+    def membership(self, pool_id: str, file_id: str) -> dict | None:
+        """``{group_id, late}`` of the group already holding ``file_id`` (a redelivered FileStored)."""
+        found = self.groups.find_one({"pool_id": pool_id, "files.file_id": file_id},
+                                     {"files": {"$elemMatch": {"file_id": file_id}}, "status": 1})
+        if found is None:
+            return None
+        entries = found.get("files") or [{}]
+        return {"group_id": found["_id"], "late": bool(entries[0].get("late"))}
 
     def add_file(self, *, pool_id: str, window: core.Window, close_grace_seconds: float,
                  min_contributors: int | None, entry: dict[str, Any], now: float) -> tuple[str, dict | None]:
@@ -115,8 +120,13 @@ class GroupStore:
 
     # --- reading -----------------------------------------------------------
 
-    def get(self, gid: str, *, with_files: bool = False) -> dict | None:
-        return self.groups.find_one({"_id": gid}, None if with_files else {"files": 0})
+    def get(self, gid: str) -> dict | None:
+        return self.groups.find_one({"_id": gid}, {"files": 0})
+
+    def files_of(self, gid: str) -> list[dict]:
+        found = self.groups.find_one({"_id": gid}, {"files": 1})
+        entries = list((found or {}).get("files") or ())
+        return sorted(entries, key=lambda e: (e.get("ts", 0), e["file_id"]))
 
     def list_groups(self, pool_id: str, status: str | None = None, limit: int = 1000) -> list[dict]:
         query: dict[str, Any] = {"pool_id": pool_id}
@@ -143,7 +153,7 @@ class GroupStore:
             {"_id": gid, "status": core.READY},
             {"$set": {"status": core.PROCESSING, "leased_at": now, "lease_expires_at": now + timeout_seconds,
                       "lease_id": uuid.uuid4().hex, "updated": now}},
-            return_document=ReturnDocument.AFTER)
+            return_document=ReturnDocument.AFTER, projection={"files": 0})
 
     def expire_lease(self, gid: str, lease_id: str | None, target: str, expiries: int, now: float) -> dict | None:
         """processing -> ready/failed, only for the very lease that was seen expired."""

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -24,8 +25,11 @@ from werkzeug.serving import make_server
 from services.common.authclient import Identity
 from services.common.contracts import FileStored, Message
 from services.common.messaging import Broker, Consumer
-from services.pool_aggregator.app import SERVICE, Components, create_app
+from services.pool_aggregator import handlers
+from services.pool_aggregator.app import create_app
 from services.pool_aggregator.config import Settings
+from services.pool_aggregator.deps import Deps
+from services.pool_aggregator.store import MongoGroupStore
 
 POOL = "pool1"
 KEY = "key-pool1"
@@ -76,6 +80,12 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
+
+    def time(self) -> float:  # ports.Clock
+        return self.t
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.t, UTC)
 
     def advance(self, seconds: float) -> None:
         self.t += seconds
@@ -175,12 +185,19 @@ class Events:
 @dataclass
 class Rig:
     app: Flask
-    parts: Components
+    deps: Deps
+    store: MongoGroupStore
     auth: FakeAuth
     clock: Clock
     upstream: Upstream
     events: Events
     url: str
+    amqp_url: str
+
+    def handle(self, message: Message) -> None:
+        """What the FileStored consumer does with one delivery."""
+        for spec in handlers.consumers(self.deps):
+            spec.dispatch(message)
 
     def stored(self, file_id: str, *, ts: float, owner: str = "u1", size: int = 100,
                pool_id: str | None = POOL, kind: str = "file", group_id: str | None = None,
@@ -212,13 +229,14 @@ def rig(mongo_db, amqp_url: str) -> Iterator[Rig]:
     clock = Clock()
     broker = Broker(amqp_url)
     events = Events(amqp_url)
-    app = create_app(Settings.from_env(env), db=mongo_db, broker=broker, auth=auth, clock=clock)
-    parts: Components = app.extensions[SERVICE]
-    parts.store.ensure_indexes()
-    parts.lifecycle.announcer.backoff = 0.05
+    store = MongoGroupStore(mongo_db)
+    app = create_app(Settings.from_env(env), store=store, broker=broker, auth=auth, clock=clock)
+    deps: Deps = app.extensions["deps"]
+    store.ensure_indexes()
+    deps.announcer.backoff = 0.05  # type: ignore[attr-defined]
     url, stop = serve_in_thread(app)
     try:
-        yield Rig(app, parts, auth, clock, upstream, events, url)
+        yield Rig(app, deps, store, auth, clock, upstream, events, url, amqp_url)
     finally:
         stop()
         up_stop()

@@ -12,7 +12,7 @@ import requests
 from examples.processor.mean import decode, encode
 from examples.processor.runner import Processor
 from services.common.contracts import ResultPublished
-from services.pool_aggregator import core
+from services.pool_aggregator import core, ticking
 
 from .conftest import ADMIN_TOKEN, KEY, MEMBER_TOKEN, OTHER_KEY, OUTSIDER_TOKEN, POOL, Rig
 
@@ -23,9 +23,9 @@ def _ready_group(rig: Rig, arrays: list[list[float]] | None = None) -> str:
     start = core.window_for(rig.clock(), W).start
     arrays = arrays or [[1.0, 2.0], [3.0, 4.0]]
     for i, values in enumerate(arrays):
-        rig.parts.handler(rig.stored(f"f{i}", ts=start + i, owner=f"u{i}", data=encode(values)))
+        rig.handle(rig.stored(f"f{i}", ts=start + i, owner=f"u{i}", data=encode(values)))
     rig.clock.t = start + W
-    rig.parts.lifecycle.promote_ready()
+    ticking.promote_ready(rig.deps)
     return core.group_id(POOL, int(start))
 
 
@@ -66,7 +66,7 @@ def test_user_token_cannot_use_processor_routes(rig: Rig) -> None:
         assert response.status_code == 403, path
         assert requests.request(method, base + path, data=b"x").status_code == 401
         assert requests.request(method, base + path, headers=_key(OTHER_KEY), data=b"x").status_code == 403
-    assert rig.parts.store.get(gid)["status"] == "ready"  # nothing leased it
+    assert rig.deps.store.get(gid)["status"] == "ready"  # nothing leased it
 
 
 def test_files_leases_a_ready_group(rig: Rig) -> None:
@@ -78,17 +78,17 @@ def test_files_leases_a_ready_group(rig: Rig) -> None:
     assert got == [("f0", "u0", 16), ("f1", "u1", 16)]
     assert body["files"][0]["download_url"] == "http://files.example/file/f0"
     assert body["files"][0]["sha256"] == hashlib.sha256(encode([1.0, 2.0])).hexdigest()
-    group = rig.parts.store.get(gid)
+    group = rig.deps.store.get(gid)
     assert group["status"] == "processing" and group["lease_expires_at"] == rig.clock() + 300
     lease_id = group["lease_id"]
     assert requests.get(url, headers=_key()).status_code == 200
-    assert rig.parts.store.get(gid)["lease_id"] == lease_id  # asking again does not renew the lease
+    assert rig.deps.store.get(gid)["lease_id"] == lease_id  # asking again does not renew the lease
     assert requests.get(f"{rig.url}/pools/{POOL}/groups/{POOL}-0/files", headers=_key()).status_code == 404
 
 
 def test_open_group_is_not_handed_out(rig: Rig) -> None:
     start = core.window_for(rig.clock(), W).start
-    rig.parts.handler(rig.stored("f0", ts=start + 1))
+    rig.handle(rig.stored("f0", ts=start + 1))
     gid = core.group_id(POOL, int(start))
     response = requests.get(f"{rig.url}/pools/{POOL}/groups/{gid}/files", headers=_key())
     assert response.status_code == 409 and response.json()["error"]["code"] == "conflict"
@@ -107,7 +107,7 @@ def test_archive_streams_every_member(rig: Rig) -> None:
     assert names[0].endswith("_f0_f0.f64") and names[1].endswith("_f1_f1.f64")
     assert ":" not in names[0]
     assert got[names[0]] == encode([1.0] * 1000) and got[names[1]] == encode([2.0] * 3000)
-    assert rig.parts.store.get(gid)["status"] == "processing"
+    assert rig.deps.store.get(gid)["status"] == "processing"
 
 
 def test_post_result_full_flow(rig: Rig) -> None:
@@ -124,7 +124,7 @@ def test_post_result_full_flow(rig: Rig) -> None:
     assert upload["body"]["owner_id"] == f"processor:{POOL}" and upload["body"]["pool_id"] == POOL
     assert upload["body"]["file_name"] == "mean_result.f64"
     assert sorted(upload["chunks"]) == [0, 1, 2] and rig.upstream.files[result_id] == payload
-    group = rig.parts.store.get(gid)
+    group = rig.deps.store.get(gid)
     assert (group["status"], group["result_id"]) == ("done", result_id)
 
     again = requests.post(url, data=payload, headers={**_key(), "X-File-Name": "x"})
@@ -133,7 +133,7 @@ def test_post_result_full_flow(rig: Rig) -> None:
     results_url = f"{rig.url}/pools/{POOL}/results"
     # Not stored yet: not listed.
     assert requests.get(results_url, headers=_bearer(MEMBER_TOKEN)).json() == {"results": []}
-    rig.parts.handler(rig.stored(result_id, ts=rig.clock(), kind="result", group_id=gid, data=payload))
+    rig.handle(rig.stored(result_id, ts=rig.clock(), kind="result", group_id=gid, data=payload))
     published = rig.events.of(ResultPublished)
     assert len(published) == 1 and published[0].result_id == result_id
     listed = requests.get(results_url, headers=_bearer(MEMBER_TOKEN)).json()["results"]
@@ -164,9 +164,9 @@ def test_result_input_checks(rig: Rig) -> None:
     wrong_sha = requests.post(url, data=b"abc", headers={**_key(), "X-File-Name": "r", "X-Sha256": "0" * 64})
     assert wrong_sha.status_code == 400
     # The failed post was undone: the group is ready again, the upload released, no result doc.
-    assert rig.parts.store.get(gid)["status"] == "ready"
+    assert rig.deps.store.get(gid)["status"] == "ready"
     assert all(u["released"] for u in rig.upstream.uploads.values())
-    assert rig.parts.store.results.count_documents({}) == 0
+    assert rig.store.results.count_documents({}) == 0
     ok = requests.post(url, data=b"abc", headers={**_key(), "X-File-Name": "r"})
     assert ok.status_code == 201
 
@@ -179,7 +179,7 @@ def test_failed_upload_reverts_the_claim(rig: Rig) -> None:
     busy = requests.post(url, data=b"abc", headers={**_key(), "X-File-Name": "r"})
     assert busy.status_code == 429 and busy.json()["error"]["code"] == "overloaded"
     assert busy.headers["Retry-After"] == "1"
-    group = rig.parts.store.get(gid)
+    group = rig.deps.store.get(gid)
     assert group["status"] == "processing" and group.get("result_claim") is None
     rig.upstream.fail_complete = False
     assert requests.post(url, data=b"abc", headers={**_key(), "X-File-Name": "r"}).status_code == 201
@@ -201,7 +201,7 @@ def test_concurrent_result_posts_one_wins(rig: Rig) -> None:
     for t in threads:
         t.join()
     assert sorted(codes) == [201] + [409] * 5
-    assert rig.parts.store.results.count_documents({}) == 1
+    assert rig.store.results.count_documents({}) == 1
 
 
 def test_reference_processor_posts_the_mean(rig: Rig) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from services.pool_aggregator import core
-from services.pool_aggregator.core import DONE, FAILED, OPEN, PROCESSING, READY
+from services.pool_aggregator.core import FAILED, READY
 
 DAY = 86400
 
@@ -49,21 +49,6 @@ def test_group_id_is_deterministic() -> None:
     assert core.group_id("p1", 120) == core.group_id("p1", 120) == "p1-120"
     assert core.group_id("p1", -60) == "p1--60"
     assert core.group_id("p1", 120) != core.group_id("p2", 120)
-
-
-def test_state_machine() -> None:
-    assert core.can_transition(OPEN, READY)
-    assert core.can_transition(READY, PROCESSING)
-    assert core.can_transition(PROCESSING, READY)  # lease expiry
-    assert core.can_transition(PROCESSING, FAILED)
-    assert core.can_transition(PROCESSING, DONE)
-    for terminal in (DONE, FAILED):
-        for target in core.STATUSES:
-            assert not core.can_transition(terminal, target)
-    assert not core.can_transition(OPEN, PROCESSING)
-    assert not core.can_transition(OPEN, DONE)
-    with pytest.raises(core.InvalidTransition):
-        core.check_transition(DONE, READY)
 
 
 def test_readiness_by_time_with_grace() -> None:

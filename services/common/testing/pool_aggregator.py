@@ -1,0 +1,248 @@
+"""In-memory stand-in for pool_aggregator's store (its ``ports.GroupStore``), by shape.
+
+Dicts of groups, their file entries and results; every transition checks the
+state it leaves, like the real conditional updates, and answers copies (as a
+database would). ``fail`` makes the next calls of a named method raise, to
+test undo paths. Only tests import this; it imports no service.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["FakeFiles", "FakeGroupStore", "FakeUploader", "RecordingAnnouncer", "StoreDown"]
+
+ADDED, PRESENT, CLOSED = "added", "present", "closed"
+OPEN, READY, PROCESSING, DONE, FAILED = "open", "ready", "processing", "done", "failed"
+STATUSES = (OPEN, READY, PROCESSING, DONE, FAILED)
+ACCEPTING = (OPEN, READY)
+RESULT_ACCEPTING = (PROCESSING, READY)
+
+Doc = dict[str, Any]
+
+
+class StoreDown(RuntimeError):
+    """What a failing fake call raises (a database that went away)."""
+
+
+class FakeGroupStore:
+    def __init__(self) -> None:
+        self.groups: dict[str, Doc] = {}
+        self.entries: dict[str, list[Doc]] = {}  # group id -> its file entries
+        self.results: dict[str, Doc] = {}
+        self._failures: dict[str, int] = {}
+
+    def fail(self, method: str, times: int = 1) -> None:
+        """The next ``times`` calls of ``method`` raise StoreDown."""
+        self._failures[method] = times
+
+    def _check(self, method: str) -> None:
+        if self._failures.get(method):
+            self._failures[method] -= 1
+            raise StoreDown(f"FakeGroupStore.{method} failed (fail())")
+
+    def ping(self) -> bool:
+        return True
+
+    def ensure_indexes(self) -> None:
+        return None
+
+    # --- files into groups
+    def membership(self, pool_id: str, file_id: str) -> Doc | None:
+        for gid, entries in self.entries.items():
+            if self.groups[gid]["pool_id"] != pool_id:
+                continue
+            for entry in entries:
+                if entry["file_id"] == file_id:
+                    return {"group_id": gid, "late": bool(entry.get("late"))}
+        return None
+
+    def add_file(self, *, pool_id: str, window: Any, close_grace_seconds: float, min_contributors: int | None,
+                 entry: Doc, now: float) -> tuple[str, Doc | None]:
+        self._check("add_file")
+        gid = f"{pool_id}-{int(window.start)}"
+        group = self.groups.get(gid)
+        if group is None:
+            group = self.groups[gid] = {
+                "_id": gid, "pool_id": pool_id, "window_start": window.start, "window_end": window.end,
+                "status": OPEN, "close_at": window.end + float(close_grace_seconds or 0),
+                "min_contributors": min_contributors or None, "created": now, "lease_expiries": 0,
+                "contributors": [], "file_count": 0, "bytes": 0, "late_count": 0}
+            self.entries[gid] = []
+        if any(e["file_id"] == entry["file_id"] for e in self.entries[gid]):
+            return PRESENT, copy.deepcopy(group)
+        if group["status"] not in ACCEPTING:
+            return CLOSED, copy.deepcopy(group)
+        self.entries[gid].append(dict(entry))
+        if entry["owner_id"] not in group["contributors"]:
+            group["contributors"].append(entry["owner_id"])
+        group["file_count"] += 1
+        group["bytes"] += int(entry["size"])
+        group["late_count"] += 1 if entry.get("late") else 0
+        group["updated"] = now
+        return ADDED, copy.deepcopy(group)
+
+    # --- reading
+    def get(self, gid: str) -> Doc | None:
+        group = self.groups.get(gid)
+        return copy.deepcopy(group) if group is not None else None
+
+    def files_of(self, gid: str) -> list[Doc]:
+        return sorted((dict(e) for e in self.entries.get(gid, ())), key=lambda e: (e.get("ts", 0), e["file_id"]))
+
+    def list_groups(self, pool_id: str, status: str | None = None, limit: int = 1000) -> list[Doc]:
+        found = [g for g in self.groups.values() if g["pool_id"] == pool_id and (not status or g["status"] == status)]
+        return copy.deepcopy(sorted(found, key=lambda g: g["window_start"])[:limit])
+
+    def open_groups(self, limit: int = 10000) -> list[Doc]:
+        return copy.deepcopy([g for g in self.groups.values() if g["status"] == OPEN][:limit])
+
+    def expired_leases(self, now: float, limit: int = 10000) -> list[Doc]:
+        return copy.deepcopy([g for g in self.groups.values()
+                              if g["status"] == PROCESSING and g.get("lease_expires_at", now + 1) <= now][:limit])
+
+    def count_by_status(self) -> dict[str, int]:
+        return {s: sum(g["status"] == s for g in self.groups.values()) for s in STATUSES}
+
+    # --- transitions
+    def _move(self, gid: str, allowed: tuple[str, ...], changes: Doc, *, before: bool = False,
+              **match: Any) -> Doc | None:
+        group = self.groups.get(gid)
+        if group is None or group["status"] not in allowed or any(group.get(k) != v for k, v in match.items()):
+            return None
+        old = copy.deepcopy(group)
+        group.update(changes)
+        return old if before else copy.deepcopy(group)
+
+    def mark_ready(self, gid: str, now: float) -> Doc | None:
+        return self._move(gid, (OPEN,), {"status": READY, "ready_at": now, "updated": now})
+
+    def lease(self, gid: str, now: float, timeout_seconds: float) -> Doc | None:
+        return self._move(gid, (READY,), {"status": PROCESSING, "leased_at": now,
+                                          "lease_expires_at": now + timeout_seconds,
+                                          "lease_id": uuid.uuid4().hex, "updated": now})
+
+    def expire_lease(self, gid: str, lease_id: str | None, target: str, expiries: int, now: float) -> Doc | None:
+        changes: Doc = {"status": target, "lease_expiries": expiries, "updated": now,
+                        "leased_at": None, "lease_expires_at": None, "lease_id": None}
+        if target == FAILED:
+            changes["failed_at"] = now
+        moved = self._move(gid, (PROCESSING,), changes, lease_id=lease_id)
+        if moved is not None:
+            for key in ("leased_at", "lease_expires_at", "lease_id"):
+                self.groups[gid].pop(key, None)
+                moved.pop(key, None)
+        return moved
+
+    def claim_result(self, gid: str, claim: str, now: float) -> Doc | None:
+        self._check("claim_result")
+        return self._move(gid, RESULT_ACCEPTING, {"status": DONE, "result_claim": claim, "done_at": now,
+                                                  "updated": now}, before=True, result_claim=None)
+
+    def set_result_id(self, gid: str, claim: str, result_id: str) -> None:
+        self._check("set_result_id")
+        group = self.groups.get(gid)
+        if group is not None and group.get("result_claim") == claim:
+            group["result_id"] = result_id
+
+    def revert_claim(self, gid: str, claim: str, previous_status: str, now: float) -> bool:
+        group = self.groups.get(gid)
+        if group is None or group["status"] != DONE or group.get("result_claim") != claim:
+            return False
+        group.update({"status": previous_status, "updated": now})
+        for key in ("result_claim", "result_id", "done_at"):
+            group.pop(key, None)
+        return True
+
+    # --- results
+    def insert_result(self, doc: Doc) -> None:
+        self._check("insert_result")
+        if doc["result_id"] in self.results:
+            raise StoreDown(f"duplicate result {doc['result_id']}")
+        self.results[doc["result_id"]] = {"_id": doc["result_id"], **doc}
+
+    def delete_result(self, result_id: str) -> None:
+        if not self.results.get(result_id, {}).get("stored", True):
+            del self.results[result_id]
+
+    def get_result(self, result_id: str) -> Doc | None:
+        found = self.results.get(result_id)
+        return dict(found) if found is not None else None
+
+    def mark_result_stored(self, result_id: str, now: float, size: int, sha256: str) -> Doc | None:
+        found = self.results.get(result_id)
+        if found is None:
+            return None
+        found.update({"stored": True, "stored_at": now, "size": size, "sha256": sha256})
+        return dict(found)
+
+    def mark_result_published(self, result_id: str) -> None:
+        if result_id in self.results:
+            self.results[result_id]["published"] = True
+
+    def list_results(self, pool_id: str, since: float | None, limit: int = 1000) -> list[Doc]:
+        found = [dict(r) for r in self.results.values() if r["pool_id"] == pool_id and r.get("stored")
+                 and (since is None or r["created_ts"] > since)]
+        return sorted(found, key=lambda r: r["created_ts"])[:limit]
+
+
+class FakeUploader:
+    """file_uploader's internal upload routes in memory (pool_aggregator's ``ports.ResultUploader``)."""
+
+    def __init__(self, chunk_size: int = 4) -> None:
+        self.chunk_size = chunk_size
+        self.uploads: dict[str, Doc] = {}
+        self.fail_complete = 0  # the next N complete() calls raise (file_uploader refused)
+
+    def start(self, body: Doc) -> Doc:
+        file_id = uuid.uuid4().hex
+        self.uploads[file_id] = {"body": dict(body), "chunks": {}, "completed": False, "released": False}
+        return {"file_id": file_id, "chunk_size": self.chunk_size}
+
+    def put_chunk(self, file_id: str, index: int, data: bytes, *, owner_id: str, writer: str) -> Doc:
+        upload = self.uploads[file_id]
+        if (owner_id, writer) != (upload["body"]["owner_id"], upload["body"]["writer"]):
+            raise StoreDown("chunk from another writer")
+        upload["chunks"][index] = bytes(data)
+        return {"file_id": file_id, "index": index}
+
+    def complete(self, file_id: str, *, owner_id: str, writer: str) -> Doc:
+        if self.fail_complete:
+            self.fail_complete -= 1
+            raise StoreDown("complete refused (fail_complete)")
+        self.uploads[file_id]["completed"] = True
+        return {"file_id": file_id, "status": "cached"}
+
+    def release(self, file_id: str, *, writer: str) -> None:
+        if file_id in self.uploads:
+            self.uploads[file_id]["released"] = True
+
+    def data(self, file_id: str) -> bytes:
+        chunks = self.uploads[file_id]["chunks"]
+        return b"".join(chunks[i] for i in sorted(chunks))
+
+
+class FakeFiles:
+    """Stored files' bytes by id (pool_aggregator's ``ports.FileReader``); records who read with which key."""
+
+    def __init__(self, files: dict[str, bytes] | None = None) -> None:
+        self.files = dict(files or {})
+        self.reads: list[tuple[str, str]] = []
+
+    def chunks(self, file_id: str, api_key: str) -> Iterator[bytes]:
+        self.reads.append((file_id, api_key))
+        data = self.files[file_id]
+        yield from (data[i:i + 3] for i in range(0, len(data), 3))
+
+
+class RecordingAnnouncer:
+    """``ports.Announcer`` that only records (pool, group id) pairs."""
+
+    def __init__(self) -> None:
+        self.announced: list[tuple[str | None, str]] = []
+
+    def announce(self, pool: Doc | None, group: Doc) -> None:
+        self.announced.append(((pool or {}).get("processor_url"), group["_id"]))

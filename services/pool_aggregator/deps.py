@@ -1,0 +1,28 @@
+"""Everything pool_aggregator's use cases, routes and handlers use, wired once by create_app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.common.audit import AuditTrail
+from services.common.ports import AuthLookup, Clock, Publisher
+
+from .config import Settings
+from .metrics import AggregatorMetrics
+from .pools import PoolCache
+from .ports import Announcer, FileReader, GroupStore, ResultUploader
+
+
+@dataclass(frozen=True)
+class Deps:
+    settings: Settings
+    store: GroupStore
+    broker: Publisher
+    auth: AuthLookup
+    pools: PoolCache  # pool settings from auth, cached a few seconds
+    uploader: ResultUploader
+    files: FileReader
+    announcer: Announcer
+    metrics: AggregatorMetrics
+    audit: AuditTrail
+    clock: Clock

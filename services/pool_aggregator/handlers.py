@@ -1,0 +1,32 @@
+"""The messages pool_aggregator consumes, one function each, in a table.
+
+AGGREGATOR_QUEUE: ``FileStored`` -> a pool file into the group of its window
+(``grouping``), a stored result announced (``results``).
+"""
+
+from __future__ import annotations
+
+from services.common import logs, topology
+from services.common.contracts import FileStored
+from services.common.handlers import ConsumerSpec, bind
+
+from . import grouping, results
+from .deps import Deps
+
+
+def on_file_stored(deps: Deps, message: FileStored) -> None:
+    with logs.bound(file_id=message.file_id, pool_id=message.pool_id):
+        if message.kind == "result":
+            results.publish_stored_result(deps, message)
+        elif message.kind == "file" and message.pool_id:
+            grouping.group_file(deps, message)
+        # A file outside any pool is not ours to group.
+
+
+HANDLERS = {FileStored: on_file_stored}
+
+
+def consumers(deps: Deps) -> list[ConsumerSpec]:
+    """CONSUMERS: the FileStored queue with its table bound to ``deps``."""
+    # prefetch 8: unacked messages held per consumer (bounds memory and redelivery after a crash).
+    return [ConsumerSpec("stored", topology.AGGREGATOR_QUEUE, bind(HANDLERS, deps), prefetch=8)]

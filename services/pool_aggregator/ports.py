@@ -1,0 +1,108 @@
+"""What pool_aggregator's use cases and handlers need from the outside, as small Protocols.
+
+``store.MongoGroupStore`` (MongoDB) is the real ``GroupStore``;
+``services.common.testing.pool_aggregator`` has an in-memory one for fast
+tests. ``upstream.Uploader`` / ``upstream.FileSource`` are the real
+``ResultUploader`` / ``FileReader`` (HTTP to file_uploader and
+file_service_manager); ``announcing.Announcer`` the real ``Announcer``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from . import core
+
+# What ``GroupStore.add_file`` did: put the file in, found it there (a redelivery), or
+# found the group no longer accepting files (the file goes late to a later window).
+ADDED, PRESENT, CLOSED = "added", "present", "closed"
+
+Doc = dict[str, Any]
+
+
+class GroupStore(Protocol):
+    """Groups, their files and results. Every transition is conditional on the state it leaves:
+    of two processes racing for one transition exactly one gets a document back."""
+
+    def ping(self) -> bool: ...
+
+    def ensure_indexes(self) -> None: ...
+
+    # --- files into groups
+    def membership(self, pool_id: str, file_id: str) -> Doc | None:
+        """``{group_id, late}`` of the group already holding ``file_id`` (a redelivery), or None."""
+        ...
+
+    def add_file(self, *, pool_id: str, window: core.Window, close_grace_seconds: float,
+                 min_contributors: int | None, entry: Doc, now: float) -> tuple[str, Doc | None]: ...
+
+    # --- reading (group documents never carry their files: ``files_of`` reads those)
+    def get(self, gid: str) -> Doc | None: ...
+
+    def files_of(self, gid: str) -> list[Doc]:
+        """The group's file entries, oldest timestamp first (ties by file_id)."""
+        ...
+
+    def list_groups(self, pool_id: str, status: str | None = None, limit: int = 1000) -> list[Doc]: ...
+
+    def open_groups(self, limit: int = 10000) -> list[Doc]: ...
+
+    def expired_leases(self, now: float, limit: int = 10000) -> list[Doc]: ...
+
+    def count_by_status(self) -> dict[str, int]: ...
+
+    # --- transitions
+    def mark_ready(self, gid: str, now: float) -> Doc | None: ...
+
+    def lease(self, gid: str, now: float, timeout_seconds: float) -> Doc | None: ...
+
+    def expire_lease(self, gid: str, lease_id: str | None, target: str, expiries: int,
+                     now: float) -> Doc | None: ...
+
+    def claim_result(self, gid: str, claim: str, now: float) -> Doc | None: ...
+
+    def set_result_id(self, gid: str, claim: str, result_id: str) -> None: ...
+
+    def revert_claim(self, gid: str, claim: str, previous_status: str, now: float) -> bool: ...
+
+    # --- results
+    def insert_result(self, doc: Doc) -> None: ...
+
+    def delete_result(self, result_id: str) -> None: ...
+
+    def get_result(self, result_id: str) -> Doc | None: ...
+
+    def mark_result_stored(self, result_id: str, now: float, size: int, sha256: str) -> Doc | None: ...
+
+    def mark_result_published(self, result_id: str) -> None: ...
+
+    def list_results(self, pool_id: str, since: float | None, limit: int = 1000) -> list[Doc]: ...
+
+
+class ResultUploader(Protocol):
+    """file_uploader's internal upload routes: a result is stored like any other file.
+
+    Its errors are ``ApiError``s already shaped for the processor (4xx passed on, else 502)."""
+
+    def start(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def put_chunk(self, file_id: str, index: int, data: bytes, *, owner_id: str, writer: str) -> Any: ...
+
+    def complete(self, file_id: str, *, owner_id: str, writer: str) -> Any: ...
+
+    def release(self, file_id: str, *, writer: str) -> None:
+        """Best effort: never raises (the session expires on its own)."""
+        ...
+
+
+class FileReader(Protocol):
+    """Stored files' bytes (file_service_manager), read with the processor's own key."""
+
+    def chunks(self, file_id: str, api_key: str) -> Iterator[bytes]: ...
+
+
+class Announcer(Protocol):
+    """Tells a pool's processor_url that a group is ready (a hint: the processor also polls)."""
+
+    def announce(self, pool: Doc | None, group: Doc) -> object: ...

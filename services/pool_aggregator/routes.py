@@ -1,0 +1,114 @@
+"""pool_aggregator's HTTP routes: the external processor's API plus reading for pool members.
+
+Parse, call a use case, shape the answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from services.common import httpkit
+from services.common.httpkit import bad_request, forbidden, unauthorized
+
+from . import core, groups, results
+from .archive import archive_length, tar_stream
+from .deps import Deps
+
+bp = Blueprint("pool_aggregator", __name__)
+
+
+def deps() -> Deps:
+    found: Deps = current_app.extensions["deps"]
+    return found
+
+
+@dataclass(frozen=True)
+class Processor:
+    pool_id: str
+    actor: str
+    api_key: str
+
+
+def processor(pool_id: str) -> Processor:
+    """The pool's processor key, or 401 (none/invalid) / 403 (another pool's key, or a user token)."""
+    key = request.headers.get("X-API-Key", "").strip()
+    if not key:
+        if httpkit.bearer_token():
+            raise forbidden("processor routes take the pool's X-API-Key, not a user token")
+        raise unauthorized("X-API-Key required")
+    info = deps().auth.processor_key(key)
+    if info is None:
+        raise unauthorized("invalid API key")
+    if str(info["pool_id"]) != pool_id:
+        raise forbidden("this API key belongs to another pool")
+    return Processor(pool_id, f"processor-key:{info.get('key_id') or pool_id}", key)
+
+
+def reader(pool_id: str) -> str:
+    """The processor's key or a pool member's (or admin's) Bearer; returns the audit actor."""
+    if request.headers.get("X-API-Key"):
+        return processor(pool_id).actor
+    token = httpkit.bearer_token()
+    if not token:
+        raise unauthorized("a Bearer token or the pool's X-API-Key is required")
+    identity = deps().auth.validate(token)
+    if identity is None:
+        raise unauthorized("invalid or expired token")
+    if not identity.is_member(pool_id):
+        raise forbidden("not a member of this pool")
+    return f"user:{identity.user_id}"
+
+
+@bp.get("/pools/<pool_id>/groups")
+def list_groups(pool_id: str) -> Response:
+    reader(pool_id)
+    try:
+        status = core.check_status_filter(request.args.get("status"))
+    except ValueError as exc:
+        raise bad_request(str(exc)) from exc
+    return jsonify({"groups": groups.list_groups(deps(), pool_id, status)})
+
+
+@bp.get("/pools/<pool_id>/groups/<gid>")
+def get_group(pool_id: str, gid: str) -> Response:
+    reader(pool_id)
+    return jsonify(groups.group_view(groups.pool_group(deps(), pool_id, gid)))
+
+
+@bp.get("/pools/<pool_id>/groups/<gid>/files")
+def group_files(pool_id: str, gid: str) -> Response:
+    caller = processor(pool_id)
+    group, entries = groups.fetch_for_processing(deps(), pool_id, gid, actor=caller.actor, via="files",
+                                                 look_only=request.method == "HEAD")
+    return jsonify(groups.files_view(deps(), group, entries))
+
+
+@bp.get("/pools/<pool_id>/groups/<gid>/archive")
+def group_archive(pool_id: str, gid: str) -> Response:
+    caller = processor(pool_id)
+    group, entries = groups.fetch_for_processing(deps(), pool_id, gid, actor=caller.actor, via="archive",
+                                                 look_only=request.method == "HEAD")
+    members = groups.archive_members(deps(), entries, caller.api_key)
+    response = Response(tar_stream(members), mimetype="application/x-tar", direct_passthrough=True)
+    response.headers["Content-Length"] = str(archive_length(members))
+    response.headers["Content-Disposition"] = f'attachment; filename="{core.sanitize_name(gid)}.tar"'
+    response.headers["X-Group-Status"] = group["status"]
+    return response
+
+
+@bp.post("/pools/<pool_id>/groups/<gid>/result")
+def post_result(pool_id: str, gid: str) -> tuple[Response, int]:
+    caller = processor(pool_id)
+    headers = request.headers
+    wanted = results.check_request(deps(), headers.get("X-File-Name", ""), headers.get("X-Sha256", ""),
+                                   headers.get("Content-Length"))
+    posted = results.post_result(deps(), pool_id, gid, caller.actor, wanted, request.stream)
+    return jsonify(posted), 201
+
+
+@bp.get("/pools/<pool_id>/results")
+def list_results(pool_id: str) -> Response:
+    reader(pool_id)
+    return jsonify({"results": results.list_results(deps(), pool_id, request.args.get("since"))})

@@ -1,0 +1,145 @@
+"""FileStored handling and the time-driven transitions, on the in-memory store and broker."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.common.contracts import FileGrouped, GroupChanged
+from services.common.handlers import UnhandledMessage
+from services.pool_aggregator import core, handlers, ticking
+
+from .conftest import POOL, Kit, W
+
+
+def test_files_go_to_the_group_of_their_window(kit: Kit) -> None:
+    start = kit.window_start()
+    kit.deliver(kit.stored("f1", ts=start + 5, size=100))
+    kit.deliver(kit.stored("f2", ts=start + 59.9, owner="u2", size=50))
+    kit.deliver(kit.stored("f3", ts=start + 60, size=7))  # the next window
+    gid, nxt = core.group_id(POOL, start), core.group_id(POOL, start + W)
+    group = kit.store.get(gid)
+    assert (group["status"], group["file_count"], group["bytes"], sorted(group["contributors"])) == (
+        "open", 2, 150, ["u1", "u2"])
+    assert [e["file_id"] for e in kit.store.files_of(gid)] == ["f1", "f2"]
+    assert [(m.file_id, m.group_id, m.late) for m in kit.broker.of_type(FileGrouped)] == [
+        ("f1", gid, False), ("f2", gid, False), ("f3", nxt, False)]
+
+
+def test_a_redelivered_file_counts_once_and_is_announced_again(kit: Kit) -> None:
+    start = kit.window_start()
+    message = kit.stored("f1", ts=start + 1, size=100)
+    for _ in range(3):
+        kit.deliver(message)
+    gid = core.group_id(POOL, start)
+    assert (kit.store.get(gid)["file_count"], kit.store.get(gid)["bytes"], len(kit.store.files_of(gid))) == (
+        1, 100, 1)
+    assert len(kit.broker.of_type(FileGrouped)) == 3  # so the index catches up after a crash
+
+
+def test_late_file_goes_late_to_the_current_window_and_stays_there(kit: Kit) -> None:
+    start = kit.window_start()
+    gid = core.group_id(POOL, start)
+    kit.deliver(kit.stored("f1", ts=start + 1))
+    kit.clock.advance(3 * W)
+    ticking.promote_ready(kit.deps)
+    assert kit.store.lease(gid, kit.clock.time(), 30) is not None  # its window is processing now
+    kit.deliver(kit.stored("f-late", ts=start + 2))
+    current = core.group_id(POOL, start + 3 * W)
+    assert [(e["file_id"], e["late"]) for e in kit.store.files_of(current)] == [("f-late", True)]
+    assert (kit.store.get(gid)["file_count"], kit.store.get(current)["late_count"]) == (1, 1)
+    kit.deliver(kit.stored("f-late", ts=start + 2))  # redelivered: the late assignment stands
+    assert kit.store.get(current)["file_count"] == 1
+    late = [m for m in kit.broker.of_type(FileGrouped) if m.file_id == "f-late"]
+    assert [(m.group_id, m.late) for m in late] == [(current, True), (current, True)]
+
+
+def test_a_ready_group_still_takes_files_on_time(kit: Kit) -> None:
+    start = kit.window_start()
+    gid = core.group_id(POOL, start)
+    kit.deliver(kit.stored("f1", ts=start + 1))
+    kit.store.mark_ready(gid, kit.clock.time())
+    kit.deliver(kit.stored("f2", ts=start + 2))
+    assert kit.store.get(gid)["file_count"] == 2
+    assert not kit.broker.of_type(FileGrouped)[-1].late
+
+
+def test_private_files_and_unknown_pools_are_not_grouped(kit: Kit) -> None:
+    kit.deliver(kit.stored("f1", ts=kit.clock.time(), pool_id=None))
+    kit.deliver(kit.stored("f2", ts=kit.clock.time(), pool_id="nope"))
+    assert kit.store.groups == {} and kit.broker.of_type(FileGrouped) == []
+
+
+def test_auth_down_requeues_the_file(kit: Kit) -> None:
+    kit.auth.down = True
+    with pytest.raises(Exception, match="FakeAuth.down"):
+        kit.deliver(kit.stored("f1", ts=kit.clock.time()))
+    assert kit.store.groups == {}
+
+
+def test_the_table_handles_file_stored_only(kit: Kit) -> None:
+    [spec] = handlers.consumers(kit.deps)
+    with pytest.raises(UnhandledMessage):
+        spec.dispatch(GroupChanged(pool_id=POOL, group_id="g", status="ready", window_start="a", window_end="b"))
+
+
+def test_ready_by_time_after_window_and_grace(kit: Kit) -> None:
+    kit.auth.pools[POOL]["close_grace_seconds"] = 10
+    start = kit.window_start()
+    gid = core.group_id(POOL, start)
+    kit.deliver(kit.stored("f1", ts=start + 1))
+    kit.clock.advance(start + W + 9.9 - kit.clock.time())
+    ticking.tick(kit.deps)
+    assert kit.store.get(gid)["status"] == "open"
+    kit.clock.advance(0.1)
+    ticking.tick(kit.deps)
+    ticking.tick(kit.deps)  # a second tick changes nothing
+    assert kit.store.get(gid)["status"] == "ready"
+    assert [(m.group_id, m.status) for m in kit.broker.of_type(GroupChanged)] == [(gid, "ready")]
+    assert kit.announcer.announced == [("http://processor.example/hook", gid)]
+    assert kit.deps.metrics.groups.labels("ready")._value.get() == 1
+
+
+def test_ready_by_min_contributors_on_arrival(kit: Kit) -> None:
+    kit.auth.pools[POOL]["min_contributors"] = 2
+    start = kit.window_start()
+    gid = core.group_id(POOL, start)
+    kit.deliver(kit.stored("f1", ts=start + 1, owner="u1"))
+    kit.deliver(kit.stored("f2", ts=start + 2, owner="u1"))
+    assert kit.store.get(gid)["status"] == "open"  # one contributor, twice
+    kit.deliver(kit.stored("f3", ts=start + 3, owner="u2"))
+    assert kit.store.get(gid)["status"] == "ready"
+    assert [m.status for m in kit.broker.of_type(GroupChanged)] == ["ready"]
+
+
+def test_lease_expiry_back_to_ready_then_failed_at_the_max(kit: Kit) -> None:
+    start = kit.window_start()
+    gid = core.group_id(POOL, start)
+    kit.deliver(kit.stored("f1", ts=start + 1))
+    kit.clock.advance(W)
+    ticking.tick(kit.deps)
+    for expiry in (1, 2, 3):
+        assert kit.store.lease(gid, kit.clock.time(), 30) is not None
+        kit.clock.advance(29.9)
+        ticking.tick(kit.deps)
+        assert kit.store.get(gid)["status"] == "processing"
+        kit.clock.advance(0.1)
+        ticking.tick(kit.deps)
+        group = kit.store.get(gid)
+        assert (group["lease_expiries"], group["status"]) == (expiry, "failed" if expiry == 3 else "ready")
+        assert "lease_id" not in group
+    assert [m.status for m in kit.broker.of_type(GroupChanged)] == ["ready", "ready", "ready", "failed"]
+    assert len(kit.announcer.announced) == 3  # ready, then ready again twice; never for failed
+    assert kit.store.lease(gid, kit.clock.time(), 30) is None  # failed is final
+
+
+def test_a_failing_tick_step_does_not_stop_the_others(kit: Kit, monkeypatch) -> None:
+    start = kit.window_start()
+    kit.deliver(kit.stored("f1", ts=start + 1))
+    kit.clock.advance(W)
+
+    def broken(limit: int = 0) -> list:
+        raise RuntimeError("mongo blip")
+
+    monkeypatch.setattr(kit.store, "open_groups", broken)
+    ticking.tick(kit.deps)
+    assert kit.deps.metrics.groups.labels("open")._value.get() == 1  # the gauges still ran
