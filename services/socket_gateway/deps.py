@@ -29,6 +29,10 @@ class GatewayMetrics:
                                     "1 when eventlet unmasks WebSocket frames with the fast path",
                                     registry=registry)
         self.ws_fast_unmask.set_function(lambda: 1.0 if wsfast.is_active() else 0.0)
+        self.ws_assembly = Gauge("gateway_ws_assembly_bytes",
+                                 "Bytes of partial WebSocket messages held (GATEWAY_ASSEMBLY_BUDGET_BYTES bounds it)",
+                                 registry=registry)
+        self.ws_assembly.set_function(lambda: float(wsfast.BUDGET.used))
         self.events: Counter = metrics.counter("gateway_events_total", "Socket events handled", ("event", "outcome"))
         self.connects: Counter = metrics.counter("gateway_connects_total", "Connection attempts", ("outcome",))
         self.chunk_bytes: Counter = metrics.counter("gateway_chunk_bytes_total", "Chunk bytes received from sockets")

@@ -29,6 +29,7 @@ def serve(app: Any, settings: Settings, stop: Callable[[], None]) -> None:
             print(f"socket_gateway: {exc}", file=sys.stderr)
             sys.exit(3)
         log.info("websocket unmasking", extra={"implementation": implementation, "fast": wsfast.is_active()})
+        wsfast.install_message_cap(settings.max_text_message_bytes, settings.assembly_budget_bytes)
         log.info("listening", extra={"host": settings.host, "port": settings.port,
                                      "max_connections": settings.max_connections})
         eventlet.wsgi.server(eventlet.listen((settings.host, settings.port)), app,

@@ -94,3 +94,12 @@ def test_socketio_server_configured(frontend: Path) -> None:
     assert server.manager.channel == "pfx:socketio"
     assert set(server.handlers["/"]) >= {"connect", "disconnect", "start-transfer", "write-chunk",
                                          "complete-upload", "get-history", "get-results", "alive"}
+
+
+def test_message_cap_settings() -> None:
+    s = Settings.from_env({})
+    assert (s.max_text_message_bytes, s.assembly_budget_bytes) == (1024 * 1024, 128 * 1024 * 1024)
+    s = Settings.from_env({"GATEWAY_MAX_TEXT_MESSAGE_BYTES": "4096", "GATEWAY_ASSEMBLY_BUDGET_BYTES": "33554432"})
+    assert (s.max_text_message_bytes, s.assembly_budget_bytes) == (4096, 32 * 1024 * 1024)
+    with pytest.raises(ConfigError):  # a budget that cannot hold one whole chunk message
+        Settings.from_env({"MAX_CHUNK_BYTES": str(8 << 20), "GATEWAY_ASSEMBLY_BUDGET_BYTES": str(4 << 20)})
