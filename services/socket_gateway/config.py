@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.settings import CommonSettings, env_float, env_int, env_str, listen_address
+from services.common.settings import CommonSettings, ConfigError, env_float, env_int, env_str, listen_address
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +24,9 @@ class Settings:
     max_connections: int
     # The largest chunk the gateway lets through (file_uploader decides the real chunk_size,
     # which must not exceed this). engine.io's max_http_buffer_size (and so eventlet's
-    # max_frame_length) = this + CHUNK_HEADROOM: larger frames are refused before buffering.
+    # max_frame_length) = this + CHUNK_HEADROOM. A WebSocket message (all its frames together)
+    # larger than that is refused while it arrives, before it is buffered whole: the
+    # connection is closed with 1009 (wsfast.CappedMessage), before any Socket.IO connect.
     max_chunk_bytes: int
     cors_allowed_origins: str
     ping_interval: float
@@ -47,6 +49,13 @@ class Settings:
     # the flood. Beyond these an event is answered `overloaded` at once (resilience issue).
     max_inflight_per_socket: int = 64
     max_inflight: int = 2048
+    # A text WebSocket message (a Socket.IO packet without its binary attachment: event name
+    # and JSON payload) is smaller than a chunk: start-transfer with MAX_ITEMS items fits.
+    max_text_message_bytes: int = 1024 * 1024
+    # The bytes of partial WebSocket messages all sockets of this process may hold at once;
+    # beyond it a socket still sending is closed with 1013 (try again later). See OPERATIONS.md
+    # "Gateway memory" for the sizing against the pod's memory limit.
+    assembly_budget_bytes: int = 128 * 1024 * 1024
 
     @property
     def max_http_buffer_size(self) -> int:
@@ -60,7 +69,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         common = CommonSettings.from_env(env)
         host, port = listen_address(env, "socket_gateway")
-        return cls(
+        settings = cls(
             common=common,
             host=host,
             port=port,
@@ -81,7 +90,14 @@ class Settings:
             public_socket_gateway_url=env_str(env, "PUBLIC_SOCKET_GATEWAY_URL", ""),
             max_inflight_per_socket=env_int(env, "GATEWAY_MAX_INFLIGHT_PER_SOCKET", 64, minimum=1),
             max_inflight=env_int(env, "GATEWAY_MAX_INFLIGHT", 2048, minimum=1),
+            max_text_message_bytes=env_int(env, "GATEWAY_MAX_TEXT_MESSAGE_BYTES", 1024 * 1024, minimum=1024),
+            assembly_budget_bytes=env_int(env, "GATEWAY_ASSEMBLY_BUDGET_BYTES", 128 * 1024 * 1024,
+                                          minimum=1024 * 1024),
         )
+        if settings.assembly_budget_bytes < settings.max_http_buffer_size:
+            raise ConfigError("GATEWAY_ASSEMBLY_BUDGET_BYTES must hold at least one whole chunk message "
+                              f"({settings.max_http_buffer_size} bytes)")
+        return settings
 
     def cors_origins(self) -> str | list[str]:
         """``*`` or the comma-separated list, as python-socketio and flask-cors take them."""

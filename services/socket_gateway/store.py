@@ -3,6 +3,9 @@
 ``{prefix}:gw:seen:<user_id>:<pool_id>`` = ISO time the member was last known connected
 (written on connect after the offline delivery, and on disconnect). On the next connect
 the member is re-sent the pool's results since then (minus a margin: see core.redelivery_since).
+
+The only module of the gateway that touches Redis directly (python-socketio's Redis manager
+owns the ``{prefix}:socketio`` channel itself). Redis errors leave as ``ports.StoreError``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import cast
 import redis
 
 from services.common import timeutil
+
+from .ports import StoreError
 
 
 class SeenStore:
@@ -28,7 +33,10 @@ class SeenStore:
     def get_many(self, user_id: str, pool_ids: list[str]) -> dict[str, datetime | None]:
         if not pool_ids:
             return {}
-        values = cast(list[bytes | None], self.client.mget([self.key(user_id, p) for p in pool_ids]))
+        try:
+            values = cast(list[bytes | None], self.client.mget([self.key(user_id, p) for p in pool_ids]))
+        except redis.RedisError as exc:
+            raise StoreError(f"last-seen unreadable: {exc}") from exc
         out: dict[str, datetime | None] = {}
         for pool_id, raw in zip(pool_ids, values, strict=True):
             try:
@@ -43,13 +51,19 @@ class SeenStore:
         pipe = self.client.pipeline(transaction=False)
         for pool_id in pool_ids:
             pipe.set(self.key(user_id, pool_id), value, ex=self.ttl)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreError(f"last-seen not written: {exc}") from exc
 
     def start_if_absent(self, user_id: str, pool_id: str, moment: datetime | None = None) -> bool:
         """A new membership: results from now on are owed to the member (first writer wins:
         every gateway process sees the same control event)."""
-        return bool(self.client.set(self.key(user_id, pool_id), timeutil.iso(moment or timeutil.now()),
-                                    ex=self.ttl, nx=True))
+        try:
+            return bool(self.client.set(self.key(user_id, pool_id), timeutil.iso(moment or timeutil.now()),
+                                        ex=self.ttl, nx=True))
+        except redis.RedisError as exc:
+            raise StoreError(f"membership start not written: {exc}") from exc
 
     def ping(self) -> bool:
         return bool(self.client.ping())

@@ -24,6 +24,7 @@ import inspect
 import logging
 import os
 from collections.abc import Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -138,3 +139,114 @@ def install() -> str:
     RFC6455WebSocket._apply_mask = _INSTALLED
     log.info("websocket fast unmasking active", extra={"implementation": fast_apply_mask.__name__})
     return fast_apply_mask.__name__
+
+
+# --- the whole-message cap ------------------------------------------------------------------
+#
+# eventlet 0.41.3 checks ``max_frame_length`` against each frame's length only
+# (``RFC6455WebSocket._recv_frame``); the frames of one message pile up in
+# ``RFC6455WebSocket.Message.data`` (a list of every recv() piece) without limit until FIN,
+# before engine.io sees the message and so before any Socket.IO connect or token check. A
+# client sending a text frame without FIN, then continuation frames forever, grew the
+# process without bound; one-byte frames cost ~40 bytes of list and bytes objects each.
+#
+# ``CappedMessage`` replaces that class: it keeps the pieces in one bytearray (memory = the
+# bytes), refuses a message beyond its cap (the binary cap is eventlet's max_frame_length,
+# i.e. engine.io's max_http_buffer_size; text messages have a smaller one) with close code
+# 1009, and takes every byte from one process-wide ``AssemblyBudget`` (the sum of all
+# sockets' partial messages), refusing with 1013 (try again later) when it is spent. The
+# bytes go back to the budget when the message is complete or dropped (a closed socket).
+
+
+class AssemblyBudget:
+    """Bytes of partial WebSocket messages held by this process, all sockets together."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.refused = 0  # messages refused because the budget was spent (a metric)
+
+    def take(self, size: int) -> bool:
+        # No lock: under eventlet green threads switch only on I/O, never inside this method.
+        if self.used + size > self.limit:
+            self.refused += 1
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used = max(0, self.used - size)
+
+
+BUDGET = AssemblyBudget(128 * 1024 * 1024)  # replaced by install_message_cap
+_CAP_INSTALLED: dict[str, Any] = {}
+
+
+def message_class(base: type, budget: AssemblyBudget, max_text: int, failed: type[Exception]) -> type:
+    """eventlet's ``RFC6455WebSocket.Message`` with a cap on the whole message and the budget."""
+
+    class CappedMessage(base):
+        settings: dict[str, Any] = {"budget": budget, "max_text": max_text}
+
+        def __init__(self, opcode: int, max_frame_length: int, decoder: Any = None, decompressor: Any = None) -> None:
+            super().__init__(opcode, max_frame_length, decoder=decoder, decompressor=decompressor)
+            self.data = bytearray()
+            self.budget: AssemblyBudget = self.settings["budget"]
+            self.limit = min(max_frame_length, self.settings["max_text"]) if opcode == 1 else max_frame_length
+            self.held = 0
+
+        def push(self, data: bytes, final: bool = False) -> None:
+            self.finished = final
+            size = len(data)
+            if len(self.data) + size > self.limit:
+                self.drop()
+                raise failed(1009, f"Incoming message exceeds the limit of {self.limit} bytes.")
+            if not self.budget.take(size):
+                self.drop()
+                raise failed(1013, "The gateway is receiving too much at once; try again later.")
+            self.held += size
+            self.data += data
+
+        def getvalue(self) -> Any:
+            data = bytes(self.data)
+            self.drop()
+            if not self.opcode & 8 and self.decompressor:
+                data = self.decompressor.decompress(data + b"\x00\x00\xff\xff", self.max_frame_length)
+                if self.decompressor.unconsumed_tail:
+                    raise failed(1009, f"Incoming compressed message exceeds {self.max_frame_length} bytes.")
+            if self.decoder:
+                return self.decoder.decode(data, self.finished)
+            return data
+
+        def drop(self) -> None:
+            self.data = bytearray()
+            if getattr(self, "held", 0):
+                self.budget.give(self.held)
+                self.held = 0
+
+        def __del__(self) -> None:  # a socket closed mid-message: its bytes go back to the budget
+            self.drop()
+
+    return CappedMessage
+
+
+def install_message_cap(max_text_bytes: int, budget_bytes: int) -> AssemblyBudget:
+    """Cap every WebSocket message eventlet assembles (see above); returns the process budget. Idempotent."""
+    from eventlet.websocket import FailedConnectionError, RFC6455WebSocket
+
+    global BUDGET
+    if _CAP_INSTALLED:
+        BUDGET.limit = budget_bytes
+        _CAP_INSTALLED["class"].settings["max_text"] = max_text_bytes
+        return BUDGET
+    base = RFC6455WebSocket.Message
+    if list(inspect.signature(base.__init__).parameters) != ["self", "opcode", "max_frame_length", "decoder",
+                                                             "decompressor"]:
+        raise FastUnmaskUnavailable(f"eventlet's RFC6455WebSocket.Message differs from eventlet=={PINNED_EVENTLET}'s; "
+                                    "port services/socket_gateway/wsfast.py")
+    BUDGET = AssemblyBudget(budget_bytes)
+    capped = message_class(base, BUDGET, max_text_bytes, FailedConnectionError)
+    RFC6455WebSocket.Message = capped
+    _CAP_INSTALLED.update({"class": capped, "original": base})
+    log.info("websocket message cap active", extra={"max_text_bytes": max_text_bytes, "budget_bytes": budget_bytes})
+    return BUDGET

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from services.common.socketcontract import CLIENT_EVENTS, SERVER_EVENTS
-from services.socket_gateway.app import create_app
+from services.socket_gateway.app import create_app, deps_of
 from services.socket_gateway.config import Settings
 
 FRONTEND = Path(__file__).resolve().parents[2] / "frontend"
@@ -95,7 +95,7 @@ def test_the_dashboard_listens_only_to_server_events(sources: dict[str, str]) ->
 
 def test_the_gateway_handles_every_client_event(tmp_path: Path) -> None:
     app = create_app(Settings.from_env({"FRONTEND_DIR": str(tmp_path)}))
-    handlers = set(app.sio.handlers.get("/", {}))
+    handlers = set(deps_of(app).server.handlers.get("/", {}))
     assert {"connect", "disconnect"} <= handlers  # the introspection sees registrations at all
     missing = set(CLIENT_EVENTS) - handlers
     assert not missing, f"client events in socket_events.json with no gateway handler: {sorted(missing)}"

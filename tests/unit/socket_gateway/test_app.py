@@ -8,7 +8,7 @@ import pytest
 
 from services.common.settings import ConfigError
 from services.socket_gateway import config, wsfast
-from services.socket_gateway.app import create_app
+from services.socket_gateway.app import create_app, deps_of
 from services.socket_gateway.config import Settings
 
 
@@ -38,7 +38,7 @@ def test_settings_defaults_and_limits() -> None:
 
 def test_dashboard_and_config(frontend: Path) -> None:
     app = make_app(frontend, PUBLIC_AUTH_URL="https://auth.example", FILE_SERVICE_MANAGER_URL="http://fsm:1")
-    client = app.flask_app.test_client()
+    client = app.test_client()
     assert client.get("/").data == b"<h1>dashboard</h1>"
     assert client.get("/app.js").status_code == 200
     assert client.get("/missing.js").status_code == 404
@@ -55,14 +55,14 @@ def test_dashboard_and_config(frontend: Path) -> None:
     assert set(doc) == {"auth_url", "file_service_manager_url", "pool_aggregator_url", "file_uploader_url",
                         "socket_gateway_url"}
     assert client.get("/health").get_json()["status"] == "ok"
-    other = make_app(frontend, PUBLIC_SOCKET_GATEWAY_URL="https://ws.example").flask_app.test_client()
+    other = make_app(frontend, PUBLIC_SOCKET_GATEWAY_URL="https://ws.example").test_client()
     assert other.get("/config.json").get_json()["socket_gateway_url"] == "https://ws.example"
 
 
 def test_frontend_subdirectories_are_served_as_javascript(frontend: Path) -> None:
     (frontend / "views").mkdir()
     (frontend / "views" / "upload.js").write_text("export const x = 1;")
-    client = make_app(frontend).flask_app.test_client()
+    client = make_app(frontend).test_client()
     for path in ("/app.js", "/views/upload.js"):
         answer = client.get(path)
         assert answer.status_code == 200
@@ -77,11 +77,11 @@ def test_metrics_report_limits_and_fast_unmask(frontend: Path) -> None:
     app = make_app(frontend, GATEWAY_MAX_CONNECTIONS="123")
     original = RFC6455WebSocket.__dict__["_apply_mask"]
     try:
-        text = app.flask_app.test_client().get("/metrics").text
+        text = app.test_client().get("/metrics").text
         assert "gateway_max_connections 123.0" in text
         assert "gateway_ws_fast_unmask 0.0" in text
         wsfast.install()
-        text = app.flask_app.test_client().get("/metrics").text
+        text = app.test_client().get("/metrics").text
         assert "gateway_ws_fast_unmask 1.0" in text
         assert "gateway_connected_sockets 0.0" in text
     finally:
@@ -89,8 +89,17 @@ def test_metrics_report_limits_and_fast_unmask(frontend: Path) -> None:
 
 
 def test_socketio_server_configured(frontend: Path) -> None:
-    app = make_app(frontend, MAX_CHUNK_BYTES="1048576", REDIS_PREFIX="pfx")
-    assert app.sio.eio.max_http_buffer_size == 1048576 + config.CHUNK_HEADROOM
-    assert app.sio.manager.channel == "pfx:socketio"
-    assert set(app.sio.handlers["/"]) >= {"connect", "disconnect", "start-transfer", "write-chunk",
+    server = deps_of(make_app(frontend, MAX_CHUNK_BYTES="1048576", REDIS_PREFIX="pfx")).server
+    assert server.eio.max_http_buffer_size == 1048576 + config.CHUNK_HEADROOM
+    assert server.manager.channel == "pfx:socketio"
+    assert set(server.handlers["/"]) >= {"connect", "disconnect", "start-transfer", "write-chunk",
                                          "complete-upload", "get-history", "get-results", "alive"}
+
+
+def test_message_cap_settings() -> None:
+    s = Settings.from_env({})
+    assert (s.max_text_message_bytes, s.assembly_budget_bytes) == (1024 * 1024, 128 * 1024 * 1024)
+    s = Settings.from_env({"GATEWAY_MAX_TEXT_MESSAGE_BYTES": "4096", "GATEWAY_ASSEMBLY_BUDGET_BYTES": "33554432"})
+    assert (s.max_text_message_bytes, s.assembly_budget_bytes) == (4096, 32 * 1024 * 1024)
+    with pytest.raises(ConfigError):  # a budget that cannot hold one whole chunk message
+        Settings.from_env({"MAX_CHUNK_BYTES": str(8 << 20), "GATEWAY_ASSEMBLY_BUDGET_BYTES": str(4 << 20)})

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from services.socket_gateway.app import create_app
+from services.socket_gateway import sockets
+from services.socket_gateway.app import create_app, deps_of
 from services.socket_gateway.config import Settings
+from services.socket_gateway.deps import Deps
 
 
-def make_gateway(**env: str):
+def make_deps(**env: str) -> Deps:
     # async_mode threading: no eventlet hub needed; nothing connects until an event needs it.
-    return create_app(Settings.from_env(env), async_mode="threading").gateway
+    return deps_of(create_app(Settings.from_env(env), async_mode="threading"))
 
 
 def test_settings() -> None:
@@ -19,26 +21,33 @@ def test_settings() -> None:
 
 
 def test_per_socket_and_total_limits() -> None:
-    gw = make_gateway(GATEWAY_MAX_INFLIGHT_PER_SOCKET="2", GATEWAY_MAX_INFLIGHT="3")
-    assert gw._enter("a") and gw._enter("a")
-    assert not gw._enter("a")  # a's third event at once
-    assert gw._enter("b")
-    assert not gw._enter("c")  # three in all
-    gw._leave("a")
-    assert gw._enter("c")
+    local = make_deps(GATEWAY_MAX_INFLIGHT_PER_SOCKET="2", GATEWAY_MAX_INFLIGHT="3").local
+    assert local.enter("a") and local.enter("a")
+    assert not local.enter("a")  # a's third event at once
+    assert local.enter("b")
+    assert not local.enter("c")  # three in all
+    local.leave("a")
+    assert local.enter("c")
     for sid in ("a", "b", "c"):
-        gw._leave(sid)
-    assert gw.inflight == {} and gw.inflight_total == 0
+        local.leave(sid)
+    assert local.inflight == {} and local.inflight_total == 0
 
 
 def test_event_over_the_limit_is_answered_overloaded_without_work() -> None:
-    gw = make_gateway(GATEWAY_MAX_INFLIGHT_PER_SOCKET="1")
+    deps = make_deps(GATEWAY_MAX_INFLIGHT_PER_SOCKET="1")
     calls = []
-    wrapped = gw._answer("alive", lambda sid, data: calls.append(sid) or {"ok": True})
-    assert gw._enter("s")  # one event of socket s is being handled
-    ack = wrapped("s", {})
+
+    def event(deps, session, data):
+        calls.append(session.sid)
+        return {"ok": True}
+
+    def run() -> dict:
+        return sockets.answer(deps, "alive", event, lambda: sockets.Session("s"), "s", {})
+
+    assert deps.local.enter("s")  # one event of socket s is being handled
+    ack = run()
     assert ack["error"]["code"] == "overloaded" and ack["error"]["retry_after"] == 1
     assert calls == []
-    gw._leave("s")
-    assert wrapped("s", {}) == {"ok": True} and calls == ["s"]
-    assert gw.inflight == {} and gw.inflight_total == 0
+    deps.local.leave("s")
+    assert run() == {"ok": True} and calls == ["s"]
+    assert deps.local.inflight == {} and deps.local.inflight_total == 0

@@ -1,0 +1,201 @@
+"""In-memory stand-ins for socket_gateway's ports (``Sockets``, ``Uploader``, ``FileHistory``,
+``PoolResults``, ``LastSeen``), implemented by shape: this package imports no service.
+
+``FakeSockets`` keeps sessions, rooms and emits as python-socketio's manager would for
+one process; background tasks run when ``run_background()`` is called. The HTTP fakes
+answer from dicts and raise a queued ``ApiError`` when told (``fail_next``). Only tests
+import this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .. import timeutil
+from ..errors import ApiError
+
+__all__ = ["Emitted", "FakeFileHistory", "FakeLastSeen", "FakePoolResults", "FakeSockets", "FakeUploader",
+           "StoreDown"]
+
+
+class StoreDown(RuntimeError):
+    """What FakeLastSeen raises when ``down``; give its class as the service's ``StoreError``."""
+
+
+@dataclass(frozen=True)
+class Emitted:
+    event: str
+    data: dict[str, Any]
+    to: str | tuple[str, ...]
+
+
+class FakeSockets:
+    def __init__(self) -> None:
+        self.sessions: dict[str, dict[str, Any]] = {}
+        self.rooms: dict[str, set[str]] = {}  # room -> sids
+        self.connected: set[str] = set()
+        self.emitted: list[Emitted] = []
+        self.disconnected: list[str] = []
+        self.background: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self.slept = 0.0
+        self.on_sleep: Callable[[], object] | None = None  # e.g. finish a handshake while a task waits
+
+    # --- test controls -------------------------------------------------------------
+    def add(self, sid: str) -> None:
+        """python-socketio finished the CONNECT handshake of ``sid``."""
+        self.connected.add(sid)
+
+    def run_background(self) -> list[Any]:
+        tasks, self.background = self.background, []
+        return [target(*args) for target, args in tasks]
+
+    def rooms_of(self, sid: str) -> set[str]:
+        return {room for room, sids in self.rooms.items() if sid in sids}
+
+    def to(self, target: str) -> list[Emitted]:
+        """Emits that reached ``target`` (a sid or a room) directly."""
+        return [e for e in self.emitted if target == e.to or (isinstance(e.to, tuple) and target in e.to)]
+
+    # --- ports.Sockets --------------------------------------------------------------
+    def emit(self, event: str, data: dict[str, Any], to: str | list[str]) -> None:
+        self.emitted.append(Emitted(event, data, to if isinstance(to, str) else tuple(to)))
+
+    def get_session(self, sid: str) -> dict[str, Any]:
+        return dict(self.sessions.get(sid, {}))
+
+    def save_session(self, sid: str, session: dict[str, Any]) -> None:
+        self.sessions[sid] = dict(session)
+
+    def enter_room(self, sid: str, room: str) -> None:
+        self.rooms.setdefault(room, set()).add(sid)
+
+    def leave_room(self, sid: str, room: str) -> None:
+        self.rooms.get(room, set()).discard(sid)
+
+    def disconnect(self, sid: str) -> None:
+        self.disconnected.append(sid)
+        self.connected.discard(sid)
+        for sids in self.rooms.values():
+            sids.discard(sid)
+
+    def is_connected(self, sid: str) -> bool:
+        return sid in self.connected
+
+    def local_sids(self, room: str) -> list[str]:
+        return sorted(self.rooms.get(room, set()))
+
+    def start_background_task(self, target: Callable[..., Any], *args: Any) -> None:
+        self.background.append((target, args))
+
+    def sleep(self, seconds: float) -> None:
+        self.slept += seconds
+        if self.on_sleep is not None:
+            self.on_sleep()
+
+
+class _Failing:
+    def __init__(self) -> None:
+        self.failures: list[ApiError] = []
+        self.calls: list[tuple[str, Any]] = []
+
+    def fail_next(self, error: ApiError, times: int = 1) -> None:
+        self.failures.extend([error] * times)
+
+    def _call(self, name: str, detail: Any) -> None:
+        self.calls.append((name, detail))
+        if self.failures:
+            raise self.failures.pop(0)
+
+
+class FakeUploader(_Failing):
+    """file_uploader's ``/uploads`` routes: upload ids ``up-1``, ``up-2``, ...; chunks kept by (file_id, index)."""
+
+    def __init__(self, chunk_size: int = 4) -> None:
+        super().__init__()
+        self.chunk_size = chunk_size
+        self.started: list[dict[str, Any]] = []
+        self.chunks: dict[tuple[str, int], bytes] = {}
+        self.completed: list[str] = []
+        self.released: list[tuple[str, str]] = []
+
+    def start(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._call("start", body)
+        self.started.append(dict(body))
+        return {"file_id": body.get("file_id") or f"up-{len(self.started)}", "chunk_size": self.chunk_size}
+
+    def put_chunk(self, file_id: str, index: int, data: bytes, *, owner_id: str, writer: str,
+                  sha256: str | None = None) -> dict[str, Any]:
+        self._call("put_chunk", (file_id, index, owner_id, writer))
+        self.chunks[(file_id, index)] = data
+        return {"file_id": file_id, "index": index, "received": sum(1 for f, _ in self.chunks if f == file_id)}
+
+    def complete(self, file_id: str, *, owner_id: str, writer: str) -> dict[str, Any]:
+        self._call("complete", (file_id, owner_id, writer))
+        self.completed.append(file_id)
+        return {"file_id": file_id, "status": "cached"}
+
+    def release(self, file_id: str, *, writer: str) -> None:
+        self._call("release", (file_id, writer))
+        self.released.append((file_id, writer))
+
+
+class FakeFileHistory(_Failing):
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_token: dict[str, list[dict[str, Any]]] = {}
+
+    def files(self, token: str) -> dict[str, Any]:
+        self._call("files", token)
+        return {"files": list(self.by_token.get(token, []))}
+
+
+class FakePoolResults(_Failing):
+    """Results per pool; ``since`` keeps those created after it (ISO times, as pool_aggregator)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_pool: dict[str, list[dict[str, Any]]] = {}
+
+    def results(self, pool_id: str, token: str, since: str | None = None) -> dict[str, Any]:
+        self._call("results", (pool_id, token, since))
+        found = self.by_pool.get(pool_id, [])
+        if since is not None:
+            cutoff = timeutil.parse(since)
+            found = [r for r in found if timeutil.parse(r["created"]) > cutoff]
+        return {"results": list(found)}
+
+
+@dataclass
+class FakeLastSeen:
+    """Last-seen times by (user_id, pool_id); ``down = True`` makes every call raise ``error``."""
+
+    seen: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    down: bool = False
+    error: type[Exception] = StoreDown
+    now: Callable[[], datetime] = timeutil.now
+
+    def _check(self) -> None:
+        if self.down:
+            raise self.error("FakeLastSeen.down")
+
+    def get_many(self, user_id: str, pool_ids: list[str]) -> dict[str, datetime | None]:
+        self._check()
+        return {p: self.seen.get((user_id, p)) for p in pool_ids}
+
+    def touch(self, user_id: str, pool_ids: Iterable[str], moment: datetime | None = None) -> None:
+        self._check()
+        for pool_id in pool_ids:
+            self.seen[(user_id, pool_id)] = moment or self.now()
+
+    def start_if_absent(self, user_id: str, pool_id: str, moment: datetime | None = None) -> bool:
+        self._check()
+        if (user_id, pool_id) in self.seen:
+            return False
+        self.seen[(user_id, pool_id)] = moment or self.now()
+        return True
+
+    def ping(self) -> bool:
+        return not self.down

@@ -1,0 +1,83 @@
+"""What the gateway's socket use cases and handlers need, as small Protocols.
+
+Real ones: ``clients.UploaderClient`` / ``FileManagerClient`` / ``AggregatorClient``
+(HTTP), ``store.SeenStore`` (Redis) and ``events.SocketServer`` (python-socketio);
+in-memory ones for fast tests: ``services.common.testing.socket_gateway``. No
+socketio, redis or requests type appears here. Every call may raise
+``errors.ApiError`` (the answer the socket must see); a store raises ``StoreError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, Protocol
+
+
+class StoreError(RuntimeError):
+    """The last-seen store did not answer (offline delivery degrades; nothing else stops)."""
+
+
+class Uploader(Protocol):
+    """file_uploader's internal ``/uploads`` routes; one writer = one socket sid."""
+
+    def start(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def put_chunk(self, file_id: str, index: int, data: bytes, *, owner_id: str, writer: str,
+                  sha256: str | None = None) -> dict[str, Any]: ...
+
+    def complete(self, file_id: str, *, owner_id: str, writer: str) -> dict[str, Any]: ...
+
+    def release(self, file_id: str, *, writer: str) -> None: ...
+
+
+class FileHistory(Protocol):
+    """file_service_manager's ``GET /files`` as the token's owner (an admin: everyone's)."""
+
+    def files(self, token: str) -> dict[str, Any]: ...
+
+
+class PoolResults(Protocol):
+    """pool_aggregator's ``GET /pools/<id>/results`` as a member."""
+
+    def results(self, pool_id: str, token: str, since: str | None = None) -> dict[str, Any]: ...
+
+
+class LastSeen(Protocol):
+    """When a member was last connected, per pool (offline delivery); raises StoreError."""
+
+    def get_many(self, user_id: str, pool_ids: list[str]) -> dict[str, datetime | None]: ...
+
+    def touch(self, user_id: str, pool_ids: Iterable[str], moment: datetime | None = None) -> None: ...
+
+    def start_if_absent(self, user_id: str, pool_id: str, moment: datetime | None = None) -> bool: ...
+
+    def ping(self) -> bool: ...
+
+
+class Sockets(Protocol):
+    """The Socket.IO server as the use cases see it: sessions, rooms, emits (the emitter)."""
+
+    def emit(self, event: str, data: dict[str, Any], to: str | list[str]) -> None: ...
+
+    def get_session(self, sid: str) -> dict[str, Any]:
+        """The saved session; ``{}`` for a socket this process does not (or no longer) hold."""
+        ...
+
+    def save_session(self, sid: str, session: dict[str, Any]) -> None: ...
+
+    def enter_room(self, sid: str, room: str) -> None: ...
+
+    def leave_room(self, sid: str, room: str) -> None: ...
+
+    def disconnect(self, sid: str) -> None: ...
+
+    def is_connected(self, sid: str) -> bool: ...
+
+    def local_sids(self, room: str) -> list[str]:
+        """The sockets of ``room`` held by this process (each process acts on its own)."""
+        ...
+
+    def start_background_task(self, target: Callable[..., Any], *args: Any) -> Any: ...
+
+    def sleep(self, seconds: float) -> None: ...

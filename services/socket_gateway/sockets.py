@@ -1,0 +1,251 @@
+"""The socket events' use cases: plain functions of ``(deps, session, payload)``.
+
+``events.py`` maps each SPEC event name to one of these and hands it the socket's
+session; these check the payload (core), call the owning service (ports), answer.
+Identity lives in the session (set at connect from auth), never in a payload.
+Every event answers through its ack: the result, or SPEC's error shape (``answer``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.common import errors, logs, timeutil
+from services.common.authclient import AuthUnavailable, Identity
+from services.common.errors import ApiError
+
+from . import core
+from .deps import Deps
+from .ports import StoreError
+
+log = logging.getLogger("services.socket_gateway")
+
+# How long offline delivery waits for python-socketio to finish the CONNECT handshake.
+CONNECTED_WAIT_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Session:
+    """One socket as an event sees it: its sid and what connect saved (``{}`` before that)."""
+
+    sid: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def identity(self) -> Identity:
+        if "user_id" not in self.data:
+            raise errors.unauthorized("this socket has no identity; reconnect with a token")
+        return core.identity_from_session(self.data)
+
+    @property
+    def token(self) -> str:
+        self.identity()
+        return str(self.data["token"])
+
+
+class ConnectRefused(Exception):
+    """The connect is refused with SPEC's error (python-socketio's ConnectionRefusedError in events.py)."""
+
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
+        super().__init__(code)
+        self.code = code
+        self.data: dict[str, Any] = {"code": code, "message": message, **extra}
+
+
+Event = Callable[[Deps, Session, Any], dict[str, Any]]
+
+
+def answer(deps: Deps, name: str, event: Event, session: Callable[[], Session], sid: str,
+           payload: Any) -> dict[str, Any]:
+    """Run one event within the in-flight bounds; every outcome is an ack (result or SPEC error)."""
+    metrics = deps.metrics
+    if not deps.local.enter(sid):
+        # Refused before any work: the event's payload (a chunk holds megabytes) is dropped now
+        # instead of waiting, with thousands of others, for its turn.
+        metrics.events.labels(name, "overloaded").inc()
+        return core.error("overloaded", "too many requests in flight; wait for their answers", retry_after=1)
+    try:
+        with logs.bound(sid=sid, event=name):
+            try:
+                ack = event(deps, session(), payload)
+                metrics.events.labels(name, "ok").inc()
+                return ack
+            except ApiError as err:
+                metrics.events.labels(name, err.code).inc()
+                return err.body()
+            except Exception:  # noqa: BLE001 - the socket gets an answer, the log the trace
+                log.exception("socket event failed")
+                metrics.events.labels(name, "internal_error").inc()
+                # SPEC's socket codes are a closed list: a transient "try again" is overloaded.
+                return core.error("overloaded", "the gateway failed to answer; try again", retry_after=1)
+    finally:
+        deps.local.leave(sid)
+
+
+def fresh_identity(deps: Deps, token: str) -> Identity:
+    """Ask auth now: memberships and revocations as of this moment."""
+    try:
+        identity = deps.auth.validate(token)
+    except AuthUnavailable as exc:
+        raise core.unavailable("auth") from exc
+    if identity is None:
+        raise errors.unauthorized("the token is no longer valid; log in again")
+    return identity
+
+
+# --- connection ------------------------------------------------------------------------------
+
+
+def connect(deps: Deps, session: Session, auth: Any) -> None:
+    """Check the token with auth, save the identity, join the rooms, send what was missed."""
+    sid, metrics = session.sid, deps.metrics
+    token = auth.get("token") if isinstance(auth, dict) else None
+    if not isinstance(token, str) or not token:
+        metrics.connects.labels("unauthorized").inc()
+        raise ConnectRefused("unauthorized", "connect with auth {\"token\": ...}")
+    try:
+        identity = deps.auth.validate(token)
+    except AuthUnavailable as exc:
+        metrics.connects.labels("auth_unavailable").inc()
+        log.warning("auth unavailable at connect", extra={"error": str(exc)})
+        raise ConnectRefused("overloaded", "auth is unavailable; try again", retry_after=2) from exc
+    if identity is None:
+        metrics.connects.labels("unauthorized").inc()
+        raise ConnectRefused("unauthorized", "invalid or expired token")
+    deps.sockets.save_session(sid, core.identity_to_session(identity, token))
+    for room in core.rooms_for(identity):
+        deps.sockets.enter_room(sid, room)
+    deps.local.connected(sid, set(identity.pools))
+    metrics.connects.labels("ok").inc()
+    metrics.connected.inc()
+    log.info("socket connected", extra={"sid": sid, "user_id": identity.user_id})
+    pools = sorted(identity.pools)
+    client_since = core.results_since_from_auth(auth, pools)
+    # After connect returns python-socketio sends the CONNECT packet; the missed results must
+    # follow it, so they go out from a task of their own.
+    deps.sockets.start_background_task(deliver_missed, deps, sid, identity.user_id, token, pools, client_since)
+
+
+def deliver_missed(deps: Deps, sid: str, user_id: str, token: str, pools: list[str],
+                   client_since: dict[str, str]) -> int:
+    """Send this socket the results of its pools it may have missed while offline."""
+    deadline = time.monotonic() + CONNECTED_WAIT_SECONDS
+    while not deps.sockets.is_connected(sid):
+        if time.monotonic() > deadline or not deps.local.holds(sid):
+            return 0
+        deps.sockets.sleep(0.02)
+    try:
+        last_seen = deps.seen.get_many(user_id, pools)
+    except StoreError as exc:
+        log.warning("last-seen unreadable; no offline delivery", extra={"error": str(exc)})
+        return 0
+    sent = 0
+    delivered = []
+    for pool_id in pools:
+        since = core.redelivery_since(last_seen.get(pool_id), client_since.get(pool_id),
+                                      deps.settings.redelivery_margin_seconds)
+        if since is not None:
+            try:
+                results = deps.results.results(pool_id, token, since).get("results") or []
+            except ApiError as err:
+                log.warning("offline delivery failed", extra={"pool_id": pool_id, "code": err.code})
+                continue
+            for result in results:
+                if not isinstance(result, dict):
+                    continue
+                deps.sockets.emit("pool-result", core.pool_result_event(result), to=sid)
+                deps.metrics.emits.labels("pool-result").inc()
+                deps.audit.record("result_delivered", actor=user_id, file_id=result.get("result_id"),
+                                  group_id=result.get("group_id"), pool_id=pool_id, size=result.get("size"),
+                                  sha256=result.get("sha256"), delivery="on_connect")
+                sent += 1
+        delivered.append(pool_id)
+    deps.local.delivered(sid, delivered)
+    try:
+        # From now on the socket is in the pool rooms and receives results live.
+        deps.seen.touch(user_id, delivered)
+    except StoreError as exc:
+        log.warning("last-seen not written", extra={"error": str(exc)})
+    return sent
+
+
+def disconnect(deps: Deps, session: Session, reason: Any = None) -> None:
+    """Release the socket's writer locks; remember when its member was last connected."""
+    sid = session.sid
+    deps.metrics.connected.dec()
+    uploads, undelivered = deps.local.gone(sid)
+    for file_id in uploads:
+        try:
+            deps.uploader.release(file_id, writer=sid)
+        except ApiError as err:
+            # The writer lock expires on its own; the client's resume then waits for that.
+            log.info("release failed", extra={"file_id": file_id, "code": err.code})
+    if "user_id" in session.data:
+        pools = [p for p in session.data.get("pools", {}) if p not in undelivered]
+        try:
+            deps.seen.touch(session.data["user_id"], pools)
+        except StoreError as exc:
+            log.warning("last-seen not written", extra={"error": str(exc)})
+    log.info("socket disconnected", extra={"sid": sid, "reason": str(reason)})
+
+
+# --- events ------------------------------------------------------------------------------------
+
+
+def start_transfer(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
+    identity = session.identity()
+    body = core.start_transfer_request(payload, identity, writer=session.sid)
+    if "pool_id" in body:
+        # Memberships change: the session's copy is as old as the socket, so ask auth now.
+        identity = fresh_identity(deps, session.token)
+        if not identity.can_contribute(body["pool_id"]):
+            raise errors.forbidden("only a contributor of the pool may upload to it")
+        body.update(owner_id=identity.user_id, owner_name=identity.user_name, is_admin=identity.is_admin)
+    ack = deps.uploader.start(body)
+    file_id = ack.get("file_id")
+    if isinstance(file_id, str):
+        deps.local.wrote(session.sid, file_id)
+    return ack
+
+
+def write_chunk(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
+    identity = session.identity()
+    file_id, index, chunk, sha = core.write_chunk_request(payload, deps.settings.max_chunk_bytes)
+    deps.metrics.chunk_bytes.inc(len(chunk))
+    ack = deps.uploader.put_chunk(file_id, index, chunk, owner_id=identity.user_id, writer=session.sid,
+                                  sha256=sha)
+    deps.local.wrote(session.sid, file_id)
+    return ack
+
+
+def complete_upload(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
+    identity = session.identity()
+    file_id = core.file_id_request(payload)
+    ack = deps.uploader.complete(file_id, owner_id=identity.user_id, writer=session.sid)
+    deps.local.finished(session.sid, file_id)
+    return ack
+
+
+def get_history(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
+    # file_service_manager answers by the token: an admin gets everyone's files.
+    found = deps.history.files(session.token)
+    return {"files": found.get("files", [])}
+
+
+def get_results(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
+    identity = session.identity()
+    pool_id, since = core.results_request(payload)
+    if not identity.is_member(pool_id):
+        # The session may predate a new membership: ask auth before refusing.
+        if not fresh_identity(deps, session.token).is_member(pool_id):
+            raise errors.forbidden("only members of the pool may read its results")
+    found = deps.results.results(pool_id, session.token, since)
+    return {"results": found.get("results", [])}
+
+
+def alive(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
+    session.identity()
+    return {"ok": True, "server_time": timeutil.now_iso()}

@@ -1,0 +1,241 @@
+"""Issue 10: the fleet tried as a hostile client would, one section per item of the issue.
+
+Every probe asserts the clear refusal, that the attacked service's memory (RSS of the
+process the fleet started) stays bounded, and that a normal user is still served after.
+Each probe is bounded in time and in what it sends. The fleet is this module's own, with
+small caps so the bounds are quick to reach.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import select
+import socket
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import pytest
+
+from devtools.fleet import Fleet
+
+from .conftest import ROOT, fleet_env, start_fleet, teardown_env
+from .helpers import RawSocket, signup
+
+pytestmark = pytest.mark.e2e
+
+MIB = 1024 * 1024
+MAX_CHUNK_BYTES = 1 * MIB
+CHUNK_SIZE = 256 * 1024
+# engine.io's max_http_buffer_size = MAX_CHUNK_BYTES + config.CHUNK_HEADROOM: the largest message.
+MESSAGE_CAP = MAX_CHUNK_BYTES + 64 * 1024
+ASSEMBLY_BUDGET = 16 * MIB
+
+
+@dataclass
+class HostileFleet:
+    running: Fleet
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return self.running.urls
+
+    def rss(self, service: str) -> int:
+        """Resident memory of a service's process, in bytes (VmRSS of /proc/<pid>/status)."""
+        pid = self.running.procs[service].pid
+        for line in open(f"/proc/{pid}/status").read().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError(f"no VmRSS for {service} (pid {pid})")
+
+    def user(self) -> dict:
+        return signup(self.urls["auth"], f"h_{uuid.uuid4().hex[:10]}")
+
+    def normal_upload(self, size: int = 600 * 1024) -> None:
+        """A normal user connects, uploads a multi-chunk file and sees it cached."""
+        sock = RawSocket(self.urls["socket_gateway"], self.user()["access_token"])
+        try:
+            file_id = sock.upload_bytes(os.urandom(size), "after-attack.bin")
+            sock.wait_event("file-status", lambda d: d["file_id"] == file_id and d["status"] == "cached",
+                            timeout=30)
+        finally:
+            sock.close()
+
+
+@pytest.fixture(scope="module")
+def fleet(mongo_uri: str) -> Iterator[HostileFleet]:
+    env = fleet_env(mongo_uri, LOG_LEVEL="WARNING", CHUNK_SIZE=str(CHUNK_SIZE), MAX_CHUNK_BYTES=str(MAX_CHUNK_BYTES),
+                    GATEWAY_ASSEMBLY_BUDGET_BYTES=str(ASSEMBLY_BUDGET), GATEWAY_PING_INTERVAL="2",
+                    GATEWAY_PING_TIMEOUT="3")
+    running = start_fleet(env, ROOT / "artifacts" / "fleet-logs" / f"hostile-{uuid.uuid4().hex[:6]}")
+    try:
+        yield HostileFleet(running)
+    finally:
+        running.stop()
+        teardown_env(env)
+
+
+# --- a raw WebSocket client (stdlib only: no client library would send these frames) ---------
+
+
+def ws_frame(opcode: int, payload: bytes, fin: bool) -> bytes:
+    """A client frame (masked, as RFC 6455 requires of clients)."""
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+    key = (mask * (n // 4 + 1))[:n]
+    body = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big") if n else b""
+    return head + mask + body
+
+
+class RawWebSocket:
+    """An engine.io WebSocket opened by hand: the upgrade, then whatever frames a test sends."""
+
+    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+        url = urlsplit(base_url)
+        self.sock = socket.create_connection((url.hostname, url.port), timeout=timeout)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {url.netloc}\r\n"
+                           f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        self.buffer = b""
+        while b"\r\n\r\n" not in self.buffer:
+            piece = self.sock.recv(4096)
+            assert piece, "the gateway closed during the WebSocket handshake"
+            self.buffer += piece
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        self.close_code: int | None = None
+        self.closed = False
+        self.sent = 0
+
+    def send(self, opcode: int, payload: bytes, fin: bool) -> bool:
+        """Send one frame; False once the gateway has closed the connection."""
+        if self.closed:
+            return False
+        try:
+            self.sock.sendall(ws_frame(opcode, payload, fin))
+        except OSError:  # reset or broken pipe: the gateway closed
+            self.closed = True
+            return False
+        self.sent += len(payload)
+        return True
+
+    def poll(self, timeout: float = 0.0) -> bool:
+        """Read what the gateway sent; True once it closed (a close frame or EOF)."""
+        while not self.closed:
+            ready, _, _ = select.select([self.sock], [], [], timeout)
+            if not ready:
+                return False
+            try:
+                piece = self.sock.recv(65536)
+            except OSError:
+                self.closed = True
+                break
+            if not piece:
+                self.closed = True
+                break
+            self.buffer += piece
+            self._frames()
+        return self.closed
+
+    def _frames(self) -> None:
+        while len(self.buffer) >= 2:
+            opcode, n = self.buffer[0] & 0x0F, self.buffer[1] & 0x7F
+            start = 2
+            if n == 126:
+                n, start = struct.unpack("!H", self.buffer[2:4])[0], 4
+            elif n == 127:
+                n, start = struct.unpack("!Q", self.buffer[2:10])[0], 10
+            if len(self.buffer) < start + n:
+                return
+            payload, self.buffer = self.buffer[start:start + n], self.buffer[start + n:]
+            if opcode == 8:
+                self.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                self.closed = True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def endless_message(ws: RawWebSocket, limit: int, frame_bytes: int = 64 * 1024, pace: float = 0.0) -> None:
+    """A text frame without FIN, then continuation frames until the gateway closes (or ``limit`` bytes)."""
+    piece = b"4" * frame_bytes  # engine.io MESSAGE packets, never finished
+    opcode = 1
+    while ws.sent < limit and ws.send(opcode, piece, fin=False):
+        opcode = 0
+        if ws.poll(pace):
+            return
+    ws.poll(5.0)
+
+
+# --- 1. a WebSocket message without end (no login needed) -------------------------------------
+
+
+def test_1_message_without_end_is_closed_with_1009(fleet: HostileFleet) -> None:
+    ws = RawWebSocket(fleet.urls["socket_gateway"])
+    try:
+        # Paced, so the close frame is read before more frames reach a closed socket (a reset).
+        endless_message(ws, limit=16 * MESSAGE_CAP, pace=0.005)
+        assert ws.closed, f"still open after {ws.sent} bytes of one message"
+        assert ws.close_code == 1009, ws.close_code
+        # Refused when the message passed the cap, not at some later limit.
+        assert ws.sent <= MESSAGE_CAP + 8 * 64 * 1024, ws.sent
+    finally:
+        ws.close()
+    fleet.normal_upload()
+
+
+def test_1_many_endless_messages_keep_the_gateway_bounded(fleet: HostileFleet) -> None:
+    before = fleet.rss("socket_gateway")
+    sockets = [RawWebSocket(fleet.urls["socket_gateway"]) for _ in range(40)]
+    # Each would send 4 MiB (160 MiB in all) if nothing stopped it.
+    threads = [threading.Thread(target=endless_message, args=(ws, 4 * MIB)) for ws in sockets]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    try:
+        assert time.monotonic() - started < 60
+        assert all(ws.closed for ws in sockets), [ws.sent for ws in sockets if not ws.closed]
+        codes = {ws.close_code for ws in sockets}
+        # 1009: that message passed its cap; 1013: the process budget was spent meanwhile (or the
+        # close frame was lost to a reset: None).
+        assert codes <= {1009, 1013, None}, codes
+        grown = fleet.rss("socket_gateway") - before
+        # The budget (16 MiB) plus the pieces in flight; unbounded this grew by the 160 MiB sent.
+        assert grown < ASSEMBLY_BUDGET + 48 * MIB, f"gateway RSS grew by {grown / MIB:.0f} MiB"
+    finally:
+        for ws in sockets:
+            ws.close()
+    fleet.normal_upload()
+
+
+# --- 2. attachments announced without end, bytes in flight (a logged-in user) ---------------
+
+
+# --- 3. identity on every event (logout, expiry, removal) ------------------------------------
+
+
+# --- 4. auth without an account; the gateway's timeouts ---------------------------------------
+
+
+# --- 5. grouping that keeps up and is fair -----------------------------------------------------
+
+
+# --- 6. one account filling Redis -------------------------------------------------------------
+
+
+# --- 7. the smaller ones -----------------------------------------------------------------------

@@ -1,0 +1,78 @@
+"""The gateway's consumed messages, through the real topology and handler tables (InMemoryBroker)."""
+
+from __future__ import annotations
+
+from services.common.contracts import (
+    AuditRecorded,
+    FileStatusChanged,
+    GroupChanged,
+    MembershipChanged,
+    ResultPublished,
+    TokenRevoked,
+)
+from services.common.testing import InMemoryBroker
+from services.socket_gateway import handlers, sockets
+from services.socket_gateway.deps import Deps
+
+
+def connect(deps: Deps, sid: str, token: str) -> None:
+    sockets.connect(deps, sockets.Session(sid), {"token": token})
+
+
+def deliver(deps: Deps, broker: InMemoryBroker, *messages) -> int:
+    for message in messages:
+        broker.publish(message)
+    return broker.deliver(handlers.consumers(deps))
+
+
+def test_file_status_goes_to_the_owner_and_admins_only(deps: Deps, broker: InMemoryBroker) -> None:
+    deliver(deps, broker, FileStatusChanged("f1", "7", "cached", pool_id="p1", file_name="a.bin"))
+    [emitted] = deps.sockets.emitted  # type: ignore[attr-defined]
+    assert emitted.event == "file-status" and set(emitted.to) == {"user:7", "admins"}
+    assert emitted.data == {"file_id": "f1", "status": "cached", "pool_id": "p1", "file_name": "a.bin"}
+
+
+def test_a_result_goes_to_the_pool_room_and_is_audited(deps: Deps, broker: InMemoryBroker) -> None:
+    deliver(deps, broker, ResultPublished("r1", "p1", "g1", "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z",
+                                          "r.bin", 3, "a" * 64, "2026-01-01T00:02:00Z", "/file/r1"))
+    [emitted] = deps.sockets.emitted  # type: ignore[attr-defined]
+    assert (emitted.event, emitted.to, emitted.data["result_id"]) == ("pool-result", "pool:p1", "r1")
+    [audit] = [a for a in broker.of_type(AuditRecorded) if a.action == "result_delivered"]
+    assert (audit.file_id, audit.detail["delivery"]) == ("r1", "live")
+
+
+def test_group_changes_are_taken_and_dropped(deps: Deps, broker: InMemoryBroker) -> None:
+    # Bound to the gateway's queue: a handler must take it (no dead-lettering), and it emits nothing.
+    assert deliver(deps, broker, GroupChanged("p1", "g1", "closed", "2026-01-01T00:00:00Z",
+                                              "2026-01-01T00:01:00Z")) == 1
+    assert deps.sockets.emitted == []  # type: ignore[attr-defined]
+
+
+def test_a_revoked_token_disconnects_its_sockets_only(deps: Deps, broker: InMemoryBroker) -> None:
+    connect(deps, "s1", "tok-alice")
+    connect(deps, "s2", "tok-admin")
+    deliver(deps, broker, TokenRevoked("jti-a", "7"))
+    assert deps.sockets.disconnected == ["s1"]  # type: ignore[attr-defined]
+
+
+def test_membership_changes_move_sockets_between_rooms(deps: Deps, broker: InMemoryBroker) -> None:
+    connect(deps, "s1", "tok-alice")
+    deliver(deps, broker, MembershipChanged("p3", "7", "alice", "listener"))
+    assert "pool:p3" in deps.sockets.rooms_of("s1")  # type: ignore[attr-defined]
+    assert deps.sockets.get_session("s1")["pools"]["p3"] == "listener"
+    assert ("7", "p3") in deps.seen.seen  # type: ignore[attr-defined]  # owed results from now on
+    deliver(deps, broker, MembershipChanged("p1", "7", "alice", None))
+    assert "pool:p1" not in deps.sockets.rooms_of("s1")  # type: ignore[attr-defined]
+    assert "p1" not in deps.sockets.get_session("s1")["pools"]
+
+
+def test_membership_change_with_the_store_down_still_moves_rooms(deps: Deps, broker: InMemoryBroker) -> None:
+    connect(deps, "s1", "tok-alice")
+    deps.seen.down = True  # type: ignore[attr-defined]
+    deliver(deps, broker, MembershipChanged("p3", "7", "alice", "contributor"))
+    assert "pool:p3" in deps.sockets.rooms_of("s1")  # type: ignore[attr-defined]
+
+
+def test_every_message_bound_to_our_queues_has_a_handler() -> None:
+    assert set(handlers.NOTIFICATION_HANDLERS) == {FileStatusChanged, ResultPublished, GroupChanged}
+    assert set(handlers.CONTROL_HANDLERS) == {TokenRevoked, MembershipChanged}
