@@ -5,17 +5,23 @@
 - ``/health`` (the process answers), ``/ready`` (every dependency answers) and
   ``/metrics`` (Prometheus text) from one call.
 - A request id on every request, bound into the log context and echoed back.
-- ``serve``: the production WSGI server (waitress) for the threaded services.
+- Body bounds: ``json_body`` and ``body_limit`` refuse a body larger than the route's
+  bound from its ``Content-Length``, before reading a byte of it (SPEC's JSON 413).
+- ``serve``: the production WSGI server (waitress) for the threaded services, with a
+  per-service body bound checked when the headers arrive and its own errors (400, 413,
+  431, 500) answered in SPEC's JSON shape instead of waitress's plain text.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
+import json
 import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Flask, Response, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -23,7 +29,17 @@ from werkzeug.exceptions import HTTPException
 
 from . import logs
 from .authclient import AuthUnavailable
-from .errors import ApiError, bad_request, code_for, conflict, forbidden, not_found, unauthorized, unavailable
+from .errors import (
+    ApiError,
+    bad_request,
+    code_for,
+    conflict,
+    forbidden,
+    not_found,
+    too_large,
+    unauthorized,
+    unavailable,
+)
 
 __all__ = ["ApiError", "bad_request", "conflict", "forbidden", "not_found", "unauthorized"]
 
@@ -38,9 +54,50 @@ def error_response(err: ApiError) -> Response:
     return response
 
 
-def json_body() -> dict[str, Any]:
-    """The request's JSON object, or a 400 in SPEC's shape."""
-    data = request.get_json(silent=True)
+# The largest body a JSON route reads (a request of the fleet's JSON API is a few hundred bytes;
+# metadata, the largest field, is bounded at 16 KiB by validation). Larger: 413 unread.
+JSON_BODY_LIMIT = 64 * 1024
+# What a waitress server buffers of one request body unless its service says otherwise: JSON
+# services need far less; services taking files (uploader, results) pass their own bound.
+DEFAULT_MAX_BODY = 1024 * 1024
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+def limit_body(max_bytes: int) -> None:
+    """Refuse this request's body if it is larger than ``max_bytes``, before reading it.
+
+    ``Content-Length`` is checked now (413, nothing read). A body without one (chunked
+    through a server that does not de-chunk) is cut at the bound while it is read:
+    Werkzeug raises 413 past ``max_content_length``, answered in SPEC's shape.
+    """
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise too_large(f"the request body is larger than {max_bytes} bytes")
+    request.max_content_length = max_bytes
+
+
+def body_limit(max_bytes: int) -> Callable[[View], View]:
+    """Decorator: the route reads at most ``max_bytes`` of body (``limit_body`` first)."""
+
+    def wrap(view: View) -> View:
+        @functools.wraps(view)
+        def bounded(*args: Any, **kwargs: Any) -> Any:
+            limit_body(max_bytes)
+            return view(*args, **kwargs)
+
+        return bounded  # type: ignore[return-value]
+
+    return wrap
+
+
+def json_body(max_bytes: int = JSON_BODY_LIMIT) -> dict[str, Any]:
+    """The request's JSON object (at most ``max_bytes``, else 413 unread), or a 400 in SPEC's shape."""
+    limit_body(max_bytes)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:  # "[[[[..." nested deeper than the parser recurses: bad input, not a 500
+        data = None
     if not isinstance(data, dict):
         raise bad_request("the body must be a JSON object")
     return data
@@ -179,10 +236,61 @@ def read_exactly(stream: Any, n: int) -> bytes:
     return b"".join(parts)
 
 
-def serve(app: Any, host: str, port: int, *, threads: int = 16, max_body: int = 64 * 1024 * 1024) -> None:
-    """Run a WSGI app under waitress until the process is signalled."""
-    from waitress import serve as waitress_serve
+def _json_error_body(status: int, reason: str, detail: str) -> bytes:
+    code = "too_large" if status in (413, 431) else code_for(status)
+    message = f"{reason}: {detail}" if status < 500 else "the service failed to answer; try again"
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
 
-    log.info("listening", extra={"host": host, "port": port})
-    waitress_serve(app, host=host, port=port, threads=threads, max_request_body_size=max_body,
-                   channel_timeout=120, ident=None, clear_untrusted_proxy_headers=True)
+
+def _waitress_classes() -> tuple[type[Any], type[Any]]:
+    """waitress's server with its error answers in SPEC's JSON shape (imported when serving only).
+
+    waitress answers some requests itself, before the app sees them: a body over
+    ``max_request_body_size`` (413, from Content-Length when the headers arrive, or
+    while a chunked body is read), headers over ``max_request_header_size`` (431), a
+    malformed request (400) and an app that failed before its first byte (500). Its
+    ``ErrorTask`` writes plain text; the channel class names the task class it uses
+    (``error_task_class``), so one subclass of each is the whole override.
+    """
+    from waitress.channel import HTTPChannel
+    from waitress.server import TcpWSGIServer
+    from waitress.task import ErrorTask
+
+    class JsonErrorTask(ErrorTask):
+        def execute(self) -> None:
+            error: Any = getattr(self.request, "error", None)
+            body = _json_error_body(int(error.code), str(error.reason), str(error.body))
+            self.status = f"{error.code} {error.reason}"
+            self.response_headers = [*self.response_headers, ("Content-Type", "application/json")]
+            self.set_close_on_finish()  # the rest of a refused body is never read
+            self.content_length = len(body)
+            self.write(body)
+
+    class BoundedChannel(HTTPChannel):
+        error_task_class = JsonErrorTask
+
+    class BoundedServer(TcpWSGIServer):
+        channel_class = BoundedChannel
+
+    return BoundedServer, BoundedChannel
+
+
+def make_server(app: Any, host: str, port: int, *, threads: int = 16,
+                max_body: int = DEFAULT_MAX_BODY) -> Any:
+    """A waitress server bound to ``host:port`` (0 = a free port: see ``.effective_port``), not yet run.
+
+    ``max_body``: the largest body a request may carry (inclusive). waitress refuses a
+    larger ``Content-Length`` when the headers arrive, before reading the body, and cuts
+    a chunked body once it grows past it; either way the answer is SPEC's JSON 413.
+    """
+    server_class, _ = _waitress_classes()
+    # waitress refuses content_length >= max_request_body_size; +1 makes max_body itself allowed.
+    return server_class(app, host=host, port=port, threads=threads, max_request_body_size=max_body + 1,
+                        channel_timeout=120, ident=None, clear_untrusted_proxy_headers=True)
+
+
+def serve(app: Any, host: str, port: int, *, threads: int = 16, max_body: int = DEFAULT_MAX_BODY) -> None:
+    """Run a WSGI app under waitress until the process is signalled."""
+    server = make_server(app, host, port, threads=threads, max_body=max_body)
+    log.info("listening", extra={"host": host, "port": server.effective_port, "max_body": max_body})
+    server.run()

@@ -29,7 +29,7 @@ def main() -> None:
             time.sleep(1)
     Consumer(settings.common.amqp_url, AGGREGATOR_QUEUE, parts.handler, prefetch=8, name=SERVICE).start()
     parts.ticker.start()
-    httpkit.serve(app, settings.host, settings.port, threads=settings.threads)
+    httpkit.serve(app, settings.host, settings.port, threads=settings.threads, max_body=settings.max_result_bytes)
 
 
 if __name__ == "__main__":
