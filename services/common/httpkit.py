@@ -21,6 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from flask import Flask, Response, g, jsonify, request
@@ -242,8 +243,52 @@ def _json_error_body(status: int, reason: str, detail: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
-def _waitress_classes() -> tuple[type[Any], type[Any]]:
-    """waitress's server with its error answers in SPEC's JSON shape (imported when serving only).
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one client may hold of a waitress server, and for how long.
+
+    waitress reads requests and writes responses on one async loop and runs the app
+    in ``threads`` worker threads; a worker is busy only between a request being
+    complete and its response being handed to the loop's output buffers. So:
+
+    - A slow or silent *sender* costs a connection slot, never a worker: the whole
+      request is read by the loop first. The headers must arrive within
+      ``header_timeout`` of the connection (or of the previous response) -- a real
+      client sends a few hundred bytes at once; slowloris trickles. A body must keep
+      moving: ``channel_timeout`` seconds without a byte closes the connection
+      (waitress's only inactivity timer; it also closes idle keep-alive connections).
+    - Connection slots: ``connection_limit`` at once; past it waitress stops
+      accepting until one closes. 100 (waitress's default) is what 100 idle sockets
+      from one client exhausted; idle ones are closed after ``header_timeout``, and
+      per-IP limits belong at the ingress (every connection here comes from it).
+    - A slow *reader* of a download or an archive: the worker writes the response into
+      the connection's output buffer (in memory up to ``outbuf_overflow``, then a
+      temporary file) and returns to the pool once all of it is buffered; past
+      ``outbuf_high_watermark`` buffered bytes it waits for the client to drain.
+      waitress waits forever; here it waits ``write_stall`` seconds at most for the
+      buffer to drop below the mark, then drops the client (so a reader must take one
+      download piece, 256 KiB, per 30 s -- ~9 KB/s -- or lose the connection). A worker
+      is pinned at most ``write_stall`` per piece by a reader that stops.
+    - Memory: at most ``inbuf_overflow`` of a body and ``outbuf_overflow`` of a response
+      per connection stay in memory (the rest spills to temporary files, at most the
+      body bound and the watermark): 400 x 320 KiB = 125 MiB in the worst case, within
+      the smallest pod's 512 MiB.
+    """
+
+    header_timeout: float = 10.0
+    channel_timeout: int = 30
+    write_stall: float = 30.0
+    connection_limit: int = 400
+    inbuf_overflow: int = 64 * 1024
+    outbuf_overflow: int = 256 * 1024
+    outbuf_high_watermark: int = 4 * 1024 * 1024
+    # How often the loop looks for connections past their timeouts (the timeouts' granularity).
+    cleanup_interval: int = 5
+
+
+def _waitress_classes(limits: ServerLimits) -> type[Any]:
+    """waitress's server with its error answers in SPEC's JSON shape and ``limits`` applied
+    (waitress is imported when serving only).
 
     waitress answers some requests itself, before the app sees them: a body over
     ``max_request_body_size`` (413, from Content-Length when the headers arrive, or
@@ -252,7 +297,7 @@ def _waitress_classes() -> tuple[type[Any], type[Any]]:
     ``ErrorTask`` writes plain text; the channel class names the task class it uses
     (``error_task_class``), so one subclass of each is the whole override.
     """
-    from waitress.channel import HTTPChannel
+    from waitress.channel import ClientDisconnected, HTTPChannel
     from waitress.server import TcpWSGIServer
     from waitress.task import ErrorTask
 
@@ -269,24 +314,79 @@ def _waitress_classes() -> tuple[type[Any], type[Any]]:
     class BoundedChannel(HTTPChannel):
         error_task_class = JsonErrorTask
 
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # When the request now being read began (its headers are due within header_timeout);
+            # 0 once it is complete. A new connection's first request counts from the accept.
+            self.request_began = time.time()
+
+        def received(self, data: bytes) -> bool:
+            before = self.request
+            result: bool = super().received(data)
+            if self.request is None:
+                self.request_began = 0.0
+            elif self.request is not before:
+                self.request_began = time.time()
+            return result
+
+        def headers_overdue(self, now: float) -> bool:
+            reading = self.request is None or not self.request.headers_finished
+            return bool(self.request_began) and not self.requests and reading \
+                and now - self.request_began > limits.header_timeout
+
+        def _flush_outbufs_below_high_watermark(self) -> None:
+            # waitress 3.0.2's loop, with the wait bounded: the worker waits at most write_stall
+            # seconds for a slow reader to drain the buffer below the watermark, then drops it.
+            if self.total_outbufs_len <= self.adj.outbuf_high_watermark:
+                return
+            deadline = time.monotonic() + limits.write_stall
+            channel: Any = self  # the stubs do not know waitress's private flush helpers
+            with self.outbuf_lock:
+                (_, exception) = channel._flush_exception(channel._flush_some, do_close=False)
+                if exception:
+                    self.server.pull_trigger()
+                    self.outbuf_lock.wait(limits.write_stall)
+                    return
+                while self.connected and self.total_outbufs_len > self.adj.outbuf_high_watermark:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        log.warning("slow reader dropped", extra={"buffered": self.total_outbufs_len})
+                        self.will_close = True
+                        self.server.pull_trigger()
+                        raise ClientDisconnected
+                    self.server.pull_trigger()
+                    self.outbuf_lock.wait(left)
+
     class BoundedServer(TcpWSGIServer):
         channel_class = BoundedChannel
 
-    return BoundedServer, BoundedChannel
+        def maintenance(self, now: int) -> None:  # waitress passes time.time() (a float)
+            super().maintenance(now)  # idle past channel_timeout: closed
+            channels: Any = self.active_channels  # {fileno: channel}; the stubs say otherwise
+            for channel in list(channels.values()):
+                if isinstance(channel, BoundedChannel) and channel.headers_overdue(now):
+                    channel.will_close = True
+
+    return BoundedServer
 
 
-def make_server(app: Any, host: str, port: int, *, threads: int = 16,
-                max_body: int = DEFAULT_MAX_BODY) -> Any:
+def make_server(app: Any, host: str, port: int, *, threads: int = 16, max_body: int = DEFAULT_MAX_BODY,
+                limits: ServerLimits | None = None) -> Any:
     """A waitress server bound to ``host:port`` (0 = a free port: see ``.effective_port``), not yet run.
 
     ``max_body``: the largest body a request may carry (inclusive). waitress refuses a
     larger ``Content-Length`` when the headers arrive, before reading the body, and cuts
     a chunked body once it grows past it; either way the answer is SPEC's JSON 413.
+    ``limits``: timeouts, connection and buffer bounds (``ServerLimits``).
     """
-    server_class, _ = _waitress_classes()
+    limits = limits or ServerLimits()
+    server_class = _waitress_classes(limits)
     # waitress refuses content_length >= max_request_body_size; +1 makes max_body itself allowed.
     return server_class(app, host=host, port=port, threads=threads, max_request_body_size=max_body + 1,
-                        channel_timeout=120, ident=None, clear_untrusted_proxy_headers=True)
+                        channel_timeout=limits.channel_timeout, cleanup_interval=limits.cleanup_interval,
+                        connection_limit=limits.connection_limit, inbuf_overflow=limits.inbuf_overflow,
+                        outbuf_overflow=limits.outbuf_overflow, outbuf_high_watermark=limits.outbuf_high_watermark,
+                        ident=None, clear_untrusted_proxy_headers=True)
 
 
 def serve(app: Any, host: str, port: int, *, threads: int = 16, max_body: int = DEFAULT_MAX_BODY) -> None:
