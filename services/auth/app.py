@@ -49,7 +49,8 @@ def create_app(settings: Settings, *, store: Store | None = None, broker: Broker
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.extensions["auth_store"] = store
     app.extensions["auth_broker"] = broker
-    metrics = httpkit.install(app, "auth", checks={"postgres": store.ping, "rabbitmq": broker.ping})
+    metrics = httpkit.install(app, "auth", checks={"postgres": store.ping, "rabbitmq": broker.ping},
+                              cors_origins=settings.common.cors_origins)
     signups = metrics.counter("auth_signups_total", "Accounts created by signup")
     logins = metrics.counter("auth_logins_total", "Login attempts", ("outcome",))
     revoked = metrics.counter("auth_tokens_revoked_total", "Tokens revoked by logout")

@@ -20,7 +20,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -146,17 +146,21 @@ ReadyCheck = Callable[[], bool]
 
 
 def install(app: Flask, service: str, checks: Mapping[str, ReadyCheck],
-            metrics: ServiceMetrics | None = None, cors_origins: str = "*") -> ServiceMetrics:
+            metrics: ServiceMetrics | None = None, cors_origins: str | Sequence[str] = ()) -> ServiceMetrics:
     """Error handlers, request ids, access metrics, CORS, /health, /ready and /metrics.
 
     CORS: the dashboard (served by the gateway) calls auth, file_service_manager
-    and pool_aggregator from the browser. Credentials travel in the
-    Authorization header, never in cookies, so no cookie is exposed to others.
+    and pool_aggregator from the browser. Only ``cors_origins`` (``CommonSettings.cors_origins``,
+    a sequence or a comma-separated string) get CORS headers; none means same origin only.
+    Credentials travel in the Authorization header, never in cookies, so no cookie is exposed to others.
     """
-    from flask_cors import CORS
+    origins = [o.strip() for o in cors_origins.split(",")] if isinstance(cors_origins, str) else list(cors_origins)
+    origins = [o for o in origins if o]
+    if origins:
+        from flask_cors import CORS
 
-    CORS(app, origins=cors_origins, supports_credentials=False,
-         expose_headers=["Content-Disposition", "ETag", "Content-Range", "Retry-After", "X-Request-Id"])
+        CORS(app, origins=origins, supports_credentials=False,
+             expose_headers=["Content-Disposition", "ETag", "Content-Range", "Retry-After", "X-Request-Id"])
     metrics = metrics or ServiceMetrics(service)
     app.extensions["metrics"] = metrics
 

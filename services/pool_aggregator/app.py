@@ -86,7 +86,8 @@ def create_app(settings: Settings, *, db: Any = None, broker: Any = None, auth: 
     files = files or FileSource(common.file_service_manager_url, timeout=settings.upstream_timeout)
 
     store = GroupStore(db)
-    base_metrics = httpkit.install(app, SERVICE, {"mongodb": store.ping, "rabbitmq": broker.ping})
+    base_metrics = httpkit.install(app, SERVICE, {"mongodb": store.ping, "rabbitmq": broker.ping},
+                                   cors_origins=common.cors_origins)
     metrics = AggregatorMetrics(base_metrics)
     audit = AuditTrail(broker, SERVICE, metrics.audit_lost)
     pools = PoolCache(auth, settings.pool_cache_seconds)

@@ -47,23 +47,38 @@ def build_app(calls: list[str]) -> Flask:
     return app
 
 
+class Running:
+    """A server run in a thread by our own loop, so that stopping it closes its sockets in
+    that same thread (closing them from another thread raced fd reuse across tests)."""
+
+    def __init__(self, srv: Any) -> None:
+        self.srv = srv
+        self.port = int(srv.effective_port)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        from waitress import wasyncore
+
+        while not self.stopped.is_set():
+            wasyncore.loop(timeout=0.05, map=self.srv._map, count=1)
+        wasyncore.close_all(self.srv._map)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+        self.srv.task_dispatcher.shutdown(timeout=2)
+
+
 @pytest.fixture
 def server() -> Iterator[tuple[int, list[str]]]:
     calls: list[str] = []
-    srv = httpkit.make_server(build_app(calls), "127.0.0.1", 0, threads=2, max_body=SERVER_BOUND)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
+    running = Running(httpkit.make_server(build_app(calls), "127.0.0.1", 0, threads=2, max_body=SERVER_BOUND))
     try:
-        yield srv.effective_port, calls
+        yield running.port, calls
     finally:
-        stop(srv, thread)
-
-
-def stop(srv: Any, thread: threading.Thread) -> None:
-    """Close every socket from inside waitress's loop (its trigger), so the loop ends cleanly."""
-    srv.trigger.pull_trigger(lambda: [d.close() for d in list(srv._map.values())])
-    thread.join(5)
-    srv.task_dispatcher.shutdown(timeout=2)
+        running.stop()
 
 
 def exchange(port: int, raw: bytes, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:

@@ -4,17 +4,15 @@ senders and slow readers cannot take the service away from a normal client."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from flask import Flask, Response
 
 from services.common import httpkit
 
-from .test_httpkit_server import exchange, stop
+from .test_httpkit_server import Running, exchange
 
 PIECE = 256 * 1024
 
@@ -33,11 +31,9 @@ def build_app() -> Flask:
     return app
 
 
-def start(limits: httpkit.ServerLimits, threads: int = 2) -> tuple[Any, threading.Thread, int]:
-    srv = httpkit.make_server(build_app(), "127.0.0.1", 0, threads=threads, limits=limits)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    return srv, thread, srv.effective_port
+def start(limits: httpkit.ServerLimits, threads: int = 2) -> tuple[Running, int]:
+    running = Running(httpkit.make_server(build_app(), "127.0.0.1", 0, threads=threads, limits=limits))
+    return running, running.port
 
 
 def health(port: int, timeout: float) -> float:
@@ -49,7 +45,7 @@ def health(port: int, timeout: float) -> float:
 
 
 def test_many_idle_sockets_from_one_client_leave_the_service_answering() -> None:
-    srv, thread, port = start(httpkit.ServerLimits())  # the production defaults
+    running, port = start(httpkit.ServerLimits())  # the production defaults
     idle: list[socket.socket] = []
     try:
         for _ in range(150):
@@ -59,12 +55,12 @@ def test_many_idle_sockets_from_one_client_leave_the_service_answering() -> None
     finally:
         for sock in idle:
             sock.close()
-        stop(srv, thread)
+        running.stop()
 
 
 def test_headers_that_never_finish_are_dropped() -> None:
     limits = httpkit.ServerLimits(header_timeout=1, cleanup_interval=1, channel_timeout=60)
-    srv, thread, port = start(limits)
+    running, port = start(limits)
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as slow, \
                 socket.create_connection(("127.0.0.1", port), timeout=10) as silent:
@@ -74,12 +70,12 @@ def test_headers_that_never_finish_are_dropped() -> None:
                 assert sock.recv(1024) == b""  # closed by the server, not by our 10 s timeout
             assert time.monotonic() - began < 5
     finally:
-        stop(srv, thread)
+        running.stop()
 
 
 def test_a_reader_that_stops_reading_frees_its_worker() -> None:
     limits = httpkit.ServerLimits(write_stall=1, cleanup_interval=1, outbuf_high_watermark=1024 * 1024)
-    srv, thread, port = start(limits, threads=1)  # one worker: a pinned worker would block /health
+    running, port = start(limits, threads=1)  # one worker: a pinned worker would block /health
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as stuck:
             stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -87,7 +83,7 @@ def test_a_reader_that_stops_reading_frees_its_worker() -> None:
             time.sleep(0.5)  # the worker is writing /big into a buffer nobody drains
             assert health(port, timeout=8) < 6
     finally:
-        stop(srv, thread)
+        running.stop()
 
 
 @pytest.mark.parametrize("field", ["header_timeout", "channel_timeout", "write_stall", "connection_limit"])
