@@ -42,7 +42,8 @@ def create_app(settings: Settings, *, store: AuthStore | None = None, broker: Pu
     if settings.trusted_proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
-    metrics = httpkit.install(app, "auth", checks={"postgres": the_store.ping, "rabbitmq": the_broker.ping})
+    metrics = httpkit.install(app, "auth", checks={"postgres": the_store.ping, "rabbitmq": the_broker.ping},
+                              cors_origins=settings.common.cors_origins)
     deps = Deps(settings=settings, store=the_store, broker=the_broker, passwords=the_passwords,
                 metrics=AuthMetrics(metrics), clock=SystemClock(), counters=the_counters)
     app.extensions["deps"] = deps

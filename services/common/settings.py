@@ -9,6 +9,7 @@ equal to its development default stops the service at start.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -80,6 +81,38 @@ def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be a boolean, got {raw!r}")
 
 
+# An origin as a browser sends it: scheme://host[:port], nothing after.
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")
+
+
+def cors_origins(env: Mapping[str, str], name: str = "CORS_ORIGINS",
+                 default: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The browser origins allowed to call the services cross-origin (``name``, comma-separated).
+
+    Default in development: the gateway's own origins (it serves the dashboard, which
+    calls the other services on other ports), from ``SOCKET_GATEWAY_PORT``. In
+    production the default is none (the ingress serves every service on one origin)
+    and ``*`` is refused: any web page could then call the API with a stolen token.
+    """
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        if default is not None:
+            return default
+        if is_production(env):
+            return ()
+        port = env_int(env, "SOCKET_GATEWAY_PORT", DEFAULT_PORTS["socket_gateway"], minimum=1)
+        return (f"http://127.0.0.1:{port}", f"http://localhost:{port}")
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    if "*" in origins:
+        if is_production(env):
+            raise ConfigError(f"{name} must list origins, not '*', when DROPBOX_ENV=production")
+        return ("*",)
+    for origin in origins:
+        if _ORIGIN.fullmatch(origin) is None:
+            raise ConfigError(f"{name}: {origin!r} is not an origin (scheme://host[:port])")
+    return origins
+
+
 def is_production(env: Mapping[str, str]) -> bool:
     return env.get("DROPBOX_ENV", "development").lower() == "production"
 
@@ -116,6 +149,8 @@ class CommonSettings:
     log_level: str
     logstash_host: str | None
     logstash_port: int
+    # Browser origins allowed cross-origin (CORS_ORIGINS); empty: same origin only.
+    cors_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> CommonSettings:
@@ -137,6 +172,7 @@ class CommonSettings:
             log_level=env_str(env, "LOG_LEVEL", "INFO"),
             logstash_host=env.get("LOGSTASH_HOST") or None,
             logstash_port=env_int(env, "LOGSTASH_PORT", 5959),
+            cors_origins=cors_origins(env),
         )
 
 

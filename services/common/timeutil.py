@@ -32,8 +32,9 @@ def parse(value: str) -> datetime:
         text = text[:-1] + "+00:00"
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError as exc:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        # Year 9999 at -01:00 (or 0001 at +01:00) is outside datetime's range in UTC.
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         raise BadTimestamp(f"not an ISO 8601 timestamp: {value!r}") from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)

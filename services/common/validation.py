@@ -8,12 +8,14 @@ through, and ids end up in internal URL paths and Redis keys.
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
+from datetime import datetime, timedelta
 from typing import Any
 
 from . import timeutil
-from .errors import bad_request
+from .errors import bad_request, too_large
 
 # Ids go into URL paths (/uploads/<id>, /pools/<id>/results), Redis keys and Mongo filters:
 # letters, digits, '_' and '-' only, so nothing can walk a path ("../"), smuggle a query or
@@ -25,6 +27,31 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 USER_NAME = re.compile(r"[A-Za-z0-9_.\-]{3,64}")
 MAX_FILE_NAME_BYTES = 255
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# Characters Windows refuses in a name (the separators / and \ are stripped before).
+_NAME_WINDOWS_FORBIDDEN = set('<>:"|?*')
+# Device names Windows reserves whatever the extension ("con.txt" opens the console); Windows
+# also reads the superscript digits 1-3 as digits (COM¹).
+_NAME_RESERVED = re.compile(r"(CON|PRN|AUX|NUL|COM[0-9¹²³]|LPT[0-9¹²³])(\..*)?", re.IGNORECASE)
+
+# SPEC: an upload's timestamp may be at most this far in the future (client clocks drift).
+MAX_CLOCK_SKEW_SECONDS = 300
+# Times the fleet stores and does arithmetic on (windows, retention): within these years, so
+# parsing never overflows; upload times are also bounded by the clock skew, so window arithmetic
+# on them cannot overflow (a year-9999 timestamp made a groups listing answer 500).
+MIN_YEAR, MAX_YEAR = 1970, 9999
+
+# RFC 6838 section 4.2: type and subtype are restricted-names of at most 127 characters.
+_RESTRICTED_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+MEDIA_TYPE = re.compile(rf"({_RESTRICTED_NAME})/({_RESTRICTED_NAME})")
+# Parameters (RFC 9110): token=token or token="quoted printable ASCII".
+_MEDIA_PARAM = re.compile(r"""([A-Za-z0-9!#$%&'*+.^_`|~-]+)=([A-Za-z0-9!#$%&'*+.^_`|~-]+|"[ !#-\[\]-~]*")""")
+MAX_CONTENT_TYPE_LENGTH = 255
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+# Client metadata is stored with every record and sent back in every listing: its encoded size
+# and its nesting are bounded (a deeply nested object also overflows recursive encoders).
+MAX_METADATA_BYTES = 16 * 1024
+MAX_METADATA_DEPTH = 8
 
 
 def is_id(value: Any) -> bool:
@@ -72,21 +99,29 @@ def check_user_name(value: Any) -> str:
 
 
 def check_file_name(name: Any) -> str:
-    """The base name only, no path parts or control characters, 1..255 UTF-8 bytes.
+    """A file name usable on every OS, else 400; the name kept is the client's own otherwise.
 
-    Path parts are stripped rather than refused (a browser may send
-    ``C:\\fakepath\\x.txt``); what is left must be a usable name.
+    Sanitised (a browser sends ``C:\\fakepath\\x.txt``; Windows itself drops trailing dots
+    and spaces, so the name means the same everywhere): the directory part, surrounding
+    spaces and trailing dots are stripped. Refused: control and format characters,
+    Windows' forbidden characters ``<>:"|?*``, its reserved device names (``CON``,
+    ``nul.txt``, ``COM1``...), nothing left, ``.``/``..``, more than 255 UTF-8 bytes.
+    Any other Unicode is kept exactly (downloads send it as RFC 5987 ``filename*``).
     """
     if not isinstance(name, str):
         raise bad_request("file_name must be a string")
     name = unicodedata.normalize("NFC", name)
-    base = re.split(r"[\\/]", name)[-1].strip()
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in base):
+    base = re.split(r"[\\/]", name)[-1].strip().rstrip(". ")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs") for ch in base):
         raise bad_request("file_name must not contain control characters")
     if base in ("", ".", ".."):
         raise bad_request("file_name is empty or not a file name")
-    if len(base.encode("utf-8")) > MAX_FILE_NAME_BYTES:
+    if len(base.encode("utf-8", "surrogatepass")) > MAX_FILE_NAME_BYTES:
         raise bad_request(f"file_name is longer than {MAX_FILE_NAME_BYTES} bytes")
+    if _NAME_WINDOWS_FORBIDDEN & set(base):
+        raise bad_request('file_name must not contain any of < > : " | ? *')
+    if _NAME_RESERVED.fullmatch(base.rstrip()):
+        raise bad_request("file_name is a reserved device name (CON, PRN, AUX, NUL, COMn, LPTn)")
     return base
 
 
@@ -98,9 +133,104 @@ def safe_name(name: str, max_length: int = 120, fallback: str = "file") -> str:
     return cleaned or fallback
 
 
-def check_timestamp(value: Any, name: str = "timestamp") -> str:
-    """An ISO 8601 time (naive means UTC), answered in the wire format, or 400."""
+def check_timestamp(value: Any, name: str = "timestamp", *, max_future: float | None = None,
+                    now: datetime | None = None) -> str:
+    """An ISO 8601 time (naive means UTC) within years 1970..9999, answered in the wire format, or 400.
+
+    ``max_future``: refuse a time more than this many seconds after ``now`` (an upload's
+    timestamp: ``check_event_time``); None for a query bound such as ``since``.
+    """
     try:
-        return timeutil.iso(timeutil.parse(value))
+        moment = timeutil.parse(value)
     except timeutil.BadTimestamp as exc:
         raise bad_request(f"{name}: {exc}") from exc
+    if not MIN_YEAR <= moment.year <= MAX_YEAR:
+        raise bad_request(f"{name} must be within the years {MIN_YEAR}..{MAX_YEAR}")
+    if max_future is not None:
+        limit = (now or timeutil.now()) + timedelta(seconds=max_future)
+        if moment > limit:
+            raise bad_request(f"{name} is more than {int(max_future)} seconds in the future; "
+                              "check the client's clock")
+    return timeutil.iso(moment)
+
+
+def check_event_time(value: Any, name: str = "timestamp", *, max_skew: float = MAX_CLOCK_SKEW_SECONDS,
+                     now: datetime | None = None) -> str:
+    """When an update was produced: ``check_timestamp`` at most ``max_skew`` seconds in the future (SPEC)."""
+    return check_timestamp(value, name, max_future=max_skew, now=now)
+
+
+def check_content_type(value: Any, name: str = "content_type") -> str:
+    """An RFC 6838 media type (``type/subtype``, ASCII restricted-names of at most 127 characters,
+    optional ``; key=value`` parameters), normalised; absent means ``application/octet-stream``.
+
+    Anything else is refused: the value goes into every download's Content-Type header,
+    which must be Latin-1 (a non-Latin-1 one made a file undownloadable and cut archives).
+    """
+    if value is None or value == "":
+        return DEFAULT_CONTENT_TYPE
+    if not isinstance(value, str) or len(value) > MAX_CONTENT_TYPE_LENGTH or not value.isascii():
+        raise bad_request(f"{name} must be an ASCII media type of at most {MAX_CONTENT_TYPE_LENGTH} characters")
+    media, *params = value.split(";")
+    found = MEDIA_TYPE.fullmatch(media.strip())
+    if found is None:
+        raise bad_request(f"{name} must be a media type such as application/octet-stream (RFC 6838)")
+    parts = [f"{found.group(1).lower()}/{found.group(2).lower()}"]
+    for param in params:
+        if not param.strip():
+            continue
+        matched = _MEDIA_PARAM.fullmatch(param.strip())
+        if matched is None:
+            raise bad_request(f"{name} has a malformed parameter")
+        parts.append(f"{matched.group(1).lower()}={matched.group(2)}")
+    return "; ".join(parts)
+
+
+def is_content_type(value: Any) -> bool:
+    """Whether ``value`` passes ``check_content_type`` (e.g. a value stored by an older version)."""
+    try:
+        check_content_type(value)
+    except Exception:  # noqa: BLE001 - any refusal means "not a valid one"
+        return False
+    return isinstance(value, str) and value != ""
+
+
+def _depth(value: Any, limit: int) -> int:
+    """The nesting depth of a JSON value, counted without recursion, stopping past ``limit``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def check_metadata(value: Any, max_bytes: int = MAX_METADATA_BYTES, max_depth: int = MAX_METADATA_DEPTH,
+                   name: str = "metadata") -> dict[str, Any]:
+    """A JSON object (given as one or as JSON text) of at most ``max_bytes`` encoded and
+    ``max_depth`` levels of nesting; absent means ``{}``. Too big: 413; anything else: 400."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str | bytes):
+        if len(value) > max_bytes:
+            raise too_large(f"{name} is larger than {max_bytes} bytes")
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError) as exc:
+            raise bad_request(f"{name} must be a JSON object") from exc
+    if not isinstance(value, dict):
+        raise bad_request(f"{name} must be a JSON object")
+    if _depth(value, max_depth) > max_depth:
+        raise bad_request(f"{name} is nested deeper than {max_depth} levels")
+    try:
+        encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise bad_request(f"{name} must hold only JSON values") from exc
+    if len(encoded.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise too_large(f"{name} is larger than {max_bytes} bytes")
+    return value

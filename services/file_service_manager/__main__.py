@@ -17,7 +17,7 @@ def main() -> None:
     logs.configure_service(SERVICE, settings.common)
     app = create_app(settings)
     stop = runtime.start(app, settings.common.amqp_url)
-    runtime.serve(app, settings.host, settings.port, stop, threads=settings.threads)
+    runtime.serve(app, settings.host, settings.port, stop, threads=settings.threads, max_body=settings.max_body)
 
 
 if __name__ == "__main__":

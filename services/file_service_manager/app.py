@@ -30,7 +30,8 @@ def create_app(settings: Settings, *, index: Index | None = None, cache: Cache |
     the_broker = broker or messaging.Broker(common.amqp_url)
     app = Flask("file_service_manager")
     metrics = FsmMetrics(httpkit.install(app, "file_service_manager", {
-        "mongodb": the_index.ping, "redis": the_cache.ping, "rabbitmq": the_broker.ping}))
+        "mongodb": the_index.ping, "redis": the_cache.ping, "rabbitmq": the_broker.ping},
+        cors_origins=common.cors_origins))
     hot = HotFiles(settings.download_cache_bytes, settings.download_cache_file_bytes)
     metrics.hot_bytes.set_function(lambda: hot.size)
     deps = Deps(settings=settings, index=the_index, cache=the_cache, broker=the_broker, hot=hot, metrics=metrics,

@@ -27,6 +27,9 @@ class Settings:
     download_cache_bytes: int = 64 * 1024 * 1024
     download_cache_file_bytes: int = 16 * 1024 * 1024
     threads: int = 16
+    # The largest request body waitress buffers: no route here takes more than a small JSON body
+    # (downloads, listings and deletes carry none), so anything larger is refused at the headers.
+    max_body: int = 64 * 1024
     # GridFS leftovers (chunks without a file document, files without an index record)
     # older than the grace are removed every interval; 0 turns the background pass off.
     sweep_interval_seconds: int = 600

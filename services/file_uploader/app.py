@@ -31,7 +31,8 @@ def create_app(settings: Settings, *, store: UploadCache | None = None, broker: 
         settings.common.redis_prefix, upload_ttl=settings.upload_ttl_seconds, cached_ttl=settings.cached_ttl_seconds,
         status_ttl=settings.status_ttl_seconds, lock_seconds=settings.writer_lock_seconds)
     the_broker = broker or messaging.Broker(settings.common.amqp_url)
-    metrics = httpkit.install(app, "file_uploader", {"redis": the_store.ping, "rabbitmq": the_broker.ping})
+    metrics = httpkit.install(app, "file_uploader", {"redis": the_store.ping, "rabbitmq": the_broker.ping},
+                              cors_origins=settings.common.cors_origins)
     deps = Deps(settings=settings, uploads=UploadService(settings, the_store, the_broker, UploaderMetrics(metrics)),
                 auth=auth or AuthClient(settings.common.auth_url, settings.common.internal_api_key))
     app.extensions["deps"] = deps

@@ -130,7 +130,7 @@ def parse_metadata(value: Any, max_bytes: int) -> dict[str, Any]:
 
 
 def parse_timestamp(value: Any, default: str) -> str:
-    return default if value is None or value == "" else validation.check_timestamp(value)
+    return default if value is None or value == "" else validation.check_event_time(value)
 
 
 # --- items -------------------------------------------------------------------
@@ -258,12 +258,12 @@ def plan_upload(payload: Mapping[str, Any], *, upload_id: str, owner_id: str, ow
     """Validate a start-transfer request; every rule of SPEC's start-transfer is here."""
     file_name = validation.check_file_name(payload.get("file_name"))
     check_extension(file_name, limits.forbidden_extensions)
-    content_type = check_content_type(payload.get("content_type"))
+    content_type = check_content_type(validation.check_content_type(payload.get("content_type")))
     size = check_size(payload.get("size"), limits)
     sha256 = validation.optional_sha256(payload.get("sha256"))
     pool_id = validation.optional_id(payload.get("pool_id"), "pool_id")
     timestamp = parse_timestamp(payload.get("timestamp"), now)
-    metadata = parse_metadata(payload.get("metadata"), limits.max_metadata_bytes)
+    metadata = validation.check_metadata(payload.get("metadata"), limits.max_metadata_bytes)
     kind = payload.get("kind") or "file"
     if kind not in ("file", "result"):
         raise bad_request("kind must be file or result")

@@ -14,7 +14,8 @@ def main() -> None:
     logs.configure_service(SERVICE, settings.common)
     app = create_app(settings)
     stop = runtime.start(app, settings.common.amqp_url)
-    runtime.serve(app, settings.host, settings.port, stop, threads=settings.threads)
+    runtime.serve(app, settings.host, settings.port, stop, threads=settings.threads,
+                  max_body=settings.max_result_bytes)
 
 
 if __name__ == "__main__":

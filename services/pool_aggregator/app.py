@@ -38,7 +38,8 @@ def create_app(settings: Settings, *, store: GroupStore | None = None, broker: P
     the_auth = auth or AuthClient(common.auth_url, common.internal_api_key)
     app = Flask(SERVICE)
     metrics = AggregatorMetrics(httpkit.install(app, SERVICE, {"mongodb": the_store.ping,
-                                                               "rabbitmq": the_broker.ping}))
+                                                               "rabbitmq": the_broker.ping},
+                                                cors_origins=common.cors_origins))
     deps = Deps(
         settings=settings, store=the_store, broker=the_broker, auth=the_auth,
         pools=PoolCache(the_auth, settings.pool_cache_seconds),

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.settings import CommonSettings, ConfigError, env_float, env_int, env_str, listen_address
+from services.common.settings import cors_origins as allowed_origins
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,7 +76,7 @@ class Settings:
             port=port,
             max_connections=env_int(env, "GATEWAY_MAX_CONNECTIONS", 10000, minimum=1),
             max_chunk_bytes=env_int(env, "MAX_CHUNK_BYTES", 8 * 1024 * 1024, minimum=1024),
-            cors_allowed_origins=env_str(env, "GATEWAY_CORS_ORIGINS", "*"),
+            cors_allowed_origins=",".join(allowed_origins(env, "GATEWAY_CORS_ORIGINS", common.cors_origins)),
             ping_interval=env_float(env, "GATEWAY_PING_INTERVAL", 25.0),
             ping_timeout=env_float(env, "GATEWAY_PING_TIMEOUT", 20.0),
             delivery_slack_seconds=env_float(env, "GATEWAY_DELIVERY_SLACK", 30.0),
@@ -99,8 +100,8 @@ class Settings:
                               f"({settings.max_http_buffer_size} bytes)")
         return settings
 
-    def cors_origins(self) -> str | list[str]:
-        """``*`` or the comma-separated list, as python-socketio and flask-cors take them."""
+    def cors_origins(self) -> str | list[str] | None:
+        """``*``, the list, or None (same origin only: python-socketio reads ``[]`` as "no check")."""
         if self.cors_allowed_origins.strip() == "*":
             return "*"
-        return [o.strip() for o in self.cors_allowed_origins.split(",") if o.strip()]
+        return [o.strip() for o in self.cors_allowed_origins.split(",") if o.strip()] or None

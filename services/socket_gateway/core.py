@@ -119,13 +119,13 @@ def start_transfer_request(payload: Any, identity: Identity, writer: str) -> dic
     if data.get("content_type") is not None:
         if not isinstance(data["content_type"], str) or len(data["content_type"]) > 255:
             raise errors.bad_request("content_type must be a string")
-        body["content_type"] = data["content_type"]
+        body["content_type"] = validation.check_content_type(data["content_type"])
     if data.get("sha256") is not None:
         body["sha256"] = validation.check_sha256(data["sha256"])
     if data.get("pool_id") is not None:
         body["pool_id"] = check_id(data["pool_id"], "pool_id")
     if data.get("timestamp") is not None:
-        body["timestamp"] = validation.check_timestamp(data["timestamp"], "timestamp")
+        body["timestamp"] = validation.check_event_time(data["timestamp"], "timestamp")
     if data.get("items") is not None:
         items = data["items"]
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
@@ -134,7 +134,7 @@ def start_transfer_request(payload: Any, identity: Identity, writer: str) -> dic
     if data.get("metadata") is not None:
         if not isinstance(data["metadata"], dict):
             raise errors.bad_request("metadata must be an object")
-        body["metadata"] = data["metadata"]
+        body["metadata"] = validation.check_metadata(data["metadata"])
     return body
 
 

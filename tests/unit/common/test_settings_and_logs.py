@@ -57,3 +57,50 @@ def test_json_lines_carry_service_context_and_no_secrets():
     assert "abc.def.ghi" not in first["message"] and "eyJ" not in first["message"]
     assert "request_id" not in second
     assert first["timestamp"].endswith("Z")
+
+
+# --- CORS_ORIGINS --------------------------------------------------------------------------
+
+def test_cors_defaults_to_the_gateway_origins_in_development_and_none_in_production() -> None:
+    from services.common.settings import cors_origins
+
+    assert cors_origins({}) == ("http://127.0.0.1:5000", "http://localhost:5000")
+    assert cors_origins({"SOCKET_GATEWAY_PORT": "6123"}) == ("http://127.0.0.1:6123", "http://localhost:6123")
+    assert cors_origins({"DROPBOX_ENV": "production"}) == ()
+    assert cors_origins({"CORS_ORIGINS": "https://a.example, https://b.example:8443/"}) == (
+        "https://a.example", "https://b.example:8443")
+
+
+@pytest.mark.parametrize("value", ["*", "https://a.example,*"])
+def test_cors_star_is_refused_in_production(value: str) -> None:
+    from services.common.settings import cors_origins
+
+    assert cors_origins({"CORS_ORIGINS": value}) == ("*",)
+    with pytest.raises(ConfigError):
+        cors_origins({"CORS_ORIGINS": value, "DROPBOX_ENV": "production"})
+
+
+@pytest.mark.parametrize("value", ["a.example", "ftp://a.example", "https://a.example/path", "https://a b"])
+def test_cors_origins_must_be_origins(value: str) -> None:
+    from services.common.settings import cors_origins
+
+    with pytest.raises(ConfigError):
+        cors_origins({"CORS_ORIGINS": value})
+
+
+def test_install_answers_cors_only_for_configured_origins() -> None:
+    from flask import Flask
+
+    from services.common import httpkit
+
+    app = Flask("t")
+    httpkit.install(app, "t", {}, cors_origins=("http://good.example",))
+    client = app.test_client()
+    good = client.get("/health", headers={"Origin": "http://good.example"})
+    assert good.headers.get("Access-Control-Allow-Origin") == "http://good.example"
+    evil = client.get("/health", headers={"Origin": "http://evil.example"})
+    assert "Access-Control-Allow-Origin" not in evil.headers
+    bare = Flask("u")
+    httpkit.install(bare, "u", {})  # no origins: same origin only, no CORS header for anyone
+    assert "Access-Control-Allow-Origin" not in bare.test_client().get(
+        "/health", headers={"Origin": "http://good.example"}).headers
