@@ -11,8 +11,15 @@ Delivery guarantees:
   ``PublishError`` knows the message was not accepted.
 - ``consume`` acks only after the handler returned, i.e. after the handler's
   work is durable. A handler that raises gets the message requeued (after a
-  pause, so a dead dependency is not hammered); a body that is no known
-  contract is dead-lettered to ``dropbox.dead_letters``.
+  pause, so a dead dependency is not hammered) at most ``MAX_DELIVERIES``
+  times, then dead-lettered; a body that is no known contract is dead-lettered
+  to ``dropbox.dead_letters`` at once. ``messages_dead_lettered_total`` counts both.
+
+Clusters: ``AMQP_URL`` may list several broker nodes, comma-separated
+(``amqp://u:p@rabbit-0:5672/%2F,amqp://u:p@rabbit-1:5672/%2F``). Each new
+connection starts at the next node of the list and tries them all, so a lost
+node costs a reconnect to another one. Shared queues are quorum queues
+(``topology``), replicated over the nodes.
 """
 
 from __future__ import annotations
@@ -29,16 +36,19 @@ import pika.exceptions
 
 from .contracts import Message, UnknownMessage, decode
 from .handlers import ConsumerSpec, UnhandledMessage
+from .settings import broker_urls
 from .topology import (  # noqa: F401 - re-exported: callers name queues through messaging too
     AGGREGATOR_QUEUE,
     AUDIT_QUEUE,
     CONTROL_BINDINGS,
     DEAD_LETTER_EXCHANGE,
     DEAD_LETTER_QUEUE,
+    DELIVERY_LIMIT,
     DURABLE_QUEUES,
     EXCHANGE,
     GATEWAY_QUEUE,
     INDEX_QUEUE,
+    QUORUM,
     RETRY_EXCHANGE,
     RETRY_QUEUE,
     STORE_FAILED_QUEUE,
@@ -69,23 +79,62 @@ def _parameters(url: str, heartbeat: int) -> pika.URLParameters:
     return params
 
 
-def declare_topology(channel: Any) -> None:
+class _Nodes:
+    """Round robin over the broker nodes: each connection starts one node further, so
+    connections spread over the cluster and a reconnect after a node died starts elsewhere."""
+
+    def __init__(self, url: str) -> None:
+        self.urls = broker_urls(url)
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def connect(self, heartbeat: int) -> pika.BlockingConnection:
+        with self._lock:
+            start, self._next = self._next, (self._next + 1) % len(self.urls)
+        order = self.urls[start:] + self.urls[:start]
+        # pika tries each in turn (one attempt each, 5 s socket timeout): a dead node is skipped.
+        return pika.BlockingConnection([_parameters(u, heartbeat) for u in order])
+
+
+def _declare_queue(connection: Any, channel: Any, spec: QueueSpec) -> Any:
+    """Declare ``spec``; a queue that already exists with other arguments (a classic queue
+    left by a version before quorum queues) is used as it is, with a warning: redeclaring it
+    would fail forever, and deleting it would lose its messages. Returns the usable channel
+    (the broker closes a channel whose declaration it refused)."""
+    try:
+        channel.queue_declare(spec.name, durable=True, arguments=spec.arguments or None)
+        return channel
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code != 406:  # PRECONDITION_FAILED: inequivalent arguments
+            raise
+        _classic_fallbacks.add(spec.name)
+        log.warning("queue exists with other arguments (classic?); using it as it is - "
+                    "drain and delete it to get a quorum queue",
+                    extra={"queue": spec.name, "error": exc.reply_text})
+        channel = connection.channel()
+        channel.queue_declare(spec.name, passive=True)
+        return channel
+
+
+def declare_topology(connection: Any) -> Any:
+    """Declare every exchange, durable queue and binding; returns the channel to use."""
+    channel = connection.channel()
     channel.exchange_declare(EXCHANGE, exchange_type="topic", durable=True)
     channel.exchange_declare(RETRY_EXCHANGE, exchange_type="topic", durable=True)
     channel.exchange_declare(DEAD_LETTER_EXCHANGE, exchange_type="topic", durable=True)
     for spec in DURABLE_QUEUES:
-        channel.queue_declare(spec.name, durable=True, arguments=spec.arguments or None)
+        channel = _declare_queue(connection, channel, spec)
         for key in spec.bindings:
             channel.queue_bind(spec.name, spec.exchange, routing_key=key)
+    return channel
 
 
 class _Channel:
     """One confirmed channel on its own connection (pika connections are not thread-safe)."""
 
-    def __init__(self, url: str, heartbeat: int) -> None:
-        self.connection = pika.BlockingConnection(_parameters(url, heartbeat))
-        self.channel = self.connection.channel()
-        declare_topology(self.channel)
+    def __init__(self, nodes: _Nodes, heartbeat: int) -> None:
+        self.connection = nodes.connect(heartbeat)
+        self.channel = declare_topology(self.connection)
         self.channel.confirm_delivery()
 
     @property
@@ -113,6 +162,7 @@ class Broker:
     def __init__(self, url: str, *, publish_attempts: int = 5, heartbeat: int = 30,
                  pool_size: int = 4) -> None:
         self.url = url
+        self._nodes = _Nodes(url)
         self.publish_attempts = publish_attempts
         self.heartbeat = heartbeat
         self.pool_size = pool_size
@@ -127,7 +177,7 @@ class Broker:
                 if channel.usable:
                     return channel
                 channel.close()
-        return _Channel(self.url, self.heartbeat)
+        return _Channel(self._nodes, self.heartbeat)
 
     def _give_back(self, channel: _Channel) -> None:
         with self._lock:
@@ -209,15 +259,28 @@ Handler = Callable[[Message], None]
 
 # A message whose handler failed this many times is poison, not bad luck: it goes to the
 # dead-letter queue (kept there for an operator) instead of blocking its queue forever.
-MAX_DELIVERIES = 5
-ATTEMPTS_HEADER = "x-dropbox-attempts"
+# Quorum queues count deliveries themselves (x-delivery-count, limit topology.DELIVERY_LIMIT);
+# the consumer rejects at the same count, before the broker would, so it can log and count it.
+MAX_DELIVERIES = DELIVERY_LIMIT
+ATTEMPTS_HEADER = "x-dropbox-attempts"  # our own count, on copies republished to classic queues
+DELIVERY_COUNT_HEADER = "x-delivery-count"  # the quorum queue's count of earlier returns
+
+# Queues that exist as classic queues although the topology says quorum (``_declare_queue``):
+# they do not count deliveries, so their consumers count in a header as classic queues need.
+_classic_fallbacks: set[str] = set()
+
+
+def _count(headers: dict[str, Any], name: str) -> int:
+    raw = headers.get(name, 0)
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0 else 0
 
 
 def attempts_of(properties: Any) -> int:
-    """How many times handlers have already failed on this message (0 for a fresh one)."""
+    """How many times handlers have already failed on this message (0 for a fresh one): the
+    quorum queue's x-delivery-count, or our header on a copy (a message that moved from a
+    classic queue to a quorum one keeps the larger count)."""
     headers = getattr(properties, "headers", None) or {}
-    raw = headers.get(ATTEMPTS_HEADER, 0)
-    return raw if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0 else 0
+    return max(_count(headers, ATTEMPTS_HEADER), _count(headers, DELIVERY_COUNT_HEADER))
 
 
 class Consumer:
@@ -227,17 +290,22 @@ class Consumer:
     bound to ``bindings`` (per-process control events).
 
     A failed handler's message is retried after ``retry_pause``, at most
-    ``max_deliveries`` times in all: classic queues do not count redeliveries,
-    so the count travels in a header of a republished copy (the copy goes to
-    the back of the same queue, then the original is acked; a crash between the
-    two delivers it twice, which handlers are written to survive). Then it is
-    rejected to the dead-letter exchange.
+    ``max_deliveries`` times in all, then rejected to the dead-letter exchange.
+    On a quorum queue the retry is a ``nack`` with requeue: the broker counts the
+    delivery in ``x-delivery-count``. Classic queues (the exclusive control
+    queues) do not count redeliveries, so there the count travels in a header of
+    a republished copy (the copy goes to the back of the same queue, then the
+    original is acked; a crash between the two delivers it twice, which
+    handlers are written to survive).
     """
 
     def __init__(self, url: str, queue: QueueSpec | None, handler: Handler, *, prefetch: int = 4,
                  bindings: tuple[str, ...] = (), name: str = "consumer", retry_pause: float = 1.0,
-                 heartbeat: int = 60, max_deliveries: int = MAX_DELIVERIES) -> None:
+                 heartbeat: int = 60, max_deliveries: int = MAX_DELIVERIES,
+                 on_dead_letter: Callable[[str, str], None] | None = None) -> None:
         self.url = url
+        self._nodes = _Nodes(url)
+        self.on_dead_letter = on_dead_letter  # (queue, reason): the service's messages_dead_lettered_total
         self.queue = queue
         self.handler = handler
         self.prefetch = prefetch
@@ -246,25 +314,50 @@ class Consumer:
         self.retry_pause = retry_pause
         self.heartbeat = heartbeat
         self.max_deliveries = max(1, max_deliveries)
-        self.dead_lettered = 0  # poison messages this consumer set aside (for tests and metrics)
+        # Messages this consumer set aside, by reason (poison | unknown | unhandled).
+        # Only the consumer's thread writes it.
+        self.dead_letters: dict[str, int] = {}
         self.connected = False
         self._stop = threading.Event()
         self._connection: pika.BlockingConnection | None = None
         self._queue_name = queue.name if queue is not None else ""
+
+    @property
+    def dead_lettered(self) -> int:
+        return sum(self.dead_letters.values())
+
+    @property
+    def queue_label(self) -> str:
+        return self.queue.name if self.queue is not None else "exclusive"
+
+    def _dead_letter(self, channel: Any, method: Any, reason: str) -> None:
+        channel.basic_reject(method.delivery_tag, requeue=False)
+        self.dead_letters[reason] = self.dead_letters.get(reason, 0) + 1
+        if self.on_dead_letter is not None:
+            try:
+                self.on_dead_letter(self.queue_label, reason)
+            except Exception:  # noqa: BLE001 - a metric must never stop consumption
+                log.exception("dead-letter callback failed", extra={"queue": self.name})
+
+    @property
+    def _broker_counts(self) -> bool:
+        """Whether this queue counts deliveries itself (a quorum queue)."""
+        return (self.queue is not None and self.queue.arguments.get("x-queue-type") == QUORUM
+                and self.queue.name not in _classic_fallbacks)
 
     def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         try:
             message = decode(body)
         except UnknownMessage as exc:
             log.error("dead-lettering an unknown message", extra={"queue": self.name, "error": str(exc)})
-            channel.basic_reject(method.delivery_tag, requeue=False)
+            self._dead_letter(channel, method, "unknown")
             return
         try:
             self.handler(message)
         except UnhandledMessage as exc:
             log.error("dead-lettering a message this queue has no handler for",
                       extra={"queue": self.name, "error": str(exc)})
-            channel.basic_reject(method.delivery_tag, requeue=False)
+            self._dead_letter(channel, method, "unhandled")
             return
         except Exception:  # noqa: BLE001 - retried below: the work was not done
             self._failed(channel, method, properties, body, type(message).__name__)
@@ -276,12 +369,14 @@ class Consumer:
         if attempts >= self.max_deliveries:
             log.exception("handler failed for good; dead-lettering the message",
                           extra={"queue": self.name, "message_type": message_type, "attempts": attempts})
-            self.dead_lettered += 1
-            channel.basic_reject(method.delivery_tag, requeue=False)
+            self._dead_letter(channel, method, "poison")
             return
         log.exception("handler failed; message retried", extra={"queue": self.name, "message_type": message_type,
                                                                  "attempts": attempts})
         self._stop.wait(self.retry_pause)
+        if self._broker_counts:
+            channel.basic_nack(method.delivery_tag, requeue=True)  # x-delivery-count goes up by one
+            return
         headers = {**(getattr(properties, "headers", None) or {}), ATTEMPTS_HEADER: attempts}
         copy = pika.BasicProperties(content_type=properties.content_type, delivery_mode=properties.delivery_mode,
                                     message_id=properties.message_id, type=properties.type,
@@ -296,9 +391,8 @@ class Consumer:
         backoff = 0.5
         while not self._stop.is_set():
             try:
-                self._connection = pika.BlockingConnection(_parameters(self.url, self.heartbeat))
-                channel = self._connection.channel()
-                declare_topology(channel)
+                self._connection = self._nodes.connect(self.heartbeat)
+                channel = declare_topology(self._connection)
                 channel.basic_qos(prefetch_count=self.prefetch)
                 if self.queue is not None:
                     queue_name = self.queue.name
@@ -339,17 +433,19 @@ class Consumer:
         self._stop.set()
 
 
-def start_consumers(url: str, specs: Iterable[ConsumerSpec]) -> list[Consumer]:
+def start_consumers(url: str, specs: Iterable[ConsumerSpec],
+                    on_dead_letter: Callable[[str, str], None] | None = None) -> list[Consumer]:
     """Start every consumer a service's ``handlers.consumers(...)`` lists; each runs in its own thread.
 
     The one way every ``__main__`` starts its consumers; stop them with ``stop_consumers``.
+    ``on_dead_letter(queue, reason)`` is told of every message a consumer sets aside.
     """
     started: list[Consumer] = []
     for spec in specs:
         for n in range(spec.count):
             name = spec.name if spec.count == 1 else f"{spec.name}-{n}"
             consumer = Consumer(url, spec.queue, spec.dispatch, prefetch=spec.prefetch,
-                                bindings=spec.bindings, name=name)
+                                bindings=spec.bindings, name=name, on_dead_letter=on_dead_letter)
             consumer.start()
             started.append(consumer)
     return started
@@ -358,3 +454,4 @@ def start_consumers(url: str, specs: Iterable[ConsumerSpec]) -> list[Consumer]:
 def stop_consumers(consumers: Iterable[Consumer]) -> None:
     for consumer in consumers:
         consumer.stop()
+

@@ -77,7 +77,18 @@ def start(app: Any, amqp_url: str) -> Callable[[], None]:
     runtime = runtime_of(app)
     if runtime.prepare is not None:
         prepare(runtime.prepare)
-    consumers = messaging.start_consumers(amqp_url, runtime.consumers)
+    metrics = app.extensions.get("metrics") if hasattr(app, "extensions") else None
+    on_dead_letter = None
+    if metrics is not None and runtime.consumers:
+        dead_lettered = metrics.counter(
+            "messages_dead_lettered_total", "Messages a consumer set aside to dropbox.dead_letters "
+            "(poison: failed MAX_DELIVERIES times; unknown: no contract; unhandled: no handler)",
+            ("queue", "reason"))
+
+        def on_dead_letter(queue: str, reason: str) -> None:
+            dead_lettered.labels(queue, reason).inc()
+
+    consumers = messaging.start_consumers(amqp_url, runtime.consumers, on_dead_letter)
     stop_event = threading.Event()
     for task in runtime.periodic:
         start_periodic(task.name, task.interval, task.work, stop_event)

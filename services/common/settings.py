@@ -113,6 +113,24 @@ def cors_origins(env: Mapping[str, str], name: str = "CORS_ORIGINS",
     return origins
 
 
+# A cluster has 3 to 7 nodes; a longer list is a configuration mistake, not a cluster.
+MAX_BROKER_NODES = 16
+
+
+def broker_urls(value: str) -> list[str]:
+    """The node URLs of ``AMQP_URL``: one URL, or several separated by commas (a cluster)."""
+    urls = [part.strip() for part in value.split(",") if part.strip()]
+    if not urls:
+        raise ConfigError("AMQP_URL names no broker")
+    if len(urls) > MAX_BROKER_NODES:
+        raise ConfigError(f"AMQP_URL names {len(urls)} brokers; at most {MAX_BROKER_NODES}")
+    for one in urls:
+        if not one.startswith(("amqp://", "amqps://")):
+            # Only the part after '@': the URL carries the broker's password.
+            raise ConfigError(f"AMQP_URL: not an AMQP URL: {one.rsplit('@', 1)[-1]!r}")
+    return urls
+
+
 def is_production(env: Mapping[str, str]) -> bool:
     return env.get("DROPBOX_ENV", "development").lower() == "production"
 
@@ -155,10 +173,12 @@ class CommonSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> CommonSettings:
         fsm_url = env_str(env, "FILE_SERVICE_MANAGER_URL", "http://127.0.0.1:5003")
+        amqp_url = env_str(env, "AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+        broker_urls(amqp_url)  # a bad list stops the service at start, not at its first publish
         return cls(
             env_name=env.get("DROPBOX_ENV", "development"),
             internal_api_key=env_secret(env, "INTERNAL_API_KEY"),
-            amqp_url=env_str(env, "AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
+            amqp_url=amqp_url,
             redis_url=env_str(env, "REDIS_URL", "redis://127.0.0.1:6379/0"),
             redis_prefix=env_str(env, "REDIS_PREFIX", "dropbox"),
             mongodb_uri=env_str(env, "MONGODB_URI", "mongodb://127.0.0.1:27017"),

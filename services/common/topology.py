@@ -23,29 +23,51 @@ class QueueSpec:
     arguments: dict[str, object] = field(default_factory=dict)
 
 
-STORE_QUEUE = QueueSpec("file_service_manager.store", ("upload.store",),
-                        arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE})
-INDEX_QUEUE = QueueSpec("file_service_manager.index", ("file.status.*", "file.grouped"),
-                        arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE})
-AUDIT_QUEUE = QueueSpec("file_service_manager.audit", ("audit.recorded",),
-                        arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE})
-STORE_FAILED_QUEUE = QueueSpec("file_uploader.store_failed", ("upload.store_failed",),
-                               arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE})
-AGGREGATOR_QUEUE = QueueSpec("pool_aggregator.stored", ("file.stored",),
-                             arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE})
+# Every shared queue is a quorum queue: durable, replicated over the cluster's nodes (a node
+# lost is not a queue lost) and counting redeliveries itself (x-delivery-count). After
+# DELIVERY_LIMIT returns the broker dead-letters a message on its own, so even a message that
+# crashes its consumer process (no handler ever gets to reject it) cannot circle forever.
+# The consumer rejects a poison message one delivery earlier (messaging.Consumer), so the
+# broker's limit is only the backstop. Per-process exclusive queues stay classic: an
+# exclusive queue cannot be a quorum queue.
+QUORUM = "quorum"
+DELIVERY_LIMIT = 5
+
+
+def quorum(dead_letter_exchange: str | None = DEAD_LETTER_EXCHANGE, *,
+           delivery_limit: int | None = DELIVERY_LIMIT) -> dict[str, object]:
+    """The arguments of a quorum queue; dead-lettering at-least-once (the broker keeps the
+    message until the dead-letter queue confirmed it), which quorum queues allow only with
+    reject-publish overflow."""
+    args: dict[str, object] = {"x-queue-type": QUORUM}
+    if dead_letter_exchange is not None:
+        args.update({"x-dead-letter-exchange": dead_letter_exchange,
+                     "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"})
+    if delivery_limit is not None:
+        args["x-delivery-limit"] = delivery_limit
+    return args
+
+
+STORE_QUEUE = QueueSpec("file_service_manager.store", ("upload.store",), arguments=quorum())
+INDEX_QUEUE = QueueSpec("file_service_manager.index", ("file.status.*", "file.grouped"), arguments=quorum())
+AUDIT_QUEUE = QueueSpec("file_service_manager.audit", ("audit.recorded",), arguments=quorum())
+STORE_FAILED_QUEUE = QueueSpec("file_uploader.store_failed", ("upload.store_failed",), arguments=quorum())
+AGGREGATOR_QUEUE = QueueSpec("pool_aggregator.stored", ("file.stored",), arguments=quorum())
 # Shared by every gateway process: one of them takes each notification and
 # emits it through python-socketio's message-queue manager, which reaches the
 # clients of every gateway (file-status, pool-result, group-status).
 GATEWAY_QUEUE = QueueSpec("socket_gateway.notifications",
                           ("file.status.*", "pool.result_published", "pool.group_changed"),
-                          arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE})
+                          arguments=quorum())
 # A delayed message (a store retry) waits here for its per-message expiration,
 # then is dead-lettered back to EXCHANGE with its own routing key. One queue
 # serves every delay because all retries share one delay: per-message TTLs
-# only expire at the head of a queue.
+# only expire at the head of a queue. Nobody consumes it, so no delivery limit.
 RETRY_QUEUE = QueueSpec("dropbox.delayed", ("#",), exchange=RETRY_EXCHANGE,
-                        arguments={"x-dead-letter-exchange": EXCHANGE})
-DEAD_LETTER_QUEUE = QueueSpec("dropbox.dead_letters", ("#",), exchange=DEAD_LETTER_EXCHANGE)
+                        arguments=quorum(EXCHANGE, delivery_limit=None))
+# Kept for an operator; replicated like the rest so a node lost loses no evidence.
+DEAD_LETTER_QUEUE = QueueSpec("dropbox.dead_letters", ("#",), exchange=DEAD_LETTER_EXCHANGE,
+                              arguments=quorum(None, delivery_limit=None))
 
 DURABLE_QUEUES = (STORE_QUEUE, INDEX_QUEUE, AUDIT_QUEUE, STORE_FAILED_QUEUE, AGGREGATOR_QUEUE,
                   GATEWAY_QUEUE, RETRY_QUEUE, DEAD_LETTER_QUEUE)
