@@ -181,6 +181,11 @@ class UploadService:
         self.metrics.overloaded.inc()
         return ApiError(429, "overloaded", message, retry_after=self.settings.overload_retry_after)
 
+    def _quota_exceeded(self) -> ApiError:
+        quota = self.settings.user_quota_bytes
+        return ApiError(413, "quota_exceeded", f"this upload would pass your storage quota of {quota} bytes",
+                        quota=quota)
+
     def check_load(self) -> None:
         reasons = self.load.reasons()
         if reasons:
@@ -212,6 +217,9 @@ class UploadService:
                                 now=timeutil.now_iso())
         if not self.store.open_slot(plan.owner_id, upload_id, self.limits.max_uploads_per_user):
             raise self._overloaded(f"at most {self.limits.max_uploads_per_user} unfinished uploads per user")
+        if not self.store.reserve(plan.owner_id, upload_id, plan.size, self.settings.user_quota_bytes):
+            self.store.free_slot(plan.owner_id, upload_id)
+            raise self._quota_exceeded()
         self.store.create(plan, writer)
         self.metrics.started.inc()
         self.audit.record("upload_started", actor=plan.owner_id, file_id=upload_id, pool_id=plan.pool_id,
@@ -230,6 +238,9 @@ class UploadService:
         if not self.store.open_slot(session["owner_id"], file_id, self.limits.max_uploads_per_user):
             self.store.release_writer(file_id, writer)
             raise self._overloaded(f"at most {self.limits.max_uploads_per_user} unfinished uploads per user")
+        if not self.store.reserve(session["owner_id"], file_id, session["size"], self.settings.user_quota_bytes):
+            self.store.release_writer(file_id, writer)
+            raise self._quota_exceeded()
         self.store.touch(file_id, session["chunk_count"], self.settings.upload_ttl_seconds)
         have = self.store.existing_chunks(file_id, session["chunk_count"])
         return {"file_id": file_id, "chunk_size": session["chunk_size"],
@@ -352,14 +363,14 @@ class UploadService:
             self._drop(session, "sha256_mismatch")
             raise errors.bad_request("sha256 mismatch: the received bytes do not match the declared sha256")
         self.store.touch(file_id, count, self.settings.cached_ttl_seconds)
-        if not self.store.mark_cached(file_id, session["size"]):
+        if not self.store.mark_cached(file_id, session["size"], owner_id=session["owner_id"]):
             return {"file_id": file_id, "status": CACHED}  # a concurrent complete won the transition
         command = _store_command(session, sha256, self.store.cache_key(file_id))
         try:
             self.broker.publish(command)
         except messaging.PublishError:
             # Not accepted by the broker: back to uploading so the client's retry publishes it.
-            self.store.unmark_cached(file_id)
+            self.store.unmark_cached(file_id, owner_id=session["owner_id"])
             raise ApiError(503, "unavailable",
                           "the store queue is unavailable; complete again later") from None
         self.store.set_status(file_id, CACHED, sha256=sha256)
@@ -416,6 +427,7 @@ class UploadService:
             session = self.store.session(file_id)
             if session is not None:
                 self._drop(session, "marked_failed")
+            self.store.give_back(tomb["owner_id"], file_id)  # not stored: its bytes leave the quota (once)
         self.broker.publish(FileStatusChanged(file_id=file_id, owner_id=tomb["owner_id"], status=status,
                                               pool_id=tomb.get("pool_id") or None,
                                               file_name=tomb.get("file_name") or None))

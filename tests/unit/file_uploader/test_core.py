@@ -208,3 +208,12 @@ def test_the_cached_bytes_budget_setting() -> None:
     assert Settings.from_env({"MAX_CACHED_BYTES_PER_USER": "0"}).max_cached_bytes_per_user == 0
     with pytest.raises(ConfigError):
         Settings.from_env({"MAX_FILE_SIZE": "1000", "MAX_CACHED_BYTES_PER_USER": "999"})
+
+
+def test_the_user_quota_setting() -> None:
+    from services.common.settings import ConfigError
+
+    assert Settings.from_env({}).user_quota_bytes == 0  # SPEC: unlimited by default
+    assert Settings.from_env({"USER_QUOTA_BYTES": "1000"}).user_quota_bytes == 1000
+    with pytest.raises(ConfigError):
+        Settings.from_env({"USER_QUOTA_BYTES": "-1"})

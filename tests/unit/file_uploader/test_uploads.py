@@ -203,6 +203,69 @@ def test_a_write_racing_a_drop_is_not_found(uploads, cache, monkeypatch) -> None
     assert file_id not in cache.uploads
 
 
+@pytest.fixture
+def quota(uploads, settings) -> int:
+    uploads.settings = dataclasses.replace(settings, user_quota_bytes=20)
+    return 20
+
+
+def test_the_quota_is_checked_at_start(uploads, cache, quota) -> None:
+    error = refused(uploads.start, {"file_name": "a.bin", "size": 21}, owner_id=OWNER, owner_name="alice",
+                    writer=WRITER)
+    assert (error.status, error.code) == (413, "quota_exceeded") and error.extra["quota"] == quota
+    assert not cache.uploads and not cache.slots[OWNER]
+    first = start(uploads, 12)  # reserved at start: a concurrent start sees it
+    assert refused(uploads.start, {"file_name": "a.bin", "size": 9}, owner_id=OWNER, owner_name="alice",
+                   writer=WRITER).code == "quota_exceeded"
+    assert start(uploads, 8)
+    send_all(uploads, first, b"q" * 12)
+    complete(uploads, first)  # stored bytes from now on
+    assert cache.committed_bytes(OWNER) == 20
+    uploads.start({"file_name": "a.bin", "size": 20}, owner_id="8", owner_name="bob", writer="w8")  # another user
+
+
+def test_stored_bytes_keep_counting_after_the_cache_is_gone(uploads, cache, quota) -> None:
+    first = start(uploads, 16)
+    send_all(uploads, first, b"q" * 16)
+    complete(uploads, first)
+    cache.expire_session(first)  # stored: file_service_manager deleted the bytes
+    assert refused(uploads.start, {"file_name": "a.bin", "size": 5}, owner_id=OWNER, owner_name="alice",
+                   writer=WRITER).status == 413
+    assert start(uploads, 4)
+
+
+@pytest.mark.parametrize("how", ["cancel", "refused_content", "store_failed", "marked_failed"])
+def test_an_upload_that_will_not_be_stored_gives_its_quota_back(uploads, cache, broker, quota, how) -> None:
+    from services.file_uploader import retries
+
+    first = start(uploads, 16)
+    if how == "cancel":
+        uploads.cancel(first, owner_id=OWNER)
+    elif how == "refused_content":
+        refused(write, uploads, first, 0, b"MZ" + b"\0" * 6)
+    else:
+        send_all(uploads, first, b"q" * 16)
+        complete(uploads, first)
+        if how == "store_failed":
+            command = broker.of_type(StoreUpload)[0]
+            for attempt in (1, 2, 3):
+                retries.store_failed(uploads, first, attempt, "boom", command)
+        else:
+            uploads.update_status(first, contracts.FAILED)
+            uploads.update_status(first, contracts.FAILED)  # told twice: given back once
+    assert cache.committed_bytes(OWNER) == 0
+    assert start(uploads, 20)
+
+
+def test_no_quota_by_default(uploads, cache) -> None:
+    assert uploads.settings.user_quota_bytes == 0
+    for _ in range(2):
+        file_id = start(uploads, 1024)
+        send_all(uploads, file_id, b"z" * 1024)
+        complete(uploads, file_id)
+    assert cache.committed_bytes(OWNER) == 2048  # counted all the same, so a quota set later applies
+
+
 # --- resume and the writer lock ----------------------------------------------------------------
 
 
