@@ -387,6 +387,11 @@ class UploadStore:
     def read_chunk(self, file_id: str, index: int) -> bytes | None:
         return self.r.get(self.chunk_key(file_id, index))
 
+    def read_range(self, file_id: str, index: int, start: int, end: int) -> bytes | None:
+        # GETRANGE: a few bytes, not a 4 MiB chunk; it answers b"" for a missing key (start < end).
+        piece = self.r.getrange(self.chunk_key(file_id, index), start, end - 1)
+        return bytes(piece) if piece else None
+
     def existing_chunks(self, file_id: str, count: int) -> set[int]:
         """Indexes whose chunk key still exists (the received set may name an expired chunk)."""
         have: set[int] = set()

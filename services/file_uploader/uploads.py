@@ -262,15 +262,10 @@ class UploadService:
             raise errors.conflict("this connection does not hold the upload's writer lock; "
                                 "send start-transfer with the file_id to resume")
         items = [UploadItem(**i) for i in session["items"]]
-        for offset in core.item_heads_in_chunk(items, index, session["chunk_size"]):
-            try:
-                core.check_content(data[offset:offset + core.MAGIC_LENGTH])
-            except ApiError:
-                # An executable is never kept, not even as a resumable upload.
-                self._drop(session, "forbidden_type")
-                self.audit.record("upload_refused", actor=session["owner_id"], file_id=file_id,
-                                  outcome="refused", reason="forbidden_type")
-                raise
+        for parts in core.heads_touching_chunk(items, index, session["chunk_size"]):
+            # A head crossing into a chunk not written yet is sniffed when that chunk
+            # arrives (it then sees this one), and again at completion.
+            self._sniff(session, parts, index, data)
         # Every chunk, not only the start, passes the overload check: an upload started
         # before Redis filled up must not go on filling it (the answer is cached, see LoadGauge).
         self.check_load()
@@ -304,6 +299,27 @@ class UploadService:
         self.audit.record("upload_cancelled", actor=session["owner_id"], file_id=file_id,
                           pool_id=session["pool_id"], outcome="cancelled")
         return {"file_id": file_id, "status": CANCELLED}
+
+    def _sniff(self, session: dict[str, Any], parts: list[core.HeadPart], index: int | None = None,
+               data: bytes = b"") -> bool:
+        """Sniff one item head (chunk ``index`` given as ``data``, other parts read from the
+        cache); False when a part is not in the cache yet. An executable is refused and
+        never kept, not even as a resumable upload."""
+        pieces = []
+        for chunk, start, end in parts:
+            piece = data[start:end] if chunk == index else self.store.read_range(session["upload_id"], chunk,
+                                                                                  start, end)
+            if piece is None:
+                return False
+            pieces.append(piece)
+        try:
+            core.check_content(b"".join(pieces))
+        except ApiError:
+            self._drop(session, "forbidden_type")
+            self.audit.record("upload_refused", actor=session["owner_id"], file_id=session["upload_id"],
+                              outcome="refused", reason="forbidden_type")
+            raise
+        return True
 
     def release(self, file_id: str, writer: str) -> bool:
         validation.optional_id(file_id, "file_id")
@@ -357,6 +373,9 @@ class UploadService:
         missing = core.missing_indexes(count, have)
         if missing:
             raise errors.conflict(f"{len(missing)} chunk(s) missing", missing=missing[:1000])
+        for parts in core.straddling_heads([UploadItem(**i) for i in session["items"]], session["chunk_size"]):
+            if not self._sniff(session, parts):
+                raise errors.conflict("a chunk disappeared while completing", missing=[parts[-1][0]])
         sha256 = self._whole_sha256(session)
         if session["sha256"] and session["sha256"] != sha256:
             # Corrupt data: nothing to resume from, the bytes do not make the declared file.

@@ -159,6 +159,10 @@ class FakeUploadCache:
         upload = self.uploads.get(file_id)
         return upload.chunks.get(index) if upload else None
 
+    def read_range(self, file_id: str, index: int, start: int, end: int) -> bytes | None:
+        chunk = self.read_chunk(file_id, index)
+        return chunk[start:end] if chunk is not None and start < len(chunk) else None
+
     def existing_chunks(self, file_id: str, count: int) -> set[int]:
         upload = self.uploads.get(file_id)
         return {i for i in upload.chunks if i < count} if upload else set()

@@ -75,6 +75,8 @@ def test_chunks_are_written_once(cache) -> None:
     assert cache.put_chunk(fid, 2, b"ij", owner_id="7") == "new"
     assert cache.read_chunk(fid, 0) == b"abcd" and cache.read_chunk(fid, 1) is None
     assert cache.received_count(fid) == 2 and cache.existing_chunks(fid, 3) == {0, 2}
+    assert cache.read_range(fid, 0, 1, 3) == b"bc" and cache.read_range(fid, 2, 1, 4) == b"j"
+    assert cache.read_range(fid, 1, 0, 2) is None
 
 
 def test_the_owner_budget_of_cached_bytes(cache) -> None:

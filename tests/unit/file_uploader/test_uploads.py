@@ -540,6 +540,48 @@ def test_an_executable_item_inside_a_chunk_is_refused(uploads, cache) -> None:
     assert error.code == "forbidden_type" and file_id not in cache.uploads
 
 
+def batch_with_head_at(uploads, offset: int, size: int = 24) -> tuple[str, bytearray]:
+    """A two-item batch whose second item starts at ``offset`` with an executable's magic."""
+    items = [{"offset": 0, "length": offset, "timestamp": "2026-01-01T00:00:00Z"},
+             {"offset": offset, "length": size - offset, "timestamp": "2026-01-01T00:00:00Z"}]
+    data = bytearray(b"a" * size)
+    data[offset:offset + 4] = b"\x7fELF"
+    return start(uploads, size, items=items), data
+
+
+@pytest.mark.parametrize("offset", [5, 6, 7, 8, 13, 14, 15, 16])
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0)])
+def test_an_item_head_across_a_chunk_boundary_is_sniffed(uploads, cache, offset, order) -> None:
+    file_id, data = batch_with_head_at(uploads, offset)
+    with pytest.raises(ApiError) as info:
+        for index in order:
+            write(uploads, file_id, index, bytes(data[index * CHUNK:(index + 1) * CHUNK]))
+        complete(uploads, file_id)
+    assert info.value.code == "forbidden_type"
+    assert file_id not in cache.uploads
+
+
+def test_a_straddling_head_written_concurrently_is_caught_at_complete(uploads, cache, broker,
+                                                                       monkeypatch) -> None:
+    file_id, data = batch_with_head_at(uploads, 7)
+    # Both halves written at once: neither write sees the other's bytes yet.
+    monkeypatch.setattr(cache, "read_range", lambda *_args: None)
+    for index in range(3):
+        write(uploads, file_id, index, bytes(data[index * CHUNK:(index + 1) * CHUNK]))
+    monkeypatch.undo()
+    error = refused(complete, uploads, file_id)
+    assert error.code == "forbidden_type" and file_id not in cache.uploads
+    assert not broker.of_type(StoreUpload)
+
+
+def test_harmless_bytes_across_a_boundary_pass(uploads, broker) -> None:
+    file_id, data = batch_with_head_at(uploads, 7)
+    data[7:11] = b"ELF\x7f"
+    for index in range(3):
+        write(uploads, file_id, index, bytes(data[index * CHUNK:(index + 1) * CHUNK]))
+    assert complete(uploads, file_id)["status"] == "cached"
+
+
 # --- plain HTTP uploads ------------------------------------------------------------------
 
 
