@@ -60,7 +60,7 @@ class Settings:
             chunk_size=chunk_size,
             forbidden_extensions=forbidden,
             max_metadata_bytes=env_int(env, "MAX_METADATA_BYTES", 16 * 1024, minimum=2),
-            max_items=env_int(env, "MAX_ITEMS", 10_000, minimum=1),
+            max_items=env_int(env, "MAX_ITEMS", 1_000, minimum=1),
             max_uploads_per_user=env_int(env, "MAX_UPLOADS_PER_USER", 20, minimum=1),
         )
         cached_per_user = env_int(env, "MAX_CACHED_BYTES_PER_USER", max(256 * MiB, limits.max_file_size),

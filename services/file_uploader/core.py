@@ -57,7 +57,7 @@ class Limits:
     chunk_size: int = MiB
     forbidden_extensions: tuple[str, ...] = DEFAULT_FORBIDDEN_EXTENSIONS
     max_metadata_bytes: int = 16 * 1024
-    max_items: int = 10_000
+    max_items: int = 1_000  # SPEC's MAX_ITEMS: each item is a file record and a grouping step
     max_uploads_per_user: int = 20
 
 
@@ -153,7 +153,8 @@ def build_items(upload_id: str, raw: Any, size: int, file_name: str, timestamp: 
     if not isinstance(raw, list):
         raise bad_request("items must be a list")
     if len(raw) > limits.max_items:
-        raise bad_request(f"at most {limits.max_items} items per upload")
+        raise bad_request(f"at most {limits.max_items} items per upload; send the rest as another batch",
+                          max_items=limits.max_items)
     items = []
     for n, entry in enumerate(raw):
         if not isinstance(entry, dict):

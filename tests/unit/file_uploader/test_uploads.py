@@ -617,3 +617,14 @@ def test_update_status_tells_the_owner_and_a_failure_drops_the_bytes(uploads, ca
     assert (notice.status, notice.owner_id, notice.file_name) == (contracts.FAILED, OWNER, "a.bin")
     for file_id_, status_ in ((file_id, "cached"), (None, contracts.UPLOADED), ("0" * 32, contracts.UPLOADED)):
         assert refused(uploads.update_status, file_id_, status_).status in (400, 404)
+
+
+def test_items_are_bounded_by_max_items_with_a_clear_400(uploads, cache, settings) -> None:
+    assert settings.limits.max_items == 1000  # SPEC's default
+    items = [{"offset": n, "length": 1, "timestamp": "2026-01-01T00:00:00Z"} for n in range(1001)]
+    error = refused(uploads.start, {"file_name": "a.bin", "size": 1001, "items": items}, owner_id=OWNER,
+                    owner_name="alice", writer=WRITER)
+    assert (error.status, error.code) == (400, "bad_request")
+    assert "at most 1000 items" in error.message and error.extra["max_items"] == 1000
+    assert not cache.uploads
+    assert start(uploads, 1000, items=items[:1000])
