@@ -189,7 +189,9 @@ class UploadService:
     def check_load(self) -> None:
         reasons = self.load.reasons()
         if reasons:
-            raise self._overloaded("the service is busy (" + "; ".join(reasons) + "); try again later")
+            # Queue depths and memory figures are for operators (logs, /metrics), not for users.
+            log.warning("overloaded: refusing uploads", extra={"reasons": "; ".join(reasons)})
+            raise self._overloaded("the service is busy; try again later")
 
     def _session(self, file_id: str, owner_id: str) -> dict[str, Any]:
         session = self.store.session(file_id) if validation.optional_id(file_id, "file_id") else None

@@ -628,3 +628,14 @@ def test_items_are_bounded_by_max_items_with_a_clear_400(uploads, cache, setting
     assert "at most 1000 items" in error.message and error.extra["max_items"] == 1000
     assert not cache.uploads
     assert start(uploads, 1000, items=items[:1000])
+
+
+def test_the_overloaded_message_names_no_internals(uploads, cache, broker, settings, caplog) -> None:
+    uploads.load.interval = 0
+    broker.depths[topology.STORE_QUEUE.name] = settings.max_store_queue_depth + 7
+    with caplog.at_level("WARNING"):
+        error = refused(uploads.start, {"file_name": "a.bin", "size": 5}, owner_id=OWNER, owner_name="alice",
+                        writer=WRITER)
+    assert error.code == "overloaded" and "queue" not in error.message
+    assert str(settings.max_store_queue_depth + 7) not in error.message
+    assert any("store queue" in str(getattr(r, "reasons", "")) for r in caplog.records)
