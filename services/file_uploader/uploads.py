@@ -360,6 +360,8 @@ class UploadService:
             if tomb and tomb.get("owner_id") == str(owner_id):
                 if tomb["status"] == contracts.FAILED:
                     raise errors.conflict("the upload failed; start it again")
+                if tomb["status"] == CANCELLED:
+                    raise errors.conflict("the upload was cancelled; start it again")
                 if tomb["status"] != UPLOADING:
                     return {"file_id": file_id, "status": CACHED}
             raise ApiError(404, "not_found", "no such upload")

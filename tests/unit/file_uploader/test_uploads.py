@@ -122,6 +122,9 @@ def test_cancel_drops_the_bytes_and_frees_the_slot(uploads, cache, broker) -> No
     assert "upload_cancelled" in actions(broker)
     assert start(uploads, 5)  # the freed slot is usable at once
     assert refused(uploads.cancel, file_id, owner_id=OWNER).status == 404
+    error = refused(complete, uploads, file_id)  # a late complete of the cancelled upload
+    assert (error.status, error.code) == (409, "conflict") and "cancelled" in error.message
+    assert not broker.of_type(StoreUpload)
     assert refused(write, uploads, file_id, 1, b"b" * 8).status == 404
 
 
