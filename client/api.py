@@ -468,10 +468,11 @@ class DropboxClient:
         self.spool.add(pool_id, source, timestamp=stamp, name=name)
         return None
 
-    def flush_spool(self, *, max_bytes: int = 48 * 1024 * 1024, max_items: int = 5000) -> list[str]:
+    def flush_spool(self, *, max_bytes: int = 48 * 1024 * 1024, max_items: int = 1000) -> list[str]:
         """Send every spooled update, one batch upload (``items``) per pool; returns the file_ids.
 
         An update leaves the spool only once its batch is ``cached`` by the fleet.
+        ``max_items`` stays within the fleet's MAX_ITEMS (default 1,000; more is refused).
         """
         if self.spool is None:
             return []

@@ -36,6 +36,8 @@ class Settings:
     # Chunk bytes one user may have in the cache (unfinished uploads and completed ones
     # not stored yet); 0 = no budget. Checked on every chunk: one account cannot fill Redis.
     max_cached_bytes_per_user: int = 256 * MiB
+    # SPEC's USER_QUOTA_BYTES: stored bytes per user, 0 = unlimited (413 quota_exceeded at start).
+    user_quota_bytes: int = 0
     overload_retry_after: int = 5
     sweep_interval_seconds: int = 300
     threads: int = 16
@@ -58,7 +60,7 @@ class Settings:
             chunk_size=chunk_size,
             forbidden_extensions=forbidden,
             max_metadata_bytes=env_int(env, "MAX_METADATA_BYTES", 16 * 1024, minimum=2),
-            max_items=env_int(env, "MAX_ITEMS", 10_000, minimum=1),
+            max_items=env_int(env, "MAX_ITEMS", 1_000, minimum=1),
             max_uploads_per_user=env_int(env, "MAX_UPLOADS_PER_USER", 20, minimum=1),
         )
         cached_per_user = env_int(env, "MAX_CACHED_BYTES_PER_USER", max(256 * MiB, limits.max_file_size),
@@ -68,6 +70,7 @@ class Settings:
                               "a file of the largest size could never finish")
         return cls(
             common=common, host=host, port=port, limits=limits, max_cached_bytes_per_user=cached_per_user,
+            user_quota_bytes=env_int(env, "USER_QUOTA_BYTES", 0, minimum=0),
             upload_ttl_seconds=env_int(env, "UPLOAD_TTL_SECONDS", 3600, minimum=60),
             cached_ttl_seconds=env_int(env, "CACHED_TTL_SECONDS", 86400, minimum=60),
             status_ttl_seconds=env_int(env, "STATUS_TTL_SECONDS", 86400, minimum=60),

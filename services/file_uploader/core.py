@@ -57,7 +57,7 @@ class Limits:
     chunk_size: int = MiB
     forbidden_extensions: tuple[str, ...] = DEFAULT_FORBIDDEN_EXTENSIONS
     max_metadata_bytes: int = 16 * 1024
-    max_items: int = 10_000
+    max_items: int = 1_000  # SPEC's MAX_ITEMS: each item is a file record and a grouping step
     max_uploads_per_user: int = 20
 
 
@@ -153,7 +153,8 @@ def build_items(upload_id: str, raw: Any, size: int, file_name: str, timestamp: 
     if not isinstance(raw, list):
         raise bad_request("items must be a list")
     if len(raw) > limits.max_items:
-        raise bad_request(f"at most {limits.max_items} items per upload")
+        raise bad_request(f"at most {limits.max_items} items per upload; send the rest as another batch",
+                          max_items=limits.max_items)
     items = []
     for n, entry in enumerate(raw):
         if not isinstance(entry, dict):
@@ -219,14 +220,40 @@ def missing_indexes(count: int, received: Iterable[int]) -> list[int]:
     return [i for i in range(count) if i not in have]
 
 
-def item_heads_in_chunk(items: Iterable[UploadItem], index: int, chunk_size: int) -> list[int]:
-    """Offsets, inside chunk ``index``, where an item begins (its head is sniffed there).
+HeadPart = tuple[int, int, int]  # (chunk index, start, end) of a head's bytes inside that chunk
 
-    A head that straddles two chunks is sniffed on the bytes this chunk holds;
-    the magic numbers are 2-4 bytes, so the rare straddle sees a prefix only.
+
+def head_parts(item: UploadItem, chunk_size: int) -> list[HeadPart]:
+    """Where ``item``'s head lies: its first MAGIC_LENGTH bytes (fewer if the item is shorter).
+
+    One part when the head sits inside a chunk, two when it crosses a chunk boundary
+    (an item starting 1-3 bytes before a boundary): both halves must be put
+    together before sniffing, or "MZ" split over two chunks passes unseen.
     """
-    start = index * chunk_size
-    return sorted({i.offset - start for i in items if start <= i.offset < start + chunk_size})
+    end = item.offset + min(MAGIC_LENGTH, item.length)
+    parts: list[HeadPart] = []
+    pos = item.offset
+    while pos < end:
+        index = pos // chunk_size
+        base = index * chunk_size
+        stop = min(end, base + chunk_size)
+        parts.append((index, pos - base, stop - base))
+        pos = stop
+    return parts
+
+
+def heads_touching_chunk(items: Iterable[UploadItem], index: int, chunk_size: int) -> list[list[HeadPart]]:
+    """The heads with bytes in chunk ``index`` (each as its parts)."""
+    heads = (head_parts(item, chunk_size) for item in items)
+    return [parts for parts in heads if any(part[0] == index for part in parts)]
+
+
+def straddling_heads(items: Iterable[UploadItem], chunk_size: int) -> list[list[HeadPart]]:
+    """The heads that cross a chunk boundary: re-checked whole at completion (two chunks
+    written at once may each have missed the other's half). Items do not overlap, so
+    there is at most one per boundary."""
+    heads = (head_parts(item, chunk_size) for item in items)
+    return [parts for parts in heads if len(parts) > 1]
 
 
 # --- start of an upload ----------------------------------------------------------

@@ -19,7 +19,13 @@ from .uploads import UploadService
 
 log = logging.getLogger(__name__)
 
-MAX_REASON = 500  # characters of a failure reason kept in the status tombstone
+MAX_REASON = 500  # characters of a failure reason kept in the logs and the audit trail (it may quote input)
+
+# What users read in file-status: a store failure's own text names servers, drivers and
+# exceptions (file_service_manager's internals), so it goes to the logs and the audit
+# trail, never to a client.
+USER_RETRY_REASON = "storing the file failed; trying again"
+USER_FAILED_REASON = "the file could not be stored; upload it again"
 
 
 def store_failed(uploads: UploadService, upload_id: str, attempt: int, reason: str, command: StoreUpload) -> str:
@@ -45,24 +51,26 @@ def retry(uploads: UploadService, upload_id: str, attempt: int, next_attempt: in
     uploads.store.touch(upload_id, command.chunk_count, settings.cached_ttl_seconds)
     uploads.store.set_status(upload_id, contracts.RETRYING, attempt=next_attempt)
     uploads.notify(FileStatusChanged(file_id=upload_id, owner_id=command.owner_id, status=contracts.RETRYING,
-                                     attempt=next_attempt, reason=reason, pool_id=command.pool_id,
+                                     attempt=next_attempt, reason=USER_RETRY_REASON, pool_id=command.pool_id,
                                      file_name=command.file_name))
     uploads.broker.publish_delayed(dataclasses.replace(command, attempt=next_attempt),
                                    settings.store_retry_delay_seconds)
     uploads.metrics.retries.inc()
-    log.warning("store failed; retrying", extra={"file_id": upload_id, "attempt": attempt, "reason": reason})
+    log.warning("store failed; retrying", extra={"file_id": upload_id, "attempt": attempt,
+                                                 "reason": reason[:MAX_REASON]})
     return "retry"
 
 
 def give_up(uploads: UploadService, upload_id: str, attempt: int, reason: str, command: StoreUpload) -> str:
     uploads.store.drop(upload_id, command.chunk_count, command.owner_id)
     uploads.hashes.forget(upload_id)
-    uploads.store.set_status(upload_id, contracts.FAILED, reason=reason[:MAX_REASON])
+    uploads.store.set_status(upload_id, contracts.FAILED, reason=USER_FAILED_REASON)
     uploads.broker.publish(FileStatusChanged(file_id=upload_id, owner_id=command.owner_id, status=contracts.FAILED,
-                                             attempt=attempt, reason=reason, pool_id=command.pool_id,
+                                             attempt=attempt, reason=USER_FAILED_REASON, pool_id=command.pool_id,
                                              file_name=command.file_name))
     uploads.metrics.failed.labels("store_failed").inc()
     uploads.audit.record("store_failed", actor=command.owner_id, outcome="failed", file_id=upload_id,
-                         pool_id=command.pool_id, size=command.size, reason=reason, attempt=attempt)
-    log.error("store failed for good", extra={"file_id": upload_id, "attempt": attempt, "reason": reason})
+                         pool_id=command.pool_id, size=command.size, reason=reason[:MAX_REASON], attempt=attempt)
+    log.error("store failed for good", extra={"file_id": upload_id, "attempt": attempt,
+                                              "reason": reason[:MAX_REASON]})
     return "failed"

@@ -9,7 +9,10 @@ Beside it: ``{prefix}:upload-owner:{owner_id}`` (sorted set: unfinished uploads 
 an owner, score = when opened; a member lives as long as its session),
 ``{prefix}:upload-bytes:{owner_id}`` (hash: upload id -> chunk bytes cached, the
 owner's cached-bytes budget) and ``{prefix}:upload-pending`` (hash: upload id ->
-size of completed uploads not yet stored). Every key carries an expiry.
+size of completed uploads not yet stored). Every key carries an expiry but one:
+``{prefix}:upload-quota:{owner_id}`` (hash: "stored" -> bytes of completed
+uploads, upload id -> declared size of an unfinished one), the USER_QUOTA_BYTES
+ledger, which must outlive every upload.
 """
 
 from __future__ import annotations
@@ -135,12 +138,52 @@ return 0
 
 # uploading -> cached exactly once: a repeated complete-upload finds 'cached' and
 # publishes nothing.
+# The transition also moves the upload's bytes in the owner's quota ledger (KEYS[2])
+# from "reserved" (field = upload id) to "stored", once: the tombstone (KEYS[3])
+# remembers what was counted, so giving it back (_GIVE_BACK) happens once too.
 _MARK_CACHED = """
 if redis.call('HGET', KEYS[1], 'status') == 'uploading' then
   redis.call('HSET', KEYS[1], 'status', 'cached')
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  if redis.call('HSETNX', KEYS[3], 'quota', ARGV[2]) == 1 then
+    redis.call('HINCRBY', KEYS[2], 'stored', ARGV[2])
+  end
   return 1
 end
 return 0
+"""
+
+# An upload that will not be stored (dropped, failed, cancelled) gives its bytes back:
+# its reservation, and what mark_cached counted as stored (once).
+_GIVE_BACK = """
+redis.call('HDEL', KEYS[1], ARGV[1])
+local counted = redis.call('HGET', KEYS[2], 'quota')
+if counted then
+  redis.call('HDEL', KEYS[2], 'quota')
+  redis.call('HINCRBY', KEYS[1], 'stored', -tonumber(counted))
+  return tonumber(counted)
+end
+return 0
+"""
+
+# USER_QUOTA_BYTES at start: the owner's ledger (KEYS[1]) holds "stored" (bytes of
+# completed uploads, see _MARK_CACHED) and one field per unfinished upload with its
+# declared size, so concurrent starts cannot together pass the quota. A reservation
+# whose upload no longer holds a slot (KEYS[2]) is dropped first: slots are pruned
+# with their sessions, so the fields stay at most MAX_UPLOADS_PER_USER + 1.
+_RESERVE = """
+for _, id in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if id ~= 'stored' and not redis.call('ZSCORE', KEYS[2], id) then redis.call('HDEL', KEYS[1], id) end
+end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 1 end
+local quota = tonumber(ARGV[3])
+if quota > 0 then
+  local used = 0
+  for _, v in ipairs(redis.call('HVALS', KEYS[1])) do used = used + tonumber(v) end
+  if used + tonumber(ARGV[2]) > quota then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
 """
 
 # Claim "failed attempt N is being handled": a redelivered UploadStoreFailed for
@@ -185,6 +228,8 @@ class UploadStore:
         self._release = client.register_script(_RELEASE)
         self._refresh = client.register_script(_REFRESH)
         self._mark_cached = client.register_script(_MARK_CACHED)
+        self._give_back = client.register_script(_GIVE_BACK)
+        self._reserve = client.register_script(_RESERVE)
         self._claim = client.register_script(_CLAIM_ATTEMPT)
         self._unclaim = client.register_script(_UNCLAIM_ATTEMPT)
 
@@ -212,6 +257,14 @@ class UploadStore:
         # file_uploader's own key (file_service_manager never reads it): upload id -> chunk bytes cached.
         return f"{self.prefix}:upload-bytes:{owner_id}"
 
+    def _quota(self, owner_id: str) -> str:
+        # file_uploader's own key. No expiry, on purpose: it is the user's account of stored
+        # bytes (USER_QUOTA_BYTES); one small hash per user who ever uploaded. Counted here,
+        # not asked of file_service_manager (which owns the index): no cross-service call per
+        # start, and bytes on their way to storage already count, so parallel starts cannot
+        # pass the quota before the first is stored (ARCHITECTURE, "Stored bytes per user").
+        return f"{self.prefix}:upload-quota:{owner_id}"
+
     @property
     def _owner_bytes_ttl(self) -> int:
         # Refreshed by every new chunk; outlives an unfinished upload and a completed one
@@ -238,7 +291,12 @@ class UploadStore:
                                      upload_id, limit, self._owner_ttl]))
 
     def free_slot(self, owner_id: str, upload_id: str) -> None:
-        self.r.zrem(self._owner(owner_id), upload_id)
+        """The upload is no longer unfinished: its slot and its quota reservation go (the bytes
+        counted as stored at completion stay)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zrem(self._owner(owner_id), upload_id)
+        pipe.hdel(self._quota(owner_id), upload_id)
+        pipe.execute()
 
     def create(self, plan: UploadPlan, writer: str) -> None:
         key = self.cache_key(plan.upload_id)
@@ -329,6 +387,11 @@ class UploadStore:
     def read_chunk(self, file_id: str, index: int) -> bytes | None:
         return self.r.get(self.chunk_key(file_id, index))
 
+    def read_range(self, file_id: str, index: int, start: int, end: int) -> bytes | None:
+        # GETRANGE: a few bytes, not a 4 MiB chunk; it answers b"" for a missing key (start < end).
+        piece = self.r.getrange(self.chunk_key(file_id, index), start, end - 1)
+        return bytes(piece) if piece else None
+
     def existing_chunks(self, file_id: str, count: int) -> set[int]:
         """Indexes whose chunk key still exists (the received set may name an expired chunk)."""
         have: set[int] = set()
@@ -354,8 +417,9 @@ class UploadStore:
         pipe.execute()
 
     # --- completion and removal ----------------------------------------------
-    def mark_cached(self, file_id: str, size: int) -> bool:
-        if not self._mark_cached(keys=[self.cache_key(file_id)]):
+    def mark_cached(self, file_id: str, size: int, *, owner_id: str) -> bool:
+        if not self._mark_cached(keys=[self.cache_key(file_id), self._quota(owner_id), self._status(file_id)],
+                                 args=[file_id, size]):
             return False
         pipe = self.r.pipeline(transaction=False)
         pipe.hset(self._pending, file_id, size)
@@ -364,15 +428,34 @@ class UploadStore:
         pipe.execute()
         return True
 
-    def unmark_cached(self, file_id: str) -> None:
+    def unmark_cached(self, file_id: str, *, owner_id: str) -> None:
         """Undo ``mark_cached`` when the StoreUpload could not be published."""
+        counted = self._give_back(keys=[self._quota(owner_id), self._status(file_id)], args=[file_id])
         pipe = self.r.pipeline(transaction=False)
         pipe.hset(self.cache_key(file_id), "status", UPLOADING)
         pipe.hdel(self._pending, file_id)
+        if counted:
+            pipe.hset(self._quota(owner_id), file_id, counted)  # reserved again, as before the transition
         pipe.execute()
 
+    # --- the quota ledger --------------------------------------------------------
+    def reserve(self, owner_id: str, upload_id: str, size: int, quota: int) -> bool:
+        return bool(self._reserve(keys=[self._quota(owner_id), self._owner(owner_id)],
+                                  args=[upload_id, size, quota]))
+
+    def give_back(self, owner_id: str, upload_id: str) -> int:
+        return int(self._give_back(keys=[self._quota(owner_id), self._status(upload_id)], args=[upload_id]))
+
+    def committed_bytes(self, owner_id: str) -> int:
+        return sum(int(v) for v in self.r.hvals(self._quota(owner_id)))
+
     def drop(self, file_id: str, chunk_count: int | None = None, owner_id: str | None = None) -> int:
-        """Delete the bytes and the session (the status tombstone stays until it expires)."""
+        """Delete the bytes and the session (the status tombstone stays until it expires).
+
+        A drop means the upload will not be stored (refused, cancelled, failed): its
+        slot, cached-bytes budget and quota are given back. (A stored upload's cache is
+        deleted by file_service_manager, not through here.)
+        """
         if chunk_count is None:
             session = self.session(file_id)
             chunk_count = session["chunk_count"] if session else 0
@@ -389,6 +472,7 @@ class UploadStore:
         if owner_id:
             self.free_slot(owner_id, file_id)
             self.r.hdel(self._owner_bytes(owner_id), file_id)
+            self.give_back(owner_id, file_id)
         return removed
 
     # --- retries -------------------------------------------------------------

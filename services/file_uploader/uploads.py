@@ -181,10 +181,17 @@ class UploadService:
         self.metrics.overloaded.inc()
         return ApiError(429, "overloaded", message, retry_after=self.settings.overload_retry_after)
 
+    def _quota_exceeded(self) -> ApiError:
+        quota = self.settings.user_quota_bytes
+        return ApiError(413, "quota_exceeded", f"this upload would pass your storage quota of {quota} bytes",
+                        quota=quota)
+
     def check_load(self) -> None:
         reasons = self.load.reasons()
         if reasons:
-            raise self._overloaded("the service is busy (" + "; ".join(reasons) + "); try again later")
+            # Queue depths and memory figures are for operators (logs, /metrics), not for users.
+            log.warning("overloaded: refusing uploads", extra={"reasons": "; ".join(reasons)})
+            raise self._overloaded("the service is busy; try again later")
 
     def _session(self, file_id: str, owner_id: str) -> dict[str, Any]:
         session = self.store.session(file_id) if validation.optional_id(file_id, "file_id") else None
@@ -212,6 +219,9 @@ class UploadService:
                                 now=timeutil.now_iso())
         if not self.store.open_slot(plan.owner_id, upload_id, self.limits.max_uploads_per_user):
             raise self._overloaded(f"at most {self.limits.max_uploads_per_user} unfinished uploads per user")
+        if not self.store.reserve(plan.owner_id, upload_id, plan.size, self.settings.user_quota_bytes):
+            self.store.free_slot(plan.owner_id, upload_id)
+            raise self._quota_exceeded()
         self.store.create(plan, writer)
         self.metrics.started.inc()
         self.audit.record("upload_started", actor=plan.owner_id, file_id=upload_id, pool_id=plan.pool_id,
@@ -230,6 +240,9 @@ class UploadService:
         if not self.store.open_slot(session["owner_id"], file_id, self.limits.max_uploads_per_user):
             self.store.release_writer(file_id, writer)
             raise self._overloaded(f"at most {self.limits.max_uploads_per_user} unfinished uploads per user")
+        if not self.store.reserve(session["owner_id"], file_id, session["size"], self.settings.user_quota_bytes):
+            self.store.release_writer(file_id, writer)
+            raise self._quota_exceeded()
         self.store.touch(file_id, session["chunk_count"], self.settings.upload_ttl_seconds)
         have = self.store.existing_chunks(file_id, session["chunk_count"])
         return {"file_id": file_id, "chunk_size": session["chunk_size"],
@@ -251,15 +264,10 @@ class UploadService:
             raise errors.conflict("this connection does not hold the upload's writer lock; "
                                 "send start-transfer with the file_id to resume")
         items = [UploadItem(**i) for i in session["items"]]
-        for offset in core.item_heads_in_chunk(items, index, session["chunk_size"]):
-            try:
-                core.check_content(data[offset:offset + core.MAGIC_LENGTH])
-            except ApiError:
-                # An executable is never kept, not even as a resumable upload.
-                self._drop(session, "forbidden_type")
-                self.audit.record("upload_refused", actor=session["owner_id"], file_id=file_id,
-                                  outcome="refused", reason="forbidden_type")
-                raise
+        for parts in core.heads_touching_chunk(items, index, session["chunk_size"]):
+            # A head crossing into a chunk not written yet is sniffed when that chunk
+            # arrives (it then sees this one), and again at completion.
+            self._sniff(session, parts, index, data)
         # Every chunk, not only the start, passes the overload check: an upload started
         # before Redis filled up must not go on filling it (the answer is cached, see LoadGauge).
         self.check_load()
@@ -293,6 +301,27 @@ class UploadService:
         self.audit.record("upload_cancelled", actor=session["owner_id"], file_id=file_id,
                           pool_id=session["pool_id"], outcome="cancelled")
         return {"file_id": file_id, "status": CANCELLED}
+
+    def _sniff(self, session: dict[str, Any], parts: list[core.HeadPart], index: int | None = None,
+               data: bytes = b"") -> bool:
+        """Sniff one item head (chunk ``index`` given as ``data``, other parts read from the
+        cache); False when a part is not in the cache yet. An executable is refused and
+        never kept, not even as a resumable upload."""
+        pieces = []
+        for chunk, start, end in parts:
+            piece = data[start:end] if chunk == index else self.store.read_range(session["upload_id"], chunk,
+                                                                                  start, end)
+            if piece is None:
+                return False
+            pieces.append(piece)
+        try:
+            core.check_content(b"".join(pieces))
+        except ApiError:
+            self._drop(session, "forbidden_type")
+            self.audit.record("upload_refused", actor=session["owner_id"], file_id=session["upload_id"],
+                              outcome="refused", reason="forbidden_type")
+            raise
+        return True
 
     def release(self, file_id: str, writer: str) -> bool:
         validation.optional_id(file_id, "file_id")
@@ -331,6 +360,8 @@ class UploadService:
             if tomb and tomb.get("owner_id") == str(owner_id):
                 if tomb["status"] == contracts.FAILED:
                     raise errors.conflict("the upload failed; start it again")
+                if tomb["status"] == CANCELLED:
+                    raise errors.conflict("the upload was cancelled; start it again")
                 if tomb["status"] != UPLOADING:
                     return {"file_id": file_id, "status": CACHED}
             raise ApiError(404, "not_found", "no such upload")
@@ -346,20 +377,23 @@ class UploadService:
         missing = core.missing_indexes(count, have)
         if missing:
             raise errors.conflict(f"{len(missing)} chunk(s) missing", missing=missing[:1000])
+        for parts in core.straddling_heads([UploadItem(**i) for i in session["items"]], session["chunk_size"]):
+            if not self._sniff(session, parts):
+                raise errors.conflict("a chunk disappeared while completing", missing=[parts[-1][0]])
         sha256 = self._whole_sha256(session)
         if session["sha256"] and session["sha256"] != sha256:
             # Corrupt data: nothing to resume from, the bytes do not make the declared file.
             self._drop(session, "sha256_mismatch")
             raise errors.bad_request("sha256 mismatch: the received bytes do not match the declared sha256")
         self.store.touch(file_id, count, self.settings.cached_ttl_seconds)
-        if not self.store.mark_cached(file_id, session["size"]):
+        if not self.store.mark_cached(file_id, session["size"], owner_id=session["owner_id"]):
             return {"file_id": file_id, "status": CACHED}  # a concurrent complete won the transition
         command = _store_command(session, sha256, self.store.cache_key(file_id))
         try:
             self.broker.publish(command)
         except messaging.PublishError:
             # Not accepted by the broker: back to uploading so the client's retry publishes it.
-            self.store.unmark_cached(file_id)
+            self.store.unmark_cached(file_id, owner_id=session["owner_id"])
             raise ApiError(503, "unavailable",
                           "the store queue is unavailable; complete again later") from None
         self.store.set_status(file_id, CACHED, sha256=sha256)
@@ -416,6 +450,7 @@ class UploadService:
             session = self.store.session(file_id)
             if session is not None:
                 self._drop(session, "marked_failed")
+            self.store.give_back(tomb["owner_id"], file_id)  # not stored: its bytes leave the quota (once)
         self.broker.publish(FileStatusChanged(file_id=file_id, owner_id=tomb["owner_id"], status=status,
                                               pool_id=tomb.get("pool_id") or None,
                                               file_name=tomb.get("file_name") or None))

@@ -3,7 +3,8 @@
 What the use cases rely on is kept: the writer lock (free -> take, ours ->
 refresh, someone else's -> refuse; a refresh never takes a free lock), chunks
 immutable once written (and refused once the session is gone), the per-owner
-budget of cached bytes, ``uploading -> cached`` exactly once, claimed retry
+budget of cached bytes, the quota ledger (reserved at start, counted as stored
+once at completion, given back once by a drop), ``uploading -> cached`` exactly once, claimed retry
 attempts (compare-and-set), a status tombstone that outlives the bytes, and the
 per-owner slot limit (a slot lives as long as its upload's session; one opened
 less than ``start_grace`` seconds ago is kept without one). Expiry is not
@@ -42,6 +43,7 @@ class FakeUploadCache:
         self.memory = 0  # what used_memory() answers: tests set it to simulate a full cache
         self.touched: list[tuple[str, int]] = []  # (file_id, ttl) per touch, newest last
         self.owner_bytes: dict[str, dict[str, int]] = {}  # owner -> upload id -> chunk bytes cached
+        self.ledgers: dict[str, dict[str, int]] = {}  # owner -> {"stored": n, upload id: reserved size}
 
     def cache_key(self, file_id: str) -> str:
         return f"{self.prefix}:upload:{file_id}"
@@ -71,6 +73,7 @@ class FakeUploadCache:
 
     def free_slot(self, owner_id: str, upload_id: str) -> None:
         self.slots.get(owner_id, set()).discard(upload_id)
+        self.ledgers.get(owner_id, {}).pop(upload_id, None)
 
     def create(self, plan: Any, writer: str) -> None:
         # The same round trip as the Redis hash: items and metadata go through JSON.
@@ -156,6 +159,10 @@ class FakeUploadCache:
         upload = self.uploads.get(file_id)
         return upload.chunks.get(index) if upload else None
 
+    def read_range(self, file_id: str, index: int, start: int, end: int) -> bytes | None:
+        chunk = self.read_chunk(file_id, index)
+        return chunk[start:end] if chunk is not None and start < len(chunk) else None
+
     def existing_chunks(self, file_id: str, count: int) -> set[int]:
         upload = self.uploads.get(file_id)
         return {i for i in upload.chunks if i < count} if upload else set()
@@ -173,20 +180,53 @@ class FakeUploadCache:
         self.touched.append((file_id, ttl))
 
     # --- completion and removal ----------------------------------------------
-    def mark_cached(self, file_id: str, size: int) -> bool:
+    def mark_cached(self, file_id: str, size: int, *, owner_id: str) -> bool:
         upload = self.uploads.get(file_id)
         if upload is None or upload.session["status"] != UPLOADING:
             return False
         upload.session["status"] = CACHED
         self.pending[file_id] = size
         self.writers.pop(file_id, None)
+        ledger = self.ledgers.setdefault(owner_id, {})
+        ledger.pop(file_id, None)
+        tomb = self.tombs.setdefault(file_id, {})
+        if "quota" not in tomb:
+            tomb["quota"] = str(size)
+            ledger["stored"] = ledger.get("stored", 0) + size
         return True
 
-    def unmark_cached(self, file_id: str) -> None:
+    def unmark_cached(self, file_id: str, *, owner_id: str) -> None:
+        counted = self.give_back(owner_id, file_id)
         upload = self.uploads.get(file_id)
         if upload is not None:
             upload.session["status"] = UPLOADING
         self.pending.pop(file_id, None)
+        if counted:
+            self.ledgers.setdefault(owner_id, {})[file_id] = counted
+
+    # --- the quota ledger -----------------------------------------------------------
+    def reserve(self, owner_id: str, upload_id: str, size: int, quota: int) -> bool:
+        ledger = self.ledgers.setdefault(owner_id, {})
+        slots = self.slots.get(owner_id, set())
+        for gone in [u for u in ledger if u != "stored" and u not in slots]:
+            del ledger[gone]
+        if upload_id in ledger:
+            return True
+        if quota and sum(ledger.values()) + size > quota:
+            return False
+        ledger[upload_id] = size
+        return True
+
+    def give_back(self, owner_id: str, upload_id: str) -> int:
+        ledger = self.ledgers.setdefault(owner_id, {})
+        ledger.pop(upload_id, None)
+        counted = int(self.tombs.get(upload_id, {}).pop("quota", "0"))
+        if counted:
+            ledger["stored"] = ledger.get("stored", 0) - counted
+        return counted
+
+    def committed_bytes(self, owner_id: str) -> int:
+        return sum(self.ledgers.get(owner_id, {}).values())
 
     def drop(self, file_id: str, chunk_count: int | None = None, owner_id: str | None = None) -> int:
         upload = self.uploads.pop(file_id, None)
@@ -196,6 +236,7 @@ class FakeUploadCache:
         if owner:
             self.free_slot(owner, file_id)
             self.owner_bytes.get(owner, {}).pop(file_id, None)
+            self.give_back(owner, file_id)
         return 0 if upload is None else 1 + len(upload.chunks)
 
     # --- retries ----------------------------------------------------------------

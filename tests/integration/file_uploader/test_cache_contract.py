@@ -75,6 +75,8 @@ def test_chunks_are_written_once(cache) -> None:
     assert cache.put_chunk(fid, 2, b"ij", owner_id="7") == "new"
     assert cache.read_chunk(fid, 0) == b"abcd" and cache.read_chunk(fid, 1) is None
     assert cache.received_count(fid) == 2 and cache.existing_chunks(fid, 3) == {0, 2}
+    assert cache.read_range(fid, 0, 1, 3) == b"bc" and cache.read_range(fid, 2, 1, 4) == b"j"
+    assert cache.read_range(fid, 1, 0, 2) is None
 
 
 def test_the_owner_budget_of_cached_bytes(cache) -> None:
@@ -116,14 +118,14 @@ def test_cached_exactly_once_and_undone(cache) -> None:
     p = plan()
     cache.create(p, "w1")
     fid = p.upload_id
-    assert cache.mark_cached(fid, 10) is True
-    assert cache.mark_cached(fid, 10) is False
+    assert cache.mark_cached(fid, 10, owner_id="7") is True
+    assert cache.mark_cached(fid, 10, owner_id="7") is False
     assert cache.session(fid)["status"] == "cached" and cache.writer(fid) is None
     assert cache.pending_bytes() == 10
-    cache.unmark_cached(fid)
+    cache.unmark_cached(fid, owner_id="7")
     assert cache.session(fid)["status"] == "uploading" and cache.pending_bytes() == 0
-    assert cache.mark_cached(fid, 10) is True
-    assert cache.mark_cached("v" * 32, 5) is False
+    assert cache.mark_cached(fid, 10, owner_id="7") is True
+    assert cache.mark_cached("v" * 32, 5, owner_id="7") is False
 
 
 def test_drop_keeps_the_tombstone_and_frees_the_slot(cache) -> None:
@@ -131,7 +133,7 @@ def test_drop_keeps_the_tombstone_and_frees_the_slot(cache) -> None:
     assert cache.open_slot("7", p.upload_id, 5) is True
     cache.create(p, "w1")
     cache.put_chunk(p.upload_id, 0, b"abcd", owner_id="7")
-    cache.mark_cached(p.upload_id, 10)
+    cache.mark_cached(p.upload_id, 10, owner_id="7")
     cache.set_status(p.upload_id, "retrying", attempt=2, reason=None)
     assert cache.drop(p.upload_id) > 0
     assert cache.session(p.upload_id) is None and cache.read_chunk(p.upload_id, 0) is None
@@ -166,6 +168,40 @@ def test_a_slot_lives_as_long_as_its_session(cache) -> None:
     assert cache.open_slot("7", "b" * 32, 1) is False
     expire_session(cache, p.upload_id)
     assert cache.open_slot("7", "b" * 32, 1) is True
+
+
+def test_the_quota_ledger(cache) -> None:
+    a, b, c = plan("a" * 32, size=8), plan("b" * 32, size=8), plan("c" * 32, size=8)
+    for p in (a, b):
+        assert cache.open_slot("7", p.upload_id, 5) and cache.reserve("7", p.upload_id, 8, 20)
+        cache.create(p, "w1")
+    assert cache.reserve("7", a.upload_id, 8, 20) is True  # idempotent
+    assert cache.open_slot("7", c.upload_id, 5) and cache.reserve("7", c.upload_id, 8, 20) is False
+    assert cache.reserve("7", c.upload_id, 8, 0) is True and cache.committed_bytes("7") == 24  # 0: unlimited
+    cache.free_slot("7", c.upload_id)  # no longer unfinished: its reservation goes with the slot
+    assert cache.committed_bytes("7") == 16
+    assert cache.mark_cached(a.upload_id, 8, owner_id="7") and cache.committed_bytes("7") == 16
+    cache.unmark_cached(a.upload_id, owner_id="7")
+    assert cache.committed_bytes("7") == 16  # reserved again
+    assert cache.mark_cached(a.upload_id, 8, owner_id="7") and cache.committed_bytes("7") == 16
+    cache.free_slot("7", a.upload_id)  # completed: its bytes stay counted as stored
+    assert cache.committed_bytes("7") == 16
+    assert cache.give_back("7", a.upload_id) == 8 and cache.give_back("7", a.upload_id) == 0
+    assert cache.committed_bytes("7") == 8
+    cache.drop(b.upload_id)
+    assert cache.committed_bytes("7") == 0 and cache.committed_bytes("8") == 0
+
+
+def test_a_stored_upload_stays_counted_after_its_cache_is_gone(cache) -> None:
+    a = plan("a" * 32, size=8)
+    cache.open_slot("7", a.upload_id, 5)
+    cache.reserve("7", a.upload_id, 8, 10)
+    cache.create(a, "w1")
+    cache.mark_cached(a.upload_id, 8, owner_id="7")
+    cache.free_slot("7", a.upload_id)
+    expire_session(cache, a.upload_id)  # stored: file_service_manager deleted the cache
+    assert cache.open_slot("7", "b" * 32, 5) and cache.reserve("7", "b" * 32, 3, 10) is False
+    assert cache.reserve("7", "b" * 32, 2, 10) is True
 
 
 def test_attempts_are_claimed_once(cache) -> None:

@@ -230,5 +230,10 @@ def test_every_key_expires(make_uploader, rclient, redis_prefix) -> None:
     _, client, _ = make_uploader(**ENV)
     file_id = start(client, file_name="a.bin", size=CHUNK + 1).get_json()["file_id"]
     put_chunk(client, file_id, 0, b"a" * CHUNK)
+    ledger = f"{redis_prefix}:upload-quota:u1".encode()
+    assert rclient.exists(ledger)
     for key in rclient.scan_iter(f"{redis_prefix}:*"):
+        if key == ledger:  # the user's stored-bytes account (USER_QUOTA_BYTES) must outlive every upload
+            assert rclient.ttl(key) == -1
+            continue
         assert rclient.ttl(key) > 0, key

@@ -11,7 +11,6 @@ from services.common.httpkit import ServiceMetrics
 from services.common.testing import FakeAuth, InMemoryBroker
 from services.common.testing.file_uploader import FakeUploadCache
 from services.file_uploader.config import Settings
-from services.file_uploader.core import Limits
 from services.file_uploader.deps import Deps
 from services.file_uploader.uploads import UploaderMetrics, UploadService
 
@@ -33,7 +32,8 @@ def broker() -> InMemoryBroker:
 @pytest.fixture
 def settings() -> Settings:
     base = Settings.from_env({"INTERNAL_API_KEY": "k" * 32})
-    return dataclasses.replace(base, limits=Limits(max_file_size=1024, chunk_size=CHUNK, max_uploads_per_user=2))
+    return dataclasses.replace(base, limits=dataclasses.replace(base.limits, max_file_size=1024, chunk_size=CHUNK,
+                                                                max_uploads_per_user=2))
 
 
 @pytest.fixture

@@ -138,12 +138,17 @@ def test_bad_items(raw) -> None:
     assert refused(core.build_items, "u1", raw, 100, "b.bin", NOW, LIMITS).code == "bad_request"
 
 
-def test_item_heads_in_chunk() -> None:
-    items = core.build_items("u", [{"timestamp": NOW, "offset": o, "length": 10} for o in (0, 1030, 2040)],
+def test_item_heads_and_their_parts() -> None:
+    items = core.build_items("u", [{"timestamp": NOW, "offset": o, "length": n}
+                                   for o, n in ((0, 10), (1022, 5), (1030, 10), (2046, 2))],
                              3000, "b", NOW, Limits())
-    assert core.item_heads_in_chunk(items, 0, 1024) == [0]
-    assert core.item_heads_in_chunk(items, 1, 1024) == [6, 1016]
-    assert core.item_heads_in_chunk(items, 2, 1024) == []
+    assert [core.head_parts(i, 1024) for i in items] == [
+        [(0, 0, 4)], [(0, 1022, 1024), (1, 0, 2)], [(1, 6, 10)], [(1, 1022, 1024)]]
+    assert core.heads_touching_chunk(items, 0, 1024) == [[(0, 0, 4)], [(0, 1022, 1024), (1, 0, 2)]]
+    assert core.heads_touching_chunk(items, 1, 1024) == [[(0, 1022, 1024), (1, 0, 2)], [(1, 6, 10)],
+                                                         [(1, 1022, 1024)]]
+    assert core.heads_touching_chunk(items, 2, 1024) == []
+    assert core.straddling_heads(items, 1024) == [[(0, 1022, 1024), (1, 0, 2)]]
 
 
 def test_plan_upload_defaults_and_refusals() -> None:
@@ -208,3 +213,12 @@ def test_the_cached_bytes_budget_setting() -> None:
     assert Settings.from_env({"MAX_CACHED_BYTES_PER_USER": "0"}).max_cached_bytes_per_user == 0
     with pytest.raises(ConfigError):
         Settings.from_env({"MAX_FILE_SIZE": "1000", "MAX_CACHED_BYTES_PER_USER": "999"})
+
+
+def test_the_user_quota_setting() -> None:
+    from services.common.settings import ConfigError
+
+    assert Settings.from_env({}).user_quota_bytes == 0  # SPEC: unlimited by default
+    assert Settings.from_env({"USER_QUOTA_BYTES": "1000"}).user_quota_bytes == 1000
+    with pytest.raises(ConfigError):
+        Settings.from_env({"USER_QUOTA_BYTES": "-1"})

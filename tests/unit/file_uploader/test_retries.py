@@ -86,3 +86,20 @@ def test_the_delayed_retry_reaches_the_store_queue(uploads, broker) -> None:
     assert delayed.exchange == topology.RETRY_EXCHANGE
     assert topology.topic_matches(topology.STORE_QUEUE.bindings[0], delayed.routing_key)
     assert delayed.message.owner_id == OWNER
+
+
+SECRET = "ServerSelectionTimeoutError: mongo-0.internal:27017 refused (user=svc)"
+
+
+def test_internal_failure_text_never_reaches_users(uploads, cache, broker, caplog) -> None:
+    command = cached_upload(uploads, broker)
+    with caplog.at_level("WARNING"):
+        for attempt in (1, 2, 3):
+            retries.store_failed(uploads, command.upload_id, attempt, SECRET, command)
+    notices = [n for n in broker.of_type(FileStatusChanged) if n.status != contracts.CACHED]
+    assert [n.status for n in notices] == [contracts.RETRYING, contracts.RETRYING, contracts.FAILED]
+    for notice in notices:
+        assert notice.reason and "mongo" not in notice.reason and "Error" not in notice.reason
+    assert notices[0].reason == retries.USER_RETRY_REASON and notices[-1].reason == retries.USER_FAILED_REASON
+    assert "mongo" not in str(cache.status(command.upload_id))
+    assert any(SECRET in str(getattr(r, "reason", "")) for r in caplog.records)  # the details are in the logs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 
@@ -100,6 +101,14 @@ def test_overloaded_answers_429_with_retry_after(client, cache, settings) -> Non
     assert error(r) == (429, "overloaded")
     assert r.get_json()["error"]["retry_after"] == settings.overload_retry_after
     assert r.headers["Retry-After"] == str(settings.overload_retry_after)
+
+
+def test_quota_exceeded_answers_413(client, settings) -> None:
+    uploads = client.application.extensions["deps"].uploads
+    uploads.settings = dataclasses.replace(settings, user_quota_bytes=10)
+    r = start(client, file_name="x.bin", size=11)
+    assert error(r) == (413, "quota_exceeded") and r.get_json()["error"]["quota"] == 10
+    assert start(client, file_name="x.bin", size=10).status_code == 201
 
 
 def test_release_then_resume_by_the_new_connection(client, cache) -> None:

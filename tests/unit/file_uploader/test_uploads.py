@@ -122,6 +122,9 @@ def test_cancel_drops_the_bytes_and_frees_the_slot(uploads, cache, broker) -> No
     assert "upload_cancelled" in actions(broker)
     assert start(uploads, 5)  # the freed slot is usable at once
     assert refused(uploads.cancel, file_id, owner_id=OWNER).status == 404
+    error = refused(complete, uploads, file_id)  # a late complete of the cancelled upload
+    assert (error.status, error.code) == (409, "conflict") and "cancelled" in error.message
+    assert not broker.of_type(StoreUpload)
     assert refused(write, uploads, file_id, 1, b"b" * 8).status == 404
 
 
@@ -201,6 +204,69 @@ def test_a_write_racing_a_drop_is_not_found(uploads, cache, monkeypatch) -> None
     monkeypatch.setattr(cache, "refresh_writer", lambda _id, _w: True)
     assert refused(write, uploads, file_id, 0, b"a" * 8).status == 404
     assert file_id not in cache.uploads
+
+
+@pytest.fixture
+def quota(uploads, settings) -> int:
+    uploads.settings = dataclasses.replace(settings, user_quota_bytes=20)
+    return 20
+
+
+def test_the_quota_is_checked_at_start(uploads, cache, quota) -> None:
+    error = refused(uploads.start, {"file_name": "a.bin", "size": 21}, owner_id=OWNER, owner_name="alice",
+                    writer=WRITER)
+    assert (error.status, error.code) == (413, "quota_exceeded") and error.extra["quota"] == quota
+    assert not cache.uploads and not cache.slots[OWNER]
+    first = start(uploads, 12)  # reserved at start: a concurrent start sees it
+    assert refused(uploads.start, {"file_name": "a.bin", "size": 9}, owner_id=OWNER, owner_name="alice",
+                   writer=WRITER).code == "quota_exceeded"
+    assert start(uploads, 8)
+    send_all(uploads, first, b"q" * 12)
+    complete(uploads, first)  # stored bytes from now on
+    assert cache.committed_bytes(OWNER) == 20
+    uploads.start({"file_name": "a.bin", "size": 20}, owner_id="8", owner_name="bob", writer="w8")  # another user
+
+
+def test_stored_bytes_keep_counting_after_the_cache_is_gone(uploads, cache, quota) -> None:
+    first = start(uploads, 16)
+    send_all(uploads, first, b"q" * 16)
+    complete(uploads, first)
+    cache.expire_session(first)  # stored: file_service_manager deleted the bytes
+    assert refused(uploads.start, {"file_name": "a.bin", "size": 5}, owner_id=OWNER, owner_name="alice",
+                   writer=WRITER).status == 413
+    assert start(uploads, 4)
+
+
+@pytest.mark.parametrize("how", ["cancel", "refused_content", "store_failed", "marked_failed"])
+def test_an_upload_that_will_not_be_stored_gives_its_quota_back(uploads, cache, broker, quota, how) -> None:
+    from services.file_uploader import retries
+
+    first = start(uploads, 16)
+    if how == "cancel":
+        uploads.cancel(first, owner_id=OWNER)
+    elif how == "refused_content":
+        refused(write, uploads, first, 0, b"MZ" + b"\0" * 6)
+    else:
+        send_all(uploads, first, b"q" * 16)
+        complete(uploads, first)
+        if how == "store_failed":
+            command = broker.of_type(StoreUpload)[0]
+            for attempt in (1, 2, 3):
+                retries.store_failed(uploads, first, attempt, "boom", command)
+        else:
+            uploads.update_status(first, contracts.FAILED)
+            uploads.update_status(first, contracts.FAILED)  # told twice: given back once
+    assert cache.committed_bytes(OWNER) == 0
+    assert start(uploads, 20)
+
+
+def test_no_quota_by_default(uploads, cache) -> None:
+    assert uploads.settings.user_quota_bytes == 0
+    for _ in range(2):
+        file_id = start(uploads, 1024)
+        send_all(uploads, file_id, b"z" * 1024)
+        complete(uploads, file_id)
+    assert cache.committed_bytes(OWNER) == 2048  # counted all the same, so a quota set later applies
 
 
 # --- resume and the writer lock ----------------------------------------------------------------
@@ -477,6 +543,48 @@ def test_an_executable_item_inside_a_chunk_is_refused(uploads, cache) -> None:
     assert error.code == "forbidden_type" and file_id not in cache.uploads
 
 
+def batch_with_head_at(uploads, offset: int, size: int = 24) -> tuple[str, bytearray]:
+    """A two-item batch whose second item starts at ``offset`` with an executable's magic."""
+    items = [{"offset": 0, "length": offset, "timestamp": "2026-01-01T00:00:00Z"},
+             {"offset": offset, "length": size - offset, "timestamp": "2026-01-01T00:00:00Z"}]
+    data = bytearray(b"a" * size)
+    data[offset:offset + 4] = b"\x7fELF"
+    return start(uploads, size, items=items), data
+
+
+@pytest.mark.parametrize("offset", [5, 6, 7, 8, 13, 14, 15, 16])
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0)])
+def test_an_item_head_across_a_chunk_boundary_is_sniffed(uploads, cache, offset, order) -> None:
+    file_id, data = batch_with_head_at(uploads, offset)
+    with pytest.raises(ApiError) as info:
+        for index in order:
+            write(uploads, file_id, index, bytes(data[index * CHUNK:(index + 1) * CHUNK]))
+        complete(uploads, file_id)
+    assert info.value.code == "forbidden_type"
+    assert file_id not in cache.uploads
+
+
+def test_a_straddling_head_written_concurrently_is_caught_at_complete(uploads, cache, broker,
+                                                                       monkeypatch) -> None:
+    file_id, data = batch_with_head_at(uploads, 7)
+    # Both halves written at once: neither write sees the other's bytes yet.
+    monkeypatch.setattr(cache, "read_range", lambda *_args: None)
+    for index in range(3):
+        write(uploads, file_id, index, bytes(data[index * CHUNK:(index + 1) * CHUNK]))
+    monkeypatch.undo()
+    error = refused(complete, uploads, file_id)
+    assert error.code == "forbidden_type" and file_id not in cache.uploads
+    assert not broker.of_type(StoreUpload)
+
+
+def test_harmless_bytes_across_a_boundary_pass(uploads, broker) -> None:
+    file_id, data = batch_with_head_at(uploads, 7)
+    data[7:11] = b"ELF\x7f"
+    for index in range(3):
+        write(uploads, file_id, index, bytes(data[index * CHUNK:(index + 1) * CHUNK]))
+    assert complete(uploads, file_id)["status"] == "cached"
+
+
 # --- plain HTTP uploads ------------------------------------------------------------------
 
 
@@ -512,3 +620,25 @@ def test_update_status_tells_the_owner_and_a_failure_drops_the_bytes(uploads, ca
     assert (notice.status, notice.owner_id, notice.file_name) == (contracts.FAILED, OWNER, "a.bin")
     for file_id_, status_ in ((file_id, "cached"), (None, contracts.UPLOADED), ("0" * 32, contracts.UPLOADED)):
         assert refused(uploads.update_status, file_id_, status_).status in (400, 404)
+
+
+def test_items_are_bounded_by_max_items_with_a_clear_400(uploads, cache, settings) -> None:
+    assert settings.limits.max_items == 1000  # SPEC's default
+    items = [{"offset": n, "length": 1, "timestamp": "2026-01-01T00:00:00Z"} for n in range(1001)]
+    error = refused(uploads.start, {"file_name": "a.bin", "size": 1001, "items": items}, owner_id=OWNER,
+                    owner_name="alice", writer=WRITER)
+    assert (error.status, error.code) == (400, "bad_request")
+    assert "at most 1000 items" in error.message and error.extra["max_items"] == 1000
+    assert not cache.uploads
+    assert start(uploads, 1000, items=items[:1000])
+
+
+def test_the_overloaded_message_names_no_internals(uploads, cache, broker, settings, caplog) -> None:
+    uploads.load.interval = 0
+    broker.depths[topology.STORE_QUEUE.name] = settings.max_store_queue_depth + 7
+    with caplog.at_level("WARNING"):
+        error = refused(uploads.start, {"file_name": "a.bin", "size": 5}, owner_id=OWNER, owner_name="alice",
+                        writer=WRITER)
+    assert error.code == "overloaded" and "queue" not in error.message
+    assert str(settings.max_store_queue_depth + 7) not in error.message
+    assert any("store queue" in str(getattr(r, "reasons", "")) for r in caplog.records)
