@@ -65,7 +65,8 @@ def authenticate(deps: Deps, token: str | None) -> Caller:
         validations.labels("missing").inc()
         raise unauthorized("a Bearer token is required")
     try:
-        claims = core.decode_token(deps.settings.jwt_secret, token, now=deps.clock.time())
+        claims = core.decode_token(deps.settings.jwt_secret, token, now=deps.clock.time(),
+                                   previous=deps.settings.jwt_secret_previous)
     except core.TokenInvalid as exc:
         validations.labels("invalid").inc()
         raise unauthorized(str(exc)) from exc
