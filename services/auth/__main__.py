@@ -5,7 +5,7 @@ from __future__ import annotations
 from services.common import logs, runtime
 from services.common.settings import load_or_exit
 
-from .app import create_app
+from .app import WAITRESS_MAX_BODY, create_app
 from .config import Settings
 
 SERVICE = "auth"
@@ -16,7 +16,7 @@ def main() -> None:
     logs.configure_service(SERVICE, settings.common)
     app = create_app(settings)
     stop = runtime.start(app, settings.common.amqp_url)
-    runtime.serve(app, settings.host, settings.port, stop, threads=settings.threads)
+    runtime.serve(app, settings.host, settings.port, stop, threads=settings.threads, max_body=WAITRESS_MAX_BODY)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,12 @@ from .ports import AuthStore, RateCounters
 from .routes import bp
 from .store import RedisCounters, Store
 
-__all__ = ["bootstrap_admin", "create_app"]
+__all__ = ["WAITRESS_MAX_BODY", "bootstrap_admin", "create_app"]
 
-MAX_BODY = 64 * 1024  # every auth request is a small JSON object
+# waitress reads a whole body before the app runs: above this it answers its own plain 413
+# without reading the body (a client cannot make auth buffer more than 1 MiB per request).
+# Between core.MAX_BODY and this, the app answers SPEC's JSON 413 (routes.refuse_large_bodies).
+WAITRESS_MAX_BODY = 1024 * 1024
 
 
 def create_app(settings: Settings, *, store: AuthStore | None = None, broker: Publisher | None = None,
@@ -41,7 +44,7 @@ def create_app(settings: Settings, *, store: AuthStore | None = None, broker: Pu
     app = Flask("services.auth")
     if settings.trusted_proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)  # type: ignore[method-assign]
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.config["MAX_CONTENT_LENGTH"] = core.MAX_BODY  # bounds a body read without Content-Length
     metrics = httpkit.install(app, "auth", checks={"postgres": the_store.ping, "rabbitmq": the_broker.ping})
     deps = Deps(settings=settings, store=the_store, broker=the_broker, passwords=the_passwords,
                 metrics=AuthMetrics(metrics), clock=SystemClock(), counters=the_counters)

@@ -50,6 +50,9 @@ MAX_URL = 2048
 
 API_KEY_PREFIX = "pk"
 
+# Every auth request is a small JSON object: a larger body is refused (413) before it is read.
+MAX_BODY = 64 * 1024
+
 
 class Invalid(ValueError):
     """Client input that breaks a rule; the message is safe to show to the client."""
@@ -315,6 +318,11 @@ def parse_pool(body: dict[str, Any]) -> PoolSpec:
     assert grace is not None and timeout is not None
     return PoolSpec(name=name, window_seconds=window, close_grace_seconds=grace, min_contributors=minimum,
                     processing_timeout_seconds=timeout, processor_url=check_url(body.get("processor_url")))
+
+
+def pool_view(pool: dict[str, Any], *, admin: bool) -> dict[str, Any]:
+    """A pool as a caller may see it: ``processor_url`` (where groups are announced) is for admins only."""
+    return pool if admin else {k: v for k, v in pool.items() if k != "processor_url"}
 
 
 # --- processor API keys ---------------------------------------------------------

@@ -5,13 +5,26 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from services.common import httpkit
+from services.common.errors import too_large
 from services.common.httpkit import json_body
 
-from . import accounts, pools, processor_keys
+from . import accounts, core, pools, processor_keys
 from .accounts import Caller
 from .deps import Deps
 
 bp = Blueprint("auth", __name__)
+
+
+@bp.before_app_request
+def refuse_large_bodies() -> None:
+    """413 in SPEC's shape for a declared body above ``core.MAX_BODY``, before anything reads it.
+
+    A body without Content-Length (chunked) is read through werkzeug's stream bounded by
+    MAX_CONTENT_LENGTH (app.py): past the limit, the read stops with the same 413.
+    """
+    length = request.content_length
+    if length is not None and length > core.MAX_BODY:
+        raise too_large(f"the request body must be at most {core.MAX_BODY} bytes")
 
 
 def deps() -> Deps:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -54,3 +55,41 @@ def test_create_app_wires_deps_without_connecting() -> None:
     assert client.get("/ready").get_json()["checks"] == {"postgres": True, "rabbitmq": True}
     missing = client.get("/auth/validate")
     assert missing.status_code == 401 and missing.get_json()["error"]["code"] == "unauthorized"
+
+
+def _client() -> Any:
+    from services.auth.config import Settings
+    from services.auth.core import Passwords
+
+    settings = Settings.from_env({"REDIS_URL": "redis://127.0.0.1:1/0"})
+    return app.create_app(settings, store=FakeAuthStore(), broker=InMemoryBroker(),
+                          passwords=Passwords(FAST_HASHER, slots=1)).test_client()
+
+
+def test_a_declared_large_body_is_refused_as_json_413_before_it_is_read() -> None:
+    import io
+
+    class Untouchable(io.BytesIO):
+        def read(self, *args: object) -> bytes:
+            raise AssertionError("the body was read")
+
+    client = _client()
+    response = client.post("/auth/signup", input_stream=Untouchable(), content_type="application/json",
+                           environ_overrides={"CONTENT_LENGTH": str(64 * 1024 + 1)})
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "too_large"
+
+
+def test_a_body_without_length_is_read_through_a_bounded_stream() -> None:
+    import io
+    import json
+
+    client = _client()
+    big = json.dumps({"user_name": "alice", "password": "p" * (70 * 1024)}).encode()
+    response = client.post("/auth/signup", input_stream=io.BytesIO(big), content_type="application/json",
+                           environ_overrides={"wsgi.input_terminated": True})
+    assert response.status_code == 413 and response.get_json()["error"]["code"] == "too_large"
+    small = json.dumps({"user_name": "alice", "password": "password-123"}).encode()
+    ok = client.post("/auth/signup", input_stream=io.BytesIO(small), content_type="application/json",
+                     environ_overrides={"wsgi.input_terminated": True})
+    assert ok.status_code == 201, ok.get_json()
