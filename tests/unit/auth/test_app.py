@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.auth import accounts, app
+from services.auth import accounts, app, startup
 from services.common.testing import InMemoryBroker
 from services.common.testing.auth import FakeAuthStore
 
@@ -19,7 +19,7 @@ PRODUCTION = {"DROPBOX_ENV": "production", "JWT_SECRET": "p" * 40, "INTERNAL_API
 
 def test_prepare_migrates_and_creates_the_admin() -> None:
     deps = make_deps()
-    app.prepare(deps)
+    startup.prepare(deps)
     store = deps.store
     assert isinstance(store, FakeAuthStore) and store.migrations == 1
     assert accounts.login(deps, "admin", {"password": "admin-password"})["role"] == "admin"
@@ -27,11 +27,11 @@ def test_prepare_migrates_and_creates_the_admin() -> None:
 
 def test_production_refuses_a_stored_admin_with_the_default_password(capsys: pytest.CaptureFixture[str]) -> None:
     development = make_deps()
-    app.prepare(development)  # the database was first started in development
+    startup.prepare(development)  # the database was first started in development
     deps = dataclasses.replace(make_deps(**PRODUCTION), store=development.store)
     assert accounts.admin_password_is_default(deps)
     with pytest.raises(SystemExit) as stopped:
-        app.prepare(deps)
+        startup.prepare(deps)
     assert stopped.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("auth: configuration error:") and "DROPBOX_ENV=production" in err and "'admin'" in err
@@ -39,7 +39,7 @@ def test_production_refuses_a_stored_admin_with_the_default_password(capsys: pyt
 
 def test_production_starts_with_an_admin_of_its_own_password() -> None:
     deps = make_deps(**PRODUCTION)
-    app.prepare(deps)
+    startup.prepare(deps)
     assert not accounts.admin_password_is_default(deps)
     assert accounts.login(deps, "admin", {"password": "prod-admin-password"})["role"] == "admin"
 
