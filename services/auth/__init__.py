@@ -1,7 +1,8 @@
 """auth: users, passwords, tokens (JWT), pools, pool memberships, processor API keys.
 
 Owns: PostgreSQL (users, revoked_tokens, pools, pool_members, processor_keys,
-schema_migrations), through ``store.py`` alone.
+schema_migrations) and the Redis rate counters ``{REDIS_PREFIX}:auth:rate:*``
+(signup/login limits, expiring on their own), through ``store.py`` alone.
 
 Consumes: nothing from RabbitMQ; every other service calls it over HTTP
 (``GET /auth/validate`` on every request, internal ``/auth/internal/*`` routes).

@@ -39,7 +39,7 @@ def argon2_slot(deps: Deps) -> Iterator[None]:
         yield
     except core.Busy as exc:
         deps.metrics.hash_busy.inc()
-        log.warning("password slots busy; refusing", extra={"error": str(exc)})
+        events.warn_now_and_then("argon2-busy", "password slots busy; refusing signups/logins", error=str(exc))
         raise ApiError(429, "overloaded", "the service is busy; try again", retry_after=BUSY_RETRY_AFTER) from exc
 
 
@@ -65,7 +65,8 @@ def authenticate(deps: Deps, token: str | None) -> Caller:
         validations.labels("missing").inc()
         raise unauthorized("a Bearer token is required")
     try:
-        claims = core.decode_token(deps.settings.jwt_secret, token, now=deps.clock.time())
+        claims = core.decode_token(deps.settings.jwt_secret, token, now=deps.clock.time(),
+                                   previous=deps.settings.jwt_secret_previous)
     except core.TokenInvalid as exc:
         validations.labels("invalid").inc()
         raise unauthorized(str(exc)) from exc

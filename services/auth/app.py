@@ -1,11 +1,9 @@
-"""auth's wiring: one Deps, the routes blueprint, and the start-up step (migrate, make sure the admin exists).
+"""auth's wiring: one Deps, the routes blueprint, the start-up step (``startup.prepare``).
 
 Nothing connects at import time or in ``create_app``: the store and the broker connect on first use.
 """
 
 from __future__ import annotations
-
-import sys
 
 import redis
 from flask import Flask
@@ -15,7 +13,7 @@ from services.common import httpkit, messaging
 from services.common.ports import Publisher, SystemClock
 from services.common.runtime import Runtime
 
-from . import accounts, core
+from . import core, startup
 from .accounts import bootstrap_admin
 from .config import Settings
 from .deps import AuthMetrics, Deps
@@ -25,7 +23,6 @@ from .store import RedisCounters, Store
 
 __all__ = ["bootstrap_admin", "create_app"]
 
-MAX_BODY = 64 * 1024  # every auth request is a small JSON object
 
 
 def create_app(settings: Settings, *, store: AuthStore | None = None, broker: Publisher | None = None,
@@ -41,28 +38,12 @@ def create_app(settings: Settings, *, store: AuthStore | None = None, broker: Pu
     app = Flask("services.auth")
     if settings.trusted_proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)  # type: ignore[method-assign]
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.config["MAX_CONTENT_LENGTH"] = core.MAX_BODY  # bounds a body read without Content-Length
     metrics = httpkit.install(app, "auth", checks={"postgres": the_store.ping, "rabbitmq": the_broker.ping},
                               cors_origins=settings.common.cors_origins)
     deps = Deps(settings=settings, store=the_store, broker=the_broker, passwords=the_passwords,
                 metrics=AuthMetrics(metrics), clock=SystemClock(), counters=the_counters)
     app.extensions["deps"] = deps
     app.register_blueprint(bp)
-    app.extensions["runtime"] = Runtime(prepare=lambda: prepare(deps))
+    app.extensions["runtime"] = Runtime(prepare=lambda: startup.prepare(deps))
     return app
-
-
-def prepare(deps: Deps) -> None:
-    """Before serving: apply the migrations, make sure the admin account exists (retried by runtime).
-
-    In production, a stored admin whose password is still the development default stops
-    the process (exit 2, like a default secret in the environment): SystemExit is not
-    retried by ``runtime.prepare``.
-    """
-    deps.store.migrate()
-    bootstrap_admin(deps.store, deps.passwords, deps.settings.admin_user, deps.settings.admin_password)
-    if deps.settings.common.env_name.lower() == "production" and accounts.admin_password_is_default(deps):
-        print(f"auth: configuration error: the stored admin {deps.settings.admin_user!r} still has the development "
-              "default password; delete that account in PostgreSQL (auth re-creates it from ADMIN_PASSWORD) "
-              "or set another password hash before starting with DROPBOX_ENV=production", file=sys.stderr)
-        sys.exit(2)

@@ -6,12 +6,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.common.settings import (
+    DEV_SECRETS,
     CommonSettings,
     ConfigError,
     env_float,
     env_int,
     env_secret,
     env_str,
+    is_production,
     listen_address,
 )
 
@@ -31,6 +33,9 @@ class Settings:
     token_ttl_seconds: int
     admin_user: str
     admin_password: str
+    # Still validates the tokens it signed (their ``kid`` names it) during a rotation window;
+    # new tokens are signed with jwt_secret. Unset it once the token TTL has passed.
+    jwt_secret_previous: str | None = None
     db_pool_size: int = 20
     # Concurrent argon2 hashes/verifies: each takes ~64 MiB and a core for tens of ms;
     # bounding them keeps a login burst from exhausting memory. At most hash_queue more
@@ -80,12 +85,21 @@ class Settings:
         if threads < hash_slots + hash_queue + MIN_FREE_THREADS:
             raise ConfigError(f"AUTH_THREADS must be at least AUTH_HASH_SLOTS + AUTH_HASH_QUEUE + "
                               f"{MIN_FREE_THREADS} (threads for /auth/validate during a login flood)")
+        jwt_secret = env_secret(env, "JWT_SECRET")
+        previous = env.get("JWT_SECRET_PREVIOUS") or None
+        if previous is not None:
+            if previous == jwt_secret:
+                raise ConfigError("JWT_SECRET_PREVIOUS must differ from JWT_SECRET")
+            if is_production(env) and (len(previous) < 32 or previous == DEV_SECRETS["JWT_SECRET"]):
+                raise ConfigError("JWT_SECRET_PREVIOUS must be a non-default secret of at least 32 characters "
+                                  "when DROPBOX_ENV=production")
         return cls(
             common=common,
             database_url=env_str(env, "DATABASE_URL", DEFAULT_DATABASE_URL),
             host=host,
             port=port,
-            jwt_secret=env_secret(env, "JWT_SECRET"),
+            jwt_secret=jwt_secret,
+            jwt_secret_previous=previous,
             token_ttl_seconds=env_int(env, "TOKEN_TTL_SECONDS", core.DEFAULT_TOKEN_TTL, minimum=60),
             admin_user=admin_user,
             admin_password=admin_password,

@@ -50,6 +50,9 @@ MAX_URL = 2048
 
 API_KEY_PREFIX = "pk"
 
+# Every auth request is a small JSON object: a larger body is refused (413) before it is read.
+MAX_BODY = 64 * 1024
+
 
 class Invalid(ValueError):
     """Client input that breaks a rule; the message is safe to show to the client."""
@@ -187,29 +190,57 @@ class TokenClaims:
     exp: int
 
 
+def key_id(secret: str) -> str:
+    """The ``kid`` naming a signing secret: a hash, so the header tells which key without telling the key."""
+    return hashlib.sha256(b"dropbox-jwt-kid:" + secret.encode()).hexdigest()[:16]
+
+
 def encode_token(secret: str, *, user_id: str, user_name: str, role: str,
                  ttl_seconds: int = DEFAULT_TOKEN_TTL, now: float | None = None) -> IssuedToken:
     issued = int(now if now is not None else time.time())
     jti = secrets.token_hex(16)
     exp = issued + int(ttl_seconds)
     claims = {"sub": user_id, "name": user_name, "role": role, "jti": jti, "iat": issued, "exp": exp}
-    return IssuedToken(jwt.encode(claims, secret, algorithm=TOKEN_ALGORITHM), jti, exp)
+    token = jwt.encode(claims, secret, algorithm=TOKEN_ALGORITHM, headers={"kid": key_id(secret)})
+    return IssuedToken(token, jti, exp)
 
 
-def decode_token(secret: str, token: str, *, now: float | None = None) -> TokenClaims:
+def _signing_secrets(token: str, secret: str, previous: str | None) -> list[str]:
+    """The secrets to try, chosen by the token's ``kid``: the current one, the previous one during a
+    rotation window; a token without ``kid`` (issued before key ids) tries both; an unknown kid none."""
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+    except jwt.PyJWTError as exc:
+        raise TokenInvalid("invalid token") from exc
+    known = [secret] + ([previous] if previous else [])
+    if kid is None:
+        return known
+    return [s for s in known if isinstance(kid, str) and hmac.compare_digest(key_id(s), kid)]
+
+
+def decode_token(secret: str, token: str, *, now: float | None = None, previous: str | None = None) -> TokenClaims:
     """The claims of a token we signed that has not expired at ``now``; ``TokenInvalid`` otherwise.
 
-    Expiry is checked here against ``now`` (default: the system clock), not by PyJWT,
-    so a use case's clock decides. Revocation is not checked here (that needs the database).
+    ``secret`` signs new tokens; ``previous`` (JWT_SECRET_PREVIOUS) still validates the
+    tokens it signed while it is configured. Expiry is checked here against ``now``
+    (default: the system clock), not by PyJWT, so a use case's clock decides.
+    Revocation is not checked here (that needs the database).
     """
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
         raise TokenInvalid("malformed token")
-    try:
-        # algorithms pinned: a token claiming "none" or RS256 is refused.
-        claims = jwt.decode(token, secret, algorithms=[TOKEN_ALGORITHM],
-                            options={"require": ["sub", "jti", "iat", "exp"], "verify_exp": False})
-    except jwt.PyJWTError as exc:
-        raise TokenInvalid("invalid token") from exc
+    claims: dict[str, Any] | None = None
+    for candidate in _signing_secrets(token, secret, previous):
+        try:
+            # algorithms pinned: a token claiming "none" or RS256 is refused.
+            claims = jwt.decode(token, candidate, algorithms=[TOKEN_ALGORITHM],
+                                options={"require": ["sub", "jti", "iat", "exp"], "verify_exp": False})
+            break
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.PyJWTError as exc:
+            raise TokenInvalid("invalid token") from exc
+    if claims is None:
+        raise TokenInvalid("invalid token")
     sub, jti, exp, iat = claims.get("sub"), claims.get("jti"), claims.get("exp"), claims.get("iat")
     if not (isinstance(sub, str) and sub and isinstance(jti, str) and jti
             and isinstance(exp, int) and isinstance(iat, int)):
@@ -287,6 +318,11 @@ def parse_pool(body: dict[str, Any]) -> PoolSpec:
     assert grace is not None and timeout is not None
     return PoolSpec(name=name, window_seconds=window, close_grace_seconds=grace, min_contributors=minimum,
                     processing_timeout_seconds=timeout, processor_url=check_url(body.get("processor_url")))
+
+
+def pool_view(pool: dict[str, Any], *, admin: bool) -> dict[str, Any]:
+    """A pool as a caller may see it: ``processor_url`` (where groups are announced) is for admins only."""
+    return pool if admin else {k: v for k, v in pool.items() if k != "processor_url"}
 
 
 # --- processor API keys ---------------------------------------------------------

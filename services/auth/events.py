@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from services.common.contracts import Message
 
 from .deps import Deps
 
 log = logging.getLogger(__name__)
+
+WARN_EVERY_SECONDS = 10.0  # a flood of refusals is counted in metrics, logged at most this often per kind
+_last_warned: dict[str, float] = {}  # bounded: one entry per call site (a fixed set of kinds)
+_warn_lock = threading.Lock()
+
+
+def warn_now_and_then(kind: str, message: str, **extra: object) -> None:
+    """``log.warning`` at most once per WARN_EVERY_SECONDS for ``kind`` (floods must not flood the logs)."""
+    now = time.monotonic()
+    with _warn_lock:
+        if now - _last_warned.get(kind, float("-inf")) < WARN_EVERY_SECONDS:
+            return
+        _last_warned[kind] = now
+    log.warning(message, extra={"kind": kind, **extra})
 
 
 def publish(deps: Deps, message: Message) -> bool:

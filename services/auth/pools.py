@@ -58,12 +58,13 @@ def create_pool(deps: Deps, caller: Caller, body: dict[str, Any]) -> dict[str, A
 
 def list_pools(deps: Deps, caller: Caller) -> list[dict[str, Any]]:
     """The caller's pools with its role; an admin sees every pool."""
-    return deps.store.list_pools(caller.identity["user_id"], all_pools=caller.is_admin)
+    found = deps.store.list_pools(caller.identity["user_id"], all_pools=caller.is_admin)
+    return [core.pool_view(pool, admin=caller.is_admin) for pool in found]
 
 
 def get_pool(deps: Deps, caller: Caller, pool_id: str) -> dict[str, Any]:
     pool, role = member_or_admin(deps, caller, pool_id)
-    return {**pool, "role": role}
+    return {**core.pool_view(pool, admin=caller.is_admin), "role": role}
 
 
 def members(deps: Deps, caller: Caller, pool_id: str) -> list[dict[str, Any]]:

@@ -12,14 +12,10 @@ can cause meanwhile.
 
 from __future__ import annotations
 
-import logging
-
 from services.common.errors import ApiError
 
-from . import core
+from . import core, events
 from .deps import Deps
-
-log = logging.getLogger(__name__)
 
 # Counters live a little past their window, then Redis drops them: at most two windows per key.
 COUNTER_TTL = core.RATE_WINDOW_SECONDS + 5
@@ -38,7 +34,8 @@ def _count(deps: Deps, action: str, scope: str, who: str, *, add: bool) -> tuple
         count = deps.counters.incr(key, COUNTER_TTL) if add else deps.counters.get(key)
     except Exception as exc:  # noqa: BLE001 - any counter failure: fail open (module docstring)
         deps.metrics.rate_unchecked.labels(action).inc()
-        log.warning("rate counters unreachable; not limiting", extra={"action": action, "error": repr(exc)})
+        events.warn_now_and_then("rate-counters-down", "rate counters unreachable; not limiting",
+                                 action=action, error=repr(exc))
         return None
     return count, retry_after
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,17 @@ def _env(**extra: str) -> dict[str, str]:
            if k not in ("JWT_SECRET", "INTERNAL_API_KEY", "ADMIN_PASSWORD", "ADMIN_USER", "DROPBOX_ENV")}
     env.update({"LOG_LEVEL": "INFO", **extra})  # INFO: every log call on the start path runs
     return env
+
+
+def _declared_body_answer(port: int, length: int) -> bytes:
+    """Send only the headers of a POST announcing ``length`` bytes; what auth answers within 10 s."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(f"POST /auth/signup HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {length}\r\n\r\n".encode())
+        try:
+            return conn.recv(4096)
+        except TimeoutError:
+            return b"(no answer: waiting for the body)"
 
 
 def test_production_refuses_default_secrets() -> None:
@@ -57,6 +69,12 @@ def test_process_migrates_bootstraps_and_serves(pg_url: str, amqp_url: str) -> N
         assert signup.status_code == 201
         assert requests.get(f"{base}/ready", timeout=10).json()["checks"] == {"postgres": True,
                                                                              "rabbitmq": True}
+        # A body above 64 KiB: SPEC's JSON 413 from the app ...
+        big = requests.post(f"{base}/auth/signup", data=b"{" + b" " * (100 * 1024) + b"}", timeout=10,
+                            headers={"Content-Type": "application/json"})
+        assert big.status_code == 413 and big.json()["error"]["code"] == "too_large"
+        # ... and a huge declared body is refused on its headers: auth never waits for (or buffers) it.
+        assert _declared_body_answer(port, 32 * 1024 * 1024).startswith(b"HTTP/1.1 413")
     finally:
         infra.stop_process(proc)
     assert proc.returncode is not None

@@ -113,3 +113,15 @@ def test_internal_pool_views(deps: Deps, admin: Caller, alice: Caller) -> None:
     assert pools.internal_pool(deps, pid)["processor_url"] == POOL["processor_url"]
     assert [m["user_name"] for m in pools.internal_members(deps, pid)] == ["alice"]
     assert refused(lambda: pools.internal_members(deps, "p_missing")).status == 404
+
+
+def test_processor_url_is_shown_to_admins_only(deps: Deps, admin: Caller, alice: Caller,
+                                               login_as: Callable[..., Caller]) -> None:
+    pid = pools.create_pool(deps, admin, POOL)["pool_id"]
+    pools.add_member(deps, admin, pid, {"user_name": "alice", "role": "contributor"})
+    alice = login_as("alice")
+    assert "processor_url" not in pools.get_pool(deps, alice, pid)
+    assert all("processor_url" not in p for p in pools.list_pools(deps, alice))
+    assert pools.get_pool(deps, alice, pid)["window_seconds"] == 60  # the rest of the pool is there
+    assert pools.get_pool(deps, admin, pid)["processor_url"] == POOL["processor_url"]
+    assert pools.list_pools(deps, admin)[0]["processor_url"] == POOL["processor_url"]
