@@ -134,6 +134,22 @@ def ensure_engine(start_timeout: float = 60.0) -> Engine:
     raise EngineUnavailable(f"dockerd did not answer within {start_timeout:.0f}s (see {log_path})")
 
 
+def _alive(pid: int) -> bool:
+    """False once ``pid`` has exited. Started in this process (the test), it is our child:
+    reap it, or it lingers as a zombie that kill(pid, 0) still finds."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:  # another process's child (dockerd left by `make images`)
+        pass
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def stop_engine(timeout: float = 30.0) -> bool:
     """Stop the dockerd this module started (its pid is in STARTED_MARK); never another."""
     try:
@@ -146,11 +162,7 @@ def stop_engine(timeout: float = 30.0) -> bool:
         STARTED_MARK.unlink(missing_ok=True)
         return False
     deadline = time.monotonic() + timeout  # dockerd stops its containers first (10 s each at most)
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
+    while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.3)
     STARTED_MARK.unlink(missing_ok=True)
     log(f"stopped dockerd (pid {pid})")
@@ -241,9 +253,10 @@ def build_secrets(workdir: Path) -> list[str]:
 # ------------------------------------------------------------------------- base images
 
 
-def debian_mirror() -> str:
+def debian_mirror(sources: Sequence[Path] | None = None) -> str:
     """The Debian archive this machine's apt uses (not the security archive)."""
-    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    if sources is None:
+        sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
     for path in sources:
         try:
             text = path.read_text()

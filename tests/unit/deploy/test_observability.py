@@ -143,7 +143,8 @@ def test_dockerfile_is_pinned_non_root_and_generic() -> None:
     assert text.index("ARG PYTHON_IMAGE") < text.index("FROM ")
     assert re.search(r"^USER\s+10001", text, re.M), "the runtime stage must run as uid 10001 (k8s runAsUser)"
     assert re.search(r"^EXPOSE\s+5000 5001 5002 5003 5004\s*$", text, re.M)
-    assert "-c /src/requirements.lock /src" in code and "[dev]" not in code
+    assert "-c /src/requirements.lock -r /tmp/runtime.txt" in code and "[dev]" not in code
+    assert "['project']['dependencies']" in code, "runtime dependencies come from pyproject.toml"
     assert re.search(r"^CMD\s+\[", text, re.M)
     assert re.search(r'^ENTRYPOINT\s+\["/usr/bin/tini", "--"\]', text, re.M), "tini forwards SIGTERM"
     assert re.search(r"^HEALTHCHECK .*\n\s+CMD \[\"python\", \"/app/healthcheck.py\"\]", text, re.M)
