@@ -5,7 +5,8 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha256sum | cut -c1-12)
 
-.PHONY: help install lock run test test-fast test-unit test-integration test-e2e lint lint-js format bench sweep clean infra browser
+.PHONY: help install lock run test test-fast test-unit test-integration test-e2e lint lint-js format bench sweep clean infra browser \
+	images compose-up compose-down
 
 help:
 	@echo "make run        set up and run the fleet (foreground; Ctrl-C stops it)"
@@ -14,6 +15,8 @@ help:
 	@echo "make lint       ruff, mypy, import-linter (no service imports another), ESLint"
 	@echo "make bench      benchmarks against a running fleet (make run in another shell)"
 	@echo "make sweep      remove expired upload sessions (dry run: make sweep ARGS=--dry-run)"
+	@echo "make images     build the fleet's image (and, with no registry, its base images from Debian)"
+	@echo "make compose-up the fleet in containers on 5000-5004 (make compose-down removes it)"
 	@echo "make clean      remove the virtualenv and local run data"
 
 # pyproject.toml bounds the dependencies; requirements.lock pins the exact versions installed
@@ -73,6 +76,17 @@ bench: install
 
 sweep: install
 	$(BIN)/python -m services.file_uploader.sweep $(ARGS)
+
+# Containers (README "Containers"): the engine is started when none answers, base images are
+# made from Debian packages when absent (cached in /var/lib/dropbox-docker), sizes printed.
+images: install
+	$(BIN)/python -m devtools.containers images
+
+compose-up: install
+	$(BIN)/python -m devtools.containers up
+
+compose-down: install
+	$(BIN)/python -m devtools.containers down
 
 clean:
 	rm -rf $(VENV) .run artifacts

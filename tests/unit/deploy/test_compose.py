@@ -32,7 +32,8 @@ def test_service_command_env_and_ready_healthcheck(compose: dict, env_example: d
     assert svc["command"] == ["python", "-m", f"services.{module}"]
     assert svc["env_file"] == ".env"
     port = int(env_example[f"{module.upper()}_PORT"])
-    assert svc["ports"] == [f"{port}:{port}"]
+    # The host port is PUBLISH_<MODULE>_PORT, by default the container's own (as `make run`).
+    assert svc["ports"] == [f"${{PUBLISH_{module.upper()}_PORT:-{port}}}:{port}"]
     test = svc["healthcheck"]["test"]
     assert test[:3] == ["CMD", "python", "-c"]
     assert "urllib.request" in test[3] and f"http://127.0.0.1:{port}/ready" in test[3]
@@ -83,7 +84,7 @@ def test_infrastructure_images_and_versions(compose: dict) -> None:
     assert re.fullmatch(r"postgres:16(\.\d+)?(-\w+)?", services["postgres"]["image"])
     assert re.fullmatch(r"redis:7(\.\d+)*(-\w+)?", services["redis"]["image"])
     assert services["rabbitmq"]["image"] == "rabbitmq:3.13-management"
-    assert "15672:15672" in services["rabbitmq"]["ports"]
+    assert "${PUBLISH_RABBITMQ_UI_PORT:-15672}:15672" in services["rabbitmq"]["ports"]
     assert services["mongodb"]["image"] == "mongo:7.0"
     elastic = {services[n]["image"].rsplit(":", 1)[1] for n in ("elasticsearch", "logstash", "kibana")}
     assert len(elastic) == 1 and next(iter(elastic)).startswith("8."), "one Elastic 8 version for all three"
@@ -122,7 +123,7 @@ def test_logstash_pipeline_is_mounted_and_listens_on_5959(compose: dict, env_exa
     assert re.search(r"udp\s*{[^}]*port\s*=>\s*" + port + r"[^}]*codec\s*=>\s*json", conf, re.S)
     assert re.search(r"tcp\s*{[^}]*port\s*=>\s*" + port + r"[^}]*codec\s*=>\s*json_lines", conf, re.S)
     assert re.search(r"elasticsearch\s*{[^}]*http://elasticsearch:9200", conf, re.S)
-    assert f"{port}:{port}/udp" in logstash["ports"]
+    assert f"${{PUBLISH_LOGSTASH_PORT:-{port}}}:{port}/udp" in logstash["ports"]
     # Balanced braces: a cheap guard against a pipeline Logstash would refuse to load.
     stripped = re.sub(r'"[^"]*"|#[^\n]*', "", conf)
     assert stripped.count("{") == stripped.count("}")

@@ -80,7 +80,8 @@ def test_deployment_runs_its_module_safely(k8s: dict, module: str, name: str) ->
     deployment = k8s[("Deployment", name)]
     pod = deployment["spec"]["template"]["spec"]
     container = _container(deployment)
-    assert container["command"] == ["python", "-m", f"services.{module}"]
+    # args (the image's CMD), never command: that would replace the image's tini entrypoint.
+    assert container["args"] == ["python", "-m", f"services.{module}"] and "command" not in container
     assert container["image"] == "file-dropbox:0.1.0"  # rewritten by kustomization images:
 
     port_key = f"{module.upper()}_PORT"

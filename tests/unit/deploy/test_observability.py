@@ -135,13 +135,22 @@ def test_operations_doc_names_every_queue() -> None:
 def test_dockerfile_is_pinned_non_root_and_generic() -> None:
     text = (ROOT / "Dockerfile").read_text()
     code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    # Every stage FROM the one overridable base, whose default is the official image by digest.
     bases = re.findall(r"^FROM\s+(\S+)", text, re.M)
-    assert bases and all(re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", b) for b in bases), bases
+    assert bases and set(bases) == {"${PYTHON_IMAGE}"}, bases
+    default = re.search(r"^ARG\s+PYTHON_IMAGE=(\S+)\s*$", text, re.M)
+    assert default and re.fullmatch(r"python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", default.group(1)), default
+    assert text.index("ARG PYTHON_IMAGE") < text.index("FROM ")
     assert re.search(r"^USER\s+10001", text, re.M), "the runtime stage must run as uid 10001 (k8s runAsUser)"
     assert re.search(r"^EXPOSE\s+5000 5001 5002 5003 5004\s*$", text, re.M)
-    assert "pip install /src" in code and "[dev]" not in code
+    assert "-c /src/requirements.lock -r /tmp/runtime.txt" in code and "[dev]" not in code
+    assert "['project']['dependencies']" in code, "runtime dependencies come from pyproject.toml"
     assert re.search(r"^CMD\s+\[", text, re.M)
-    assert "HEALTHCHECK" not in code  # compose and Kubernetes probe /ready and /health
+    assert re.search(r'^ENTRYPOINT\s+\["/usr/bin/tini", "--"\]', text, re.M), "tini forwards SIGTERM"
+    assert re.search(r"^HEALTHCHECK .*\n\s+CMD \[\"python\", \"/app/healthcheck.py\"\]", text, re.M)
+    # Host specifics (index, CA bundle) only as build secrets, never ENV/ARG in a layer.
+    assert "--mount=type=secret,id=pipconf" in code
+    assert not re.search(r"^(ENV|ARG)\s+PIP_(INDEX|CERT|CONFIG)", text, re.M)
     ignored = (ROOT / ".dockerignore").read_text().split()
     for entry in (".git", ".venv", ".pytest_cache", ".hypothesis", "artifacts", "tests", ".env"):
         assert entry in ignored, entry

@@ -30,7 +30,8 @@ def k8s_env_names(k8s: dict) -> set[str]:
 
 def test_compose_and_kubernetes_name_the_same_services_and_commands(compose: dict, k8s: dict) -> None:
     compose_cmds = {name: svc["command"] for name, svc in app_services(compose).items()}
-    k8s_cmds = {name: doc["spec"]["template"]["spec"]["containers"][0]["command"]
+    # compose's command is the image's CMD, as Kubernetes' args are (its command is the ENTRYPOINT).
+    k8s_cmds = {name: doc["spec"]["template"]["spec"]["containers"][0]["args"]
                 for (kind, name), doc in k8s.items() if kind == "Deployment"}
     assert compose_cmds == k8s_cmds
     assert set(compose_cmds) == set(SERVICES.values())
