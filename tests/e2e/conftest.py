@@ -50,6 +50,10 @@ def fleet_env(mongo_uri: str, **extra: str) -> dict[str, str]:
         "STORE_RETRY_DELAY_SECONDS": "0.5",
         # Test-only: uploads named like this fail to store (the retry path); refused in production.
         "STORE_FAIL_PATTERN": r"^fail-store-.*",
+        # Every test client signs up and logs in from 127.0.0.1: per-address limits would make the
+        # suite's own traffic a flood. Per-name limits stay on; tests of the address limits set them.
+        "SIGNUP_IP_RATE_PER_MINUTE": "0",
+        "LOGIN_IP_RATE_PER_MINUTE": "0",
         **extra,
     }
 
