@@ -56,13 +56,35 @@ def test_pika_is_imported_in_one_module_only():
     assert users == ["services/common/messaging.py"], users
 
 
+# Services that consume messages have handlers.py; auth consumes none.
+CONSUMERS = {"socket_gateway", "file_uploader", "file_service_manager", "pool_aggregator"}
+MAX_CREATE_APP_LINES = 45  # create_app only wires: longer means logic crept in
+MAX_MAIN_LINES = 12  # __main__.main: settings -> logs -> create_app -> runtime.start -> serve
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_every_service_has_the_house_shape(service):
     package = ROOT / "services" / service
-    for part in ("__init__.py", "__main__.py", "config.py", "app.py", "core.py"):
+    for part in ("__init__.py", "__main__.py", "config.py", "app.py", "deps.py", "routes.py", "ports.py",
+                 "core.py", "store.py"):
         assert (package / part).exists(), f"services/{service}/{part} is missing"
+    assert (package / "handlers.py").exists() == (service in CONSUMERS), f"services/{service}/handlers.py"
+    functions = {n.name: n for n in ast.walk(ast.parse((package / "app.py").read_text()))
+                 if isinstance(n, ast.FunctionDef)}
+    create_app = functions["create_app"]
+    assert create_app.end_lineno - create_app.lineno < MAX_CREATE_APP_LINES, f"{service}: create_app only wires"
+    main = next(n for n in ast.walk(ast.parse((package / "__main__.py").read_text()))
+                if isinstance(n, ast.FunctionDef) and n.name == "main")
+    assert main.end_lineno - main.lineno < MAX_MAIN_LINES, f"{service}: __main__.main is the five-line start"
     doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text()))
     assert doc and len(doc) > 40, f"services/{service}/__init__.py must say what it consumes, publishes, owns"
+
+
+def test_architecture_lists_every_service_module():
+    """docs/ARCHITECTURE.md's module table is generated from the code (python -m devtools.shape)."""
+    from devtools import shape
+
+    assert shape.main(["--check"]) == 0, "run: python -m devtools.shape"
 
 
 @pytest.mark.parametrize("service", SERVICES)
