@@ -143,6 +143,8 @@ class ServiceMetrics:
 
 
 ReadyCheck = Callable[[], bool]
+# What a user is told of an unexpected failure; the cause is in the log under the request id.
+GENERIC_5XX = "the service failed to answer; try again"
 
 
 def install(app: Flask, service: str, checks: Mapping[str, ReadyCheck],
@@ -197,12 +199,17 @@ def install(app: Flask, service: str, checks: Mapping[str, ReadyCheck],
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException) -> Response:
         status = err.code or 500
+        if status >= 500:
+            # A 5xx description may quote internals (hosts, queries): logged, never answered.
+            log.error("server error", extra={"status": status, "error": err.description})
+            return error_response(ApiError(status, code_for(status), GENERIC_5XX))
         return error_response(ApiError(status, code_for(status), err.description or err.name))
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception) -> Response:
+        # Details (the exception and its traceback) go to the log under this request id only.
         log.exception("unhandled error")
-        return error_response(ApiError(500, "internal_error", "the service failed to answer; try again"))
+        return error_response(ApiError(500, "internal_error", GENERIC_5XX))
 
     @app.get("/health")
     def health() -> Response:
@@ -243,7 +250,7 @@ def read_exactly(stream: Any, n: int) -> bytes:
 
 def _json_error_body(status: int, reason: str, detail: str) -> bytes:
     code = "too_large" if status in (413, 431) else code_for(status)
-    message = f"{reason}: {detail}" if status < 500 else "the service failed to answer; try again"
+    message = f"{reason}: {detail}" if status < 500 else GENERIC_5XX
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from services.common import contracts, validation
 from services.common.contracts import StoreUpload, UploadItem
+from services.common.errors import ShownToUsers
 
 # SPEC's file record, in order; index documents carry more (upload_id, kind, ...).
 RECORD_KEYS = ("file_id", "file_name", "size", "sha256", "status", "owner_id", "owner_name", "pool_id",
@@ -33,8 +34,8 @@ class RangeNotSatisfiable(ValueError):
     pass
 
 
-class StoreFailure(RuntimeError):
-    """Storing an upload failed; file_uploader is told and decides on a retry."""
+class StoreFailure(ShownToUsers):
+    """Storing an upload failed; file_uploader is told and decides on a retry (the message reaches the owner)."""
 
 
 # One byte range: ASCII digits only (str.isdigit() also says yes to "²", which int() refuses).
