@@ -58,6 +58,9 @@ def error_response(err: ApiError) -> Response:
 # The largest body a JSON route reads (a request of the fleet's JSON API is a few hundred bytes;
 # metadata, the largest field, is bounded at 16 KiB by validation). Larger: 413 unread.
 JSON_BODY_LIMIT = 64 * 1024
+# A start-upload body also lists up to MAX_ITEMS batch items: this much more per item (a
+# timestamp, two integers and a name of at most 255 UTF-8 bytes, \u-escaped by most encoders).
+JSON_ITEM_BYTES = 1024
 # What a waitress server buffers of one request body unless its service says otherwise: JSON
 # services need far less; services taking files (uploader, results) pass their own bound.
 DEFAULT_MAX_BODY = 1024 * 1024
