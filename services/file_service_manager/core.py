@@ -186,7 +186,8 @@ def public_record(doc: dict[str, Any]) -> dict[str, Any]:
 def parse_limit(raw: str | None, default: int = 100, maximum: int = 1000) -> int:
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    # ASCII digits, a few of them: "²".isdigit() is true and int() of 5,000 digits raises.
+    if re.fullmatch(r"[0-9]{1,9}", raw) is None or not 1 <= int(raw) <= maximum:
         raise ValueError(f"limit must be an integer within 1..{maximum}")
     return int(raw)
 
