@@ -33,6 +33,11 @@ let configPromise = null;
 export function loadConfig() {
   if (!configPromise) {
     configPromise = fetch("config.json", { cache: "no-store" }).then(async (r) => {
+      // The production ingress does not route /config.json (404): every service is on this origin.
+      if (r.status === 404) {
+        const here = window.location.origin;
+        return { auth: here, fsm: here, aggregator: here, uploader: here, gateway: here };
+      }
       if (!r.ok) throw new ApiError(r.status, "config_unavailable", "the dashboard configuration could not be loaded");
       const cfg = await r.json();
       const trim = (u) => (u || "").replace(/\/+$/, "");

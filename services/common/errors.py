@@ -30,6 +30,12 @@ def status_for(code: str) -> int:
     return _CODE_STATUS.get(code, 400)
 
 
+class ShownToUsers(Exception):
+    """A failure whose message is written for users (no internals: no hosts, paths, driver
+    text), so it may travel to them, e.g. as a ``file-status`` ``reason``. Any other
+    exception's text stays in the logs and users get a generic message."""
+
+
 class ApiError(Exception):
     """An error answered as SPEC's JSON error shape, with its HTTP status."""
 

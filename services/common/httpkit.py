@@ -58,6 +58,9 @@ def error_response(err: ApiError) -> Response:
 # The largest body a JSON route reads (a request of the fleet's JSON API is a few hundred bytes;
 # metadata, the largest field, is bounded at 16 KiB by validation). Larger: 413 unread.
 JSON_BODY_LIMIT = 64 * 1024
+# A start-upload body also lists up to MAX_ITEMS batch items: this much more per item (a
+# timestamp, two integers and a name of at most 255 UTF-8 bytes, \u-escaped by most encoders).
+JSON_ITEM_BYTES = 1024
 # What a waitress server buffers of one request body unless its service says otherwise: JSON
 # services need far less; services taking files (uploader, results) pass their own bound.
 DEFAULT_MAX_BODY = 1024 * 1024
@@ -143,6 +146,8 @@ class ServiceMetrics:
 
 
 ReadyCheck = Callable[[], bool]
+# What a user is told of an unexpected failure; the cause is in the log under the request id.
+GENERIC_5XX = "the service failed to answer; try again"
 
 
 def install(app: Flask, service: str, checks: Mapping[str, ReadyCheck],
@@ -197,12 +202,17 @@ def install(app: Flask, service: str, checks: Mapping[str, ReadyCheck],
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException) -> Response:
         status = err.code or 500
+        if status >= 500:
+            # A 5xx description may quote internals (hosts, queries): logged, never answered.
+            log.error("server error", extra={"status": status, "error": err.description})
+            return error_response(ApiError(status, code_for(status), GENERIC_5XX))
         return error_response(ApiError(status, code_for(status), err.description or err.name))
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception) -> Response:
+        # Details (the exception and its traceback) go to the log under this request id only.
         log.exception("unhandled error")
-        return error_response(ApiError(500, "internal_error", "the service failed to answer; try again"))
+        return error_response(ApiError(500, "internal_error", GENERIC_5XX))
 
     @app.get("/health")
     def health() -> Response:
@@ -243,7 +253,7 @@ def read_exactly(stream: Any, n: int) -> bytes:
 
 def _json_error_body(status: int, reason: str, detail: str) -> bytes:
     code = "too_large" if status in (413, 431) else code_for(status)
-    message = f"{reason}: {detail}" if status < 500 else "the service failed to answer; try again"
+    message = f"{reason}: {detail}" if status < 500 else GENERIC_5XX
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 

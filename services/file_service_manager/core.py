@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from services.common import contracts
+from services.common import contracts, validation
 from services.common.contracts import StoreUpload, UploadItem
+from services.common.errors import ShownToUsers
 
 # SPEC's file record, in order; index documents carry more (upload_id, kind, ...).
 RECORD_KEYS = ("file_id", "file_name", "size", "sha256", "status", "owner_id", "owner_name", "pool_id",
@@ -33,39 +34,49 @@ class RangeNotSatisfiable(ValueError):
     pass
 
 
-class StoreFailure(RuntimeError):
-    """Storing an upload failed; file_uploader is told and decides on a retry."""
+class StoreFailure(ShownToUsers):
+    """Storing an upload failed; file_uploader is told and decides on a retry (the message reaches the owner)."""
+
+
+# One byte range: ASCII digits only (str.isdigit() also says yes to "²", which int() refuses).
+_BYTE_RANGE = re.compile(r"bytes[ \t]*=[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)", re.IGNORECASE | re.ASCII)
+# A position with more digits than this is past any file (and int() of 5,000 digits raises).
+_MAX_DIGITS = 18
+_HUGE = 10 ** _MAX_DIGITS
+
+
+def _position(digits: str) -> int:
+    return int(digits) if len(digits) <= _MAX_DIGITS else _HUGE
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """A single ``bytes=`` range as inclusive ``(start, end)``; None means "send it all".
 
-    Several ranges, or a header that is not a byte range, are ignored (RFC 9110
-    lets a server answer 200 with the whole file); a well-formed range that lies
-    outside the file is unsatisfiable (416).
+    Total over every string: anything but one well-formed byte range (several ranges,
+    another unit, signs, non-ASCII digits, a reversed range) is ignored (RFC 9110 lets a
+    server answer 200 with the whole file); a well-formed range that lies outside the
+    file is unsatisfiable (416). Positions of any length are read without converting
+    more than 18 digits (a longer one is past any file).
     """
     if not header:
         return None
-    unit, _, spec = header.strip().partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
+    found = _BYTE_RANGE.fullmatch(header.strip())
+    if found is None:
         return None
-    first, dash, last = spec.strip().partition("-")
-    if not dash:
-        return None
-    first, last = first.strip(), last.strip()
-    if not (first.isdigit() or first == "") or not (last.isdigit() or last == "") or (not first and not last):
+    first, last = found.group(1), found.group(2)
+    if not first and not last:
         return None
     if not first:  # suffix: the last N bytes
-        length = int(last)
+        length = _position(last)
         if length == 0 or size == 0:
             raise RangeNotSatisfiable(header)
         return max(0, size - length), size - 1
-    start = int(first)
-    if last and int(last) < start:
+    start = _position(first)
+    if last and _position(last) < start:
         return None  # syntactically invalid: ignore it
+    end = _position(last) if last else size - 1
     if start >= size:
         raise RangeNotSatisfiable(header)
-    end = int(last) if last else size - 1
     return start, min(end, size - 1)
 
 
@@ -82,10 +93,30 @@ def etag_matches(if_none_match: str | None, sha256: str) -> bool:
     return any(t.removeprefix("W/") == etag(sha256) for t in tags)
 
 
-def content_disposition(name: str) -> str:
-    """``attachment`` with an ASCII fallback and the exact name as RFC 5987 ``filename*``."""
-    fallback = re.sub(r'[^A-Za-z0-9._ -]', "_", name).strip() or "download"
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+# Bounds the header whatever an older version stored as the name (names are 255 bytes now).
+_MAX_HEADER_NAME = 255
+
+
+def content_disposition(name: Any) -> str:
+    """``attachment`` with an ASCII fallback and the exact name as RFC 5987 ``filename*``.
+
+    Safe for any stored name: the fallback is ASCII without quotes or controls, the
+    ``filename*`` value is percent-encoded UTF-8 (a lone surrogate becomes U+FFFD), so
+    the header is always Latin-1 and cannot be split.
+    """
+    text = str(name)[:_MAX_HEADER_NAME] if name not in (None, "") else "download"
+    fallback = re.sub(r"[^A-Za-z0-9._ -]", "_", text).strip() or "download"
+    encoded = quote(text.encode("utf-8", "replace"), safe="")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
+
+
+def content_type(stored: Any) -> str:
+    """The Content-Type to send for a stored ``content_type``: the stored one if it is a valid
+    media type, else ``application/octet-stream`` (older versions stored any text, and a
+    non-Latin-1 one made the file undownloadable and cut group archives)."""
+    if validation.is_content_type(stored):
+        return validation.check_content_type(stored)
+    return validation.DEFAULT_CONTENT_TYPE
 
 
 @dataclass(frozen=True)
@@ -155,7 +186,8 @@ def public_record(doc: dict[str, Any]) -> dict[str, Any]:
 def parse_limit(raw: str | None, default: int = 100, maximum: int = 1000) -> int:
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    # ASCII digits, a few of them: "²".isdigit() is true and int() of 5,000 digits raises.
+    if re.fullmatch(r"[0-9]{1,9}", raw) is None or not 1 <= int(raw) <= maximum:
         raise ValueError(f"limit must be an integer within 1..{maximum}")
     return int(raw)
 

@@ -61,8 +61,7 @@ def plan_download(deps: Deps, file_id: str, who: core.Caller, range_header: str 
         raise RangeRefused(size) from None
     start, end = span if span is not None else (0, size - 1)
     length = max(0, end - start + 1)
-    plan = DownloadPlan(206 if span is not None else 200, headers,
-                        record.get("content_type") or "application/octet-stream")
+    plan = DownloadPlan(206 if span is not None else 200, headers, core.content_type(record.get("content_type")))
     if span is not None:
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(length)

@@ -14,6 +14,7 @@ from typing import Any
 
 from services.common import contracts, logs
 from services.common.contracts import FileStatusChanged, FileStored, StoreUpload, UploadItem, UploadStoreFailed
+from services.common.errors import ShownToUsers
 
 from . import core
 from .core import StoreFailure
@@ -22,6 +23,7 @@ from .ports import LeftoverAttempt
 
 log = logging.getLogger(__name__)
 
+GENERIC_REASON = "the file could not be stored (an internal error); it is retried"
 MAX_REASON = 500  # characters of a failure reason carried in a message (bounded: it may quote input)
 
 
@@ -33,8 +35,11 @@ def store_upload(deps: Deps, msg: StoreUpload) -> None:
             stored = store(deps, msg)
         except Exception as exc:  # noqa: BLE001 - every failure goes to file_uploader's retry decision
             deps.metrics.store_failures.inc()
-            reason = str(exc) if isinstance(exc, StoreFailure) else f"{type(exc).__name__}: {exc}"
-            log.warning("store failed", extra={"reason": reason})
+            # The reason reaches the owner (file-status): our own words only; driver and
+            # network errors (hosts, paths, internals) stay in the log.
+            reason = str(exc) if isinstance(exc, ShownToUsers) else GENERIC_REASON
+            log.warning("store failed", extra={"reason": reason, "error": f"{type(exc).__name__}: {exc}"},
+                        exc_info=not isinstance(exc, ShownToUsers))
             # Publishing the failure is the handler's durable outcome; if even that
             # fails, raising retries the StoreUpload (a later try decides again).
             deps.broker.publish(UploadStoreFailed(upload_id=msg.upload_id, attempt=msg.attempt,

@@ -38,7 +38,7 @@ def _json(body: dict[str, Any], status: int = 200) -> Response:
 @bp.post("/uploads")
 def start_upload() -> Response:
     internal()
-    body = json_body()
+    body = json_body(httpkit.JSON_BODY_LIMIT + httpkit.JSON_ITEM_BYTES * deps().settings.limits.max_items)
     result, status = uploads().start(body, owner_id=str(body.get("owner_id") or ""),
                                      owner_name=str(body.get("owner_name") or ""),
                                      writer=str(body.get("writer") or ""))

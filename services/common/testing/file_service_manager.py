@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import contracts, uploadkeys
 from ..contracts import StoreUpload, UploadItem
+from ..errors import ShownToUsers
 
 __all__ = ["FakeCache", "FakeDownload", "FakeIndex"]
 
@@ -159,7 +160,7 @@ class FakeCache:
             chunk = self.chunks.get(msg.chunk_key(index))
             end = min(msg.chunk_size, stop - index * msg.chunk_size)
             if chunk is None or len(chunk) < end:
-                raise RuntimeError(f"chunk {index} of upload {msg.upload_id} is missing from the cache")
+                raise ShownToUsers(f"chunk {index} of upload {msg.upload_id} is missing from the cache")
             yield chunk[start:end]
             position = index * msg.chunk_size + end
 

@@ -93,3 +93,30 @@ def test_cli_parsing_and_safe_names() -> None:
     assert _safe_name("../../etc/passwd", "r1") == "passwd"
     assert _safe_name("..", "r1") == "r1"
     assert _safe_name("", "r1") == "r1"
+
+
+class _Answer:
+    def __init__(self, status: int, body: dict | None = None) -> None:
+        self.status_code = status
+        self._body = body or {}
+
+    def raise_for_status(self) -> None:
+        if self.status_code >= 400:
+            raise RuntimeError(self.status_code)
+
+    def json(self) -> dict:
+        return self._body
+
+
+def test_without_config_json_every_service_is_on_the_gateway_origin() -> None:
+    # Behind the production ingress /config.json is not routed: 404 means "all on this origin".
+    c = DropboxClient("https://dropbox.example.com/")
+    c.http.get = lambda url, timeout: _Answer(404)  # type: ignore[method-assign]
+    assert (c.auth_url, c.fsm_url, c.aggregator_url) == ("https://dropbox.example.com",) * 3
+    served = DropboxClient("http://127.0.0.1:1")
+    served.http.get = lambda url, timeout: _Answer(200, {"auth_url": "http://a:1"})  # type: ignore[method-assign]
+    assert served.auth_url == "http://a:1"
+    broken = DropboxClient("http://127.0.0.1:1")
+    broken.http.get = lambda url, timeout: _Answer(503)  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        _ = broken.auth_url

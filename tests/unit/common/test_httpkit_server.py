@@ -203,3 +203,28 @@ def test_body_limit_cuts_a_body_without_length_while_reading() -> None:
                                       environ_overrides={"wsgi.input_terminated": True})
     assert response.status_code == 413
     assert response.get_json()["error"]["code"] == "too_large"
+
+
+def test_5xx_http_errors_answer_a_generic_message() -> None:
+    from werkzeug.exceptions import InternalServerError, ServiceUnavailable
+
+    app = Flask("t")
+    httpkit.install(app, "t", {})
+
+    @app.get("/a")
+    def a() -> Any:
+        raise InternalServerError(description="query failed on db-7.internal:5432")
+
+    @app.get("/b")
+    def b() -> Any:
+        raise ServiceUnavailable(description="redis at 10.0.0.5 refused")
+
+    client = app.test_client()
+    for path, status in (("/a", 500), ("/b", 503)):
+        response = client.get(path)
+        assert response.status_code == status
+        error = response.get_json()["error"]
+        assert error["message"] == httpkit.GENERIC_5XX
+        assert "db-7" not in response.get_data(as_text=True) and "10.0.0.5" not in response.get_data(as_text=True)
+    # 4xx descriptions are ours and useful: kept.
+    assert client.get("/nope").get_json()["error"]["code"] == "not_found"

@@ -14,7 +14,7 @@ import yaml
 
 from services.common.settings import DEV_SECRETS
 
-from .conftest import APP_SECRETS, K8S_DIR, SERVICES, load_k8s_docs
+from .conftest import APP_SECRETS, K8S_DIR, ROOT, SERVICES, load_k8s_docs
 
 # Pinned: a version kubernetes-validate ships schemas for (offline), and the
 # oldest minor we claim to support.
@@ -146,38 +146,83 @@ def _prefix_match(rule_path: str, path: str) -> bool:
     return path == rule_path or path.startswith(rule_path.rstrip("/") + "/")
 
 
-def _route(k8s: dict, path: str) -> tuple[str, str]:
-    """The (ingress, service) the longest matching Prefix rule sends ``path`` to."""
-    best: tuple[int, str, str] | None = None
+def _matches(rule: dict[str, Any], path: str) -> bool:
+    assert rule["pathType"] in ("Prefix", "Exact")
+    return rule["path"] == path if rule["pathType"] == "Exact" else _prefix_match(rule["path"], path)
+
+
+def _route_or_none(k8s: dict, path: str) -> tuple[str, str] | None:
+    """The (ingress, service) ``path`` goes to: the longest matching path, Exact before Prefix on a tie."""
+    best: tuple[tuple[int, int], str, str] | None = None
     for (kind, ingress_name), doc in k8s.items():
         if kind != "Ingress":
             continue
         for rule in doc["spec"]["rules"]:
             for p in rule["http"]["paths"]:
-                assert p["pathType"] == "Prefix"
-                if _prefix_match(p["path"], path) and (best is None or len(p["path"]) > best[0]):
-                    best = (len(p["path"]), ingress_name, p["backend"]["service"]["name"])
-    assert best is not None, f"nothing routes {path}"
-    return best[1], best[2]
+                rank = (len(p["path"]), 1 if p["pathType"] == "Exact" else 0)
+                if _matches(p, path) and (best is None or rank > best[0]):
+                    best = (rank, ingress_name, p["backend"]["service"]["name"])
+    return None if best is None else (best[1], best[2])
+
+
+def _route(k8s: dict, path: str) -> tuple[str, str]:
+    found = _route_or_none(k8s, path)
+    assert found is not None, f"nothing routes {path}"
+    return found
 
 
 @pytest.mark.parametrize("path,service", [
     ("/socket.io/", "socket-gateway"),
     ("/", "socket-gateway"),
     ("/index.html", "socket-gateway"),
+    ("/auth/signup", "auth"),
     ("/auth/login/alice", "auth"),
+    ("/auth/logout/alice", "auth"),
+    ("/auth/refresh", "auth"),
+    ("/auth/validate", "auth"),
+    ("/auth/users", "auth"),
+    ("/auth/users/alice", "auth"),
     ("/auth/pools", "auth"),
+    ("/auth/pools/p1/members/alice", "auth"),
+    ("/auth/pools/p1/processor-keys", "auth"),
     ("/file/upload", "file-uploader"),
-    ("/file/update/status", "file-uploader"),
     ("/file/0123abcd", "file-service-manager"),
     ("/files", "file-service-manager"),
     ("/client/history/u1", "file-service-manager"),
     ("/audit", "file-service-manager"),
+    ("/pools/p1/groups", "pool-aggregator"),
     ("/pools/p1/groups/g1/files", "pool-aggregator"),
+    ("/pools/p1/groups/g1/archive", "pool-aggregator"),
     ("/pools/p1/results", "pool-aggregator"),
 ])
 def test_ingress_routes_spec_paths_to_their_service(k8s: dict, path: str, service: str) -> None:
     assert _route(k8s, path)[1] == service
+
+
+@pytest.mark.parametrize("path", [
+    "/health", "/ready", "/metrics", "/config.json",
+    "/auth/internal/processor-keys/verify", "/auth/internal/pools/p1", "/auth/internal/pools/p1/members",
+    "/uploads", "/uploads/f1", "/uploads/f1/chunks/0", "/uploads/f1/complete", "/uploads/f1/release",
+    "/package.json", "/eslint.config.js", "/anything-else",
+])
+def test_internal_and_operations_routes_are_not_routed(k8s: dict, path: str) -> None:
+    # /metrics, /ready and the internal routes are for the cluster (Prometheus, probes, services).
+    assert _route_or_none(k8s, path) is None, f"the ingress routes {path}"
+
+
+def test_file_update_status_does_not_reach_the_uploader(k8s: dict) -> None:
+    # Internal (X-Internal-Key): it falls under /file (file_service_manager has no such route: 404).
+    assert _route(k8s, "/file/update/status")[1] != "file-uploader"
+
+
+def test_every_dashboard_file_is_routed_to_the_gateway(k8s: dict) -> None:
+    frontend = ROOT / "frontend"
+    shipped = [p for p in frontend.rglob("*") if p.is_file() and p.suffix in (".js", ".css", ".html")
+               and "node_modules" not in p.parts and p.name != "eslint.config.js"]
+    assert len(shipped) >= 5
+    for file in shipped:
+        path = "/" + file.relative_to(frontend).as_posix()
+        assert _route_or_none(k8s, path) == ("dropbox-gateway", "socket-gateway"), path
 
 
 def test_only_the_gateway_is_sticky(k8s: dict) -> None:
