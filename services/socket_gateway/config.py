@@ -15,6 +15,17 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # frame, so this is generous.
 CHUNK_HEADROOM = 64 * 1024
 
+# engine.io's pings: a dead client is noticed after ping_interval + ping_timeout; both bounded
+# so a misconfiguration cannot keep dead sockets (and their buffers) for hours.
+MAX_PING_SECONDS = 120.0
+
+
+def _bounded(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    value = env_float(env, name, default)
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be within {low}..{high} seconds")
+    return value
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -56,6 +67,13 @@ class Settings:
     # beyond it a socket still sending is closed with 1013 (try again later). See OPERATIONS.md
     # "Gateway memory" for the sizing against the pod's memory limit.
     assembly_budget_bytes: int = 128 * 1024 * 1024
+    # How long a connection may take to send its request line (the first one, or the next one on
+    # a keep-alive connection): a client that connects and sends nothing is dropped after it.
+    header_timeout: float = 10.0
+    # Every other socket operation of a connection (reading headers, WebSocket frames, writing
+    # to a client that does not read): longer than engine.io's ping_interval + ping_timeout, so
+    # a live WebSocket (which pongs every ping_interval) never hits it.
+    socket_timeout: float = 60.0
 
     @property
     def max_http_buffer_size(self) -> int:
@@ -76,8 +94,8 @@ class Settings:
             max_connections=env_int(env, "GATEWAY_MAX_CONNECTIONS", 10000, minimum=1),
             max_chunk_bytes=env_int(env, "MAX_CHUNK_BYTES", 8 * 1024 * 1024, minimum=1024),
             cors_allowed_origins=env_str(env, "GATEWAY_CORS_ORIGINS", "*"),
-            ping_interval=env_float(env, "GATEWAY_PING_INTERVAL", 25.0),
-            ping_timeout=env_float(env, "GATEWAY_PING_TIMEOUT", 20.0),
+            ping_interval=_bounded(env, "GATEWAY_PING_INTERVAL", 25.0, 1.0, MAX_PING_SECONDS),
+            ping_timeout=_bounded(env, "GATEWAY_PING_TIMEOUT", 20.0, 1.0, MAX_PING_SECONDS),
             delivery_slack_seconds=env_float(env, "GATEWAY_DELIVERY_SLACK", 30.0),
             seen_ttl_seconds=env_int(env, "GATEWAY_SEEN_TTL", 90 * 24 * 3600, minimum=60),
             frontend_dir=Path(env_str(env, "FRONTEND_DIR", str(REPO_ROOT / "frontend"))),
@@ -93,10 +111,15 @@ class Settings:
             max_text_message_bytes=env_int(env, "GATEWAY_MAX_TEXT_MESSAGE_BYTES", 1024 * 1024, minimum=1024),
             assembly_budget_bytes=env_int(env, "GATEWAY_ASSEMBLY_BUDGET_BYTES", 128 * 1024 * 1024,
                                           minimum=1024 * 1024),
+            header_timeout=_bounded(env, "GATEWAY_HEADER_TIMEOUT", 10.0, 0.5, 300.0),
+            socket_timeout=_bounded(env, "GATEWAY_SOCKET_TIMEOUT", 60.0, 1.0, 3600.0),
         )
         if settings.assembly_budget_bytes < settings.max_http_buffer_size:
             raise ConfigError("GATEWAY_ASSEMBLY_BUDGET_BYTES must hold at least one whole chunk message "
                               f"({settings.max_http_buffer_size} bytes)")
+        if settings.socket_timeout <= settings.ping_interval + settings.ping_timeout:
+            raise ConfigError("GATEWAY_SOCKET_TIMEOUT must exceed GATEWAY_PING_INTERVAL + GATEWAY_PING_TIMEOUT "
+                              "(a live WebSocket is quiet that long between pongs)")
         return settings
 
     def cors_origins(self) -> str | list[str]:

@@ -35,6 +35,9 @@ CHUNK_SIZE = 256 * 1024
 # engine.io's max_http_buffer_size = MAX_CHUNK_BYTES + config.CHUNK_HEADROOM: the largest message.
 MESSAGE_CAP = MAX_CHUNK_BYTES + 64 * 1024
 ASSEMBLY_BUDGET = 16 * MIB
+HEADER_TIMEOUT = 2.0
+SOCKET_TIMEOUT = 8.0
+PING_SECONDS = 2 + 3  # GATEWAY_PING_INTERVAL + GATEWAY_PING_TIMEOUT
 
 
 @dataclass
@@ -71,7 +74,8 @@ class HostileFleet:
 def fleet(mongo_uri: str) -> Iterator[HostileFleet]:
     env = fleet_env(mongo_uri, LOG_LEVEL="WARNING", CHUNK_SIZE=str(CHUNK_SIZE), MAX_CHUNK_BYTES=str(MAX_CHUNK_BYTES),
                     GATEWAY_ASSEMBLY_BUDGET_BYTES=str(ASSEMBLY_BUDGET), GATEWAY_PING_INTERVAL="2",
-                    GATEWAY_PING_TIMEOUT="3")
+                    GATEWAY_PING_TIMEOUT="3", GATEWAY_HEADER_TIMEOUT=str(HEADER_TIMEOUT),
+                    GATEWAY_SOCKET_TIMEOUT=str(SOCKET_TIMEOUT))
     running = start_fleet(env, ROOT / "artifacts" / "fleet-logs" / f"hostile-{uuid.uuid4().hex[:6]}")
     try:
         yield HostileFleet(running)
@@ -230,6 +234,49 @@ def test_1_many_endless_messages_keep_the_gateway_bounded(fleet: HostileFleet) -
 
 
 # --- 4. auth without an account; the gateway's timeouts ---------------------------------------
+
+
+def seconds_until_closed(sock: socket.socket, limit: float) -> float | None:
+    """How long until the peer closes ``sock`` (EOF or reset), or None within ``limit`` seconds."""
+    started = time.monotonic()
+    sock.settimeout(limit)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return None
+    except OSError:
+        pass
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("opening", [b"", b"GET / HTTP/1.1"], ids=["nothing", "half a request line"])
+def test_4_gateway_drops_a_connection_that_sends_nothing(fleet: HostileFleet, opening: bytes) -> None:
+    url = urlsplit(fleet.urls["socket_gateway"])
+    with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+        if opening:
+            sock.sendall(opening)
+        waited = seconds_until_closed(sock, HEADER_TIMEOUT + 8)
+    assert waited is not None, "the gateway kept a silent connection open"
+    assert waited < HEADER_TIMEOUT + 3, waited
+
+
+def test_4_gateway_drops_slow_headers(fleet: HostileFleet) -> None:
+    url = urlsplit(fleet.urls["socket_gateway"])
+    with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # ... and the rest never comes
+        waited = seconds_until_closed(sock, SOCKET_TIMEOUT + 8)
+    assert waited is not None and waited < SOCKET_TIMEOUT + 3, waited
+
+
+def test_4_gateway_drops_a_websocket_that_never_answers(fleet: HostileFleet) -> None:
+    ws = RawWebSocket(fleet.urls["socket_gateway"])  # upgraded; no Socket.IO connect, no pong
+    try:
+        waited = seconds_until_closed(ws.sock, PING_SECONDS + 8)
+    finally:
+        ws.close()
+    assert waited is not None and waited < PING_SECONDS + 3, waited
+    fleet.normal_upload()
 
 
 # --- 5. grouping that keeps up and is fair -----------------------------------------------------
