@@ -27,6 +27,19 @@ def _bounded(env: Mapping[str, str], name: str, default: float, low: float, high
     return value
 
 
+# The gateway's worst case, by construction (docs/OPERATIONS.md "Gateway memory"), for N open
+# connections (all hostile), with the Kubernetes defaults (configmap.yaml; limit 768 MiB):
+#   interpreter, libraries, pools ................................... ~100 MiB (64 MiB measured idle)
+#   N connections x ~64 KiB (greenlet, socket, engine.io state; 59 KiB measured)
+#   partial WebSocket messages <= GATEWAY_ASSEMBLY_BUDGET_BYTES (+1/8 bytearray slack) = 144 MiB
+#   messages complete but not yet admitted <= what the budget held a moment before = 128 MiB
+#     (the reading task yields after each message: events.GatewayServer)
+#   binary packets waiting for their one attachment: N x 4 KiB (events.MAX_BINARY_HEADER_BYTES)
+#   events being handled <= GATEWAY_MAX_INFLIGHT_BYTES + one message = 128 + 8 MiB
+# N = 2,000 (GATEWAY_MAX_CONNECTIONS in Kubernetes): 100 + 125 + 144 + 128 + 8 + 136 = 641 MiB < 768 MiB;
+# N = 1,000: 100 + 63 + 144 + 128 + 4 + 136 = 575 MiB.
+
+
 @dataclass(frozen=True)
 class Settings:
     common: CommonSettings
@@ -60,6 +73,12 @@ class Settings:
     # the flood. Beyond these an event is answered `overloaded` at once (resilience issue).
     max_inflight_per_socket: int = 64
     max_inflight: int = 2048
+    # The payload bytes (chunks) those events may hold, per socket and per process; past them an
+    # event is answered `overloaded` (retry_after) and its bytes dropped at once. Per socket: the
+    # client library's window of 4 chunks at the largest chunk; per process: see OPERATIONS.md
+    # "Gateway memory" (the sum must fit the pod's memory limit with 1,000 hostile sockets).
+    max_inflight_bytes_per_socket: int = 32 * 1024 * 1024
+    max_inflight_bytes: int = 128 * 1024 * 1024
     # A text WebSocket message (a Socket.IO packet without its binary attachment: event name
     # and JSON payload) is smaller than a chunk: start-transfer with MAX_ITEMS items fits.
     max_text_message_bytes: int = 1024 * 1024
@@ -108,6 +127,9 @@ class Settings:
             public_socket_gateway_url=env_str(env, "PUBLIC_SOCKET_GATEWAY_URL", ""),
             max_inflight_per_socket=env_int(env, "GATEWAY_MAX_INFLIGHT_PER_SOCKET", 64, minimum=1),
             max_inflight=env_int(env, "GATEWAY_MAX_INFLIGHT", 2048, minimum=1),
+            max_inflight_bytes_per_socket=env_int(env, "GATEWAY_MAX_INFLIGHT_BYTES_PER_SOCKET", 32 * 1024 * 1024,
+                                                  minimum=1024 * 1024),
+            max_inflight_bytes=env_int(env, "GATEWAY_MAX_INFLIGHT_BYTES", 128 * 1024 * 1024, minimum=1024 * 1024),
             max_text_message_bytes=env_int(env, "GATEWAY_MAX_TEXT_MESSAGE_BYTES", 1024 * 1024, minimum=1024),
             assembly_budget_bytes=env_int(env, "GATEWAY_ASSEMBLY_BUDGET_BYTES", 128 * 1024 * 1024,
                                           minimum=1024 * 1024),
@@ -117,6 +139,8 @@ class Settings:
         if settings.assembly_budget_bytes < settings.max_http_buffer_size:
             raise ConfigError("GATEWAY_ASSEMBLY_BUDGET_BYTES must hold at least one whole chunk message "
                               f"({settings.max_http_buffer_size} bytes)")
+        if settings.max_inflight_bytes < settings.max_inflight_bytes_per_socket:
+            raise ConfigError("GATEWAY_MAX_INFLIGHT_BYTES must be at least GATEWAY_MAX_INFLIGHT_BYTES_PER_SOCKET")
         if settings.socket_timeout <= settings.ping_interval + settings.ping_timeout:
             raise ConfigError("GATEWAY_SOCKET_TIMEOUT must exceed GATEWAY_PING_INTERVAL + GATEWAY_PING_TIMEOUT "
                               "(a live WebSocket is quiet that long between pongs)")

@@ -62,7 +62,8 @@ def answer(deps: Deps, name: str, event: Event, session: Callable[[], Session], 
            payload: Any) -> dict[str, Any]:
     """Run one event within the in-flight bounds; every outcome is an ack (result or SPEC error)."""
     metrics = deps.metrics
-    if not deps.local.enter(sid):
+    size = payload_bytes(payload)
+    if not deps.local.enter(sid, size):
         # Refused before any work: the event's payload (a chunk holds megabytes) is dropped now
         # instead of waiting, with thousands of others, for its turn.
         metrics.events.labels(name, "overloaded").inc()
@@ -82,7 +83,29 @@ def answer(deps: Deps, name: str, event: Event, session: Callable[[], Session], 
                 # SPEC's socket codes are a closed list: a transient "try again" is overloaded.
                 return core.error("overloaded", "the gateway failed to answer; try again", retry_after=1)
     finally:
-        deps.local.leave(sid)
+        deps.local.leave(sid, size)
+
+
+# Nodes payload_bytes looks at: a payload is one WebSocket message (capped), so this only bounds
+# the walk's time; nodes past it count at the average so far.
+SIZE_WALK_NODES = 10_000
+
+
+def payload_bytes(payload: Any) -> int:
+    """About how many bytes an event's payload holds: its bytes and strings, plus 16 per node."""
+    total, nodes, stack = 0, 0, [payload]
+    while stack and nodes < SIZE_WALK_NODES:
+        node = stack.pop()
+        nodes += 1
+        if isinstance(node, bytes | bytearray | memoryview | str):
+            total += len(node)
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+        total += 16
+    return total + (total // nodes) * len(stack) if stack else total
 
 
 def fresh_identity(deps: Deps, token: str) -> Identity:
