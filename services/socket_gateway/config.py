@@ -35,9 +35,11 @@ def _bounded(env: Mapping[str, str], name: str, default: float, low: float, high
 #   messages complete but not yet admitted <= what the budget held a moment before = 128 MiB
 #     (the reading task yields after each message: events.GatewayServer)
 #   binary packets waiting for their one attachment: N x 4 KiB (events.MAX_BINARY_HEADER_BYTES)
-#   events being handled <= GATEWAY_MAX_INFLIGHT_BYTES + one message = 128 + 8 MiB
-# N = 2,000 (GATEWAY_MAX_CONNECTIONS in Kubernetes): 100 + 125 + 144 + 128 + 8 + 136 = 641 MiB < 768 MiB;
-# N = 1,000: 100 + 63 + 144 + 128 + 4 + 136 = 575 MiB.
+#   events being handled <= GATEWAY_MAX_INFLIGHT_BYTES + one message = 128 + 8 MiB (chunks, and
+#     4 MiB reserved per get-history / get-results answer: sockets.ANSWER_RESERVE_BYTES)
+#   offline deliveries on connect: 16 at once (local.LocalSockets) x a 2.5 MiB page = 40 MiB
+# N = 2,000 (GATEWAY_MAX_CONNECTIONS in Kubernetes): 100 + 125 + 144 + 128 + 8 + 136 + 40 = 681 MiB
+# < 768 MiB; N = 1,000: 100 + 63 + 144 + 128 + 4 + 136 + 40 = 615 MiB.
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import threading
 
 class LocalSockets:
     def __init__(self, max_inflight_per_socket: int, max_inflight: int, max_bytes_per_socket: int = 1 << 62,
-                 max_bytes: int = 1 << 62) -> None:
+                 max_bytes: int = 1 << 62, max_deliveries: int = 16) -> None:
         self.max_inflight_per_socket = max_inflight_per_socket
         self.max_inflight = max_inflight
         self.max_bytes_per_socket = max_bytes_per_socket
@@ -32,6 +32,8 @@ class LocalSockets:
         # counts alone allowed 64 chunks of 8 MiB per socket (see Settings.max_inflight_bytes*).
         self.inflight_bytes: dict[str, int] = {}
         self.inflight_bytes_total = 0
+        # Offline deliveries on connect running at once (each holds a page of results).
+        self.deliveries = threading.BoundedSemaphore(max_deliveries)
         # Green threads switch only on I/O, but the consumers may run in real threads in tests.
         self._lock = threading.Lock()
 

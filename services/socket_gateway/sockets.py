@@ -57,12 +57,17 @@ class ConnectRefused(Exception):
 
 Event = Callable[[Deps, Session, Any], dict[str, Any]]
 
+# Events whose answer is large: up to 1,000 records (file_service_manager's and pool_aggregator's
+# largest page), ~2.5 MiB as text, parsed objects and the ack. Counted as in-flight bytes at
+# admission, so GATEWAY_MAX_INFLIGHT_BYTES* bound their answers too (OPERATIONS.md "Gateway memory").
+ANSWER_RESERVE_BYTES = {"get-history": 4 * 1024 * 1024, "get-results": 4 * 1024 * 1024}
+
 
 def answer(deps: Deps, name: str, event: Event, session: Callable[[], Session], sid: str,
            payload: Any) -> dict[str, Any]:
     """Run one event within the in-flight bounds; every outcome is an ack (result or SPEC error)."""
     metrics = deps.metrics
-    size = payload_bytes(payload)
+    size = payload_bytes(payload) + ANSWER_RESERVE_BYTES.get(name, 0)
     if not deps.local.enter(sid, size):
         # Refused before any work: the event's payload (a chunk holds megabytes) is dropped now
         # instead of waiting, with thousands of others, for its turn.
@@ -160,6 +165,16 @@ def deliver_missed(deps: Deps, sid: str, user_id: str, token: str, pools: list[s
         if time.monotonic() > deadline or not deps.local.holds(sid):
             return 0
         deps.sockets.sleep(0.02)
+    # A page of results (up to 1,000, ~2.5 MiB) is held per delivery: a few at a time per process,
+    # the others wait here holding nothing (LocalSockets.deliveries).
+    with deps.local.deliveries:
+        return _deliver(deps, sid, user_id, token, pools, client_since)
+
+
+def _deliver(deps: Deps, sid: str, user_id: str, token: str, pools: list[str],
+             client_since: dict[str, str]) -> int:
+    if not deps.local.holds(sid):  # gone while it waited for its turn
+        return 0
     try:
         last_seen = deps.seen.get_many(user_id, pools)
     except StoreError as exc:
