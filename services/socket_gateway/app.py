@@ -48,7 +48,8 @@ def create_app(settings: Settings, *, auth: AuthLookup | None = None, uploader: 
                 history=history or FileManagerClient(common.file_service_manager_url, timeout=timeout),
                 results=results or AggregatorClient(common.pool_aggregator_url, timeout=timeout), seen=the_seen,
                 sockets=events.SocketServer(server), metrics=metrics, server=server,
-                local=LocalSockets(settings.max_inflight_per_socket, settings.max_inflight),
+                local=LocalSockets(settings.max_inflight_per_socket, settings.max_inflight,
+                                   settings.max_inflight_bytes_per_socket, settings.max_inflight_bytes),
                 audit=audit or AuditTrail(broker, "socket_gateway"))
     events.register(server, deps)
     app.extensions["deps"] = deps

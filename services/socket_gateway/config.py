@@ -16,6 +16,32 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # frame, so this is generous.
 CHUNK_HEADROOM = 64 * 1024
 
+# engine.io's pings: a dead client is noticed after ping_interval + ping_timeout; both bounded
+# so a misconfiguration cannot keep dead sockets (and their buffers) for hours.
+MAX_PING_SECONDS = 120.0
+
+
+def _bounded(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    value = env_float(env, name, default)
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be within {low}..{high} seconds")
+    return value
+
+
+# The gateway's worst case, by construction (docs/OPERATIONS.md "Gateway memory"), for N open
+# connections (all hostile), with the Kubernetes defaults (configmap.yaml; limit 768 MiB):
+#   interpreter, libraries, pools ................................... ~100 MiB (64 MiB measured idle)
+#   N connections x ~64 KiB (greenlet, socket, engine.io state; 59 KiB measured)
+#   partial WebSocket messages <= GATEWAY_ASSEMBLY_BUDGET_BYTES (+1/8 bytearray slack) = 144 MiB
+#   messages complete but not yet admitted <= what the budget held a moment before = 128 MiB
+#     (the reading task yields after each message: events.GatewayServer)
+#   binary packets waiting for their one attachment: N x 4 KiB (events.MAX_BINARY_HEADER_BYTES)
+#   events being handled <= GATEWAY_MAX_INFLIGHT_BYTES + one message = 128 + 8 MiB (chunks, and
+#     4 MiB reserved per get-history / get-results answer: sockets.ANSWER_RESERVE_BYTES)
+#   offline deliveries on connect: 16 at once (local.LocalSockets) x a 2.5 MiB page = 40 MiB
+# N = 2,000 (GATEWAY_MAX_CONNECTIONS in Kubernetes): 100 + 125 + 144 + 128 + 8 + 136 + 40 = 681 MiB
+# < 768 MiB; N = 1,000: 100 + 63 + 144 + 128 + 4 + 136 + 40 = 615 MiB.
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -50,6 +76,12 @@ class Settings:
     # the flood. Beyond these an event is answered `overloaded` at once (resilience issue).
     max_inflight_per_socket: int = 64
     max_inflight: int = 2048
+    # The payload bytes (chunks) those events may hold, per socket and per process; past them an
+    # event is answered `overloaded` (retry_after) and its bytes dropped at once. Per socket: the
+    # client library's window of 4 chunks at the largest chunk; per process: see OPERATIONS.md
+    # "Gateway memory" (the sum must fit the pod's memory limit with 1,000 hostile sockets).
+    max_inflight_bytes_per_socket: int = 32 * 1024 * 1024
+    max_inflight_bytes: int = 128 * 1024 * 1024
     # A text WebSocket message (a Socket.IO packet without its binary attachment: event name
     # and JSON payload) is smaller than a chunk: start-transfer with MAX_ITEMS items fits.
     max_text_message_bytes: int = 1024 * 1024
@@ -57,6 +89,13 @@ class Settings:
     # beyond it a socket still sending is closed with 1013 (try again later). See OPERATIONS.md
     # "Gateway memory" for the sizing against the pod's memory limit.
     assembly_budget_bytes: int = 128 * 1024 * 1024
+    # How long a connection may take to send its request line (the first one, or the next one on
+    # a keep-alive connection): a client that connects and sends nothing is dropped after it.
+    header_timeout: float = 10.0
+    # Every other socket operation of a connection (reading headers, WebSocket frames, writing
+    # to a client that does not read): longer than engine.io's ping_interval + ping_timeout, so
+    # a live WebSocket (which pongs every ping_interval) never hits it.
+    socket_timeout: float = 60.0
 
     @property
     def max_http_buffer_size(self) -> int:
@@ -77,8 +116,8 @@ class Settings:
             max_connections=env_int(env, "GATEWAY_MAX_CONNECTIONS", 10000, minimum=1),
             max_chunk_bytes=env_int(env, "MAX_CHUNK_BYTES", 8 * 1024 * 1024, minimum=1024),
             cors_allowed_origins=",".join(allowed_origins(env, "GATEWAY_CORS_ORIGINS", common.cors_origins)),
-            ping_interval=env_float(env, "GATEWAY_PING_INTERVAL", 25.0),
-            ping_timeout=env_float(env, "GATEWAY_PING_TIMEOUT", 20.0),
+            ping_interval=_bounded(env, "GATEWAY_PING_INTERVAL", 25.0, 1.0, MAX_PING_SECONDS),
+            ping_timeout=_bounded(env, "GATEWAY_PING_TIMEOUT", 20.0, 1.0, MAX_PING_SECONDS),
             delivery_slack_seconds=env_float(env, "GATEWAY_DELIVERY_SLACK", 30.0),
             seen_ttl_seconds=env_int(env, "GATEWAY_SEEN_TTL", 90 * 24 * 3600, minimum=60),
             frontend_dir=Path(env_str(env, "FRONTEND_DIR", str(REPO_ROOT / "frontend"))),
@@ -91,13 +130,23 @@ class Settings:
             public_socket_gateway_url=env_str(env, "PUBLIC_SOCKET_GATEWAY_URL", ""),
             max_inflight_per_socket=env_int(env, "GATEWAY_MAX_INFLIGHT_PER_SOCKET", 64, minimum=1),
             max_inflight=env_int(env, "GATEWAY_MAX_INFLIGHT", 2048, minimum=1),
+            max_inflight_bytes_per_socket=env_int(env, "GATEWAY_MAX_INFLIGHT_BYTES_PER_SOCKET", 32 * 1024 * 1024,
+                                                  minimum=1024 * 1024),
+            max_inflight_bytes=env_int(env, "GATEWAY_MAX_INFLIGHT_BYTES", 128 * 1024 * 1024, minimum=1024 * 1024),
             max_text_message_bytes=env_int(env, "GATEWAY_MAX_TEXT_MESSAGE_BYTES", 1024 * 1024, minimum=1024),
             assembly_budget_bytes=env_int(env, "GATEWAY_ASSEMBLY_BUDGET_BYTES", 128 * 1024 * 1024,
                                           minimum=1024 * 1024),
+            header_timeout=_bounded(env, "GATEWAY_HEADER_TIMEOUT", 10.0, 0.5, 300.0),
+            socket_timeout=_bounded(env, "GATEWAY_SOCKET_TIMEOUT", 60.0, 1.0, 3600.0),
         )
         if settings.assembly_budget_bytes < settings.max_http_buffer_size:
             raise ConfigError("GATEWAY_ASSEMBLY_BUDGET_BYTES must hold at least one whole chunk message "
                               f"({settings.max_http_buffer_size} bytes)")
+        if settings.max_inflight_bytes < settings.max_inflight_bytes_per_socket:
+            raise ConfigError("GATEWAY_MAX_INFLIGHT_BYTES must be at least GATEWAY_MAX_INFLIGHT_BYTES_PER_SOCKET")
+        if settings.socket_timeout <= settings.ping_interval + settings.ping_timeout:
+            raise ConfigError("GATEWAY_SOCKET_TIMEOUT must exceed GATEWAY_PING_INTERVAL + GATEWAY_PING_TIMEOUT "
+                              "(a live WebSocket is quiet that long between pongs)")
         return settings
 
     def cors_origins(self) -> str | list[str] | None:

@@ -8,10 +8,12 @@ and handlers emit through.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import socketio
+from socketio import packet
 
 from services.common.socketcontract import CLIENT_EVENTS
 
@@ -20,7 +22,16 @@ from .config import Settings
 from .deps import Deps
 from .sockets import Session
 
+log = logging.getLogger("services.socket_gateway")
+
 NAMESPACE = "/"
+# A Socket.IO packet may announce up to 10 digits of binary attachments, and python-socketio
+# buffers every one (each up to a whole WebSocket message) before any handler runs. write-chunk
+# carries one; no client event needs more, so a packet announcing more is refused.
+MAX_ATTACHMENTS = 1
+# The text part of a binary packet waits, decoded, for its attachment (one per socket): it is
+# an event name and a few ids (write-chunk: file_id, index, sha256), never more than this.
+MAX_BINARY_HEADER_BYTES = 4096
 
 EVENTS: dict[str, sockets.Event] = {
     "start-transfer": sockets.start_transfer,
@@ -32,6 +43,44 @@ EVENTS: dict[str, sockets.Event] = {
 }
 
 
+class PacketRefused(ValueError):
+    """A Socket.IO packet beyond what any client event needs (see MAX_ATTACHMENTS)."""
+
+
+class BoundedPacket(packet.Packet):
+    """python-socketio's packet, refusing many attachments and a large binary header while decoding."""
+
+    def decode(self, encoded_packet: Any) -> int:
+        binary = isinstance(encoded_packet, str) and encoded_packet[:1] in (str(packet.BINARY_EVENT),
+                                                                          str(packet.BINARY_ACK))
+        if binary and len(encoded_packet) > MAX_BINARY_HEADER_BYTES:
+            raise PacketRefused(f"a binary packet's header is at most {MAX_BINARY_HEADER_BYTES} bytes")
+        count = int(super().decode(encoded_packet) or 0)
+        if count > MAX_ATTACHMENTS:
+            raise PacketRefused(f"a packet may carry at most {MAX_ATTACHMENTS} binary attachment(s), not {count}")
+        return count
+
+
+class GatewayServer(socketio.Server):
+    """python-socketio's Server that disconnects a client sending a malformed or refused packet.
+
+    python-socketio logs such a packet's error and keeps the connection (a client could make
+    the gateway log one traceback per frame); here the client is disconnected at once, and
+    the reading task yields after every message so the handler it started is admitted (or
+    refused, freeing its bytes: sockets.answer) before this socket's next message is read.
+    """
+
+    def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        try:
+            super()._handle_eio_message(eio_sid, data)
+        except ValueError as exc:  # PacketRefused, bad JSON, an unexpected binary message, ...
+            self._binary_packet.pop(eio_sid, None)
+            log.warning("refused a socket.io packet; disconnecting the client", extra={"error": str(exc)[:200]})
+            self.eio.disconnect(eio_sid)
+            return
+        self.sleep(0)
+
+
 def server_for(settings: Settings, client_manager: Any = None, async_mode: str = "eventlet") -> socketio.Server:
     """The Socket.IO server; its engine.io limits come from the settings (see config.py)."""
     if client_manager is None:
@@ -39,10 +88,13 @@ def server_for(settings: Settings, client_manager: Any = None, async_mode: str =
         # one that took a notification off the shared queue) reaches the sockets of all.
         common = settings.common
         client_manager = socketio.RedisManager(common.redis_url, channel=f"{common.redis_prefix}:socketio")
-    return socketio.Server(async_mode=async_mode, client_manager=client_manager,
-                           cors_allowed_origins=settings.cors_origins(),
-                           max_http_buffer_size=settings.max_http_buffer_size, ping_interval=settings.ping_interval,
-                           ping_timeout=settings.ping_timeout, logger=False, engineio_logger=False)
+    # WebSocket only (every client of ours uses it): a long-polling POST body, up to
+    # max_http_buffer_size each, would be read whole outside the WebSocket assembly budget.
+    return GatewayServer(async_mode=async_mode, client_manager=client_manager, serializer=BoundedPacket,
+                         transports=["websocket"],
+                         cors_allowed_origins=settings.cors_origins(),
+                         max_http_buffer_size=settings.max_http_buffer_size, ping_interval=settings.ping_interval,
+                         ping_timeout=settings.ping_timeout, logger=False, engineio_logger=False)
 
 
 class SocketServer:

@@ -32,7 +32,10 @@ def serve(app: Any, settings: Settings, stop: Callable[[], None]) -> None:
         wsfast.install_message_cap(settings.max_text_message_bytes, settings.assembly_budget_bytes)
         log.info("listening", extra={"host": settings.host, "port": settings.port,
                                      "max_connections": settings.max_connections})
+        # keepalive (seconds) bounds the wait for a request line, socket_timeout every other read
+        # and write: an idle or slow connection is dropped instead of holding a green thread.
         eventlet.wsgi.server(eventlet.listen((settings.host, settings.port)), app,
-                             max_size=settings.max_connections, log=None, log_output=False)
+                             max_size=settings.max_connections, log=None, log_output=False,
+                             keepalive=settings.header_timeout, socket_timeout=settings.socket_timeout)
     finally:
         stop()

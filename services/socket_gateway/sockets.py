@@ -57,12 +57,18 @@ class ConnectRefused(Exception):
 
 Event = Callable[[Deps, Session, Any], dict[str, Any]]
 
+# Events whose answer is large: up to 1,000 records (file_service_manager's and pool_aggregator's
+# largest page), ~2.5 MiB as text, parsed objects and the ack. Counted as in-flight bytes at
+# admission, so GATEWAY_MAX_INFLIGHT_BYTES* bound their answers too (OPERATIONS.md "Gateway memory").
+ANSWER_RESERVE_BYTES = {"get-history": 4 * 1024 * 1024, "get-results": 4 * 1024 * 1024}
+
 
 def answer(deps: Deps, name: str, event: Event, session: Callable[[], Session], sid: str,
            payload: Any) -> dict[str, Any]:
     """Run one event within the in-flight bounds; every outcome is an ack (result or SPEC error)."""
     metrics = deps.metrics
-    if not deps.local.enter(sid):
+    size = payload_bytes(payload) + ANSWER_RESERVE_BYTES.get(name, 0)
+    if not deps.local.enter(sid, size):
         # Refused before any work: the event's payload (a chunk holds megabytes) is dropped now
         # instead of waiting, with thousands of others, for its turn.
         metrics.events.labels(name, "overloaded").inc()
@@ -82,7 +88,29 @@ def answer(deps: Deps, name: str, event: Event, session: Callable[[], Session], 
                 # SPEC's socket codes are a closed list: a transient "try again" is overloaded.
                 return core.error("overloaded", "the gateway failed to answer; try again", retry_after=1)
     finally:
-        deps.local.leave(sid)
+        deps.local.leave(sid, size)
+
+
+# Nodes payload_bytes looks at: a payload is one WebSocket message (capped), so this only bounds
+# the walk's time; nodes past it count at the average so far.
+SIZE_WALK_NODES = 10_000
+
+
+def payload_bytes(payload: Any) -> int:
+    """About how many bytes an event's payload holds: its bytes and strings, plus 16 per node."""
+    total, nodes, stack = 0, 0, [payload]
+    while stack and nodes < SIZE_WALK_NODES:
+        node = stack.pop()
+        nodes += 1
+        if isinstance(node, bytes | bytearray | memoryview | str):
+            total += len(node)
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+        total += 16
+    return total + (total // nodes) * len(stack) if stack else total
 
 
 def fresh_identity(deps: Deps, token: str) -> Identity:
@@ -137,6 +165,16 @@ def deliver_missed(deps: Deps, sid: str, user_id: str, token: str, pools: list[s
         if time.monotonic() > deadline or not deps.local.holds(sid):
             return 0
         deps.sockets.sleep(0.02)
+    # A page of results (up to 1,000, ~2.5 MiB) is held per delivery: a few at a time per process,
+    # the others wait here holding nothing (LocalSockets.deliveries).
+    with deps.local.deliveries:
+        return _deliver(deps, sid, user_id, token, pools, client_since)
+
+
+def _deliver(deps: Deps, sid: str, user_id: str, token: str, pools: list[str],
+             client_since: dict[str, str]) -> int:
+    if not deps.local.holds(sid):  # gone while it waited for its turn
+        return 0
     try:
         last_seen = deps.seen.get_many(user_id, pools)
     except StoreError as exc:

@@ -1,4 +1,5 @@
-"""Fast unmasking of client WebSocket frames for eventlet's WebSocket server.
+"""Fast unmasking of client WebSocket frames for eventlet's WebSocket server, and a cap
+on a whole WebSocket message (all its frames; see "the whole-message cap" below).
 
 Why: RFC 6455 makes every client frame masked with a 4-byte key, and eventlet
 (``eventlet/websocket.py``, ``RFC6455WebSocket._apply_mask``) unmasks it one

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 
 from devtools.fleet import Fleet
 
@@ -35,6 +36,9 @@ CHUNK_SIZE = 256 * 1024
 # engine.io's max_http_buffer_size = MAX_CHUNK_BYTES + config.CHUNK_HEADROOM: the largest message.
 MESSAGE_CAP = MAX_CHUNK_BYTES + 64 * 1024
 ASSEMBLY_BUDGET = 16 * MIB
+HEADER_TIMEOUT = 2.0
+SOCKET_TIMEOUT = 8.0
+PING_SECONDS = 2 + 3  # GATEWAY_PING_INTERVAL + GATEWAY_PING_TIMEOUT
 
 
 @dataclass
@@ -71,7 +75,8 @@ class HostileFleet:
 def fleet(mongo_uri: str) -> Iterator[HostileFleet]:
     env = fleet_env(mongo_uri, LOG_LEVEL="WARNING", CHUNK_SIZE=str(CHUNK_SIZE), MAX_CHUNK_BYTES=str(MAX_CHUNK_BYTES),
                     GATEWAY_ASSEMBLY_BUDGET_BYTES=str(ASSEMBLY_BUDGET), GATEWAY_PING_INTERVAL="2",
-                    GATEWAY_PING_TIMEOUT="3")
+                    GATEWAY_PING_TIMEOUT="3", GATEWAY_HEADER_TIMEOUT=str(HEADER_TIMEOUT),
+                    GATEWAY_SOCKET_TIMEOUT=str(SOCKET_TIMEOUT))
     running = start_fleet(env, ROOT / "artifacts" / "fleet-logs" / f"hostile-{uuid.uuid4().hex[:6]}")
     try:
         yield HostileFleet(running)
@@ -119,6 +124,7 @@ class RawWebSocket:
         self.close_code: int | None = None
         self.closed = False
         self.sent = 0
+        self.texts: list[str] = []  # text messages the gateway sent (engine.io packets)
 
     def send(self, opcode: int, payload: bytes, fin: bool) -> bool:
         """Send one frame; False once the gateway has closed the connection."""
@@ -161,12 +167,22 @@ class RawWebSocket:
             if len(self.buffer) < start + n:
                 return
             payload, self.buffer = self.buffer[start:start + n], self.buffer[start + n:]
+            if opcode == 1:
+                self.texts.append(payload.decode())
             if opcode == 8:
                 self.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
                 self.closed = True
 
     def close(self) -> None:
         self.sock.close()
+
+    def socketio_connect(self, token: str, timeout: float = 10.0) -> None:
+        """The Socket.IO CONNECT of the default namespace with a token, as any client sends it."""
+        self.send(1, b'40{"token":"' + token.encode() + b'"}', fin=True)
+        deadline = time.monotonic() + timeout
+        while not any(t.startswith("40") for t in self.texts):
+            assert not self.poll(0.2), f"closed before the Socket.IO connect: {self.texts}"
+            assert time.monotonic() < deadline, f"no Socket.IO connect answer: {self.texts}"
 
 
 def endless_message(ws: RawWebSocket, limit: int, frame_bytes: int = 64 * 1024, pace: float = 0.0) -> None:
@@ -226,10 +242,85 @@ def test_1_many_endless_messages_keep_the_gateway_bounded(fleet: HostileFleet) -
 # --- 2. attachments announced without end, bytes in flight (a logged-in user) ---------------
 
 
+def test_2_a_packet_announcing_many_attachments_is_refused(fleet: HostileFleet) -> None:
+    before = fleet.rss("socket_gateway")
+    ws = RawWebSocket(fleet.urls["socket_gateway"])
+    try:
+        ws.socketio_connect(fleet.user()["access_token"])
+        # A write-chunk announcing a billion attachments, then 1 MiB attachments while the
+        # gateway keeps the connection: python-socketio buffered every one before any handler.
+        header = '451000000000-["write-chunk",{"file_id":"f1","index":0,"data":{"_placeholder":true,"num":0}}]'
+        ws.send(1, header.encode(), fin=True)
+        attachment = b"\x00" * MAX_CHUNK_BYTES
+        for _ in range(48):
+            if not ws.send(2, attachment, fin=True) or ws.poll(0.01):
+                break
+        ws.poll(5.0)
+        assert ws.closed, f"the gateway kept the socket after {ws.sent} bytes of attachments"
+        assert ws.sent <= 8 * MAX_CHUNK_BYTES, ws.sent
+    finally:
+        ws.close()
+    grown = fleet.rss("socket_gateway") - before
+    assert grown < 32 * MIB, f"gateway RSS grew by {grown / MIB:.0f} MiB"
+    fleet.normal_upload()
+
+
+def test_2_long_polling_is_refused(fleet: HostileFleet) -> None:
+    # Its POST bodies (up to a whole chunk each) would be read outside the WebSocket budget.
+    answer = requests.post(f"{fleet.urls['socket_gateway']}/socket.io/?EIO=4&transport=polling",
+                           data=b"x" * MIB, timeout=10)
+    assert answer.status_code == 400, answer.status_code
+    assert requests.get(f"{fleet.urls['socket_gateway']}/socket.io/?EIO=4&transport=polling",
+                        timeout=10).status_code == 400
+
+
 # --- 3. identity on every event (logout, expiry, removal) ------------------------------------
 
 
 # --- 4. auth without an account; the gateway's timeouts ---------------------------------------
+
+
+def seconds_until_closed(sock: socket.socket, limit: float) -> float | None:
+    """How long until the peer closes ``sock`` (EOF or reset), or None within ``limit`` seconds."""
+    started = time.monotonic()
+    sock.settimeout(limit)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return None
+    except OSError:
+        pass
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("opening", [b"", b"GET / HTTP/1.1"], ids=["nothing", "half a request line"])
+def test_4_gateway_drops_a_connection_that_sends_nothing(fleet: HostileFleet, opening: bytes) -> None:
+    url = urlsplit(fleet.urls["socket_gateway"])
+    with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+        if opening:
+            sock.sendall(opening)
+        waited = seconds_until_closed(sock, HEADER_TIMEOUT + 8)
+    assert waited is not None, "the gateway kept a silent connection open"
+    assert waited < HEADER_TIMEOUT + 3, waited
+
+
+def test_4_gateway_drops_slow_headers(fleet: HostileFleet) -> None:
+    url = urlsplit(fleet.urls["socket_gateway"])
+    with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # ... and the rest never comes
+        waited = seconds_until_closed(sock, SOCKET_TIMEOUT + 8)
+    assert waited is not None and waited < SOCKET_TIMEOUT + 3, waited
+
+
+def test_4_gateway_drops_a_websocket_that_never_answers(fleet: HostileFleet) -> None:
+    ws = RawWebSocket(fleet.urls["socket_gateway"])  # upgraded; no Socket.IO connect, no pong
+    try:
+        waited = seconds_until_closed(ws.sock, PING_SECONDS + 8)
+    finally:
+        ws.close()
+    assert waited is not None and waited < PING_SECONDS + 3, waited
+    fleet.normal_upload()
 
 
 # --- 5. grouping that keeps up and is fair -----------------------------------------------------

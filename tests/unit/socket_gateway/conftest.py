@@ -34,6 +34,7 @@ def deps(broker: InMemoryBroker) -> Deps:
     auth.add_user("tok-admin", "1", "admin", role="admin", token_id="jti-admin")
     return Deps(settings=settings, auth=auth, uploader=FakeUploader(), history=FakeFileHistory(),
                 results=FakePoolResults(), seen=FakeLastSeen(error=StoreError), sockets=FakeSockets(),
-                local=LocalSockets(settings.max_inflight_per_socket, settings.max_inflight),
+                local=LocalSockets(settings.max_inflight_per_socket, settings.max_inflight,
+                                   settings.max_inflight_bytes_per_socket, settings.max_inflight_bytes),
                 metrics=GatewayMetrics(ServiceMetrics("socket_gateway"), 10),
                 audit=AuditTrail(broker, "socket_gateway"))

@@ -103,3 +103,16 @@ def test_message_cap_settings() -> None:
     assert (s.max_text_message_bytes, s.assembly_budget_bytes) == (4096, 32 * 1024 * 1024)
     with pytest.raises(ConfigError):  # a budget that cannot hold one whole chunk message
         Settings.from_env({"MAX_CHUNK_BYTES": str(8 << 20), "GATEWAY_ASSEMBLY_BUDGET_BYTES": str(4 << 20)})
+
+
+def test_timeout_settings_are_bounded() -> None:
+    s = Settings.from_env({})
+    assert (s.header_timeout, s.socket_timeout) == (10.0, 60.0)
+    assert s.socket_timeout > s.ping_interval + s.ping_timeout
+    s = Settings.from_env({"GATEWAY_HEADER_TIMEOUT": "2", "GATEWAY_SOCKET_TIMEOUT": "9", "GATEWAY_PING_INTERVAL": "2",
+                           "GATEWAY_PING_TIMEOUT": "3"})
+    assert (s.header_timeout, s.socket_timeout) == (2.0, 9.0)
+    for env in ({"GATEWAY_PING_INTERVAL": "0"}, {"GATEWAY_PING_TIMEOUT": "86400"}, {"GATEWAY_PING_TIMEOUT": "nan"},
+                {"GATEWAY_HEADER_TIMEOUT": "0"}, {"GATEWAY_SOCKET_TIMEOUT": "40"}):
+        with pytest.raises(ConfigError):
+            Settings.from_env(env)

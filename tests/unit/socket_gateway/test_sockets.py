@@ -248,3 +248,34 @@ def test_alive(deps: Deps) -> None:
     connect(deps)
     ack = emit(deps, "alive", {})
     assert ack["ok"] is True and timeutil.parse(ack["server_time"])
+
+
+def test_large_answers_count_as_bytes_in_flight(deps: Deps) -> None:
+    connect(deps)
+    reserve = sockets.ANSWER_RESERVE_BYTES["get-history"]
+    limit = deps.settings.max_inflight_bytes_per_socket
+    assert deps.local.enter("s1", limit - reserve + 1)  # this socket already holds nearly its share
+    assert code(emit(deps, "get-history", {})) == "overloaded"
+    assert code(emit(deps, "alive", {})) is None  # a small answer still fits
+    deps.local.leave("s1", limit - reserve + 1)
+    assert emit(deps, "get-history", {}) == {"files": []} and deps.local.inflight_bytes_total == 0
+
+
+def test_offline_deliveries_take_turns(deps: Deps) -> None:
+    import threading
+
+    deps.results.by_pool["p1"] = [result("p1", 1, timeutil.now_iso())]  # type: ignore[attr-defined]
+    connect(deps, results_since="2020-01-01T00:00:00Z")
+    for _ in range(16):  # every turn taken by other deliveries
+        assert deps.local.deliveries.acquire(blocking=False)
+    outcome: list[int] = []
+    waiting = threading.Thread(target=lambda: outcome.extend(deps.sockets.run_background()))  # type: ignore[attr-defined]
+    waiting.start()
+    waiting.join(0.2)
+    assert waiting.is_alive() and deps.sockets.emitted == []  # type: ignore[attr-defined]
+    deps.local.gone("s1")  # the socket left while it waited: nothing is read for it
+    deps.local.deliveries.release()
+    waiting.join(5)
+    assert outcome == [0] and deps.results.calls == []  # type: ignore[attr-defined]
+    for _ in range(15):
+        deps.local.deliveries.release()
