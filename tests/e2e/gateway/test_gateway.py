@@ -91,8 +91,13 @@ def test_other_users_do_not_hear_file_status(fleet: GatewayFleet, tmp_path: Path
     try:
         file_id = owner.upload(_file(tmp_path, 5000))
         owner.wait_status(file_id, "uploaded_successfully", 30)
-        time.sleep(0.3)
+        # The other user's own upload, finished after the owner's: its socket demonstrably hears
+        # file-status (so the check below is not vacuous), and by then the owner's events have passed.
+        own_id = other.upload(_file(tmp_path, 6000, "other.bin"))
+        other.wait_status(own_id, "uploaded_successfully", 30)
+        assert other.statuses[own_id]
         assert file_id not in other.statuses
+        assert own_id not in owner.statuses
     finally:
         owner.disconnect()
         other.disconnect()
