@@ -47,7 +47,39 @@ def _mask_fast(payload: bytes, mask: bytes) -> bytes:
     return (int.from_bytes(payload, "big") ^ key).to_bytes(len(payload), "big")
 
 
-def open_websocket(gateway_url: str, *, timeout: float = 10.0) -> socket.socket:
+class RawWebSocket:
+    """A client socket after the upgrade, with what the server sent past the handshake kept."""
+
+    def __init__(self, sock: socket.socket, buffered: bytes) -> None:
+        self.sock = sock
+        self._buffer = buffered
+
+    def _exactly(self, n: int) -> bytes:
+        while len(self._buffer) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed by the server")
+            self._buffer += chunk
+        data, self._buffer = self._buffer[:n], self._buffer[n:]
+        return data
+
+    def read_message(self) -> tuple[int, bytes]:
+        """One whole (unfragmented) server frame: (opcode, payload). Servers do not mask."""
+        b0, b1 = self._exactly(2)
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack("!H", self._exactly(2))[0]
+        elif n == 127:
+            n = struct.unpack("!Q", self._exactly(8))[0]
+        if n > 1 << 20:
+            raise ConnectionError(f"server frame of {n} bytes: not what a probe expects")
+        return b0 & 0x0F, self._exactly(n)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+
+def open_websocket(gateway_url: str, *, timeout: float = 10.0) -> RawWebSocket:
     """A raw socket upgraded to engine.io's WebSocket transport (no Socket.IO connect yet)."""
     parts = urlsplit(gateway_url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -63,50 +95,29 @@ def open_websocket(gateway_url: str, *, timeout: float = 10.0) -> socket.socket:
             sock.close()
             raise ConnectionError(f"WebSocket handshake failed: {answer[:200]!r}")
         answer += chunk
-    if b" 101 " not in answer.split(b"\r\n", 1)[0]:
+    head, rest = answer.split(b"\r\n\r\n", 1)
+    if b" 101 " not in head.split(b"\r\n", 1)[0]:
         sock.close()
         raise ConnectionError(f"WebSocket handshake refused: {answer[:200]!r}")
-    return sock
+    return RawWebSocket(sock, rest)  # the server may already have sent engine.io's open packet
 
 
-def read_message(sock: socket.socket) -> tuple[int, bytes]:
-    """One whole (unfragmented) server frame: (opcode, payload). Servers do not mask."""
-    def exactly(n: int) -> bytes:
-        data = b""
-        while len(data) < n:
-            chunk = sock.recv(n - len(data))
-            if not chunk:
-                raise ConnectionError("closed by the server")
-            data += chunk
-        return data
-
-    b0, b1 = exactly(2)
-    n = b1 & 0x7F
-    if n == 126:
-        n = struct.unpack("!H", exactly(2))[0]
-    elif n == 127:
-        n = struct.unpack("!Q", exactly(8))[0]
-    if n > 1 << 20:
-        raise ConnectionError(f"server frame of {n} bytes: not what a probe expects")
-    return b0 & 0x0F, exactly(n)
-
-
-def socketio_connect(gateway_url: str, token: str, *, timeout: float = 10.0) -> socket.socket:
+def socketio_connect(gateway_url: str, token: str, *, timeout: float = 10.0) -> RawWebSocket:
     """A raw socket that completed engine.io's open and Socket.IO's connect with ``token``."""
-    sock = open_websocket(gateway_url, timeout=timeout)
-    opcode, payload = read_message(sock)  # engine.io "0{...}" open packet
+    ws = open_websocket(gateway_url, timeout=timeout)
+    opcode, payload = ws.read_message()  # engine.io "0{...}" open packet
     if opcode != TEXT or not payload.startswith(b"0"):
         raise ConnectionError(f"no engine.io open packet: {payload[:100]!r}")
-    sock.sendall(frame(TEXT, b"40" + json.dumps({"token": token}).encode()))
+    ws.send(frame(TEXT, b"40" + json.dumps({"token": token}).encode()))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        opcode, payload = read_message(sock)
+        opcode, payload = ws.read_message()
         if payload.startswith(b"40"):
-            return sock
+            return ws
         if payload.startswith(b"44"):
             raise ConnectionError(f"Socket.IO connect refused: {payload[:200]!r}")
         if payload == b"2":  # engine.io ping
-            sock.sendall(frame(TEXT, b"3"))
+            ws.send(frame(TEXT, b"3"))
     raise TimeoutError("no Socket.IO connect answer")
 
 
@@ -193,7 +204,7 @@ def fragment_flood(gateway_url: str, count: int, *, frame_bytes: int = 64 * 1024
     refused = 0
     for _ in range(count):
         try:
-            sockets.append(open_websocket(gateway_url))
+            sockets.append(open_websocket(gateway_url).sock)
         except OSError:
             refused += 1
     payload = b"4" + b"x" * (frame_bytes - 1)  # starts like an engine.io message packet
@@ -208,7 +219,7 @@ def attachment_flood(gateway_url: str, token: str, *, announced: int = 1_000_000
                      per_socket_bytes: int = 64 << 20, deadline: float = 30.0) -> FloodReport:
     """Issue 10 item 2: an authenticated socket announces ``announced`` binary attachments and
     sends binary messages for them until stopped."""
-    sock = socketio_connect(gateway_url, token)
+    sock = socketio_connect(gateway_url, token).sock
     header = f'5{announced}-["alive",{{"_placeholder":true,"num":0}}]'.encode()
     return flood([sock], frame(TEXT, header), frame(BINARY, b"\0" * frame_bytes),
                  per_socket_bytes=per_socket_bytes, deadline=deadline)
