@@ -1,7 +1,8 @@
 """What pool files' ``FileStored`` messages do: each file goes into the group of its window.
 
 decode -> core (window, late rule) -> store (bulk writes per window) -> publish.
-A batch is handled per pool, then per window: one membership lookup for the pool's files, one
+Concurrent deliveries are grouped together in one slice (``batching``), per
+pool, then per window: one membership lookup for the pool's files, one
 ``add_files`` per window (a few writes whatever the number of files).
 Idempotent under redelivery: a file already in a group is found by
 its id and only its ``FileGrouped`` is published again.
@@ -9,6 +10,7 @@ its id and only its ``FileGrouped`` is published again.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -27,23 +29,32 @@ MAX_LATE_STEPS = 16  # windows ahead a late file may be pushed before we give up
 
 
 def group_file(deps: Deps, msg: FileStored) -> None:
-    group_files(deps, [msg])
+    """One pool file into its group, in a slice with whatever other deliveries are in flight;
+    then its ``FileGrouped`` (each delivery re-announces, so the index catches up after a crash)."""
+    member = deps.grouper.run(msg, functools.partial(group_files, deps))
+    if member is not None:
+        publish_grouped(deps, msg, member["group_id"], bool(member.get("late")))
 
 
-def group_files(deps: Deps, messages: Sequence[FileStored]) -> None:
-    """Group pool files (``kind == "file"`` with a pool); any failure raises (the batch is retried)."""
+def group_files(deps: Deps, messages: Sequence[FileStored]) -> dict[str, dict[str, Any]]:
+    """Pool files into groups: ``{file_id: {group_id, late}}`` (none for an unknown pool's files).
+
+    Any failure raises (the slice's messages are retried, each alone).
+    """
     by_pool: dict[str, list[FileStored]] = defaultdict(list)
     for msg in messages:
         by_pool[str(msg.pool_id)].append(msg)
+    members: dict[str, dict[str, Any]] = {}
     for pool_id, pool_messages in by_pool.items():
-        group_pool_files(deps, pool_id, pool_messages)
+        members.update(group_pool_files(deps, pool_id, pool_messages))
+    return members
 
 
-def group_pool_files(deps: Deps, pool_id: str, messages: list[FileStored]) -> None:
+def group_pool_files(deps: Deps, pool_id: str, messages: list[FileStored]) -> dict[str, dict[str, Any]]:
     pool = deps.pools.get(pool_id)  # AuthUnavailable -> raise -> requeued
     if pool is None:
         log.warning("files_of_unknown_pool_dropped", extra={"pool_id": pool_id, "files": len(messages)})
-        return
+        return {}
     unique = {msg.file_id: msg for msg in messages}  # a duplicate in one batch is grouped once
     known = deps.store.memberships(pool_id, list(unique), deps.clock.time())
     by_window: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -53,10 +64,7 @@ def group_pool_files(deps: Deps, pool_id: str, messages: list[FileStored]) -> No
             by_window[core.window_for(entry["ts"], int(pool["window_seconds"])).start].append(entry)
     for entries in by_window.values():
         known.update(place(deps, pool_id, pool, entries))
-    # Each delivery (re)announces its file's assignment, so the index catches up after a crash.
-    for msg in messages:
-        member = known[msg.file_id]
-        publish_grouped(deps, msg, member["group_id"], bool(member.get("late")))
+    return known
 
 
 def file_timestamp(deps: Deps, msg: FileStored) -> float:

@@ -1,4 +1,6 @@
-"""The one module owning pool_aggregator's MongoDB collections ``groups``, ``group_files`` and ``results``.
+"""The one module owning pool_aggregator's MongoDB collections.
+
+``groups``, ``group_files``, ``group_slices`` and ``results``.
 
 Several aggregator processes share these collections, so every state change is
 one conditional update whose filter names the state it leaves: of two
@@ -10,12 +12,14 @@ Group document::
 
     {_id: group_id, pool_id, window_start, window_end (epoch ints), status,
      close_at (window_end + grace), min_contributors, contributors: [owner_id],
-     file_count, bytes, late_count, pending: [file_id], created, updated, ready_at, leased_at, lease_expires_at,
+     file_count, bytes, late_count, pending: [slice id], created, updated, ready_at, leased_at, lease_expires_at,
      lease_id, lease_expiries, result_claim, result_id, done_at, failed_at}
 
 Group membership (``group_files``), one document per file::
 
-    {_id: file_id, group_id, pool_id, owner_id, timestamp, ts, size, sha256, file_name, late, counted}
+    {_id: file_id, group_id, pool_id, owner_id, timestamp, ts, size, sha256, file_name, late, slice, at}
+
+Recorded slices (``group_slices``): ``{_id: slice id, group_id}``.
 
 Groups written before ``group_files`` existed carry ``files: [entry]`` instead;
 they are still read (see ``files_of`` and ``_legacy_memberships``).
@@ -35,7 +39,7 @@ from . import core
 from .ports import ADDED, CLOSED
 
 DUPLICATE_KEY = 11000
-# Never read with a group: a legacy group's embedded files, and the ids between steps 2 and 3.
+# Never read with a group: a legacy group's embedded files, and its slices between steps 2 and 4.
 HIDDEN = {"files": 0, "pending": 0}
 # An uncounted membership this old was left by a crash (a live delivery finishes in well under a second).
 SETTLE_AFTER_SECONDS = 30.0
@@ -48,13 +52,15 @@ class MongoGroupStore:
         self.db = db
         self.groups = db["groups"]
         self.files = db["group_files"]
+        self.slices = db["group_slices"]
+        self._legacy: bool | None = None  # any group with embedded files? (asked once)
         self.results = db["results"]
 
     def ensure_indexes(self) -> None:
         self.groups.create_index([("pool_id", pymongo.ASCENDING), ("status", pymongo.ASCENDING)])
         self.groups.create_index([("status", pymongo.ASCENDING)])
         self.groups.create_index([("files.file_id", pymongo.ASCENDING)])  # legacy embedded files
-        self.groups.create_index([("pending", pymongo.ASCENDING)])
+        self.slices.create_index([("group_id", pymongo.ASCENDING)])
         # _id = file_id is the unique key that makes a file count once; this one lists a group's files.
         self.files.create_index([("group_id", pymongo.ASCENDING), ("ts", pymongo.ASCENDING)])
         self.results.create_index([("result_id", pymongo.ASCENDING)], unique=True)
@@ -69,46 +75,67 @@ class MongoGroupStore:
     # A group's files live in ``group_files``, one document per file (``_id`` = file_id, so
     # a file can be in one group only, once): no group outgrows MongoDB's 16 MiB document
     # limit however many files a window gets. The group keeps counters, moved by ``$inc``.
-    # The two writes are not one transaction, so a file goes through three steps:
-    #   1. its membership document is inserted with ``counted: False``;
+    # Files are added a slice at a time (one slice id for all of them), and the writes are
+    # not one transaction, so a slice goes through four steps:
+    #   1. its membership documents are inserted (``slice`` = the slice id);
     #   2. one conditional update of the group (accepting only) ``$inc``s the counters and
-    #      ``$push``es the file ids to ``pending``;
-    #   3. the memberships become ``counted`` and the ids are ``$pull``ed from ``pending``.
-    # A crash between steps leaves an uncounted membership; its redelivery (the message
-    # was not acked) settles it by the group's ``pending``: id there = the $inc happened,
-    # finish; not there = it did not, drop the membership and group the file afresh.
-    # ``pending`` holds only ids between steps 2 and 3: at most one slice per consumer.
+    #      ``$push``es the slice id to ``pending``;
+    #   3. ``group_slices`` records the slice id: its counters are in;
+    #   4. the slice id is ``$pull``ed from ``pending``.
+    # A membership counts iff its slice is in ``group_slices`` or the group's ``pending``.
+    # A crash between steps leaves memberships of an unrecorded slice; the redelivery (the
+    # messages were not acked) settles them by the group's ``pending``: there = the $inc
+    # happened, record it; not there = it did not, drop them and group the files afresh.
+    # ``pending`` holds only slices between steps 2 and 4: at most one per consumer.
+    # Per slice: one insert_many, four single-document writes, whatever its size.
 
     def memberships(self, pool_id: str, file_ids: list[str], now: float) -> dict[str, dict]:
         """``{file_id: {group_id, late}}`` for those of ``file_ids`` already in a group (redeliveries).
 
-        Uncounted memberships older than ``SETTLE_AFTER_SECONDS`` were left by a crash and
-        are settled here (see above); younger ones belong to a delivery still in flight
-        (another consumer got a duplicate) and are answered as they are.
+        Memberships of an unrecorded slice older than ``SETTLE_AFTER_SECONDS`` were left
+        by a crash and are settled here (see above); younger ones belong to a delivery
+        still in flight (another consumer got a duplicate) and are answered as they are.
         """
         if not file_ids:
             return {}
+        docs = list(self.files.find({"_id": {"$in": list(file_ids)}, "pool_id": pool_id},
+                                    {"group_id": 1, "late": 1, "slice": 1, "at": 1}))
+        recorded = self._recorded({d.get("slice") for d in docs})
         found: dict[str, dict] = {}
-        for doc in self.files.find({"_id": {"$in": list(file_ids)}, "pool_id": pool_id},
-                                   {"group_id": 1, "late": 1, "counted": 1, "at": 1}):
+        for doc in docs:
             member = {"group_id": doc["group_id"], "late": bool(doc.get("late"))}
-            if doc.get("counted") or now - float(doc.get("at") or 0) < SETTLE_AFTER_SECONDS:
+            sid = doc.get("slice")
+            if sid in recorded or now - float(doc.get("at") or 0) < SETTLE_AFTER_SECONDS:
                 found[doc["_id"]] = member
-            elif self.groups.count_documents({"_id": doc["group_id"], "pending": doc["_id"]}, limit=1):
-                self._settle(doc["group_id"], [doc["_id"]])
+            elif self.groups.count_documents({"_id": doc["group_id"], "pending": sid}, limit=1):
+                self._settle(doc["group_id"], sid)
+                recorded.add(sid)
                 found[doc["_id"]] = member
             else:
-                self.files.delete_one({"_id": doc["_id"], "counted": False})
+                self.files.delete_many({"slice": sid, "group_id": doc["group_id"]})
         missing = [f for f in file_ids if f not in found]
-        if missing:
+        if missing and self._has_legacy():
             found.update(self._legacy_memberships(pool_id, missing))
         return found
+
+    def _recorded(self, sids: set[Any]) -> set[Any]:
+        wanted = [s for s in sids if s]
+        if not wanted:
+            return set()
+        return {d["_id"] for d in self.slices.find({"_id": {"$in": wanted}}, {"_id": 1})}
+
+    def _has_legacy(self) -> bool:
+        """Whether any group still embeds its files (written before ``group_files``); asked once,
+        as no new group embeds files."""
+        if self._legacy is None:
+            self._legacy = bool(self.groups.count_documents({"files": {"$exists": True}}, limit=1))
+        return self._legacy
 
     def _legacy_memberships(self, pool_id: str, file_ids: list[str]) -> dict[str, dict]:
         """Groups written before ``group_files`` embedded their files (``files: [...]``).
 
-        Such groups are still read (``files_of``) and still recognise a redelivered
-        file; no new file is embedded any more. One indexed query per lookup.
+        Such groups are still read (``files_of``) and still recognise a redelivered file;
+        no new file is embedded any more.
         """
         wanted = set(file_ids)
         found: dict[str, dict] = {}
@@ -129,8 +156,9 @@ class MongoGroupStore:
         concurrent delivery grouped first to their membership (they were not added here).
         """
         gid = core.group_id(pool_id, window.start)
+        sid = uuid.uuid4().hex
         present: dict[str, dict] = {}
-        docs = [{**e, "_id": e["file_id"], "group_id": gid, "pool_id": pool_id, "counted": False, "at": now}
+        docs = [{**e, "_id": e["file_id"], "group_id": gid, "pool_id": pool_id, "slice": sid, "at": now}
                 for e in entries]
         try:
             self.files.insert_many(docs, ordered=False)
@@ -145,18 +173,16 @@ class MongoGroupStore:
             entries = [e for e in entries if e["file_id"] not in clashes]
         if not entries:
             return ADDED, self.get(gid), present
-        ids = [e["file_id"] for e in entries]
-        group = self._count_in(gid, pool_id, window, close_grace_seconds, min_contributors, entries, now)
+        group = self._count_in(gid, sid, pool_id, window, close_grace_seconds, min_contributors, entries, now)
         if group is None:
-            self.files.delete_many({"_id": {"$in": ids}, "group_id": gid, "counted": False})
+            self.files.delete_many({"slice": sid})
             return CLOSED, self.get(gid), {}
-        self._settle(gid, ids)
+        self._settle(gid, sid)
         return ADDED, group, present
 
-    def _count_in(self, gid: str, pool_id: str, window: core.Window, close_grace_seconds: float,
+    def _count_in(self, gid: str, sid: str, pool_id: str, window: core.Window, close_grace_seconds: float,
                   min_contributors: int | None, entries: list[dict[str, Any]], now: float) -> dict | None:
         """Step 2: the counters of an accepting group (created if need be); None when it stopped accepting."""
-        ids = [e["file_id"] for e in entries]
         update = {
             "$setOnInsert": {
                 "pool_id": pool_id, "window_start": window.start, "window_end": window.end,
@@ -168,7 +194,7 @@ class MongoGroupStore:
             "$addToSet": {"contributors": {"$each": sorted({e["owner_id"] for e in entries})}},
             "$inc": {"file_count": len(entries), "bytes": sum(int(e["size"]) for e in entries),
                      "late_count": sum(1 for e in entries if e.get("late"))},
-            "$push": {"pending": {"$each": ids}},
+            "$push": {"pending": sid},
             "$set": {"updated": now},
         }
         for _ in range(5):
@@ -186,16 +212,19 @@ class MongoGroupStore:
             if doc is None:
                 # Seen on secantusdb with ten consumers creating one group at once: the
                 # upsert answered no document. Whether it applied is read back, not guessed.
-                if self.groups.count_documents({"_id": gid, "pending": ids[0]}, limit=1):
+                if self.groups.count_documents({"_id": gid, "pending": sid}, limit=1):
                     return self.get(gid)
                 continue
             return doc
-        raise RuntimeError(f"could not add {len(ids)} files to {gid}")
+        raise RuntimeError(f"could not add {len(entries)} files to {gid}")
 
-    def _settle(self, gid: str, ids: list[str]) -> None:
-        """Step 3: the memberships are counted; the group forgets them as pending."""
-        self.files.update_many({"_id": {"$in": ids}}, {"$set": {"counted": True}})
-        self.groups.update_one({"_id": gid}, {"$pull": {"pending": {"$in": ids}}})
+    def _settle(self, gid: str, sid: str) -> None:
+        """Steps 3 and 4: the slice is recorded as counted; the group forgets it as pending."""
+        try:
+            self.slices.insert_one({"_id": sid, "group_id": gid})
+        except DuplicateKeyError:
+            pass  # recorded by a concurrent settle
+        self.groups.update_one({"_id": gid}, {"$pull": {"pending": sid}})
 
     def mark_ready(self, gid: str, now: float) -> dict | None:
         """open -> ready; the group as it is now, or None if another process (or nothing) moved it."""
@@ -210,12 +239,13 @@ class MongoGroupStore:
         return self.groups.find_one({"_id": gid}, HIDDEN)
 
     def files_of(self, gid: str) -> list[dict]:
-        """Counted memberships, those between steps 2 and 3 (``pending``), and a legacy group's embedded files."""
+        """Counted memberships (their slice recorded or pending) and a legacy group's embedded files."""
         group = self.groups.find_one({"_id": gid}, {"files": 1, "pending": 1}) or {}
         entries = list(group.get("files") or ())
-        entries += self.files.find({"group_id": gid, "$or": [{"counted": True},
-                                                              {"_id": {"$in": list(group.get("pending") or ())}}]},
-                                   {"_id": 0, "group_id": 0, "pool_id": 0, "counted": 0})
+        counted = [d["_id"] for d in self.slices.find({"group_id": gid}, {"_id": 1})]
+        counted += list(group.get("pending") or ())
+        entries += self.files.find({"group_id": gid, "slice": {"$in": counted}},
+                                   {"_id": 0, "group_id": 0, "pool_id": 0, "slice": 0, "at": 0})
         return sorted(entries, key=lambda e: (e.get("ts", 0), e["file_id"]))
 
     def list_groups(self, pool_id: str, status: str | None = None, limit: int = 1000) -> list[dict]:

@@ -33,32 +33,39 @@ def test_a_group_document_does_not_grow_with_its_files(rig: Rig) -> None:
     assert rig.store.files.count_documents({"group_id": gid}) == 151
 
 
+def _member(rig: Rig, file_id: str, gid: str, sid: str, ts: float) -> None:
+    rig.store.files.insert_one({"_id": file_id, "file_id": file_id, "group_id": gid, "pool_id": POOL, "slice": sid,
+                                "at": rig.clock() - 60, "owner_id": "u1", "size": 100, "ts": ts, "timestamp": "x",
+                                "sha256": "s", "file_name": file_id, "late": False})
+
+
 def test_a_crash_before_the_counters_is_settled_by_the_redelivery(rig: Rig) -> None:
     start = _start(rig)
     gid = core.group_id(POOL, start)
     rig.handle(rig.stored("f1", ts=start + 1))
-    # Step 1 done long ago, never counted (the process died): the redelivery groups it afresh.
-    rig.store.files.insert_one({"_id": "f2", "file_id": "f2", "group_id": gid, "pool_id": POOL, "counted": False,
-                                "at": rig.clock() - 60, "owner_id": "u1", "size": 100, "ts": start + 2})
+    # Step 1 done a minute ago, never counted (the process died): the redelivery groups it afresh.
+    _member(rig, "f2", gid, "crashed-slice", start + 2)
+    assert [e["file_id"] for e in rig.store.files_of(gid)] == ["f1"]  # not counted, not listed
     rig.handle(rig.stored("f2", ts=start + 2))
     group = rig.store.get(gid)
     assert (group["file_count"], group["bytes"]) == (2, 200)
-    assert rig.store.files.find_one({"_id": "f2"})["counted"] is True
+    assert rig.store.files.find_one({"_id": "f2"})["slice"] != "crashed-slice"
+    assert [e["file_id"] for e in rig.store.files_of(gid)] == ["f1", "f2"]
 
 
 def test_a_crash_after_the_counters_is_not_counted_twice(rig: Rig) -> None:
     start = _start(rig)
     gid = core.group_id(POOL, start)
     rig.handle(rig.stored("f1", ts=start + 1))
-    # Steps 1 and 2 done (counters moved, id pending), step 3 lost: the redelivery only finishes it.
-    rig.store.files.insert_one({"_id": "f2", "file_id": "f2", "group_id": gid, "pool_id": POOL, "counted": False,
-                                "at": rig.clock() - 60, "owner_id": "u1", "size": 100, "ts": start + 2,
-                                "timestamp": "x", "sha256": "s", "file_name": "f2", "late": False})
-    rig.store.groups.update_one({"_id": gid}, {"$inc": {"file_count": 1, "bytes": 100}, "$push": {"pending": "f2"}})
-    assert [e["file_id"] for e in rig.store.files_of(gid)] == ["f1", "f2"]  # pending files are listed
+    # Steps 1 and 2 done (counters moved, slice pending), steps 3-4 lost: the redelivery only records it.
+    _member(rig, "f2", gid, "half-slice", start + 2)
+    rig.store.groups.update_one({"_id": gid}, {"$inc": {"file_count": 1, "bytes": 100},
+                                               "$push": {"pending": "half-slice"}})
+    assert [e["file_id"] for e in rig.store.files_of(gid)] == ["f1", "f2"]  # pending slices are listed
     rig.handle(rig.stored("f2", ts=start + 2))
     raw = rig.store.groups.find_one({"_id": gid})
     assert (raw["file_count"], raw["bytes"], raw["pending"]) == (2, 200, [])
+    assert rig.store.slices.find_one({"_id": "half-slice"})["group_id"] == gid
     assert [m.group_id for m in rig.events.of(FileGrouped, count=2) if m.file_id == "f2"] == [gid]
 
 
@@ -67,6 +74,7 @@ def test_legacy_groups_with_embedded_files_stay_readable(rig: Rig) -> None:
     gid = core.group_id(POOL, start)
     entry = {"file_id": "old1", "owner_id": "u1", "timestamp": core.epoch_iso(start + 1), "ts": start + 1,
              "size": 5, "sha256": "s", "file_name": "old1.f64", "late": False}
+    rig.store._legacy = None  # the store asks once whether legacy groups exist
     rig.store.groups.insert_one({"_id": gid, "pool_id": POOL, "window_start": start, "window_end": start + W,
                                  "status": "open", "close_at": start + W, "min_contributors": None,
                                  "files": [entry], "contributors": ["u1"], "file_count": 1, "bytes": 5,
