@@ -69,10 +69,14 @@ def group_pool_files(deps: Deps, pool_id: str, messages: list[FileStored]) -> di
 
 def file_timestamp(deps: Deps, msg: FileStored) -> float:
     try:
-        return parse(msg.timestamp).timestamp()
+        stored_at = parse(msg.created).timestamp() if msg.created else deps.clock.time()
+    except BadTimestamp:
+        stored_at = deps.clock.time()
+    try:
+        return core.grouping_time(parse(msg.timestamp).timestamp(), stored_at)
     except BadTimestamp:
         # The uploader validated it; a broken one falls back to the storing time.
-        return parse(msg.created).timestamp() if msg.created else deps.clock.time()
+        return stored_at
 
 
 def file_entry(deps: Deps, msg: FileStored) -> dict[str, Any]:
