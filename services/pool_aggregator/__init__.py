@@ -1,9 +1,12 @@
 """pool_aggregator: timestamp windows, groups, triggers, the external-processor API, results.
 
-Consumes: ``FileStored`` (queue ``pool_aggregator.stored``) — pool files are put
-into the group of their window; stored results are announced.
+Consumes: ``FileStored`` (queue ``pool_aggregator.stored``, ``GROUPING_CONSUMERS``
+competing consumers) — pool files are put into the group of their window, a
+slice at a time; stored results are announced.
 Publishes: ``FileGrouped``, ``GroupChanged``, ``ResultPublished``, ``AuditRecorded``.
-Owns: MongoDB collections ``groups`` and ``results``.
+Owns: MongoDB collections ``groups`` (one document per pool window, with counters),
+``group_files`` (a group's files, one document per file), ``group_slices`` (which
+slices of files are counted in their group) and ``results``.
 Calls: auth (pool settings, processor keys, tokens), file_uploader's internal
 upload routes (results go through the same pipeline as every file),
 file_service_manager ``GET /file/<id>`` (archive members), a pool's

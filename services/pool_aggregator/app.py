@@ -14,6 +14,7 @@ from services.common.runtime import Periodic, Runtime
 
 from . import handlers, ticking
 from .announcing import Announcer
+from .batching import SliceRunner
 from .config import Settings
 from .deps import Deps
 from .metrics import AggregatorMetrics
@@ -34,7 +35,8 @@ def create_app(settings: Settings, *, store: GroupStore | None = None, broker: P
     """Wire the service; pymongo, the broker and the auth client connect lazily on first use."""
     common = settings.common
     the_store = store or MongoGroupStore(mongo.connect(common.mongodb_uri, common.mongodb_db))
-    the_broker = broker or messaging.Broker(common.amqp_url)
+    # Eight publishing channels: every grouped file's FileGrouped is confirmed from its consumer thread.
+    the_broker = broker or messaging.Broker(common.amqp_url, pool_size=8)
     the_auth = auth or AuthClient(common.auth_url, common.internal_api_key)
     app = Flask(SERVICE)
     metrics = AggregatorMetrics(httpkit.install(app, SERVICE, {"mongodb": the_store.ping,
@@ -48,7 +50,8 @@ def create_app(settings: Settings, *, store: GroupStore | None = None, broker: P
         files=files or FileSource(common.file_service_manager_url, timeout=settings.upstream_timeout),
         announcer=announcer or Announcer(metrics, common.pool_aggregator_url, timeout=settings.announce_timeout,
                                          attempts=settings.announce_attempts),
-        metrics=metrics, audit=AuditTrail(the_broker, SERVICE, metrics.audit_lost), clock=clock or SystemClock())
+        metrics=metrics, audit=AuditTrail(the_broker, SERVICE, metrics.audit_lost), clock=clock or SystemClock(),
+        grouper=SliceRunner(lambda msg: msg.file_id, max_slice=settings.grouping_slice))
     app.extensions["deps"] = deps
     app.register_blueprint(bp)
     app.extensions["runtime"] = Runtime(

@@ -21,6 +21,10 @@ class Settings:
     announce_attempts: int = 3
     upstream_timeout: float = 30.0
     threads: int = 16
+    # Competing FileStored consumers (threads, one connection each): the deliveries in flight
+    # that one grouping slice can gather. A slice holds at most grouping_slice files.
+    grouping_consumers: int = 64
+    grouping_slice: int = 128
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -37,4 +41,6 @@ class Settings:
             announce_attempts=env_int(env, "ANNOUNCE_ATTEMPTS", 3, minimum=1),
             upstream_timeout=env_float(env, "UPSTREAM_TIMEOUT_SECONDS", 30.0),
             threads=env_int(env, "POOL_AGGREGATOR_THREADS", 16, minimum=1),
+            grouping_consumers=env_int(env, "GROUPING_CONSUMERS", 64, minimum=1),
+            grouping_slice=env_int(env, "GROUPING_SLICE", 128, minimum=1),
         )

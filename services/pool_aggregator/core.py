@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.common import validation
@@ -126,5 +126,29 @@ def member_name(timestamp_iso: str, file_id: str, file_name: str) -> str:
     return f"{stamp}_{sanitize_name(file_id, 64)}_{sanitize_name(file_name)}"
 
 
+# What an ISO 8601 string (datetime) can show: 0001-01-01 .. 9999-12-31T23:59:59.999Z.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FIRST, _LAST = datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
+MIN_SHOWN, MAX_SHOWN = (_FIRST - _EPOCH).total_seconds(), (_LAST - _EPOCH).total_seconds()
+# SPEC's MAX_CLOCK_SKEW_SECONDS default: a timestamp further ahead of its storing time is refused on upload.
+MAX_CLOCK_SKEW_SECONDS = 300
+
+
 def epoch_iso(ts: float) -> str:
-    return iso(datetime.fromtimestamp(ts, UTC))
+    """ISO 8601 of an epoch time, clamped to what a datetime can show.
+
+    A group of the last window of year 9999 ends in year 10000; a stored one must
+    still be listed (clamped), not make every listing of its pool fail.
+    """
+    if math.isnan(ts) or ts >= MAX_SHOWN:
+        return iso(_LAST)
+    if ts <= MIN_SHOWN:
+        return iso(_FIRST)
+    return iso(_EPOCH + timedelta(seconds=ts))
+
+
+def grouping_time(ts: float, stored_at: float) -> float:
+    """The time a file is grouped by: its own timestamp, or its storing time when that one is
+    further in the future than clocks can disagree (the uploader refuses those; one stored
+    before that check must not open a group of a far-future window that never closes)."""
+    return stored_at if ts > stored_at + MAX_CLOCK_SKEW_SECONDS else ts

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.common.audit import AuditTrail
+from services.common.contracts import FileStored
 from services.common.ports import AuthLookup, Clock, Publisher
 
+from .batching import SliceRunner
 from .config import Settings
 from .metrics import AggregatorMetrics
 from .pools import PoolCache
@@ -26,3 +28,5 @@ class Deps:
     metrics: AggregatorMetrics
     audit: AuditTrail
     clock: Clock
+    # Concurrent FileStored deliveries grouped in one slice of bulk writes (batching.py).
+    grouper: SliceRunner[FileStored]

@@ -1,13 +1,19 @@
-"""What a pool file's ``FileStored`` does: the file goes into the group of its window.
+"""What pool files' ``FileStored`` messages do: each file goes into the group of its window.
 
-decode -> core (window, late rule) -> store (conditional upserts) -> publish.
-Idempotent under redelivery: a file already in a group is found by its id and
-only its ``FileGrouped`` is published again.
+decode -> core (window, late rule) -> store (bulk writes per window) -> publish.
+Concurrent deliveries are grouped together in one slice (``batching``), per
+pool, then per window: one membership lookup for the pool's files, one
+``add_files`` per window (a few writes whatever the number of files).
+Idempotent under redelivery: a file already in a group is found by
+its id and only its ``FileGrouped`` is published again.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from services.common.contracts import FileGrouped, FileStored
@@ -15,7 +21,7 @@ from services.common.timeutil import BadTimestamp, parse
 
 from . import core, ticking
 from .deps import Deps
-from .ports import ADDED, CLOSED
+from .ports import CLOSED
 
 log = logging.getLogger(__name__)
 
@@ -23,35 +29,54 @@ MAX_LATE_STEPS = 16  # windows ahead a late file may be pushed before we give up
 
 
 def group_file(deps: Deps, msg: FileStored) -> None:
-    pool_id = str(msg.pool_id)
-    found = deps.store.membership(pool_id, msg.file_id)
-    if found is not None:  # redelivery: the assignment stands, tell the index again
-        publish_grouped(deps, msg, found["group_id"], bool(found.get("late")))
-        return
+    """One pool file into its group, in a slice with whatever other deliveries are in flight;
+    then its ``FileGrouped`` (each delivery re-announces, so the index catches up after a crash)."""
+    member = deps.grouper.run(msg, functools.partial(group_files, deps))
+    if member is not None:
+        publish_grouped(deps, msg, member["group_id"], bool(member.get("late")))
+
+
+def group_files(deps: Deps, messages: Sequence[FileStored]) -> dict[str, dict[str, Any]]:
+    """Pool files into groups: ``{file_id: {group_id, late}}`` (none for an unknown pool's files).
+
+    Any failure raises (the slice's messages are retried, each alone).
+    """
+    by_pool: dict[str, list[FileStored]] = defaultdict(list)
+    for msg in messages:
+        by_pool[str(msg.pool_id)].append(msg)
+    members: dict[str, dict[str, Any]] = {}
+    for pool_id, pool_messages in by_pool.items():
+        members.update(group_pool_files(deps, pool_id, pool_messages))
+    return members
+
+
+def group_pool_files(deps: Deps, pool_id: str, messages: list[FileStored]) -> dict[str, dict[str, Any]]:
     pool = deps.pools.get(pool_id)  # AuthUnavailable -> raise -> requeued
     if pool is None:
-        log.warning("file_of_unknown_pool_dropped")
-        return
-    entry = file_entry(deps, msg)
-    outcome, group, late = place(deps, pool_id, pool, entry)
-    if outcome == ADDED:
-        deps.metrics.files_grouped.inc()
-        if late:
-            deps.metrics.late_files.inc()
-        log.info("file_grouped", extra={"group_id": group["_id"], "late": late})
-        if group.get("status") == core.OPEN and core.is_ready(
-                deps.clock.time(), group["window_end"], float(pool.get("close_grace_seconds") or 0),
-                core.contributor_count(group), pool.get("min_contributors") or None):
-            ticking.make_ready(deps, group["_id"])
-    publish_grouped(deps, msg, group["_id"], late)
+        log.warning("files_of_unknown_pool_dropped", extra={"pool_id": pool_id, "files": len(messages)})
+        return {}
+    unique = {msg.file_id: msg for msg in messages}  # a duplicate in one batch is grouped once
+    known = deps.store.memberships(pool_id, list(unique), deps.clock.time())
+    by_window: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for file_id, msg in unique.items():
+        if file_id not in known:
+            entry = file_entry(deps, msg)
+            by_window[core.window_for(entry["ts"], int(pool["window_seconds"])).start].append(entry)
+    for entries in by_window.values():
+        known.update(place(deps, pool_id, pool, entries))
+    return known
 
 
 def file_timestamp(deps: Deps, msg: FileStored) -> float:
     try:
-        return parse(msg.timestamp).timestamp()
+        stored_at = parse(msg.created).timestamp() if msg.created else deps.clock.time()
+    except BadTimestamp:
+        stored_at = deps.clock.time()
+    try:
+        return core.grouping_time(parse(msg.timestamp).timestamp(), stored_at)
     except BadTimestamp:
         # The uploader validated it; a broken one falls back to the storing time.
-        return parse(msg.created).timestamp() if msg.created else deps.clock.time()
+        return stored_at
 
 
 def file_entry(deps: Deps, msg: FileStored) -> dict[str, Any]:
@@ -60,26 +85,47 @@ def file_entry(deps: Deps, msg: FileStored) -> dict[str, Any]:
             "file_name": msg.file_name, "late": False}
 
 
-def place(deps: Deps, pool_id: str, pool: dict[str, Any],
-          entry: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
-    """Add ``entry`` to its window's group, or (that group closed) late to a later one: (outcome, group, late)."""
+def place(deps: Deps, pool_id: str, pool: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Files of one window into its group, or (that group closed) late into a later one.
+
+    Returns every entry's membership ``{group_id, late}``.
+    """
     window_seconds = int(pool["window_seconds"])
     grace = float(pool.get("close_grace_seconds") or 0)
     minimum = pool.get("min_contributors") or None
-    window = core.window_for(entry["ts"], window_seconds)
+    ts = entries[0]["ts"]  # every entry is in this window: the late rule gives them one target
+    window = core.window_for(ts, window_seconds)
     late = False
     for step in range(MAX_LATE_STEPS + 1):
-        outcome, group = deps.store.add_file(pool_id=pool_id, window=window, close_grace_seconds=grace,
-                                             min_contributors=minimum, entry={**entry, "late": late},
-                                             now=deps.clock.time())
+        outcome, group, present = deps.store.add_files(
+            pool_id=pool_id, window=window, close_grace_seconds=grace, min_contributors=minimum,
+            entries=[{**e, "late": late} for e in entries], now=deps.clock.time())
         if outcome != CLOSED:
-            if group is None:  # add_file returns a group with every outcome; never act on a guess
-                raise RuntimeError(f"no group document for {entry['file_id']}")
-            return outcome, group, late
+            if group is None:  # add_files returns a group with every outcome; never act on a guess
+                raise RuntimeError(f"no group document for {len(entries)} files")
+            added = [e for e in entries if e["file_id"] not in present]
+            counted(deps, pool, group, added, late)
+            members = {e["file_id"]: {"group_id": group["_id"], "late": late} for e in added}
+            return {**members, **present}
         # Its window is processing/done/failed: SPEC sends it to the current window, late.
         late = True
-        window = core.late_window(entry["ts"], deps.clock.time(), window_seconds, step)
-    raise RuntimeError(f"no accepting window found for {entry['file_id']}")
+        window = core.late_window(ts, deps.clock.time(), window_seconds, step)
+    raise RuntimeError(f"no accepting window found for {len(entries)} files of {pool_id}")
+
+
+def counted(deps: Deps, pool: dict[str, Any], group: dict[str, Any], added: list[dict[str, Any]],
+            late: bool) -> None:
+    """Metrics and log for files just added, and readiness by arrival (min_contributors)."""
+    if not added:
+        return
+    deps.metrics.files_grouped.inc(len(added))
+    if late:
+        deps.metrics.late_files.inc(len(added))
+    log.info("files_grouped", extra={"group_id": group["_id"], "late": late, "files": len(added)})
+    if group.get("status") == core.OPEN and core.is_ready(
+            deps.clock.time(), group["window_end"], float(pool.get("close_grace_seconds") or 0),
+            core.contributor_count(group), pool.get("min_contributors") or None):
+        ticking.make_ready(deps, group["_id"])
 
 
 def publish_grouped(deps: Deps, msg: FileStored, gid: str, late: bool) -> None:

@@ -28,5 +28,8 @@ HANDLERS = {FileStored: on_file_stored}
 
 def consumers(deps: Deps) -> list[ConsumerSpec]:
     """CONSUMERS: the FileStored queue with its table bound to ``deps``."""
-    # prefetch 8: unacked messages held per consumer (bounds memory and redelivery after a crash).
-    return [ConsumerSpec("stored", topology.AGGREGATOR_QUEUE, bind(HANDLERS, deps), prefetch=8)]
+    # Several competing consumers so that deliveries are in flight together and grouped in
+    # one slice (batching.py). prefetch 2 each: a consumer handles one message at a time;
+    # the second is already on its way. Unacked messages per process: 2 x grouping_consumers.
+    return [ConsumerSpec("stored", topology.AGGREGATOR_QUEUE, bind(HANDLERS, deps), prefetch=2,
+                         count=deps.settings.grouping_consumers)]

@@ -14,9 +14,9 @@ from typing import Any, Protocol
 
 from . import core
 
-# What ``GroupStore.add_file`` did: put the file in, found it there (a redelivery), or
-# found the group no longer accepting files (the file goes late to a later window).
-ADDED, PRESENT, CLOSED = "added", "present", "closed"
+# What ``GroupStore.add_files`` did: put the files in, or found the group no longer
+# accepting files (they go late to a later window).
+ADDED, CLOSED = "added", "closed"
 
 Doc = dict[str, Any]
 
@@ -30,12 +30,17 @@ class GroupStore(Protocol):
     def ensure_indexes(self) -> None: ...
 
     # --- files into groups
-    def membership(self, pool_id: str, file_id: str) -> Doc | None:
-        """``{group_id, late}`` of the group already holding ``file_id`` (a redelivery), or None."""
+    def memberships(self, pool_id: str, file_ids: list[str], now: float) -> dict[str, Doc]:
+        """``{file_id: {group_id, late}}`` for those of ``file_ids`` already in a group (redeliveries)."""
         ...
 
-    def add_file(self, *, pool_id: str, window: core.Window, close_grace_seconds: float,
-                 min_contributors: int | None, entry: Doc, now: float) -> tuple[str, Doc | None]: ...
+    def add_files(self, *, pool_id: str, window: core.Window, close_grace_seconds: float,
+                  min_contributors: int | None, entries: list[Doc],
+                  now: float) -> tuple[str, Doc | None, dict[str, Doc]]:
+        """Files not yet in any group into the group of ``window``, counted once each:
+        (ADDED, group, present) or (CLOSED, group, {}); ``present`` names the entries a
+        concurrent delivery grouped first (their memberships), which were not added."""
+        ...
 
     # --- reading (group documents never carry their files: ``files_of`` reads those)
     def get(self, gid: str) -> Doc | None: ...

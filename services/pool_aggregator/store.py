@@ -1,4 +1,6 @@
-"""The one module owning pool_aggregator's MongoDB collections ``groups`` and ``results``.
+"""The one module owning pool_aggregator's MongoDB collections.
+
+``groups``, ``group_files``, ``group_slices`` and ``results``.
 
 Several aggregator processes share these collections, so every state change is
 one conditional update whose filter names the state it leaves: of two
@@ -9,10 +11,18 @@ processes racing for the same transition exactly one matches, the other sees
 Group document::
 
     {_id: group_id, pool_id, window_start, window_end (epoch ints), status,
-     close_at (window_end + grace), min_contributors, files: [{file_id, owner_id,
-     timestamp, ts, size, sha256, file_name, late}], contributors: [owner_id],
-     file_count, bytes, late_count, created, updated, ready_at, leased_at, lease_expires_at,
+     close_at (window_end + grace), min_contributors, contributors: [owner_id],
+     file_count, bytes, late_count, pending: [slice id], created, updated, ready_at, leased_at, lease_expires_at,
      lease_id, lease_expiries, result_claim, result_id, done_at, failed_at}
+
+Group membership (``group_files``), one document per file::
+
+    {_id: file_id, group_id, pool_id, owner_id, timestamp, ts, size, sha256, file_name, late, slice, at}
+
+Recorded slices (``group_slices``): ``{_id: slice id, group_id}``.
+
+Groups written before ``group_files`` existed carry ``files: [entry]`` instead;
+they are still read (see ``files_of`` and ``_legacy_memberships``).
 """
 
 from __future__ import annotations
@@ -23,10 +33,16 @@ from typing import Any
 import pymongo
 from pymongo import ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from . import core
-from .ports import ADDED, CLOSED, PRESENT
+from .ports import ADDED, CLOSED
+
+DUPLICATE_KEY = 11000
+# Never read with a group: a legacy group's embedded files, and its slices between steps 2 and 4.
+HIDDEN = {"files": 0, "pending": 0}
+# An uncounted membership this old was left by a crash (a live delivery finishes in well under a second).
+SETTLE_AFTER_SECONDS = 30.0
 
 
 class MongoGroupStore:
@@ -35,12 +51,18 @@ class MongoGroupStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.groups = db["groups"]
+        self.files = db["group_files"]
+        self.slices = db["group_slices"]
+        self._legacy: bool | None = None  # any group with embedded files? (asked once)
         self.results = db["results"]
 
     def ensure_indexes(self) -> None:
         self.groups.create_index([("pool_id", pymongo.ASCENDING), ("status", pymongo.ASCENDING)])
         self.groups.create_index([("status", pymongo.ASCENDING)])
-        self.groups.create_index([("files.file_id", pymongo.ASCENDING)])
+        self.groups.create_index([("files.file_id", pymongo.ASCENDING)])  # legacy embedded files
+        self.slices.create_index([("group_id", pymongo.ASCENDING)])
+        # _id = file_id is the unique key that makes a file count once; this one lists a group's files.
+        self.files.create_index([("group_id", pymongo.ASCENDING), ("ts", pymongo.ASCENDING)])
         self.results.create_index([("result_id", pymongo.ASCENDING)], unique=True)
         self.results.create_index([("pool_id", pymongo.ASCENDING), ("created_ts", pymongo.ASCENDING)])
 
@@ -49,98 +71,196 @@ class MongoGroupStore:
         return True
 
     # --- files into groups -------------------------------------------------
+    #
+    # A group's files live in ``group_files``, one document per file (``_id`` = file_id, so
+    # a file can be in one group only, once): no group outgrows MongoDB's 16 MiB document
+    # limit however many files a window gets. The group keeps counters, moved by ``$inc``.
+    # Files are added a slice at a time (one slice id for all of them), and the writes are
+    # not one transaction, so a slice goes through four steps:
+    #   1. its membership documents are inserted (``slice`` = the slice id);
+    #   2. one conditional update of the group (accepting only) ``$inc``s the counters and
+    #      ``$push``es the slice id to ``pending``;
+    #   3. ``group_slices`` records the slice id: its counters are in;
+    #   4. the slice id is ``$pull``ed from ``pending``.
+    # A membership counts iff its slice is in ``group_slices`` or the group's ``pending``.
+    # A crash between steps leaves memberships of an unrecorded slice; the redelivery (the
+    # messages were not acked) settles them by the group's ``pending``: there = the $inc
+    # happened, record it; not there = it did not, drop them and group the files afresh.
+    # ``pending`` holds only slices between steps 2 and 4: at most one per consumer.
+    # Per slice: one insert_many, four single-document writes, whatever its size.
 
-    def membership(self, pool_id: str, file_id: str) -> dict | None:
-        """``{group_id, late}`` of the group already holding ``file_id`` (a redelivered FileStored)."""
-        found = self.groups.find_one({"pool_id": pool_id, "files.file_id": file_id},
-                                     {"files": {"$elemMatch": {"file_id": file_id}}, "status": 1})
-        if found is None:
-            return None
-        entries = found.get("files") or [{}]
-        return {"group_id": found["_id"], "late": bool(entries[0].get("late"))}
+    def memberships(self, pool_id: str, file_ids: list[str], now: float) -> dict[str, dict]:
+        """``{file_id: {group_id, late}}`` for those of ``file_ids`` already in a group (redeliveries).
 
-    def add_file(self, *, pool_id: str, window: core.Window, close_grace_seconds: float,
-                 min_contributors: int | None, entry: dict[str, Any], now: float) -> tuple[str, dict | None]:
-        """Put ``entry`` into the group of ``window`` if that group accepts files.
+        Memberships of an unrecorded slice older than ``SETTLE_AFTER_SECONDS`` were left
+        by a crash and are settled here (see above); younger ones belong to a delivery
+        still in flight (another consumer got a duplicate) and are answered as they are.
+        """
+        if not file_ids:
+            return {}
+        docs = list(self.files.find({"_id": {"$in": list(file_ids)}, "pool_id": pool_id},
+                                    {"group_id": 1, "late": 1, "slice": 1, "at": 1}))
+        recorded = self._recorded({d.get("slice") for d in docs})
+        found: dict[str, dict] = {}
+        for doc in docs:
+            member = {"group_id": doc["group_id"], "late": bool(doc.get("late"))}
+            sid = doc.get("slice")
+            if sid in recorded or now - float(doc.get("at") or 0) < SETTLE_AFTER_SECONDS:
+                found[doc["_id"]] = member
+            elif self.groups.count_documents({"_id": doc["group_id"], "pending": sid}, limit=1):
+                self._settle(doc["group_id"], sid)
+                recorded.add(sid)
+                found[doc["_id"]] = member
+            else:
+                self.files.delete_many({"slice": sid, "group_id": doc["group_id"]})
+        missing = [f for f in file_ids if f not in found]
+        if missing and self._has_legacy():
+            found.update(self._legacy_memberships(pool_id, missing))
+        return found
 
-        One upsert whose filter requires an accepting status and the file's
-        absence: it either creates the group with the file, adds the file, or
-        matches nothing. Matching nothing on an existing ``_id`` makes the
-        upsert collide (DuplicateKeyError); we then read the group to tell
-        "already there" (a redelivery) from "no longer accepting" (late).
+    def _recorded(self, sids: set[Any]) -> set[Any]:
+        wanted = [s for s in sids if s]
+        if not wanted:
+            return set()
+        return {d["_id"] for d in self.slices.find({"_id": {"$in": wanted}}, {"_id": 1})}
+
+    def _has_legacy(self) -> bool:
+        """Whether any group still embeds its files (written before ``group_files``); asked once,
+        as no new group embeds files."""
+        if self._legacy is None:
+            self._legacy = bool(self.groups.count_documents({"files": {"$exists": True}}, limit=1))
+        return self._legacy
+
+    def _legacy_memberships(self, pool_id: str, file_ids: list[str]) -> dict[str, dict]:
+        """Groups written before ``group_files`` embedded their files (``files: [...]``).
+
+        Such groups are still read (``files_of``) and still recognise a redelivered file;
+        no new file is embedded any more.
+        """
+        wanted = set(file_ids)
+        found: dict[str, dict] = {}
+        for group in self.groups.find({"pool_id": pool_id, "files.file_id": {"$in": list(wanted)}},
+                                      {"files.file_id": 1, "files.late": 1}):
+            for entry in group.get("files") or ():
+                if entry.get("file_id") in wanted:
+                    found[entry["file_id"]] = {"group_id": group["_id"], "late": bool(entry.get("late"))}
+        return found
+
+    def add_files(self, *, pool_id: str, window: core.Window, close_grace_seconds: float,
+                  min_contributors: int | None, entries: list[dict[str, Any]],
+                  now: float) -> tuple[str, dict | None, dict[str, dict]]:
+        """Put ``entries`` (files not yet in any group) into the group of ``window``, if it accepts files.
+
+        Returns (ADDED, the group after, present) or (CLOSED, the group, {}) when the group
+        no longer accepts files (they go late elsewhere); ``present`` maps the entries a
+        concurrent delivery grouped first to their membership (they were not added here).
         """
         gid = core.group_id(pool_id, window.start)
-        file_id = entry["file_id"]
+        sid = uuid.uuid4().hex
+        present: dict[str, dict] = {}
+        docs = [{**e, "_id": e["file_id"], "group_id": gid, "pool_id": pool_id, "slice": sid, "at": now}
+                for e in entries]
+        try:
+            self.files.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", ())
+            clashes = {err["op"]["_id"] for err in errors if err.get("code") == DUPLICATE_KEY}
+            if len(clashes) != len(errors):
+                raise
+            # Grouped by a concurrent delivery of the same files (counted or about to be): theirs.
+            present = {doc["_id"]: {"group_id": doc["group_id"], "late": bool(doc.get("late"))}
+                       for doc in self.files.find({"_id": {"$in": sorted(clashes)}}, {"group_id": 1, "late": 1})}
+            entries = [e for e in entries if e["file_id"] not in clashes]
+        if not entries:
+            return ADDED, self.get(gid), present
+        group = self._count_in(gid, sid, pool_id, window, close_grace_seconds, min_contributors, entries, now)
+        if group is None:
+            self.files.delete_many({"slice": sid})
+            return CLOSED, self.get(gid), {}
+        self._settle(gid, sid)
+        return ADDED, group, present
+
+    def _count_in(self, gid: str, sid: str, pool_id: str, window: core.Window, close_grace_seconds: float,
+                  min_contributors: int | None, entries: list[dict[str, Any]], now: float) -> dict | None:
+        """Step 2: the counters of an accepting group (created if need be); None when it stopped accepting."""
+        update = {
+            "$setOnInsert": {
+                "pool_id": pool_id, "window_start": window.start, "window_end": window.end,
+                "status": core.OPEN, "close_at": window.end + float(close_grace_seconds or 0),
+                "min_contributors": min_contributors or None, "created": now, "lease_expiries": 0,
+            },
+            # contributors is a set of owner ids: idempotent ($addToSet), and bounded by the
+            # pool's membership, not by its files.
+            "$addToSet": {"contributors": {"$each": sorted({e["owner_id"] for e in entries})}},
+            "$inc": {"file_count": len(entries), "bytes": sum(int(e["size"]) for e in entries),
+                     "late_count": sum(1 for e in entries if e.get("late"))},
+            "$push": {"pending": sid},
+            "$set": {"updated": now},
+        }
         for _ in range(5):
             try:
                 doc = self.groups.find_one_and_update(
-                    {"_id": gid, "status": {"$in": list(core.ACCEPTING)}, "files.file_id": {"$ne": file_id}},
-                    {
-                        "$setOnInsert": {
-                            "pool_id": pool_id, "window_start": window.start, "window_end": window.end,
-                            "status": core.OPEN, "close_at": window.end + float(close_grace_seconds or 0),
-                            "min_contributors": min_contributors or None, "created": now,
-                            "lease_expiries": 0,
-                        },
-                        "$push": {"files": entry},
-                        "$addToSet": {"contributors": entry["owner_id"]},
-                        "$inc": {"file_count": 1, "bytes": int(entry["size"]),
-                                 "late_count": 1 if entry.get("late") else 0},
-                        "$set": {"updated": now},
-                    },
-                    upsert=True, return_document=ReturnDocument.AFTER,
-                    projection={"files": 0},
-                )
-                if doc is None:
-                    # Seen on secantusdb with ten consumers creating one group at once: the
-                    # upsert answered no document. Whether it applied is read back, not guessed.
-                    existing = self.groups.find_one({"_id": gid}, {"files": 0})
-                    if existing is not None and self.groups.count_documents(
-                            {"_id": gid, "files.file_id": file_id}, limit=1):
-                        return ADDED, existing
-                    continue
-                return ADDED, doc
+                    {"_id": gid, "status": {"$in": list(core.ACCEPTING)}}, update, upsert=True,
+                    return_document=ReturnDocument.AFTER, projection=HIDDEN)
             except DuplicateKeyError:
-                existing = self.groups.find_one({"_id": gid}, {"files": 0})
+                existing = self.groups.find_one({"_id": gid}, {"status": 1})
                 if existing is None:
                     continue  # deleted in between (tests only); try again
-                if self.groups.count_documents({"_id": gid, "files.file_id": file_id}, limit=1):
-                    return PRESENT, existing
                 if existing["status"] not in core.ACCEPTING:
-                    return CLOSED, existing
-                # Accepting and without the file: a concurrent insert of the same group won; retry.
-        raise RuntimeError(f"could not add {file_id} to {gid}")
+                    return None
+                continue  # accepting: a concurrent insert of the same group won; retry
+            if doc is None:
+                # Seen on secantusdb with ten consumers creating one group at once: the
+                # upsert answered no document. Whether it applied is read back, not guessed.
+                if self.groups.count_documents({"_id": gid, "pending": sid}, limit=1):
+                    return self.get(gid)
+                continue
+            return doc
+        raise RuntimeError(f"could not add {len(entries)} files to {gid}")
+
+    def _settle(self, gid: str, sid: str) -> None:
+        """Steps 3 and 4: the slice is recorded as counted; the group forgets it as pending."""
+        try:
+            self.slices.insert_one({"_id": sid, "group_id": gid})
+        except DuplicateKeyError:
+            pass  # recorded by a concurrent settle
+        self.groups.update_one({"_id": gid}, {"$pull": {"pending": sid}})
 
     def mark_ready(self, gid: str, now: float) -> dict | None:
         """open -> ready; the group as it is now, or None if another process (or nothing) moved it."""
         return self.groups.find_one_and_update(
             {"_id": gid, "status": core.OPEN},
             {"$set": {"status": core.READY, "ready_at": now, "updated": now}},
-            return_document=ReturnDocument.AFTER, projection={"files": 0})
+            return_document=ReturnDocument.AFTER, projection=HIDDEN)
 
     # --- reading -----------------------------------------------------------
 
     def get(self, gid: str) -> dict | None:
-        return self.groups.find_one({"_id": gid}, {"files": 0})
+        return self.groups.find_one({"_id": gid}, HIDDEN)
 
     def files_of(self, gid: str) -> list[dict]:
-        found = self.groups.find_one({"_id": gid}, {"files": 1})
-        entries = list((found or {}).get("files") or ())
+        """Counted memberships (their slice recorded or pending) and a legacy group's embedded files."""
+        group = self.groups.find_one({"_id": gid}, {"files": 1, "pending": 1}) or {}
+        entries = list(group.get("files") or ())
+        counted = [d["_id"] for d in self.slices.find({"group_id": gid}, {"_id": 1})]
+        counted += list(group.get("pending") or ())
+        entries += self.files.find({"group_id": gid, "slice": {"$in": counted}},
+                                   {"_id": 0, "group_id": 0, "pool_id": 0, "slice": 0, "at": 0})
         return sorted(entries, key=lambda e: (e.get("ts", 0), e["file_id"]))
 
     def list_groups(self, pool_id: str, status: str | None = None, limit: int = 1000) -> list[dict]:
         query: dict[str, Any] = {"pool_id": pool_id}
         if status:
             query["status"] = status
-        cursor = self.groups.find(query, {"files": 0}).sort("window_start", pymongo.ASCENDING)
+        cursor = self.groups.find(query, HIDDEN).sort("window_start", pymongo.ASCENDING)
         return list(cursor.limit(limit))
 
     def open_groups(self, limit: int = 10000) -> list[dict]:
-        return list(self.groups.find({"status": core.OPEN}, {"files": 0}).limit(limit))
+        return list(self.groups.find({"status": core.OPEN}, HIDDEN).limit(limit))
 
     def expired_leases(self, now: float, limit: int = 10000) -> list[dict]:
         return list(self.groups.find({"status": core.PROCESSING, "lease_expires_at": {"$lte": now}},
-                                     {"files": 0}).limit(limit))
+                                     HIDDEN).limit(limit))
 
     def count_by_status(self) -> dict[str, int]:
         return {status: self.groups.count_documents({"status": status}) for status in core.STATUSES}
@@ -153,7 +273,7 @@ class MongoGroupStore:
             {"_id": gid, "status": core.READY},
             {"$set": {"status": core.PROCESSING, "leased_at": now, "lease_expires_at": now + timeout_seconds,
                       "lease_id": uuid.uuid4().hex, "updated": now}},
-            return_document=ReturnDocument.AFTER, projection={"files": 0})
+            return_document=ReturnDocument.AFTER, projection=HIDDEN)
 
     def expire_lease(self, gid: str, lease_id: str | None, target: str, expiries: int, now: float) -> dict | None:
         """processing -> ready/failed, only for the very lease that was seen expired."""
@@ -163,7 +283,7 @@ class MongoGroupStore:
             update["$set"]["failed_at"] = now
         return self.groups.find_one_and_update(
             {"_id": gid, "status": core.PROCESSING, "lease_id": lease_id}, update,
-            return_document=ReturnDocument.AFTER, projection={"files": 0})
+            return_document=ReturnDocument.AFTER, projection=HIDDEN)
 
     # --- results -----------------------------------------------------------
 
@@ -175,7 +295,7 @@ class MongoGroupStore:
         return self.groups.find_one_and_update(
             {"_id": gid, "status": {"$in": list(core.RESULT_ACCEPTING)}, "result_claim": None},
             {"$set": {"status": core.DONE, "result_claim": claim, "done_at": now, "updated": now}},
-            return_document=ReturnDocument.BEFORE, projection={"files": 0})
+            return_document=ReturnDocument.BEFORE, projection=HIDDEN)
 
     def set_result_id(self, gid: str, claim: str, result_id: str) -> None:
         self.groups.update_one({"_id": gid, "result_claim": claim}, {"$set": {"result_id": result_id}})

@@ -15,7 +15,7 @@ from typing import Any
 
 __all__ = ["FakeFiles", "FakeGroupStore", "FakeUploader", "RecordingAnnouncer", "StoreDown"]
 
-ADDED, PRESENT, CLOSED = "added", "present", "closed"
+ADDED, CLOSED = "added", "closed"
 OPEN, READY, PROCESSING, DONE, FAILED = "open", "ready", "processing", "done", "failed"
 STATUSES = (OPEN, READY, PROCESSING, DONE, FAILED)
 ACCEPTING = (OPEN, READY)
@@ -32,6 +32,8 @@ class FakeGroupStore:
     def __init__(self) -> None:
         self.groups: dict[str, Doc] = {}
         self.entries: dict[str, list[Doc]] = {}  # group id -> its file entries
+        self.member_of: dict[str, str] = {}  # file id -> its group id (the unique membership)
+        self.add_calls = 0  # add_files calls: bulk grouping makes one per window, not one per file
         self.results: dict[str, Doc] = {}
         self._failures: dict[str, int] = {}
 
@@ -51,18 +53,20 @@ class FakeGroupStore:
         return None
 
     # --- files into groups
-    def membership(self, pool_id: str, file_id: str) -> Doc | None:
-        for gid, entries in self.entries.items():
-            if self.groups[gid]["pool_id"] != pool_id:
-                continue
-            for entry in entries:
-                if entry["file_id"] == file_id:
-                    return {"group_id": gid, "late": bool(entry.get("late"))}
-        return None
+    def memberships(self, pool_id: str, file_ids: list[str], now: float) -> dict[str, Doc]:
+        self._check("memberships")
+        found: dict[str, Doc] = {}
+        for file_id in file_ids:
+            gid = self.member_of.get(file_id)
+            if gid is not None and self.groups[gid]["pool_id"] == pool_id:
+                entry = next(e for e in self.entries[gid] if e["file_id"] == file_id)
+                found[file_id] = {"group_id": gid, "late": bool(entry.get("late"))}
+        return found
 
-    def add_file(self, *, pool_id: str, window: Any, close_grace_seconds: float, min_contributors: int | None,
-                 entry: Doc, now: float) -> tuple[str, Doc | None]:
-        self._check("add_file")
+    def add_files(self, *, pool_id: str, window: Any, close_grace_seconds: float, min_contributors: int | None,
+                  entries: list[Doc], now: float) -> tuple[str, Doc | None, dict[str, Doc]]:
+        self._check("add_files")
+        self.add_calls += 1
         gid = f"{pool_id}-{int(window.start)}"
         group = self.groups.get(gid)
         if group is None:
@@ -72,18 +76,21 @@ class FakeGroupStore:
                 "min_contributors": min_contributors or None, "created": now, "lease_expiries": 0,
                 "contributors": [], "file_count": 0, "bytes": 0, "late_count": 0}
             self.entries[gid] = []
-        if any(e["file_id"] == entry["file_id"] for e in self.entries[gid]):
-            return PRESENT, copy.deepcopy(group)
-        if group["status"] not in ACCEPTING:
-            return CLOSED, copy.deepcopy(group)
-        self.entries[gid].append(dict(entry))
-        if entry["owner_id"] not in group["contributors"]:
-            group["contributors"].append(entry["owner_id"])
-        group["file_count"] += 1
-        group["bytes"] += int(entry["size"])
-        group["late_count"] += 1 if entry.get("late") else 0
+        elif group["status"] not in ACCEPTING:
+            return CLOSED, copy.deepcopy(group), {}
+        present = self.memberships(pool_id, [e["file_id"] for e in entries], now)
+        for entry in entries:
+            if entry["file_id"] in present:
+                continue  # one membership per file: a file counts once
+            self.member_of[entry["file_id"]] = gid
+            self.entries[gid].append(dict(entry))
+            if entry["owner_id"] not in group["contributors"]:
+                group["contributors"].append(entry["owner_id"])
+            group["file_count"] += 1
+            group["bytes"] += int(entry["size"])
+            group["late_count"] += 1 if entry.get("late") else 0
         group["updated"] = now
-        return ADDED, copy.deepcopy(group)
+        return ADDED, copy.deepcopy(group), present
 
     # --- reading
     def get(self, gid: str) -> Doc | None:

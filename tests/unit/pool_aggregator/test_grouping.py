@@ -8,7 +8,7 @@ from services.common.contracts import FileGrouped, GroupChanged
 from services.common.handlers import UnhandledMessage
 from services.pool_aggregator import core, handlers, ticking
 
-from .conftest import POOL, Kit, W
+from .conftest import KEY, POOL, Kit, W
 
 
 def test_files_go_to_the_group_of_their_window(kit: Kit) -> None:
@@ -143,3 +143,35 @@ def test_a_failing_tick_step_does_not_stop_the_others(kit: Kit, monkeypatch) -> 
     monkeypatch.setattr(kit.store, "open_groups", broken)
     ticking.tick(kit.deps)
     assert kit.deps.metrics.groups.labels("open")._value.get() == 1  # the gauges still ran
+
+
+def test_a_stored_group_of_year_9999_is_listed_not_a_500(kit: Kit) -> None:
+    last = core.window_for(253402300799.0, W)  # the last window of year 9999 ends in year 10000
+    kit.store.add_files(pool_id=POOL, window=last, close_grace_seconds=0, min_contributors=None,
+                        entries=[{"file_id": "far", "owner_id": "u1", "timestamp": "9999-12-31T23:59:59Z",
+                                  "ts": 253402300799.0, "size": 1, "sha256": "0" * 64, "file_name": "f"}],
+                        now=kit.clock.time())
+    client = kit.app.test_client()
+    answer = client.get(f"/pools/{POOL}/groups", headers={"X-API-Key": KEY})
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    [group] = answer.get_json()["groups"]
+    assert (group["window_start"], group["window_end"]) == ("9999-12-31T23:59:00.000Z", "9999-12-31T23:59:59.999Z")
+    assert client.get(f"/pools/{POOL}/groups/{group['group_id']}", headers={"X-API-Key": KEY}).status_code == 200
+
+
+def test_a_far_future_timestamp_is_grouped_by_its_storing_time(kit: Kit) -> None:
+    now = kit.clock.time()
+    kit.deliver(kit.stored("far", ts=253402300799.0))  # year 9999, stored now
+    kit.deliver(kit.stored("skewed", ts=now + 299))  # within the clock skew: its own window
+    [far] = [m for m in kit.broker.of_type(FileGrouped) if m.file_id == "far"]
+    assert far.group_id == core.group_id(POOL, core.window_for(now, W).start)
+    [skewed] = [m for m in kit.broker.of_type(FileGrouped) if m.file_id == "skewed"]
+    assert skewed.group_id == core.group_id(POOL, core.window_for(now + 299, W).start)
+
+
+@pytest.mark.parametrize("ts, shown", [
+    (253402300800.0, "9999-12-31T23:59:59.999Z"), (1e300, "9999-12-31T23:59:59.999Z"),
+    (float("inf"), "9999-12-31T23:59:59.999Z"), (-1e300, "0001-01-01T00:00:00.000Z"),
+    (0.0, "1970-01-01T00:00:00.000Z"), (1_700_000_000.5, "2023-11-14T22:13:20.500Z")])
+def test_epoch_iso_clamps_to_what_iso_can_show(ts: float, shown: str) -> None:
+    assert core.epoch_iso(ts) == shown
