@@ -11,7 +11,7 @@ from services.common.authclient import AuthClient
 from services.common.ports import AuthLookup, Publisher
 from services.common.runtime import Periodic, Runtime
 
-from . import handlers, sweep
+from . import backends, handlers, sweep
 from .config import Settings
 from .deps import Deps, FsmMetrics
 from .hotcache import HotFiles
@@ -21,10 +21,14 @@ from .store import FileIndex, UploadCache
 
 
 def create_app(settings: Settings, *, index: Index | None = None, cache: Cache | None = None,
-               broker: Publisher | None = None, auth: AuthLookup | None = None) -> Flask:
-    """Wire the service; pymongo, redis and the broker connect lazily on first use."""
+               broker: Publisher | None = None, auth: AuthLookup | None = None,
+               storage: backends.Storages | None = None) -> Flask:
+    """Wire the service; pymongo, redis, the broker and the backends connect lazily on first use."""
     common = settings.common
     the_index = index or FileIndex(mongo.connect(common.mongodb_uri, common.mongodb_db))
+    # GridFS buckets live in the index's database.
+    db = the_index.db if isinstance(the_index, FileIndex) else mongo.connect(common.mongodb_uri, common.mongodb_db)
+    the_storage = storage or backends.Storages(settings.default_storage, lambda spec: backends.build(spec, db=db))
     the_cache = cache or UploadCache(redis.Redis.from_url(common.redis_url, socket_timeout=10,
                                                           health_check_interval=30))
     the_broker = broker or messaging.Broker(common.amqp_url)
@@ -34,7 +38,7 @@ def create_app(settings: Settings, *, index: Index | None = None, cache: Cache |
     hot = HotFiles(settings.download_cache_bytes, settings.download_cache_file_bytes)
     metrics.hot_bytes.set_function(lambda: hot.size)
     deps = Deps(settings=settings, index=the_index, cache=the_cache, broker=the_broker, hot=hot, metrics=metrics,
-                auth=auth or AuthClient(common.auth_url, common.internal_api_key),
+                storage=the_storage, auth=auth or AuthClient(common.auth_url, common.internal_api_key),
                 audit=AuditTrail(the_broker, "file_service_manager", metrics.audit_lost))
     app.extensions["deps"] = deps
     app.register_blueprint(bp)

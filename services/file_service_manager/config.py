@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from services.common.settings import CommonSettings, ConfigError, env_int, is_production, listen_address
 
+from .backends import LEGACY, StorageSpec
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -31,6 +33,8 @@ class Settings:
     # older than the grace are removed every interval; 0 turns the background pass off.
     sweep_interval_seconds: int = 600
     sweep_grace_seconds: int = 3600
+    # Where files without a pool are stored (DEFAULT_STORAGE, SPEC "Storage backends").
+    default_storage: StorageSpec = LEGACY
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

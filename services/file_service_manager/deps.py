@@ -10,6 +10,7 @@ from services.common.audit import AuditTrail
 from services.common.httpkit import ServiceMetrics
 from services.common.ports import AuthLookup, Publisher
 
+from .backends import Storages
 from .config import Settings
 from .hotcache import HotFiles
 from .ports import Cache, Index
@@ -42,5 +43,7 @@ class Deps:
     auth: AuthLookup
     metrics: FsmMetrics
     audit: AuditTrail
+    # Where bytes are written (``storage.default``) and read back (``storage.for_record``).
+    storage: Storages
     # Pool results fan out to every member at once: served from memory after one GridFS read.
     hot: HotFiles

@@ -1,0 +1,165 @@
+"""Storage backends: where a file's bytes live (SPEC "Storage backends").
+
+A storage spec is SPEC's JSON (``{"backend": "gridfs"|"filesystem"|"s3", ...}``).
+``parse_spec`` checks it (never trusted: types, lengths, absolute roots, URLs);
+``StorageSpec.descriptor`` is its non-secret part with a stable ``id`` (a hash
+of the location, never of the credentials): that is what a file record keeps,
+so a file is read and deleted where it was written even after the default or
+a pool's storage changes. ``build`` makes the backend (``ports.StorageBackend``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..ports import BackendError, StorageBackend
+
+__all__ = ["LEGACY", "BackendError", "StorageSpec", "Storages", "build", "parse_spec"]
+
+KINDS = ("gridfs", "filesystem", "s3")
+MAX_FIELD = 1024  # characters of any one spec field (a root, a URL, a key id)
+SECRET_FIELDS = ("access_key_id", "secret_access_key")
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    backend: str
+    bucket: str | None = None
+    root: str | None = None
+    endpoint_url: str | None = None
+    prefix: str = ""
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+
+    def location(self) -> dict[str, Any]:
+        """Where the bytes are, without credentials."""
+        if self.backend == "gridfs":
+            return {"backend": "gridfs", "bucket": self.bucket or "fs"}
+        if self.backend == "filesystem":
+            return {"backend": "filesystem", "root": self.root}
+        return {"backend": "s3", "endpoint_url": self.endpoint_url, "bucket": self.bucket,
+                "prefix": self.prefix, "region": self.region}
+
+    @property
+    def id(self) -> str:
+        canonical = json.dumps(self.location(), sort_keys=True, separators=(",", ":"))
+        return f"{self.backend}-{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
+
+    def descriptor(self) -> dict[str, Any]:
+        """The non-secret descriptor a file record keeps (``id`` + location)."""
+        return {"id": self.id, **self.location()}
+
+    def secrets(self) -> dict[str, str]:
+        return {k: v for k in SECRET_FIELDS if (v := getattr(self, k))}
+
+
+LEGACY = StorageSpec("gridfs")  # records written before backends existed: GridFS bucket "fs"
+
+
+def _text(spec: Mapping[str, Any], field: str, *, required: bool = False) -> str | None:
+    value = spec.get(field)
+    if value is None or value == "":
+        if required:
+            raise BackendError(f"storage field {field!r} is required for backend {spec.get('backend')!r}")
+        return None
+    if not isinstance(value, str) or len(value) > MAX_FIELD or "\x00" in value:
+        raise BackendError(f"storage field {field!r} must be a string of at most {MAX_FIELD} characters")
+    return value
+
+
+def parse_spec(raw: object) -> StorageSpec:
+    """A checked ``StorageSpec`` from SPEC's JSON shape; ``BackendError`` says what is wrong."""
+    if not isinstance(raw, Mapping):
+        raise BackendError("storage must be a JSON object")
+    backend = raw.get("backend")
+    if backend not in KINDS:
+        raise BackendError(f"storage backend must be one of {', '.join(KINDS)}")
+    known = {"backend", "bucket", "root", "endpoint_url", "prefix", "region", *SECRET_FIELDS}
+    unknown = sorted(str(k)[:40] for k in raw if k not in known)
+    if unknown:
+        raise BackendError(f"unknown storage fields: {', '.join(unknown[:10])}")
+    if backend == "gridfs":
+        bucket = _text(raw, "bucket")
+        if bucket is not None and (not bucket.replace("_", "").replace("-", "").isalnum() or len(bucket) > 64):
+            raise BackendError("gridfs bucket must be letters, digits, '-' or '_' (at most 64)")
+        return StorageSpec("gridfs", bucket=bucket or "fs")
+    if backend == "filesystem":
+        root = _text(raw, "root", required=True) or ""
+        if not os.path.isabs(root):
+            raise BackendError("filesystem root must be an absolute path")
+        return StorageSpec("filesystem", root=os.path.normpath(root))
+    endpoint = _text(raw, "endpoint_url", required=True) or ""
+    if not endpoint.startswith(("http://", "https://")):
+        raise BackendError("s3 endpoint_url must be an http(s) URL")
+    return StorageSpec("s3", endpoint_url=endpoint, bucket=_text(raw, "bucket", required=True),
+                       prefix=_text(raw, "prefix") or "", region=_text(raw, "region"),
+                       access_key_id=_text(raw, "access_key_id", required=True),
+                       secret_access_key=_text(raw, "secret_access_key", required=True))
+
+
+def build(spec: StorageSpec, *, db: Any = None) -> StorageBackend:
+    """The backend for ``spec``; GridFS needs the service's MongoDB database."""
+    if spec.backend == "gridfs":
+        from .gridfs import GridFsBackend
+
+        if db is None:
+            raise BackendError("gridfs storage needs the MongoDB database")
+        return GridFsBackend(db, spec.bucket or "fs", descriptor=spec.descriptor())
+    if spec.backend == "filesystem":
+        from .filesystem import FilesystemBackend
+
+        return FilesystemBackend(spec.root or "", descriptor=spec.descriptor())
+    from .s3 import S3Backend
+
+    return S3Backend(endpoint_url=spec.endpoint_url, bucket=spec.bucket or "", prefix=spec.prefix,
+                     region=spec.region, access_key_id=spec.access_key_id or "",
+                     secret_access_key=spec.secret_access_key or "", descriptor=spec.descriptor())
+
+
+class Storages:
+    """The backends this service writes to and reads from, by descriptor id.
+
+    ``default`` receives files without a pool (``DEFAULT_STORAGE``). A record names
+    its backend by descriptor; one without (written before backends existed) is in
+    GridFS ``fs``. Backends are built once and kept (a bounded set: the configured
+    ones plus those records name, one per distinct location).
+    """
+
+    def __init__(self, default: StorageSpec, make: Callable[[StorageSpec], StorageBackend]) -> None:
+        self.make = make
+        self.default_spec = default
+        self.specs: dict[str, StorageSpec] = {default.id: default}
+        self.built: dict[str, StorageBackend] = {}
+
+    def _get(self, spec: StorageSpec) -> StorageBackend:
+        backend = self.built.get(spec.id)
+        if backend is None:
+            backend = self.built[spec.id] = self.make(spec)
+        return backend
+
+    @property
+    def default(self) -> StorageBackend:
+        return self._get(self.default_spec)
+
+    def configured(self) -> dict[str, StorageBackend]:
+        """Every backend this service is configured with (what /ready probes)."""
+        return {spec_id: self._get(spec) for spec_id, spec in self.specs.items()}
+
+    def for_record(self, record: Mapping[str, Any]) -> StorageBackend:
+        """The backend a file record was stored in."""
+        descriptor = record.get("storage")
+        if not isinstance(descriptor, Mapping):
+            return self._get(LEGACY)
+        spec = self.specs.get(str(descriptor.get("id")))
+        if spec is None:
+            if descriptor.get("backend") == "s3":
+                # The record holds no credentials: only a configured S3 location can be read.
+                raise BackendError(f"s3 storage {str(descriptor.get('id'))[:80]!r} is not configured here")
+            spec = parse_spec({k: v for k, v in descriptor.items() if k != "id" and v is not None})
+        return self._get(spec)
