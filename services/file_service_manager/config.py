@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.common.settings import CommonSettings, ConfigError, env_int, is_production, listen_address
 
-from .backends import LEGACY, StorageSpec
+from .backends import LEGACY, BackendError, StorageSpec, parse_spec
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Settings:
             except re.error as exc:
                 raise ConfigError(f"STORE_FAIL_PATTERN is not a regular expression: {exc}") from exc
         return cls(common=common, host=host, port=port, store_fail_pattern=pattern,
+                   default_storage=default_storage(env),
                    download_piece=env_int(env, "DOWNLOAD_PIECE_BYTES", 256 * 1024, minimum=4096),
                    store_prefetch=env_int(env, "STORE_PREFETCH", 2, minimum=1),
                    store_consumers=env_int(env, "STORE_CONSUMERS", 4, minimum=1),
@@ -59,3 +61,24 @@ class Settings:
                    threads=env_int(env, "FILE_SERVICE_MANAGER_THREADS", 16, minimum=1),
                    sweep_interval_seconds=env_int(env, "GRIDFS_SWEEP_INTERVAL_SECONDS", 600, minimum=0),
                    sweep_grace_seconds=env_int(env, "GRIDFS_SWEEP_GRACE_SECONDS", 3600, minimum=0))
+
+
+MAX_STORAGE_JSON = 8192  # characters of DEFAULT_STORAGE
+
+
+def default_storage(env: Mapping[str, str]) -> StorageSpec:
+    """DEFAULT_STORAGE: SPEC's storage JSON for files without a pool (default GridFS ``fs``).
+
+    Errors name the field, never a value: the JSON may hold S3 credentials.
+    """
+    raw = env.get("DEFAULT_STORAGE", "").strip()
+    if not raw:
+        return LEGACY
+    if len(raw) > MAX_STORAGE_JSON:
+        raise ConfigError(f"DEFAULT_STORAGE is longer than {MAX_STORAGE_JSON} characters")
+    try:
+        return parse_spec(json.loads(raw))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"DEFAULT_STORAGE is not JSON (at character {exc.pos})") from None
+    except BackendError as exc:
+        raise ConfigError(f"DEFAULT_STORAGE: {exc}") from None

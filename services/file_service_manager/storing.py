@@ -83,6 +83,8 @@ def _store_item(deps: Deps, msg: StoreUpload, item: UploadItem) -> dict[str, Any
         backend.delete(item.file_id)
         raise StoreFailure(f"{item.file_id}: sha256 of the cached bytes does not match the upload")
     doc = core.stored_record(msg, item, sha256)
+    # Where the bytes are (non-secret): reads and deletions go there even after the default changes.
+    doc["storage"] = dict(backend.descriptor)
     index.upsert_stored(doc)
     deps.metrics.stored.inc()
     deps.metrics.bytes_stored.inc(size)

@@ -60,3 +60,30 @@ def test_records_are_read_from_their_own_backend() -> None:
     with pytest.raises(BackendError, match="not configured"):
         storages.for_record({"storage": parse_spec(S3).descriptor()})
     assert set(storages.configured()) == {default.id}
+
+
+def test_default_storage_setting() -> None:
+    import json
+
+    from services.common.settings import ConfigError
+    from services.file_service_manager.config import Settings
+
+    base = {"INTERNAL_API_KEY": "k" * 32}
+    assert Settings.from_env(base).default_storage == backends.LEGACY
+    chosen = Settings.from_env({**base, "DEFAULT_STORAGE": json.dumps(S3)}).default_storage
+    assert chosen.backend == "s3" and chosen.secret_access_key == "very-secret-value"
+    for bad in ("{not json", json.dumps({**S3, "endpoint_url": "ftp://x"}), json.dumps({"backend": "nfs"}),
+                json.dumps({**S3, "bucket": 7}), "[" * 9000):
+        with pytest.raises(ConfigError) as info:
+            Settings.from_env({**base, "DEFAULT_STORAGE": bad})
+        assert "very-secret-value" not in str(info.value) and "AKIDEXAMPLE" not in str(info.value)
+
+
+def test_a_stored_record_names_its_backend(deps) -> None:
+    from services.file_service_manager import handlers
+
+    from .conftest import command
+
+    deps.broker.publish(command(deps, b"0123456789"))
+    deps.broker.deliver(handlers.consumers(deps))
+    assert deps.index.record("u1")["storage"] == deps.storage.default.descriptor
