@@ -17,7 +17,7 @@ from .deps import Deps, FsmMetrics
 from .hotcache import HotFiles
 from .ports import Cache, Index
 from .routes import bp
-from .store import FileIndex, UploadCache
+from .store import FileIndex, StorageCatalog, UploadCache
 
 
 def create_app(settings: Settings, *, index: Index | None = None, cache: Cache | None = None,
@@ -28,7 +28,8 @@ def create_app(settings: Settings, *, index: Index | None = None, cache: Cache |
     the_index = index or FileIndex(mongo.connect(common.mongodb_uri, common.mongodb_db))
     # GridFS buckets live in the index's database.
     db = the_index.db if isinstance(the_index, FileIndex) else mongo.connect(common.mongodb_uri, common.mongodb_db)
-    the_storage = storage or backends.Storages(settings.default_storage, lambda spec: backends.build(spec, db=db))
+    the_storage = storage or backends.Storages(settings.default_storage, lambda spec: backends.build(spec, db=db),
+                                               StorageCatalog(db), settings.secrets)
     the_cache = cache or UploadCache(redis.Redis.from_url(common.redis_url, socket_timeout=10,
                                                           health_check_interval=30))
     the_broker = broker or messaging.Broker(common.amqp_url)

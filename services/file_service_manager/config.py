@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from services.common import secretbox
+from services.common.secretbox import SecretBox
 from services.common.settings import CommonSettings, ConfigError, env_int, is_production, listen_address
 
 from .backends import LEGACY, BackendError, StorageSpec, parse_spec
@@ -36,6 +38,8 @@ class Settings:
     sweep_grace_seconds: int = 3600
     # Where files without a pool are stored (DEFAULT_STORAGE, SPEC "Storage backends").
     default_storage: StorageSpec = LEGACY
+    # STORAGE_SECRETS_KEY (+ STORAGE_SECRETS_OLD_KEYS while rotating): storage credentials at rest.
+    secrets: SecretBox | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -50,8 +54,15 @@ class Settings:
                 re.compile(pattern)
             except re.error as exc:
                 raise ConfigError(f"STORE_FAIL_PATTERN is not a regular expression: {exc}") from exc
+        try:
+            box = secretbox.from_env(env, "STORAGE_SECRETS_KEY", "STORAGE_SECRETS_OLD_KEYS")
+        except secretbox.SecretError as exc:
+            raise ConfigError(str(exc)) from None
+        storage = default_storage(env)
+        if storage.secrets() and box is None:
+            raise ConfigError("DEFAULT_STORAGE has credentials: STORAGE_SECRETS_KEY must be set to keep them")
         return cls(common=common, host=host, port=port, store_fail_pattern=pattern,
-                   default_storage=default_storage(env),
+                   default_storage=storage, secrets=box,
                    download_piece=env_int(env, "DOWNLOAD_PIECE_BYTES", 256 * 1024, minimum=4096),
                    store_prefetch=env_int(env, "STORE_PREFETCH", 2, minimum=1),
                    store_consumers=env_int(env, "STORE_CONSUMERS", 4, minimum=1),

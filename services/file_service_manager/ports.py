@@ -89,6 +89,19 @@ class StorageBackend(Protocol):
         ...
 
 
+class Catalog(Protocol):
+    """Every storage this service has written to, by descriptor id, with its credentials encrypted
+    (``secretbox``): how a record's S3 backend is found again after the default or a pool moves on."""
+
+    def save(self, spec_id: str, descriptor: dict[str, Any], secrets: dict[str, str]) -> None: ...
+
+    def load(self, spec_id: str) -> dict[str, Any] | None: ...
+
+    def all(self) -> list[dict[str, Any]]: ...
+
+    def replace_secrets(self, spec_id: str, old: dict[str, str], new: dict[str, str]) -> bool: ...
+
+
 class BackendError(RuntimeError):
     """A storage backend refused or failed; the message is the reason (never a secret)."""
 

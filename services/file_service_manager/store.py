@@ -170,3 +170,31 @@ class FileIndex:
             if self.files.find_one({"_id": doc["_id"]}, {"_id": 1}) is None:
                 found.append(doc["_id"])
         return found
+
+
+class StorageCatalog:
+    """MongoDB ``storages``: ``{_id: descriptor id, descriptor, secrets: {field: ciphertext}, updated}``.
+
+    Holds only ciphertext (``secretbox``); the plaintext credentials exist in memory alone.
+    """
+
+    MAX = 10_000  # storages listed at once (one per distinct location: the default and pools')
+
+    def __init__(self, db: Database) -> None:
+        self.docs = db["storages"]
+
+    def save(self, spec_id: str, descriptor: dict[str, Any], secrets: dict[str, str]) -> None:
+        self.docs.update_one({"_id": spec_id}, {"$set": {"descriptor": descriptor, "secrets": secrets,
+                                                         "updated": timeutil.now_iso()}}, upsert=True)
+
+    def load(self, spec_id: str) -> dict[str, Any] | None:
+        return self.docs.find_one({"_id": spec_id})
+
+    def all(self) -> list[dict[str, Any]]:
+        return list(self.docs.find({}).sort("_id", pymongo.ASCENDING).limit(self.MAX))
+
+    def replace_secrets(self, spec_id: str, old: dict[str, str], new: dict[str, str]) -> bool:
+        """Swap the ciphertext only if nobody changed it meanwhile (a concurrent save wins)."""
+        result = self.docs.update_one({"_id": spec_id, "secrets": old},
+                                      {"$set": {"secrets": new, "updated": timeutil.now_iso()}})
+        return result.modified_count == 1

@@ -16,7 +16,7 @@ from typing import Any
 from .. import contracts, uploadkeys
 from ..contracts import StoreUpload, UploadItem
 
-__all__ = ["FakeBackend", "FakeCache", "FakeDownload", "FakeIndex"]
+__all__ = ["FakeBackend", "FakeCache", "FakeCatalog", "FakeDownload", "FakeIndex"]
 
 
 class FakeDownload:
@@ -167,6 +167,30 @@ class FakeBackend:
     def probe(self) -> bool:
         if not self.healthy:
             raise RuntimeError(f"{self.kind}: FakeBackend.healthy is False")
+        return True
+
+
+class FakeCatalog:
+    """The storages catalog in a dict (``ports.Catalog`` by shape)."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, dict[str, Any]] = {}
+
+    def save(self, spec_id: str, descriptor: dict[str, Any], secrets: dict[str, str]) -> None:
+        self.docs[spec_id] = {"_id": spec_id, "descriptor": dict(descriptor), "secrets": dict(secrets)}
+
+    def load(self, spec_id: str) -> dict[str, Any] | None:
+        doc = self.docs.get(spec_id)
+        return {**doc, "secrets": dict(doc["secrets"])} if doc is not None else None
+
+    def all(self) -> list[dict[str, Any]]:
+        return [self.load(k) or {} for k in sorted(self.docs)]
+
+    def replace_secrets(self, spec_id: str, old: dict[str, str], new: dict[str, str]) -> bool:
+        doc = self.docs.get(spec_id)
+        if doc is None or doc["secrets"] != old:
+            return False
+        doc["secrets"] = dict(new)
         return True
 
 

@@ -14,10 +14,12 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..ports import BackendError, StorageBackend
+from services.common.secretbox import SecretBox, SecretError
+
+from ..ports import BackendError, Catalog, StorageBackend
 
 __all__ = ["LEGACY", "BackendError", "StorageSpec", "Storages", "build", "parse_spec"]
 
@@ -34,8 +36,9 @@ class StorageSpec:
     endpoint_url: str | None = None
     prefix: str = ""
     region: str | None = None
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
+    # Credentials: never in a repr (a settings object or a spec printed in a traceback or log).
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
 
     def location(self) -> dict[str, Any]:
         """Where the bytes are, without credentials."""
@@ -127,15 +130,21 @@ class Storages:
 
     ``default`` receives files without a pool (``DEFAULT_STORAGE``). A record names
     its backend by descriptor; one without (written before backends existed) is in
-    GridFS ``fs``. Backends are built once and kept (a bounded set: the configured
-    ones plus those records name, one per distinct location).
+    GridFS ``fs``. A storage with credentials is saved in the ``catalog`` before its
+    first write, its credentials encrypted with ``box`` (STORAGE_SECRETS_KEY), so its
+    files stay readable after the default moves on. Backends are built once and
+    kept: one per distinct location (the configured ones plus those records name).
     """
 
-    def __init__(self, default: StorageSpec, make: Callable[[StorageSpec], StorageBackend]) -> None:
+    def __init__(self, default: StorageSpec, make: Callable[[StorageSpec], StorageBackend],
+                 catalog: Catalog | None = None, box: SecretBox | None = None) -> None:
         self.make = make
+        self.catalog = catalog
+        self.box = box
         self.default_spec = default
         self.specs: dict[str, StorageSpec] = {default.id: default}
         self.built: dict[str, StorageBackend] = {}
+        self.saved: set[str] = set()
 
     def _get(self, spec: StorageSpec) -> StorageBackend:
         backend = self.built.get(spec.id)
@@ -143,8 +152,18 @@ class Storages:
             backend = self.built[spec.id] = self.make(spec)
         return backend
 
+    def remember(self, spec: StorageSpec) -> None:
+        """Save ``spec`` in the catalog (credentials encrypted) once per process; before its first write."""
+        if spec.id in self.saved or not spec.secrets():
+            return
+        if self.catalog is None or self.box is None:
+            raise BackendError("STORAGE_SECRETS_KEY is not set: storage credentials cannot be kept")
+        self.catalog.save(spec.id, spec.descriptor(), {k: self.box.encrypt(v) for k, v in spec.secrets().items()})
+        self.saved.add(spec.id)
+
     @property
     def default(self) -> StorageBackend:
+        self.remember(self.default_spec)
         return self._get(self.default_spec)
 
     def configured(self) -> dict[str, StorageBackend]:
@@ -156,10 +175,24 @@ class Storages:
         descriptor = record.get("storage")
         if not isinstance(descriptor, Mapping):
             return self._get(LEGACY)
-        spec = self.specs.get(str(descriptor.get("id")))
+        spec_id = str(descriptor.get("id"))
+        spec = self.specs.get(spec_id)
+        if spec is None and spec_id in self.built:
+            return self.built[spec_id]
+        if spec is None and descriptor.get("backend") == "s3":
+            spec = self._from_catalog(spec_id)
         if spec is None:
-            if descriptor.get("backend") == "s3":
-                # The record holds no credentials: only a configured S3 location can be read.
-                raise BackendError(f"s3 storage {str(descriptor.get('id'))[:80]!r} is not configured here")
             spec = parse_spec({k: v for k, v in descriptor.items() if k != "id" and v is not None})
         return self._get(spec)
+
+    def _from_catalog(self, spec_id: str) -> StorageSpec:
+        """An S3 location's spec with its credentials, from the catalog (the record holds none)."""
+        doc = self.catalog.load(spec_id) if self.catalog is not None else None
+        if doc is None or self.box is None:
+            raise BackendError(f"storage {spec_id[:80]!r} is not known here (or STORAGE_SECRETS_KEY is not set)")
+        try:
+            secrets = {k: self.box.decrypt(v) for k, v in doc.get("secrets", {}).items() if k in SECRET_FIELDS}
+        except SecretError as exc:
+            raise BackendError(f"storage {spec_id[:80]!r}: {exc}") from None
+        location = {k: v for k, v in doc["descriptor"].items() if k != "id" and v is not None}
+        return parse_spec({**location, **secrets})

@@ -9,6 +9,7 @@ import os
 import boto3
 
 from services.common import mongo
+from services.common.secretbox import SecretBox
 from services.file_service_manager.backends import parse_spec
 
 from .test_http import bearer, stored
@@ -42,8 +43,18 @@ def test_filesystem_default_then_gridfs_default(make_pipeline, tmp_path) -> None
     assert q.fsm.get(f"/file/{newer}", headers=bearer("alice")).data == b"in gridfs"
 
 
+def no_plaintext_anywhere(db, *secrets: str) -> None:
+    """Every document of every collection of the service's database, searched for the secrets."""
+    for name in db.list_collection_names():
+        for doc in db[name].find({}):
+            text = json.dumps(doc, default=str)
+            for secret in secrets:
+                assert secret not in text, f"{secret!r} in plaintext in {name}"
+
+
 def test_s3_default(make_pipeline, s3_bucket) -> None:
-    p = make_pipeline(fsm_env={"DEFAULT_STORAGE": json.dumps({**s3_bucket, "prefix": "dropbox/"})})
+    p = make_pipeline(fsm_env={"DEFAULT_STORAGE": json.dumps({**s3_bucket, "prefix": "dropbox/"}),
+                               "STORAGE_SECRETS_KEY": SecretBox.generate_key()})
     data = os.urandom(2_200_000)
     file_id = stored(p, data, file_name="in-s3.bin", pool_id="p1")
     s3 = boto3.client("s3", endpoint_url=s3_bucket["endpoint_url"], region_name="us-east-1",
@@ -59,6 +70,21 @@ def test_s3_default(make_pipeline, s3_bucket) -> None:
     r = p.fsm.get(f"/file/{file_id}", headers={**bearer("alice"), "Range": "bytes=-100"})
     assert r.status_code == 206 and r.data == data[-100:]
     assert p.fsm.get(f"/file/{file_id}", headers={"X-API-Key": "key-p1"}).data == data
+    # The credentials are in the storages catalog, encrypted; no collection holds them in plaintext.
+    assert p.index.db["storages"].count_documents({}) == 1
+    no_plaintext_anywhere(p.index.db, s3_bucket["secret_access_key"], s3_bucket["access_key_id"])
+
+
+def test_s3_files_stay_readable_after_the_default_moves_to_gridfs(make_pipeline, s3_bucket) -> None:
+    key = SecretBox.generate_key()
+    p = make_pipeline(fsm_env={"DEFAULT_STORAGE": json.dumps(s3_bucket), "STORAGE_SECRETS_KEY": key})
+    data = os.urandom(300_000)
+    file_id = stored(p, data, file_name="s3-then-gridfs.bin")
+    # A restart with GridFS as the default (the S3 spec is gone from the environment): the record's
+    # backend comes back from the catalog, its credentials decrypted with the key.
+    q = make_pipeline(fsm_env={"STORAGE_SECRETS_KEY": key})
+    r = q.fsm.get(f"/file/{file_id}", headers={**bearer("alice"), "Range": "bytes=10-19"})
+    assert r.status_code == 206 and r.data == data[10:20]
 
 
 def test_records_from_before_backends_are_read_from_gridfs_fs(make_pipeline, tmp_path) -> None:

@@ -57,7 +57,7 @@ def test_records_are_read_from_their_own_backend() -> None:
     other = parse_spec({"backend": "gridfs", "bucket": "archive"}).descriptor()
     assert storages.for_record({"storage": other}).descriptor == other
     # an S3 place this service has no credentials for cannot be guessed from a record
-    with pytest.raises(BackendError, match="not configured"):
+    with pytest.raises(BackendError, match="not known here"):
         storages.for_record({"storage": parse_spec(S3).descriptor()})
     assert set(storages.configured()) == {default.id}
 
@@ -65,10 +65,11 @@ def test_records_are_read_from_their_own_backend() -> None:
 def test_default_storage_setting() -> None:
     import json
 
+    from services.common.secretbox import SecretBox
     from services.common.settings import ConfigError
     from services.file_service_manager.config import Settings
 
-    base = {"INTERNAL_API_KEY": "k" * 32}
+    base = {"INTERNAL_API_KEY": "k" * 32, "STORAGE_SECRETS_KEY": SecretBox.generate_key()}
     assert Settings.from_env(base).default_storage == backends.LEGACY
     chosen = Settings.from_env({**base, "DEFAULT_STORAGE": json.dumps(S3)}).default_storage
     assert chosen.backend == "s3" and chosen.secret_access_key == "very-secret-value"
