@@ -4,7 +4,7 @@ Consumes: ``upload.store`` (``StoreUpload``, queue ``file_service_manager.store`
 ``file.status.*`` and ``file.grouped`` (queue ``file_service_manager.index``),
 ``audit.recorded`` (queue ``file_service_manager.audit``).
 Publishes: ``FileStored`` (per item), ``FileStatusChanged`` (uploaded_successfully),
-``UploadStoreFailed`` (file_uploader decides on a retry), ``AuditRecorded`` (stored, downloaded).
+``UploadStoreFailed`` (file_uploader decides on a retry), ``AuditRecorded`` (stored, downloaded, deleted).
 Owns: the bytes, in a storage backend (``backends``: GridFS ``fs`` by default, a filesystem
 root or an S3 bucket, per ``DEFAULT_STORAGE``; key = file_id; each record names its
 backend), MongoDB ``files`` (the index of file records, ``_id`` = file_id), ``audit``

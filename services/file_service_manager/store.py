@@ -126,6 +126,12 @@ class FileIndex:
         result = self.files.update_one({"_id": file_id}, {"$set": {"group_id": group_id, "late": late}})
         return result.matched_count
 
+    def mark_deleted(self, file_id: str, actor: str) -> bool:
+        result = self.files.update_one({"_id": file_id, "status": {"$ne": core.DELETED}},
+                                       {"$set": {"status": core.DELETED, "deleted": timeutil.now_iso(),
+                                                 "deleted_by": actor}})
+        return result.modified_count == 1
+
     def find_files(self, query: dict[str, Any], limit: int) -> list[dict[str, Any]]:
         cursor = self.files.find(query).sort([("created", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)])
         return list(cursor.limit(limit))

@@ -61,6 +61,8 @@ def store(deps: Deps, msg: StoreUpload) -> list[dict[str, Any]]:
 def _store_item(deps: Deps, msg: StoreUpload, item: UploadItem) -> dict[str, Any] | None:
     index = deps.index
     existing = index.record(item.file_id)
+    if existing is not None and existing.get("status") == core.DELETED:
+        return None  # deleted meanwhile: a redelivered store never brings the bytes back
     if existing is not None and existing.get("status") == contracts.UPLOADED \
             and deps.storage.for_record(existing).exists(item.file_id):
         return existing

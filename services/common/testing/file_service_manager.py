@@ -93,6 +93,13 @@ class FakeIndex:
         self.records[file_id].update(group_id=group_id, late=late)
         return 1
 
+    def mark_deleted(self, file_id: str, actor: str) -> bool:
+        record = self.records.get(file_id)
+        if record is None or record.get("status") == "deleted":
+            return False
+        record.update(status="deleted", deleted="2026-01-01T00:00:00.000Z", deleted_by=actor)
+        return True
+
     def find_files(self, query: dict[str, Any], limit: int) -> list[dict[str, Any]]:
         found = [r for r in self.records.values() if all(r.get(k) == v for k, v in query.items())]
         return sorted(found, key=lambda r: (str(r.get("created")), r["file_id"]), reverse=True)[:limit]
