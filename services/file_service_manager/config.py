@@ -40,6 +40,8 @@ class Settings:
     default_storage: StorageSpec = LEGACY
     # STORAGE_SECRETS_KEY (+ STORAGE_SECRETS_OLD_KEYS while rotating): storage credentials at rest.
     secrets: SecretBox | None = field(default=None, repr=False)
+    # Each backend's write-read-delete probe (/ready, storage_backend_up) runs at most this often.
+    storage_probe_seconds: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -63,6 +65,7 @@ class Settings:
             raise ConfigError("DEFAULT_STORAGE has credentials: STORAGE_SECRETS_KEY must be set to keep them")
         return cls(common=common, host=host, port=port, store_fail_pattern=pattern,
                    default_storage=storage, secrets=box,
+                   storage_probe_seconds=env_int(env, "STORAGE_PROBE_SECONDS", 30, minimum=1),
                    download_piece=env_int(env, "DOWNLOAD_PIECE_BYTES", 256 * 1024, minimum=4096),
                    store_prefetch=env_int(env, "STORE_PREFETCH", 2, minimum=1),
                    store_consumers=env_int(env, "STORE_CONSUMERS", 4, minimum=1),
