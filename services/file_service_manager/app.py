@@ -53,6 +53,7 @@ def create_app(settings: Settings, *, index: Index | None = None, cache: Cache |
     app.register_blueprint(bp)
     app.extensions["runtime"] = Runtime(consumers=handlers.consumers(deps), periodic=[
         Periodic("gridfs-sweeper", settings.sweep_interval_seconds,
-                 sweep.pass_for(the_index, grace_seconds=settings.sweep_grace_seconds, audit=deps.audit)),
+                 sweep.pass_for(the_index, grace_seconds=settings.sweep_grace_seconds, audit=deps.audit,
+                                storages=the_storage)),
         Periodic("storage-probe", settings.storage_probe_seconds, probes.run_all)])
     return app

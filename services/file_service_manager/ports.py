@@ -92,6 +92,11 @@ class StorageBackend(Protocol):
         """Write, read back and delete a small object; raises ``BackendError`` with the reason."""
         ...
 
+    def leftovers(self, older_than: datetime, *, remove: bool) -> list[str]:
+        """Half-written objects a crashed writer left (never visible to reads) older than the
+        cutoff; removed unless ``remove`` is False. Bounded per call."""
+        ...
+
 
 class Catalog(Protocol):
     """Every storage this service has written to, by descriptor id, with its credentials encrypted

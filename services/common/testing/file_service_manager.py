@@ -171,6 +171,9 @@ class FakeBackend:
         self.deleted.append(key)
         return self.files.pop(key, None) is not None
 
+    def leftovers(self, older_than: datetime, *, remove: bool) -> list[str]:
+        return []  # writes are all or nothing: nothing is ever half-written here
+
     def probe(self) -> bool:
         if not self.healthy:
             raise RuntimeError(f"{self.kind}: FakeBackend.healthy is False")

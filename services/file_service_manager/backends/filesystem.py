@@ -19,12 +19,14 @@ import os
 import re
 import uuid
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..ports import BackendError, Written
 from . import streams
 
+MAX_LEFTOVERS = 10_000  # temporary files removed per sweep pass
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")  # file_ids are server-made; anything else is refused
 
 
@@ -119,6 +121,25 @@ class FilesystemBackend:
             return False
         _fsync_dir(target.parent)
         return True
+
+    def leftovers(self, older_than: datetime, *, remove: bool) -> list[str]:
+        """Temporary files (``root/<xx>/.<key>.<hex>.tmp``) a killed writer left, by modification time."""
+        found: list[str] = []
+        if not self.root.is_dir():
+            return found
+        cutoff = older_than.timestamp()
+        for temp in self.root.glob("*/.*.tmp"):
+            if len(found) >= MAX_LEFTOVERS:
+                break
+            try:
+                if temp.is_symlink() or not temp.is_file() or temp.stat().st_mtime >= cutoff:
+                    continue
+                found.append(str(temp.relative_to(self.root)))
+                if remove:
+                    temp.unlink()
+            except FileNotFoundError:  # finished (renamed) or removed meanwhile
+                continue
+        return found
 
     def probe(self) -> bool:
         key = f"probe-{uuid.uuid4().hex}"

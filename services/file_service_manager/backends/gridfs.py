@@ -15,7 +15,7 @@ from typing import Any
 
 import gridfs
 import pymongo
-from bson import Binary, Int64
+from bson import Binary, Int64, ObjectId
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -26,6 +26,7 @@ from . import streams
 
 CHUNK = 255 * 1024  # GridFS's default chunk size (services.common.mongo.bucket's)
 BATCH_CHUNKS = 16  # chunks per insert: ~4 MB held (and sent) at a time
+MAX_LEFTOVERS = 10_000  # half-written files looked at per sweep pass
 
 
 class GridFsBackend:
@@ -113,6 +114,24 @@ class GridFsBackend:
         found = self.db[f"{self.name}.files"].delete_one({"_id": key}).deleted_count
         chunks = self.db[f"{self.name}.chunks"].delete_many({"files_id": key}).deleted_count
         return bool(found or chunks)
+
+    def leftovers(self, older_than: datetime, *, remove: bool) -> list[str]:
+        """Bucket ``fs`` has the index-aware pass in sweep.py; another bucket's chunks without a file
+        document (a writer killed before its file document) are found here."""
+        if self.name == "fs":
+            return []
+        found: list[str] = []
+        chunks, files = self.db[f"{self.name}.chunks"], self.db[f"{self.name}.files"]
+        for files_id in chunks.distinct("files_id")[:MAX_LEFTOVERS]:
+            if files.find_one({"_id": files_id}, {"_id": 1}) is not None:
+                continue
+            newest = chunks.find_one({"files_id": files_id}, {"_id": 1}, sort=[("_id", pymongo.DESCENDING)])
+            if newest is not None and isinstance(newest["_id"], ObjectId) \
+                    and newest["_id"].generation_time < older_than:
+                found.append(str(files_id))
+                if remove:
+                    chunks.delete_many({"files_id": files_id})
+        return found
 
     def probe(self) -> bool:
         key = f".probe-{uuid.uuid4().hex}"

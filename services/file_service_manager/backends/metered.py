@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from typing import Any, TypeVar
 
 from ..ports import Download, StorageBackend, Written
@@ -58,3 +59,6 @@ class Metered:
 
     def probe(self) -> bool:
         return self._timed("probe", self.inner.probe)
+
+    def leftovers(self, older_than: datetime, *, remove: bool) -> list[str]:
+        return self._timed("sweep", lambda: self.inner.leftovers(older_than, remove=remove))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import Any
 
 import boto3
@@ -148,6 +149,24 @@ class S3Backend:
         existed = self.exists(key)
         self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))  # idempotent in S3
         return existed
+
+    def leftovers(self, older_than: datetime, *, remove: bool) -> list[str]:
+        """Multipart uploads under the prefix begun before the cutoff and never completed (a writer
+        killed before it could abort); at most 1,000 per pass (one listing page)."""
+        answer = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=self.prefix, MaxUploads=1000)
+        found: list[str] = []
+        for upload in answer.get("Uploads", []):
+            if upload["Initiated"] >= older_than:
+                continue
+            found.append(upload["Key"])
+            if remove:
+                try:
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                       UploadId=upload["UploadId"])
+                except ClientError as exc:
+                    if not _missing(exc) and exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                        raise
+        return found
 
     def probe(self) -> bool:
         key = f".probe-{uuid.uuid4().hex}"

@@ -8,6 +8,7 @@ import os
 import tracemalloc
 import uuid
 from collections.abc import Iterator
+from datetime import UTC
 
 import boto3
 import pytest
@@ -190,3 +191,42 @@ def test_s3_large_writes_are_multipart(s3_bucket) -> None:
     raw = boto3.client("s3", endpoint_url=s3_bucket["endpoint_url"], region_name="us-east-1",
                        aws_access_key_id="k", aws_secret_access_key="s")
     assert raw.head_object(Bucket=s3_bucket["bucket"], Key="big")["ContentLength"] == 17 * MiB
+
+
+def test_half_written_leftovers_are_swept_after_the_grace(backend: StorageBackend) -> None:
+    """What a writer killed outright (no chance to clean up) leaves: invisible, then swept."""
+    from datetime import datetime, timedelta
+
+    from bson import ObjectId
+
+    now = datetime.now(UTC)
+    hour_ago = now - timedelta(hours=1)
+    kept = key()
+    backend.write(kept, [b"complete"], content_type="text/plain")
+    if backend.kind == "gridfs":
+        chunks = backend.db["contract.chunks"]  # type: ignore[attr-defined]
+        chunks.insert_one({"_id": ObjectId.from_datetime(now - timedelta(hours=2)), "files_id": "killed", "n": 0,
+                           "data": b"x"})
+        chunks.insert_one({"files_id": "writing-now", "n": 0, "data": b"y"})
+        expected, cutoff = ["killed"], hour_ago
+    elif backend.kind == "filesystem":
+        fan = backend.root / "ki"  # type: ignore[attr-defined]
+        fan.mkdir()
+        old, fresh = fan / ".killed.0a.tmp", fan / ".writing.0b.tmp"
+        old.write_bytes(b"x")
+        fresh.write_bytes(b"y")
+        past = (now - timedelta(hours=2)).timestamp()
+        os.utime(old, (past, past))
+        expected, cutoff = ["ki/.killed.0a.tmp"], hour_ago
+    else:
+        backend.client.create_multipart_upload(Bucket=backend.bucket, Key="killed")  # type: ignore[attr-defined]
+        # moto stamps uploads with its own clock: a cutoff a minute ahead makes this one "old"
+        expected, cutoff = ["killed"], now + timedelta(minutes=1)
+    assert backend.leftovers(cutoff, remove=False) == expected
+    assert backend.leftovers(cutoff, remove=True) == expected
+    assert backend.leftovers(cutoff, remove=True) == []
+    assert b"".join(backend.read_range(kept, 0, 8)) == b"complete"  # the complete object is untouched
+    if backend.kind == "filesystem":
+        assert fresh.exists() and not old.exists()
+    if backend.kind == "s3":
+        assert backend.client.list_multipart_uploads(Bucket=backend.bucket).get("Uploads", []) == []  # type: ignore
