@@ -13,7 +13,6 @@ from services.common.ports import AuthLookup, Publisher
 from services.common.runtime import Periodic, Runtime
 
 from . import backends, handlers, sweep
-from .backends.metered import Metered, StorageMetrics
 from .config import Settings
 from .deps import Deps, FsmMetrics
 from .health import StorageProbes
@@ -33,10 +32,8 @@ def create_app(settings: Settings, *, index: Index | None = None, cache: Cache |
     metrics = FsmMetrics(registry)
     # GridFS buckets live in the index's database; every backend is metered.
     db = the_index.db if isinstance(the_index, FileIndex) else mongo.connect(common.mongodb_uri, common.mongodb_db)
-    metered = StorageMetrics(metrics.storage_bytes, metrics.storage_errors, metrics.storage_latency)
-    the_storage = storage or backends.Storages(
-        settings.default_storage, lambda spec: Metered(backends.build(spec, db=db), metered),
-        StorageCatalog(db), settings.secrets)
+    the_storage = storage or backends.storages_for(settings.default_storage, db=db, catalog=StorageCatalog(db),
+                                                   box=settings.secrets, meters=metrics.storage_meters())
     probes = StorageProbes(the_storage, metrics.storage_up, settings.storage_probe_seconds)
     the_cache = cache or UploadCache(redis.Redis.from_url(common.redis_url, socket_timeout=10,
                                                           health_check_interval=30))

@@ -11,6 +11,7 @@ from services.common.httpkit import ServiceMetrics
 from services.common.ports import AuthLookup, Publisher
 
 from .backends import Storages
+from .backends.metered import StorageMetrics
 from .config import Settings
 from .hotcache import HotFiles
 from .ports import Cache, Index
@@ -43,6 +44,10 @@ class FsmMetrics:
                                 ("backend", "kind"), registry=metrics.registry)
         self.hot_bytes = Gauge("download_hot_cache_bytes", "bytes of results held in the download cache",
                                registry=metrics.registry)
+
+
+    def storage_meters(self) -> StorageMetrics:
+        return StorageMetrics(self.storage_bytes, self.storage_errors, self.storage_latency)
 
 
 @dataclass(frozen=True)

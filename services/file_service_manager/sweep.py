@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
 
     db = mongo.connect(settings.common.mongodb_uri, settings.common.mongodb_db)
     index = FileIndex(db)
-    storages = backends.Storages(settings.default_storage, lambda spec: backends.build(spec, db=db),
-                                 StorageCatalog(db), settings.secrets)
+    storages = backends.storages_for(settings.default_storage, db=db, catalog=StorageCatalog(db),
+                                     box=settings.secrets)
     grace = settings.sweep_grace_seconds if args.grace_seconds is None else args.grace_seconds
     print(json.dumps(sweep(index, grace_seconds=grace, dry_run=args.dry_run, storages=storages)))
     return 0

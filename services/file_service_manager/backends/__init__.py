@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ from services.common.secretbox import SecretBox, SecretError
 
 from ..ports import BackendError, Catalog, StorageBackend
 
-__all__ = ["LEGACY", "BackendError", "StorageSpec", "Storages", "build", "parse_spec"]
+__all__ = ["LEGACY", "BackendError", "StorageSpec", "Storages", "build", "parse_spec", "storages_for"]
 
 KINDS = ("gridfs", "filesystem", "s3")
 MAX_FIELD = 1024  # characters of any one spec field (a root, a URL, a key id)
@@ -145,12 +146,15 @@ class Storages:
         self.specs: dict[str, StorageSpec] = {default.id: default}
         self.built: dict[str, StorageBackend] = {}
         self.saved: set[str] = set()
+        # Store consumers and request threads ask at once: one backend (one client pool) per location.
+        self._lock = threading.Lock()
 
     def _get(self, spec: StorageSpec) -> StorageBackend:
-        backend = self.built.get(spec.id)
-        if backend is None:
-            backend = self.built[spec.id] = self.make(spec)
-        return backend
+        with self._lock:
+            backend = self.built.get(spec.id)
+            if backend is None:
+                backend = self.built[spec.id] = self.make(spec)  # builds lazily: nothing connects here
+            return backend
 
     def remember(self, spec: StorageSpec) -> None:
         """Save ``spec`` in the catalog (credentials encrypted) once per process; before its first write."""
@@ -158,6 +162,7 @@ class Storages:
             return
         if self.catalog is None or self.box is None:
             raise BackendError("STORAGE_SECRETS_KEY is not set: storage credentials cannot be kept")
+        # Saved twice by two racing threads at worst: an idempotent upsert.
         self.catalog.save(spec.id, spec.descriptor(), {k: self.box.encrypt(v) for k, v in spec.secrets().items()})
         self.saved.add(spec.id)
 
@@ -177,8 +182,10 @@ class Storages:
             return self._get(LEGACY)
         spec_id = str(descriptor.get("id"))
         spec = self.specs.get(spec_id)
-        if spec is None and spec_id in self.built:
-            return self.built[spec_id]
+        with self._lock:
+            known = self.built.get(spec_id) if spec is None else None
+        if known is not None:
+            return known
         if spec is None and descriptor.get("backend") == "s3":
             spec = self._from_catalog(spec_id)
         if spec is None:
@@ -196,3 +203,15 @@ class Storages:
             raise BackendError(f"storage {spec_id[:80]!r}: {exc}") from None
         location = {k: v for k, v in doc["descriptor"].items() if k != "id" and v is not None}
         return parse_spec({**location, **secrets})
+
+
+def storages_for(default: StorageSpec, *, db: Any, catalog: Catalog | None = None, box: SecretBox | None = None,
+                 meters: Any = None) -> Storages:
+    """The service's ``Storages``: real backends (GridFS in ``db``), each metered when ``meters`` is given."""
+    from .metered import Metered
+
+    def make(spec: StorageSpec) -> StorageBackend:
+        backend = build(spec, db=db)
+        return Metered(backend, meters) if meters is not None else backend
+
+    return Storages(default, make, catalog, box)
