@@ -4,7 +4,8 @@ PostgreSQL, Redis and RabbitMQ are installed on this kind of machine and
 usually running; ``ensure_*`` starts one that is installed but down, with the
 machine's own commands. MongoDB cannot be installed here, so when
 ``MONGODB_URI`` is unset we run secantusdb (a MongoDB-wire-compatible server
-from PyPI) on loopback.
+from PyPI) on loopback; the S3 backend's tests likewise run moto's S3 server
+(``start_s3``) when ``S3_TEST_ENDPOINT`` is unset.
 """
 
 from __future__ import annotations
@@ -121,6 +122,32 @@ def start_secantus(port: int, storage: Path, log_path: Path | None = None) -> su
         time.sleep(0.2)
     proc.kill()
     raise RuntimeError("secantusdb did not start within 60s")
+
+
+def start_s3(port: int, log_path: Path | None = None) -> subprocess.Popen:
+    """Start an S3-compatible server on 127.0.0.1:port (for the S3 storage backend's tests).
+
+    We run moto's standalone server (``moto[server]`` from PyPI, a dev dependency):
+    it is pure Python, installs with pip like secantusdb (this kind of machine cannot
+    download a MinIO binary), speaks the S3 REST API boto3 uses (multipart uploads,
+    ranged GETs, HEAD, DELETE), keeps everything in memory (nothing to clean up), and
+    starts in about a second. Any credentials are accepted; buckets are made by the tests.
+    """
+    exe = Path(sys.executable).with_name("moto_server")
+    if not exe.exists():
+        raise RuntimeError("moto_server is not installed: run `make install` (pip install -e '.[dev]')")
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - lives as long as the child
+    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True, preexec_fn=die_with_parent)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"moto_server exited with {proc.returncode}; see {log_path}")
+        if port_open("127.0.0.1", port):
+            return proc
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("moto_server did not start within 60s")
 
 
 # --- isolation for tests: a database / vhost of their own ------------------------------------

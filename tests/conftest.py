@@ -32,6 +32,33 @@ def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         infra.stop_process(proc)
 
 
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """S3_TEST_ENDPOINT when given, else moto's S3 server started for this test session."""
+    given = os.environ.get("S3_TEST_ENDPOINT")
+    if given:
+        yield given
+        return
+    port = infra.free_port()
+    proc = infra.start_s3(port, tmp_path_factory.mktemp("s3") / "moto.log")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        infra.stop_process(proc)
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> dict[str, str]:
+    """A fresh bucket of this test's own, as a SPEC s3 storage spec (test credentials)."""
+    import boto3
+
+    spec = {"backend": "s3", "endpoint_url": s3_endpoint, "bucket": f"test-{uuid.uuid4().hex[:12]}",
+            "region": "us-east-1", "access_key_id": "testing-key-id", "secret_access_key": "testing-secret"}
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", aws_access_key_id="testing-key-id",
+                 aws_secret_access_key="testing-secret").create_bucket(Bucket=spec["bucket"])
+    return spec
+
+
 @pytest.fixture
 def mongo_db(mongo_uri: str):
     """A MongoDB database of this test's own (dropped afterwards)."""

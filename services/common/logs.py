@@ -23,7 +23,8 @@ from typing import Any
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar("log_context", default=_EMPTY)
 
-_SECRET_KEY = re.compile(r"(pass(word)?|token|secret|api[_-]?key|authorization|cookie)", re.I)
+_SECRET_KEY = re.compile(r"(pass(word)?|token|secret|api[_-]?key|access[_-]?key|credential|authorization|cookie)",
+                         re.I)
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._\-]+", re.I)
 _JWT = re.compile(r"eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}")
 

@@ -8,38 +8,50 @@ from flask import Flask
 from services.common import httpkit, messaging, mongo
 from services.common.audit import AuditTrail
 from services.common.authclient import AuthClient
+from services.common.httpkit import ServiceMetrics
 from services.common.ports import AuthLookup, Publisher
 from services.common.runtime import Periodic, Runtime
 
-from . import handlers, sweep
+from . import backends, handlers, sweep
 from .config import Settings
 from .deps import Deps, FsmMetrics
+from .health import StorageProbes
 from .hotcache import HotFiles
 from .ports import Cache, Index
 from .routes import bp
-from .store import FileIndex, UploadCache
+from .store import FileIndex, StorageCatalog, UploadCache
 
 
 def create_app(settings: Settings, *, index: Index | None = None, cache: Cache | None = None,
-               broker: Publisher | None = None, auth: AuthLookup | None = None) -> Flask:
-    """Wire the service; pymongo, redis and the broker connect lazily on first use."""
+               broker: Publisher | None = None, auth: AuthLookup | None = None,
+               storage: backends.Storages | None = None) -> Flask:
+    """Wire the service; pymongo, redis, the broker and the backends connect lazily on first use."""
     common = settings.common
     the_index = index or FileIndex(mongo.connect(common.mongodb_uri, common.mongodb_db))
+    registry = ServiceMetrics("file_service_manager")
+    metrics = FsmMetrics(registry)
+    # GridFS buckets live in the index's database; every backend is metered.
+    db = the_index.db if isinstance(the_index, FileIndex) else mongo.connect(common.mongodb_uri, common.mongodb_db)
+    the_storage = storage or backends.storages_for(settings.default_storage, db=db, catalog=StorageCatalog(db),
+                                                   box=settings.secrets, meters=metrics.storage_meters())
+    probes = StorageProbes(the_storage, metrics.storage_up, settings.storage_probe_seconds)
     the_cache = cache or UploadCache(redis.Redis.from_url(common.redis_url, socket_timeout=10,
                                                           health_check_interval=30))
     the_broker = broker or messaging.Broker(common.amqp_url)
     app = Flask("file_service_manager")
-    metrics = FsmMetrics(httpkit.install(app, "file_service_manager", {
-        "mongodb": the_index.ping, "redis": the_cache.ping, "rabbitmq": the_broker.ping},
-        cors_origins=common.cors_origins))
+    httpkit.install(app, "file_service_manager", {"mongodb": the_index.ping, "redis": the_cache.ping,
+                                                  "rabbitmq": the_broker.ping, **probes.checks()}, metrics=registry,
+                    cors_origins=common.cors_origins)
     hot = HotFiles(settings.download_cache_bytes, settings.download_cache_file_bytes)
     metrics.hot_bytes.set_function(lambda: hot.size)
     deps = Deps(settings=settings, index=the_index, cache=the_cache, broker=the_broker, hot=hot, metrics=metrics,
-                auth=auth or AuthClient(common.auth_url, common.internal_api_key),
+                storage=the_storage, auth=auth or AuthClient(common.auth_url, common.internal_api_key),
                 audit=AuditTrail(the_broker, "file_service_manager", metrics.audit_lost))
     app.extensions["deps"] = deps
     app.register_blueprint(bp)
     app.extensions["runtime"] = Runtime(consumers=handlers.consumers(deps), periodic=[
         Periodic("gridfs-sweeper", settings.sweep_interval_seconds,
-                 sweep.pass_for(the_index, grace_seconds=settings.sweep_grace_seconds, audit=deps.audit))])
+                 sweep.pass_for(the_index, grace_seconds=settings.sweep_grace_seconds, audit=deps.audit,
+                                storages=the_storage)),
+        Periodic("storage-probe", settings.storage_probe_seconds, probes.run_all)])
     return app

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from services.common import secretbox
+from services.common.secretbox import SecretBox
 from services.common.settings import CommonSettings, ConfigError, env_int, is_production, listen_address
+
+from .backends import LEGACY, BackendError, StorageSpec, parse_spec
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,12 @@ class Settings:
     # older than the grace are removed every interval; 0 turns the background pass off.
     sweep_interval_seconds: int = 600
     sweep_grace_seconds: int = 3600
+    # Where files without a pool are stored (DEFAULT_STORAGE, SPEC "Storage backends").
+    default_storage: StorageSpec = LEGACY
+    # STORAGE_SECRETS_KEY (+ STORAGE_SECRETS_OLD_KEYS while rotating): storage credentials at rest.
+    secrets: SecretBox | None = field(default=None, repr=False)
+    # Each backend's write-read-delete probe (/ready, storage_backend_up) runs at most this often.
+    storage_probe_seconds: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -48,7 +59,16 @@ class Settings:
                 re.compile(pattern)
             except re.error as exc:
                 raise ConfigError(f"STORE_FAIL_PATTERN is not a regular expression: {exc}") from exc
+        try:
+            box = secretbox.from_env(env, "STORAGE_SECRETS_KEY", "STORAGE_SECRETS_OLD_KEYS")
+        except secretbox.SecretError as exc:
+            raise ConfigError(str(exc)) from None
+        storage = default_storage(env)
+        if storage.secrets() and box is None:
+            raise ConfigError("DEFAULT_STORAGE has credentials: STORAGE_SECRETS_KEY must be set to keep them")
         return cls(common=common, host=host, port=port, store_fail_pattern=pattern,
+                   default_storage=storage, secrets=box,
+                   storage_probe_seconds=env_int(env, "STORAGE_PROBE_SECONDS", 30, minimum=1),
                    download_piece=env_int(env, "DOWNLOAD_PIECE_BYTES", 256 * 1024, minimum=4096),
                    store_prefetch=env_int(env, "STORE_PREFETCH", 2, minimum=1),
                    store_consumers=env_int(env, "STORE_CONSUMERS", 4, minimum=1),
@@ -58,3 +78,24 @@ class Settings:
                    threads=env_int(env, "FILE_SERVICE_MANAGER_THREADS", 16, minimum=1),
                    sweep_interval_seconds=env_int(env, "GRIDFS_SWEEP_INTERVAL_SECONDS", 600, minimum=0),
                    sweep_grace_seconds=env_int(env, "GRIDFS_SWEEP_GRACE_SECONDS", 3600, minimum=0))
+
+
+MAX_STORAGE_JSON = 8192  # characters of DEFAULT_STORAGE
+
+
+def default_storage(env: Mapping[str, str]) -> StorageSpec:
+    """DEFAULT_STORAGE: SPEC's storage JSON for files without a pool (default GridFS ``fs``).
+
+    Errors name the field, never a value: the JSON may hold S3 credentials.
+    """
+    raw = env.get("DEFAULT_STORAGE", "").strip()
+    if not raw:
+        return LEGACY
+    if len(raw) > MAX_STORAGE_JSON:
+        raise ConfigError(f"DEFAULT_STORAGE is longer than {MAX_STORAGE_JSON} characters")
+    try:
+        return parse_spec(json.loads(raw))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"DEFAULT_STORAGE is not JSON (at character {exc.pos})") from None
+    except BackendError as exc:
+        raise ConfigError(f"DEFAULT_STORAGE: {exc}") from None

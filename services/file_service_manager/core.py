@@ -30,6 +30,14 @@ ALLOWED_FROM: dict[str, tuple[str, ...]] = {
 }
 
 
+# SPEC: DELETE /file/<id> leaves the record saying "deleted" (the bytes are gone). No
+# FileStatusChanged moves a record from or to it (ALLOWED_FROM never names it).
+DELETED = "deleted"
+# Statuses whose bytes are not in flight: a file still being stored (cached, retrying) cannot be
+# deleted yet, or a store finishing after the delete would bring its bytes back.
+DELETABLE = (contracts.UPLOADED, contracts.FAILED)
+
+
 class RangeNotSatisfiable(ValueError):
     pass
 

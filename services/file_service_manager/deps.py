@@ -10,6 +10,8 @@ from services.common.audit import AuditTrail
 from services.common.httpkit import ServiceMetrics
 from services.common.ports import AuthLookup, Publisher
 
+from .backends import Storages
+from .backends.metered import StorageMetrics
 from .config import Settings
 from .hotcache import HotFiles
 from .ports import Cache, Index
@@ -17,6 +19,7 @@ from .ports import Cache, Index
 
 class FsmMetrics:
     def __init__(self, metrics: ServiceMetrics) -> None:
+        self.registry = metrics.registry
         self.stored = metrics.counter("files_stored_total", "file records stored")
         self.bytes_stored = metrics.counter("file_bytes_stored_total", "bytes written to permanent storage")
         self.store_latency = metrics.histogram("store_seconds", "time to store one upload",
@@ -29,8 +32,22 @@ class FsmMetrics:
         self.hot_reads = metrics.counter("download_hot_reads_total",
                                          "result downloads served from memory or streamed from GridFS (not cacheable)",
                                          ("outcome",))
+        # Per storage backend (label ``backend`` = its descriptor id; ``kind`` gridfs/filesystem/s3).
+        self.storage_bytes = metrics.counter("storage_bytes_written_total", "bytes written per storage backend",
+                                             ("backend",))
+        self.storage_errors = metrics.counter("storage_errors_total", "storage backend operations that failed",
+                                              ("backend", "op"))
+        self.storage_latency = metrics.histogram("storage_seconds", "storage backend operation latency",
+                                                 ("backend", "op"),
+                                                 buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.storage_up = Gauge("storage_backend_up", "1 when the storage backend passed its last probe",
+                                ("backend", "kind"), registry=metrics.registry)
         self.hot_bytes = Gauge("download_hot_cache_bytes", "bytes of results held in the download cache",
                                registry=metrics.registry)
+
+
+    def storage_meters(self) -> StorageMetrics:
+        return StorageMetrics(self.storage_bytes, self.storage_errors, self.storage_latency)
 
 
 @dataclass(frozen=True)
@@ -42,5 +59,7 @@ class Deps:
     auth: AuthLookup
     metrics: FsmMetrics
     audit: AuditTrail
+    # Where bytes are written (``storage.default``) and read back (``storage.for_record``).
+    storage: Storages
     # Pool results fan out to every member at once: served from memory after one GridFS read.
     hot: HotFiles

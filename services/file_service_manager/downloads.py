@@ -42,7 +42,7 @@ def plan_download(deps: Deps, file_id: str, who: core.Caller, range_header: str 
     # Unknown, not stored yet, or not yours: the same 404, so ids cannot be probed.
     if record is None or record.get("status") != "uploaded_successfully" or not core.can_download(record, who):
         raise not_found("no such file")
-    grid = deps.index.open_download(file_id)
+    grid = deps.storage.for_record(record).open(file_id)
     if grid is None:
         raise not_found("no such file")
     size, sha256 = grid.length, record.get("sha256") or ""

@@ -59,6 +59,13 @@ class HotFiles:
                 self._size -= len(evicted)
         return True
 
+    def discard(self, key: str) -> None:
+        """Forget ``key`` (a deleted file is never served from memory again)."""
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._size -= len(old)
+
     def get_or_load(self, key: str, size: int, load: Callable[[], bytes | None]) -> bytes | None:
         """The cached bytes of ``key``, loading them once (other callers wait for that load).
 

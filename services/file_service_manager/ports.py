@@ -1,15 +1,15 @@
 """What file_service_manager's use cases and handlers need from its stores.
 
-``store.FileIndex`` (MongoDB + GridFS) and ``store.UploadCache`` (Redis) are
-the real ones; ``services.common.testing.file_service_manager`` has in-memory
+``store.FileIndex`` (MongoDB), ``store.UploadCache`` (Redis) and the
+``backends`` (GridFS, filesystem, S3) are the real ones; ``services.common.testing.file_service_manager`` has in-memory
 ones for fast tests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from services.common.contracts import StoreUpload, UploadItem
 
@@ -31,14 +31,7 @@ class Index(Protocol):
 
     def ensure_indexes(self) -> None: ...
 
-    def is_stored(self, file_id: str) -> bool: ...
-
     def remove_partial(self, file_id: str) -> None: ...
-
-    def write_file(self, file_id: str, name: str, pieces: Iterator[bytes],
-                   content_type: str) -> tuple[int, str]: ...
-
-    def open_download(self, file_id: str) -> Download | None: ...
 
     def upsert_stored(self, doc: dict[str, Any]) -> None: ...
 
@@ -50,6 +43,10 @@ class Index(Protocol):
                      reason: str | None, pool_id: str | None, file_name: str | None) -> int: ...
 
     def set_group(self, file_id: str, group_id: str, late: bool) -> int: ...
+
+    def mark_deleted(self, file_id: str, actor: str) -> bool:
+        """The record says ``deleted`` (once: False when it already did)."""
+        ...
 
     def find_files(self, query: dict[str, Any], limit: int) -> list[dict[str, Any]]: ...
 
@@ -64,6 +61,60 @@ class Index(Protocol):
     def unindexed_files(self, older_than: datetime) -> list[Any]: ...
 
 
+class Written(NamedTuple):
+    size: int
+    sha256: str
+
+
+class StorageBackend(Protocol):
+    """Where a file's bytes live (``backends``: GridFS, filesystem, S3).
+
+    ``key`` is a file_id (``name``, the original file name, is only a label). A write is
+    all or nothing: a writer whose ``pieces`` raise half-way leaves no object visible
+    under ``key`` (``exists`` is False, ``open`` None).
+    """
+
+    kind: str  # "gridfs" | "filesystem" | "s3"
+    descriptor: dict[str, Any]  # non-secret: what a file record keeps (its "id" names the backend)
+
+    def write(self, key: str, pieces: Iterable[bytes], *, content_type: str,
+              name: str | None = None) -> Written: ...
+
+    def open(self, key: str) -> Download | None: ...
+
+    def read_range(self, key: str, start: int, length: int) -> Iterator[bytes]: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> bool: ...
+
+    def probe(self) -> bool:
+        """Write, read back and delete a small object; raises ``BackendError`` with the reason."""
+        ...
+
+    def leftovers(self, older_than: datetime, *, remove: bool) -> list[str]:
+        """Half-written objects a crashed writer left (never visible to reads) older than the
+        cutoff; removed unless ``remove`` is False. Bounded per call."""
+        ...
+
+
+class Catalog(Protocol):
+    """Every storage this service has written to, by descriptor id, with its credentials encrypted
+    (``secretbox``): how a record's S3 backend is found again after the default or a pool moves on."""
+
+    def save(self, spec_id: str, descriptor: dict[str, Any], secrets: dict[str, str]) -> None: ...
+
+    def load(self, spec_id: str) -> dict[str, Any] | None: ...
+
+    def all(self) -> list[dict[str, Any]]: ...
+
+    def replace_secrets(self, spec_id: str, old: dict[str, str], new: dict[str, str]) -> bool: ...
+
+
+class BackendError(RuntimeError):
+    """A storage backend refused or failed; the message is the reason (never a secret)."""
+
+
 class Cache(Protocol):
     """The cached chunks of an upload (file_uploader writes them; we read and drop them)."""
 
@@ -75,4 +126,5 @@ class Cache(Protocol):
 
 
 class LeftoverAttempt(RuntimeError):
-    """GridFS already holds documents under this id: a crashed earlier attempt's."""
+    """The backend already holds a half-written object under this key (a crashed earlier
+    attempt's; GridFS refuses to write over it): delete it, write again."""

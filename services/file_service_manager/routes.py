@@ -11,7 +11,7 @@ from werkzeug.wsgi import wrap_file
 from services.common import httpkit, validation
 from services.common.authclient import Identity
 
-from . import core, downloads, files
+from . import core, deleting, downloads, files
 from .deps import Deps
 
 bp = Blueprint("file_service_manager", __name__)
@@ -76,6 +76,11 @@ def audit() -> Response:
             raise httpkit.bad_request(str(exc)) from exc
     events, cursor = files.audit_page(deps(), identity, query, after, limit())
     return jsonify({"events": events, "next_cursor": cursor})
+
+
+@bp.delete("/file/<file_id>")
+def delete(file_id: str) -> Response:
+    return jsonify(deleting.delete_file(deps(), user(), file_id))
 
 
 @bp.get("/file/<file_id>")

@@ -1,29 +1,27 @@
-"""MongoDB (GridFS ``fs``, ``files``, ``audit``) and the read/delete side of the Redis upload cache.
+"""MongoDB (``files``, ``audit``) and the read/delete side of the Redis upload cache.
 
-This module owns file_service_manager's database. The Redis part touches only
-the keys a ``StoreUpload`` names (its ``cache_key`` and chunks).
+This module owns file_service_manager's index. The bytes are a storage
+backend's (``backends``; GridFS buckets live in the same database). The Redis
+part touches only the keys a ``StoreUpload`` names (its ``cache_key`` and chunks).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-import gridfs
 import pymongo
 import redis
 from bson import ObjectId
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from services.common import contracts, mongo, timeutil, uploadkeys
 from services.common.contracts import StoreUpload, UploadItem
 
 from . import core
 from .core import StoreFailure
-from .ports import LeftoverAttempt
 
 
 class UploadCache:
@@ -60,7 +58,6 @@ class FileIndex:
         self.db = db
         self.files = db["files"]
         self.audit = db["audit"]
-        self.bucket = mongo.bucket(db)
         self._indexed = False
 
     def ping(self) -> bool:
@@ -73,59 +70,14 @@ class FileIndex:
         self.files.create_index([("upload_id", pymongo.ASCENDING)])
         self.files.create_index([("pool_id", pymongo.ASCENDING), ("created", pymongo.DESCENDING)])
         self.audit.create_index([("time", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)])
-        # GridFS's own indexes (the ones GridIn would otherwise check for on every file).
-        self.db["fs.files"].create_index([("filename", pymongo.ASCENDING), ("uploadDate", pymongo.ASCENDING)])
-        self.db["fs.chunks"].create_index([("files_id", pymongo.ASCENDING), ("n", pymongo.ASCENDING)],
-                                          unique=True)
         self._indexed = True
 
-    # --- GridFS ----------------------------------------------------------------
-    def is_stored(self, file_id: str) -> bool:
-        """A complete GridFS file and an index record that says so."""
-        record = self.files.find_one({"_id": file_id}, {"status": 1})
-        return (record is not None and record.get("status") == contracts.UPLOADED
-                and self.db["fs.files"].find_one({"_id": file_id}, {"_id": 1}) is not None)
-
+    # --- GridFS leftovers of the legacy bucket (the sweeper's) ---------------------------
     def remove_partial(self, file_id: str) -> None:
-        """Delete what a crashed attempt left (chunks without a file doc, or an unindexed file)."""
+        """Delete what a crashed attempt left in GridFS ``fs`` (chunks without a file doc, or an
+        unindexed file)."""
         self.db["fs.files"].delete_one({"_id": file_id})
         self.db["fs.chunks"].delete_many({"files_id": file_id})
-
-    def write_file(self, file_id: str, name: str, pieces: Iterator[bytes],
-                   content_type: str) -> tuple[int, str]:
-        """Stream ``pieces`` into GridFS under ``file_id``; returns (size, sha256)."""
-        digest = hashlib.sha256()
-        size = 0
-        stream = self.bucket.open_upload_stream_with_id(file_id, name,
-                                                        metadata={"content_type": content_type})
-        if self._indexed and hasattr(stream, "_ensured_index"):
-            # GridIn checks the GridFS indexes on every new file with two unfiltered
-            # find_one() calls; secantusdb answers those with a scan (~50 ms each, 80% of
-            # a small file's store time). ensure_indexes() created them once already.
-            object.__setattr__(stream, "_ensured_index", True)
-        try:
-            for piece in pieces:
-                digest.update(piece)
-                size += len(piece)
-                stream.write(piece)
-            stream.close()
-        except (DuplicateKeyError, BulkWriteError, gridfs.errors.FileExists) as exc:
-            # GridIn reports a duplicate chunk as FileExists (or a BulkWriteError from its batches).
-            stream.abort()
-            if isinstance(exc, BulkWriteError) and not all(
-                    e.get("code") == 11000 for e in exc.details.get("writeErrors", [])):
-                raise
-            raise LeftoverAttempt(file_id) from exc
-        except BaseException:
-            stream.abort()
-            raise
-        return size, digest.hexdigest()
-
-    def open_download(self, file_id: str) -> gridfs.GridOut | None:
-        try:
-            return self.bucket.open_download_stream(file_id)
-        except gridfs.errors.NoFile:
-            return None
 
     # --- the index ------------------------------------------------------------
     def upsert_stored(self, doc: dict[str, Any]) -> None:
@@ -174,6 +126,12 @@ class FileIndex:
         result = self.files.update_one({"_id": file_id}, {"$set": {"group_id": group_id, "late": late}})
         return result.matched_count
 
+    def mark_deleted(self, file_id: str, actor: str) -> bool:
+        result = self.files.update_one({"_id": file_id, "status": {"$ne": core.DELETED}},
+                                       {"$set": {"status": core.DELETED, "deleted": timeutil.now_iso(),
+                                                 "deleted_by": actor}})
+        return result.modified_count == 1
+
     def find_files(self, query: dict[str, Any], limit: int) -> list[dict[str, Any]]:
         cursor = self.files.find(query).sort([("created", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)])
         return list(cursor.limit(limit))
@@ -218,3 +176,31 @@ class FileIndex:
             if self.files.find_one({"_id": doc["_id"]}, {"_id": 1}) is None:
                 found.append(doc["_id"])
         return found
+
+
+class StorageCatalog:
+    """MongoDB ``storages``: ``{_id: descriptor id, descriptor, secrets: {field: ciphertext}, updated}``.
+
+    Holds only ciphertext (``secretbox``); the plaintext credentials exist in memory alone.
+    """
+
+    MAX = 10_000  # storages listed at once (one per distinct location: the default and pools')
+
+    def __init__(self, db: Database) -> None:
+        self.docs = db["storages"]
+
+    def save(self, spec_id: str, descriptor: dict[str, Any], secrets: dict[str, str]) -> None:
+        self.docs.update_one({"_id": spec_id}, {"$set": {"descriptor": descriptor, "secrets": secrets,
+                                                         "updated": timeutil.now_iso()}}, upsert=True)
+
+    def load(self, spec_id: str) -> dict[str, Any] | None:
+        return self.docs.find_one({"_id": spec_id})
+
+    def all(self) -> list[dict[str, Any]]:
+        return list(self.docs.find({}).sort("_id", pymongo.ASCENDING).limit(self.MAX))
+
+    def replace_secrets(self, spec_id: str, old: dict[str, str], new: dict[str, str]) -> bool:
+        """Swap the ciphertext only if nobody changed it meanwhile (a concurrent save wins)."""
+        result = self.docs.update_one({"_id": spec_id, "secrets": old},
+                                      {"$set": {"secrets": new, "updated": timeutil.now_iso()}})
+        return result.modified_count == 1

@@ -1,8 +1,8 @@
-"""Store an upload: its cached chunks become GridFS files and index records, then it is announced.
+"""Store an upload: its cached chunks go to a storage backend and become index records, then it is announced.
 
-The GridFS id is each item's file_id, so a redelivery or a retry never stores
-twice: an item already stored and indexed is skipped; a half-written one is
-deleted and written again. Every failure becomes ``UploadStoreFailed`` for
+The backend key is each item's file_id, so a redelivery or a retry never
+stores twice: an item already stored and indexed is skipped; a half-written
+one is deleted and written again. Every failure becomes ``UploadStoreFailed`` for
 file_uploader's retry decision.
 """
 
@@ -50,7 +50,7 @@ def store_upload(deps: Deps, msg: StoreUpload) -> None:
 
 
 def store(deps: Deps, msg: StoreUpload) -> list[dict[str, Any]]:
-    """Write every item to GridFS and index it; returns the stored records."""
+    """Write every item to the storage backend and index it; returns the stored records."""
     if core.should_fail(deps.settings.store_fail_pattern, msg.file_name):
         raise StoreFailure("forced failure (STORE_FAIL_PATTERN, test setting)")
     deps.index.ensure_indexes()
@@ -65,26 +65,33 @@ def store(deps: Deps, msg: StoreUpload) -> list[dict[str, Any]]:
 
 def _store_item(deps: Deps, msg: StoreUpload, item: UploadItem) -> dict[str, Any] | None:
     index = deps.index
-    if index.is_stored(item.file_id):
-        return index.record(item.file_id)
+    existing = index.record(item.file_id)
+    if existing is not None and existing.get("status") == core.DELETED:
+        return None  # deleted meanwhile: a redelivered store never brings the bytes back
+    if existing is not None and existing.get("status") == contracts.UPLOADED \
+            and deps.storage.for_record(existing).exists(item.file_id):
+        return existing
+    backend = deps.storage.default
     try:
-        size, sha256 = index.write_file(item.file_id, item.name, deps.cache.item_pieces(msg, item),
-                                        msg.content_type)
+        size, sha256 = backend.write(item.file_id, deps.cache.item_pieces(msg, item),
+                                     content_type=msg.content_type, name=item.name)
     except LeftoverAttempt:
-        # A crashed attempt left GridFS documents under this id (the unique files_id+n index
-        # and the _id refuse a second copy). Clear them, write again. Optimistic: the common
-        # case pays no cleanup queries.
+        # A crashed attempt left a half-written object under this key (GridFS's unique
+        # files_id+n index and _id refuse a second copy). Clear it, write again.
+        # Optimistic: the common case pays no cleanup queries.
         log.warning("clearing a half-written earlier attempt", extra={"item_file_id": item.file_id})
-        index.remove_partial(item.file_id)
-        size, sha256 = index.write_file(item.file_id, item.name, deps.cache.item_pieces(msg, item),
-                                        msg.content_type)
+        backend.delete(item.file_id)
+        size, sha256 = backend.write(item.file_id, deps.cache.item_pieces(msg, item),
+                                     content_type=msg.content_type, name=item.name)
     if size != item.length:
-        index.remove_partial(item.file_id)
+        backend.delete(item.file_id)
         raise StoreFailure(f"{item.file_id}: stored {size} bytes, expected {item.length}")
     if len(msg.items) == 1 and item.offset == 0 and item.length == msg.size and sha256 != msg.sha256:
-        index.remove_partial(item.file_id)
+        backend.delete(item.file_id)
         raise StoreFailure(f"{item.file_id}: sha256 of the cached bytes does not match the upload")
     doc = core.stored_record(msg, item, sha256)
+    # Where the bytes are (non-secret): reads and deletions go there even after the default changes.
+    doc["storage"] = dict(backend.descriptor)
     index.upsert_stored(doc)
     deps.metrics.stored.inc()
     deps.metrics.bytes_stored.inc(size)

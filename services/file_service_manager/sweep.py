@@ -1,4 +1,6 @@
-"""Remove GridFS leftovers: chunks without a file document and files without an index record.
+"""Remove GridFS leftovers (chunks without a file document, files without an index record) and
+the half-written objects of the configured storage backends (filesystem temporary files, S3
+multipart uploads never completed, chunks of other GridFS buckets).
 
     python -m services.file_service_manager.sweep [--dry-run] [--grace-seconds N]
 
@@ -22,15 +24,31 @@ from typing import Any
 from services.common import timeutil
 from services.common.audit import AuditTrail
 
+from .backends import Storages
 from .ports import Index
 
 log = logging.getLogger(__name__)
 
 
 def sweep(index: Index, *, grace_seconds: int, dry_run: bool = False,
-          audit: AuditTrail | None = None) -> dict[str, Any]:
+          audit: AuditTrail | None = None, storages: Storages | None = None) -> dict[str, Any]:
     """One pass; returns what it removed (or, with dry_run, would remove)."""
     cutoff = timeutil.now() - timedelta(seconds=grace_seconds)
+    half_written: dict[str, list[str]] = {}
+    for spec_id, backend in (storages.configured().items() if storages is not None else ()):
+        try:
+            found = backend.leftovers(cutoff, remove=not dry_run)
+        except Exception as exc:  # noqa: BLE001 - one backend down must not stop the others' pass
+            log.warning("storage sweep failed", extra={"storage": spec_id, "reason": f"{type(exc).__name__}"})
+            continue
+        if found:
+            half_written[spec_id] = found
+            log.info("swept half-written objects", extra={"storage": spec_id, "count": len(found),
+                                                          "dry_run": dry_run})
+            if audit is not None and not dry_run:
+                for name in found:
+                    audit.record("deleted", actor="file_service_manager.sweep", storage=spec_id, object=name,
+                                 reason="half_written")
     chunks = index.orphan_chunk_files(cutoff)
     files = index.unindexed_files(cutoff)
     doomed = [(f, "chunks_without_file") for f in chunks] + [(f, "file_without_record") for f in files]
@@ -42,12 +60,13 @@ def sweep(index: Index, *, grace_seconds: int, dry_run: bool = False,
             if audit is not None:
                 audit.record("deleted", actor="file_service_manager.sweep", file_id=str(file_id), reason=why)
     return {"chunks_without_file": [str(f) for f in chunks], "files_without_record": [str(f) for f in files],
-            "dry_run": dry_run}
+            "half_written": half_written, "dry_run": dry_run}
 
 
-def pass_for(index: Index, *, grace_seconds: int, audit: AuditTrail) -> Callable[[], object]:
+def pass_for(index: Index, *, grace_seconds: int, audit: AuditTrail,
+             storages: Storages | None = None) -> Callable[[], object]:
     """One background pass, for the service's Runtime (every GRIDFS_SWEEP_INTERVAL_SECONDS)."""
-    return lambda: sweep(index, grace_seconds=grace_seconds, audit=audit)
+    return lambda: sweep(index, grace_seconds=grace_seconds, audit=audit, storages=storages)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,11 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings.from_env(os.environ)
     logs.configure("file_service_manager.sweep", settings.common.log_level)
-    from .store import FileIndex
+    from . import backends
+    from .store import FileIndex, StorageCatalog
 
-    index = FileIndex(mongo.connect(settings.common.mongodb_uri, settings.common.mongodb_db))
+    db = mongo.connect(settings.common.mongodb_uri, settings.common.mongodb_db)
+    index = FileIndex(db)
+    storages = backends.storages_for(settings.default_storage, db=db, catalog=StorageCatalog(db),
+                                     box=settings.secrets)
     grace = settings.sweep_grace_seconds if args.grace_seconds is None else args.grace_seconds
-    print(json.dumps(sweep(index, grace_seconds=grace, dry_run=args.dry_run)))
+    print(json.dumps(sweep(index, grace_seconds=grace, dry_run=args.dry_run, storages=storages)))
     return 0
 
 

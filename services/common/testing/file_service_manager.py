@@ -1,4 +1,5 @@
-"""In-memory stand-ins for file_service_manager's stores (its ``ports.Index`` and ``ports.Cache``).
+"""In-memory stand-ins for file_service_manager's stores (its ``ports.Index``, ``ports.Cache`` and
+``ports.StorageBackend``).
 
 Dicts of records, files and audit events; the cache holds chunks under the
 same ``uploadkeys`` layout file_uploader writes. Queries support the plain
@@ -8,7 +9,7 @@ equality filters the use cases send. Only tests import this.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ from .. import contracts, uploadkeys
 from ..contracts import StoreUpload, UploadItem
 from ..errors import ShownToUsers
 
-__all__ = ["FakeCache", "FakeDownload", "FakeIndex"]
+__all__ = ["FakeBackend", "FakeCache", "FakeCatalog", "FakeDownload", "FakeIndex"]
 
 
 class FakeDownload:
@@ -42,10 +43,11 @@ class FakeDownload:
 class FakeIndex:
     def __init__(self) -> None:
         self.records: dict[str, dict[str, Any]] = {}
+        # The bytes and open downloads of a FakeBackend built over this index (FakeBackend.over):
+        # tests look at stored bytes here, beside the records.
         self.files: dict[str, bytes] = {}
-        self.audit: dict[str, dict[str, Any]] = {}
         self.opened: list[FakeDownload] = []
-        self.fail_writes = 0  # the next N write_file calls raise (a database that went away)
+        self.audit: dict[str, dict[str, Any]] = {}
 
     def ping(self) -> bool:
         return True
@@ -53,27 +55,8 @@ class FakeIndex:
     def ensure_indexes(self) -> None:
         return None
 
-    def is_stored(self, file_id: str) -> bool:
-        record = self.records.get(file_id)
-        return record is not None and record.get("status") == contracts.UPLOADED and file_id in self.files
-
     def remove_partial(self, file_id: str) -> None:
         self.files.pop(file_id, None)
-
-    def write_file(self, file_id: str, name: str, pieces: Iterator[bytes], content_type: str) -> tuple[int, str]:
-        if self.fail_writes:
-            self.fail_writes -= 1
-            raise ConnectionError("FakeIndex.fail_writes")
-        data = b"".join(pieces)
-        self.files[file_id] = data
-        return len(data), hashlib.sha256(data).hexdigest()
-
-    def open_download(self, file_id: str) -> FakeDownload | None:
-        if file_id not in self.files:
-            return None
-        download = FakeDownload(self.files[file_id])
-        self.opened.append(download)
-        return download
 
     def upsert_stored(self, doc: dict[str, Any]) -> None:
         record = self.records.setdefault(doc["file_id"], {"late": False})
@@ -111,6 +94,13 @@ class FakeIndex:
         self.records[file_id].update(group_id=group_id, late=late)
         return 1
 
+    def mark_deleted(self, file_id: str, actor: str) -> bool:
+        record = self.records.get(file_id)
+        if record is None or record.get("status") == "deleted":
+            return False
+        record.update(status="deleted", deleted="2026-01-01T00:00:00.000Z", deleted_by=actor)
+        return True
+
     def find_files(self, query: dict[str, Any], limit: int) -> list[dict[str, Any]]:
         found = [r for r in self.records.values() if all(r.get(k) == v for k, v in query.items())]
         return sorted(found, key=lambda r: (str(r.get("created")), r["file_id"]), reverse=True)[:limit]
@@ -134,6 +124,85 @@ class FakeIndex:
 
     def unindexed_files(self, older_than: datetime) -> list[Any]:
         return [f for f in self.files if f not in self.records]
+
+
+class FakeBackend:
+    """A storage backend in a dict (``ports.StorageBackend`` by shape); all or nothing like the real ones."""
+
+    def __init__(self, kind: str = "gridfs", files: dict[str, bytes] | None = None,
+                 opened: list[FakeDownload] | None = None, descriptor: dict[str, Any] | None = None) -> None:
+        self.kind = kind
+        self.descriptor = descriptor or {"id": f"{kind}-fake", "backend": kind}
+        self.files: dict[str, bytes] = files if files is not None else {}
+        self.opened: list[FakeDownload] = opened if opened is not None else []
+        self.fail_writes = 0  # the next N writes raise (a backend that went away)
+        self.healthy = True  # False: probe() raises
+        self.deleted: list[str] = []
+
+    @classmethod
+    def over(cls, index: FakeIndex, kind: str = "gridfs") -> FakeBackend:
+        """A backend whose bytes are ``index.files`` (and open downloads ``index.opened``)."""
+        return cls(kind, index.files, index.opened)
+
+    def write(self, key: str, pieces: Iterable[bytes], *, content_type: str,
+              name: str | None = None) -> tuple[int, str]:
+        if self.fail_writes:
+            self.fail_writes -= 1
+            raise ConnectionError("FakeBackend.fail_writes")
+        data = b"".join(pieces)  # a failing iterator raises here: nothing is kept
+        self.files[key] = data
+        return len(data), hashlib.sha256(data).hexdigest()
+
+    def open(self, key: str) -> FakeDownload | None:
+        if key not in self.files:
+            return None
+        download = FakeDownload(self.files[key])
+        self.opened.append(download)
+        return download
+
+    def read_range(self, key: str, start: int, length: int) -> Iterator[bytes]:
+        if key not in self.files:
+            raise FileNotFoundError(key)
+        yield self.files[key][start:start + length]
+
+    def exists(self, key: str) -> bool:
+        return key in self.files
+
+    def delete(self, key: str) -> bool:
+        self.deleted.append(key)
+        return self.files.pop(key, None) is not None
+
+    def leftovers(self, older_than: datetime, *, remove: bool) -> list[str]:
+        return []  # writes are all or nothing: nothing is ever half-written here
+
+    def probe(self) -> bool:
+        if not self.healthy:
+            raise RuntimeError(f"{self.kind}: FakeBackend.healthy is False")
+        return True
+
+
+class FakeCatalog:
+    """The storages catalog in a dict (``ports.Catalog`` by shape)."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, dict[str, Any]] = {}
+
+    def save(self, spec_id: str, descriptor: dict[str, Any], secrets: dict[str, str]) -> None:
+        self.docs[spec_id] = {"_id": spec_id, "descriptor": dict(descriptor), "secrets": dict(secrets)}
+
+    def load(self, spec_id: str) -> dict[str, Any] | None:
+        doc = self.docs.get(spec_id)
+        return {**doc, "secrets": dict(doc["secrets"])} if doc is not None else None
+
+    def all(self) -> list[dict[str, Any]]:
+        return [self.load(k) or {} for k in sorted(self.docs)]
+
+    def replace_secrets(self, spec_id: str, old: dict[str, str], new: dict[str, str]) -> bool:
+        doc = self.docs.get(spec_id)
+        if doc is None or doc["secrets"] != old:
+            return False
+        doc["secrets"] = dict(new)
+        return True
 
 
 class FakeCache:

@@ -56,12 +56,13 @@ def make_pipeline(amqp_url: str, redis_prefix: str, mongo_db) -> Iterator[Any]:
     client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
     brokers: list[messaging.Broker] = []
 
-    def build(fail_pattern: str | None = None, **uploader_env: str) -> Pipeline:
+    def build(fail_pattern: str | None = None, fsm_env: dict[str, str] | None = None,
+              **uploader_env: str) -> Pipeline:
         up_broker, fsm_broker = messaging.Broker(amqp_url), messaging.Broker(amqp_url)
         brokers.extend([up_broker, fsm_broker])
         up_app = create_uploader(uploader_settings(amqp_url, redis_prefix, **uploader_env), broker=up_broker,
                                  auth=AUTH)
-        env = common_env(amqp_url, redis_prefix)
+        env = common_env(amqp_url, redis_prefix, **(fsm_env or {}))
         if fail_pattern:
             env["STORE_FAIL_PATTERN"] = fail_pattern
         index = FileIndex(mongo_db)

@@ -7,7 +7,7 @@ import hashlib
 import os
 import time
 
-from services.common import messaging
+from services.common import messaging, mongo
 from services.common.contracts import FileGrouped, FileStatusChanged, FileStored, StoreUpload
 from services.common.runtime import runtime_of
 from services.file_uploader import retries
@@ -43,7 +43,7 @@ def test_full_store_of_5mb(make_pipeline) -> None:
         fs = stored.wait_for(lambda m: len(m) >= 1)
         notices.wait_for(lambda m: any(n.status == "uploaded_successfully" for n in m))
     assert isinstance(fs[0], FileStored) and fs[0].file_id == command.upload_id and fs[0].size == len(data)
-    grid = p.index.bucket.open_download_stream(command.upload_id)
+    grid = mongo.bucket(p.index.db).open_download_stream(command.upload_id)
     digest, total = hashlib.sha256(), 0
     while piece := grid.read(256 * 1024):
         digest.update(piece)
@@ -74,7 +74,7 @@ def test_half_written_attempt_is_replaced(make_pipeline) -> None:
     command = upload_and_command(p, data, file_name="half.bin")
     p.index.db["fs.chunks"].insert_one({"files_id": command.upload_id, "n": 0, "data": b"junk"})
     p.worker.handle_store(command)
-    grid = p.index.bucket.open_download_stream(command.upload_id)
+    grid = mongo.bucket(p.index.db).open_download_stream(command.upload_id)
     assert grid.read() == data
 
 
@@ -90,7 +90,7 @@ def test_batch_items_become_records(make_pipeline) -> None:
     assert p.index.record(command.upload_id)["provisional"] is True
     p.worker.handle_store(command)
     assert p.index.record(command.upload_id) is None  # the provisional record gave way to the items
-    second = p.index.bucket.open_download_stream(f"{command.upload_id}-0001").read()
+    second = mongo.bucket(p.index.db).open_download_stream(f"{command.upload_id}-0001").read()
     assert second == data[CHUNK - 10 : CHUNK + 500]
     rec = p.index.record(f"{command.upload_id}-0001")
     assert (

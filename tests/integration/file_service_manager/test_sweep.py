@@ -48,3 +48,24 @@ def test_leftovers_older_than_the_grace_are_removed(mongo_db) -> None:
     assert sorted(chunks.distinct("files_id")) == ["in-progress", "kept"]
     assert [f["_id"] for f in files.find()] == ["kept"]
     assert sorted(r[1]["file_id"] for r in audit.records if r[0] == "deleted") == ["crashed", "unindexed"]
+
+
+def test_the_pass_also_sweeps_each_backends_half_written_objects(mongo_db, tmp_path) -> None:
+    import os
+
+    from services.file_service_manager import backends
+
+    root = tmp_path / "root"
+    (root / "ab").mkdir(parents=True)
+    old = root / "ab" / ".abcdef.1234.tmp"
+    old.write_bytes(b"half")
+    past = (timeutil.now() - timedelta(hours=2)).timestamp()
+    os.utime(old, (past, past))
+    spec = backends.parse_spec({"backend": "filesystem", "root": str(root)})
+    storages = backends.Storages(spec, lambda s: backends.build(s, db=mongo_db))
+    audit = _Audit()
+    planned = sweep(FileIndex(mongo_db), grace_seconds=3600, dry_run=True, audit=audit, storages=storages)
+    assert planned["half_written"] == {spec.id: ["ab/.abcdef.1234.tmp"]} and old.exists()
+    done = sweep(FileIndex(mongo_db), grace_seconds=3600, audit=audit, storages=storages)
+    assert done["half_written"] == {spec.id: ["ab/.abcdef.1234.tmp"]} and not old.exists()
+    assert [(a, f["reason"], f["storage"]) for a, f in audit.records] == [("deleted", "half_written", spec.id)]

@@ -11,7 +11,8 @@ from services.common.authclient import Identity
 from services.common.contracts import StoreUpload, UploadItem
 from services.common.httpkit import ServiceMetrics
 from services.common.testing import FakeAuth, InMemoryBroker
-from services.common.testing.file_service_manager import FakeCache, FakeIndex
+from services.common.testing.file_service_manager import FakeBackend, FakeCache, FakeIndex
+from services.file_service_manager import backends
 from services.file_service_manager.config import Settings
 from services.file_service_manager.deps import Deps, FsmMetrics
 from services.file_service_manager.hotcache import HotFiles
@@ -24,8 +25,12 @@ def deps() -> Deps:
     settings = Settings.from_env({"INTERNAL_API_KEY": "k" * 32, "STORE_FAIL_PATTERN": "fail-me"})
     broker = InMemoryBroker()
     metrics = FsmMetrics(ServiceMetrics("file_service_manager"))
-    return Deps(settings=settings, index=FakeIndex(), cache=FakeCache(), broker=broker, auth=FakeAuth(),
-                metrics=metrics, audit=AuditTrail(broker, "file_service_manager"), hot=HotFiles(1 << 20, 1 << 16))
+    index = FakeIndex()
+    default = FakeBackend.over(index)  # the default backend's bytes are index.files
+    storage = backends.Storages(settings.default_storage, lambda spec: default)
+    return Deps(settings=settings, index=index, cache=FakeCache(), broker=broker, auth=FakeAuth(),
+                metrics=metrics, audit=AuditTrail(broker, "file_service_manager"), hot=HotFiles(1 << 20, 1 << 16),
+                storage=storage)
 
 
 def command(deps: Deps, data: bytes, *, items: list[tuple[int, int]] | None = None, name: str = "a.bin",

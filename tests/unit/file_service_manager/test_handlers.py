@@ -70,7 +70,7 @@ def test_the_forced_failure_pattern_fails_the_store(deps) -> None:
 
 
 def test_a_database_error_is_reported_not_raised(deps) -> None:
-    deps.index.fail_writes = 1
+    deps.storage.default.fail_writes = 1  # type: ignore[attr-defined]
     broker = _deliver(deps, command(deps, b"0123"))
     reason = broker.of_type(UploadStoreFailed)[0].reason
     # The owner sees a generic reason; the driver's text stays in the log.

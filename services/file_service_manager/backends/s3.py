@@ -1,0 +1,191 @@
+"""The S3 backend: objects ``<prefix><key>`` in one bucket of any S3-compatible endpoint.
+
+Writes stream: pieces gather in one part buffer of ``part_size`` bytes (S3's
+minimum part is 5 MiB; default 8 MiB), and each full buffer is sent as a
+multipart part, so a 50 MB file never sits in memory. A file smaller than one
+part is a single PUT. A writer that fails half-way aborts the multipart
+upload: no object becomes visible (S3 shows an object only once the upload
+is completed). Reads are ranged GETs streamed from the response body.
+
+The client is bounded: connect/read timeouts, a few retries in standard mode,
+and a connection pool sized for the store consumers and download threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Any
+
+import boto3
+from botocore.client import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..ports import BackendError, Written
+from . import streams
+
+MIN_PART = 5 * 1024 * 1024  # S3 refuses smaller parts (except the last)
+PART = 8 * 1024 * 1024  # bytes buffered per part: the memory one upload holds
+MAX_PARTS = 10_000  # S3's limit: 80 GB at 8 MiB parts, far above the 50 MB file limit
+
+
+def _missing(exc: ClientError) -> bool:
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    return code in ("404", "NoSuchKey", "NotFound")
+
+
+class S3Download:
+    """An object opened for reading: ``length`` from HEAD; each seek starts a ranged GET on the next read."""
+
+    def __init__(self, client: Any, bucket: str, key: str, length: int) -> None:
+        self.client, self.bucket, self.key, self.length = client, bucket, key, length
+        self.pos = 0
+        self.body: Any = None
+
+    def seek(self, pos: int) -> int:
+        if self.body is not None and pos != self.pos:
+            self.body.close()
+            self.body = None
+        self.pos = pos
+        return pos
+
+    def read(self, size: int = -1) -> bytes:
+        if self.pos >= self.length:
+            return b""
+        if self.body is None:
+            answer = self.client.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={self.pos}-")
+            self.body = answer["Body"]
+        data: bytes = self.body.read() if size < 0 else self.body.read(size)
+        self.pos += len(data)
+        return data
+
+    def close(self) -> None:
+        if self.body is not None:
+            self.body.close()
+            self.body = None
+
+
+class S3Backend:
+    kind = "s3"
+
+    def __init__(self, *, endpoint_url: str | None, bucket: str, access_key_id: str, secret_access_key: str,
+                 prefix: str = "", region: str | None = None, part_size: int = PART, pool: int = 24,
+                 descriptor: dict[str, Any] | None = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        self.part_size = max(MIN_PART, part_size)
+        self.descriptor = descriptor or {"backend": "s3", "endpoint_url": endpoint_url, "bucket": bucket,
+                                         "prefix": prefix, "region": region}
+        self.client = boto3.session.Session().client(
+            "s3", endpoint_url=endpoint_url or None, region_name=region or "us-east-1",
+            aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key,
+            config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"},
+                          max_pool_connections=pool, s3={"addressing_style": "path"}))
+
+    def object_key(self, key: str) -> str:
+        return f"{self.prefix}{key}"
+
+    def write(self, key: str, pieces: Iterable[bytes], *, content_type: str,
+              name: str | None = None) -> Written:
+        name = self.object_key(key)
+        digest = hashlib.sha256()
+        size = 0
+        buffer = bytearray()  # at most part_size + one piece (a cache chunk, 1 MiB)
+        upload_id: str | None = None
+        parts: list[dict[str, Any]] = []
+        try:
+            for piece in pieces:
+                digest.update(piece)
+                size += len(piece)
+                buffer += piece
+                if len(buffer) >= self.part_size:
+                    if upload_id is None:
+                        upload_id = self.client.create_multipart_upload(
+                            Bucket=self.bucket, Key=name, ContentType=content_type)["UploadId"]
+                    parts.append(self._part(name, upload_id, len(parts) + 1, bytes(buffer)))
+                    buffer.clear()
+            if upload_id is None:  # smaller than one part: a single PUT
+                self.client.put_object(Bucket=self.bucket, Key=name, Body=bytes(buffer), ContentType=content_type)
+                return Written(size, digest.hexdigest())
+            if buffer:
+                parts.append(self._part(name, upload_id, len(parts) + 1, bytes(buffer)))
+                buffer.clear()
+            self.client.complete_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id,
+                                                  MultipartUpload={"Parts": parts})
+        except BaseException:
+            if upload_id is not None:
+                try:
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id)
+                except (BotoCoreError, ClientError):
+                    pass  # a bucket lifecycle rule should expire abandoned uploads (docs/OPERATIONS.md)
+            raise
+        return Written(size, digest.hexdigest())
+
+    def _part(self, name: str, upload_id: str, number: int, data: bytes) -> dict[str, Any]:
+        if number > MAX_PARTS:
+            raise BackendError(f"s3: more than {MAX_PARTS} parts")
+        answer = self.client.upload_part(Bucket=self.bucket, Key=name, UploadId=upload_id, PartNumber=number,
+                                         Body=data)
+        return {"ETag": answer["ETag"], "PartNumber": number}
+
+    def open(self, key: str) -> S3Download | None:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.object_key(key))
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise
+        return S3Download(self.client, self.bucket, self.object_key(key), int(head["ContentLength"]))
+
+    def read_range(self, key: str, start: int, length: int) -> Iterator[bytes]:
+        return streams.read_range(self.open(key), start, length)
+
+    def exists(self, key: str) -> bool:
+        return self.open(key) is not None
+
+    def delete(self, key: str) -> bool:
+        existed = self.exists(key)
+        self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))  # idempotent in S3
+        return existed
+
+    def leftovers(self, older_than: datetime, *, remove: bool) -> list[str]:
+        """Multipart uploads under the prefix begun before the cutoff and never completed (a writer
+        killed before it could abort); at most 1,000 per pass (one listing page)."""
+        answer = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=self.prefix, MaxUploads=1000)
+        found: list[str] = []
+        for upload in answer.get("Uploads", []):
+            if upload["Initiated"] >= older_than:
+                continue
+            found.append(upload["Key"])
+            if remove:
+                try:
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                       UploadId=upload["UploadId"])
+                except ClientError as exc:
+                    if not _missing(exc) and exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                        raise
+        return found
+
+    def probe(self) -> bool:
+        key = f".probe-{uuid.uuid4().hex}"
+        payload = b"file-dropbox storage probe"
+        where = f"s3 bucket {self.bucket!r}"
+        try:
+            self.write(key, [payload], content_type="application/octet-stream")
+            found = self.open(key)
+            data = found.read() if found is not None else b""
+            if found is not None:
+                found.close()
+            if data != payload:
+                raise BackendError(f"{where}: the probe object read back wrong")
+            self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+        except BackendError:
+            raise
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise BackendError(f"{where}: {error.get('Code', '?')}: {error.get('Message', '')}"[:300]) from exc
+        except BotoCoreError as exc:
+            raise BackendError(f"{where}: {type(exc).__name__}: {exc}"[:300]) from exc
+        return True
