@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import redis
 from flask import Flask
 
-from services.common import httpkit, messaging, mongo
+from services.common import httpkit, messaging, mongo, redisconn
 from services.common.audit import AuditTrail
 from services.common.authclient import AuthClient
 from services.common.ports import AuthLookup, Publisher
@@ -25,7 +24,7 @@ def create_app(settings: Settings, *, index: Index | None = None, cache: Cache |
     """Wire the service; pymongo, redis and the broker connect lazily on first use."""
     common = settings.common
     the_index = index or FileIndex(mongo.connect(common.mongodb_uri, common.mongodb_db))
-    the_cache = cache or UploadCache(redis.Redis.from_url(common.redis_url, socket_timeout=10,
+    the_cache = cache or UploadCache(redisconn.redis_client(common, socket_timeout=10,
                                                           health_check_interval=30))
     the_broker = broker or messaging.Broker(common.amqp_url)
     app = Flask("file_service_manager")

@@ -20,7 +20,7 @@ import socketio
 from flask import Flask, Response, jsonify, send_from_directory
 from prometheus_client import Counter, Gauge
 
-from services.common import errors, httpkit, logs, messaging, timeutil
+from services.common import errors, httpkit, logs, messaging, redisconn, timeutil
 from services.common.audit import AuditTrail
 from services.common.authclient import AuthClient, AuthUnavailable, Identity
 from services.common.errors import ApiError
@@ -334,12 +334,14 @@ def create_app(settings: Settings, *, auth: AuthClient | None = None, uploader: 
                                           timeout=settings.http_timeout)
     fsm = fsm or FileManagerClient(common.file_service_manager_url, timeout=settings.http_timeout)
     aggregator = aggregator or AggregatorClient(common.pool_aggregator_url, timeout=settings.http_timeout)
-    redis_client = redis_client or redis.Redis.from_url(common.redis_url, socket_timeout=5)
+    redis_client = redis_client or redisconn.redis_client(common, socket_timeout=5)
     seen = SeenStore(redis_client, common.redis_prefix, settings.seen_ttl_seconds)
     if client_manager is None:
         # Every gateway process subscribes to one channel: an emit made by any of them (e.g.
         # the one that took a notification off the shared queue) reaches the sockets of all.
-        client_manager = socketio.RedisManager(common.redis_url, channel=f"{common.redis_prefix}:socketio")
+        client_manager = socketio.RedisManager(redisconn.socketio_url(common),
+                                               channel=f"{common.redis_prefix}:socketio",
+                                               redis_options=redisconn.socketio_options(common))
 
     sio = socketio.Server(
         async_mode=async_mode,

@@ -1,4 +1,4 @@
-"""Fixtures of the shared-infrastructure tests: a RabbitMQ cluster of the test's own."""
+"""Fixtures of the shared-infrastructure tests: a RabbitMQ cluster, a Redis Sentinel group."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from devtools.rabbit_cluster import SERVER, RabbitCluster
+from devtools.redis_sentinel import SentinelGroup
 
 
 @pytest.fixture
@@ -22,3 +23,13 @@ def rabbit_cluster(tmp_path: Path) -> Iterator[RabbitCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture
+def sentinel_group(tmp_path: Path) -> Iterator[SentinelGroup]:
+    """A Redis primary, a replica and three Sentinels of the test's own (free ports)."""
+    group = SentinelGroup(tmp_path / "redis").start()
+    try:
+        yield group
+    finally:
+        group.stop()
