@@ -107,10 +107,11 @@ def _declare_queue(connection: Any, channel: Any, spec: QueueSpec) -> Any:
     except pika.exceptions.ChannelClosedByBroker as exc:
         if exc.reply_code != 406:  # PRECONDITION_FAILED: inequivalent arguments
             raise
+        if spec.name not in _classic_fallbacks:  # once per process, not once per connection
+            log.warning("queue exists with other arguments (classic?); using it as it is - "
+                        "drain and delete it to get a quorum queue",
+                        extra={"queue": spec.name, "error": exc.reply_text})
         _classic_fallbacks.add(spec.name)
-        log.warning("queue exists with other arguments (classic?); using it as it is - "
-                    "drain and delete it to get a quorum queue",
-                    extra={"queue": spec.name, "error": exc.reply_text})
         channel = connection.channel()
         channel.queue_declare(spec.name, passive=True)
         return channel
