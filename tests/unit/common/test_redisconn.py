@@ -48,3 +48,13 @@ def test_python_socketio_reads_the_sentinel_url_back() -> None:
     sentinels, service, kwargs = parse_redis_sentinel_url(url)
     assert sentinels == [("s1", 26379), ("s2", 26380)]
     assert service == "m" and kwargs == {"password": "pw", "db": 2}
+
+
+def test_every_service_gets_its_redis_client_from_the_helper() -> None:
+    """Else a service would ignore REDIS_SENTINELS and keep writing to a demoted primary."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3] / "services"
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if p.name != "redisconn.py" and ("Redis.from_url(" in p.read_text() or "redis.Redis(" in p.read_text())]
+    assert offenders == []
