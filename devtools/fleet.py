@@ -315,11 +315,21 @@ def _run(args: argparse.Namespace) -> int:
               f"{'(ADMIN_PASSWORD)' if env.get('ADMIN_PASSWORD') else 'admin-password'}\n"
               "  try: .venv/bin/python -m client --help\n"
               "Ctrl-C stops the fleet.\n", flush=True)
+        reported: set[str] = set()
         while not stopping.is_set():
             for name, proc in fleet.procs.items():
-                if proc.poll() is not None:
-                    print(f"{name} exited with {proc.returncode}; stopping the fleet", flush=True)
-                    stopping.set()
+                if proc.poll() is None or name in reported:
+                    continue
+                reported.add(name)
+                service = name.rsplit("-", 1)[0] if isinstance(fleet, ReplicatedFleet) else name
+                survivors = [n for n in fleet.procs if n.rsplit("-", 1)[0] == service and fleet.procs[n].poll() is None]
+                if isinstance(fleet, ReplicatedFleet) and survivors:
+                    # With replicas the balancer routes around it: say so and keep running.
+                    print(f"{name} exited with {proc.returncode}; {len(survivors)} replica(s) of {service} "
+                          "still serve", flush=True)
+                    continue
+                print(f"{name} exited with {proc.returncode}; stopping the fleet", flush=True)
+                stopping.set()
             stopping.wait(1)
     finally:
         print("stopping the fleet...", flush=True)
