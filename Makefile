@@ -10,6 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha25
 
 help:
 	@echo "make run        set up and run the fleet (foreground; Ctrl-C stops it)"
+	@echo "                REPLICAS=N: N processes of each service behind HAProxy on 5000-5004"
 	@echo "make test       set up and run the whole test suite (unit, integration, e2e, browser)"
 	@echo "make test-fast  the suite without tests marked slow"
 	@echo "make lint       ruff, mypy, import-linter (no service imports another), ESLint"
@@ -39,8 +40,9 @@ infra: install
 browser:
 	@bash devtools/ensure_browser.sh
 
+# make run REPLICAS=2: two processes of each service behind HAProxy (installed when missing).
 run: install
-	$(BIN)/python -m devtools.fleet run
+	$(BIN)/python -m devtools.fleet run $(if $(REPLICAS),--replicas $(REPLICAS))
 
 test: install browser
 	$(BIN)/python -c "from devtools import infra; infra.ensure_all()"

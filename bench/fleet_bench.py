@@ -1,12 +1,19 @@
 """Upload benchmark against a running fleet (start it with `make run`).
 
     python -m bench.fleet_bench [--gateway http://127.0.0.1:5000] [--big-mb 50] [--files 200] [--clients 20]
+    python -m bench.fleet_bench --replicas 2 [--fanout-members 200]
+
+With ``--replicas N`` it starts a fleet of its own instead (N processes of each
+service behind HAProxy, ``devtools.fleet.ReplicatedFleet``, on free ports with
+a database, vhost, Redis prefix and MongoDB database of its own), measures,
+adds the result fan-out of ``bench.pool_bench`` when ``--fanout-members`` is
+given, and stops it: run it with 1 and with 2 to compare (docs/SCALING.md).
 
 Prints: single-client MB/s for one large upload measured until
 `uploaded_successfully`; files/s for many small files from concurrent clients
 (each until `uploaded_successfully`); the peak RSS of every service meanwhile.
 Targets on a 2-core machine: >= 40 MB/s, >= 60 files/s, <= 300 MB RSS.
-It starts nothing itself.
+Without ``--replicas`` it starts nothing itself.
 """
 
 from __future__ import annotations
@@ -82,6 +89,33 @@ def small_files(gateway: str, count: int, clients: int, size: int, workdir: Path
     return count / elapsed
 
 
+def own_fleet(replicas: int, workdir: Path):
+    """A fleet of ``replicas`` per service of the bench's own; returns (fleet, env, mongo process)."""
+    from devtools import infra
+    from devtools.fleet import ReplicatedFleet, free_base_port
+
+    infra.ensure_all()
+    mongo = None
+    mongo_uri = os.environ.get("MONGODB_URI")
+    if not mongo_uri:
+        port = infra.free_port()
+        mongo = infra.start_secantus(port, workdir / "mongo", workdir / "secantus.log")
+        mongo_uri = f"mongodb://127.0.0.1:{port}"
+    tag = uuid.uuid4().hex[:8]
+    env = {"DROPBOX_ENV": "development", "DATABASE_URL": infra.create_postgres_db("dropbox_bench"),
+           "AMQP_URL": infra.create_vhost("dropbox_bench"), "REDIS_PREFIX": f"bench:{tag}",
+           "MONGODB_URI": mongo_uri, "MONGODB_DB": f"bench_{tag}", "LOG_LEVEL": "WARNING",
+           "ADMIN_USER": "admin", "ADMIN_PASSWORD": "admin-password"}
+    fleet = ReplicatedFleet(env, replicas, base=free_base_port(replicas), log_dir=workdir / "logs",
+                            run_dir=workdir)
+    try:
+        fleet.start(timeout=240)
+    except Exception:
+        fleet.stop()
+        raise
+    return fleet, env, mongo
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -90,7 +124,38 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=200)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--small-kb", type=int, default=200)
+    parser.add_argument("--replicas", type=int, default=0,
+                        help="start a fleet of N processes per service behind HAProxy, measure it, stop it")
+    parser.add_argument("--fanout-members", type=int, default=0,
+                        help="with --replicas: also run bench.pool_bench with this many members")
     args = parser.parse_args()
+    if args.replicas:
+        from devtools import infra
+
+        with tempfile.TemporaryDirectory() as tmp:
+            fleet, env, mongo = own_fleet(args.replicas, Path(tmp))
+            try:
+                args.gateway = fleet.urls["socket_gateway"]
+                print(f"fleet: {args.replicas} replica(s) of each service behind HAProxy at {args.gateway}")
+                measure(args)
+                if args.fanout_members:
+                    from . import pool_bench
+
+                    pool_bench.main(["--gateway", args.gateway, "--members", str(args.fanout_members),
+                                     "--contributors", str(min(20, args.fanout_members)),
+                                     "--downloaders", str(min(100, args.fanout_members)),
+                                     "--users-cache", str(Path(tmp) / "users.json")])
+            finally:
+                fleet.stop()
+                infra.drop_postgres_db(env["DATABASE_URL"])
+                infra.delete_vhost(env["AMQP_URL"])
+                if mongo is not None:
+                    infra.stop_process(mongo)
+        return
+    measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp, RssSampler() as rss:
         workdir = Path(tmp)
         mbps = big_upload(args.gateway, args.big_mb, workdir)

@@ -73,6 +73,31 @@ def ensure_rabbitmq() -> None:
     wait_port("127.0.0.1", 5672, 120, "RabbitMQ")
 
 
+def ensure_package(command: str, package: str) -> str:
+    """The path of ``command``, installing Debian's ``package`` (apt-get) when it is missing.
+
+    Used for what only some runs need (redis-sentinel for the failover tests, haproxy for
+    ``make run REPLICAS=N``); raises with the command to run when it cannot install.
+    """
+    found = shutil.which(command) or (f"/usr/sbin/{command}" if Path(f"/usr/sbin/{command}").exists() else None)
+    if found:
+        return found
+    apt = shutil.which("apt-get")
+    if apt is None or os.geteuid() != 0:
+        raise RuntimeError(f"{command} is missing: install it with `sudo apt-get install -y {package}`")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    done = subprocess.run([apt, "install", "-y", "--no-install-recommends", package], env=env,
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:  # the package lists may be stale on a fresh machine
+        subprocess.run([apt, "update"], env=env, capture_output=True, timeout=600)
+        done = subprocess.run([apt, "install", "-y", "--no-install-recommends", package], env=env,
+                              capture_output=True, text=True, timeout=600)
+    found = shutil.which(command) or (f"/usr/sbin/{command}" if Path(f"/usr/sbin/{command}").exists() else None)
+    if not found:
+        raise RuntimeError(f"apt-get install {package} did not provide {command}: {done.stderr[-500:]}")
+    return found
+
+
 def ensure_all() -> None:
     ensure_postgres()
     ensure_redis()

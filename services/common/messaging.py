@@ -107,10 +107,11 @@ def _declare_queue(connection: Any, channel: Any, spec: QueueSpec) -> Any:
     except pika.exceptions.ChannelClosedByBroker as exc:
         if exc.reply_code != 406:  # PRECONDITION_FAILED: inequivalent arguments
             raise
+        if spec.name not in _classic_fallbacks:  # once per process, not once per connection
+            log.warning("queue exists with other arguments (classic?); using it as it is - "
+                        "drain and delete it to get a quorum queue",
+                        extra={"queue": spec.name, "error": exc.reply_text})
         _classic_fallbacks.add(spec.name)
-        log.warning("queue exists with other arguments (classic?); using it as it is - "
-                    "drain and delete it to get a quorum queue",
-                    extra={"queue": spec.name, "error": exc.reply_text})
         channel = connection.channel()
         channel.queue_declare(spec.name, passive=True)
         return channel
@@ -157,9 +158,13 @@ class Broker:
     complete-upload 55 ms under 20 concurrent clients). So publishes take a
     channel from a small pool, up to ``pool_size`` at once, each on its own
     connection.
+
+    ``publish_attempts`` (10: about 15 s of retries with the capped backoff)
+    covers a quorum queue's leader election after a node is lost: meanwhile
+    the broker nacks publishes to that queue (measured here: several seconds).
     """
 
-    def __init__(self, url: str, *, publish_attempts: int = 5, heartbeat: int = 30,
+    def __init__(self, url: str, *, publish_attempts: int = 10, heartbeat: int = 30,
                  pool_size: int = 4) -> None:
         self.url = url
         self._nodes = _Nodes(url)
@@ -196,6 +201,7 @@ class Broker:
         )
         key = routing_key or message.key()
         last: Exception | None = None
+        started = time.monotonic()
         for attempt in range(self.publish_attempts):
             with self._slots:
                 channel: _Channel | None = None
@@ -203,11 +209,17 @@ class Broker:
                     channel = self._take()
                     channel.channel.basic_publish(exchange, key, body, props, mandatory=False)
                     self._give_back(channel)
+                    if attempt:
+                        log.info("published after retries", extra={"attempts": attempt + 1, "routing_key": key,
+                                                                   "seconds": round(time.monotonic() - started, 2)})
                     return
                 except pika.exceptions.NackError as exc:
                     last = exc
+                    # Not given back: a quorum queue nacks while it elects a leader, and a channel
+                    # that saw that may keep nacking after the election (seen with RabbitMQ
+                    # 3.10); a fresh channel publishes to the new leader.
                     if channel is not None:
-                        self._give_back(channel)
+                        channel.close()
                 except (pika.exceptions.AMQPError, OSError) as exc:
                     last = exc
                     if channel is not None:

@@ -131,6 +131,24 @@ def broker_urls(value: str) -> list[str]:
     return urls
 
 
+MAX_SENTINELS = 16  # Sentinel runs 3 or 5; more is a mistake
+
+
+def sentinel_addresses(value: str) -> tuple[tuple[str, int], ...]:
+    """``REDIS_SENTINELS``: ``host:port,host:port,...`` (empty: no Sentinel, REDIS_URL is the server)."""
+    addresses: list[tuple[str, int]] = []
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        host, sep, port = part.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"REDIS_SENTINELS: {part!r} is not host:port")
+        addresses.append((host.strip("[]"), int(port)))
+    if len(addresses) > MAX_SENTINELS:
+        raise ConfigError(f"REDIS_SENTINELS names {len(addresses)} sentinels; at most {MAX_SENTINELS}")
+    return tuple(addresses)
+
+
 def is_production(env: Mapping[str, str]) -> bool:
     return env.get("DROPBOX_ENV", "development").lower() == "production"
 
@@ -169,6 +187,10 @@ class CommonSettings:
     logstash_port: int
     # Browser origins allowed cross-origin (CORS_ORIGINS); empty: same origin only.
     cors_origins: tuple[str, ...] = ()
+    # Redis behind Sentinel: the sentinels to ask and the name they monitor the primary under.
+    # Empty: REDIS_URL is the server. With them, REDIS_URL still gives the password and db.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_master_name: str = "dropbox"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> CommonSettings:
@@ -193,6 +215,8 @@ class CommonSettings:
             logstash_host=env.get("LOGSTASH_HOST") or None,
             logstash_port=env_int(env, "LOGSTASH_PORT", 5959),
             cors_origins=cors_origins(env),
+            redis_sentinels=sentinel_addresses(env.get("REDIS_SENTINELS", "")),
+            redis_master_name=env_str(env, "REDIS_MASTER_NAME", "dropbox"),
         )
 
 

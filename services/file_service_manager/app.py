@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import redis
 from flask import Flask
 
-from services.common import httpkit, messaging, mongo
+from services.common import httpkit, messaging, mongo, redisconn
 from services.common.audit import AuditTrail
 from services.common.authclient import AuthClient
 from services.common.httpkit import ServiceMetrics
@@ -35,7 +34,7 @@ def create_app(settings: Settings, *, index: Index | None = None, cache: Cache |
     the_storage = storage or backends.storages_for(settings.default_storage, db=db, catalog=StorageCatalog(db),
                                                    box=settings.secrets, meters=metrics.storage_meters())
     probes = StorageProbes(the_storage, metrics.storage_up, settings.storage_probe_seconds)
-    the_cache = cache or UploadCache(redis.Redis.from_url(common.redis_url, socket_timeout=10,
+    the_cache = cache or UploadCache(redisconn.redis_client(common, socket_timeout=10,
                                                           health_check_interval=30))
     the_broker = broker or messaging.Broker(common.amqp_url)
     app = Flask("file_service_manager")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 from flask import Flask
 
-from services.common import httpkit, messaging
+from services.common import httpkit, messaging, redisconn
 from services.common.authclient import AuthClient
 from services.common.ports import AuthLookup
 from services.common.runtime import Periodic, Runtime
@@ -27,7 +27,7 @@ def create_app(settings: Settings, *, store: UploadCache | None = None, broker: 
     limits = settings.limits
     app.config["MAX_CONTENT_LENGTH"] = limits.max_file_size + limits.max_metadata_bytes + 65536
     the_store = store or UploadStore(
-        redis_client or redis.Redis.from_url(settings.common.redis_url, socket_timeout=10, health_check_interval=30),
+        redis_client or redisconn.redis_client(settings.common, socket_timeout=10, health_check_interval=30),
         settings.common.redis_prefix, upload_ttl=settings.upload_ttl_seconds, cached_ttl=settings.cached_ttl_seconds,
         status_ttl=settings.status_ttl_seconds, lock_seconds=settings.writer_lock_seconds)
     the_broker = broker or messaging.Broker(settings.common.amqp_url)

@@ -78,9 +78,7 @@ def pass_for(store: UploadStore, *, upload_ttl: int) -> Callable[[], None]:
 def main(argv: list[str] | None = None) -> int:
     import json
 
-    import redis
-
-    from services.common import logs
+    from services.common import logs, redisconn
 
     from .config import Settings
 
@@ -89,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings.from_env(os.environ)
     logs.configure("file_uploader.sweep", settings.common.log_level)
-    store = UploadStore(redis.Redis.from_url(settings.common.redis_url), settings.common.redis_prefix,
+    store = UploadStore(redisconn.redis_client(settings.common), settings.common.redis_prefix,
                         upload_ttl=settings.upload_ttl_seconds)
     result = sweep(store, upload_ttl=settings.upload_ttl_seconds, dry_run=args.dry_run)
     print(json.dumps(result))

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
 import socketio
 from flask import Flask
 
-from services.common import httpkit, messaging
+from services.common import httpkit, messaging, redisconn
 from services.common.audit import AuditTrail
 from services.common.authclient import AuthClient
 from services.common.ports import AuthLookup
@@ -36,7 +35,7 @@ def create_app(settings: Settings, *, auth: AuthLookup | None = None, uploader: 
                audit: AuditTrail | None = None) -> Flask:
     common, timeout = settings.common, settings.http_timeout
     server = events.server_for(settings, client_manager, async_mode)
-    the_seen = seen or SeenStore(redis.Redis.from_url(common.redis_url, socket_timeout=5), common.redis_prefix,
+    the_seen = seen or SeenStore(redisconn.redis_client(common, socket_timeout=5), common.redis_prefix,
                                  settings.seen_ttl_seconds)
     # Audit records (result_delivered) travel as events; the Broker connects on first use.
     broker = messaging.Broker(common.amqp_url, pool_size=2)

@@ -255,7 +255,8 @@ def test_ingress_body_limits_fit_the_services_limits(k8s: dict) -> None:
 
 
 def test_file_uploader_refuses_before_redis_does(k8s: dict) -> None:
-    args = k8s[("StatefulSet", "redis")]["spec"]["template"]["spec"]["containers"][0]["command"]
+    container = k8s[("StatefulSet", "redis")]["spec"]["template"]["spec"]["containers"][0]
+    args = container.get("command", []) + container.get("args", [])
     maxmemory = _size(args[args.index("--maxmemory") + 1].removesuffix("b"))
     assert args[args.index("--maxmemory-policy") + 1] == "noeviction"  # never evict a cached chunk
     assert int(k8s[("ConfigMap", "dropbox-config")]["data"]["MAX_REDIS_MEMORY_BYTES"]) < maxmemory
@@ -283,7 +284,10 @@ def test_secret_template_fails_safe_and_agrees_with_itself(k8s: dict) -> None:
     assert k8s[("ConfigMap", "dropbox-config")]["data"]["DROPBOX_ENV"] == "production"
     data = k8s[("Secret", "dropbox-data-secrets")]["stringData"]
     assert f":{data['POSTGRES_PASSWORD']}@postgres:" in app["DATABASE_URL"]
-    assert f"{data['RABBITMQ_DEFAULT_USER']}:{data['RABBITMQ_DEFAULT_PASS']}@rabbitmq:" in app["AMQP_URL"]
+    nodes = app["AMQP_URL"].split(",")  # every node of the cluster (rabbitmq.yaml)
+    replicas = k8s[("StatefulSet", "rabbitmq")]["spec"]["replicas"]
+    assert nodes == [f"amqp://{data['RABBITMQ_DEFAULT_USER']}:{data['RABBITMQ_DEFAULT_PASS']}"
+                     f"@rabbitmq-{k}.rabbitmq:5672/%2F" for k in range(replicas)]
     # Credentials never sit in the ConfigMap.
     config = k8s[("ConfigMap", "dropbox-config")]["data"]
     assert not {"INTERNAL_API_KEY", "JWT_SECRET", "ADMIN_PASSWORD", "DATABASE_URL", "AMQP_URL"} & set(config)
