@@ -66,6 +66,17 @@ class UploadCache(Protocol):
 
     def existing_chunks(self, file_id: str, count: int) -> set[int]: ...
 
+    # The tus door's partial tail: bytes of chunk ``index`` received so far (less than one
+    # chunk), kept until the next PATCH completes the chunk (see ``tus_uploads``).
+    def read_tail(self, file_id: str) -> tuple[int, bytes] | None: ...
+
+    def put_tail(self, file_id: str, index: int, data: bytes, writer: str) -> str:
+        """``ok``, ``gone`` (no session), ``locked`` (``writer`` does not hold the writer lock)
+        or ``written`` (chunk ``index`` already exists: the tail is stale)."""
+        ...
+
+    def drop_tail(self, file_id: str) -> None: ...
+
     def touch(self, file_id: str, chunk_count: int, ttl: int) -> None: ...
 
     def mark_cached(self, file_id: str, size: int, *, owner_id: str) -> bool:
