@@ -9,8 +9,9 @@ Publishes: ``StoreUpload`` (``upload.store``; retries through the ``dropbox.retr
 ``FileStatusChanged`` (cached, retrying, upload_failed; and the statuses PUT /file/update/status
 is told), ``AuditRecorded``.
 Owns: Redis ``{REDIS_PREFIX}:upload:*`` (sessions, chunks, received sets, writer locks, the
-per-upload status/retry tombstone, the tus door's partial tail ``{cache_key}:tail``), ``{REDIS_PREFIX}:upload-owner:*`` (per-user unfinished
-uploads, each slot living as long as its upload), ``{REDIS_PREFIX}:upload-bytes:*`` (per-user
-chunk bytes cached), ``{REDIS_PREFIX}:upload-quota:*`` (per-user stored bytes, the
-USER_QUOTA_BYTES ledger) and ``{REDIS_PREFIX}:upload-pending`` (bytes cached but not stored).
+per-upload status/retry tombstone, the tus door's partial tail ``{cache_key}:tail``),
+``{REDIS_PREFIX}:upload-owner:*`` (per-user unfinished uploads, each slot living as long as its
+upload), ``{REDIS_PREFIX}:upload-bytes:*`` (per-user chunk bytes cached),
+``{REDIS_PREFIX}:upload-quota:*`` (per-user stored bytes, the USER_QUOTA_BYTES ledger) and
+``{REDIS_PREFIX}:upload-pending`` (bytes cached but not stored).
 """
