@@ -204,16 +204,19 @@ return 1
 """
 
 
-# The tus door's partial tail (KEYS: tail hash, session, writer lock, chunk ``index``, received
-# set, status): kept only while the session lives, by the writer holding the lock, for a chunk
-# not written yet -- a late PATCH of a dropped connection cannot overwrite the tail of the
-# request that took over. It refreshes the upload's expiry like a chunk write does.
-_PUT_TAIL = """
+# The tus door's partial tail: ``{cache_key}:tail:{index}`` holds the bytes of chunk ``index``
+# received so far (less than a chunk), appended PATCH by PATCH -- each PATCH sends Redis only its
+# new bytes, and the offset needs only STRLEN; the bytes are read once, when the chunk completes.
+# Appended (KEYS: tail, session, writer lock, chunk ``index``, received set, status) only while
+# the session lives, by the writer holding the lock, for a chunk not written yet, and at the
+# length the writer saw (ARGV[3]): a late PATCH of a dropped connection can neither clobber nor
+# double the tail of the request that took over. It refreshes the upload's expiry like a chunk.
+_APPEND_TAIL = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return 'gone' end
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 'locked' end
 if redis.call('EXISTS', KEYS[4]) == 1 then return 'written' end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'index', ARGV[2], 'data', ARGV[3])
+if redis.call('STRLEN', KEYS[1]) ~= tonumber(ARGV[3]) then return 'moved' end
+redis.call('APPEND', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('HSET', KEYS[2], 'updated', ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
@@ -251,7 +254,7 @@ class UploadStore:
         self._reserve = client.register_script(_RESERVE)
         self._claim = client.register_script(_CLAIM_ATTEMPT)
         self._unclaim = client.register_script(_UNCLAIM_ATTEMPT)
-        self._put_tail = client.register_script(_PUT_TAIL)
+        self._append_tail = client.register_script(_APPEND_TAIL)
 
     # --- keys --------------------------------------------------------------
     # The layout is shared with file_service_manager, so it is written in ``uploadkeys`` only.
@@ -270,10 +273,10 @@ class UploadStore:
     def _status(self, file_id: str) -> str:
         return uploadkeys.status_key(self.cache_key(file_id))
 
-    def _tail(self, file_id: str) -> str:
+    def _tail(self, file_id: str, index: int) -> str:
         # file_uploader's own key (the tus door's partial chunk); file_service_manager never
-        # sees one: the last chunk's write removes it before the upload can complete.
-        return f"{self.cache_key(file_id)}:tail"
+        # sees one: the chunk's write removes it, so none is left when the upload completes.
+        return f"{self.cache_key(file_id)}:tail:{index}"
 
     def _owner(self, owner_id: str) -> str:
         return uploadkeys.owner_key(self.prefix, owner_id)
@@ -429,20 +432,21 @@ class UploadStore:
         return have
 
     # --- the tus door's partial tail -------------------------------------------
-    def read_tail(self, file_id: str) -> tuple[int, bytes] | None:
-        index, data = self.r.hmget(self._tail(file_id), ["index", "data"])
-        if index is None or data is None:
-            return None
-        return int(index), bytes(data)
+    def tail_length(self, file_id: str, index: int) -> int:
+        return int(self.r.strlen(self._tail(file_id, index)))
 
-    def put_tail(self, file_id: str, index: int, data: bytes, writer: str) -> str:
-        return _text(self._put_tail(
-            keys=[self._tail(file_id), self.cache_key(file_id), self._writer(file_id),
+    def read_tail(self, file_id: str, index: int) -> bytes | None:
+        data = self.r.get(self._tail(file_id, index))
+        return bytes(data) if data is not None else None
+
+    def append_tail(self, file_id: str, index: int, data: bytes, writer: str, at: int) -> str:
+        return _text(self._append_tail(
+            keys=[self._tail(file_id, index), self.cache_key(file_id), self._writer(file_id),
                   self.chunk_key(file_id, index), self._received(file_id), self._status(file_id)],
-            args=[writer, index, data, self.upload_ttl, time.time(), self.status_ttl]))
+            args=[writer, data, at, self.upload_ttl, time.time(), self.status_ttl]))
 
-    def drop_tail(self, file_id: str) -> None:
-        self.r.delete(self._tail(file_id))
+    def drop_tail(self, file_id: str, index: int) -> None:
+        self.r.delete(self._tail(file_id, index))
 
     def touch(self, file_id: str, chunk_count: int, ttl: int) -> None:
         """Give every key of the upload ``ttl`` more seconds (resume, completion)."""
@@ -452,7 +456,7 @@ class UploadStore:
                 pipe.expire(self.chunk_key(file_id, i), ttl)
             pipe.execute()
         pipe = self.r.pipeline(transaction=False)
-        for key in (self.cache_key(file_id), self._received(file_id), self._tail(file_id)):
+        for key in (self.cache_key(file_id), self._received(file_id)):
             pipe.expire(key, ttl)
         pipe.expire(self._status(file_id), max(ttl, self.status_ttl))
         pipe.execute()
@@ -501,7 +505,8 @@ class UploadStore:
             session = self.session(file_id)
             chunk_count = session["chunk_count"] if session else 0
             owner_id = owner_id or (session or {}).get("owner_id")
-        keys = [*uploadkeys.cached_keys(self.cache_key(file_id), chunk_count), self._tail(file_id)]
+        keys = [*uploadkeys.cached_keys(self.cache_key(file_id), chunk_count),
+                *(self._tail(file_id, i) for i in range(chunk_count))]
         removed = 0
         for start in range(0, len(keys), 1000):
             removed += self.r.delete(*keys[start:start + 1000])

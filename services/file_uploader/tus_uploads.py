@@ -5,15 +5,18 @@ limits, quota, slots), every whole chunk goes through ``UploadService.write_chun
 (content sniffing, overload and per-user byte budgets, streaming sha256) and the last
 byte through ``UploadService.complete`` (the StoreUpload and the ``file-status``
 events). What tus adds is byte offsets: a client picks its own PATCH sizes, so a
-PATCH may end mid-chunk. Those bytes -- less than one chunk -- are kept in Redis as
-the upload's *tail* (``store.put_tail``: chunk index + bytes) and the next PATCH,
-on any replica, starts from it. The offset is therefore derived from Redis alone:
-``written chunks from the start * chunk_size + len(tail of the next chunk)``.
+PATCH may end mid-chunk. Those bytes -- less than one chunk -- are appended in Redis
+to the upload's *tail* of that chunk (``store.append_tail``: each PATCH sends only
+its new bytes), and the PATCH that completes the chunk, on any replica, reads the
+tail once, writes the whole chunk and drops the tail. The offset is derived from
+Redis alone: ``written chunks from the start * chunk_size + STRLEN(tail of the next)``.
 
 Concurrency: a PATCH holds the upload's writer lock (the same lock a socket writer
 holds) for its whole length; another PATCH meanwhile gets 423, which tus clients retry.
-The tail is written by a script that checks the lock, so a late request cannot
-clobber the tail of the one that took over.
+The tail is appended by a script that checks the lock and the length the writer
+saw, so a late request can neither clobber nor double the tail of the one that took over.
+The first bytes of a file are sniffed as soon as they arrive, even in a tail: an
+executable is never kept, not even as a partial chunk.
 
 Memory per PATCH: at most one chunk (``CHUNK_SIZE``, 4 MiB by default) is assembled
 in memory; the body is read from the request stream in ``READ_PIECE`` pieces. With a
@@ -99,9 +102,8 @@ class TusUploads:
 
     def _offset_from(self, file_id: str, session: dict[str, Any], done: int) -> int:
         offset = done * session["chunk_size"]
-        tail = self.store.read_tail(file_id) if done < session["chunk_count"] else None
-        if tail is not None and tail[0] == done:
-            offset += len(tail[1])
+        if done < session["chunk_count"]:
+            offset += self.store.tail_length(file_id, done)
         return min(offset, int(session["size"]))
 
     # --- use cases --------------------------------------------------------------
@@ -198,40 +200,41 @@ class TusUploads:
 
     def _feed(self, session: dict[str, Any], file_id: str, writer: str, index: int, offset: int,
               source: IO[bytes], remaining: int) -> int:
-        """Append ``source`` at ``offset``: whole chunks to the cache, the rest as the new tail."""
+        """Append ``source`` at ``offset``: whole chunks to the cache, the rest to the tail."""
         chunk_size = session["chunk_size"]
         size = int(session["size"])
-        buf = bytearray()
-        if offset > index * chunk_size:
-            tail = self.store.read_tail(file_id)
-            if tail is None or tail[0] != index:
-                raise errors.conflict("the upload's partial chunk disappeared; HEAD and resume")
-            buf += tail[1]
-        wrote_chunk = False
+        tail_length = offset - index * chunk_size  # bytes of chunk ``index`` already in its tail
+        buf = bytearray()  # this PATCH's bytes of chunk ``index``: at most one chunk in memory
         read_total = 0
         while read_total < remaining:
-            want = core.chunk_length(size, chunk_size, index) - len(buf)
-            piece = source.read(min(READ_PIECE, want, remaining - read_total))
+            length = core.chunk_length(size, chunk_size, index)
+            piece = source.read(min(READ_PIECE, length - tail_length - len(buf), remaining - read_total))
             if not piece:
                 break  # the body ended (or the client went away): keep what arrived
             read_total += len(piece)
             buf += piece
-            if len(buf) == core.chunk_length(size, chunk_size, index):
-                self.uploads.write_chunk(file_id, index, bytes(buf), owner_id=session["owner_id"],
+            if tail_length + len(buf) == length:
+                prefix = self.store.read_tail(file_id, index) if tail_length else b""
+                if prefix is None or len(prefix) != tail_length:
+                    raise errors.conflict("the upload's partial chunk disappeared; HEAD and resume")
+                self.uploads.write_chunk(file_id, index, prefix + bytes(buf), owner_id=session["owner_id"],
                                          writer=writer)
-                wrote_chunk = True
-                index += 1
-                buf = bytearray()
+                if tail_length:
+                    self.store.drop_tail(file_id, index)
+                index, tail_length, buf = index + 1, 0, bytearray()
         if source.read(1):
             raise errors.too_large("the body passes Upload-Length")
         if buf:
-            outcome = self.store.put_tail(file_id, index, bytes(buf), writer)
+            if index == 0 and tail_length < core.MAGIC_LENGTH:
+                prefix = (self.store.read_tail(file_id, 0) or b"") if tail_length else b""
+                self.uploads.check_head(session, (prefix + bytes(buf))[:core.MAGIC_LENGTH])
+            outcome = self.store.append_tail(file_id, index, bytes(buf), writer, tail_length)
             if outcome == "gone":
                 raise ApiError(404, "not_found", "no such upload")
-            if outcome != "ok":
+            if outcome == "locked":
                 raise locked()
-        elif wrote_chunk:
-            self.store.drop_tail(file_id)  # the old tail is inside a written chunk now
+            if outcome != "ok":
+                raise errors.conflict("the upload moved on meanwhile; HEAD and resume")
         return offset + read_total
 
     def terminate(self, identity: Identity, file_id: str) -> None:

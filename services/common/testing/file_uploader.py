@@ -28,7 +28,7 @@ class _Upload:
     session: dict[str, Any]
     chunks: dict[int, bytes] = field(default_factory=dict)
     received: set[int] = field(default_factory=set)
-    tail: tuple[int, bytes] | None = None  # the tus door's partial chunk (index, bytes)
+    tails: dict[int, bytes] = field(default_factory=dict)  # the tus door's partial chunks
 
 
 class FakeUploadCache:
@@ -170,11 +170,15 @@ class FakeUploadCache:
         return {i for i in upload.chunks if i < count} if upload else set()
 
     # --- the tus door's partial tail -------------------------------------------
-    def read_tail(self, file_id: str) -> tuple[int, bytes] | None:
+    def tail_length(self, file_id: str, index: int) -> int:
         upload = self.uploads.get(file_id)
-        return upload.tail if upload else None
+        return len(upload.tails.get(index, b"")) if upload else 0
 
-    def put_tail(self, file_id: str, index: int, data: bytes, writer: str) -> str:
+    def read_tail(self, file_id: str, index: int) -> bytes | None:
+        upload = self.uploads.get(file_id)
+        return upload.tails.get(index) if upload else None
+
+    def append_tail(self, file_id: str, index: int, data: bytes, writer: str, at: int) -> str:
         upload = self.uploads.get(file_id)
         if upload is None:
             return "gone"
@@ -182,14 +186,16 @@ class FakeUploadCache:
             return "locked"
         if index in upload.chunks:
             return "written"
-        upload.tail = (index, bytes(data))
+        if len(upload.tails.get(index, b"")) != at:
+            return "moved"
+        upload.tails[index] = upload.tails.get(index, b"") + bytes(data)
         upload.session["updated"] = time.time()
         return "ok"
 
-    def drop_tail(self, file_id: str) -> None:
+    def drop_tail(self, file_id: str, index: int) -> None:
         upload = self.uploads.get(file_id)
         if upload is not None:
-            upload.tail = None
+            upload.tails.pop(index, None)
 
     def expire_session(self, file_id: str) -> None:
         """What the session's expiry does in Redis: bytes and session gone, the tombstone stays (tests only)."""

@@ -17,7 +17,7 @@ from services.common.testing import FakeAuth
 from services.file_uploader import tus
 from services.file_uploader.app import create_app
 
-from .conftest import CHUNK
+from .conftest import CHUNK, start
 
 V = {"Tus-Resumable": "1.0.0"}
 BOB = {**V, "Authorization": "Bearer tok"}
@@ -265,3 +265,34 @@ def test_parse_metadata_decodes_values_and_empty_ones() -> None:
 
 def test_chunk_size_sanity() -> None:
     assert CHUNK == 8  # the odd PATCH sizes above are chosen around 8-byte chunks
+
+
+@pytest.mark.parametrize("pieces", [[b"\x7fELF"], [b"\x7f", b"EL", b"F..."]])
+def test_an_executable_head_is_refused_before_a_whole_chunk_exists(client, cache, pieces) -> None:
+    file_id = created(client, 20)
+    offset = 0
+    responses = []
+    for piece in pieces:
+        responses.append(patch(client, file_id, offset, piece))
+        offset += len(piece)
+    assert code(responses[-1]) == (415, "forbidden_type")
+    assert all(r.status_code == 204 for r in responses[:-1])
+    assert cache.session(file_id) is None  # dropped: not even a partial chunk is kept
+
+
+def test_each_patch_appends_only_its_own_bytes_to_the_tail(client, cache) -> None:
+    file_id = created(client, 20)
+    for offset, piece in ((0, b"ab"), (2, b"cd"), (4, b"e")):
+        assert patch(client, file_id, offset, piece).status_code == 204
+    assert cache.read_tail(file_id, 0) == b"abcde"
+    assert patch(client, file_id, 5, b"fghij").status_code == 204
+    assert cache.read_chunk(file_id, 0) == b"abcdefgh"
+    assert cache.read_tail(file_id, 0) is None and cache.read_tail(file_id, 1) == b"ij"
+
+
+def test_a_tail_that_moved_under_a_late_writer_is_refused(cache, uploads) -> None:
+    file_id = start(uploads, 20)
+    assert cache.append_tail(file_id, 0, b"abc", "sid-1", 0) == "ok"
+    assert cache.append_tail(file_id, 0, b"abc", "sid-1", 0) == "moved"  # would double the bytes
+    assert cache.append_tail(file_id, 0, b"d", "other", 3) == "locked"
+    assert cache.read_tail(file_id, 0) == b"abc"
