@@ -13,6 +13,7 @@ from services.common.runtime import Periodic, Runtime
 from . import handlers, sweep, tus
 from .config import Settings
 from .deps import Deps
+from .identities import RecentIdentities
 from .ports import Broker, UploadCache
 from .routes import bp
 from .store import UploadStore
@@ -36,8 +37,9 @@ def create_app(settings: Settings, *, store: UploadCache | None = None, broker: 
     metrics = httpkit.install(app, "file_uploader", {"redis": the_store.ping, "rabbitmq": the_broker.ping},
                               cors_origins=settings.common.cors_origins, expose_headers=tus.EXPOSED_HEADERS)
     uploads = UploadService(settings, the_store, the_broker, UploaderMetrics(metrics))
-    deps = Deps(settings=settings, uploads=uploads, tus=TusUploads(uploads, the_store),
-                auth=auth or AuthClient(settings.common.auth_url, settings.common.internal_api_key))
+    the_auth = auth or AuthClient(settings.common.auth_url, settings.common.internal_api_key)
+    deps = Deps(settings=settings, uploads=uploads, auth=the_auth,
+                tus=TusUploads(uploads, the_store, RecentIdentities(the_auth)))
     app.extensions["deps"] = deps
     app.register_blueprint(bp)
     app.register_blueprint(tus_bp)

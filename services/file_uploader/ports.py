@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from services.common.authclient import Identity
 from services.common.ports import Publisher
 
 from .core import UploadPlan
@@ -107,6 +108,12 @@ class UploadCache(Protocol):
     def pending_bytes(self) -> int: ...
 
     def used_memory(self) -> int: ...
+
+
+class TokenCheck(Protocol):
+    """Who a Bearer token is (the tus door asks per request); None when auth refuses it."""
+
+    def validate(self, token: str | None) -> Identity | None: ...
 
 
 class Broker(Publisher, Protocol):

@@ -32,10 +32,7 @@ def _tus() -> TusUploads:
 
 
 def _identity() -> Identity:
-    identity = _deps().auth.validate(httpkit.bearer_token())
-    if identity is None:
-        raise httpkit.unauthorized()
-    return identity
+    return _tus().identify(httpkit.bearer_token())
 
 
 @bp.before_request

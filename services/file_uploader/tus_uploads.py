@@ -38,7 +38,7 @@ from services.common.authclient import Identity
 from services.common.errors import ApiError
 
 from . import core, tus
-from .ports import CANCELLED, UPLOADING, UploadCache
+from .ports import CANCELLED, UPLOADING, TokenCheck, UploadCache
 from .uploads import UploadService
 
 READ_PIECE = 256 * 1024  # one read of a PATCH body; bounds each read's buffer
@@ -56,10 +56,17 @@ def locked() -> ApiError:
 
 
 class TusUploads:
-    def __init__(self, uploads: UploadService, store: UploadCache) -> None:
+    def __init__(self, uploads: UploadService, store: UploadCache, auth: TokenCheck) -> None:
         self.uploads = uploads
         self.store = store
         self.settings = uploads.settings
+        self.auth = auth  # create_app gives it a few seconds' memory (identities.RecentIdentities)
+
+    def identify(self, token: str | None) -> Identity:
+        identity = self.auth.validate(token)
+        if identity is None:
+            raise errors.unauthorized()
+        return identity
 
     # --- helpers ----------------------------------------------------------------
     def _expires(self, session: dict[str, Any]) -> float:

@@ -44,7 +44,8 @@ def uploads(settings: Settings, cache: FakeUploadCache, broker: InMemoryBroker) 
 
 @pytest.fixture
 def deps(settings: Settings, uploads: UploadService, cache: FakeUploadCache) -> Deps:
-    return Deps(settings=settings, uploads=uploads, auth=FakeAuth(), tus=TusUploads(uploads, cache))
+    auth = FakeAuth()
+    return Deps(settings=settings, uploads=uploads, auth=auth, tus=TusUploads(uploads, cache, auth))
 
 
 def start(uploads: UploadService, size: int, **payload: object) -> str:
