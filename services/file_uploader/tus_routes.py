@@ -91,7 +91,7 @@ def create() -> Response:
     file_id = service.create(identity, length, request.headers.get("Upload-Metadata"))
     # A refused first body is the answer (the upload exists; a client HEADs it to resume).
     response = _answer(201, service.append(identity, file_id, 0, request.stream, _body_length(), checksum)
-                       if has_body else None)
+                       if has_body else service.fresh(length or 0))
     response.headers["Location"] = f"{request.script_root}/files/{file_id}"
     return response
 

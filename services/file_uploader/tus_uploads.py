@@ -18,6 +18,10 @@ saw, so a late request can neither clobber nor double the tail of the one that t
 The first bytes of a file are sniffed as soon as they arrive, even in a tail: an
 executable is never kept, not even as a partial chunk.
 
+Redis per user: a tail is less than one chunk per unfinished upload, so tails add at most
+``MAX_UPLOADS_PER_USER`` x ``CHUNK_SIZE`` per user beside the chunk budget (which counts
+whole chunks, checked as each is written).
+
 Memory per PATCH: at most one chunk (``CHUNK_SIZE``, 4 MiB by default) is assembled
 in memory; the body is read from the request stream in ``READ_PIECE`` pieces. With a
 checksum the body is first spooled (``SpooledTemporaryFile``: one chunk in memory,
@@ -133,6 +137,10 @@ class TusUploads:
         # The creation's own lock is let go at once: each PATCH takes it for itself.
         self.store.release_writer(file_id, writer)
         return file_id
+
+    def fresh(self, length: int) -> TusState:
+        """A just-created upload: offset 0, expiring ``UPLOAD_TTL_SECONDS`` from now unless written."""
+        return TusState(0, length, time.time() + self.settings.upload_ttl_seconds)
 
     def state(self, identity: Identity, file_id: str) -> TusState:
         session = self._session(file_id, identity)

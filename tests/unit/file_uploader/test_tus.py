@@ -7,6 +7,7 @@ partial tail is exercised on every test that appends.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 
 import pytest
@@ -296,3 +297,27 @@ def test_a_tail_that_moved_under_a_late_writer_is_refused(cache, uploads) -> Non
     assert cache.append_tail(file_id, 0, b"abc", "sid-1", 0) == "moved"  # would double the bytes
     assert cache.append_tail(file_id, 0, b"d", "other", 3) == "locked"
     assert cache.read_tail(file_id, 0) == b"abc"
+
+
+def test_creation_answers_an_expiry(client) -> None:
+    response = create(client, 10)
+    assert response.headers["Upload-Offset"] == "0" and response.headers["Upload-Expires"].endswith("GMT")
+
+
+def test_cors_lets_the_dashboard_use_tus(settings, cache, broker, auth) -> None:
+    origin = "http://dash.example"
+    cors = dataclasses.replace(settings, common=dataclasses.replace(settings.common, cors_origins=(origin,)))
+    client = create_app(cors, store=cache, broker=broker, auth=auth).test_client()
+    preflight = client.options("/files/", headers={
+        "Origin": origin, "Access-Control-Request-Method": "PATCH",
+        "Access-Control-Request-Headers": "authorization,tus-resumable,upload-offset,content-type"})
+    assert preflight.headers["Access-Control-Allow-Origin"] == origin
+    assert "PATCH" in preflight.headers["Access-Control-Allow-Methods"]
+    assert "upload-offset" in preflight.headers["Access-Control-Allow-Headers"].lower()
+    response = client.post("/files/", headers={**BOB, "Origin": origin, "Upload-Length": "5",
+                                               "Upload-Metadata": meta(filename="a.bin")})
+    exposed = {h.strip().lower() for h in response.headers["Access-Control-Expose-Headers"].split(",")}
+    assert {"location", "upload-offset", "upload-expires", "tus-resumable"} <= exposed
+    other = client.options("/files/", headers={"Origin": "http://evil.example",
+                                               "Access-Control-Request-Method": "PATCH"})
+    assert "Access-Control-Allow-Origin" not in other.headers
