@@ -151,13 +151,15 @@ GENERIC_5XX = "the service failed to answer; try again"
 
 
 def install(app: Flask, service: str, checks: Mapping[str, ReadyCheck],
-            metrics: ServiceMetrics | None = None, cors_origins: str | Sequence[str] = ()) -> ServiceMetrics:
+            metrics: ServiceMetrics | None = None, cors_origins: str | Sequence[str] = (),
+            expose_headers: Sequence[str] = ()) -> ServiceMetrics:
     """Error handlers, request ids, access metrics, CORS, /health, /ready and /metrics.
 
     CORS: the dashboard (served by the gateway) calls auth, file_service_manager
     and pool_aggregator from the browser. Only ``cors_origins`` (``CommonSettings.cors_origins``,
     a sequence or a comma-separated string) get CORS headers; none means same origin only.
     Credentials travel in the Authorization header, never in cookies, so no cookie is exposed to others.
+    ``expose_headers``: a service's own response headers a browser client must read (tus's offsets).
     """
     origins = [o.strip() for o in cors_origins.split(",")] if isinstance(cors_origins, str) else list(cors_origins)
     origins = [o for o in origins if o]
@@ -165,7 +167,8 @@ def install(app: Flask, service: str, checks: Mapping[str, ReadyCheck],
         from flask_cors import CORS
 
         CORS(app, origins=origins, supports_credentials=False,
-             expose_headers=["Content-Disposition", "ETag", "Content-Range", "Retry-After", "X-Request-Id"])
+             expose_headers=["Content-Disposition", "ETag", "Content-Range", "Retry-After", "X-Request-Id",
+                             *expose_headers])
     metrics = metrics or ServiceMetrics(service)
     app.extensions["metrics"] = metrics
 

@@ -10,12 +10,15 @@ from services.common.authclient import AuthClient
 from services.common.ports import AuthLookup
 from services.common.runtime import Periodic, Runtime
 
-from . import handlers, sweep
+from . import handlers, sweep, tus
 from .config import Settings
 from .deps import Deps
+from .identities import RecentIdentities
 from .ports import Broker, UploadCache
 from .routes import bp
 from .store import UploadStore
+from .tus_routes import bp as tus_bp
+from .tus_uploads import TusUploads
 from .uploads import UploaderMetrics, UploadService
 
 
@@ -32,11 +35,14 @@ def create_app(settings: Settings, *, store: UploadCache | None = None, broker: 
         status_ttl=settings.status_ttl_seconds, lock_seconds=settings.writer_lock_seconds)
     the_broker = broker or messaging.Broker(settings.common.amqp_url)
     metrics = httpkit.install(app, "file_uploader", {"redis": the_store.ping, "rabbitmq": the_broker.ping},
-                              cors_origins=settings.common.cors_origins)
-    deps = Deps(settings=settings, uploads=UploadService(settings, the_store, the_broker, UploaderMetrics(metrics)),
-                auth=auth or AuthClient(settings.common.auth_url, settings.common.internal_api_key))
+                              cors_origins=settings.common.cors_origins, expose_headers=tus.EXPOSED_HEADERS)
+    uploads = UploadService(settings, the_store, the_broker, UploaderMetrics(metrics))
+    the_auth = auth or AuthClient(settings.common.auth_url, settings.common.internal_api_key)
+    deps = Deps(settings=settings, uploads=uploads, auth=the_auth,
+                tus=TusUploads(uploads, the_store, RecentIdentities(the_auth)))
     app.extensions["deps"] = deps
     app.register_blueprint(bp)
+    app.register_blueprint(tus_bp)
     # The sweeper scans Redis keys: an in-memory cache (fast tests) has nothing to sweep.
     periodic = [Periodic("upload-sweeper", settings.sweep_interval_seconds,
                          sweep.pass_for(the_store, upload_ttl=settings.upload_ttl_seconds))] \

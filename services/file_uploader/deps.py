@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from services.common.ports import AuthLookup
 
 from .config import Settings
+from .tus_uploads import TusUploads
 from .uploads import UploadService
 
 
@@ -15,3 +16,4 @@ class Deps:
     settings: Settings
     uploads: UploadService
     auth: AuthLookup
+    tus: TusUploads  # the tus door's use cases, over ``uploads``

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from services.common.authclient import Identity
 from services.common.ports import Publisher
 
 from .core import UploadPlan
@@ -66,6 +67,19 @@ class UploadCache(Protocol):
 
     def existing_chunks(self, file_id: str, count: int) -> set[int]: ...
 
+    # The tus door's partial tail: the bytes of chunk ``index`` received so far (less than
+    # one chunk), appended PATCH by PATCH until a PATCH completes the chunk (see ``tus_uploads``).
+    def tail_length(self, file_id: str, index: int) -> int: ...
+
+    def read_tail(self, file_id: str, index: int) -> bytes | None: ...
+
+    def append_tail(self, file_id: str, index: int, data: bytes, writer: str, at: int) -> str:
+        """``ok``, ``gone`` (no session), ``locked`` (``writer`` does not hold the writer lock),
+        ``written`` (chunk ``index`` exists already) or ``moved`` (the tail is not ``at`` bytes long)."""
+        ...
+
+    def drop_tail(self, file_id: str, index: int) -> None: ...
+
     def touch(self, file_id: str, chunk_count: int, ttl: int) -> None: ...
 
     def mark_cached(self, file_id: str, size: int, *, owner_id: str) -> bool:
@@ -94,6 +108,12 @@ class UploadCache(Protocol):
     def pending_bytes(self) -> int: ...
 
     def used_memory(self) -> int: ...
+
+
+class TokenCheck(Protocol):
+    """Who a Bearer token is (the tus door asks per request); None when auth refuses it."""
+
+    def validate(self, token: str | None) -> Identity | None: ...
 
 
 class Broker(Publisher, Protocol):

@@ -204,6 +204,28 @@ return 1
 """
 
 
+# The tus door's partial tail: ``{cache_key}:tail:{index}`` holds the bytes of chunk ``index``
+# received so far (less than a chunk), appended PATCH by PATCH -- each PATCH sends Redis only its
+# new bytes, and the offset needs only STRLEN; the bytes are read once, when the chunk completes.
+# Appended (KEYS: tail, session, writer lock, chunk ``index``, received set, status) only while
+# the session lives, by the writer holding the lock, for a chunk not written yet, and at the
+# length the writer saw (ARGV[3]): a late PATCH of a dropped connection can neither clobber nor
+# double the tail of the request that took over. It refreshes the upload's expiry like a chunk.
+_APPEND_TAIL = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 'gone' end
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 'locked' end
+if redis.call('EXISTS', KEYS[4]) == 1 then return 'written' end
+if redis.call('STRLEN', KEYS[1]) ~= tonumber(ARGV[3]) then return 'moved' end
+redis.call('APPEND', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('HSET', KEYS[2], 'updated', ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('EXPIRE', KEYS[5], ARGV[4])
+redis.call('EXPIRE', KEYS[6], ARGV[6])
+return 'ok'
+"""
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -232,6 +254,7 @@ class UploadStore:
         self._reserve = client.register_script(_RESERVE)
         self._claim = client.register_script(_CLAIM_ATTEMPT)
         self._unclaim = client.register_script(_UNCLAIM_ATTEMPT)
+        self._append_tail = client.register_script(_APPEND_TAIL)
 
     # --- keys --------------------------------------------------------------
     # The layout is shared with file_service_manager, so it is written in ``uploadkeys`` only.
@@ -249,6 +272,11 @@ class UploadStore:
 
     def _status(self, file_id: str) -> str:
         return uploadkeys.status_key(self.cache_key(file_id))
+
+    def _tail(self, file_id: str, index: int) -> str:
+        # file_uploader's own key (the tus door's partial chunk); file_service_manager never
+        # sees one: the chunk's write removes it, so none is left when the upload completes.
+        return f"{self.cache_key(file_id)}:tail:{index}"
 
     def _owner(self, owner_id: str) -> str:
         return uploadkeys.owner_key(self.prefix, owner_id)
@@ -403,6 +431,23 @@ class UploadStore:
             have.update(i for i, ok in zip(idx, pipe.execute(), strict=True) if ok)
         return have
 
+    # --- the tus door's partial tail -------------------------------------------
+    def tail_length(self, file_id: str, index: int) -> int:
+        return int(self.r.strlen(self._tail(file_id, index)))
+
+    def read_tail(self, file_id: str, index: int) -> bytes | None:
+        data = self.r.get(self._tail(file_id, index))
+        return bytes(data) if data is not None else None
+
+    def append_tail(self, file_id: str, index: int, data: bytes, writer: str, at: int) -> str:
+        return _text(self._append_tail(
+            keys=[self._tail(file_id, index), self.cache_key(file_id), self._writer(file_id),
+                  self.chunk_key(file_id, index), self._received(file_id), self._status(file_id)],
+            args=[writer, data, at, self.upload_ttl, time.time(), self.status_ttl]))
+
+    def drop_tail(self, file_id: str, index: int) -> None:
+        self.r.delete(self._tail(file_id, index))
+
     def touch(self, file_id: str, chunk_count: int, ttl: int) -> None:
         """Give every key of the upload ``ttl`` more seconds (resume, completion)."""
         for start in range(0, chunk_count, 1000):
@@ -460,7 +505,8 @@ class UploadStore:
             session = self.session(file_id)
             chunk_count = session["chunk_count"] if session else 0
             owner_id = owner_id or (session or {}).get("owner_id")
-        keys = list(uploadkeys.cached_keys(self.cache_key(file_id), chunk_count))
+        keys = [*uploadkeys.cached_keys(self.cache_key(file_id), chunk_count),
+                *(self._tail(file_id, i) for i in range(chunk_count))]
         removed = 0
         for start in range(0, len(keys), 1000):
             removed += self.r.delete(*keys[start:start + 1000])

@@ -323,6 +323,11 @@ class UploadService:
             raise
         return True
 
+    def check_head(self, session: dict[str, Any], head: bytes) -> None:
+        """Sniff the first bytes of a file before a whole chunk 0 exists (the tus door keeps a
+        partial chunk): an executable is refused and dropped, as at chunk 0."""
+        self._sniff(session, [(0, 0, len(head))], 0, head)
+
     def release(self, file_id: str, writer: str) -> bool:
         validation.optional_id(file_id, "file_id")
         return self.store.release_writer(file_id, writer)

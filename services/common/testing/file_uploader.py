@@ -28,6 +28,7 @@ class _Upload:
     session: dict[str, Any]
     chunks: dict[int, bytes] = field(default_factory=dict)
     received: set[int] = field(default_factory=set)
+    tails: dict[int, bytes] = field(default_factory=dict)  # the tus door's partial chunks
 
 
 class FakeUploadCache:
@@ -84,7 +85,7 @@ class FakeUploadCache:
             "items": json.loads(json.dumps([i.__dict__ for i in plan.items])),
             "metadata": json.loads(json.dumps(plan.metadata)), "kind": plan.kind, "group_id": plan.group_id,
             "chunk_size": plan.chunk_size, "chunk_count": plan.chunk_count, "created": plan.created,
-            "status": UPLOADING,
+            "status": UPLOADING, "updated": time.time(),
         }
         self.uploads[plan.upload_id] = _Upload(session)
         self.writers[plan.upload_id] = writer
@@ -150,6 +151,7 @@ class FakeUploadCache:
             budget[file_id] = budget.get(file_id, 0) + len(data)
         upload.chunks[index] = bytes(data)
         upload.received.add(index)
+        upload.session["updated"] = time.time()
         return outcome
 
     def cached_bytes(self, owner_id: str) -> int:
@@ -166,6 +168,34 @@ class FakeUploadCache:
     def existing_chunks(self, file_id: str, count: int) -> set[int]:
         upload = self.uploads.get(file_id)
         return {i for i in upload.chunks if i < count} if upload else set()
+
+    # --- the tus door's partial tail -------------------------------------------
+    def tail_length(self, file_id: str, index: int) -> int:
+        upload = self.uploads.get(file_id)
+        return len(upload.tails.get(index, b"")) if upload else 0
+
+    def read_tail(self, file_id: str, index: int) -> bytes | None:
+        upload = self.uploads.get(file_id)
+        return upload.tails.get(index) if upload else None
+
+    def append_tail(self, file_id: str, index: int, data: bytes, writer: str, at: int) -> str:
+        upload = self.uploads.get(file_id)
+        if upload is None:
+            return "gone"
+        if self.writers.get(file_id) != writer:
+            return "locked"
+        if index in upload.chunks:
+            return "written"
+        if len(upload.tails.get(index, b"")) != at:
+            return "moved"
+        upload.tails[index] = upload.tails.get(index, b"") + bytes(data)
+        upload.session["updated"] = time.time()
+        return "ok"
+
+    def drop_tail(self, file_id: str, index: int) -> None:
+        upload = self.uploads.get(file_id)
+        if upload is not None:
+            upload.tails.pop(index, None)
 
     def expire_session(self, file_id: str) -> None:
         """What the session's expiry does in Redis: bytes and session gone, the tombstone stays (tests only)."""

@@ -12,6 +12,7 @@ from services.common.testing import FakeAuth, InMemoryBroker
 from services.common.testing.file_uploader import FakeUploadCache
 from services.file_uploader.config import Settings
 from services.file_uploader.deps import Deps
+from services.file_uploader.tus_uploads import TusUploads
 from services.file_uploader.uploads import UploaderMetrics, UploadService
 
 CHUNK = 8  # tiny chunks: a few bytes exercise every multi-chunk path
@@ -42,8 +43,9 @@ def uploads(settings: Settings, cache: FakeUploadCache, broker: InMemoryBroker) 
 
 
 @pytest.fixture
-def deps(settings: Settings, uploads: UploadService) -> Deps:
-    return Deps(settings=settings, uploads=uploads, auth=FakeAuth())
+def deps(settings: Settings, uploads: UploadService, cache: FakeUploadCache) -> Deps:
+    auth = FakeAuth()
+    return Deps(settings=settings, uploads=uploads, auth=auth, tus=TusUploads(uploads, cache, auth))
 
 
 def start(uploads: UploadService, size: int, **payload: object) -> str:

@@ -1,0 +1,259 @@
+"""The tus door's use cases: create, offset, append (PATCH), terminate -- on top of ``UploadService``.
+
+A tus upload IS a chunked upload: creation is ``UploadService.start`` (same checks,
+limits, quota, slots), every whole chunk goes through ``UploadService.write_chunk``
+(content sniffing, overload and per-user byte budgets, streaming sha256) and the last
+byte through ``UploadService.complete`` (the StoreUpload and the ``file-status``
+events). What tus adds is byte offsets: a client picks its own PATCH sizes, so a
+PATCH may end mid-chunk. Those bytes -- less than one chunk -- are appended in Redis
+to the upload's *tail* of that chunk (``store.append_tail``: each PATCH sends only
+its new bytes), and the PATCH that completes the chunk, on any replica, reads the
+tail once, writes the whole chunk and drops the tail. The offset is derived from
+Redis alone: ``written chunks from the start * chunk_size + STRLEN(tail of the next)``.
+
+Concurrency: a PATCH holds the upload's writer lock (the same lock a socket writer
+holds) for its whole length; another PATCH meanwhile gets 423, which tus clients retry.
+The tail is appended by a script that checks the lock and the length the writer
+saw, so a late request can neither clobber nor double the tail of the one that took over.
+The first bytes of a file are sniffed as soon as they arrive, even in a tail: an
+executable is never kept, not even as a partial chunk.
+
+Redis per user: a tail is less than one chunk per unfinished upload, so tails add at most
+``MAX_UPLOADS_PER_USER`` x ``CHUNK_SIZE`` per user beside the chunk budget (which counts
+whole chunks, checked as each is written).
+
+Memory per PATCH: at most one chunk (``CHUNK_SIZE``, 4 MiB by default) is assembled
+in memory; the body is read from the request stream in ``READ_PIECE`` pieces. With a
+checksum the body is first spooled (``SpooledTemporaryFile``: one chunk in memory,
+the rest on disk, bounded by the bytes the upload still lacks) and verified, so a
+mismatching PATCH keeps nothing.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from typing import IO, Any
+
+from services.common import contracts, errors, validation
+from services.common.authclient import Identity
+from services.common.errors import ApiError
+
+from . import core, tus
+from .ports import CANCELLED, UPLOADING, TokenCheck, UploadCache
+from .uploads import UploadService
+
+READ_PIECE = 256 * 1024  # one read of a PATCH body; bounds each read's buffer
+
+
+@dataclass(frozen=True)
+class TusState:
+    offset: int
+    length: int
+    expires: float | None  # epoch seconds; None once complete (nothing expires any more)
+
+
+def locked() -> ApiError:
+    return ApiError(423, "locked", "another request is writing this upload; retry shortly")
+
+
+class TusUploads:
+    def __init__(self, uploads: UploadService, store: UploadCache, auth: TokenCheck) -> None:
+        self.uploads = uploads
+        self.store = store
+        self.settings = uploads.settings
+        self.auth = auth  # create_app gives it a few seconds' memory (identities.RecentIdentities)
+
+    def identify(self, token: str | None) -> Identity:
+        identity = self.auth.validate(token)
+        if identity is None:
+            raise errors.unauthorized()
+        return identity
+
+    # --- helpers ----------------------------------------------------------------
+    def _expires(self, session: dict[str, Any]) -> float:
+        try:
+            updated = float(session.get("updated") or time.time())
+        except ValueError:
+            updated = time.time()
+        return updated + self.settings.upload_ttl_seconds
+
+    def _session(self, file_id: str, identity: Identity) -> dict[str, Any] | None:
+        """The live session of ``identity``'s upload; None when it is complete (the tomb says so).
+
+        Unknown: 404. Someone else's: 403. Unfinished but its session expired: 410 (tus
+        "expiration"): the tombstone outlives the bytes, so expiry is told from never-was.
+        """
+        if not validation.optional_id(file_id, "file_id"):
+            raise ApiError(404, "not_found", "no such upload")
+        session = self.store.session(file_id)
+        owner = session["owner_id"] if session else (self.store.status(file_id) or {}).get("owner_id")
+        if owner is None:
+            raise ApiError(404, "not_found", "no such upload")
+        if owner != identity.user_id:
+            raise ApiError(403, "forbidden", "this upload belongs to someone else")
+        if session is not None:
+            return session
+        tomb = self.store.status(file_id) or {}
+        status = tomb.get("status")
+        if status == UPLOADING:
+            raise ApiError(410, "gone", "the upload expired; start it again")
+        if status in (CANCELLED, contracts.FAILED):
+            raise ApiError(410, "gone", f"the upload was {status}; start it again")
+        return None  # cached or stored: complete
+
+    def _offset(self, file_id: str, session: dict[str, Any]) -> int:
+        if session["status"] != UPLOADING:
+            return int(session["size"])
+        have = self.store.existing_chunks(file_id, session["chunk_count"])
+        done = tus.contiguous(core.missing_indexes(session["chunk_count"], have), session["chunk_count"])
+        return self._offset_from(file_id, session, done)
+
+    def _offset_from(self, file_id: str, session: dict[str, Any], done: int) -> int:
+        offset = done * session["chunk_size"]
+        if done < session["chunk_count"]:
+            offset += self.store.tail_length(file_id, done)
+        return min(offset, int(session["size"]))
+
+    # --- use cases --------------------------------------------------------------
+    def create(self, identity: Identity, length: int | None, metadata_header: str | None) -> str:
+        if length is None:
+            raise errors.bad_request("Upload-Length is required (Upload-Defer-Length is not supported)")
+        limits = self.settings.limits
+        if length > limits.max_file_size:
+            raise errors.too_large(f"Upload-Length passes Tus-Max-Size ({limits.max_file_size} bytes)")
+        payload = tus.start_payload(tus.parse_metadata(metadata_header, limits.max_metadata_bytes), length)
+        pool_id = payload.get("pool_id")
+        if pool_id and not identity.can_contribute(str(pool_id)):
+            raise errors.forbidden("you are not a contributor of this pool")
+        writer = f"tus-{uuid.uuid4().hex}"
+        body, _ = self.uploads.start({**payload, "file_id": None}, owner_id=identity.user_id,
+                                     owner_name=identity.user_name, writer=writer)
+        file_id = str(body["file_id"])
+        # The tombstone remembers the length: HEAD answers a finished upload after its bytes are stored.
+        self.store.set_status(file_id, UPLOADING, size=length)
+        # The creation's own lock is let go at once: each PATCH takes it for itself.
+        self.store.release_writer(file_id, writer)
+        return file_id
+
+    def fresh(self, length: int) -> TusState:
+        """A just-created upload: offset 0, expiring ``UPLOAD_TTL_SECONDS`` from now unless written."""
+        return TusState(0, length, time.time() + self.settings.upload_ttl_seconds)
+
+    def state(self, identity: Identity, file_id: str) -> TusState:
+        session = self._session(file_id, identity)
+        if session is None:
+            size = int((self.store.status(file_id) or {}).get("size") or 0)
+            return TusState(size, size, None)
+        offset = self._offset(file_id, session)
+        return TusState(offset, int(session["size"]),
+                        self._expires(session) if session["status"] == UPLOADING else None)
+
+    def append(self, identity: Identity, file_id: str, offset: int | None, body: IO[bytes],
+               content_length: int | None, checksum: tus.Checksum | None) -> TusState:
+        if offset is None:
+            raise errors.bad_request("Upload-Offset is required")
+        session = self._session(file_id, identity)
+        if session is None or session["status"] != UPLOADING:
+            raise errors.conflict("the upload is complete")
+        size = int(session["size"])
+        writer = f"tus-{uuid.uuid4().hex}"
+        if not self.store.acquire_writer(file_id, writer):
+            raise locked()
+        try:
+            # resume(): the same lock (ours now), the slot and quota kept, every key's expiry renewed.
+            missing = self.uploads.resume(file_id, owner_id=identity.user_id, writer=writer)["missing"]
+            done = tus.contiguous(missing, session["chunk_count"])
+            current = self._offset_from(file_id, session, done)
+            if offset != current:
+                raise ApiError(409, "conflict", f"Upload-Offset is {offset} but the upload is at {current}",
+                               offset=current)
+            remaining = size - current
+            if content_length is not None and content_length > remaining:
+                raise errors.too_large(f"the body passes Upload-Length by {content_length - remaining} bytes")
+            source = body
+            spool = None
+            if checksum is not None:
+                spool = self._verified(body, remaining, checksum)
+                source = spool
+            try:
+                new_offset = self._feed(session, file_id, writer, done, current, source, remaining)
+            finally:
+                if spool is not None:
+                    spool.close()
+            if new_offset == size:
+                # The last byte: the same completion as complete-upload (StoreUpload, file-status
+                # cached); it lets the writer lock go itself.
+                self.uploads.complete(file_id, owner_id=identity.user_id, writer=writer)
+                return TusState(size, size, None)
+            return TusState(new_offset, size, time.time() + self.settings.upload_ttl_seconds)
+        finally:
+            self.store.release_writer(file_id, writer)  # a no-op once completion took it
+
+    def _verified(self, body: IO[bytes], remaining: int, checksum: tus.Checksum) -> IO[bytes]:
+        """The whole body, spooled (one chunk in memory, the rest on disk) and checked."""
+        spool = tempfile.SpooledTemporaryFile(max_size=self.settings.limits.chunk_size)  # noqa: SIM115
+        hasher = checksum.hasher()
+        total = 0
+        while True:
+            piece = body.read(READ_PIECE)
+            if not piece:
+                break
+            total += len(piece)
+            if total > remaining:
+                spool.close()
+                raise errors.too_large("the body passes Upload-Length")
+            hasher.update(piece)
+            spool.write(piece)
+        if hasher.digest() != checksum.digest:
+            spool.close()
+            raise tus.checksum_mismatch()
+        spool.seek(0)
+        return spool
+
+    def _feed(self, session: dict[str, Any], file_id: str, writer: str, index: int, offset: int,
+              source: IO[bytes], remaining: int) -> int:
+        """Append ``source`` at ``offset``: whole chunks to the cache, the rest to the tail."""
+        chunk_size = session["chunk_size"]
+        size = int(session["size"])
+        tail_length = offset - index * chunk_size  # bytes of chunk ``index`` already in its tail
+        buf = bytearray()  # this PATCH's bytes of chunk ``index``: at most one chunk in memory
+        read_total = 0
+        while read_total < remaining:
+            length = core.chunk_length(size, chunk_size, index)
+            piece = source.read(min(READ_PIECE, length - tail_length - len(buf), remaining - read_total))
+            if not piece:
+                break  # the body ended (or the client went away): keep what arrived
+            read_total += len(piece)
+            buf += piece
+            if tail_length + len(buf) == length:
+                prefix = self.store.read_tail(file_id, index) if tail_length else b""
+                if prefix is None or len(prefix) != tail_length:
+                    raise errors.conflict("the upload's partial chunk disappeared; HEAD and resume")
+                self.uploads.write_chunk(file_id, index, prefix + bytes(buf), owner_id=session["owner_id"],
+                                         writer=writer)
+                if tail_length:
+                    self.store.drop_tail(file_id, index)
+                index, tail_length, buf = index + 1, 0, bytearray()
+        if source.read(1):
+            raise errors.too_large("the body passes Upload-Length")
+        if buf:
+            if index == 0 and tail_length < core.MAGIC_LENGTH:
+                prefix = (self.store.read_tail(file_id, 0) or b"") if tail_length else b""
+                self.uploads.check_head(session, (prefix + bytes(buf))[:core.MAGIC_LENGTH])
+            outcome = self.store.append_tail(file_id, index, bytes(buf), writer, tail_length)
+            if outcome == "gone":
+                raise ApiError(404, "not_found", "no such upload")
+            if outcome == "locked":
+                raise locked()
+            if outcome != "ok":
+                raise errors.conflict("the upload moved on meanwhile; HEAD and resume")
+        return offset + read_total
+
+    def terminate(self, identity: Identity, file_id: str) -> None:
+        session = self._session(file_id, identity)
+        if session is None:
+            raise errors.conflict("the upload is complete; it can no longer be terminated")
+        self.uploads.cancel(file_id, owner_id=identity.user_id)
