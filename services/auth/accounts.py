@@ -70,8 +70,8 @@ def authenticate(deps: Deps, token: str | None) -> Caller:
     except core.TokenInvalid as exc:
         validations.labels("invalid").inc()
         raise unauthorized(str(exc)) from exc
-    identity = deps.store.identity(claims.user_id, claims.jti)
-    if identity is None:  # revoked token or deleted user
+    identity = deps.store.identity(claims.user_id, claims.jti, claims.session_id)
+    if identity is None:  # revoked token, ended login or deleted user
         validations.labels("revoked").inc()
         raise unauthorized("token revoked or user unknown")
     validations.labels("ok").inc()
@@ -84,13 +84,59 @@ def require_admin(caller: Caller) -> Caller:
     return caller
 
 
+def _access_token(deps: Deps, user: dict[str, Any], session_id: str, jti: str) -> str:
+    return core.encode_token(deps.settings.jwt_secret, user_id=user["user_id"], user_name=user["user_name"],
+                             role=user["role"], ttl_seconds=deps.settings.token_ttl_seconds, now=deps.clock.time(),
+                             session_id=session_id, jti=jti).token
+
+
+def _expiries(deps: Deps) -> tuple[int, int]:
+    """(refresh token expiry, access token expiry) for tokens issued now."""
+    now = int(deps.clock.time())
+    return now + deps.settings.refresh_ttl_seconds, now + deps.settings.token_ttl_seconds
+
+
 def session(deps: Deps, user: dict[str, Any]) -> dict[str, Any]:
-    """A new token for ``user`` and what SPEC's signup/login answer says about it."""
-    ttl = deps.settings.token_ttl_seconds
-    issued = core.encode_token(deps.settings.jwt_secret, user_id=user["user_id"], user_name=user["user_name"],
-                               role=user["role"], ttl_seconds=ttl, now=deps.clock.time())
+    """A new login for ``user`` (access + refresh token) and what SPEC's signup/login answer says."""
+    session_id, jti, refresh = core.new_session_id(), core.new_token_id(), core.new_refresh_token()
+    refresh_exp, access_exp = _expiries(deps)
+    deps.store.create_session(session_id, user["user_id"], refresh.token_hash, refresh_exp, jti, access_exp)
     return {"user_id": user["user_id"], "user_name": user["user_name"], "role": user["role"],
-            "access_token": issued.token, "token_type": "Bearer", "expires_in": ttl}
+            "access_token": _access_token(deps, user, session_id, jti), "refresh_token": refresh.token,
+            "token_type": "Bearer", "expires_in": deps.settings.token_ttl_seconds}
+
+
+REFRESH_REFUSED = "refresh token unknown, expired, already used or revoked"  # one message: tells nothing
+
+
+def refresh(deps: Deps, body: dict[str, Any]) -> dict[str, Any]:
+    """SPEC's POST /auth/refresh: rotate the refresh token; a used one presented again ends the login."""
+    token = checked(core.check_refresh_token, body.get("refresh_token"))
+    if not core.looks_like_refresh_token(token):
+        raise unauthorized(REFRESH_REFUSED)
+    jti, new = core.new_token_id(), core.new_refresh_token()
+    refresh_exp, access_exp = _expiries(deps)
+    found = deps.store.rotate_refresh(core.hash_refresh_token(token), new.token_hash, refresh_exp, jti, access_exp,
+                                      int(deps.clock.time()))
+    if found is None or found["outcome"] != "ok":
+        outcome = found["outcome"] if found else "unknown"
+        deps.metrics.refreshes.labels(outcome).inc()
+        if found is not None and found["outcome"] == "reused":
+            # Someone holds a copy of this login's tokens (the rightful client or a thief: we
+            # cannot tell which), so the whole login ends, access tokens included.
+            log.warning("refresh token reused; login revoked",
+                        extra={"user_id": found["user_id"], "session_id": found["session_id"]})
+            revoked_login(deps, found)
+        raise unauthorized(REFRESH_REFUSED)
+    deps.metrics.refreshes.labels("ok").inc()
+    return {"access_token": _access_token(deps, found, found["session_id"], jti), "refresh_token": new.token,
+            "token_type": "Bearer", "expires_in": deps.settings.token_ttl_seconds}
+
+
+def revoked_login(deps: Deps, login: dict[str, Any]) -> None:
+    """Tell the fleet a login ended (its store row is already revoked)."""
+    if login.get("access_jti"):
+        events.publish(deps, TokenRevoked(token_id=login["access_jti"], user_id=login["user_id"]))
 
 
 def signup(deps: Deps, body: dict[str, Any], client_ip: str = "") -> dict[str, Any]:
@@ -147,21 +193,39 @@ def login(deps: Deps, user_name: str, body: dict[str, Any], client_ip: str = "")
     return session(deps, user)
 
 
-def logout(deps: Deps, caller: Caller, user_name: str) -> dict[str, Any]:
-    if caller.identity["user_name"].lower() != user_name.lower():
+def logout(deps: Deps, token: str | None, user_name: str) -> dict[str, Any]:
+    """Revoke the token and its login (refresh tokens included).
+
+    A token revoked already but not expired may log out again (the answer is the same):
+    a client whose logout failed half-way (503) can simply retry it.
+    """
+    if token is None:
+        raise unauthorized("a Bearer token is required")
+    try:
+        claims = core.decode_token(deps.settings.jwt_secret, token, now=deps.clock.time(),
+                                   previous=deps.settings.jwt_secret_previous)
+    except core.TokenInvalid as exc:
+        raise unauthorized(str(exc)) from exc
+    user = deps.store.user_by_id(claims.user_id)
+    if user is None:
+        raise unauthorized("token revoked or user unknown")
+    if user["user_name"].lower() != user_name.lower():
         raise forbidden("that token belongs to another user")
-    claims = caller.claims
-    # Durable first: from this commit on /auth/validate refuses the token.
-    deps.store.revoke_token(claims.jti, claims.user_id, claims.exp)
-    deps.metrics.revoked.inc()
+    # Durable first: from this commit on /auth/validate refuses the token and /auth/refresh its login.
+    if deps.store.revoke_token(claims.jti, claims.user_id, claims.exp):
+        deps.metrics.revoked.inc()
+    if claims.session_id is not None:
+        deps.store.revoke_session(claims.session_id)
     published = events.publish(deps, TokenRevoked(token_id=claims.jti, user_id=claims.user_id))
     log.info("token revoked", extra={"user_id": claims.user_id, "token_id": claims.jti, "published": published})
-    return {"user_name": caller.identity["user_name"], "token_id": claims.jti, "logged_out": True}
+    return {"user_name": user["user_name"], "token_id": claims.jti, "logged_out": True}
 
 
 def validate(caller: Caller) -> dict[str, Any]:
     """SPEC's /auth/validate answer: the identity, its pools, the token's id and expiry."""
-    return {**caller.identity, "token_id": caller.claims.jti, "expires_at": caller.claims.exp}
+    claims = caller.claims
+    return {**caller.identity, "token_id": claims.jti, "expires_at": claims.exp, "session_id": claims.session_id,
+            "issued_at": claims.issued_at}
 
 
 def users(deps: Deps, caller: Caller) -> list[dict[str, Any]]:

@@ -25,7 +25,10 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from services.common import validation
 
-DEFAULT_TOKEN_TTL = 12 * 3600
+DEFAULT_TOKEN_TTL = 900  # SPEC: ACCESS_TOKEN_TTL_SECONDS defaults to 15 minutes
+DEFAULT_REFRESH_TTL = 30 * 24 * 3600  # SPEC: REFRESH_TOKEN_TTL_SECONDS defaults to 30 days
+REFRESH_PREFIX = "rt_"
+MAX_REFRESH_TOKEN_LENGTH = 128  # ours are 46 characters; anything longer is not worth hashing
 TOKEN_ALGORITHM = "HS256"
 MAX_TOKEN_LENGTH = 4096  # our tokens are ~350 bytes; a huge header is not worth decoding
 
@@ -188,6 +191,24 @@ class TokenClaims:
     jti: str
     iat: int
     exp: int
+    # The login (refresh-token family) the token descends from; None for tokens issued before
+    # refresh tokens existed. Revoking the login revokes every token of it.
+    session_id: str | None = None
+    # When the token was issued, to the millisecond (``iat_ms``; ``iat`` is whole seconds): a
+    # user's "not valid before" (role change, disable) must not refuse a token issued just after.
+    issued_ms: int = 0
+
+    @property
+    def token_id(self) -> str:
+        return self.jti
+
+    @property
+    def issued_at(self) -> float:
+        return (self.issued_ms or self.iat * 1000) / 1000
+
+
+def new_token_id() -> str:
+    return secrets.token_hex(16)
 
 
 def key_id(secret: str) -> str:
@@ -196,11 +217,16 @@ def key_id(secret: str) -> str:
 
 
 def encode_token(secret: str, *, user_id: str, user_name: str, role: str,
-                 ttl_seconds: int = DEFAULT_TOKEN_TTL, now: float | None = None) -> IssuedToken:
-    issued = int(now if now is not None else time.time())
-    jti = secrets.token_hex(16)
+                 ttl_seconds: int = DEFAULT_TOKEN_TTL, now: float | None = None,
+                 session_id: str | None = None, jti: str | None = None) -> IssuedToken:
+    moment = now if now is not None else time.time()
+    issued = int(moment)
+    jti = jti or new_token_id()
     exp = issued + int(ttl_seconds)
-    claims = {"sub": user_id, "name": user_name, "role": role, "jti": jti, "iat": issued, "exp": exp}
+    claims: dict[str, Any] = {"sub": user_id, "name": user_name, "role": role, "jti": jti, "iat": issued,
+                              "iat_ms": int(moment * 1000), "exp": exp}
+    if session_id is not None:
+        claims["sid"] = session_id
     token = jwt.encode(claims, secret, algorithm=TOKEN_ALGORITHM, headers={"kid": key_id(secret)})
     return IssuedToken(token, jti, exp)
 
@@ -247,8 +273,45 @@ def decode_token(secret: str, token: str, *, now: float | None = None, previous:
         raise TokenInvalid("invalid token")
     if exp <= (time.time() if now is None else now):  # PyJWT's rule: expired at exp itself
         raise TokenInvalid("token expired")
+    sid, iat_ms = claims.get("sid"), claims.get("iat_ms")
     return TokenClaims(user_id=sub, user_name=str(claims.get("name", "")), role=str(claims.get("role", "")),
-                       jti=jti, iat=iat, exp=exp)
+                       jti=jti, iat=iat, exp=exp, session_id=sid if isinstance(sid, str) and sid else None,
+                       issued_ms=iat_ms if isinstance(iat_ms, int) and not isinstance(iat_ms, bool) else 0)
+
+
+# --- refresh tokens ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewRefreshToken:
+    token: str  # given to the client once
+    token_hash: str  # stored: a database leak does not leak usable refresh tokens
+
+
+def new_session_id() -> str:
+    return secrets.token_hex(16)
+
+
+def new_refresh_token() -> NewRefreshToken:
+    """An opaque random string (256 bits): only its hash is stored, a plain SHA-256 suffices
+    (like API keys, it cannot be brute-forced the way a password can)."""
+    token = REFRESH_PREFIX + secrets.token_urlsafe(32)
+    return NewRefreshToken(token, hash_refresh_token(token))
+
+
+def hash_refresh_token(token: str) -> str:
+    return hashlib.sha256(b"dropbox-refresh:" + token.encode()).hexdigest()
+
+
+def check_refresh_token(value: Any) -> str:
+    """A string (else 400); whether it is one of ours is the store's answer (401 if not)."""
+    if not isinstance(value, str) or not value:
+        raise Invalid("refresh_token must be a non-empty string")
+    return value
+
+
+def looks_like_refresh_token(value: str) -> bool:
+    return value.startswith(REFRESH_PREFIX) and len(value) <= MAX_REFRESH_TOKEN_LENGTH
 
 
 # --- pools ------------------------------------------------------------------

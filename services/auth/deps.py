@@ -18,6 +18,7 @@ class AuthMetrics:
         self.signups = metrics.counter("auth_signups_total", "Accounts created by signup")
         self.logins = metrics.counter("auth_logins_total", "Login attempts", ("outcome",))
         self.revoked = metrics.counter("auth_tokens_revoked_total", "Tokens revoked by logout")
+        self.refreshes = metrics.counter("auth_refreshes_total", "Refresh token uses", ("outcome",))
         self.validations = metrics.counter("auth_validations_total", "Token validations", ("outcome",))
         self.publish_failures = metrics.counter("auth_publish_failures_total", "Events not accepted by RabbitMQ",
                                                 ("event",))

@@ -33,11 +33,33 @@ class AuthStore(Protocol):
 
     def list_users(self) -> list[dict[str, Any]]: ...
 
-    def identity(self, user_id: str, jti: str) -> dict[str, Any] | None:
-        """The user with its pools, or None when the user is gone or the token revoked."""
+    def user_by_id(self, user_id: str) -> dict[str, Any] | None: ...
+
+    def identity(self, user_id: str, jti: str, session_id: str | None = None) -> dict[str, Any] | None:
+        """The user with its pools, or None when the user is gone, the token revoked or its login ended."""
         ...
 
     def revoke_token(self, jti: str, user_id: str, expires_at: int) -> bool: ...
+
+    # --- logins (refresh-token families)
+    def create_session(self, session_id: str, user_id: str, refresh_hash: str, refresh_expires_at: int,
+                       access_jti: str, access_expires_at: int) -> None: ...
+
+    def rotate_refresh(self, token_hash: str, new_hash: str, refresh_expires_at: int, access_jti: str,
+                       access_expires_at: int, now: int) -> dict[str, Any] | None:
+        """Use the refresh token ``token_hash`` once, atomically; None when no such token.
+
+        Answers the login (``session_id``, ``user_id``, ``user_name``, ``role``, ``access_jti``,
+        ``access_expires_at``) and an ``outcome``: ``ok`` (it is now used; ``new_hash`` is the
+        login's next refresh token and ``access_jti`` its newest access token), ``reused`` (it
+        was used before: the login is revoked now), ``revoked`` (the login had ended) or
+        ``expired``. Only ``ok`` changes the new token's rows.
+        """
+        ...
+
+    def revoke_session(self, session_id: str) -> dict[str, Any] | None:
+        """End a login; its ``user_id``, ``access_jti`` and ``access_expires_at``, or None if unknown."""
+        ...
 
     # --- pools and members
     def create_pool(self, pool_id: str, spec: PoolSpec) -> dict[str, Any]: ...

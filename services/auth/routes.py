@@ -55,7 +55,12 @@ def login(user_name: str) -> Response:
 
 @bp.put("/auth/logout/<user_name>")
 def logout(user_name: str) -> Response:
-    return jsonify(accounts.logout(deps(), caller(), user_name))
+    return jsonify(accounts.logout(deps(), httpkit.bearer_token(), user_name))
+
+
+@bp.post("/auth/refresh")
+def refresh() -> Response:
+    return jsonify(accounts.refresh(deps(), json_body()))
 
 
 @bp.get("/auth/validate")

@@ -40,6 +40,10 @@ POOL_COLUMNS = ("pool_id, name, window_seconds, close_grace_seconds, min_contrib
                 "processing_timeout_seconds, processor_url, created")
 
 
+def _ts(epoch_seconds: int) -> datetime:
+    return datetime.fromtimestamp(epoch_seconds, UTC)
+
+
 class StoreUnavailable(RuntimeError):
     """No database connection could be had in time."""
 
@@ -212,7 +216,7 @@ class Store:
 
     # --- tokens --------------------------------------------------------------------
 
-    def identity(self, user_id: str, jti: str) -> dict | None:
+    def identity(self, user_id: str, jti: str, session_id: str | None = None) -> dict | None:
         """The user with its pools, or None when the user is gone or the token revoked.
 
         One query over two primary keys and the pool_members(user_id) index: it runs on
@@ -221,20 +225,90 @@ class Store:
         with self._cursor() as cur:
             cur.execute(
                 "SELECT u.user_id, u.user_name, u.role,"
-                " EXISTS (SELECT 1 FROM revoked_tokens r WHERE r.jti = %(jti)s) AS revoked,"
+                " (EXISTS (SELECT 1 FROM revoked_tokens r WHERE r.jti = %(jti)s)"
+                "  OR EXISTS (SELECT 1 FROM login_sessions s WHERE s.session_id = %(sid)s"
+                "             AND s.revoked_at IS NOT NULL)) AS revoked,"
                 " COALESCE(array_agg(m.pool_id ORDER BY m.pool_id) FILTER (WHERE m.pool_id IS NOT NULL),"
                 "          '{}') AS pool_ids,"
                 " COALESCE(array_agg(m.role ORDER BY m.pool_id) FILTER (WHERE m.pool_id IS NOT NULL),"
                 "          '{}') AS pool_roles"
                 " FROM users u LEFT JOIN pool_members m ON m.user_id = u.user_id"
                 " WHERE u.user_id = %(uid)s GROUP BY u.user_id",
-                {"jti": jti, "uid": user_id})
+                {"jti": jti, "uid": user_id, "sid": session_id})
             row = cur.fetchone()
         if row is None or row["revoked"]:
             return None
         return {"user_id": row["user_id"], "user_name": row["user_name"], "role": row["role"],
                 "pools": [{"pool_id": p, "role": r} for p, r in zip(row["pool_ids"], row["pool_roles"],
                                                                    strict=True)]}
+
+    def user_by_id(self, user_id: str) -> dict | None:
+        with self._cursor() as cur:
+            cur.execute("SELECT user_id, user_name, role, created FROM users WHERE user_id = %s", (user_id,))
+            row = cur.fetchone()
+            return dict(row) if row else None
+
+    # --- logins and refresh tokens ------------------------------------------------------
+
+    def create_session(self, session_id: str, user_id: str, refresh_hash: str, refresh_expires_at: int,
+                       access_jti: str, access_expires_at: int) -> None:
+        """A new login with its first refresh token. Logins whose last refresh token expired
+        over a day ago are pruned here (their refresh tokens with them): the tables stay bounded."""
+        with self._cursor() as cur:
+            cur.execute("DELETE FROM login_sessions WHERE expires_at < now() - interval '1 day'")
+            cur.execute("INSERT INTO login_sessions (session_id, user_id, expires_at, access_jti, access_expires_at)"
+                        " VALUES (%s, %s, %s, %s, %s)",
+                        (session_id, user_id, _ts(refresh_expires_at), access_jti, _ts(access_expires_at)))
+            cur.execute("INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES (%s, %s, %s)",
+                        (refresh_hash, session_id, _ts(refresh_expires_at)))
+
+    def rotate_refresh(self, token_hash: str, new_hash: str, refresh_expires_at: int, access_jti: str,
+                       access_expires_at: int, now: int) -> dict | None:
+        """Use a refresh token once, in one transaction; see ``ports.AuthStore.rotate_refresh``.
+
+        The row locks (FOR UPDATE) make two concurrent uses of one token take turns: the
+        first rotates, the second finds it used, which is reuse (the login ends).
+        """
+        with self._cursor() as cur:
+            cur.execute("SELECT r.session_id, r.used_at, extract(epoch FROM r.expires_at) AS expires_at,"
+                        " s.revoked_at, s.access_jti, extract(epoch FROM s.access_expires_at) AS access_expires_at,"
+                        " u.user_id, u.user_name, u.role"
+                        " FROM refresh_tokens r JOIN login_sessions s ON s.session_id = r.session_id"
+                        " JOIN users u ON u.user_id = s.user_id WHERE r.token_hash = %s FOR UPDATE OF r, s",
+                        (token_hash,))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            found = {"session_id": row["session_id"], "user_id": row["user_id"], "user_name": row["user_name"],
+                     "role": row["role"], "access_jti": row["access_jti"],
+                     "access_expires_at": int(row["access_expires_at"])}
+            if row["revoked_at"] is not None:
+                return {**found, "outcome": "revoked"}
+            if row["used_at"] is not None:
+                cur.execute("UPDATE login_sessions SET revoked_at = now() WHERE session_id = %s",
+                            (row["session_id"],))
+                return {**found, "outcome": "reused"}
+            if int(row["expires_at"]) <= now:
+                return {**found, "outcome": "expired"}
+            cur.execute("UPDATE refresh_tokens SET used_at = now() WHERE token_hash = %s", (token_hash,))
+            cur.execute("INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES (%s, %s, %s)",
+                        (new_hash, row["session_id"], _ts(refresh_expires_at)))
+            cur.execute("UPDATE login_sessions SET expires_at = %s, access_jti = %s, access_expires_at = %s"
+                        " WHERE session_id = %s",
+                        (_ts(refresh_expires_at), access_jti, _ts(access_expires_at), row["session_id"]))
+            return {**found, "outcome": "ok"}
+
+    def revoke_session(self, session_id: str) -> dict | None:
+        """End a login (its refresh tokens stop working); its newest access token's id and expiry."""
+        with self._cursor() as cur:
+            cur.execute("UPDATE login_sessions SET revoked_at = COALESCE(revoked_at, now()) WHERE session_id = %s"
+                        " RETURNING user_id, access_jti, extract(epoch FROM access_expires_at) AS access_expires_at",
+                        (session_id,))
+            row = cur.fetchone()
+        if row is None:
+            return None
+        return {"session_id": session_id, "user_id": row["user_id"], "access_jti": row["access_jti"],
+                "access_expires_at": int(row["access_expires_at"])}
 
     def revoke_token(self, jti: str, user_id: str, expires_at: int) -> bool:
         """Record a revocation (True if new). Rows of tokens that expired anyway are pruned:

@@ -29,6 +29,8 @@ class FakeAuthStore:
     pools: dict[str, dict[str, Any]] = field(default_factory=dict)  # pool_id -> pool doc
     memberships: dict[tuple[str, str], str] = field(default_factory=dict)  # (pool_id, user_id) -> role
     keys: dict[str, dict[str, Any]] = field(default_factory=dict)  # key_id -> row
+    sessions: dict[str, dict[str, Any]] = field(default_factory=dict)  # session_id -> login row
+    refresh: dict[str, dict[str, Any]] = field(default_factory=dict)  # token_hash -> row
     down: bool = False  # every call raises, as a database that went away would
     migrations: int = 0
     _ticks: int = 0
@@ -85,10 +87,16 @@ class FakeAuthStore:
         return [{"user_id": u["user_id"], "user_name": u["user_name"], "role": u["role"], "created": iso(u["created"])}
                 for u in rows]
 
-    def identity(self, user_id: str, jti: str) -> dict[str, Any] | None:
+    def user_by_id(self, user_id: str) -> dict[str, Any] | None:
         self._check()
         user = self.users.get(user_id)
-        if user is None or jti in self.revoked:
+        return {k: v for k, v in user.items() if k != "password_hash"} if user else None
+
+    def identity(self, user_id: str, jti: str, session_id: str | None = None) -> dict[str, Any] | None:
+        self._check()
+        user = self.users.get(user_id)
+        login = self.sessions.get(session_id) if session_id else None
+        if user is None or jti in self.revoked or (login is not None and login["revoked"]):
             return None
         pools = sorted((p, r) for (p, u), r in self.memberships.items() if u == user_id)
         return {"user_id": user_id, "user_name": user["user_name"], "role": user["role"],
@@ -99,6 +107,48 @@ class FakeAuthStore:
         new = jti not in self.revoked
         self.revoked.setdefault(jti, expires_at)
         return new
+
+    # --- logins and refresh tokens ------------------------------------------------
+    def create_session(self, session_id: str, user_id: str, refresh_hash: str, refresh_expires_at: int,
+                       access_jti: str, access_expires_at: int) -> None:
+        self._check()
+        if session_id in self.sessions or refresh_hash in self.refresh:
+            raise Duplicate("session or refresh token exists")
+        self.sessions[session_id] = {"user_id": user_id, "revoked": False, "access_jti": access_jti,
+                                     "access_expires_at": access_expires_at}
+        self.refresh[refresh_hash] = {"session_id": session_id, "expires_at": refresh_expires_at, "used": False}
+
+    def rotate_refresh(self, token_hash: str, new_hash: str, refresh_expires_at: int, access_jti: str,
+                       access_expires_at: int, now: int) -> dict[str, Any] | None:
+        self._check()
+        row = self.refresh.get(token_hash)
+        if row is None:
+            return None
+        login = self.sessions[row["session_id"]]
+        user = self.users[login["user_id"]]
+        found = {"session_id": row["session_id"], "user_id": user["user_id"], "user_name": user["user_name"],
+                 "role": user["role"], "access_jti": login["access_jti"],
+                 "access_expires_at": login["access_expires_at"]}
+        if login["revoked"]:
+            return {**found, "outcome": "revoked"}
+        if row["used"]:
+            login["revoked"] = True
+            return {**found, "outcome": "reused"}
+        if row["expires_at"] <= now:
+            return {**found, "outcome": "expired"}
+        row["used"] = True
+        self.refresh[new_hash] = {"session_id": row["session_id"], "expires_at": refresh_expires_at, "used": False}
+        login.update(access_jti=access_jti, access_expires_at=access_expires_at)
+        return {**found, "outcome": "ok"}
+
+    def revoke_session(self, session_id: str) -> dict[str, Any] | None:
+        self._check()
+        login = self.sessions.get(session_id)
+        if login is None:
+            return None
+        login["revoked"] = True
+        return {"session_id": session_id, "user_id": login["user_id"], "access_jti": login["access_jti"],
+                "access_expires_at": login["access_expires_at"]}
 
     # --- pools and members --------------------------------------------------------
     def create_pool(self, pool_id: str, spec: Any) -> dict[str, Any]:
