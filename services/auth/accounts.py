@@ -12,7 +12,7 @@ from services.common.contracts import TokenRevoked
 from services.common.errors import ApiError, Duplicate, bad_request, conflict, forbidden, unauthorized
 from services.common.settings import DEV_SECRETS
 
-from . import core, events, throttle
+from . import core, events, revocation, throttle
 from .deps import Deps
 from .ports import AuthStore
 
@@ -71,7 +71,7 @@ def authenticate(deps: Deps, token: str | None) -> Caller:
         validations.labels("invalid").inc()
         raise unauthorized(str(exc)) from exc
     identity = deps.store.identity(claims.user_id, claims.jti, claims.session_id)
-    if identity is None:  # revoked token, ended login or deleted user
+    if identity is None or revocation.listed(deps, claims):  # revoked token, ended login or deleted user
         validations.labels("revoked").inc()
         raise unauthorized("token revoked or user unknown")
     validations.labels("ok").inc()
@@ -121,12 +121,15 @@ def refresh(deps: Deps, body: dict[str, Any]) -> dict[str, Any]:
     if found is None or found["outcome"] != "ok":
         outcome = found["outcome"] if found else "unknown"
         deps.metrics.refreshes.labels(outcome).inc()
-        if found is not None and found["outcome"] == "reused":
-            # Someone holds a copy of this login's tokens (the rightful client or a thief: we
-            # cannot tell which), so the whole login ends, access tokens included.
-            log.warning("refresh token reused; login revoked",
-                        extra={"user_id": found["user_id"], "session_id": found["session_id"]})
-            revoked_login(deps, found)
+        if found is not None and outcome in ("reused", "revoked"):
+            # Reused: someone holds a copy of this login's tokens (the rightful client or a thief:
+            # we cannot tell which), so the whole login ends, access tokens included. Revoked:
+            # listed again, which heals a list write that failed (503) when the login ended.
+            revocation.write(deps, logins=[(found["session_id"], found["access_expires_at"])])
+            if outcome == "reused":
+                log.warning("refresh token reused; login revoked",
+                            extra={"user_id": found["user_id"], "session_id": found["session_id"]})
+                revoked_login(deps, found)
         raise unauthorized(REFRESH_REFUSED)
     deps.metrics.refreshes.labels("ok").inc()
     return {"access_token": _access_token(deps, found, found["session_id"], jti), "refresh_token": new.token,
@@ -214,8 +217,13 @@ def logout(deps: Deps, token: str | None, user_name: str) -> dict[str, Any]:
     # Durable first: from this commit on /auth/validate refuses the token and /auth/refresh its login.
     if deps.store.revoke_token(claims.jti, claims.user_id, claims.exp):
         deps.metrics.revoked.inc()
+    logins = []
     if claims.session_id is not None:
-        deps.store.revoke_session(claims.session_id)
+        ended = deps.store.revoke_session(claims.session_id)
+        logins = [(claims.session_id, max(claims.exp, ended["access_expires_at"] if ended else 0))]
+    # Then the shared list, before answering (503 if it cannot be written: revocation.py says why);
+    # the broker message after it is only the fast path.
+    revocation.write(deps, tokens=[(claims.jti, claims.exp)], logins=logins)
     published = events.publish(deps, TokenRevoked(token_id=claims.jti, user_id=claims.user_id))
     log.info("token revoked", extra={"user_id": claims.user_id, "token_id": claims.jti, "published": published})
     return {"user_name": user["user_name"], "token_id": claims.jti, "logged_out": True}

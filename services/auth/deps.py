@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 from services.common.httpkit import ServiceMetrics
 from services.common.ports import Clock, Publisher
+from services.common.revocations import RevocationList
 
 from . import core
 from .config import Settings
-from .ports import AuthStore, RateCounters
+from .ports import AuthStore, RateCounters, Revocations
 
 
 class AuthMetrics:
@@ -19,6 +20,10 @@ class AuthMetrics:
         self.logins = metrics.counter("auth_logins_total", "Login attempts", ("outcome",))
         self.revoked = metrics.counter("auth_tokens_revoked_total", "Tokens revoked by logout")
         self.refreshes = metrics.counter("auth_refreshes_total", "Refresh token uses", ("outcome",))
+        self.revocation_write_failures = metrics.counter(
+            "auth_revocation_write_failures_total", "Revocations answered 503: the shared list could not be written")
+        self.revocation_read_failures = metrics.counter(
+            "auth_revocation_read_failures_total", "Validations that could not read the shared revocation list")
         self.validations = metrics.counter("auth_validations_total", "Token validations", ("outcome",))
         self.publish_failures = metrics.counter("auth_publish_failures_total", "Events not accepted by RabbitMQ",
                                                 ("event",))
@@ -41,3 +46,5 @@ class Deps:
     metrics: AuthMetrics
     clock: Clock
     counters: RateCounters  # signup/login rate limits (Redis), see throttle.py
+    revocations: Revocations  # writes the shared revocation list (Redis), see revocation.py
+    revocation_list: RevocationList  # reads it back (validate honours it)

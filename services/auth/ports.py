@@ -4,11 +4,13 @@
 has an in-memory one for fast tests. A uniqueness conflict raises
 ``services.common.errors.Duplicate`` in both. The publisher is
 ``services.common.ports.Publisher``. ``RateCounters`` count signups and logins
-in Redis (``store.RedisCounters``), shared by every auth replica.
+in Redis (``store.RedisCounters``), shared by every auth replica; ``Revocations``
+writes the shared revocation list (``store.RedisRevocations``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from .core import PoolSpec
@@ -83,6 +85,14 @@ class AuthStore(Protocol):
 
     def processor_key(self, key_id: str) -> dict[str, Any] | None:
         """An unrevoked key's ``key_id``, ``pool_id`` and ``key_hash``."""
+        ...
+
+
+class Revocations(Protocol):
+    """Writes the shared revocation list (``services.common.revocations``; Redis)."""
+
+    def write(self, entries: Sequence[tuple[str, str, int]]) -> None:
+        """``(key, value, ttl_seconds)`` each, all or none; raises when they could not be written."""
         ...
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +27,7 @@ from services.common.timeutil import iso
 
 from .core import PoolSpec
 
-__all__ = ["Duplicate", "RedisCounters", "Store", "StoreUnavailable"]
+__all__ = ["Duplicate", "RedisCounters", "RedisRevocations", "Store", "StoreUnavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -432,3 +432,29 @@ class RedisCounters:
     def get(self, key: str) -> int:
         value = self.client.get(self.prefix + key)
         return int(value) if value is not None else 0  # type: ignore[arg-type]
+
+
+class RedisRevocations:
+    """auth's writes to the shared revocation list (``{prefix}:revoked:*``, see services.common.revocations).
+
+    One MULTI/EXEC: a logout's token and login keys land together or not at all. One retry
+    after a connection error (a Redis failover drops the connection once); then the error
+    goes to the caller, which answers 503 (accounts.py says why).
+    """
+
+    ATTEMPTS = 2
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def write(self, entries: Sequence[tuple[str, str, int]]) -> None:
+        for attempt in range(self.ATTEMPTS):
+            try:
+                pipe = self.client.pipeline(transaction=True)
+                for key, value, ttl in entries:
+                    pipe.set(key, value, ex=max(1, int(ttl)))
+                pipe.execute()
+                return
+            except (redis.ConnectionError, redis.TimeoutError):
+                if attempt + 1 == self.ATTEMPTS:
+                    raise

@@ -9,6 +9,7 @@ Only tests import this.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from ..errors import Duplicate
 from ..timeutil import iso
 
-__all__ = ["FakeAuthStore", "FakeRateCounters"]
+__all__ = ["FakeAuthStore", "FakeRateCounters", "FakeRevocations"]
 
 POOL_FIELDS = ("name", "window_seconds", "close_grace_seconds", "min_contributors", "processing_timeout_seconds",
                "processor_url")
@@ -243,3 +244,33 @@ class FakeRateCounters:
         if self.down:
             raise ConnectionError("FakeRateCounters.down")
         return self.counts.get(key, 0)
+
+
+@dataclass
+class FakeRevocations:
+    """The shared revocation list in a dict: auth's ``ports.Revocations`` (``write``) and what
+    ``services.common.revocations.RevocationList`` reads (``mget``), so a unit test can write
+    with auth and read as the gateway would. Expiry: ``now`` (set it to move time).
+
+    ``down = True`` makes every call raise, as an unreachable Redis would.
+    """
+
+    values: dict[str, tuple[str, float]] = field(default_factory=dict)  # key -> (value, expires at)
+    down: bool = False
+    now: float = 0.0
+
+    def write(self, entries: Sequence[tuple[str, str, int]]) -> None:
+        if self.down:
+            raise ConnectionError("FakeRevocations.down")
+        for key, value, ttl in entries:
+            self.values[key] = (value, self.now + ttl)
+
+    def mget(self, keys: Sequence[str]) -> list[str | None]:
+        if self.down:
+            raise ConnectionError("FakeRevocations.down")
+        found = [self.values.get(k) for k in keys]
+        return [v[0] if v is not None and v[1] > self.now else None for v in found]
+
+    def ttl(self, key: str) -> float | None:
+        found = self.values.get(key)
+        return found[1] - self.now if found else None

@@ -101,7 +101,6 @@ def test_refresh_tokens_expire_and_access_tokens_follow_the_access_ttl() -> None
 
 def test_ttl_settings() -> None:
     assert Settings.from_env({"ACCESS_TOKEN_TTL_SECONDS": "5"}).token_ttl_seconds == 5
-    assert Settings.from_env({"TOKEN_TTL_SECONDS": "120"}).token_ttl_seconds == 120  # the older name
     assert Settings.from_env({"REFRESH_TOKEN_TTL_SECONDS": "3600"}).refresh_ttl_seconds == 3600
     for env in ({"ACCESS_TOKEN_TTL_SECONDS": "4"}, {"REFRESH_TOKEN_TTL_SECONDS": "10"}):
         with pytest.raises(ConfigError):
