@@ -10,6 +10,8 @@ Consumes: nothing from RabbitMQ; every other service calls it over HTTP
 (``GET /auth/validate`` on every request, internal ``/auth/internal/*`` routes).
 
 Publishes: ``TokenRevoked`` (auth.token_revoked) on logout and refresh-token reuse, and
-``MembershipChanged`` (auth.membership_changed) on every pool membership change;
-every socket_gateway process listens on its own exclusive queue.
+``MembershipChanged`` (auth.membership_changed) on every pool membership change
+(a deleted pool's members included): every socket_gateway process listens on its own
+exclusive queue; ``PoolDeleted`` (auth.pool_deleted, queue ``pool_aggregator.pools``)
+when an admin deletes a pool.
 """

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from services.common.contracts import TokenRevoked
-from services.common.errors import ApiError, Duplicate, bad_request, conflict, forbidden, unauthorized
+from services.common.errors import ApiError, Duplicate, bad_request, conflict, forbidden, not_found, unauthorized
 from services.common.settings import DEV_SECRETS
 
 from . import core, events, revocation, throttle
@@ -70,7 +70,7 @@ def authenticate(deps: Deps, token: str | None) -> Caller:
     except core.TokenInvalid as exc:
         validations.labels("invalid").inc()
         raise unauthorized(str(exc)) from exc
-    identity = deps.store.identity(claims.user_id, claims.jti, claims.session_id)
+    identity = deps.store.identity(claims.user_id, claims.jti, claims.session_id, int(claims.issued_at * 1000))
     if identity is None or revocation.listed(deps, claims):  # revoked token, ended login or deleted user
         validations.labels("revoked").inc()
         raise unauthorized("token revoked or user unknown")
@@ -187,6 +187,10 @@ def login(deps: Deps, user_name: str, body: dict[str, Any], client_ip: str = "")
         deps.metrics.logins.labels("failed").inc()
         throttle.failure(deps, "login", "user", user_name, limits.login_rate_per_minute)
         raise unauthorized(LOGIN_FAILED)
+    if user.get("disabled"):
+        # Told only to whoever knows the password: it says nothing to someone guessing.
+        deps.metrics.logins.labels("disabled").inc()
+        raise forbidden("this account is disabled")
     if deps.passwords.needs_rehash(user["password_hash"]):
         try:
             deps.store.set_password_hash(user["user_id"], deps.passwords.hash(password))
@@ -236,9 +240,48 @@ def validate(caller: Caller) -> dict[str, Any]:
             "issued_at": claims.issued_at}
 
 
-def users(deps: Deps, caller: Caller) -> list[dict[str, Any]]:
+def users(deps: Deps, caller: Caller, limit: Any = None, cursor: Any = None) -> dict[str, Any]:
+    """A page of users (admin): ``{users, next_cursor}``; ``next_cursor`` is None on the last page."""
     require_admin(caller)
-    return deps.store.list_users()
+    size = checked(core.parse_limit, limit)
+    after = checked(core.parse_cursor, cursor)
+    # One more than asked tells whether another page follows, without a count query.
+    found = deps.store.list_users(limit=size + 1, after=after)
+    page = found[:size]
+    return {"users": page, "next_cursor": page[-1]["user_id"] if len(found) > size else None}
+
+
+def patch_user(deps: Deps, caller: Caller, user_name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """SPEC's PATCH /auth/users/<user_name> {role?, disabled?} (admin).
+
+    A role change or a disable makes every token the user holds invalid at once: a "not valid
+    before" in PostgreSQL and in the shared list (before answering, 503 if the list cannot be
+    written). After a role change the user's refresh tokens still work and give tokens with the
+    new role; a disable also ends every login (and the user cannot log in or refresh).
+    """
+    require_admin(caller)
+    patch = checked(core.parse_user_patch, body)
+    user = deps.store.user_by_name(user_name) if len(user_name) <= 128 else None
+    if user is None:
+        raise not_found(f"no user {user_name!r}")
+    if user["user_id"] == caller.identity["user_id"] and (patch.disabled or patch.role == core.USER):
+        # The last admin could lock everyone out; another admin may do it.
+        raise forbidden("an admin cannot disable or demote their own account")
+    role_changed = patch.role is not None and patch.role != user["role"]
+    disabling = bool(patch.disabled) and not user.get("disabled")
+    not_before = int(deps.clock.time() * 1000) + 1 if role_changed or disabling else None
+    updated = deps.store.update_user(user["user_id"], role=patch.role, disabled=patch.disabled,
+                                     tokens_valid_after_ms=not_before)
+    if updated is None:
+        raise not_found(f"no user {user_name!r}")
+    ended = deps.store.revoke_user_sessions(user["user_id"]) if disabling else []
+    if not_before is not None:
+        revocation.write(deps, users=[user["user_id"]],
+                         logins=[(e["session_id"], e["access_expires_at"]) for e in ended])
+    for login in ended:  # the fast path: gateways cut the sockets of the newest tokens at once
+        revoked_login(deps, login)
+    log.info("user changed", extra={"user_id": user["user_id"], "role_changed": role_changed, "disabled": disabling})
+    return updated
 
 
 def bootstrap_admin(store: AuthStore, passwords: core.Passwords, user_name: str, password: str) -> bool:

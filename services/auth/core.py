@@ -47,6 +47,10 @@ MAX_WINDOW_SECONDS = 30 * 24 * 3600
 MAX_GRACE_SECONDS = 30 * 24 * 3600
 MAX_PROCESSING_TIMEOUT = 7 * 24 * 3600
 MAX_MIN_CONTRIBUTORS = 1_000_000
+MAX_QUORUM_WAIT = 30 * 24 * 3600
+MAX_LATE_SECONDS = 10 * 365 * 24 * 3600
+DEFAULT_MAX_LATE = 7 * 24 * 3600  # SPEC: older timestamps are refused (default 7 days)
+ON_SHORT = ("process", "fail")  # SPEC: what a group short of its quorum does once the wait is over
 DEFAULT_PROCESSING_TIMEOUT = 300
 MAX_POOL_NAME = 128
 MAX_URL = 2048
@@ -325,6 +329,14 @@ class PoolSpec:
     min_contributors: int | None = None
     processing_timeout_seconds: int = DEFAULT_PROCESSING_TIMEOUT
     processor_url: str | None = None
+    quorum_wait_seconds: int = 0
+    on_short: str = "process"
+    max_late_seconds: int = DEFAULT_MAX_LATE
+
+
+# The fields of SPEC's POST /auth/pools this service keeps (PATCH changes any of them).
+POOL_SPEC_FIELDS = ("name", "window_seconds", "close_grace_seconds", "min_contributors", "quorum_wait_seconds",
+                    "on_short", "processing_timeout_seconds", "processor_url", "max_late_seconds")
 
 
 def _int_field(body: dict[str, Any], key: str, default: int | None, low: int, high: int,
@@ -378,9 +390,78 @@ def parse_pool(body: dict[str, Any]) -> PoolSpec:
     minimum = _int_field(body, "min_contributors", None, 1, MAX_MIN_CONTRIBUTORS, nullable=True)
     timeout = _int_field(body, "processing_timeout_seconds", DEFAULT_PROCESSING_TIMEOUT, 1,
                          MAX_PROCESSING_TIMEOUT)
-    assert grace is not None and timeout is not None
+    quorum_wait = _int_field(body, "quorum_wait_seconds", 0, 0, MAX_QUORUM_WAIT)
+    max_late = _int_field(body, "max_late_seconds", DEFAULT_MAX_LATE, 0, MAX_LATE_SECONDS)
+    on_short = body.get("on_short", "process")
+    if on_short is None:
+        on_short = "process"
+    if on_short not in ON_SHORT:
+        raise Invalid("on_short must be 'process' or 'fail'")
+    assert grace is not None and timeout is not None and quorum_wait is not None and max_late is not None
     return PoolSpec(name=name, window_seconds=window, close_grace_seconds=grace, min_contributors=minimum,
-                    processing_timeout_seconds=timeout, processor_url=check_url(body.get("processor_url")))
+                    processing_timeout_seconds=timeout, processor_url=check_url(body.get("processor_url")),
+                    quorum_wait_seconds=quorum_wait, on_short=on_short, max_late_seconds=max_late)
+
+
+def parse_pool_patch(current: dict[str, Any], body: dict[str, Any]) -> PoolSpec:
+    """The pool ``current`` with the fields of ``body`` changed, checked exactly as a new pool is.
+
+    Keys this service does not keep are ignored (as POST ignores them); at least one it keeps
+    must be there, so an empty or misspelt PATCH is a 400, not a silent no-op.
+    """
+    if not any(key in body for key in POOL_SPEC_FIELDS):
+        raise Invalid("nothing to change: give at least one of " + ", ".join(POOL_SPEC_FIELDS))
+    merged = {key: current.get(key) for key in POOL_SPEC_FIELDS}
+    merged.update({key: body[key] for key in POOL_SPEC_FIELDS if key in body})
+    return parse_pool(merged)
+
+
+# --- users (admin) ----------------------------------------------------------------
+
+MAX_PAGE = 1000  # a larger limit is refused (400 naming it), never silently cut
+DEFAULT_PAGE = 100
+
+
+@dataclass(frozen=True)
+class UserPatch:
+    role: str | None = None
+    disabled: bool | None = None
+
+
+def parse_user_patch(body: dict[str, Any]) -> UserPatch:
+    if "role" not in body and "disabled" not in body:
+        raise Invalid("nothing to change: give role and/or disabled")
+    role = body.get("role")
+    if "role" in body and role not in USER_ROLES:
+        raise Invalid("role must be 'user' or 'admin'")
+    disabled = body.get("disabled")
+    if "disabled" in body and not isinstance(disabled, bool):
+        raise Invalid("disabled must be true or false")
+    return UserPatch(role=role, disabled=disabled)
+
+
+def parse_limit(value: Any) -> int:
+    """A page size from a query string: 1..MAX_PAGE, default DEFAULT_PAGE."""
+    if value is None or value == "":
+        return DEFAULT_PAGE
+    if not isinstance(value, str) or not value.isascii() or not value.isdigit() or len(value) > 7:
+        raise Invalid(f"limit must be an integer between 1 and {MAX_PAGE}")
+    limit = int(value)
+    if not 1 <= limit <= MAX_PAGE:
+        raise Invalid(f"limit must be an integer between 1 and {MAX_PAGE}")
+    return limit
+
+
+_CURSOR = re.compile(r"[0-9a-f]{32}")
+
+
+def parse_cursor(value: Any) -> str | None:
+    """A users cursor is the last user id of the previous page (ids are 32 hex characters)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _CURSOR.fullmatch(value):
+        raise Invalid("cursor is not one this service gave")
+    return value
 
 
 def pool_view(pool: dict[str, Any], *, admin: bool) -> dict[str, Any]:

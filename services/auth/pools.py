@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from services.common.contracts import MembershipChanged
+from services.common.contracts import MembershipChanged, PoolDeleted
 from services.common.errors import ApiError, Duplicate, forbidden, not_found
 
 from . import core, events
@@ -54,6 +54,35 @@ def create_pool(deps: Deps, caller: Caller, body: dict[str, Any]) -> dict[str, A
         raise ApiError(500, "internal_error", "could not allocate a pool id")
     log.info("pool created", extra={"pool_id": pool["pool_id"]})
     return pool
+
+
+def patch_pool(deps: Deps, caller: Caller, pool_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """SPEC's PATCH /auth/pools/<pool_id>: any field of POST, the result checked as POST checks it."""
+    require_admin(caller)
+    current = pool_or_404(deps, pool_id)
+    spec = checked(lambda b: core.parse_pool_patch(current, b), body)
+    pool = deps.store.update_pool(pool_id, spec)
+    if pool is None:  # deleted meanwhile
+        raise not_found(f"no pool {pool_id!r}")
+    log.info("pool changed", extra={"pool_id": pool_id})
+    return pool
+
+
+def delete_pool(deps: Deps, caller: Caller, pool_id: str) -> dict[str, Any]:
+    """SPEC's DELETE /auth/pools/<pool_id>: members and keys end with it (one transaction); the fleet
+    is told each membership ended (gateways cut sockets' access) and that the pool is gone
+    (``PoolDeleted``: pool_aggregator ends its open groups)."""
+    require_admin(caller)
+    gone = deps.store.delete_pool(pool_id) if len(pool_id) <= MAX_ID else None
+    if gone is None:
+        raise not_found(f"no pool {pool_id!r}")
+    # Bounded by the pool's members; each publish is a confirmed one (events.publish).
+    for member in gone["members"]:
+        events.publish(deps, MembershipChanged(pool_id=pool_id, user_id=member["user_id"],
+                                               user_name=member["user_name"], role=None))
+    events.publish(deps, PoolDeleted(pool_id=pool_id))
+    log.info("pool deleted", extra={"pool_id": pool_id, "members": len(gone["members"]), "keys": gone["keys"]})
+    return {"pool_id": pool_id, "deleted": True, "members_removed": len(gone["members"]), "keys_revoked": gone["keys"]}
 
 
 def list_pools(deps: Deps, caller: Caller) -> list[dict[str, Any]]:

@@ -204,7 +204,7 @@ def test_users_list_is_admin_only(auth_env: AuthEnv) -> None:
     assert c.get("/auth/users").status_code == 401
     users = c.get("/auth/users", headers=bearer(auth_env.admin_token())).get_json()["users"]
     assert [u["user_name"] for u in users] == ["admin", "jack"]
-    assert set(users[0]) == {"user_id", "user_name", "role", "created"}
+    assert set(users[0]) == {"user_id", "user_name", "role", "disabled", "created"}
     assert all("password" not in str(u) for u in users)
 
 
@@ -227,7 +227,8 @@ def test_pools_members_and_events(auth_env: AuthEnv, inbox: Inbox) -> None:
     assert made.status_code == 201
     pool = made.get_json()
     assert set(pool) == {"pool_id", "name", "window_seconds", "close_grace_seconds", "min_contributors",
-                         "processing_timeout_seconds", "processor_url", "created"}
+                         "processing_timeout_seconds", "processor_url", "quorum_wait_seconds", "on_short",
+                         "max_late_seconds", "created"}
     assert (pool["close_grace_seconds"], pool["min_contributors"], pool["processing_timeout_seconds"],
             pool["processor_url"]) == (0, None, 300, None)
     other = c.post("/auth/pools", headers=admin, json={

@@ -136,7 +136,7 @@ def _signup_token(deps: Deps, user_name: str) -> str:
 def test_users_list_is_admin_only(deps: Deps, login_as: Callable[..., Caller]) -> None:
     accounts.signup(deps, {"user_name": "alice", "password": "password-123"})
     assert refused(lambda: accounts.users(deps, login_as("alice"))).status == 403
-    listed = accounts.users(deps, login_as("admin", "admin-password"))
+    listed = accounts.users(deps, login_as("admin", "admin-password"))["users"]
     assert [u["user_name"] for u in listed] == ["admin", "alice"]
     assert all("password_hash" not in u for u in listed)
 
