@@ -129,6 +129,8 @@ def refresh(deps: Deps, body: dict[str, Any]) -> dict[str, Any]:
             if outcome == "reused":
                 log.warning("refresh token reused; login revoked",
                             extra={"user_id": found["user_id"], "session_id": found["session_id"]})
+                deps.audit.record("refresh_reused", actor=found["user_id"], outcome="refused",
+                                  user_name=found["user_name"], session_id=found["session_id"])
                 revoked_login(deps, found)
         raise unauthorized(REFRESH_REFUSED)
     deps.metrics.refreshes.labels("ok").inc()
@@ -156,6 +158,7 @@ def signup(deps: Deps, body: dict[str, Any], client_ip: str = "") -> dict[str, A
         raise conflict("that user_name is taken") from exc
     deps.metrics.signups.inc()
     log.info("user signed up", extra={"user_id": user["user_id"], "user_name": user_name})
+    deps.audit.record("signup", actor=user["user_id"], user_name=user_name, client_ip=client_ip or None)
     return session(deps, user)
 
 
@@ -186,10 +189,15 @@ def login(deps: Deps, user_name: str, body: dict[str, Any], client_ip: str = "")
     if not ok or user is None:
         deps.metrics.logins.labels("failed").inc()
         throttle.failure(deps, "login", "user", user_name, limits.login_rate_per_minute)
+        # The name as typed (bounded: a path segment can be long), never the password.
+        deps.audit.record("login_failed", actor=user["user_id"] if user else "anonymous", outcome="refused",
+                          user_name=user_name[:core.MAX_AUDIT_NAME], client_ip=client_ip or None)
         raise unauthorized(LOGIN_FAILED)
     if user.get("disabled"):
         # Told only to whoever knows the password: it says nothing to someone guessing.
         deps.metrics.logins.labels("disabled").inc()
+        deps.audit.record("login_failed", actor=user["user_id"], outcome="refused", user_name=user["user_name"],
+                          reason="disabled", client_ip=client_ip or None)
         raise forbidden("this account is disabled")
     if deps.passwords.needs_rehash(user["password_hash"]):
         try:
@@ -197,7 +205,9 @@ def login(deps: Deps, user_name: str, body: dict[str, Any], client_ip: str = "")
         except core.Busy:
             pass  # the password was right: log in now, rehash at a quieter login
     deps.metrics.logins.labels("ok").inc()
-    return session(deps, user)
+    answer = session(deps, user)
+    deps.audit.record("login", actor=user["user_id"], user_name=user["user_name"], client_ip=client_ip or None)
+    return answer
 
 
 def logout(deps: Deps, token: str | None, user_name: str) -> dict[str, Any]:
@@ -230,6 +240,8 @@ def logout(deps: Deps, token: str | None, user_name: str) -> dict[str, Any]:
     revocation.write(deps, tokens=[(claims.jti, claims.exp)], logins=logins)
     published = events.publish(deps, TokenRevoked(token_id=claims.jti, user_id=claims.user_id))
     log.info("token revoked", extra={"user_id": claims.user_id, "token_id": claims.jti, "published": published})
+    deps.audit.record("logout", actor=claims.user_id, user_name=user["user_name"], token_id=claims.jti,
+                      session_id=claims.session_id)
     return {"user_name": user["user_name"], "token_id": claims.jti, "logged_out": True}
 
 
@@ -281,6 +293,13 @@ def patch_user(deps: Deps, caller: Caller, user_name: str, body: dict[str, Any])
     for login in ended:  # the fast path: gateways cut the sockets of the newest tokens at once
         revoked_login(deps, login)
     log.info("user changed", extra={"user_id": user["user_id"], "role_changed": role_changed, "disabled": disabling})
+    actor = {"actor": caller.identity["user_id"], "actor_name": caller.identity["user_name"],
+             "user_id": user["user_id"], "user_name": user["user_name"]}
+    if role_changed:
+        deps.audit.record("user_role_changed", **actor, old_role=user["role"], new_role=patch.role)
+    if patch.disabled is not None and patch.disabled != bool(user.get("disabled")):
+        deps.audit.record("user_disabled" if patch.disabled else "user_enabled", **actor,
+                          logins_ended=len(ended) if patch.disabled else None)
     return updated
 
 

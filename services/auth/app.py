@@ -12,6 +12,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.common import httpkit, messaging
+from services.common.audit import AuditTrail
 from services.common.ports import Publisher, SystemClock
 from services.common.revocations import Reader, RevocationList
 from services.common.runtime import Runtime
@@ -49,8 +50,10 @@ def create_app(settings: Settings, *, store: AuthStore | None = None, broker: Pu
     app.config["MAX_CONTENT_LENGTH"] = core.MAX_BODY  # bounds a body read without Content-Length
     metrics = httpkit.install(app, "auth", checks={"postgres": the_store.ping, "rabbitmq": the_broker.ping},
                               cors_origins=settings.common.cors_origins)
+    auth_metrics = AuthMetrics(metrics)
     deps = Deps(settings=settings, store=the_store, broker=the_broker, passwords=the_passwords,
-                metrics=AuthMetrics(metrics), clock=SystemClock(), counters=the_counters,
+                metrics=auth_metrics, audit=AuditTrail(the_broker, "auth", auth_metrics.audit_lost),
+                clock=SystemClock(), counters=the_counters,
                 revocations=the_revocations,
                 revocation_list=RevocationList(reader, settings.common.redis_prefix))
     app.extensions["deps"] = deps

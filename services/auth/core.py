@@ -39,6 +39,8 @@ CONTRIBUTOR = "contributor"
 LISTENER = "listener"
 POOL_ROLES = (CONTRIBUTOR, LISTENER)
 
+MAX_AUDIT_NAME = 64  # a refused name is kept in the audit trail at most this long
+
 MIN_PASSWORD = 8
 # argon2 hashes whatever it is given; the bound keeps a client from making us hash megabytes.
 MAX_PASSWORD = 1024

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.common.audit import AuditTrail
 from services.common.httpkit import ServiceMetrics
 from services.common.ports import Clock, Publisher
 from services.common.revocations import RevocationList
@@ -24,6 +25,8 @@ class AuthMetrics:
             "auth_revocation_write_failures_total", "Revocations answered 503: the shared list could not be written")
         self.revocation_read_failures = metrics.counter(
             "auth_revocation_read_failures_total", "Validations that could not read the shared revocation list")
+        self.audit_lost = metrics.counter("audit_write_lost_total",
+                                          "Audit records that could not be published (the action went on)")
         self.validations = metrics.counter("auth_validations_total", "Token validations", ("outcome",))
         self.publish_failures = metrics.counter("auth_publish_failures_total", "Events not accepted by RabbitMQ",
                                                 ("event",))
@@ -48,3 +51,5 @@ class Deps:
     counters: RateCounters  # signup/login rate limits (Redis), see throttle.py
     revocations: Revocations  # writes the shared revocation list (Redis), see revocation.py
     revocation_list: RevocationList  # reads it back (validate honours it)
+    # Logins, refusals, logouts, user/pool/member/key changes, with who did it (never a secret).
+    audit: AuditTrail

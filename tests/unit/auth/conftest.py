@@ -11,6 +11,7 @@ from services.auth import accounts, core
 from services.auth.accounts import Caller
 from services.auth.config import Settings
 from services.auth.deps import AuthMetrics, Deps
+from services.common.audit import AuditTrail
 from services.common.httpkit import ServiceMetrics
 from services.common.revocations import RevocationList
 from services.common.testing import FakeClock, InMemoryBroker
@@ -26,8 +27,11 @@ def make_deps(**env: str) -> Deps:
     settings = Settings.from_env({**ENV, **env})
     listed = FakeRevocations()
     clock = FakeClock()
-    return Deps(settings=settings, store=FakeAuthStore(), broker=InMemoryBroker(),
-                passwords=core.Passwords(FAST_HASHER, slots=2), metrics=AuthMetrics(ServiceMetrics("auth")),
+    broker = InMemoryBroker()
+    metrics = AuthMetrics(ServiceMetrics("auth"))
+    return Deps(settings=settings, store=FakeAuthStore(), broker=broker,
+                audit=AuditTrail(broker, "auth", metrics.audit_lost),
+                passwords=core.Passwords(FAST_HASHER, slots=2), metrics=metrics,
                 clock=clock, counters=FakeRateCounters(), revocations=listed,
                 # cache 0: a unit test reads what it just wrote (the cache has tests of its own)
                 revocation_list=RevocationList(listed, settings.common.redis_prefix, cache_seconds=0))
