@@ -84,25 +84,30 @@ def require_admin(caller: Caller) -> Caller:
     return caller
 
 
-def _access_token(deps: Deps, user: dict[str, Any], session_id: str, jti: str) -> str:
+def _access_token(deps: Deps, user: dict[str, Any], session_id: str, jti: str, issued: float) -> str:
+    """``issued`` is taken BEFORE the user's row (its role) was read: a role change committed after
+    that read sets a "not valid before" later than ``issued``, so a token carrying the old role
+    is refused (patch_user sets it only once the change is committed)."""
     return core.encode_token(deps.settings.jwt_secret, user_id=user["user_id"], user_name=user["user_name"],
-                             role=user["role"], ttl_seconds=deps.settings.token_ttl_seconds, now=deps.clock.time(),
+                             role=user["role"], ttl_seconds=deps.settings.token_ttl_seconds, now=issued,
                              session_id=session_id, jti=jti).token
 
 
-def _expiries(deps: Deps) -> tuple[int, int]:
-    """(refresh token expiry, access token expiry) for tokens issued now."""
-    now = int(deps.clock.time())
-    return now + deps.settings.refresh_ttl_seconds, now + deps.settings.token_ttl_seconds
+def _expiries(deps: Deps, issued: float) -> tuple[int, int]:
+    """(refresh token expiry, access token expiry) for tokens issued at ``issued``."""
+    return int(issued) + deps.settings.refresh_ttl_seconds, int(issued) + deps.settings.token_ttl_seconds
 
 
-def session(deps: Deps, user: dict[str, Any]) -> dict[str, Any]:
-    """A new login for ``user`` (access + refresh token) and what SPEC's signup/login answer says."""
+def session(deps: Deps, user: dict[str, Any], issued: float | None = None) -> dict[str, Any]:
+    """A new login for ``user`` (access + refresh token) and what SPEC's signup/login answer says.
+
+    ``issued``: when the user's row was read (default: now)."""
+    issued = deps.clock.time() if issued is None else issued
     session_id, jti, refresh = core.new_session_id(), core.new_token_id(), core.new_refresh_token()
-    refresh_exp, access_exp = _expiries(deps)
+    refresh_exp, access_exp = _expiries(deps, issued)
     deps.store.create_session(session_id, user["user_id"], refresh.token_hash, refresh_exp, jti, access_exp)
     return {"user_id": user["user_id"], "user_name": user["user_name"], "role": user["role"],
-            "access_token": _access_token(deps, user, session_id, jti), "refresh_token": refresh.token,
+            "access_token": _access_token(deps, user, session_id, jti, issued), "refresh_token": refresh.token,
             "token_type": "Bearer", "expires_in": deps.settings.token_ttl_seconds}
 
 
@@ -115,9 +120,10 @@ def refresh(deps: Deps, body: dict[str, Any]) -> dict[str, Any]:
     if not core.looks_like_refresh_token(token):
         raise unauthorized(REFRESH_REFUSED)
     jti, new = core.new_token_id(), core.new_refresh_token()
-    refresh_exp, access_exp = _expiries(deps)
+    issued = deps.clock.time()  # before the user's role is read (see _access_token)
+    refresh_exp, access_exp = _expiries(deps, issued)
     found = deps.store.rotate_refresh(core.hash_refresh_token(token), new.token_hash, refresh_exp, jti, access_exp,
-                                      int(deps.clock.time()))
+                                      int(issued))
     if found is None or found["outcome"] != "ok":
         outcome = found["outcome"] if found else "unknown"
         deps.metrics.refreshes.labels(outcome).inc()
@@ -134,7 +140,8 @@ def refresh(deps: Deps, body: dict[str, Any]) -> dict[str, Any]:
                 revoked_login(deps, found)
         raise unauthorized(REFRESH_REFUSED)
     deps.metrics.refreshes.labels("ok").inc()
-    return {"access_token": _access_token(deps, found, found["session_id"], jti), "refresh_token": new.token,
+    return {"access_token": _access_token(deps, found, found["session_id"], jti, issued),
+            "refresh_token": new.token,
             "token_type": "Bearer", "expires_in": deps.settings.token_ttl_seconds}
 
 
@@ -173,6 +180,7 @@ def login(deps: Deps, user_name: str, body: dict[str, Any], client_ip: str = "")
     password = body.get("password")
     if not isinstance(password, str):
         raise bad_request("password must be a string")
+    issued = deps.clock.time()  # before the user's role is read (see _access_token)
     user = None
     if len(password) <= core.MAX_PASSWORD:
         try:
@@ -205,7 +213,7 @@ def login(deps: Deps, user_name: str, body: dict[str, Any], client_ip: str = "")
         except core.Busy:
             pass  # the password was right: log in now, rehash at a quieter login
     deps.metrics.logins.labels("ok").inc()
-    answer = session(deps, user)
+    answer = session(deps, user, issued)
     deps.audit.record("login", actor=user["user_id"], user_name=user["user_name"], client_ip=client_ip or None)
     return answer
 
@@ -268,8 +276,9 @@ def patch_user(deps: Deps, caller: Caller, user_name: str, body: dict[str, Any])
 
     A role change or a disable makes every token the user holds invalid at once: a "not valid
     before" in PostgreSQL and in the shared list (before answering, 503 if the list cannot be
-    written). After a role change the user's refresh tokens still work and give tokens with the
-    new role; a disable also ends every login (and the user cannot log in or refresh).
+    written; repeating the PATCH completes it). After a role change the user's refresh tokens still
+    work and give tokens with the new role; a disable also ends every login (and the user cannot
+    log in or refresh).
     """
     require_admin(caller)
     patch = checked(core.parse_user_patch, body)
@@ -281,14 +290,18 @@ def patch_user(deps: Deps, caller: Caller, user_name: str, body: dict[str, Any])
         raise forbidden("an admin cannot disable or demote their own account")
     role_changed = patch.role is not None and patch.role != user["role"]
     disabling = bool(patch.disabled) and not user.get("disabled")
-    not_before = int(deps.clock.time() * 1000) + 1 if role_changed or disabling else None
-    updated = deps.store.update_user(user["user_id"], role=patch.role, disabled=patch.disabled,
-                                     tokens_valid_after_ms=not_before)
+    updated = deps.store.update_user(user["user_id"], role=patch.role, disabled=patch.disabled)
     if updated is None:
         raise not_found(f"no user {user_name!r}")
-    ended = deps.store.revoke_user_sessions(user["user_id"]) if disabling else []
-    if not_before is not None:
-        revocation.write(deps, users=[user["user_id"]],
+    ended = deps.store.revoke_user_sessions(user["user_id"]) if patch.disabled else []
+    # Any role given or a disable (changed or not) revokes: the same PATCH repeated after a 503
+    # completes what the first one could not write to the shared list.
+    if patch.role is not None or patch.disabled:
+        # Taken once the change is committed: a token issued from a read of the old row carries an
+        # earlier time (login and refresh take theirs before reading), so it is refused.
+        not_before = int(deps.clock.time() * 1000) + 1
+        deps.store.update_user(user["user_id"], tokens_valid_after_ms=not_before)
+        revocation.write(deps, users=[(user["user_id"], not_before)],
                          logins=[(e["session_id"], e["access_expires_at"]) for e in ended])
     for login in ended:  # the fast path: gateways cut the sockets of the newest tokens at once
         revoked_login(deps, login)

@@ -24,16 +24,15 @@ log = logging.getLogger(__name__)
 
 
 def write(deps: Deps, *, tokens: Iterable[tuple[str, int]] = (), logins: Iterable[tuple[str, int]] = (),
-          users: Iterable[str] = ()) -> None:
+          users: Iterable[tuple[str, int]] = ()) -> None:
     """List access tokens ``(token_id, exp)``, logins ``(session_id, newest access token's exp)`` and
-    users ("not valid before" now), each until every token it refuses has expired; 503 on failure."""
+    users ``(user_id, not_before_ms)``, each until every token it refuses has expired; 503 on failure."""
     prefix, now = deps.settings.common.redis_prefix, deps.clock.time()
     entries = [(revocations.token_key(prefix, jti), "1", revocations.ttl_until(exp, now)) for jti, exp in tokens]
     entries += [(revocations.session_key(prefix, sid), "1", revocations.ttl_until(exp, now)) for sid, exp in logins]
-    # Tokens issued up to this millisecond are refused; older than the access TTL, none is alive anyway.
-    not_before = str(int(now * 1000) + 1)
-    entries += [(revocations.user_key(prefix, uid), not_before,
-                 revocations.ttl_until(now + deps.settings.token_ttl_seconds, now)) for uid in users]
+    # The same "not valid before" as PostgreSQL's; older than the access TTL, no token is alive anyway.
+    entries += [(revocations.user_key(prefix, uid), str(not_before),
+                 revocations.ttl_until(now + deps.settings.token_ttl_seconds, now)) for uid, not_before in users]
     if not entries:
         return
     try:

@@ -327,6 +327,10 @@ class Store:
             if int(row["expires_at"]) <= now:
                 return {**found, "outcome": "expired"}
             cur.execute("UPDATE refresh_tokens SET used_at = now() WHERE token_hash = %s", (token_hash,))
+            # A login refreshed every few minutes for months keeps only its unexpired tokens (used
+            # ones are kept until they expire, so their reuse is still recognised).
+            cur.execute("DELETE FROM refresh_tokens WHERE session_id = %s AND expires_at < now()",
+                        (row["session_id"],))
             cur.execute("INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES (%s, %s, %s)",
                         (new_hash, row["session_id"], _ts(refresh_expires_at)))
             cur.execute("UPDATE login_sessions SET expires_at = %s, access_jti = %s, access_expires_at = %s"

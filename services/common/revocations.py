@@ -12,9 +12,10 @@ the fast path) is lost. Keys, each expiring once every token it can refuse has e
 
 ``RevocationList.is_revoked(claims)`` answers from one ``MGET`` and keeps each answer at most
 ``cache_seconds`` (<= 1 s), in a cache of at most ``max_entries`` keys, so a revocation is seen
-well within SPEC's 5 seconds. When Redis cannot be read it raises ``RevocationsUnavailable``:
-the caller refuses the request as retryable (503 / ``overloaded``) rather than serve a token
-that may have been revoked.
+well within SPEC's 5 seconds. When Redis cannot be read it raises ``RevocationsUnavailable``
+(and, for ``backoff_seconds`` after, raises it at once without waiting on Redis again): the
+caller refuses the request as retryable (503 / ``overloaded``) rather than serve a token that
+may have been revoked.
 """
 
 from __future__ import annotations
@@ -87,11 +88,16 @@ def _field(claims: Claims | Mapping[str, Any], name: str) -> Any:
 
 class RevocationList:
     def __init__(self, client: Reader, prefix: str, *, cache_seconds: float = MAX_CACHE_SECONDS,
-                 max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+                 max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic,
+                 backoff_seconds: float = 1.0) -> None:
         if not 0 <= cache_seconds <= MAX_CACHE_SECONDS:
             raise ValueError(f"cache_seconds must be between 0 and {MAX_CACHE_SECONDS}")
         self.client, self.prefix = client, prefix
         self.cache_seconds, self.max_entries, self.clock = cache_seconds, max_entries, clock
+        # After a failed read, fail fast for this long: an unreachable Redis (a socket timeout per
+        # call) must not stall every event or validation behind it.
+        self.backoff_seconds = backoff_seconds
+        self._down_until = float("-inf")
         # key -> (value, read at); bounded by max_entries, the oldest read dropped first.
         self._cache: OrderedDict[str, tuple[Any, float]] = OrderedDict()
         self._lock = threading.Lock()  # the gateway calls from many green threads/threads at once
@@ -128,9 +134,12 @@ class RevocationList:
                     found[key] = hit[0]
         missing = [k for k in keys if k not in found]
         if missing:
+            if now < self._down_until:
+                raise RevocationsUnavailable("revocation list unreadable (failed less than a moment ago)")
             try:
                 values = list(self.client.mget(missing))
             except Exception as exc:  # noqa: BLE001 - any Redis failure: see the class docstring
+                self._down_until = now + self.backoff_seconds
                 raise RevocationsUnavailable(f"revocation list unreadable: {exc!r}") from exc
             with self._lock:
                 for key, value in zip(missing, values, strict=True):

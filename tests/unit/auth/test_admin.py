@@ -128,13 +128,21 @@ def test_a_disabled_user_is_refused_everywhere(deps: Deps, admin: Caller) -> Non
     assert not _reader(deps).is_revoked(_gateway_view(deps, again["access_token"]))
 
 
-def test_disabling_is_503_when_the_list_cannot_be_written(deps: Deps, admin: Caller) -> None:
-    signup(deps, "carl")
+def test_disabling_is_503_when_the_list_cannot_be_written_and_a_retry_completes_it(deps: Deps,
+                                                                                    admin: Caller) -> None:
     listed = deps.revocations
     assert isinstance(listed, FakeRevocations)
+    login = signup(deps, "carl2")
+    seen = _gateway_view(deps, login["access_token"])
+    _later(deps)
     listed.down = True
-    err = refused(lambda: accounts.patch_user(deps, admin, "carl", {"disabled": True}))
+    err = refused(lambda: accounts.patch_user(deps, admin, "carl2", {"disabled": True}))
     assert (err.status, err.code) == (503, "unavailable")
+    listed.down = False
+    assert not _reader(deps).is_revoked(seen)
+    # The same PATCH again completes it, although the store already says disabled.
+    assert accounts.patch_user(deps, admin, "carl2", {"disabled": True})["disabled"] is True
+    assert _reader(deps).is_revoked(seen)
 
 
 @pytest.mark.parametrize("body", [{}, {"role": "root"}, {"disabled": "yes"}, {"disabled": 1}, {"role": None}])

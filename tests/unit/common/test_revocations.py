@@ -86,3 +86,17 @@ def test_an_unreadable_list_raises_instead_of_serving() -> None:
 def test_a_cache_longer_than_a_second_is_refused() -> None:
     with pytest.raises(ValueError):
         RevocationList(FakeRevocations(), PREFIX, cache_seconds=5)
+
+
+def test_after_a_failed_read_it_fails_fast_for_the_backoff_then_reads_again() -> None:
+    redis, clock = CountingRedis(down=True), Clock()
+    reader = RevocationList(redis, PREFIX, clock=clock, backoff_seconds=1.0)
+    with pytest.raises(RevocationsUnavailable):
+        reader.is_revoked(ident())
+    redis.down = False
+    clock.now += 0.5
+    with pytest.raises(RevocationsUnavailable):
+        reader.is_revoked(ident())  # not asked again yet
+    assert redis.calls == 1
+    clock.now += 0.6
+    assert not reader.is_revoked(ident()) and redis.calls == 2
