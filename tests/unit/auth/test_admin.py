@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from services.auth import accounts, pools, processor_keys
+from services.auth import accounts, core, pools, processor_keys
 from services.auth.accounts import Caller
 from services.auth.deps import Deps
 from services.common.authclient import Identity
@@ -208,3 +208,28 @@ def test_delete_pool_ends_members_and_keys_and_tells_the_fleet(deps: Deps, admin
     assert sorted(m.user_name for m in removed) == ["erin", "finn"]
     assert broker.of_type(PoolDeleted) == [PoolDeleted(pool_id=pid)]
     assert refused(lambda: pools.delete_pool(deps, admin, pid)).status == 404
+
+
+def test_a_token_minted_from_a_read_before_a_role_change_is_refused(deps: Deps, admin: Caller) -> None:
+    """The race: a refresh reads the old role, the role change commits, then the token is signed."""
+    login = signup(deps, "rory")
+    store = deps.store
+    real = store.rotate_refresh
+
+    def rotate_then_change_role(*args: object, **kwargs: object) -> object:
+        found = real(*args, **kwargs)  # type: ignore[arg-type]
+        clock = deps.clock
+        assert isinstance(clock, FakeClock)
+        clock.advance(0.01)
+        accounts.patch_user(deps, admin, "rory", {"role": "admin"})
+        clock.advance(0.01)
+        return found
+
+    store.rotate_refresh = rotate_then_change_role  # type: ignore[method-assign]
+    stale = accounts.refresh(deps, {"refresh_token": login["refresh_token"]})
+    store.rotate_refresh = real  # type: ignore[method-assign]
+    assert refused(lambda: accounts.authenticate(deps, stale["access_token"])).status == 401
+    claims = core.decode_token(deps.settings.jwt_secret, stale["access_token"], now=deps.clock.time())
+    assert claims.role == "user" and _reader(deps).is_revoked(claims)  # the gateway refuses it too
+    fresh = accounts.refresh(deps, {"refresh_token": stale["refresh_token"]})
+    assert accounts.authenticate(deps, fresh["access_token"]).claims.role == "admin"
