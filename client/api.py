@@ -10,6 +10,11 @@ Used by the CLI (``python -m client``), the tests, the pool simulator and the be
   with ``start-transfer {file_id}``, which answers the ``missing`` chunks to send again.
 - ``pool-result`` events are deduplicated by ``result_id`` (the gateway delivers
   at-least-once: a member reconnecting may be re-sent results it already has).
+- Tokens renew themselves: signup/login keep the refresh token; an HTTP call answered 401
+  refreshes once (``refresh()``, POST /auth/refresh, one at a time: a rotated refresh token
+  presented twice would end the login) and retries, downloads included; a (re)connect with an
+  access token about to expire refreshes first. So ``python -m client listen`` outlives its
+  access tokens. (Renewing an open socket, SPEC's ``reauth``, comes with the gateway's side.)
 - websocket-client masks outgoing frames with wsaccel's C code when it is installed
   (it is a dependency); ``wsaccel_active()`` tells.
 """
@@ -125,6 +130,12 @@ class DropboxClient:
         self._urls = {"auth_url": auth_url, "file_service_manager_url": fsm_url,
                       "pool_aggregator_url": aggregator_url}
         self.token: str | None = None
+        # Rotated by every refresh (SPEC: each works once; presenting a used one ends the login).
+        self.refresh_token: str | None = None
+        self.token_expires_at: float | None = None  # time.time() when the access token expires
+        # One refresh at a time: two threads refreshing with the same refresh token would be a
+        # reuse, and auth would end the whole login.
+        self._refresh_lock = threading.Lock()
         self.user: dict[str, Any] | None = None
         self.sio: socketio.Client | None = None
         self._results_since: Any = None
@@ -181,31 +192,83 @@ class DropboxClient:
 
     # --- auth ------------------------------------------------------------------------------
 
+    def _keep(self, body: dict[str, Any]) -> None:
+        """Keep the tokens of a signup, login or refresh answer."""
+        self.token = body["access_token"]
+        self.refresh_token = body.get("refresh_token") or self.refresh_token
+        expires_in = body.get("expires_in")
+        self.token_expires_at = time.time() + float(expires_in) if isinstance(expires_in, int | float) else None
+
     def signup(self, user_name: str, password: str) -> dict[str, Any]:
         body = self._json(self.http.post(f"{self.auth_url}/auth/signup",
                                          json={"user_name": user_name, "password": password},
                                          timeout=self.timeout))
-        self.token, self.user = body["access_token"], body
+        self._keep(body)
+        self.user = body
         return body
 
     def login(self, user_name: str, password: str) -> dict[str, Any]:
         body = self._json(self.http.put(f"{self.auth_url}/auth/login/{user_name}",
                                         json={"password": password}, timeout=self.timeout))
-        self.token, self.user = body["access_token"], body
+        self._keep(body)
+        self.user = body
         return body
+
+    def refresh(self) -> dict[str, Any]:
+        """SPEC's POST /auth/refresh: a new access token and the next refresh token (rotated)."""
+        with self._refresh_lock:
+            return self._refresh_locked()
+
+    def _refresh_locked(self) -> dict[str, Any]:
+        if not self.refresh_token:
+            raise DropboxError("unauthorized", "no refresh token: log in first")
+        body = self._json(self.http.post(f"{self.auth_url}/auth/refresh",
+                                         json={"refresh_token": self.refresh_token}, timeout=self.timeout))
+        self._keep(body)
+        return body
+
+    def _renew(self, refused_token: str | None) -> bool:
+        """After a 401 for ``refused_token``: refresh once (unless another thread already did);
+        True when there is a new token to retry with."""
+        with self._refresh_lock:
+            if self.token != refused_token:
+                return self.token is not None  # renewed meanwhile by another thread
+            if not self.refresh_token:
+                return False
+            try:
+                self._refresh_locked()
+            except DropboxError:
+                return False  # the login ended (logout, reuse, disabled user): the 401 stands
+            return True
+
+    def _authed(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """An HTTP call with the Bearer token; a 401 refreshes the token once and retries."""
+        extra = kwargs.pop("headers", None) or {}
+        token = self.token
+        response = self.http.request(method, url, headers={**extra, **self._bearer()}, **kwargs)
+        if response.status_code != 401 or not self._renew(token):
+            return response
+        response.close()
+        return self.http.request(method, url, headers={**extra, **self._bearer()}, **kwargs)
+
+    def token_expiring(self, margin: float = 30.0) -> bool:
+        return self.token_expires_at is not None and time.time() > self.token_expires_at - margin
 
     def logout(self) -> None:
         if not self.token or not self.user:
             return
-        self._json(self.http.put(f"{self.auth_url}/auth/logout/{self.user['user_name']}",
-                                 headers=self._bearer(), timeout=self.timeout))
+        self._json(self._authed("PUT", f"{self.auth_url}/auth/logout/{self.user['user_name']}",
+                                timeout=self.timeout))
         self.disconnect()
-        self.token = None
+        self.token = self.refresh_token = None
 
     # --- socket ----------------------------------------------------------------------------
 
     def _auth_payload(self) -> dict[str, Any]:
-        # Called by python-socketio on every (re)connect.
+        # Called by python-socketio on every (re)connect: a token about to expire is renewed
+        # first, so a reconnect after hours away is not refused.
+        if self.refresh_token and self.token_expiring():
+            self._renew(self.token)
         payload: dict[str, Any] = {"token": self.token}
         if self._results_since is not None:
             payload["results_since"] = self._results_since
@@ -576,14 +639,15 @@ class DropboxClient:
             url = file_id_or_url
         else:
             url = f"{self.fsm_url}/file/{file_id_or_url}"
-        headers = self._bearer()
+        headers: dict[str, str] = {}
         if range is not None:
             if isinstance(range, str):
                 headers["Range"] = range if range.startswith("bytes=") else f"bytes={range}"
             else:
                 start, end = range
                 headers["Range"] = f"bytes={start}-{'' if end is None else end}"
-        with self.http.get(url, headers=headers, stream=True, timeout=self.timeout) as response:
+        # A 401 (expired access token) refreshes once and retries, before a byte is written.
+        with self._authed("GET", url, headers=headers, stream=True, timeout=self.timeout) as response:
             if response.status_code >= 400:
                 try:
                     body = response.json()

@@ -30,7 +30,7 @@ class Settings:
     host: str
     port: int
     jwt_secret: str
-    token_ttl_seconds: int
+    token_ttl_seconds: int  # access tokens (ACCESS_TOKEN_TTL_SECONDS)
     admin_user: str
     admin_password: str
     # Still validates the tokens it signed (their ``kid`` names it) during a rotation window;
@@ -58,6 +58,9 @@ class Settings:
     # X-Forwarded-For is trusted only for this many proxies in front of auth (0: never; the
     # client address is the TCP peer, REMOTE_ADDR). Set it only when those proxies overwrite it.
     trusted_proxy_hops: int = 0
+    # Refresh tokens rotate on every use; each new one lives this long (a listener that refreshes
+    # at least this often stays logged in for good; one away longer logs in again).
+    refresh_ttl_seconds: int = core.DEFAULT_REFRESH_TTL
 
     @property
     def internal_api_key(self) -> str:
@@ -100,7 +103,9 @@ class Settings:
             port=port,
             jwt_secret=jwt_secret,
             jwt_secret_previous=previous,
-            token_ttl_seconds=env_int(env, "TOKEN_TTL_SECONDS", core.DEFAULT_TOKEN_TTL, minimum=60),
+            # At least 5 s: tests run a fleet through many expiries (issue 11).
+            token_ttl_seconds=env_int(env, "ACCESS_TOKEN_TTL_SECONDS", core.DEFAULT_TOKEN_TTL, minimum=5),
+            refresh_ttl_seconds=env_int(env, "REFRESH_TOKEN_TTL_SECONDS", core.DEFAULT_REFRESH_TTL, minimum=60),
             admin_user=admin_user,
             admin_password=admin_password,
             db_pool_size=env_int(env, "AUTH_DB_POOL_SIZE", 20, minimum=2),

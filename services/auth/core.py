@@ -25,7 +25,10 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from services.common import validation
 
-DEFAULT_TOKEN_TTL = 12 * 3600
+DEFAULT_TOKEN_TTL = 900  # SPEC: ACCESS_TOKEN_TTL_SECONDS defaults to 15 minutes
+DEFAULT_REFRESH_TTL = 30 * 24 * 3600  # SPEC: REFRESH_TOKEN_TTL_SECONDS defaults to 30 days
+REFRESH_PREFIX = "rt_"
+MAX_REFRESH_TOKEN_LENGTH = 128  # ours are 46 characters; anything longer is not worth hashing
 TOKEN_ALGORITHM = "HS256"
 MAX_TOKEN_LENGTH = 4096  # our tokens are ~350 bytes; a huge header is not worth decoding
 
@@ -36,6 +39,8 @@ CONTRIBUTOR = "contributor"
 LISTENER = "listener"
 POOL_ROLES = (CONTRIBUTOR, LISTENER)
 
+MAX_AUDIT_NAME = 64  # a refused name is kept in the audit trail at most this long
+
 MIN_PASSWORD = 8
 # argon2 hashes whatever it is given; the bound keeps a client from making us hash megabytes.
 MAX_PASSWORD = 1024
@@ -44,6 +49,10 @@ MAX_WINDOW_SECONDS = 30 * 24 * 3600
 MAX_GRACE_SECONDS = 30 * 24 * 3600
 MAX_PROCESSING_TIMEOUT = 7 * 24 * 3600
 MAX_MIN_CONTRIBUTORS = 1_000_000
+MAX_QUORUM_WAIT = 30 * 24 * 3600
+MAX_LATE_SECONDS = 10 * 365 * 24 * 3600
+DEFAULT_MAX_LATE = 7 * 24 * 3600  # SPEC: older timestamps are refused (default 7 days)
+ON_SHORT = ("process", "fail")  # SPEC: what a group short of its quorum does once the wait is over
 DEFAULT_PROCESSING_TIMEOUT = 300
 MAX_POOL_NAME = 128
 MAX_URL = 2048
@@ -188,6 +197,24 @@ class TokenClaims:
     jti: str
     iat: int
     exp: int
+    # The login (refresh-token family) the token descends from; None for tokens issued before
+    # refresh tokens existed. Revoking the login revokes every token of it.
+    session_id: str | None = None
+    # When the token was issued, to the millisecond (``iat_ms``; ``iat`` is whole seconds): a
+    # user's "not valid before" (role change, disable) must not refuse a token issued just after.
+    issued_ms: int = 0
+
+    @property
+    def token_id(self) -> str:
+        return self.jti
+
+    @property
+    def issued_at(self) -> float:
+        return (self.issued_ms or self.iat * 1000) / 1000
+
+
+def new_token_id() -> str:
+    return secrets.token_hex(16)
 
 
 def key_id(secret: str) -> str:
@@ -196,11 +223,16 @@ def key_id(secret: str) -> str:
 
 
 def encode_token(secret: str, *, user_id: str, user_name: str, role: str,
-                 ttl_seconds: int = DEFAULT_TOKEN_TTL, now: float | None = None) -> IssuedToken:
-    issued = int(now if now is not None else time.time())
-    jti = secrets.token_hex(16)
+                 ttl_seconds: int = DEFAULT_TOKEN_TTL, now: float | None = None,
+                 session_id: str | None = None, jti: str | None = None) -> IssuedToken:
+    moment = now if now is not None else time.time()
+    issued = int(moment)
+    jti = jti or new_token_id()
     exp = issued + int(ttl_seconds)
-    claims = {"sub": user_id, "name": user_name, "role": role, "jti": jti, "iat": issued, "exp": exp}
+    claims: dict[str, Any] = {"sub": user_id, "name": user_name, "role": role, "jti": jti, "iat": issued,
+                              "iat_ms": int(moment * 1000), "exp": exp}
+    if session_id is not None:
+        claims["sid"] = session_id
     token = jwt.encode(claims, secret, algorithm=TOKEN_ALGORITHM, headers={"kid": key_id(secret)})
     return IssuedToken(token, jti, exp)
 
@@ -247,8 +279,45 @@ def decode_token(secret: str, token: str, *, now: float | None = None, previous:
         raise TokenInvalid("invalid token")
     if exp <= (time.time() if now is None else now):  # PyJWT's rule: expired at exp itself
         raise TokenInvalid("token expired")
+    sid, iat_ms = claims.get("sid"), claims.get("iat_ms")
     return TokenClaims(user_id=sub, user_name=str(claims.get("name", "")), role=str(claims.get("role", "")),
-                       jti=jti, iat=iat, exp=exp)
+                       jti=jti, iat=iat, exp=exp, session_id=sid if isinstance(sid, str) and sid else None,
+                       issued_ms=iat_ms if isinstance(iat_ms, int) and not isinstance(iat_ms, bool) else 0)
+
+
+# --- refresh tokens ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewRefreshToken:
+    token: str  # given to the client once
+    token_hash: str  # stored: a database leak does not leak usable refresh tokens
+
+
+def new_session_id() -> str:
+    return secrets.token_hex(16)
+
+
+def new_refresh_token() -> NewRefreshToken:
+    """An opaque random string (256 bits): only its hash is stored, a plain SHA-256 suffices
+    (like API keys, it cannot be brute-forced the way a password can)."""
+    token = REFRESH_PREFIX + secrets.token_urlsafe(32)
+    return NewRefreshToken(token, hash_refresh_token(token))
+
+
+def hash_refresh_token(token: str) -> str:
+    return hashlib.sha256(b"dropbox-refresh:" + token.encode()).hexdigest()
+
+
+def check_refresh_token(value: Any) -> str:
+    """A string (else 400); whether it is one of ours is the store's answer (401 if not)."""
+    if not isinstance(value, str) or not value:
+        raise Invalid("refresh_token must be a non-empty string")
+    return value
+
+
+def looks_like_refresh_token(value: str) -> bool:
+    return value.startswith(REFRESH_PREFIX) and len(value) <= MAX_REFRESH_TOKEN_LENGTH
 
 
 # --- pools ------------------------------------------------------------------
@@ -262,6 +331,14 @@ class PoolSpec:
     min_contributors: int | None = None
     processing_timeout_seconds: int = DEFAULT_PROCESSING_TIMEOUT
     processor_url: str | None = None
+    quorum_wait_seconds: int = 0
+    on_short: str = "process"
+    max_late_seconds: int = DEFAULT_MAX_LATE
+
+
+# The fields of SPEC's POST /auth/pools this service keeps (PATCH changes any of them).
+POOL_SPEC_FIELDS = ("name", "window_seconds", "close_grace_seconds", "min_contributors", "quorum_wait_seconds",
+                    "on_short", "processing_timeout_seconds", "processor_url", "max_late_seconds")
 
 
 def _int_field(body: dict[str, Any], key: str, default: int | None, low: int, high: int,
@@ -315,9 +392,78 @@ def parse_pool(body: dict[str, Any]) -> PoolSpec:
     minimum = _int_field(body, "min_contributors", None, 1, MAX_MIN_CONTRIBUTORS, nullable=True)
     timeout = _int_field(body, "processing_timeout_seconds", DEFAULT_PROCESSING_TIMEOUT, 1,
                          MAX_PROCESSING_TIMEOUT)
-    assert grace is not None and timeout is not None
+    quorum_wait = _int_field(body, "quorum_wait_seconds", 0, 0, MAX_QUORUM_WAIT)
+    max_late = _int_field(body, "max_late_seconds", DEFAULT_MAX_LATE, 0, MAX_LATE_SECONDS)
+    on_short = body.get("on_short", "process")
+    if on_short is None:
+        on_short = "process"
+    if on_short not in ON_SHORT:
+        raise Invalid("on_short must be 'process' or 'fail'")
+    assert grace is not None and timeout is not None and quorum_wait is not None and max_late is not None
     return PoolSpec(name=name, window_seconds=window, close_grace_seconds=grace, min_contributors=minimum,
-                    processing_timeout_seconds=timeout, processor_url=check_url(body.get("processor_url")))
+                    processing_timeout_seconds=timeout, processor_url=check_url(body.get("processor_url")),
+                    quorum_wait_seconds=quorum_wait, on_short=on_short, max_late_seconds=max_late)
+
+
+def parse_pool_patch(current: dict[str, Any], body: dict[str, Any]) -> PoolSpec:
+    """The pool ``current`` with the fields of ``body`` changed, checked exactly as a new pool is.
+
+    Keys this service does not keep are ignored (as POST ignores them); at least one it keeps
+    must be there, so an empty or misspelt PATCH is a 400, not a silent no-op.
+    """
+    if not any(key in body for key in POOL_SPEC_FIELDS):
+        raise Invalid("nothing to change: give at least one of " + ", ".join(POOL_SPEC_FIELDS))
+    merged = {key: current.get(key) for key in POOL_SPEC_FIELDS}
+    merged.update({key: body[key] for key in POOL_SPEC_FIELDS if key in body})
+    return parse_pool(merged)
+
+
+# --- users (admin) ----------------------------------------------------------------
+
+MAX_PAGE = 1000  # a larger limit is refused (400 naming it), never silently cut
+DEFAULT_PAGE = 100
+
+
+@dataclass(frozen=True)
+class UserPatch:
+    role: str | None = None
+    disabled: bool | None = None
+
+
+def parse_user_patch(body: dict[str, Any]) -> UserPatch:
+    if "role" not in body and "disabled" not in body:
+        raise Invalid("nothing to change: give role and/or disabled")
+    role = body.get("role")
+    if "role" in body and role not in USER_ROLES:
+        raise Invalid("role must be 'user' or 'admin'")
+    disabled = body.get("disabled")
+    if "disabled" in body and not isinstance(disabled, bool):
+        raise Invalid("disabled must be true or false")
+    return UserPatch(role=role, disabled=disabled)
+
+
+def parse_limit(value: Any) -> int:
+    """A page size from a query string: 1..MAX_PAGE, default DEFAULT_PAGE."""
+    if value is None or value == "":
+        return DEFAULT_PAGE
+    if not isinstance(value, str) or not value.isascii() or not value.isdigit() or len(value) > 7:
+        raise Invalid(f"limit must be an integer between 1 and {MAX_PAGE}")
+    limit = int(value)
+    if not 1 <= limit <= MAX_PAGE:
+        raise Invalid(f"limit must be an integer between 1 and {MAX_PAGE}")
+    return limit
+
+
+_CURSOR = re.compile(r"[0-9a-f]{32}")
+
+
+def parse_cursor(value: Any) -> str | None:
+    """A users cursor is the last user id of the previous page (ids are 32 hex characters)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _CURSOR.fullmatch(value):
+        raise Invalid("cursor is not one this service gave")
+    return value
 
 
 def pool_view(pool: dict[str, Any], *, admin: bool) -> dict[str, Any]:

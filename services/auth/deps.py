@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.common.audit import AuditTrail
 from services.common.httpkit import ServiceMetrics
 from services.common.ports import Clock, Publisher
+from services.common.revocations import RevocationList
 
 from . import core
 from .config import Settings
-from .ports import AuthStore, RateCounters
+from .ports import AuthStore, RateCounters, Revocations
 
 
 class AuthMetrics:
@@ -18,6 +20,13 @@ class AuthMetrics:
         self.signups = metrics.counter("auth_signups_total", "Accounts created by signup")
         self.logins = metrics.counter("auth_logins_total", "Login attempts", ("outcome",))
         self.revoked = metrics.counter("auth_tokens_revoked_total", "Tokens revoked by logout")
+        self.refreshes = metrics.counter("auth_refreshes_total", "Refresh token uses", ("outcome",))
+        self.revocation_write_failures = metrics.counter(
+            "auth_revocation_write_failures_total", "Revocations answered 503: the shared list could not be written")
+        self.revocation_read_failures = metrics.counter(
+            "auth_revocation_read_failures_total", "Validations that could not read the shared revocation list")
+        self.audit_lost = metrics.counter("audit_write_lost_total",
+                                          "Audit records that could not be published (the action went on)")
         self.validations = metrics.counter("auth_validations_total", "Token validations", ("outcome",))
         self.publish_failures = metrics.counter("auth_publish_failures_total", "Events not accepted by RabbitMQ",
                                                 ("event",))
@@ -40,3 +49,7 @@ class Deps:
     metrics: AuthMetrics
     clock: Clock
     counters: RateCounters  # signup/login rate limits (Redis), see throttle.py
+    revocations: Revocations  # writes the shared revocation list (Redis), see revocation.py
+    revocation_list: RevocationList  # reads it back (validate honours it)
+    # Logins, refusals, logouts, user/pool/member/key changes, with who did it (never a secret).
+    audit: AuditTrail

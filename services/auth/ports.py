@@ -4,11 +4,13 @@
 has an in-memory one for fast tests. A uniqueness conflict raises
 ``services.common.errors.Duplicate`` in both. The publisher is
 ``services.common.ports.Publisher``. ``RateCounters`` count signups and logins
-in Redis (``store.RedisCounters``), shared by every auth replica.
+in Redis (``store.RedisCounters``), shared by every auth replica; ``Revocations``
+writes the shared revocation list (``store.RedisRevocations``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from .core import PoolSpec
@@ -31,18 +33,59 @@ class AuthStore(Protocol):
 
     def ensure_admin(self, user_id: str, user_name: str, password_hash: str) -> bool: ...
 
-    def list_users(self) -> list[dict[str, Any]]: ...
+    def list_users(self, limit: int | None = None, after: str | None = None) -> list[dict[str, Any]]:
+        """Users (``user_id, user_name, role, disabled, created``) in (created, user_id) order,
+        at most ``limit`` of them, after the user id ``after``."""
+        ...
 
-    def identity(self, user_id: str, jti: str) -> dict[str, Any] | None:
-        """The user with its pools, or None when the user is gone or the token revoked."""
+    def update_user(self, user_id: str, *, role: str | None = None, disabled: bool | None = None,
+                    tokens_valid_after_ms: int | None = None) -> dict[str, Any] | None: ...
+
+    def revoke_user_sessions(self, user_id: str) -> list[dict[str, Any]]:
+        """End every login of the user; those not expired (``session_id, access_jti, access_expires_at``)."""
+        ...
+
+    def user_by_id(self, user_id: str) -> dict[str, Any] | None: ...
+
+    def identity(self, user_id: str, jti: str, session_id: str | None = None,
+                 issued_ms: int = 0) -> dict[str, Any] | None:
+        """The user with its pools, or None when the user is gone or disabled, the token revoked,
+        its login ended, or it was issued (``issued_ms``) before the user's tokens_valid_after_ms."""
         ...
 
     def revoke_token(self, jti: str, user_id: str, expires_at: int) -> bool: ...
+
+    # --- logins (refresh-token families)
+    def create_session(self, session_id: str, user_id: str, refresh_hash: str, refresh_expires_at: int,
+                       access_jti: str, access_expires_at: int) -> None: ...
+
+    def rotate_refresh(self, token_hash: str, new_hash: str, refresh_expires_at: int, access_jti: str,
+                       access_expires_at: int, now: int) -> dict[str, Any] | None:
+        """Use the refresh token ``token_hash`` once, atomically; None when no such token.
+
+        Answers the login (``session_id``, ``user_id``, ``user_name``, ``role``, ``access_jti``,
+        ``access_expires_at``) and an ``outcome``: ``ok`` (it is now used; ``new_hash`` is the
+        login's next refresh token and ``access_jti`` its newest access token), ``reused`` (it
+        was used before: the login is revoked now), ``revoked`` (the login had ended) or
+        ``expired``. Only ``ok`` changes the new token's rows.
+        """
+        ...
+
+    def revoke_session(self, session_id: str) -> dict[str, Any] | None:
+        """End a login; its ``user_id``, ``access_jti`` and ``access_expires_at``, or None if unknown."""
+        ...
 
     # --- pools and members
     def create_pool(self, pool_id: str, spec: PoolSpec) -> dict[str, Any]: ...
 
     def get_pool(self, pool_id: str) -> dict[str, Any] | None: ...
+
+    def update_pool(self, pool_id: str, spec: PoolSpec) -> dict[str, Any] | None: ...
+
+    def delete_pool(self, pool_id: str) -> dict[str, Any] | None:
+        """Delete the pool, its members and keys at once: ``{pool, members: [{user_id, user_name}],
+        keys: <unrevoked keys it had>}``, or None when unknown."""
+        ...
 
     def list_pools(self, user_id: str, *, all_pools: bool) -> list[dict[str, Any]]: ...
 
@@ -61,6 +104,14 @@ class AuthStore(Protocol):
 
     def processor_key(self, key_id: str) -> dict[str, Any] | None:
         """An unrevoked key's ``key_id``, ``pool_id`` and ``key_hash``."""
+        ...
+
+
+class Revocations(Protocol):
+    """Writes the shared revocation list (``services.common.revocations``; Redis)."""
+
+    def write(self, entries: Sequence[tuple[str, str, int]]) -> None:
+        """``(key, value, ttl_seconds)`` each, all or none; raises when they could not be written."""
         ...
 
 

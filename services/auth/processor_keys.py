@@ -10,7 +10,7 @@ from services.common.errors import not_found, unauthorized
 from . import core
 from .accounts import Caller, require_admin
 from .deps import Deps
-from .pools import MAX_ID, pool_or_404
+from .pools import MAX_ID, audit, pool_or_404
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,7 @@ def create_key(deps: Deps, caller: Caller, pool_id: str) -> dict[str, Any]:
     key = core.new_api_key()
     row = deps.store.add_processor_key(key.key_id, pool_id, key.key_hash)
     log.info("processor key created", extra={"pool_id": pool_id, "key_id": key.key_id})
+    audit(deps, caller, "processor_key_created", pool_id, key_id=key.key_id)  # the id, never the key
     return {"api_key": key.api_key, "key_id": key.key_id, "pool_id": pool_id, "created": row["created"]}
 
 
@@ -39,6 +40,7 @@ def revoke_key(deps: Deps, caller: Caller, pool_id: str, key_id: str) -> dict[st
     if len(key_id) > MAX_ID or not deps.store.revoke_processor_key(pool_id, key_id):
         raise not_found(f"no processor key {key_id!r} in this pool")
     log.info("processor key revoked", extra={"pool_id": pool_id, "key_id": key_id})
+    audit(deps, caller, "processor_key_revoked", pool_id, key_id=key_id)
     return {"pool_id": pool_id, "key_id": key_id, "revoked": True}
 
 

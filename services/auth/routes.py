@@ -55,7 +55,12 @@ def login(user_name: str) -> Response:
 
 @bp.put("/auth/logout/<user_name>")
 def logout(user_name: str) -> Response:
-    return jsonify(accounts.logout(deps(), caller(), user_name))
+    return jsonify(accounts.logout(deps(), httpkit.bearer_token(), user_name))
+
+
+@bp.post("/auth/refresh")
+def refresh() -> Response:
+    return jsonify(accounts.refresh(deps(), json_body()))
 
 
 @bp.get("/auth/validate")
@@ -65,7 +70,13 @@ def validate() -> Response:
 
 @bp.get("/auth/users")
 def users() -> Response:
-    return jsonify({"users": accounts.users(deps(), caller())})
+    return jsonify(accounts.users(deps(), caller(), request.args.get("limit"), request.args.get("cursor")))
+
+
+@bp.patch("/auth/users/<user_name>")
+def patch_user(user_name: str) -> Response:
+    who = accounts.require_admin(caller())  # a non-admin is refused before its body is read
+    return jsonify(accounts.patch_user(deps(), who, user_name, json_body()))
 
 
 # --- pools and members ----------------------------------------------------------------
@@ -85,6 +96,17 @@ def list_pools() -> Response:
 @bp.get("/auth/pools/<pool_id>")
 def get_pool(pool_id: str) -> Response:
     return jsonify(pools.get_pool(deps(), caller(), pool_id))
+
+
+@bp.patch("/auth/pools/<pool_id>")
+def patch_pool(pool_id: str) -> Response:
+    who = accounts.require_admin(caller())
+    return jsonify(pools.patch_pool(deps(), who, pool_id, json_body()))
+
+
+@bp.delete("/auth/pools/<pool_id>")
+def delete_pool(pool_id: str) -> Response:
+    return jsonify(pools.delete_pool(deps(), caller(), pool_id))
 
 
 @bp.get("/auth/pools/<pool_id>/members")

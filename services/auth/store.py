@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +27,7 @@ from services.common.timeutil import iso
 
 from .core import PoolSpec
 
-__all__ = ["Duplicate", "RedisCounters", "Store", "StoreUnavailable"]
+__all__ = ["Duplicate", "RedisCounters", "RedisRevocations", "Store", "StoreUnavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,13 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 MIGRATION_LOCK_ID = 0x6175_7468_6D69_6772  # "authmigr"
 
 POOL_COLUMNS = ("pool_id, name, window_seconds, close_grace_seconds, min_contributors, "
-                "processing_timeout_seconds, processor_url, created")
+                "processing_timeout_seconds, processor_url, quorum_wait_seconds, on_short, max_late_seconds, created")
+POOL_SPEC_COLUMNS = ("name", "window_seconds", "close_grace_seconds", "min_contributors", "processing_timeout_seconds",
+                     "processor_url", "quorum_wait_seconds", "on_short", "max_late_seconds")
+
+
+def _ts(epoch_seconds: int) -> datetime:
+    return datetime.fromtimestamp(epoch_seconds, UTC)
 
 
 class StoreUnavailable(RuntimeError):
@@ -45,8 +51,7 @@ class StoreUnavailable(RuntimeError):
 
 
 def _pool_doc(row: dict[str, Any]) -> dict[str, Any]:
-    doc = {key: row[key] for key in ("pool_id", "name", "window_seconds", "close_grace_seconds",
-                                     "min_contributors", "processing_timeout_seconds", "processor_url")}
+    doc = {key: row[key] for key in ("pool_id", *POOL_SPEC_COLUMNS)}
     doc["created"] = iso(row["created"])
     return doc
 
@@ -180,7 +185,7 @@ class Store:
     def user_by_name(self, user_name: str) -> dict | None:
         """The user (with its password hash) whose name matches regardless of case."""
         with self._cursor() as cur:
-            cur.execute("SELECT user_id, user_name, role, password_hash, created FROM users "
+            cur.execute("SELECT user_id, user_name, role, disabled, password_hash, created FROM users "
                         "WHERE lower(user_name) = lower(%s)", (user_name,))
             row = cur.fetchone()
             return dict(row) if row else None
@@ -205,15 +210,48 @@ class Store:
                             "AND role <> 'admin'", (user_name,))
             return created
 
-    def list_users(self) -> list[dict]:
+    def list_users(self, limit: int | None = None, after: str | None = None) -> list[dict]:
+        """Users in (created, user_id) order, at most ``limit``, after the user id ``after``."""
+        where, args = "", list[object]()
+        if after is not None:
+            where = " WHERE (created, user_id) > (SELECT created, user_id FROM users WHERE user_id = %s)"
+            args.append(after)
+        page = ""
+        if limit is not None:
+            page = " LIMIT %s"
+            args.append(limit)
         with self._cursor() as cur:
-            cur.execute("SELECT user_id, user_name, role, created FROM users ORDER BY created, user_name")
+            cur.execute(f"SELECT user_id, user_name, role, disabled, created FROM users{where}"
+                        f" ORDER BY created, user_id{page}", args)
             return [{**row, "created": iso(row["created"])} for row in cur.fetchall()]
+
+    def update_user(self, user_id: str, *, role: str | None = None, disabled: bool | None = None,
+                    tokens_valid_after_ms: int | None = None) -> dict | None:
+        """Change what is given; the user as it is now (None if unknown). ``tokens_valid_after_ms``
+        only ever grows (GREATEST): two concurrent changes cannot re-validate older tokens."""
+        with self._cursor() as cur:
+            cur.execute("UPDATE users SET role = COALESCE(%s, role), disabled = COALESCE(%s, disabled),"
+                        " tokens_valid_after_ms = GREATEST(tokens_valid_after_ms, COALESCE(%s, 0))"
+                        " WHERE user_id = %s RETURNING user_id, user_name, role, disabled, created",
+                        (role, disabled, tokens_valid_after_ms, user_id))
+            row = cur.fetchone()
+            return {**row, "created": iso(row["created"])} if row else None
+
+    def revoke_user_sessions(self, user_id: str) -> list[dict]:
+        """End every login of the user; the ones still holding a live access token."""
+        with self._cursor() as cur:
+            cur.execute("UPDATE login_sessions SET revoked_at = COALESCE(revoked_at, now()) WHERE user_id = %s"
+                        " AND expires_at > now() RETURNING session_id, access_jti,"
+                        " extract(epoch FROM access_expires_at) AS access_expires_at", (user_id,))
+            return [{"session_id": r["session_id"], "user_id": user_id, "access_jti": r["access_jti"],
+                     "access_expires_at": int(r["access_expires_at"])}
+                    for r in cur.fetchall() if r["access_expires_at"] is not None]
 
     # --- tokens --------------------------------------------------------------------
 
-    def identity(self, user_id: str, jti: str) -> dict | None:
-        """The user with its pools, or None when the user is gone or the token revoked.
+    def identity(self, user_id: str, jti: str, session_id: str | None = None, issued_ms: int = 0) -> dict | None:
+        """The user with its pools, or None when the user is gone or disabled, the token revoked,
+        its login ended, or it was issued before the user's tokens_valid_after_ms.
 
         One query over two primary keys and the pool_members(user_id) index: it runs on
         every request of every service.
@@ -221,20 +259,96 @@ class Store:
         with self._cursor() as cur:
             cur.execute(
                 "SELECT u.user_id, u.user_name, u.role,"
-                " EXISTS (SELECT 1 FROM revoked_tokens r WHERE r.jti = %(jti)s) AS revoked,"
+                " (u.disabled OR u.tokens_valid_after_ms > %(issued)s"
+                "  OR EXISTS (SELECT 1 FROM revoked_tokens r WHERE r.jti = %(jti)s)"
+                "  OR EXISTS (SELECT 1 FROM login_sessions s WHERE s.session_id = %(sid)s"
+                "             AND s.revoked_at IS NOT NULL)) AS revoked,"
                 " COALESCE(array_agg(m.pool_id ORDER BY m.pool_id) FILTER (WHERE m.pool_id IS NOT NULL),"
                 "          '{}') AS pool_ids,"
                 " COALESCE(array_agg(m.role ORDER BY m.pool_id) FILTER (WHERE m.pool_id IS NOT NULL),"
                 "          '{}') AS pool_roles"
                 " FROM users u LEFT JOIN pool_members m ON m.user_id = u.user_id"
                 " WHERE u.user_id = %(uid)s GROUP BY u.user_id",
-                {"jti": jti, "uid": user_id})
+                {"jti": jti, "uid": user_id, "sid": session_id, "issued": issued_ms})
             row = cur.fetchone()
         if row is None or row["revoked"]:
             return None
         return {"user_id": row["user_id"], "user_name": row["user_name"], "role": row["role"],
                 "pools": [{"pool_id": p, "role": r} for p, r in zip(row["pool_ids"], row["pool_roles"],
                                                                    strict=True)]}
+
+    def user_by_id(self, user_id: str) -> dict | None:
+        with self._cursor() as cur:
+            cur.execute("SELECT user_id, user_name, role, disabled, created FROM users WHERE user_id = %s",
+                        (user_id,))
+            row = cur.fetchone()
+            return dict(row) if row else None
+
+    # --- logins and refresh tokens ------------------------------------------------------
+
+    def create_session(self, session_id: str, user_id: str, refresh_hash: str, refresh_expires_at: int,
+                       access_jti: str, access_expires_at: int) -> None:
+        """A new login with its first refresh token. Logins whose last refresh token expired
+        over a day ago are pruned here (their refresh tokens with them): the tables stay bounded."""
+        with self._cursor() as cur:
+            cur.execute("DELETE FROM login_sessions WHERE expires_at < now() - interval '1 day'")
+            cur.execute("INSERT INTO login_sessions (session_id, user_id, expires_at, access_jti, access_expires_at)"
+                        " VALUES (%s, %s, %s, %s, %s)",
+                        (session_id, user_id, _ts(refresh_expires_at), access_jti, _ts(access_expires_at)))
+            cur.execute("INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES (%s, %s, %s)",
+                        (refresh_hash, session_id, _ts(refresh_expires_at)))
+
+    def rotate_refresh(self, token_hash: str, new_hash: str, refresh_expires_at: int, access_jti: str,
+                       access_expires_at: int, now: int) -> dict | None:
+        """Use a refresh token once, in one transaction; see ``ports.AuthStore.rotate_refresh``.
+
+        The row locks (FOR UPDATE) make two concurrent uses of one token take turns: the
+        first rotates, the second finds it used, which is reuse (the login ends).
+        """
+        with self._cursor() as cur:
+            cur.execute("SELECT r.session_id, r.used_at, extract(epoch FROM r.expires_at) AS expires_at,"
+                        " s.revoked_at, s.access_jti, extract(epoch FROM s.access_expires_at) AS access_expires_at,"
+                        " u.user_id, u.user_name, u.role, u.disabled"
+                        " FROM refresh_tokens r JOIN login_sessions s ON s.session_id = r.session_id"
+                        " JOIN users u ON u.user_id = s.user_id WHERE r.token_hash = %s FOR UPDATE OF r, s",
+                        (token_hash,))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            found = {"session_id": row["session_id"], "user_id": row["user_id"], "user_name": row["user_name"],
+                     "role": row["role"], "access_jti": row["access_jti"],
+                     "access_expires_at": int(row["access_expires_at"])}
+            if row["revoked_at"] is not None or row["disabled"]:
+                return {**found, "outcome": "revoked"}
+            if row["used_at"] is not None:
+                cur.execute("UPDATE login_sessions SET revoked_at = now() WHERE session_id = %s",
+                            (row["session_id"],))
+                return {**found, "outcome": "reused"}
+            if int(row["expires_at"]) <= now:
+                return {**found, "outcome": "expired"}
+            cur.execute("UPDATE refresh_tokens SET used_at = now() WHERE token_hash = %s", (token_hash,))
+            # A login refreshed every few minutes for months keeps only its unexpired tokens (used
+            # ones are kept until they expire, so their reuse is still recognised).
+            cur.execute("DELETE FROM refresh_tokens WHERE session_id = %s AND expires_at < now()",
+                        (row["session_id"],))
+            cur.execute("INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES (%s, %s, %s)",
+                        (new_hash, row["session_id"], _ts(refresh_expires_at)))
+            cur.execute("UPDATE login_sessions SET expires_at = %s, access_jti = %s, access_expires_at = %s"
+                        " WHERE session_id = %s",
+                        (_ts(refresh_expires_at), access_jti, _ts(access_expires_at), row["session_id"]))
+            return {**found, "outcome": "ok"}
+
+    def revoke_session(self, session_id: str) -> dict | None:
+        """End a login (its refresh tokens stop working); its newest access token's id and expiry."""
+        with self._cursor() as cur:
+            cur.execute("UPDATE login_sessions SET revoked_at = COALESCE(revoked_at, now()) WHERE session_id = %s"
+                        " RETURNING user_id, access_jti, extract(epoch FROM access_expires_at) AS access_expires_at",
+                        (session_id,))
+            row = cur.fetchone()
+        if row is None:
+            return None
+        return {"session_id": session_id, "user_id": row["user_id"], "access_jti": row["access_jti"],
+                "access_expires_at": int(row["access_expires_at"])}
 
     def revoke_token(self, jti: str, user_id: str, expires_at: int) -> bool:
         """Record a revocation (True if new). Rows of tokens that expired anyway are pruned:
@@ -257,11 +371,9 @@ class Store:
     def create_pool(self, pool_id: str, spec: PoolSpec) -> dict:
         try:
             with self._cursor() as cur:
-                cur.execute(f"INSERT INTO pools (pool_id, name, window_seconds, close_grace_seconds,"
-                            f" min_contributors, processing_timeout_seconds, processor_url)"
-                            f" VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {POOL_COLUMNS}",
-                            (pool_id, spec.name, spec.window_seconds, spec.close_grace_seconds,
-                             spec.min_contributors, spec.processing_timeout_seconds, spec.processor_url))
+                cur.execute(f"INSERT INTO pools (pool_id, {', '.join(POOL_SPEC_COLUMNS)})"
+                            f" VALUES (%s{', %s' * len(POOL_SPEC_COLUMNS)}) RETURNING {POOL_COLUMNS}",
+                            (pool_id, *(getattr(spec, c) for c in POOL_SPEC_COLUMNS)))
                 return _pool_doc(cur.fetchone())
         except psycopg2.errors.UniqueViolation as exc:
             raise Duplicate(f"pool {pool_id} exists") from exc
@@ -271,6 +383,30 @@ class Store:
             cur.execute(f"SELECT {POOL_COLUMNS} FROM pools WHERE pool_id = %s", (pool_id,))
             row = cur.fetchone()
             return _pool_doc(row) if row else None
+
+    def update_pool(self, pool_id: str, spec: PoolSpec) -> dict | None:
+        with self._cursor() as cur:
+            cur.execute(f"UPDATE pools SET {', '.join(f'{c} = %s' for c in POOL_SPEC_COLUMNS)}"
+                        f" WHERE pool_id = %s RETURNING {POOL_COLUMNS}",
+                        (*(getattr(spec, c) for c in POOL_SPEC_COLUMNS), pool_id))
+            row = cur.fetchone()
+            return _pool_doc(row) if row else None
+
+    def delete_pool(self, pool_id: str) -> dict | None:
+        """Delete a pool with its members and keys (ON DELETE CASCADE), in one transaction;
+        the pool and the members it had (to tell the fleet), or None if unknown."""
+        with self._cursor() as cur:
+            cur.execute("SELECT u.user_id, u.user_name FROM pool_members m JOIN users u ON u.user_id = m.user_id"
+                        " WHERE m.pool_id = %s ORDER BY u.user_name FOR UPDATE OF m", (pool_id,))
+            members = [dict(row) for row in cur.fetchall()]
+            cur.execute("SELECT count(*) AS n FROM processor_keys WHERE pool_id = %s AND revoked_at IS NULL",
+                        (pool_id,))
+            keys = int(cur.fetchone()["n"])
+            cur.execute(f"DELETE FROM pools WHERE pool_id = %s RETURNING {POOL_COLUMNS}", (pool_id,))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            return {"pool": _pool_doc(row), "members": members, "keys": keys}
 
     def list_pools(self, user_id: str, *, all_pools: bool) -> list[dict]:
         """The user's pools with its role; ``all_pools`` (admin): every pool, role None where not a member."""
@@ -358,3 +494,29 @@ class RedisCounters:
     def get(self, key: str) -> int:
         value = self.client.get(self.prefix + key)
         return int(value) if value is not None else 0  # type: ignore[arg-type]
+
+
+class RedisRevocations:
+    """auth's writes to the shared revocation list (``{prefix}:revoked:*``, see services.common.revocations).
+
+    One MULTI/EXEC: a logout's token and login keys land together or not at all. One retry
+    after a connection error (a Redis failover drops the connection once); then the error
+    goes to the caller, which answers 503 (accounts.py says why).
+    """
+
+    ATTEMPTS = 2
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def write(self, entries: Sequence[tuple[str, str, int]]) -> None:
+        for attempt in range(self.ATTEMPTS):
+            try:
+                pipe = self.client.pipeline(transaction=True)
+                for key, value, ttl in entries:
+                    pipe.set(key, value, ex=max(1, int(ttl)))
+                pipe.execute()
+                return
+            except (redis.ConnectionError, redis.TimeoutError):
+                if attempt + 1 == self.ATTEMPTS:
+                    raise

@@ -24,6 +24,10 @@ class Identity:
     role: str
     pools: dict[str, str] = field(default_factory=dict)  # pool_id -> "contributor" | "listener"
     token_id: str | None = None
+    # For the shared revocation list (``services.common.revocations``) and expiry checks.
+    session_id: str | None = None  # the login the token belongs to
+    issued_at: float | None = None  # epoch seconds, to the millisecond
+    expires_at: int | None = None  # epoch seconds
 
     @property
     def is_admin(self) -> bool:
@@ -43,6 +47,9 @@ class Identity:
             role=doc["role"],
             pools={str(p["pool_id"]): p["role"] for p in doc.get("pools", [])},
             token_id=doc.get("token_id"),
+            session_id=doc.get("session_id"),
+            issued_at=doc.get("issued_at"),
+            expires_at=doc.get("expires_at"),
         )
 
 

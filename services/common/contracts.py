@@ -268,6 +268,15 @@ class MembershipChanged(Message):
 
 
 @dataclass(frozen=True)
+class PoolDeleted(Message):
+    """An admin deleted a pool (its members and keys are gone): open groups of it end."""
+
+    routing_key: ClassVar[str] = "auth.pool_deleted"
+
+    pool_id: str
+
+
+@dataclass(frozen=True)
 class AuditRecorded(Message):
     """One file operation for the append-only audit trail (owned by file_service_manager)."""
 

@@ -53,6 +53,10 @@ INDEX_QUEUE = QueueSpec("file_service_manager.index", ("file.status.*", "file.gr
 AUDIT_QUEUE = QueueSpec("file_service_manager.audit", ("audit.recorded",), arguments=quorum())
 STORE_FAILED_QUEUE = QueueSpec("file_uploader.store_failed", ("upload.store_failed",), arguments=quorum())
 AGGREGATOR_QUEUE = QueueSpec("pool_aggregator.stored", ("file.stored",), arguments=quorum())
+# Pool lifecycle from auth (PoolDeleted): pool_aggregator ends the pool's open groups. Its own
+# queue, so a message waits (durably) until that consumer runs, and cannot be dead-lettered as
+# unhandled by the FileStored consumer.
+POOL_EVENTS_QUEUE = QueueSpec("pool_aggregator.pools", ("auth.pool_deleted",), arguments=quorum())
 # Shared by every gateway process: one of them takes each notification and
 # emits it through python-socketio's message-queue manager, which reaches the
 # clients of every gateway (file-status, pool-result, group-status).
@@ -70,7 +74,7 @@ DEAD_LETTER_QUEUE = QueueSpec("dropbox.dead_letters", ("#",), exchange=DEAD_LETT
                               arguments=quorum(None, delivery_limit=None))
 
 DURABLE_QUEUES = (STORE_QUEUE, INDEX_QUEUE, AUDIT_QUEUE, STORE_FAILED_QUEUE, AGGREGATOR_QUEUE,
-                  GATEWAY_QUEUE, RETRY_QUEUE, DEAD_LETTER_QUEUE)
+                  POOL_EVENTS_QUEUE, GATEWAY_QUEUE, RETRY_QUEUE, DEAD_LETTER_QUEUE)
 # Per-process control events (every gateway must see every one: it holds the sockets).
 CONTROL_BINDINGS = ("auth.token_revoked", "auth.membership_changed")
 

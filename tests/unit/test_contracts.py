@@ -36,6 +36,7 @@ def _examples() -> list[c.Message]:
         c.GroupChanged(pool_id="p1", group_id="g1", status="ready", window_start="a", window_end="b"),
         c.TokenRevoked(token_id="t1", user_id="7"),
         c.MembershipChanged(pool_id="p1", user_id="7", user_name="alice", role=None),
+        c.PoolDeleted(pool_id="p1"),
         c.AuditRecorded(audit_id="a1", time="t", service="file_uploader", actor="7", action="upload_started",
                         outcome="ok", file_id="u1", group_id="g1", pool_id="p1", bytes=10, sha256="ab" * 32,
                         detail={"attempt": 1, "nested": {"k": [1]}}),

@@ -9,6 +9,7 @@ Only tests import this.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,10 +17,10 @@ from typing import Any
 from ..errors import Duplicate
 from ..timeutil import iso
 
-__all__ = ["FakeAuthStore", "FakeRateCounters"]
+__all__ = ["FakeAuthStore", "FakeRateCounters", "FakeRevocations"]
 
 POOL_FIELDS = ("name", "window_seconds", "close_grace_seconds", "min_contributors", "processing_timeout_seconds",
-               "processor_url")
+               "processor_url", "quorum_wait_seconds", "on_short", "max_late_seconds")
 
 
 @dataclass
@@ -29,6 +30,8 @@ class FakeAuthStore:
     pools: dict[str, dict[str, Any]] = field(default_factory=dict)  # pool_id -> pool doc
     memberships: dict[tuple[str, str], str] = field(default_factory=dict)  # (pool_id, user_id) -> role
     keys: dict[str, dict[str, Any]] = field(default_factory=dict)  # key_id -> row
+    sessions: dict[str, dict[str, Any]] = field(default_factory=dict)  # session_id -> login row
+    refresh: dict[str, dict[str, Any]] = field(default_factory=dict)  # token_hash -> row
     down: bool = False  # every call raises, as a database that went away would
     migrations: int = 0
     _ticks: int = 0
@@ -57,14 +60,15 @@ class FakeAuthStore:
         if user_id in self.users or self.user_by_name(user_name) is not None:
             raise Duplicate(f"user {user_name!r} exists")
         row = {"user_id": user_id, "user_name": user_name, "role": role, "password_hash": password_hash,
-               "created": self._created()}
+               "created": self._created(), "disabled": False, "tokens_valid_after_ms": 0}
         self.users[user_id] = row
-        return {k: v for k, v in row.items() if k != "password_hash"}
+        return {k: row[k] for k in ("user_id", "user_name", "role", "created")}
 
     def user_by_name(self, user_name: str) -> dict[str, Any] | None:
         self._check()
         wanted = user_name.lower()
-        return next((dict(u) for u in self.users.values() if u["user_name"].lower() == wanted), None)
+        found = next((u for u in self.users.values() if u["user_name"].lower() == wanted), None)
+        return {k: v for k, v in found.items() if k != "tokens_valid_after_ms"} if found else None
 
     def set_password_hash(self, user_id: str, password_hash: str) -> None:
         self._check()
@@ -79,16 +83,52 @@ class FakeAuthStore:
         self.users[existing["user_id"]]["role"] = "admin"
         return False
 
-    def list_users(self) -> list[dict[str, Any]]:
+    def list_users(self, limit: int | None = None, after: str | None = None) -> list[dict[str, Any]]:
         self._check()
-        rows = sorted(self.users.values(), key=lambda u: (u["created"], u["user_name"]))
-        return [{"user_id": u["user_id"], "user_name": u["user_name"], "role": u["role"], "created": iso(u["created"])}
-                for u in rows]
+        rows = sorted(self.users.values(), key=lambda u: (u["created"], u["user_id"]))
+        if after is not None:
+            last = self.users.get(after)
+            rows = [u for u in rows if last is not None and (u["created"], u["user_id"]) >
+                    (last["created"], last["user_id"])]
+        return [{"user_id": u["user_id"], "user_name": u["user_name"], "role": u["role"], "disabled": u["disabled"],
+                 "created": iso(u["created"])} for u in rows[:limit]]
 
-    def identity(self, user_id: str, jti: str) -> dict[str, Any] | None:
+    def update_user(self, user_id: str, *, role: str | None = None, disabled: bool | None = None,
+                    tokens_valid_after_ms: int | None = None) -> dict[str, Any] | None:
         self._check()
         user = self.users.get(user_id)
-        if user is None or jti in self.revoked:
+        if user is None:
+            return None
+        if role is not None:
+            user["role"] = role
+        if disabled is not None:
+            user["disabled"] = disabled
+        user["tokens_valid_after_ms"] = max(user["tokens_valid_after_ms"], tokens_valid_after_ms or 0)
+        return {"user_id": user_id, "user_name": user["user_name"], "role": user["role"],
+                "disabled": user["disabled"], "created": iso(user["created"])}
+
+    def revoke_user_sessions(self, user_id: str) -> list[dict[str, Any]]:
+        self._check()
+        ended = []
+        for session_id, login in self.sessions.items():
+            if login["user_id"] == user_id:
+                login["revoked"] = True
+                ended.append({"session_id": session_id, "user_id": user_id, "access_jti": login["access_jti"],
+                              "access_expires_at": login["access_expires_at"]})
+        return ended
+
+    def user_by_id(self, user_id: str) -> dict[str, Any] | None:
+        self._check()
+        user = self.users.get(user_id)
+        return {k: user[k] for k in ("user_id", "user_name", "role", "disabled", "created")} if user else None
+
+    def identity(self, user_id: str, jti: str, session_id: str | None = None,
+                 issued_ms: int = 0) -> dict[str, Any] | None:
+        self._check()
+        user = self.users.get(user_id)
+        login = self.sessions.get(session_id) if session_id else None
+        if user is None or jti in self.revoked or (login is not None and login["revoked"]) \
+                or user["disabled"] or user["tokens_valid_after_ms"] > issued_ms:
             return None
         pools = sorted((p, r) for (p, u), r in self.memberships.items() if u == user_id)
         return {"user_id": user_id, "user_name": user["user_name"], "role": user["role"],
@@ -99,6 +139,48 @@ class FakeAuthStore:
         new = jti not in self.revoked
         self.revoked.setdefault(jti, expires_at)
         return new
+
+    # --- logins and refresh tokens ------------------------------------------------
+    def create_session(self, session_id: str, user_id: str, refresh_hash: str, refresh_expires_at: int,
+                       access_jti: str, access_expires_at: int) -> None:
+        self._check()
+        if session_id in self.sessions or refresh_hash in self.refresh:
+            raise Duplicate("session or refresh token exists")
+        self.sessions[session_id] = {"user_id": user_id, "revoked": False, "access_jti": access_jti,
+                                     "access_expires_at": access_expires_at}
+        self.refresh[refresh_hash] = {"session_id": session_id, "expires_at": refresh_expires_at, "used": False}
+
+    def rotate_refresh(self, token_hash: str, new_hash: str, refresh_expires_at: int, access_jti: str,
+                       access_expires_at: int, now: int) -> dict[str, Any] | None:
+        self._check()
+        row = self.refresh.get(token_hash)
+        if row is None:
+            return None
+        login = self.sessions[row["session_id"]]
+        user = self.users[login["user_id"]]
+        found = {"session_id": row["session_id"], "user_id": user["user_id"], "user_name": user["user_name"],
+                 "role": user["role"], "access_jti": login["access_jti"],
+                 "access_expires_at": login["access_expires_at"]}
+        if login["revoked"] or user["disabled"]:
+            return {**found, "outcome": "revoked"}
+        if row["used"]:
+            login["revoked"] = True
+            return {**found, "outcome": "reused"}
+        if row["expires_at"] <= now:
+            return {**found, "outcome": "expired"}
+        row["used"] = True
+        self.refresh[new_hash] = {"session_id": row["session_id"], "expires_at": refresh_expires_at, "used": False}
+        login.update(access_jti=access_jti, access_expires_at=access_expires_at)
+        return {**found, "outcome": "ok"}
+
+    def revoke_session(self, session_id: str) -> dict[str, Any] | None:
+        self._check()
+        login = self.sessions.get(session_id)
+        if login is None:
+            return None
+        login["revoked"] = True
+        return {"session_id": session_id, "user_id": login["user_id"], "access_jti": login["access_jti"],
+                "access_expires_at": login["access_expires_at"]}
 
     # --- pools and members --------------------------------------------------------
     def create_pool(self, pool_id: str, spec: Any) -> dict[str, Any]:
@@ -113,6 +195,27 @@ class FakeAuthStore:
         self._check()
         pool = self.pools.get(pool_id)
         return dict(pool) if pool else None
+
+    def update_pool(self, pool_id: str, spec: Any) -> dict[str, Any] | None:
+        self._check()
+        pool = self.pools.get(pool_id)
+        if pool is None:
+            return None
+        pool.update({k: getattr(spec, k) for k in POOL_FIELDS})
+        return dict(pool)
+
+    def delete_pool(self, pool_id: str) -> dict[str, Any] | None:
+        self._check()
+        pool = self.pools.pop(pool_id, None)
+        if pool is None:
+            return None
+        members = [{"user_id": m["user_id"], "user_name": m["user_name"]} for m in self.members(pool_id)]
+        self.memberships = {k: r for k, r in self.memberships.items() if k[0] != pool_id}
+        gone = [k for k, row in self.keys.items() if row["pool_id"] == pool_id]
+        keys = sum(1 for k in gone if self.keys[k]["revoked_at"] is None)
+        for k in gone:
+            del self.keys[k]
+        return {"pool": pool, "members": members, "keys": keys}
 
     def list_pools(self, user_id: str, *, all_pools: bool) -> list[dict[str, Any]]:
         self._check()
@@ -193,3 +296,33 @@ class FakeRateCounters:
         if self.down:
             raise ConnectionError("FakeRateCounters.down")
         return self.counts.get(key, 0)
+
+
+@dataclass
+class FakeRevocations:
+    """The shared revocation list in a dict: auth's ``ports.Revocations`` (``write``) and what
+    ``services.common.revocations.RevocationList`` reads (``mget``), so a unit test can write
+    with auth and read as the gateway would. Expiry: ``now`` (set it to move time).
+
+    ``down = True`` makes every call raise, as an unreachable Redis would.
+    """
+
+    values: dict[str, tuple[str, float]] = field(default_factory=dict)  # key -> (value, expires at)
+    down: bool = False
+    now: float = 0.0
+
+    def write(self, entries: Sequence[tuple[str, str, int]]) -> None:
+        if self.down:
+            raise ConnectionError("FakeRevocations.down")
+        for key, value, ttl in entries:
+            self.values[key] = (value, self.now + ttl)
+
+    def mget(self, keys: Sequence[str]) -> list[str | None]:
+        if self.down:
+            raise ConnectionError("FakeRevocations.down")
+        found = [self.values.get(k) for k in keys]
+        return [v[0] if v is not None and v[1] > self.now else None for v in found]
+
+    def ttl(self, key: str) -> float | None:
+        found = self.values.get(key)
+        return found[1] - self.now if found else None

@@ -53,7 +53,7 @@ def test_production_refuses_default_secrets() -> None:
 def test_process_migrates_bootstraps_and_serves(pg_url: str, amqp_url: str) -> None:
     port = infra.free_port()
     env = _env(DATABASE_URL=pg_url, AMQP_URL=amqp_url, AUTH_PORT=str(port), ADMIN_USER="boss",
-               ADMIN_PASSWORD="boss-password-1", TOKEN_TTL_SECONDS="600")
+               ADMIN_PASSWORD="boss-password-1", ACCESS_TOKEN_TTL_SECONDS="600")
     proc = subprocess.Popen([sys.executable, "-m", "services.auth"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

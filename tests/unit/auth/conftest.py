@@ -11,21 +11,30 @@ from services.auth import accounts, core
 from services.auth.accounts import Caller
 from services.auth.config import Settings
 from services.auth.deps import AuthMetrics, Deps
+from services.common.audit import AuditTrail
 from services.common.httpkit import ServiceMetrics
+from services.common.revocations import RevocationList
 from services.common.testing import FakeClock, InMemoryBroker
-from services.common.testing.auth import FakeAuthStore, FakeRateCounters
+from services.common.testing.auth import FakeAuthStore, FakeRateCounters, FakeRevocations
 
 # Real argon2id with small costs: each test hashes a handful of passwords.
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
 ENV = {"JWT_SECRET": "unit-jwt-secret-0123456789abcdef0123", "INTERNAL_API_KEY": "unit-internal-key",
-       "ADMIN_USER": "admin", "ADMIN_PASSWORD": "admin-password", "TOKEN_TTL_SECONDS": "600"}
+       "ADMIN_USER": "admin", "ADMIN_PASSWORD": "admin-password", "ACCESS_TOKEN_TTL_SECONDS": "600"}
 
 
 def make_deps(**env: str) -> Deps:
     settings = Settings.from_env({**ENV, **env})
-    return Deps(settings=settings, store=FakeAuthStore(), broker=InMemoryBroker(),
-                passwords=core.Passwords(FAST_HASHER, slots=2), metrics=AuthMetrics(ServiceMetrics("auth")),
-                clock=FakeClock(), counters=FakeRateCounters())
+    listed = FakeRevocations()
+    clock = FakeClock()
+    broker = InMemoryBroker()
+    metrics = AuthMetrics(ServiceMetrics("auth"))
+    return Deps(settings=settings, store=FakeAuthStore(), broker=broker,
+                audit=AuditTrail(broker, "auth", metrics.audit_lost),
+                passwords=core.Passwords(FAST_HASHER, slots=2), metrics=metrics,
+                clock=clock, counters=FakeRateCounters(), revocations=listed,
+                # cache 0: a unit test reads what it just wrote (the cache has tests of its own)
+                revocation_list=RevocationList(listed, settings.common.redis_prefix, cache_seconds=0))
 
 
 @pytest.fixture

@@ -69,7 +69,7 @@ def test_logout_revokes_the_token_and_publishes(deps: Deps, login_as: Callable[.
     accounts.signup(deps, {"user_name": "alice", "password": "password-123"})
     session = accounts.login(deps, "alice", {"password": "password-123"})
     who = accounts.authenticate(deps, session["access_token"])
-    answer = accounts.logout(deps, who, "Alice")
+    answer = accounts.logout(deps, session["access_token"], "Alice")
     assert answer == {"user_name": "alice", "token_id": who.claims.jti, "logged_out": True}
     err = refused(lambda: accounts.authenticate(deps, session["access_token"]))
     assert err.status == 401 and "revoked" in err.message
@@ -82,9 +82,9 @@ def test_logout_revokes_the_token_and_publishes(deps: Deps, login_as: Callable[.
 
 def test_logout_of_another_user_is_forbidden(deps: Deps, login_as: Callable[..., Caller]) -> None:
     accounts.signup(deps, {"user_name": "alice", "password": "password-123"})
-    who = login_as("alice")
-    assert refused(lambda: accounts.logout(deps, who, "admin")).status == 403
-    assert accounts.authenticate(deps, _token_of(deps, "alice")).identity["user_name"] == "alice"
+    token = _token_of(deps, "alice")
+    assert refused(lambda: accounts.logout(deps, token, "admin")).status == 403
+    assert accounts.authenticate(deps, token).identity["user_name"] == "alice"
 
 
 def _token_of(deps: Deps, user_name: str) -> str:
@@ -93,11 +93,12 @@ def _token_of(deps: Deps, user_name: str) -> str:
 
 def test_logout_still_succeeds_when_the_broker_refuses(deps: Deps, login_as: Callable[..., Caller]) -> None:
     accounts.signup(deps, {"user_name": "alice", "password": "password-123"})
-    who = login_as("alice")
+    token = _token_of(deps, "alice")
+    who = accounts.authenticate(deps, token)
     broker = deps.broker
     assert isinstance(broker, InMemoryBroker)
     broker.fail_publishes(1)
-    assert accounts.logout(deps, who, "alice")["logged_out"] is True
+    assert accounts.logout(deps, token, "alice")["logged_out"] is True
     assert deps.store.identity(who.claims.user_id, who.claims.jti) is None  # durable anyway
     assert metric(deps, "auth_publish_failures_total", {"event": "TokenRevoked"}) == 1
 
@@ -135,7 +136,7 @@ def _signup_token(deps: Deps, user_name: str) -> str:
 def test_users_list_is_admin_only(deps: Deps, login_as: Callable[..., Caller]) -> None:
     accounts.signup(deps, {"user_name": "alice", "password": "password-123"})
     assert refused(lambda: accounts.users(deps, login_as("alice"))).status == 403
-    listed = accounts.users(deps, login_as("admin", "admin-password"))
+    listed = accounts.users(deps, login_as("admin", "admin-password"))["users"]
     assert [u["user_name"] for u in listed] == ["admin", "alice"]
     assert all("password_hash" not in u for u in listed)
 

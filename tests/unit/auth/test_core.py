@@ -73,7 +73,7 @@ def test_token_roundtrip() -> None:
     assert claims.exp - claims.iat == 600
     assert claims.exp == issued.exp
     raw = jwt.decode(issued.token, SECRET, algorithms=["HS256"])
-    assert set(raw) == {"sub", "name", "role", "jti", "iat", "exp"}
+    assert set(raw) == {"sub", "name", "role", "jti", "iat", "iat_ms", "exp"}  # no "sid": no login given
 
 
 def test_token_ids_are_unique() -> None:
@@ -204,9 +204,9 @@ def test_settings_development_defaults() -> None:
     settings = Settings.from_env({})
     assert settings.admin_user == "admin" and settings.admin_password == "admin-password"
     assert settings.jwt_secret == DEV_SECRETS["JWT_SECRET"]
-    assert settings.port == 5001 and settings.token_ttl_seconds == 12 * 3600
+    assert settings.port == 5001 and settings.token_ttl_seconds == 900 and settings.refresh_ttl_seconds == 30 * 86400
     assert settings.database_url == "postgresql://postgres@127.0.0.1:5432/dropbox"
-    custom = Settings.from_env({"AUTH_PORT": "6001", "TOKEN_TTL_SECONDS": "120", "ADMIN_USER": "root_1"})
+    custom = Settings.from_env({"AUTH_PORT": "6001", "ACCESS_TOKEN_TTL_SECONDS": "120", "ADMIN_USER": "root_1"})
     assert (custom.port, custom.token_ttl_seconds, custom.admin_user) == (6001, 120, "root_1")
 
 
@@ -234,4 +234,4 @@ def test_settings_refuse_bad_admin() -> None:
     with pytest.raises(ConfigError):
         Settings.from_env({"ADMIN_PASSWORD": "short"})
     with pytest.raises(ConfigError):
-        Settings.from_env({"TOKEN_TTL_SECONDS": "10"})
+        Settings.from_env({"ACCESS_TOKEN_TTL_SECONDS": "4"})
