@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from typing import cast
 
-import redis
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from services.common import httpkit, messaging
+from services.common import httpkit, messaging, redisconn
 from services.common.audit import AuditTrail
 from services.common.ports import Publisher, SystemClock
 from services.common.revocations import Reader, RevocationList
@@ -39,7 +38,7 @@ def create_app(settings: Settings, *, store: AuthStore | None = None, broker: Pu
                                                 wait=settings.hash_wait_seconds)
     # Short Redis timeouts: a login waits at most this long on an unreachable Redis, then goes on (throttle.py).
     # (Lazy: redis-py connects on the first command.)
-    client = redis.Redis.from_url(settings.common.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    client = redisconn.redis_client(settings.common, socket_timeout=0.5, socket_connect_timeout=0.5)
     the_counters = counters or RedisCounters(client, settings.common.redis_prefix)
     the_revocations = revocations or RedisRevocations(client)
     # The list is read where it is written (a test's in-memory list has mget too).

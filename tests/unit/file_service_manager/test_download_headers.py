@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.common.testing import FakeAuth, InMemoryBroker
-from services.common.testing.file_service_manager import FakeCache, FakeIndex
-from services.file_service_manager import core
+from services.common.testing.file_service_manager import FakeBackend, FakeCache, FakeIndex
+from services.file_service_manager import backends, core
 from services.file_service_manager.app import create_app
 from services.file_service_manager.config import Settings
 
@@ -36,8 +36,10 @@ def client() -> Any:
     auth = FakeAuth()
     auth.add_user(TOKEN, "7", "alice")
     index = FakeIndex()
-    app = create_app(Settings.from_env({"INTERNAL_API_KEY": "k" * 32}), index=index, cache=FakeCache(),
-                     broker=InMemoryBroker(), auth=auth)
+    settings = Settings.from_env({"INTERNAL_API_KEY": "k" * 32})
+    default = FakeBackend.over(index)  # the default backend's bytes are index.files
+    app = create_app(settings, index=index, cache=FakeCache(), broker=InMemoryBroker(), auth=auth,
+                     storage=backends.Storages(settings.default_storage, lambda spec: default))
     index.files["f1"] = DATA
     index.upsert_stored({"file_id": "f1", "file_name": "a.bin", "size": len(DATA), "status": "uploaded_successfully",
                          "sha256": hashlib.sha256(DATA).hexdigest(), "owner_id": "7", "pool_id": None,
