@@ -245,7 +245,9 @@ class UploadService:
             raise self._quota_exceeded()
         self.store.touch(file_id, session["chunk_count"], self.settings.upload_ttl_seconds)
         have = self.store.existing_chunks(file_id, session["chunk_count"])
-        return {"file_id": file_id, "chunk_size": session["chunk_size"],
+        # pool_id: the gateway checks that the writer still contributes to the upload's pool
+        # (it does not forward it to the client).
+        return {"file_id": file_id, "chunk_size": session["chunk_size"], "pool_id": session["pool_id"],
                 "missing": core.missing_indexes(session["chunk_count"], have)}
 
     # --- chunks ----------------------------------------------------------------

@@ -6,6 +6,8 @@ socket, auth, Redis and the queues.
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -81,8 +83,37 @@ def file_status_rooms(owner_id: str) -> list[str]:
 
 
 def identity_to_session(identity: Identity, token: str) -> dict[str, Any]:
+    """What a socket keeps of the token it connected (or reauthed) with.
+
+    ``expires_at`` is /auth/validate's answer (the JWT's ``exp``); ``issued_at`` too, or else the
+    JWT's ``iat`` read unverified: auth has just validated this very token, signature included.
+    """
+    issued_at = identity.issued_at if identity.issued_at is not None else token_issued_at(token)
     return {"user_id": identity.user_id, "user_name": identity.user_name, "role": identity.role,
-            "pools": dict(identity.pools), "token_id": identity.token_id, "token": token}
+            "pools": dict(identity.pools), "token_id": identity.token_id, "token": token,
+            "expires_at": identity.expires_at, "issued_at": issued_at}
+
+
+# A JWT payload is ~300 bytes; anything longer is not read (tokens are capped by auth anyway).
+MAX_TOKEN_PAYLOAD = 8192
+
+
+def token_issued_at(token: str) -> float | None:
+    """The ``iat_ms``/``iat`` claim of a JWT already validated by auth, or None (not a JWT)."""
+    parts = token.split(".")
+    if len(parts) != 3 or len(parts[1]) > MAX_TOKEN_PAYLOAD:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(claims, dict):
+        return None
+    for key, scale in (("iat_ms", 1000.0), ("iat", 1.0)):
+        value = claims.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value) / scale
+    return None
 
 
 def identity_from_session(session: Mapping[str, Any]) -> Identity:
