@@ -85,35 +85,44 @@ def file_status_rooms(owner_id: str) -> list[str]:
 def identity_to_session(identity: Identity, token: str) -> dict[str, Any]:
     """What a socket keeps of the token it connected (or reauthed) with.
 
-    ``expires_at`` is /auth/validate's answer (the JWT's ``exp``); ``issued_at`` too, or else the
-    JWT's ``iat`` read unverified: auth has just validated this very token, signature included.
+    ``expires_at`` and ``issued_at`` are /auth/validate's answer; when it leaves them out, the
+    JWT's own ``exp`` / ``iat`` read unverified: auth has just validated this very token,
+    signature included.
     """
+    claims = jwt_claims(token)
+    expires_at = identity.expires_at if identity.expires_at is not None else _number(claims, "exp")
     issued_at = identity.issued_at if identity.issued_at is not None else token_issued_at(token)
     return {"user_id": identity.user_id, "user_name": identity.user_name, "role": identity.role,
             "pools": dict(identity.pools), "token_id": identity.token_id, "token": token,
-            "expires_at": identity.expires_at, "issued_at": issued_at}
+            "expires_at": expires_at, "issued_at": issued_at}
 
 
 # A JWT payload is ~300 bytes; anything longer is not read (tokens are capped by auth anyway).
 MAX_TOKEN_PAYLOAD = 8192
 
 
-def token_issued_at(token: str) -> float | None:
-    """The ``iat_ms``/``iat`` claim of a JWT already validated by auth, or None (not a JWT)."""
+def jwt_claims(token: str) -> dict[str, Any]:
+    """The payload of a JWT already validated by auth (``{}`` when it is not one)."""
     parts = token.split(".")
     if len(parts) != 3 or len(parts[1]) > MAX_TOKEN_PAYLOAD:
-        return None
+        return {}
     try:
         claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
     except (ValueError, TypeError):
-        return None
-    if not isinstance(claims, dict):
-        return None
-    for key, scale in (("iat_ms", 1000.0), ("iat", 1.0)):
-        value = claims.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value) / scale
-    return None
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def _number(claims: Mapping[str, Any], key: str) -> float | None:
+    value = claims.get(key)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def token_issued_at(token: str) -> float | None:
+    """The ``iat_ms``/``iat`` claim of a JWT already validated by auth, or None (not a JWT)."""
+    claims = jwt_claims(token)
+    at_ms = _number(claims, "iat_ms")
+    return at_ms / 1000.0 if at_ms is not None else _number(claims, "iat")
 
 
 def identity_from_session(session: Mapping[str, Any]) -> Identity:
@@ -182,6 +191,17 @@ def write_chunk_request(payload: Any, max_chunk_bytes: int) -> tuple[str, int, b
         raise errors.too_large(f"a chunk may hold at most {max_chunk_bytes} bytes")
     sha = data.get("sha256")
     return file_id, index, chunk, (None if sha is None else validation.check_sha256(sha))
+
+
+# auth's tokens are ~350 characters (auth refuses more than 4,096).
+MAX_TOKEN_CHARS = 8192
+
+
+def reauth_request(payload: Any) -> str:
+    token = _obj(payload).get("token")
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
+        raise errors.bad_request(f"token must be a non-empty string of at most {MAX_TOKEN_CHARS} characters")
+    return token
 
 
 def file_id_request(payload: Any) -> str:

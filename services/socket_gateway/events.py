@@ -40,6 +40,7 @@ EVENTS: dict[str, sockets.Event] = {
     "get-history": sockets.get_history,
     "get-results": sockets.get_results,
     "alive": sockets.alive,
+    "reauth": sockets.reauth,
 }
 
 

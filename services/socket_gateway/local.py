@@ -104,6 +104,11 @@ class LocalSockets:
         self.writing.get(sid, set()).discard(file_id)
         self.pool_uploads.get(sid, {}).pop(file_id, None)
 
+    def redeliver(self, sid: str, pools: set[str]) -> None:
+        """A reauth after the grace began: these pools' results are re-sent (as on connect)."""
+        if sid in self.undelivered:
+            self.undelivered[sid] |= pools
+
     def delivered(self, sid: str, pools: list[str]) -> None:
         if sid in self.undelivered:
             self.undelivered[sid] -= set(pools)

@@ -321,6 +321,43 @@ def get_results(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
     return {"results": found.get("results", [])}
 
 
+def reauth(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
+    """SPEC's reauth: a new access token of the same user replaces the socket's; rooms follow it."""
+    old = session.identity()
+    token = core.reauth_request(payload)
+    try:
+        new = deps.auth.validate(token)
+    except AuthUnavailable as exc:
+        raise core.unavailable("auth") from exc
+    if new is None:
+        raise errors.unauthorized("invalid or expired token")
+    if new.user_id != old.user_id:
+        raise errors.forbidden("the token belongs to another user")
+    sid = session.sid
+    saved = core.identity_to_session(new, token)
+    expires_at = saved.get("expires_at")
+    if isinstance(expires_at, int | float) and expires_at <= time.time():
+        raise errors.unauthorized("invalid or expired token")
+    was_expired = deps.local.is_expired(sid)
+    deps.sockets.save_session(sid, saved)
+    # In its grace the socket had left every room (guard.expire); otherwise only the difference
+    # moves (a new token room, pools joined or left, admins on a promotion).
+    before = set() if was_expired else set(core.rooms_for(old))
+    after = set(core.rooms_for(new))
+    for room in sorted(before - after):
+        deps.sockets.leave_room(sid, room)
+    for room in sorted(after - before):
+        deps.sockets.enter_room(sid, room)
+    deps.local.renewed(sid, expires_at)
+    if was_expired and new.pools:
+        # What its pools published while it was cut off, from last-seen (written by guard.expire).
+        deps.local.redeliver(sid, set(new.pools))
+        deps.sockets.start_background_task(deliver_missed, deps, sid, new.user_id, token, sorted(new.pools), {})
+    log.info("socket reauthed", extra={"sid": sid, "user_id": new.user_id, "was_expired": was_expired})
+    expires_in = max(0, int(expires_at - time.time())) if isinstance(expires_at, int | float) else None
+    return {"ok": True, "expires_in": expires_in}
+
+
 def alive(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
     session.identity()
     return {"ok": True, "server_time": timeutil.now_iso()}

@@ -12,7 +12,7 @@ import pytest
 
 from services.common.authclient import Identity
 from services.common.testing import FakeAuth
-from services.socket_gateway import core, guard
+from services.socket_gateway import core, guard, sockets
 from services.socket_gateway.deps import Deps
 from services.socket_gateway.ports import SocketToken
 from services.socket_gateway.revocations import AuthRevocations
@@ -197,3 +197,56 @@ def test_validate_answer_carries_expiry() -> None:
     doc = {"user_id": "7", "user_name": "a", "role": "user", "token_id": "j", "expires_at": 1700000900}
     assert Identity.from_validate(doc).expires_at == 1700000900
     assert Identity.from_validate({**doc, "expires_at": "soon"}).expires_at is None
+
+
+# --- reauth ---------------------------------------------------------------------------------------
+
+
+def test_reauth_in_the_grace_restores_the_socket(deps: Deps) -> None:
+    expiring_alice(deps, time.time() - 1)
+    connect(deps, token="tok-exp")
+    guard.sweep(deps)
+    assert token_expired(deps) == 1 and deps.sockets.rooms_of("s1") == set()  # type: ignore[attr-defined]
+    deps.sockets.background.clear()  # type: ignore[attr-defined]  # connect's own delivery
+    expiring_alice(deps, time.time() + 600, token="tok-new")
+    ack = emit(deps, "reauth", {"token": "tok-new"})
+    assert ack["ok"] is True and 590 <= ack["expires_in"] <= 600
+    assert deps.sockets.rooms_of("s1") == {"user:7", "token:jti-tok-new", "pool:p1", "pool:p2"}  # type: ignore[attr-defined]
+    assert emit(deps, "alive")["ok"] is True
+    deps.local.expired.clear()
+    guard.sweep(deps)
+    assert deps.sockets.disconnected == [] and not deps.local.is_expired("s1")  # type: ignore[attr-defined]
+    assert deps.sockets.get_session("s1")["token"] == "tok-new"
+    # what its pools published meanwhile is re-sent, as on connect
+    [(task, args)] = deps.sockets.background  # type: ignore[attr-defined]
+    assert task is sockets.deliver_missed and args[1:5] == ("s1", "7", "tok-new", ["p1", "p2"])
+
+
+def test_reauth_moves_rooms_with_the_new_membership(deps: Deps) -> None:
+    connect(deps)
+    deps.auth.add_user("tok-2", "7", "alice", pools={"p1": "contributor", "p3": "listener"},  # type: ignore[attr-defined]
+                       token_id="jti-2")
+    assert emit(deps, "reauth", {"token": "tok-2"})["ok"] is True
+    assert deps.sockets.rooms_of("s1") == {"user:7", "token:jti-2", "pool:p1", "pool:p3"}  # type: ignore[attr-defined]
+
+
+def test_reauth_of_another_user_is_forbidden_and_changes_nothing(deps: Deps) -> None:
+    connect(deps)
+    assert code(emit(deps, "reauth", {"token": "tok-admin"})) == "forbidden"
+    assert deps.sockets.get_session("s1")["token"] == "tok-alice"
+    assert "admins" not in deps.sockets.rooms_of("s1")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("payload", [None, {}, {"token": ""}, {"token": 5}, {"token": "x" * 9000}, ["tok"]])
+def test_reauth_needs_a_token(deps: Deps, payload: Any) -> None:
+    connect(deps)
+    assert code(emit(deps, "reauth", payload)) == "bad_request"
+
+
+def test_reauth_with_a_bad_token_keeps_the_grace(deps: Deps) -> None:
+    expiring_alice(deps, time.time() - 1)
+    connect(deps, token="tok-exp")
+    guard.sweep(deps)
+    assert code(emit(deps, "reauth", {"token": "stolen"})) == "unauthorized"
+    assert code(emit(deps, "reauth", {"token": "tok-exp"})) == "unauthorized"  # expired itself
+    assert deps.local.is_expired("s1")
