@@ -304,6 +304,16 @@ def complete_upload(deps: Deps, session: Session, payload: Any) -> dict[str, Any
     return ack
 
 
+def cancel_upload(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
+    """SPEC's cancel-upload: the owner's unfinished upload is dropped (file_uploader checks the owner:
+    another user's upload answers not_found, a completed one conflict)."""
+    identity = session.identity()
+    file_id = core.file_id_request(payload)
+    ack = deps.uploader.cancel(file_id, owner_id=identity.user_id)
+    deps.local.finished(session.sid, file_id)  # nothing left to release on disconnect
+    return {"file_id": file_id, "status": str(ack.get("status") or "cancelled")}
+
+
 def get_history(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
     # file_service_manager answers by the token: an admin gets everyone's files.
     found = deps.history.files(session.token)
