@@ -3,7 +3,7 @@
 Consumes (``handlers.py``):
 - ``socket_gateway.notifications`` (shared by every gateway process): FileStatusChanged ->
   ``file-status`` to ``user:<owner_id>`` and ``admins``; ResultPublished -> ``pool-result``
-  to ``pool:<pool_id>``; GroupChanged is taken and dropped (no socket event for it yet).
+  to ``pool:<pool_id>``; GroupChanged -> ``group-status`` to ``pool:<pool_id>`` and ``admins``.
   Emits travel through python-socketio's Redis manager, so they reach the sockets of every
   gateway process.
 - a private queue per process bound to ``auth.token_revoked`` / ``auth.membership_changed``:

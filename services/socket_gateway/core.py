@@ -14,7 +14,7 @@ from typing import Any
 
 from services.common import errors, timeutil, validation
 from services.common.authclient import Identity
-from services.common.contracts import FileStatusChanged, ResultPublished
+from services.common.contracts import FileStatusChanged, GroupChanged, ResultPublished
 from services.common.errors import ApiError
 
 ADMINS_ROOM = "admins"
@@ -271,6 +271,22 @@ def file_status_event(message: FileStatusChanged) -> dict[str, Any]:
     if message.file_name is not None:
         payload["file_name"] = message.file_name
     return payload
+
+
+def group_status_event(message: GroupChanged) -> dict[str, Any]:
+    """SPEC's group-status payload (reason and short only when set)."""
+    payload: dict[str, Any] = {"pool_id": message.pool_id, "group_id": message.group_id, "status": message.status}
+    if message.reason is not None:
+        payload["reason"] = message.reason
+    if message.short is not None:
+        payload["short"] = message.short
+    return payload
+
+
+def group_status_rooms(pool_id: str) -> list[str]:
+    # The pool's members and every connected admin; a socket in both gets it once (python-socketio
+    # emits to the union of the rooms).
+    return [pool_room(pool_id), ADMINS_ROOM]
 
 
 RESULT_EVENT_KEYS = ("pool_id", "group_id", "result_id", "file_name", "size", "sha256", "download_url")
