@@ -340,7 +340,8 @@ class UploadService:
             raise ApiError(404, "not_found", "no such upload")
         have = self.store.existing_chunks(file_id, session["chunk_count"])
         tomb = self.store.status(file_id) or {}
-        return {"file_id": file_id, "status": tomb.get("status", session["status"]), "size": session["size"],
+        return {"file_id": file_id, "status": tomb.get("status", session["status"]), "pool_id": session["pool_id"],
+                "size": session["size"],
                 "chunk_size": session["chunk_size"], "chunk_count": session["chunk_count"],
                 "received": sorted(have), "missing": core.missing_indexes(session["chunk_count"], have)}
 

@@ -56,6 +56,8 @@ class Uploader(Protocol):
 
     def cancel(self, file_id: str, *, owner_id: str) -> dict[str, Any]: ...
 
+    def describe(self, file_id: str, *, owner_id: str) -> dict[str, Any]: ...
+
 
 class FileHistory(Protocol):
     """file_service_manager's ``GET /files`` as the token's owner (an admin: everyone's)."""

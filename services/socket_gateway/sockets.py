@@ -293,12 +293,14 @@ def write_chunk(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
 def complete_upload(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
     identity = session.identity()
     file_id = core.file_id_request(payload)
-    if not deps.local.is_writing(session.sid, file_id):
-        # Only the socket that started or resumed an upload knows its pool (and so whether its
-        # writer may still contribute): another one resumes first, which names the pool.
-        raise errors.conflict("this connection is not writing that upload; send start-transfer with its "
-                              "file_id first")
-    _check_pool_upload(deps, session, file_id)
+    if deps.local.is_writing(session.sid, file_id):
+        _check_pool_upload(deps, session, file_id)
+    else:
+        # Not started or resumed here (its writer lock may have expired): file_uploader names the
+        # upload's pool (an unknown or another owner's upload is its not_found).
+        pool_id = deps.uploader.describe(file_id, owner_id=identity.user_id).get("pool_id")
+        if isinstance(pool_id, str):
+            _contributor(deps, session, pool_id)
     ack = deps.uploader.complete(file_id, owner_id=identity.user_id, writer=session.sid)
     deps.local.finished(session.sid, file_id)
     return ack

@@ -358,7 +358,7 @@ def test_3_a_removed_contributor_cannot_finish_its_pool_upload(fleet: HostileFle
                 break
             time.sleep(0.2)
         assert resumed.get("error", {}).get("code") == "forbidden", resumed
-        assert sock.call("complete-upload", {"file_id": file_id}).get("error", {}).get("code") == "conflict"
+        assert sock.call("complete-upload", {"file_id": file_id}).get("error", {}).get("code") == "forbidden"
     finally:
         sock.close()
     fleet.normal_upload()

@@ -121,6 +121,7 @@ class FakeUploader(_Failing):
         self.completed: list[str] = []
         self.released: list[tuple[str, str]] = []
         self.cancelled: list[str] = []
+        self.described: dict[str, str | None] = {}
         # Set by a test: answered to the next resume (start with file_id), as file_uploader does.
         self.resume_pool: str | None = None
 
@@ -146,6 +147,13 @@ class FakeUploader(_Failing):
     def release(self, file_id: str, *, writer: str) -> None:
         self._call("release", (file_id, writer))
         self.released.append((file_id, writer))
+
+    def describe(self, file_id: str, *, owner_id: str) -> dict[str, Any]:
+        """Uploads named in ``described`` (file_id -> pool_id or None); any other is a 404."""
+        self._call("describe", (file_id, owner_id))
+        if file_id not in self.described:
+            raise ApiError(404, "not_found", "no such upload")
+        return {"file_id": file_id, "status": "uploading", "pool_id": self.described[file_id]}
 
     def cancel(self, file_id: str, *, owner_id: str) -> dict[str, Any]:
         self._call("cancel", (file_id, owner_id))

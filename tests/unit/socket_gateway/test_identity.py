@@ -158,7 +158,9 @@ def test_a_removed_contributor_cannot_resume_without_naming_the_pool(deps: Deps)
     ack = emit(deps, "start-transfer", {"file_name": "a.bin", "size": 8, "file_id": "up-9"})
     assert code(ack) == "forbidden"
     assert deps.uploader.released == [("up-9", "s1")]  # type: ignore[attr-defined]
-    assert code(emit(deps, "complete-upload", {"file_id": "up-9"})) == "conflict"
+    # nor complete it from a socket that did not resume it (its writer lock expired)
+    deps.uploader.described["up-9"] = "p1"  # type: ignore[attr-defined]
+    assert code(emit(deps, "complete-upload", {"file_id": "up-9"})) == "forbidden"
     assert deps.uploader.completed == []  # type: ignore[attr-defined]
 
 
@@ -170,10 +172,13 @@ def test_a_resume_answer_keeps_spec_shape(deps: Deps) -> None:
     assert deps.local.pool_of_upload("s1", "up-9") == "p1"
 
 
-def test_complete_needs_this_socket_to_write_the_upload(deps: Deps) -> None:
+def test_complete_from_another_socket_asks_file_uploader_for_the_pool(deps: Deps) -> None:
     connect(deps)
-    assert code(emit(deps, "complete-upload", {"file_id": "elsewhere"})) == "conflict"
-    assert deps.uploader.completed == []  # type: ignore[attr-defined]
+    assert code(emit(deps, "complete-upload", {"file_id": "unknown"})) == "not_found"
+    deps.uploader.described.update({"private": None, "pooled": "p1"})  # type: ignore[attr-defined]
+    assert emit(deps, "complete-upload", {"file_id": "private"})["status"] == "cached"
+    assert emit(deps, "complete-upload", {"file_id": "pooled"})["status"] == "cached"  # still a contributor
+    assert deps.uploader.completed == ["private", "pooled"]  # type: ignore[attr-defined]
 
 
 # --- the token's times ---------------------------------------------------------------------------

@@ -202,7 +202,7 @@ def test_a_5xx_of_a_service_reaches_the_socket_as_overloaded(deps: Deps, status:
 
 def test_a_4xx_of_a_service_keeps_its_code(deps: Deps) -> None:
     connect(deps)
-    emit(deps, "start-transfer", {"file_id": "f1", "file_name": "a.bin", "size": 3})
+    deps.uploader.described["f1"] = None  # type: ignore[attr-defined]
     deps.uploader.fail_next(core.error_from_http(409, {"error": {"code": "conflict", "message": "other writer"}},  # type: ignore[attr-defined]
                                                  "file_uploader"))
     assert emit(deps, "complete-upload", {"file_id": "f1"})["error"] == {"code": "conflict",
@@ -216,7 +216,7 @@ def test_an_unexpected_failure_is_overloaded_and_frees_the_slot(deps: Deps) -> N
         raise RuntimeError("bug")
 
     deps.uploader.complete = broken  # type: ignore[method-assign]
-    emit(deps, "start-transfer", {"file_id": "f1", "file_name": "a.bin", "size": 3})
+    deps.uploader.described["f1"] = None  # type: ignore[attr-defined]
     assert code(emit(deps, "complete-upload", {"file_id": "f1"})) == "overloaded"
     assert deps.local.inflight == {} and deps.local.inflight_total == 0
 
