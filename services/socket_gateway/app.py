@@ -53,7 +53,8 @@ def create_app(settings: Settings, *, auth: AuthLookup | None = None, uploader: 
                 local=LocalSockets(settings.max_inflight_per_socket, settings.max_inflight,
                                    settings.max_inflight_bytes_per_socket, settings.max_inflight_bytes),
                 audit=audit or AuditTrail(broker, "socket_gateway"),
-                # Swap for the shared reader (services/common/revocations.py, auth's Redis list) here, one line.
+                # The one line to swap for the shared reader of auth's Redis list (services/common/revocations.py):
+                # its is_revoked(claims) reads token_id, user_id and issued_at, which ports.SocketToken carries.
                 revocations=AuthRevocations(the_auth, settings.revocation_check_seconds, settings.max_connections))
     events.register(server, deps)
     app.extensions["deps"] = deps

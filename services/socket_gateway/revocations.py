@@ -35,8 +35,9 @@ class AuthRevocations:
 
     def is_revoked(self, claims: SocketToken) -> bool:
         now = self.clock()
+        key = claims.token_id or claims.token  # never one shared entry for tokens without an id
         with self._lock:
-            cached = self._answers.get(claims.token_id)
+            cached = self._answers.get(key)
         if cached is not None and (cached[1] or now - cached[0] < self.every):
             return cached[1]
         try:
@@ -45,8 +46,8 @@ class AuthRevocations:
             # Cannot tell: the event is refused as "try again", never served on a guess.
             raise core.unavailable("auth") from exc
         with self._lock:
-            self._answers[claims.token_id] = (now, revoked)
-            self._answers.move_to_end(claims.token_id)
+            self._answers[key] = (now, revoked)
+            self._answers.move_to_end(key)
             while len(self._answers) > self.max_entries:
                 self._answers.popitem(last=False)
         return revoked

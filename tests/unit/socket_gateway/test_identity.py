@@ -122,6 +122,14 @@ def test_auth_is_asked_at_most_every_n_seconds_per_token() -> None:
     assert revocations.is_revoked(claims) is True and auth.calls == 2  # revoked is final
 
 
+def test_tokens_without_an_id_do_not_share_an_answer() -> None:
+    auth = CountingAuth()
+    auth.add_user("good", "7", "alice")
+    revocations = AuthRevocations(auth, 60.0)
+    assert revocations.is_revoked(SocketToken(token="good", token_id="", user_id="7")) is False
+    assert revocations.is_revoked(SocketToken(token="gone", token_id="", user_id="7")) is True
+
+
 def test_the_cache_is_bounded() -> None:
     auth = CountingAuth()
     revocations = AuthRevocations(auth, 60.0, max_entries=3)
