@@ -24,10 +24,10 @@ class Identity:
     role: str
     pools: dict[str, str] = field(default_factory=dict)  # pool_id -> "contributor" | "listener"
     token_id: str | None = None
-    # The token's expiry (epoch seconds) and issue time, as /auth/validate answers them (the
-    # socket gateway refuses a socket's events once its token expired); None when not given.
-    expires_at: float | None = None
-    issued_at: float | None = None
+    # For the shared revocation list (``services.common.revocations``) and expiry checks.
+    session_id: str | None = None  # the login the token belongs to
+    issued_at: float | None = None  # epoch seconds, to the millisecond
+    expires_at: int | None = None  # epoch seconds
 
     @property
     def is_admin(self) -> bool:
@@ -47,13 +47,10 @@ class Identity:
             role=doc["role"],
             pools={str(p["pool_id"]): p["role"] for p in doc.get("pools", [])},
             token_id=doc.get("token_id"),
-            expires_at=_seconds(doc.get("expires_at")),
-            issued_at=_seconds(doc.get("issued_at")),
+            session_id=doc.get("session_id"),
+            issued_at=doc.get("issued_at"),
+            expires_at=doc.get("expires_at"),
         )
-
-
-def _seconds(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 class AuthClient:

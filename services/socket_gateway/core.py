@@ -94,7 +94,7 @@ def identity_to_session(identity: Identity, token: str) -> dict[str, Any]:
     issued_at = identity.issued_at if identity.issued_at is not None else token_issued_at(token)
     return {"user_id": identity.user_id, "user_name": identity.user_name, "role": identity.role,
             "pools": dict(identity.pools), "token_id": identity.token_id, "token": token,
-            "expires_at": expires_at, "issued_at": issued_at}
+            "expires_at": expires_at, "issued_at": issued_at, "session_id": identity.session_id}
 
 
 # A JWT payload is ~300 bytes; anything longer is not read (tokens are capped by auth anyway).

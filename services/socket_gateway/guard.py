@@ -34,7 +34,8 @@ EXPIRED_MESSAGE = "the socket's token has expired or was revoked; send reauth {t
 
 def socket_token(data: Mapping[str, Any]) -> SocketToken:
     return SocketToken(token=str(data["token"]), token_id=str(data.get("token_id") or ""),
-                       user_id=str(data["user_id"]), issued_at=data.get("issued_at"))
+                       user_id=str(data["user_id"]), issued_at=data.get("issued_at"),
+                       session_id=data.get("session_id"))
 
 
 def check(deps: Deps, sid: str, data: Mapping[str, Any]) -> None:
@@ -47,7 +48,14 @@ def check(deps: Deps, sid: str, data: Mapping[str, Any]) -> None:
     if isinstance(expires_at, int | float) and time.time() >= expires_at:
         expire(deps, sid, data, "expired")
         raise errors.unauthorized(EXPIRED_MESSAGE)
-    if deps.revocations.is_revoked(socket_token(data)):
+    try:
+        revoked = deps.revocations.is_revoked(socket_token(data))
+    except ApiError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. the shared reader's RevocationsUnavailable (Redis down)
+        log.warning("revocations unreadable; event refused", extra={"error": repr(exc)[:200]})
+        raise core.unavailable("the revocation list") from exc
+    if revoked:
         expire(deps, sid, data, "revoked")
         raise errors.unauthorized(EXPIRED_MESSAGE)
 

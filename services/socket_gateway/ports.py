@@ -23,7 +23,7 @@ class StoreError(RuntimeError):
 class SocketToken:
     """The access token a socket connected (or reauthed) with, as a revocation list sees it.
 
-    ``token_id``, ``user_id`` and ``issued_at`` are what the shared revocation reader
+    ``token_id``, ``user_id``, ``session_id`` and ``issued_at`` are what the shared revocation reader
     (services/common/revocations.py, auth's Redis list) reads; ``token`` itself only the
     stand-in that asks auth's /auth/validate (revocations.AuthRevocations).
     """
@@ -32,12 +32,14 @@ class SocketToken:
     token_id: str
     user_id: str
     issued_at: float | None = None
+    session_id: str | None = None  # the login the token belongs to (auth's refresh-token family)
 
 
 class Revocations(Protocol):
     """Is a socket's token revoked (logout, login ended) or its user disabled? Cheap enough to ask
     on every event (an answer may be a few seconds old: SPEC wants revocations honoured within 5 s).
-    May raise ``errors.ApiError`` (``overloaded``) when it cannot tell."""
+    When it cannot tell it raises (``errors.ApiError`` or its own error): the event is refused as
+    ``overloaded``, never served on a guess (guard.check)."""
 
     def is_revoked(self, claims: SocketToken) -> bool: ...
 

@@ -209,7 +209,28 @@ def test_issued_at_from_the_validated_token(token: str, expected: float | None) 
 def test_validate_answer_carries_expiry() -> None:
     doc = {"user_id": "7", "user_name": "a", "role": "user", "token_id": "j", "expires_at": 1700000900}
     assert Identity.from_validate(doc).expires_at == 1700000900
-    assert Identity.from_validate({**doc, "expires_at": "soon"}).expires_at is None
+    assert Identity.from_validate({k: v for k, v in doc.items() if k != "expires_at"}).expires_at is None
+
+
+class Unreadable:
+    def is_revoked(self, claims: SocketToken) -> bool:
+        raise RuntimeError("redis down")
+
+
+def test_an_unreadable_revocation_list_is_overloaded_never_served(deps: Deps) -> None:
+    connect(deps)
+    object.__setattr__(deps, "revocations", Unreadable())
+    ack = emit(deps, "alive")
+    assert code(ack) == "overloaded" and ack["error"]["retry_after"] >= 1 and token_expired(deps) == 0
+
+
+def test_the_session_keeps_what_the_shared_reader_reads(deps: Deps) -> None:
+    deps.auth.tokens["tok-s"] = Identity("7", "alice", "user", token_id="j", session_id="login-1",  # type: ignore[attr-defined]
+                                         issued_at=1700000000.5, expires_at=int(time.time()) + 60)
+    connect(deps, token="tok-s")
+    claims = guard.socket_token(deps.sockets.get_session("s1"))
+    assert (claims.token_id, claims.user_id, claims.session_id, claims.issued_at) == ("j", "7", "login-1",
+                                                                                       1700000000.5)
 
 
 # --- reauth ---------------------------------------------------------------------------------------
