@@ -243,6 +243,10 @@ class GroupChanged(Message):
     status: str
     window_start: str
     window_end: str
+    # SPEC group-status: why a group failed (a generic code, never internal text), and
+    # ``short: true`` for a group processed although its quorum was not met.
+    reason: str | None = None
+    short: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -96,3 +96,11 @@ class UploaderClient(ServiceClient):
 
     def release(self, file_id: str, *, writer: str) -> None:
         self.call("POST", f"/uploads/{file_id}/release", json={"writer": writer})
+
+    def describe(self, file_id: str, *, owner_id: str) -> dict[str, Any]:
+        """An upload's state (status, pool_id, received, missing); another owner's is a 404."""
+        return self.call("GET", f"/uploads/{file_id}", params={"owner_id": owner_id})
+
+    def cancel(self, file_id: str, *, owner_id: str) -> dict[str, Any]:
+        """Drop an unfinished upload's bytes (only its owner's: another owner's is a 404)."""
+        return self.call("POST", f"/uploads/{file_id}/cancel", json={"owner_id": owner_id})

@@ -245,7 +245,9 @@ class UploadService:
             raise self._quota_exceeded()
         self.store.touch(file_id, session["chunk_count"], self.settings.upload_ttl_seconds)
         have = self.store.existing_chunks(file_id, session["chunk_count"])
-        return {"file_id": file_id, "chunk_size": session["chunk_size"],
+        # pool_id: the gateway checks that the writer still contributes to the upload's pool
+        # (it does not forward it to the client).
+        return {"file_id": file_id, "chunk_size": session["chunk_size"], "pool_id": session["pool_id"],
                 "missing": core.missing_indexes(session["chunk_count"], have)}
 
     # --- chunks ----------------------------------------------------------------
@@ -343,7 +345,8 @@ class UploadService:
             raise ApiError(404, "not_found", "no such upload")
         have = self.store.existing_chunks(file_id, session["chunk_count"])
         tomb = self.store.status(file_id) or {}
-        return {"file_id": file_id, "status": tomb.get("status", session["status"]), "size": session["size"],
+        return {"file_id": file_id, "status": tomb.get("status", session["status"]), "pool_id": session["pool_id"],
+                "size": session["size"],
                 "chunk_size": session["chunk_size"], "chunk_count": session["chunk_count"],
                 "received": sorted(have), "missing": core.missing_indexes(session["chunk_count"], have)}
 

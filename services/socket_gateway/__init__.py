@@ -3,14 +3,22 @@
 Consumes (``handlers.py``):
 - ``socket_gateway.notifications`` (shared by every gateway process): FileStatusChanged ->
   ``file-status`` to ``user:<owner_id>`` and ``admins``; ResultPublished -> ``pool-result``
-  to ``pool:<pool_id>``; GroupChanged is taken and dropped (no socket event for it yet).
+  to ``pool:<pool_id>``; GroupChanged -> ``group-status`` to ``pool:<pool_id>`` and ``admins``.
   Emits travel through python-socketio's Redis manager, so they reach the sockets of every
   gateway process.
 - a private queue per process bound to ``auth.token_revoked`` / ``auth.membership_changed``:
   disconnects the local sockets of a revoked token, moves local sockets in/out of pool rooms.
 
-Calls: auth ``/auth/validate``; file_uploader's internal ``/uploads`` routes (one writer =
-one socket sid); file_service_manager ``GET /files``; pool_aggregator ``GET /pools/<id>/results``.
+Identity is checked on every event (``guard.py``), not only at connect: an expired, revoked
+or disabled token gets ``token-expired {}`` once, every event but ``reauth`` is refused with
+``unauthorized`` and the socket is disconnected after GATEWAY_REAUTH_GRACE_SECONDS (30 s)
+unless ``reauth`` succeeds; every chunk and completion of a pool upload asks auth whether its
+writer still contributes to the pool.
+
+Calls: auth ``/auth/validate`` (at connect, at reauth, on every pool event, and at most every
+GATEWAY_REVOCATION_CHECK_SECONDS per token for revocations: ``revocations.py``);
+file_uploader's internal ``/uploads`` routes (one writer = one socket sid; cancel);
+file_service_manager ``GET /files``; pool_aggregator ``GET /pools/<id>/results``.
 
 Publishes: ``AuditRecorded`` (``result_delivered``, live and on connect); no other message.
 

@@ -17,14 +17,15 @@ from services.common import httpkit, messaging, redisconn
 from services.common.audit import AuditTrail
 from services.common.authclient import AuthClient
 from services.common.ports import AuthLookup
-from services.common.runtime import Runtime
+from services.common.runtime import Periodic, Runtime
 
-from . import events, handlers
+from . import events, guard, handlers
 from .clients import AggregatorClient, FileManagerClient, UploaderClient
 from .config import Settings
 from .deps import Deps, GatewayMetrics
 from .local import LocalSockets
 from .ports import FileHistory, LastSeen, PoolResults, Uploader
+from .revocations import AuthRevocations
 from .routes import bp
 from .store import SeenStore
 
@@ -42,18 +43,24 @@ def create_app(settings: Settings, *, auth: AuthLookup | None = None, uploader: 
     app = Flask("socket_gateway", static_folder=None)
     metrics = GatewayMetrics(httpkit.install(app, "socket_gateway", {"redis": the_seen.ping, "rabbitmq": broker.ping},
                                              cors_origins=settings.cors_allowed_origins), settings.max_connections)
-    deps = Deps(settings=settings, auth=auth or AuthClient(common.auth_url, common.internal_api_key, timeout=timeout),
+    the_auth = auth or AuthClient(common.auth_url, common.internal_api_key, timeout=timeout)
+    deps = Deps(settings=settings, auth=the_auth,
                 uploader=uploader or UploaderClient(common.file_uploader_url, common.internal_api_key, timeout=timeout),
                 history=history or FileManagerClient(common.file_service_manager_url, timeout=timeout),
                 results=results or AggregatorClient(common.pool_aggregator_url, timeout=timeout), seen=the_seen,
                 sockets=events.SocketServer(server), metrics=metrics, server=server,
                 local=LocalSockets(settings.max_inflight_per_socket, settings.max_inflight,
                                    settings.max_inflight_bytes_per_socket, settings.max_inflight_bytes),
-                audit=audit or AuditTrail(broker, "socket_gateway"))
+                audit=audit or AuditTrail(broker, "socket_gateway"),
+                # The one line to swap for the shared reader of auth's Redis list (services/common/revocations.py):
+                # its is_revoked(claims) reads token_id, user_id and issued_at, which ports.SocketToken carries.
+                revocations=AuthRevocations(the_auth, settings.revocation_check_seconds, settings.max_connections))
     events.register(server, deps)
     app.extensions["deps"] = deps
     app.register_blueprint(bp)
-    app.extensions["runtime"] = Runtime(consumers=handlers.consumers(deps))
+    # Every second: token-expired for idle sockets whose token expired, disconnect after the grace.
+    app.extensions["runtime"] = Runtime(consumers=handlers.consumers(deps),
+                                        periodic=[Periodic("gateway-token-sweep", 1.0, lambda: guard.sweep(deps))])
     app.wsgi_app = socketio.WSGIApp(server, app.wsgi_app)  # type: ignore[method-assign]
     return app
 

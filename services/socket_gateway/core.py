@@ -6,13 +6,15 @@ socket, auth, Redis and the queues.
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from services.common import errors, timeutil, validation
 from services.common.authclient import Identity
-from services.common.contracts import FileStatusChanged, ResultPublished
+from services.common.contracts import FileStatusChanged, GroupChanged, ResultPublished
 from services.common.errors import ApiError
 
 ADMINS_ROOM = "admins"
@@ -81,8 +83,46 @@ def file_status_rooms(owner_id: str) -> list[str]:
 
 
 def identity_to_session(identity: Identity, token: str) -> dict[str, Any]:
+    """What a socket keeps of the token it connected (or reauthed) with.
+
+    ``expires_at`` and ``issued_at`` are /auth/validate's answer; when it leaves them out, the
+    JWT's own ``exp`` / ``iat`` read unverified: auth has just validated this very token,
+    signature included.
+    """
+    claims = jwt_claims(token)
+    expires_at = identity.expires_at if identity.expires_at is not None else _number(claims, "exp")
+    issued_at = identity.issued_at if identity.issued_at is not None else token_issued_at(token)
     return {"user_id": identity.user_id, "user_name": identity.user_name, "role": identity.role,
-            "pools": dict(identity.pools), "token_id": identity.token_id, "token": token}
+            "pools": dict(identity.pools), "token_id": identity.token_id, "token": token,
+            "expires_at": expires_at, "issued_at": issued_at, "session_id": identity.session_id}
+
+
+# A JWT payload is ~300 bytes; anything longer is not read (tokens are capped by auth anyway).
+MAX_TOKEN_PAYLOAD = 8192
+
+
+def jwt_claims(token: str) -> dict[str, Any]:
+    """The payload of a JWT already validated by auth (``{}`` when it is not one)."""
+    parts = token.split(".")
+    if len(parts) != 3 or len(parts[1]) > MAX_TOKEN_PAYLOAD:
+        return {}
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, TypeError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def _number(claims: Mapping[str, Any], key: str) -> float | None:
+    value = claims.get(key)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def token_issued_at(token: str) -> float | None:
+    """The ``iat_ms``/``iat`` claim of a JWT already validated by auth, or None (not a JWT)."""
+    claims = jwt_claims(token)
+    at_ms = _number(claims, "iat_ms")
+    return at_ms / 1000.0 if at_ms is not None else _number(claims, "iat")
 
 
 def identity_from_session(session: Mapping[str, Any]) -> Identity:
@@ -153,6 +193,17 @@ def write_chunk_request(payload: Any, max_chunk_bytes: int) -> tuple[str, int, b
     return file_id, index, chunk, (None if sha is None else validation.check_sha256(sha))
 
 
+# auth's tokens are ~350 characters (auth refuses more than 4,096).
+MAX_TOKEN_CHARS = 8192
+
+
+def reauth_request(payload: Any) -> str:
+    token = _obj(payload).get("token")
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
+        raise errors.bad_request(f"token must be a non-empty string of at most {MAX_TOKEN_CHARS} characters")
+    return token
+
+
 def file_id_request(payload: Any) -> str:
     return check_id(_obj(payload).get("file_id"), "file_id")
 
@@ -220,6 +271,22 @@ def file_status_event(message: FileStatusChanged) -> dict[str, Any]:
     if message.file_name is not None:
         payload["file_name"] = message.file_name
     return payload
+
+
+def group_status_event(message: GroupChanged) -> dict[str, Any]:
+    """SPEC's group-status payload (reason and short only when set)."""
+    payload: dict[str, Any] = {"pool_id": message.pool_id, "group_id": message.group_id, "status": message.status}
+    if message.reason is not None:
+        payload["reason"] = message.reason
+    if message.short is not None:
+        payload["short"] = message.short
+    return payload
+
+
+def group_status_rooms(pool_id: str) -> list[str]:
+    # The pool's members and every connected admin; a socket in both gets it once (python-socketio
+    # emits to the union of the rooms).
+    return [pool_room(pool_id), ADMINS_ROOM]
 
 
 RESULT_EVENT_KEYS = ("pool_id", "group_id", "result_id", "file_name", "size", "sha256", "download_url")

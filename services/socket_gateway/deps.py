@@ -14,7 +14,7 @@ from services.common.ports import AuthLookup
 from . import wsfast
 from .config import Settings
 from .local import LocalSockets
-from .ports import FileHistory, LastSeen, PoolResults, Sockets, Uploader
+from .ports import FileHistory, LastSeen, PoolResults, Revocations, Sockets, Uploader
 
 
 class GatewayMetrics:
@@ -52,6 +52,8 @@ class Deps:
     local: LocalSockets
     metrics: GatewayMetrics
     audit: AuditTrail
+    # Is a socket's token revoked / its user disabled (asked on every event; see identity.py).
+    revocations: Revocations
     # python-socketio's Server itself: only app.py and events.py touch it (registration,
     # engine.io settings); the use cases go through ``sockets``. None in fast tests.
     server: Any = None

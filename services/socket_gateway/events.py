@@ -38,9 +38,11 @@ EVENTS: dict[str, sockets.Event] = {
     "start-transfer": sockets.start_transfer,
     "write-chunk": sockets.write_chunk,
     "complete-upload": sockets.complete_upload,
+    "cancel-upload": sockets.cancel_upload,
     "get-history": sockets.get_history,
     "get-results": sockets.get_results,
     "alive": sockets.alive,
+    "reauth": sockets.reauth,
 }
 
 

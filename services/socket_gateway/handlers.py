@@ -47,9 +47,8 @@ def on_result_published(deps: Deps, message: ResultPublished) -> None:
 
 
 def on_group_changed(deps: Deps, message: GroupChanged) -> None:
-    # Bound to our queue for dashboards; SPEC's socket events have no group state yet: taken off
-    # the queue (acked) and dropped, so it neither piles up nor dead-letters.
-    log.debug("group changed", extra={"pool_id": message.pool_id, "group_id": message.group_id})
+    deps.sockets.emit("group-status", core.group_status_event(message), to=core.group_status_rooms(message.pool_id))
+    deps.metrics.emits.labels("group-status").inc()
 
 
 def on_token_revoked(deps: Deps, message: TokenRevoked) -> None:

@@ -32,20 +32,68 @@ class LocalSockets:
         # counts alone allowed 64 chunks of 8 MiB per socket (see Settings.max_inflight_bytes*).
         self.inflight_bytes: dict[str, int] = {}
         self.inflight_bytes_total = 0
+        # Pool uploads each socket is writing (file_id -> pool_id): their every chunk and complete
+        # asks auth for the current membership (a removed contributor cannot finish them).
+        self.pool_uploads: dict[str, dict[str, str]] = {}
+        # Each socket's token expiry (epoch seconds) and, once expired or revoked, the monotonic
+        # moment it is disconnected unless reauth succeeds (SPEC's 30-s grace). Both keyed by sid,
+        # emptied on disconnect: bounded by the open sockets; the sweep (guard.sweep) reads them.
+        self.expires: dict[str, float] = {}
+        self.expired: dict[str, float] = {}
         # Offline deliveries on connect running at once (each holds a page of results).
         self.deliveries = threading.BoundedSemaphore(max_deliveries)
         # Green threads switch only on I/O, but the consumers may run in real threads in tests.
         self._lock = threading.Lock()
 
-    def connected(self, sid: str, pools: set[str]) -> None:
+    def connected(self, sid: str, pools: set[str], expires_at: float | None = None) -> None:
         self.writing[sid] = set()
         self.undelivered[sid] = set(pools)
+        if expires_at is not None:
+            self.expires[sid] = expires_at
+
+    def renewed(self, sid: str, expires_at: float | None) -> bool:
+        """reauth: a new token (and expiry); True when the socket was in its grace."""
+        if sid not in self.writing:
+            return False
+        if expires_at is not None:
+            self.expires[sid] = expires_at
+        else:
+            self.expires.pop(sid, None)
+        return self.expired.pop(sid, None) is not None
+
+    def mark_expired(self, sid: str, disconnect_at: float) -> bool:
+        """The socket's token expired or was revoked; True the first time (token-expired is sent once)."""
+        if sid not in self.writing or sid in self.expired:
+            return False
+        self.expired[sid] = disconnect_at
+        return True
+
+    def is_expired(self, sid: str) -> bool:
+        return sid in self.expired
+
+    def due(self, now: float, monotonic_now: float) -> tuple[list[str], list[str]]:
+        """(sockets whose token expired by ``now``, not yet marked; sockets whose grace is over)."""
+        expiring = [sid for sid, at in self.expires.items() if at <= now and sid not in self.expired]
+        return expiring, [sid for sid, at in self.expired.items() if at <= monotonic_now]
+
+    def pool_upload(self, sid: str, file_id: str, pool_id: str) -> None:
+        if sid in self.writing:
+            self.pool_uploads.setdefault(sid, {})[file_id] = pool_id
+
+    def pool_of_upload(self, sid: str, file_id: str) -> str | None:
+        return self.pool_uploads.get(sid, {}).get(file_id)
+
+    def is_writing(self, sid: str, file_id: str) -> bool:
+        return file_id in self.writing.get(sid, set())
 
     def holds(self, sid: str) -> bool:
         return sid in self.writing
 
     def gone(self, sid: str) -> tuple[set[str], set[str]]:
         """Forget a socket; returns (uploads it was writing, pools still undelivered)."""
+        self.pool_uploads.pop(sid, None)
+        self.expires.pop(sid, None)
+        self.expired.pop(sid, None)
         return self.writing.pop(sid, set()), self.undelivered.pop(sid, set())
 
     def wrote(self, sid: str, file_id: str) -> None:
@@ -54,6 +102,12 @@ class LocalSockets:
 
     def finished(self, sid: str, file_id: str) -> None:
         self.writing.get(sid, set()).discard(file_id)
+        self.pool_uploads.get(sid, {}).pop(file_id, None)
+
+    def redeliver(self, sid: str, pools: set[str]) -> None:
+        """A reauth after the grace began: these pools' results are re-sent (as on connect)."""
+        if sid in self.undelivered:
+            self.undelivered[sid] |= pools
 
     def delivered(self, sid: str, pools: list[str]) -> None:
         if sid in self.undelivered:

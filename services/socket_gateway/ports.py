@@ -10,12 +10,38 @@ socketio, redis or requests type appears here. Every call may raise
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 
 class StoreError(RuntimeError):
     """The last-seen store did not answer (offline delivery degrades; nothing else stops)."""
+
+
+@dataclass(frozen=True)
+class SocketToken:
+    """The access token a socket connected (or reauthed) with, as a revocation list sees it.
+
+    ``token_id``, ``user_id``, ``session_id`` and ``issued_at`` are what the shared revocation reader
+    (services/common/revocations.py, auth's Redis list) reads; ``token`` itself only the
+    stand-in that asks auth's /auth/validate (revocations.AuthRevocations).
+    """
+
+    token: str
+    token_id: str
+    user_id: str
+    issued_at: float | None = None
+    session_id: str | None = None  # the login the token belongs to (auth's refresh-token family)
+
+
+class Revocations(Protocol):
+    """Is a socket's token revoked (logout, login ended) or its user disabled? Cheap enough to ask
+    on every event (an answer may be a few seconds old: SPEC wants revocations honoured within 5 s).
+    When it cannot tell it raises (``errors.ApiError`` or its own error): the event is refused as
+    ``overloaded``, never served on a guess (guard.check)."""
+
+    def is_revoked(self, claims: SocketToken) -> bool: ...
 
 
 class Uploader(Protocol):
@@ -29,6 +55,10 @@ class Uploader(Protocol):
     def complete(self, file_id: str, *, owner_id: str, writer: str) -> dict[str, Any]: ...
 
     def release(self, file_id: str, *, writer: str) -> None: ...
+
+    def cancel(self, file_id: str, *, owner_id: str) -> dict[str, Any]: ...
+
+    def describe(self, file_id: str, *, owner_id: str) -> dict[str, Any]: ...
 
 
 class FileHistory(Protocol):

@@ -18,7 +18,7 @@ from services.common import errors, logs, timeutil
 from services.common.authclient import AuthUnavailable, Identity
 from services.common.errors import ApiError
 
-from . import core
+from . import core, guard
 from .deps import Deps
 from .ports import StoreError
 
@@ -57,6 +57,9 @@ class ConnectRefused(Exception):
 
 Event = Callable[[Deps, Session, Any], dict[str, Any]]
 
+# The one event a socket whose token expired or was revoked may still send (SPEC token-expired).
+UNCHECKED_EVENTS = frozenset({"reauth"})
+
 # Events whose answer is large: up to 1,000 records (file_service_manager's and pool_aggregator's
 # largest page), ~2.5 MiB as text, parsed objects and the ack. Counted as in-flight bytes at
 # admission, so GATEWAY_MAX_INFLIGHT_BYTES* bound their answers too (OPERATIONS.md "Gateway memory").
@@ -76,7 +79,10 @@ def answer(deps: Deps, name: str, event: Event, session: Callable[[], Session], 
     try:
         with logs.bound(sid=sid, event=name):
             try:
-                ack = event(deps, session(), payload)
+                current = session()
+                if name not in UNCHECKED_EVENTS:
+                    guard.check(deps, sid, current.data)
+                ack = event(deps, current, payload)
                 metrics.events.labels(name, "ok").inc()
                 return ack
             except ApiError as err:
@@ -113,15 +119,15 @@ def payload_bytes(payload: Any) -> int:
     return total + (total // nodes) * len(stack) if stack else total
 
 
-def fresh_identity(deps: Deps, token: str) -> Identity:
-    """Ask auth now: memberships and revocations as of this moment."""
+def fresh_identity(deps: Deps, session: Session) -> Identity:
+    """Ask auth now: memberships and revocations as of this moment (every pool event does)."""
     try:
-        identity = deps.auth.validate(token)
+        found = deps.auth.validate(session.token)
     except AuthUnavailable as exc:
         raise core.unavailable("auth") from exc
-    if identity is None:
-        raise errors.unauthorized("the token is no longer valid; log in again")
-    return identity
+    if found is None:
+        raise guard.refused(deps, session.sid, session.data)
+    return found
 
 
 # --- connection ------------------------------------------------------------------------------
@@ -143,10 +149,11 @@ def connect(deps: Deps, session: Session, auth: Any) -> None:
     if identity is None:
         metrics.connects.labels("unauthorized").inc()
         raise ConnectRefused("unauthorized", "invalid or expired token")
-    deps.sockets.save_session(sid, core.identity_to_session(identity, token))
+    saved = core.identity_to_session(identity, token)
+    deps.sockets.save_session(sid, saved)
     for room in core.rooms_for(identity):
         deps.sockets.enter_room(sid, room)
-    deps.local.connected(sid, set(identity.pools))
+    deps.local.connected(sid, set(identity.pools), saved.get("expires_at"))
     metrics.connects.labels("ok").inc()
     metrics.connected.inc()
     log.info("socket connected", extra={"sid": sid, "user_id": identity.user_id})
@@ -238,20 +245,44 @@ def start_transfer(deps: Deps, session: Session, payload: Any) -> dict[str, Any]
     body = core.start_transfer_request(payload, identity, writer=session.sid)
     if "pool_id" in body:
         # Memberships change: the session's copy is as old as the socket, so ask auth now.
-        identity = fresh_identity(deps, session.token)
-        if not identity.can_contribute(body["pool_id"]):
-            raise errors.forbidden("only a contributor of the pool may upload to it")
+        identity = _contributor(deps, session, body["pool_id"])
         body.update(owner_id=identity.user_id, owner_name=identity.user_name, is_admin=identity.is_admin)
     ack = deps.uploader.start(body)
     file_id = ack.get("file_id")
+    # A resumed upload's pool is file_uploader's word (the payload may leave it out or lie).
+    pool_id = ack.pop("pool_id", None) or body.get("pool_id")
     if isinstance(file_id, str):
+        if isinstance(pool_id, str) and pool_id != body.get("pool_id"):
+            try:
+                _contributor(deps, session, pool_id)
+            except ApiError:
+                deps.uploader.release(file_id, writer=session.sid)  # the writer lock resume took
+                raise
         deps.local.wrote(session.sid, file_id)
+        if isinstance(pool_id, str):
+            deps.local.pool_upload(session.sid, file_id, pool_id)
     return ack
+
+
+def _contributor(deps: Deps, session: Session, pool_id: str) -> Identity:
+    """The socket's identity as auth sees it now, if it may contribute to ``pool_id`` (else forbidden)."""
+    identity = fresh_identity(deps, session)
+    if not identity.can_contribute(pool_id):
+        raise errors.forbidden("only a contributor of the pool may upload to it")
+    return identity
+
+
+def _check_pool_upload(deps: Deps, session: Session, file_id: str) -> None:
+    """Every chunk and the completion of a pool upload: the writer must still be a contributor."""
+    pool_id = deps.local.pool_of_upload(session.sid, file_id)
+    if pool_id is not None:
+        _contributor(deps, session, pool_id)
 
 
 def write_chunk(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
     identity = session.identity()
     file_id, index, chunk, sha = core.write_chunk_request(payload, deps.settings.max_chunk_bytes)
+    _check_pool_upload(deps, session, file_id)
     deps.metrics.chunk_bytes.inc(len(chunk))
     ack = deps.uploader.put_chunk(file_id, index, chunk, owner_id=identity.user_id, writer=session.sid,
                                   sha256=sha)
@@ -262,9 +293,27 @@ def write_chunk(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
 def complete_upload(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
     identity = session.identity()
     file_id = core.file_id_request(payload)
+    if deps.local.is_writing(session.sid, file_id):
+        _check_pool_upload(deps, session, file_id)
+    else:
+        # Not started or resumed here (its writer lock may have expired): file_uploader names the
+        # upload's pool (an unknown or another owner's upload is its not_found).
+        pool_id = deps.uploader.describe(file_id, owner_id=identity.user_id).get("pool_id")
+        if isinstance(pool_id, str):
+            _contributor(deps, session, pool_id)
     ack = deps.uploader.complete(file_id, owner_id=identity.user_id, writer=session.sid)
     deps.local.finished(session.sid, file_id)
     return ack
+
+
+def cancel_upload(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
+    """SPEC's cancel-upload: the owner's unfinished upload is dropped (file_uploader checks the owner:
+    another user's upload answers not_found, a completed one conflict)."""
+    identity = session.identity()
+    file_id = core.file_id_request(payload)
+    ack = deps.uploader.cancel(file_id, owner_id=identity.user_id)
+    deps.local.finished(session.sid, file_id)  # nothing left to release on disconnect
+    return {"file_id": file_id, "status": str(ack.get("status") or "cancelled")}
 
 
 def get_history(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
@@ -278,10 +327,47 @@ def get_results(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
     pool_id, since = core.results_request(payload)
     if not identity.is_member(pool_id):
         # The session may predate a new membership: ask auth before refusing.
-        if not fresh_identity(deps, session.token).is_member(pool_id):
+        if not fresh_identity(deps, session).is_member(pool_id):
             raise errors.forbidden("only members of the pool may read its results")
     found = deps.results.results(pool_id, session.token, since)
     return {"results": found.get("results", [])}
+
+
+def reauth(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
+    """SPEC's reauth: a new access token of the same user replaces the socket's; rooms follow it."""
+    old = session.identity()
+    token = core.reauth_request(payload)
+    try:
+        new = deps.auth.validate(token)
+    except AuthUnavailable as exc:
+        raise core.unavailable("auth") from exc
+    if new is None:
+        raise errors.unauthorized("invalid or expired token")
+    if new.user_id != old.user_id:
+        raise errors.forbidden("the token belongs to another user")
+    sid = session.sid
+    saved = core.identity_to_session(new, token)
+    expires_at = saved.get("expires_at")
+    if isinstance(expires_at, int | float) and expires_at <= time.time():
+        raise errors.unauthorized("invalid or expired token")
+    was_expired = deps.local.is_expired(sid)
+    deps.sockets.save_session(sid, saved)
+    # In its grace the socket had left every room (guard.expire); otherwise only the difference
+    # moves (a new token room, pools joined or left, admins on a promotion).
+    before = set() if was_expired else set(core.rooms_for(old))
+    after = set(core.rooms_for(new))
+    for room in sorted(before - after):
+        deps.sockets.leave_room(sid, room)
+    for room in sorted(after - before):
+        deps.sockets.enter_room(sid, room)
+    deps.local.renewed(sid, expires_at)
+    if was_expired and new.pools:
+        # What its pools published while it was cut off, from last-seen (written by guard.expire).
+        deps.local.redeliver(sid, set(new.pools))
+        deps.sockets.start_background_task(deliver_missed, deps, sid, new.user_id, token, sorted(new.pools), {})
+    log.info("socket reauthed", extra={"sid": sid, "user_id": new.user_id, "was_expired": was_expired})
+    expires_in = max(0, int(expires_at - time.time())) if isinstance(expires_at, int | float) else None
+    return {"ok": True, "expires_in": expires_in}
 
 
 def alive(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:

@@ -50,9 +50,11 @@ EVENT_KEYS = {
                        "file_id"],
     "write-chunk": ["file_id", "index", "data", "sha256"],
     "complete-upload": ["file_id"],
+    "cancel-upload": ["file_id"],
     "get-history": [],
     "get-results": ["pool_id", "since", "after_seq", "limit"],
     "alive": [],
+    "reauth": ["token"],
 }
 
 

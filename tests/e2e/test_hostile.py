@@ -20,13 +20,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import jwt
 import pytest
 import requests
 
 from devtools.fleet import Fleet
+from services.common.settings import DEV_SECRETS
 
 from .conftest import ROOT, fleet_env, start_fleet, teardown_env
-from .helpers import RawSocket, signup
+from .helpers import RawSocket, bearer, signup
+from .pools import Admin
 
 pytestmark = pytest.mark.e2e
 
@@ -39,6 +42,7 @@ ASSEMBLY_BUDGET = 16 * MIB
 HEADER_TIMEOUT = 2.0
 SOCKET_TIMEOUT = 8.0
 PING_SECONDS = 2 + 3  # GATEWAY_PING_INTERVAL + GATEWAY_PING_TIMEOUT
+REAUTH_GRACE = 3.0  # GATEWAY_REAUTH_GRACE_SECONDS (SPEC's 30 s, shortened for the probe)
 
 
 @dataclass
@@ -56,6 +60,11 @@ class HostileFleet:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
         raise AssertionError(f"no VmRSS for {service} (pid {pid})")
+
+    @property
+    def admin(self) -> tuple[str, str]:
+        env = self.running.env
+        return env["ADMIN_USER"], env["ADMIN_PASSWORD"]
 
     def user(self) -> dict:
         return signup(self.urls["auth"], f"h_{uuid.uuid4().hex[:10]}")
@@ -76,7 +85,7 @@ def fleet(mongo_uri: str) -> Iterator[HostileFleet]:
     env = fleet_env(mongo_uri, LOG_LEVEL="WARNING", CHUNK_SIZE=str(CHUNK_SIZE), MAX_CHUNK_BYTES=str(MAX_CHUNK_BYTES),
                     GATEWAY_ASSEMBLY_BUDGET_BYTES=str(ASSEMBLY_BUDGET), GATEWAY_PING_INTERVAL="2",
                     GATEWAY_PING_TIMEOUT="3", GATEWAY_HEADER_TIMEOUT=str(HEADER_TIMEOUT),
-                    GATEWAY_SOCKET_TIMEOUT=str(SOCKET_TIMEOUT))
+                    GATEWAY_SOCKET_TIMEOUT=str(SOCKET_TIMEOUT), GATEWAY_REAUTH_GRACE_SECONDS=str(REAUTH_GRACE))
     running = start_fleet(env, ROOT / "artifacts" / "fleet-logs" / f"hostile-{uuid.uuid4().hex[:6]}")
     try:
         yield HostileFleet(running)
@@ -275,6 +284,111 @@ def test_2_long_polling_is_refused(fleet: HostileFleet) -> None:
 
 
 # --- 3. identity on every event (logout, expiry, removal) ------------------------------------
+
+
+def listening(sock: RawSocket) -> RawSocket:
+    """Record token-expired too (RawSocket records file-status and pool-result)."""
+    sock.sio.on("token-expired", lambda data: sock.events.put(("token-expired", data)))
+    return sock
+
+
+def refused_within(sock: RawSocket, seconds: float) -> float | None:
+    """Seconds until the socket's events are refused (unauthorized) or it is cut, else None."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if not sock.sio.connected:
+            return time.monotonic() - started
+        try:
+            ack = sock.call("alive", {}, timeout=5)
+        except Exception:  # noqa: BLE001 - disconnected while asking
+            return time.monotonic() - started
+        if ack.get("error", {}).get("code") == "unauthorized":
+            return time.monotonic() - started
+        assert ack.get("ok") is True, ack
+        time.sleep(0.2)
+    return None
+
+
+def short_lived_token(user: dict, seconds: float) -> str:
+    """A token of ``user`` expiring in ``seconds``, signed as auth signs (auth refuses a
+    TOKEN_TTL_SECONDS under 60, too long for a probe): auth validates it until then."""
+    claims = jwt.decode(user["access_token"], options={"verify_signature": False})
+    now = int(time.time())
+    return jwt.encode({**claims, "iat": now, "exp": now + int(seconds), "jti": uuid.uuid4().hex},
+                      DEV_SECRETS["JWT_SECRET"], algorithm="HS256")
+
+
+def test_3_a_socket_whose_user_logged_out_is_refused_within_5_s(fleet: HostileFleet) -> None:
+    user = fleet.user()
+    sock = listening(RawSocket(fleet.urls["socket_gateway"], user["access_token"]))
+    try:
+        assert sock.call("alive", {})["ok"] is True
+        out = requests.put(f"{fleet.urls['auth']}/auth/logout/{user['user_name']}",
+                           headers=bearer(user["access_token"]), timeout=10)
+        assert out.status_code == 200, out.text
+        took = refused_within(sock, 5.0)
+        assert took is not None, "a logged-out token was still served 5 s after the logout"
+    finally:
+        sock.close()
+    fleet.normal_upload()
+
+
+def test_3_a_removed_contributor_cannot_finish_its_pool_upload(fleet: HostileFleet) -> None:
+    admin = Admin(fleet)
+    pool_id = admin.create_pool(f"h3-{uuid.uuid4().hex[:6]}", window_seconds=60)["pool_id"]
+    member = admin.member(pool_id)
+    sock = RawSocket(fleet.urls["socket_gateway"], member["access_token"])
+    try:
+        data = os.urandom(3 * CHUNK_SIZE)
+        ack = sock.call("start-transfer", {"file_name": "pool.bin", "size": len(data), "pool_id": pool_id})
+        assert "error" not in ack, ack
+        file_id, chunk = ack["file_id"], ack["chunk_size"]
+        assert "error" not in sock.call("write-chunk", {"file_id": file_id, "index": 0, "data": data[:chunk]})
+        admin.remove_member(pool_id, member["user_name"])
+        refused = sock.call("write-chunk", {"file_id": file_id, "index": 1, "data": data[chunk:2 * chunk]})
+        assert refused.get("error", {}).get("code") == "forbidden", refused
+        assert sock.call("complete-upload", {"file_id": file_id})["error"]["code"] == "forbidden"
+        # Nor from a new connection: a resume without naming the pool is refused too.
+        sock.close()
+        sock = RawSocket(fleet.urls["socket_gateway"], member["access_token"])
+        deadline = time.monotonic() + 10
+        while True:  # the old socket's writer lock is released on its disconnect
+            resumed = sock.call("start-transfer", {"file_name": "pool.bin", "size": len(data), "file_id": file_id})
+            if resumed.get("error", {}).get("code") != "conflict" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert resumed.get("error", {}).get("code") == "forbidden", resumed
+        assert sock.call("complete-upload", {"file_id": file_id}).get("error", {}).get("code") == "forbidden"
+    finally:
+        sock.close()
+    fleet.normal_upload()
+
+
+def test_3_an_expired_token_gets_token_expired_then_is_cut_after_the_grace(fleet: HostileFleet) -> None:
+    user = fleet.user()
+    lasting = listening(RawSocket(fleet.urls["socket_gateway"], short_lived_token(user, 3)))
+    cut = listening(RawSocket(fleet.urls["socket_gateway"], short_lived_token(user, 3)))
+    try:
+        assert lasting.call("alive", {})["ok"] is True and cut.call("alive", {})["ok"] is True
+        for sock in (lasting, cut):  # idle sockets are told, not only those sending events
+            assert sock.wait_event("token-expired", timeout=8) == {}
+        for sock in (lasting, cut):
+            assert sock.call("alive", {})["error"]["code"] == "unauthorized"
+            assert sock.call("start-transfer", {"file_name": "a.bin", "size": 10})["error"]["code"] == "unauthorized"
+        renewed = lasting.call("reauth", {"token": user["access_token"]})
+        assert renewed["ok"] is True and renewed["expires_in"] > 60, renewed
+        other = fleet.user()
+        assert lasting.call("reauth", {"token": other["access_token"]})["error"]["code"] == "forbidden"
+        deadline = time.monotonic() + REAUTH_GRACE + 5
+        while cut.sio.connected and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not cut.sio.connected, "a socket in its grace was not disconnected"
+        assert lasting.sio.connected and lasting.call("alive", {})["ok"] is True
+        assert not any(kind == "token-expired" for kind, _ in list(lasting.events.queue))  # told once
+    finally:
+        lasting.close()
+        cut.close()
+    fleet.normal_upload()
 
 
 # --- 4. auth without an account; the gateway's timeouts ---------------------------------------

@@ -158,9 +158,10 @@ class FakeAuth:
             raise AuthUnavailable("FakeAuth.down")
 
     def add_user(self, token: str, user_id: str, user_name: str, role: str = "user",
-                 pools: dict[str, str] | None = None, token_id: str | None = None) -> Identity:
+                 pools: dict[str, str] | None = None, token_id: str | None = None,
+                 expires_at: int | None = None, issued_at: float | None = None) -> Identity:
         identity = Identity(user_id=user_id, user_name=user_name, role=role, pools=dict(pools or {}),
-                            token_id=token_id or f"jti-{token}")
+                            token_id=token_id or f"jti-{token}", expires_at=expires_at, issued_at=issued_at)
         self.tokens[token] = identity
         return identity
 

@@ -120,11 +120,18 @@ class FakeUploader(_Failing):
         self.chunks: dict[tuple[str, int], bytes] = {}
         self.completed: list[str] = []
         self.released: list[tuple[str, str]] = []
+        self.cancelled: list[str] = []
+        self.described: dict[str, str | None] = {}
+        # Set by a test: answered to the next resume (start with file_id), as file_uploader does.
+        self.resume_pool: str | None = None
 
     def start(self, body: dict[str, Any]) -> dict[str, Any]:
         self._call("start", body)
         self.started.append(dict(body))
-        return {"file_id": body.get("file_id") or f"up-{len(self.started)}", "chunk_size": self.chunk_size}
+        if body.get("file_id"):
+            return {"file_id": body["file_id"], "chunk_size": self.chunk_size, "missing": [],
+                    **({"pool_id": self.resume_pool} if self.resume_pool else {})}
+        return {"file_id": f"up-{len(self.started)}", "chunk_size": self.chunk_size}
 
     def put_chunk(self, file_id: str, index: int, data: bytes, *, owner_id: str, writer: str,
                   sha256: str | None = None) -> dict[str, Any]:
@@ -140,6 +147,18 @@ class FakeUploader(_Failing):
     def release(self, file_id: str, *, writer: str) -> None:
         self._call("release", (file_id, writer))
         self.released.append((file_id, writer))
+
+    def describe(self, file_id: str, *, owner_id: str) -> dict[str, Any]:
+        """Uploads named in ``described`` (file_id -> pool_id or None); any other is a 404."""
+        self._call("describe", (file_id, owner_id))
+        if file_id not in self.described:
+            raise ApiError(404, "not_found", "no such upload")
+        return {"file_id": file_id, "status": "uploading", "pool_id": self.described[file_id]}
+
+    def cancel(self, file_id: str, *, owner_id: str) -> dict[str, Any]:
+        self._call("cancel", (file_id, owner_id))
+        self.cancelled.append(file_id)
+        return {"file_id": file_id, "status": "cancelled"}
 
 
 class FakeFileHistory(_Failing):

@@ -14,6 +14,7 @@ import requests
 
 from client import DropboxClient, DropboxError
 
+from ..helpers import RawSocket
 from .conftest import GatewayFleet
 
 pytestmark = pytest.mark.e2e
@@ -109,3 +110,48 @@ def test_results_live_offline_and_membership(fleet: GatewayFleet, tmp_path: Path
     finally:
         for c in (contributor, listener, late, admin):
             c.disconnect()
+
+
+def test_group_status_reaches_members_and_admins_only(fleet: GatewayFleet) -> None:
+    admin = fleet.admin()
+    pool_id = str(_admin_call(fleet, admin, "POST", "/auth/pools",
+                              json={"name": f"gs{uuid.uuid4().hex[:6]}", "window_seconds": 60})["pool_id"])
+    member, member_name = fleet.user("gs")
+    outsider, _ = fleet.user("go")
+    _admin_call(fleet, admin, "POST", f"/auth/pools/{pool_id}/members",
+                json={"user_name": member_name, "role": "contributor"})
+    sockets = {who: RawSocket(fleet.gateway, str(c.token)) for who, c in
+               (("member", member), ("admin", admin), ("outsider", outsider))}
+    for sock in sockets.values():
+        sock.sio.on("group-status", lambda data, sock=sock: sock.events.put(("group-status", data)))
+    try:
+        # a window long closed: its group becomes ready at once
+        stamp = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+        sockets["member"].upload_bytes(os.urandom(20_000), "gs.bin", pool_id=pool_id, timestamp=stamp)
+        for who in ("member", "admin"):
+            seen = sockets[who].wait_event("group-status", lambda d: d["pool_id"] == pool_id and
+                                           d["status"] == "ready", timeout=30)
+            assert set(seen) <= {"pool_id", "group_id", "status", "reason", "short"} and seen["group_id"], seen
+        time.sleep(0.5)
+        assert not [e for e in list(sockets["outsider"].events.queue) if e[0] == "group-status"]
+    finally:
+        for sock in sockets.values():
+            sock.close()
+
+
+def test_cancel_upload_drops_the_owners_upload_only(fleet: GatewayFleet) -> None:
+    owner, _ = fleet.user("co")
+    other, _ = fleet.user("cx")
+    mine, theirs = RawSocket(fleet.gateway, str(owner.token)), RawSocket(fleet.gateway, str(other.token))
+    try:
+        ack = mine.call("start-transfer", {"file_name": "c.bin", "size": 100_000})
+        file_id = ack["file_id"]
+        assert "error" not in mine.call("write-chunk", {"file_id": file_id, "index": 0,
+                                                         "data": os.urandom(min(100_000, ack["chunk_size"]))})
+        assert theirs.call("cancel-upload", {"file_id": file_id})["error"]["code"] == "not_found"
+        assert mine.call("cancel-upload", {"file_id": file_id}) == {"file_id": file_id, "status": "cancelled"}
+        assert mine.call("complete-upload", {"file_id": file_id})["error"]["code"] == "conflict"
+        assert mine.call("cancel-upload", {"file_id": file_id})["error"]["code"] in ("conflict", "not_found")
+    finally:
+        mine.close()
+        theirs.close()

@@ -88,7 +88,7 @@ def test_missing_chunk_at_complete_then_resume(make_uploader) -> None:
                 headers={"X-Internal-Key": INTERNAL_KEY})
     r = start(client, file_name="a.bin", size=len(data), file_id=file_id, writer="w2")
     assert r.status_code == 200
-    assert r.get_json() == {"file_id": file_id, "chunk_size": CHUNK, "missing": [1]}
+    assert r.get_json() == {"file_id": file_id, "chunk_size": CHUNK, "pool_id": None, "missing": [1]}
     assert put_chunk(client, file_id, 1, data[CHUNK:2 * CHUNK], writer="w2").status_code == 200
     assert complete(client, file_id, writer="w2").get_json() == {"file_id": file_id, "status": "cached"}
 

@@ -279,7 +279,7 @@ def test_resume_answers_the_missing_chunks_to_the_next_writer(uploads, cache, se
     write(uploads, file_id, 2, data[16:])
     assert uploads.release(file_id, WRITER) is True
     body, status = uploads.start({"file_id": file_id}, owner_id=OWNER, owner_name="alice", writer="sid-2")
-    assert status == 200 and body == {"file_id": file_id, "chunk_size": CHUNK, "missing": [1]}
+    assert status == 200 and body == {"file_id": file_id, "chunk_size": CHUNK, "pool_id": "p1", "missing": [1]}
     assert cache.writer(file_id) == "sid-2"
     assert cache.touched[-1] == (file_id, settings.upload_ttl_seconds)
 

@@ -18,6 +18,7 @@ from services.socket_gateway.config import Settings
 from services.socket_gateway.deps import Deps, GatewayMetrics
 from services.socket_gateway.local import LocalSockets
 from services.socket_gateway.ports import StoreError
+from services.socket_gateway.revocations import AuthRevocations
 
 
 @pytest.fixture
@@ -37,4 +38,4 @@ def deps(broker: InMemoryBroker) -> Deps:
                 local=LocalSockets(settings.max_inflight_per_socket, settings.max_inflight,
                                    settings.max_inflight_bytes_per_socket, settings.max_inflight_bytes),
                 metrics=GatewayMetrics(ServiceMetrics("socket_gateway"), 10),
-                audit=AuditTrail(broker, "socket_gateway"))
+                audit=AuditTrail(broker, "socket_gateway"), revocations=AuthRevocations(auth, 0.0))

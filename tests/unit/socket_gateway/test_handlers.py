@@ -41,11 +41,24 @@ def test_a_result_goes_to_the_pool_room_and_is_audited(deps: Deps, broker: InMem
     assert (audit.file_id, audit.detail["delivery"]) == ("r1", "live")
 
 
-def test_group_changes_are_taken_and_dropped(deps: Deps, broker: InMemoryBroker) -> None:
-    # Bound to the gateway's queue: a handler must take it (no dead-lettering), and it emits nothing.
-    assert deliver(deps, broker, GroupChanged("p1", "g1", "closed", "2026-01-01T00:00:00Z",
+def test_group_status_goes_to_the_pool_and_the_admins(deps: Deps, broker: InMemoryBroker) -> None:
+    connect(deps, "s1", "tok-alice")  # member of p1
+    connect(deps, "s2", "tok-admin")
+    assert deliver(deps, broker, GroupChanged("p1", "g1", "ready", "2026-01-01T00:00:00Z",
                                               "2026-01-01T00:01:00Z")) == 1
-    assert deps.sockets.emitted == []  # type: ignore[attr-defined]
+    [emitted] = [e for e in deps.sockets.emitted if e.event == "group-status"]  # type: ignore[attr-defined]
+    assert set(emitted.to) == {"pool:p1", "admins"}
+    assert emitted.data == {"pool_id": "p1", "group_id": "g1", "status": "ready"}
+    assert deps.sockets.local_sids("pool:p1") == ["s1"] and deps.sockets.local_sids("admins") == ["s2"]
+
+
+def test_group_status_carries_reason_and_short(deps: Deps, broker: InMemoryBroker) -> None:
+    deliver(deps, broker, GroupChanged("p2", "g2", "failed", "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z",
+                                       reason="quorum_not_met"),
+            GroupChanged("p2", "g3", "ready", "2026-01-01T00:01:00Z", "2026-01-01T00:02:00Z", short=True))
+    assert [e.data for e in deps.sockets.emitted] == [  # type: ignore[attr-defined]
+        {"pool_id": "p2", "group_id": "g2", "status": "failed", "reason": "quorum_not_met"},
+        {"pool_id": "p2", "group_id": "g3", "status": "ready", "short": True}]
 
 
 def test_a_revoked_token_disconnects_its_sockets_only(deps: Deps, broker: InMemoryBroker) -> None:

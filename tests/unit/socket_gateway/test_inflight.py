@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from services.socket_gateway import sockets
+from services.common.testing import FakeAuth
+from services.socket_gateway import core, sockets
 from services.socket_gateway.app import create_app, deps_of
 from services.socket_gateway.config import Settings
 from services.socket_gateway.deps import Deps
@@ -10,7 +11,9 @@ from services.socket_gateway.deps import Deps
 
 def make_deps(**env: str) -> Deps:
     # async_mode threading: no eventlet hub needed; nothing connects until an event needs it.
-    return deps_of(create_app(Settings.from_env(env), async_mode="threading"))
+    auth = FakeAuth()
+    auth.add_user("tok", "7", "alice")
+    return deps_of(create_app(Settings.from_env(env), auth=auth, async_mode="threading"))
 
 
 def test_settings() -> None:
@@ -41,8 +44,12 @@ def test_event_over_the_limit_is_answered_overloaded_without_work() -> None:
         calls.append(session.sid)
         return {"ok": True}
 
+    identity = deps.auth.validate("tok")
+    assert identity is not None
+    session = sockets.Session("s", core.identity_to_session(identity, "tok"))
+
     def run() -> dict:
-        return sockets.answer(deps, "alive", event, lambda: sockets.Session("s"), "s", {})
+        return sockets.answer(deps, "alive", event, lambda: session, "s", {})
 
     assert deps.local.enter("s")  # one event of socket s is being handled
     ack = run()

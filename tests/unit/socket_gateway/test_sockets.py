@@ -202,6 +202,7 @@ def test_a_5xx_of_a_service_reaches_the_socket_as_overloaded(deps: Deps, status:
 
 def test_a_4xx_of_a_service_keeps_its_code(deps: Deps) -> None:
     connect(deps)
+    deps.uploader.described["f1"] = None  # type: ignore[attr-defined]
     deps.uploader.fail_next(core.error_from_http(409, {"error": {"code": "conflict", "message": "other writer"}},  # type: ignore[attr-defined]
                                                  "file_uploader"))
     assert emit(deps, "complete-upload", {"file_id": "f1"})["error"] == {"code": "conflict",
@@ -215,6 +216,7 @@ def test_an_unexpected_failure_is_overloaded_and_frees_the_slot(deps: Deps) -> N
         raise RuntimeError("bug")
 
     deps.uploader.complete = broken  # type: ignore[method-assign]
+    deps.uploader.described["f1"] = None  # type: ignore[attr-defined]
     assert code(emit(deps, "complete-upload", {"file_id": "f1"})) == "overloaded"
     assert deps.local.inflight == {} and deps.local.inflight_total == 0
 
@@ -279,3 +281,30 @@ def test_offline_deliveries_take_turns(deps: Deps) -> None:
     assert outcome == [0] and deps.results.calls == []  # type: ignore[attr-defined]
     for _ in range(15):
         deps.local.deliveries.release()
+
+
+# --- cancel-upload -------------------------------------------------------------------------------
+
+
+def test_cancel_upload_drops_the_owners_upload(deps: Deps) -> None:
+    connect(deps)
+    file_id = emit(deps, "start-transfer", {"file_name": "a.bin", "size": 8})["file_id"]
+    assert emit(deps, "cancel-upload", {"file_id": file_id}) == {"file_id": file_id, "status": "cancelled"}
+    assert deps.uploader.calls[-1] == ("cancel", (file_id, "7"))  # type: ignore[attr-defined]  # owner = session
+    assert not deps.local.is_writing("s1", file_id)
+    sockets.disconnect(deps, Session("s1", deps.sockets.get_session("s1")))
+    assert deps.uploader.released == []  # type: ignore[attr-defined]  # nothing left to release
+
+
+def test_cancel_upload_of_someone_elses_upload_is_not_found(deps: Deps) -> None:
+    connect(deps)
+    deps.uploader.fail_next(core.error_from_http(404, {"error": {"code": "not_found",  # type: ignore[attr-defined]
+                                                                 "message": "no such upload"}}, "file_uploader"))
+    assert code(emit(deps, "cancel-upload", {"file_id": "theirs"})) == "not_found"
+
+
+@pytest.mark.parametrize("payload", [None, {}, {"file_id": None}, {"file_id": "../x"}, "f1"])
+def test_cancel_upload_needs_a_file_id(deps: Deps, payload: Any) -> None:
+    connect(deps)
+    assert code(emit(deps, "cancel-upload", payload)) == "bad_request"
+    assert deps.uploader.cancelled == []  # type: ignore[attr-defined]
