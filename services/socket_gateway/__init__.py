@@ -15,8 +15,8 @@ or disabled token gets ``token-expired {}`` once, every event but ``reauth`` is 
 unless ``reauth`` succeeds; every chunk and completion of a pool upload asks auth whether its
 writer still contributes to the pool.
 
-Calls: auth ``/auth/validate`` (at connect, at reauth, on every pool event, and at most every
-GATEWAY_REVOCATION_CHECK_SECONDS per token for revocations: ``revocations.py``);
+Calls: auth ``/auth/validate`` (at connect, at reauth and on every pool event); reads auth's
+revocation list in Redis on every event (``services.common.revocations``, 1-s cache);
 file_uploader's internal ``/uploads`` routes (one writer = one socket sid; cancel);
 file_service_manager ``GET /files``; pool_aggregator ``GET /pools/<id>/results``.
 

@@ -8,7 +8,7 @@ place that holds every reference (the ``socketio.Server`` is ``deps_of(app).serv
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import socketio
 from flask import Flask
@@ -17,6 +17,7 @@ from services.common import httpkit, messaging, redisconn
 from services.common.audit import AuditTrail
 from services.common.authclient import AuthClient
 from services.common.ports import AuthLookup
+from services.common.revocations import Reader, RevocationList
 from services.common.runtime import Periodic, Runtime
 
 from . import events, guard, handlers
@@ -25,7 +26,6 @@ from .config import Settings
 from .deps import Deps, GatewayMetrics
 from .local import LocalSockets
 from .ports import FileHistory, LastSeen, PoolResults, Uploader
-from .revocations import AuthRevocations
 from .routes import bp
 from .store import SeenStore
 
@@ -52,9 +52,11 @@ def create_app(settings: Settings, *, auth: AuthLookup | None = None, uploader: 
                 local=LocalSockets(settings.max_inflight_per_socket, settings.max_inflight,
                                    settings.max_inflight_bytes_per_socket, settings.max_inflight_bytes),
                 audit=audit or AuditTrail(broker, "socket_gateway"),
-                # The one line to swap for the shared reader of auth's Redis list (services/common/revocations.py):
-                # its is_revoked(claims) reads token_id, user_id and issued_at, which ports.SocketToken carries.
-                revocations=AuthRevocations(the_auth, settings.revocation_check_seconds, settings.max_connections))
+                # auth's revocation list in Redis, written before auth answers a logout/disable: a lost
+                # broker message cannot keep a revoked token alive (1-s local cache, bounded per socket).
+                revocations=RevocationList(cast(Reader, redisconn.redis_client(common, socket_timeout=2)),
+                                           common.redis_prefix,
+                                           max_entries=4 * settings.max_connections))
     events.register(server, deps)
     app.extensions["deps"] = deps
     app.register_blueprint(bp)

@@ -99,9 +99,6 @@ class Settings:
     # SPEC's token-expired: a socket whose token expired or was revoked is refused every event
     # but reauth and disconnected this long after (unless reauth succeeds). Only tests shorten it.
     reauth_grace_seconds: float = 30.0
-    # How old a "not revoked" answer may be when an event is served (revocations.AuthRevocations
-    # asks auth at most this often per token; SPEC: revocations honoured within 5 s).
-    revocation_check_seconds: float = 2.0
 
     @property
     def max_http_buffer_size(self) -> int:
@@ -145,7 +142,6 @@ class Settings:
             header_timeout=_bounded(env, "GATEWAY_HEADER_TIMEOUT", 10.0, 0.5, 300.0),
             socket_timeout=_bounded(env, "GATEWAY_SOCKET_TIMEOUT", 60.0, 1.0, 3600.0),
             reauth_grace_seconds=_bounded(env, "GATEWAY_REAUTH_GRACE_SECONDS", 30.0, 0.5, 300.0),
-            revocation_check_seconds=_bounded(env, "GATEWAY_REVOCATION_CHECK_SECONDS", 2.0, 0.0, 5.0),
         )
         if settings.assembly_budget_bytes < settings.max_http_buffer_size:
             raise ConfigError("GATEWAY_ASSEMBLY_BUDGET_BYTES must hold at least one whole chunk message "

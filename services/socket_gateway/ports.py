@@ -24,8 +24,8 @@ class SocketToken:
     """The access token a socket connected (or reauthed) with, as a revocation list sees it.
 
     ``token_id``, ``user_id``, ``session_id`` and ``issued_at`` are what the shared revocation reader
-    (services/common/revocations.py, auth's Redis list) reads; ``token`` itself only the
-    stand-in that asks auth's /auth/validate (revocations.AuthRevocations).
+    (services/common/revocations.py, auth's Redis list) reads; ``token`` is what ``reauth`` and the
+    membership checks send to auth.
     """
 
     token: str

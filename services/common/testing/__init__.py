@@ -24,7 +24,7 @@ from ..handlers import ConsumerSpec
 from ..messaging import PublishError
 from ..topology import EXCHANGE, RETRY_EXCHANGE, QueueSpec, topic_matches
 
-__all__ = ["FakeAuth", "FakeClock", "InMemoryBroker", "Published"]
+__all__ = ["FakeAuth", "FakeClock", "FakeRevocationStore", "InMemoryBroker", "Published"]
 
 
 @dataclass(frozen=True)
@@ -180,3 +180,29 @@ class FakeAuth:
     def pool(self, pool_id: str) -> dict[str, Any] | None:
         self._check()
         return self.pools.get(pool_id)
+
+
+class FakeRevocationStore:
+    """What ``revocations.RevocationList`` reads (``mget``), kept in a dict: auth's Redis keys
+    written the way auth writes them, without Redis. ``down`` makes every read fail."""
+
+    def __init__(self, prefix: str = "test") -> None:
+        self.prefix = prefix
+        self.values: dict[str, str] = {}
+        self.down = False
+
+    def mget(self, keys: Iterable[str]) -> list[Any]:
+        if self.down:
+            raise ConnectionError("FakeRevocationStore.down")
+        return [self.values.get(k) for k in keys]
+
+    def revoke_token(self, token_id: str) -> None:
+        from ..revocations import token_key
+
+        self.values[token_key(self.prefix, token_id)] = "1"
+
+    def not_before(self, user_id: str, epoch_ms: int) -> None:
+        """A disabled user, or a role change: tokens issued before ``epoch_ms`` are refused."""
+        from ..revocations import user_key
+
+        self.values[user_key(self.prefix, user_id)] = str(epoch_ms)

@@ -6,7 +6,8 @@ import pytest
 
 from services.common.audit import AuditTrail
 from services.common.httpkit import ServiceMetrics
-from services.common.testing import FakeAuth, InMemoryBroker
+from services.common.revocations import RevocationList
+from services.common.testing import FakeAuth, FakeRevocationStore, InMemoryBroker
 from services.common.testing.socket_gateway import (
     FakeFileHistory,
     FakeLastSeen,
@@ -18,7 +19,6 @@ from services.socket_gateway.config import Settings
 from services.socket_gateway.deps import Deps, GatewayMetrics
 from services.socket_gateway.local import LocalSockets
 from services.socket_gateway.ports import StoreError
-from services.socket_gateway.revocations import AuthRevocations
 
 
 @pytest.fixture
@@ -38,4 +38,5 @@ def deps(broker: InMemoryBroker) -> Deps:
                 local=LocalSockets(settings.max_inflight_per_socket, settings.max_inflight,
                                    settings.max_inflight_bytes_per_socket, settings.max_inflight_bytes),
                 metrics=GatewayMetrics(ServiceMetrics("socket_gateway"), 10),
-                audit=AuditTrail(broker, "socket_gateway"), revocations=AuthRevocations(auth, 0.0))
+                audit=AuditTrail(broker, "socket_gateway"),
+                revocations=RevocationList(FakeRevocationStore("test"), "test", cache_seconds=0))

@@ -11,11 +11,10 @@ from typing import Any
 import pytest
 
 from services.common.authclient import Identity
-from services.common.testing import FakeAuth
+from services.common.testing import FakeRevocationStore
 from services.socket_gateway import core, guard, sockets
 from services.socket_gateway.deps import Deps
 from services.socket_gateway.ports import SocketToken
-from services.socket_gateway.revocations import AuthRevocations
 
 from .test_sockets import code, connect, emit
 
@@ -71,72 +70,32 @@ def test_a_token_without_expiry_is_not_expired(deps: Deps) -> None:
 # --- revocation -----------------------------------------------------------------------------------
 
 
+def revocation_store(deps: Deps) -> FakeRevocationStore:
+    store: FakeRevocationStore = deps.revocations.client  # type: ignore[attr-defined]
+    return store
+
+
 def test_a_revoked_token_is_refused_at_its_next_event(deps: Deps) -> None:
     connect(deps)
     assert emit(deps, "alive")["ok"] is True
-    del deps.auth.tokens["tok-alice"]  # type: ignore[attr-defined]  # logout, its message lost
+    revocation_store(deps).revoke_token("jti-a")  # logout: auth's list written, its message lost
     assert code(emit(deps, "alive")) == "unauthorized"
     assert code(emit(deps, "get-history")) == "unauthorized"
     assert token_expired(deps) == 1
 
 
-def test_auth_down_is_overloaded_never_served(deps: Deps) -> None:
+def test_a_disabled_user_is_refused_at_its_next_event(deps: Deps) -> None:
     connect(deps)
-    deps.auth.down = True  # type: ignore[attr-defined]
+    assert emit(deps, "alive")["ok"] is True
+    revocation_store(deps).not_before("7", 2**53)  # disabled: every token issued before now refused
+    assert code(emit(deps, "alive")) == "unauthorized"
+
+
+def test_redis_down_is_overloaded_never_served(deps: Deps) -> None:
+    connect(deps)
+    revocation_store(deps).down = True
     ack = emit(deps, "alive")
     assert code(ack) == "overloaded" and ack["error"]["retry_after"] >= 1
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class CountingAuth(FakeAuth):
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def validate(self, token: str | None) -> Identity | None:
-        self.calls += 1
-        return super().validate(token)
-
-
-def test_auth_is_asked_at_most_every_n_seconds_per_token() -> None:
-    auth, clock = CountingAuth(), Clock()
-    auth.add_user("t", "7", "alice", token_id="j")
-    revocations = AuthRevocations(auth, 2.0, clock=clock)
-    claims = SocketToken(token="t", token_id="j", user_id="7")
-    assert [revocations.is_revoked(claims) for _ in range(5)] == [False] * 5
-    assert auth.calls == 1
-    del auth.tokens["t"]
-    clock.now += 1.9
-    assert revocations.is_revoked(claims) is False  # an answer at most 2 s old
-    clock.now += 0.2
-    assert revocations.is_revoked(claims) is True and auth.calls == 2
-    auth.add_user("t", "7", "alice", token_id="j")
-    clock.now += 10
-    assert revocations.is_revoked(claims) is True and auth.calls == 2  # revoked is final
-
-
-def test_tokens_without_an_id_do_not_share_an_answer() -> None:
-    auth = CountingAuth()
-    auth.add_user("good", "7", "alice")
-    revocations = AuthRevocations(auth, 60.0)
-    assert revocations.is_revoked(SocketToken(token="good", token_id="", user_id="7")) is False
-    assert revocations.is_revoked(SocketToken(token="gone", token_id="", user_id="7")) is True
-
-
-def test_the_cache_is_bounded() -> None:
-    auth = CountingAuth()
-    revocations = AuthRevocations(auth, 60.0, max_entries=3)
-    for n in range(10):
-        auth.add_user(f"t{n}", "7", "alice", token_id=f"j{n}")
-        revocations.is_revoked(SocketToken(token=f"t{n}", token_id=f"j{n}", user_id="7"))
-    assert len(revocations._answers) == 3
 
 
 # --- pool membership on every pool event ----------------------------------------------------------
