@@ -59,12 +59,16 @@ EVENT_KEYS = {
 
 
 def _shaped(keys: list[str], *, binary: bool = False) -> st.SearchStrategy[Any]:
-    """A dict with some of ``keys`` (random values; bytes too where the door is Socket.IO), or any
-    JSON value at all."""
+    """A dict with some of ``keys`` (random values), or any JSON value at all. ``binary``: one
+    value may be bytes (a Socket.IO attachment; the gateway takes at most one per packet and
+    disconnects a client that sends more, which test_hostile probes)."""
     if not keys:
         return json_values
-    values = json_values | st.binary(max_size=64) if binary else json_values
-    return st.dictionaries(st.sampled_from(keys), values, max_size=len(keys)) | json_values
+    shaped = st.dictionaries(st.sampled_from(keys), json_values, max_size=len(keys))
+    if binary:
+        shaped = st.builds(lambda d, k, b: {**d, k: b} if b is not None else d, shaped, st.sampled_from(keys),
+                           st.none() | st.binary(max_size=64))
+    return shaped | json_values
 
 
 def _server_errors(fleet: RunningFleet) -> int:
