@@ -46,7 +46,7 @@ run: install
 
 test: install browser
 	$(BIN)/python -c "from devtools import infra; infra.ensure_all()"
-	$(BIN)/python -m pytest -p no:cacheprovider -q -rs $(ARGS)
+	$(BIN)/python -m pytest -p no:cacheprovider -q -rfEs $(ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
