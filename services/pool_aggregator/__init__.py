@@ -6,7 +6,8 @@ slice at a time; stored results are announced.
 Publishes: ``FileGrouped``, ``GroupChanged``, ``ResultPublished``, ``AuditRecorded``.
 Owns: MongoDB collections ``groups`` (one document per pool window, with counters),
 ``group_files`` (a group's files, one document per file), ``group_slices`` (which
-slices of files are counted in their group) and ``results``.
+slices of files are counted in their group), ``results`` (numbered by ``seq`` per pool)
+and ``result_counters`` (each pool's last ``seq``).
 Calls: auth (pool settings, processor keys, tokens), file_uploader's internal
 upload routes (results go through the same pipeline as every file),
 file_service_manager ``GET /file/<id>`` (archive members), a pool's

@@ -25,6 +25,8 @@ class Settings:
     # that one grouping slice can gather. A slice holds at most grouping_slice files.
     grouping_consumers: int = 64
     grouping_slice: int = 128
+    # How long a result post waits for its bytes to be stored before answering 503 (and undoing).
+    result_store_wait_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -43,4 +45,5 @@ class Settings:
             threads=env_int(env, "POOL_AGGREGATOR_THREADS", 16, minimum=1),
             grouping_consumers=env_int(env, "GROUPING_CONSUMERS", 64, minimum=1),
             grouping_slice=env_int(env, "GROUPING_SLICE", 128, minimum=1),
+            result_store_wait_seconds=max(0.0, env_float(env, "RESULT_STORE_WAIT_SECONDS", 30.0)),
         )

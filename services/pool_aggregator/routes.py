@@ -68,7 +68,8 @@ def list_groups(pool_id: str) -> Response:
         status = core.check_status_filter(request.args.get("status"))
     except ValueError as exc:
         raise bad_request(str(exc)) from exc
-    return jsonify({"groups": groups.list_groups(deps(), pool_id, status)})
+    return jsonify(groups.list_groups(deps(), pool_id, status, cursor=request.args.get("cursor"),
+                                      limit_raw=request.args.get("limit")))
 
 
 @bp.get("/pools/<pool_id>/groups/<gid>")
@@ -111,4 +112,6 @@ def post_result(pool_id: str, gid: str) -> tuple[Response, int]:
 @bp.get("/pools/<pool_id>/results")
 def list_results(pool_id: str) -> Response:
     reader(pool_id)
-    return jsonify({"results": results.list_results(deps(), pool_id, request.args.get("since"))})
+    args = request.args
+    return jsonify(results.list_results(deps(), pool_id, since_raw=args.get("since"),
+                                        after_seq_raw=args.get("after_seq"), limit_raw=args.get("limit")))

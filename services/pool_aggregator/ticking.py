@@ -24,7 +24,8 @@ def publish_changed(deps: Deps, group: dict[str, Any]) -> None:
     try:
         deps.broker.publish(GroupChanged(
             pool_id=group["pool_id"], group_id=group["_id"], status=group["status"],
-            window_start=epoch_iso(group["window_start"]), window_end=epoch_iso(group["window_end"])))
+            window_start=epoch_iso(group["window_start"]), window_end=epoch_iso(group["window_end"]),
+            reason=group.get("reason"), short=group.get("short")))
     except Exception as exc:  # noqa: BLE001 - the transition is durable; the event is informational
         log.error("group_changed_lost", extra={"group_id": group["_id"], "error": repr(exc)})
 
