@@ -23,6 +23,7 @@ def group_view(group: dict[str, Any]) -> dict[str, Any]:
         "contributors": core.contributor_count(group),
         "lease_expiries": int(group.get("lease_expiries") or 0), "result_id": group.get("result_id"),
         **{key: group[key] for key in ("reason", "short") if group.get(key) is not None},
+        **({"lease_expires": epoch_iso(group["lease_expires_at"])} if group.get("lease_expires_at") else {}),
     }
 
 

@@ -228,11 +228,29 @@ class MongoGroupStore:
             pass  # recorded by a concurrent settle
         self.groups.update_one({"_id": gid}, {"$pull": {"pending": sid}})
 
-    def mark_ready(self, gid: str, now: float) -> dict | None:
-        """open -> ready; the group as it is now, or None if another process (or nothing) moved it."""
+    def mark_ready(self, gid: str, now: float, short: bool = False) -> dict | None:
+        """open -> ready (``short``: below its quorum); the group as it is now, or None if
+        another process (or nothing) moved it."""
+        changes: dict[str, Any] = {"status": core.READY, "ready_at": now, "updated": now}
+        if short:
+            changes["short"] = True
+        return self.groups.find_one_and_update(
+            {"_id": gid, "status": core.OPEN}, {"$set": changes},
+            return_document=ReturnDocument.AFTER, projection=HIDDEN)
+
+    def mark_failed(self, gid: str, now: float, reason: str) -> dict | None:
+        """open -> failed with its reason (quorum not met); None if it was not open."""
         return self.groups.find_one_and_update(
             {"_id": gid, "status": core.OPEN},
-            {"$set": {"status": core.READY, "ready_at": now, "updated": now}},
+            {"$set": {"status": core.FAILED, "reason": reason, "failed_at": now, "updated": now}},
+            return_document=ReturnDocument.AFTER, projection=HIDDEN)
+
+    def retry(self, gid: str, now: float) -> dict | None:
+        """failed -> ready with a fresh count of lease expiries; None if it was not failed."""
+        return self.groups.find_one_and_update(
+            {"_id": gid, "status": core.FAILED},
+            {"$set": {"status": core.READY, "ready_at": now, "updated": now, "lease_expiries": 0},
+             "$unset": {"reason": "", "failed_at": ""}, "$inc": {"retries": 1}},
             return_document=ReturnDocument.AFTER, projection=HIDDEN)
 
     # --- reading -----------------------------------------------------------
@@ -281,6 +299,13 @@ class MongoGroupStore:
                       "lease_id": uuid.uuid4().hex, "updated": now}},
             return_document=ReturnDocument.AFTER, projection=HIDDEN)
 
+    def extend_lease(self, gid: str, now: float, timeout_seconds: float) -> dict | None:
+        """A processing group's lease runs ``timeout_seconds`` from now; None if not processing."""
+        return self.groups.find_one_and_update(
+            {"_id": gid, "status": core.PROCESSING},
+            {"$set": {"lease_expires_at": now + timeout_seconds, "updated": now}, "$inc": {"lease_renewals": 1}},
+            return_document=ReturnDocument.AFTER, projection=HIDDEN)
+
     def expire_lease(self, gid: str, lease_id: str | None, target: str, expiries: int, now: float) -> dict | None:
         """processing -> ready/failed, only for the very lease that was seen expired."""
         update: dict[str, Any] = {"$set": {"status": target, "lease_expiries": expiries, "updated": now},
@@ -290,6 +315,7 @@ class MongoGroupStore:
                                              "result_claim": "", "claimed_at": ""}}
         if target == core.FAILED:
             update["$set"]["failed_at"] = now
+            update["$set"]["reason"] = core.LEASE_EXPIRED
         return self.groups.find_one_and_update(
             {"_id": gid, "status": core.PROCESSING, "lease_id": lease_id}, update,
             return_document=ReturnDocument.AFTER, projection=HIDDEN)

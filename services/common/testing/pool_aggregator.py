@@ -127,8 +127,24 @@ class FakeGroupStore:
         group.update(changes)
         return old if before else copy.deepcopy(group)
 
-    def mark_ready(self, gid: str, now: float) -> Doc | None:
-        return self._move(gid, (OPEN,), {"status": READY, "ready_at": now, "updated": now})
+    def mark_ready(self, gid: str, now: float, short: bool = False) -> Doc | None:
+        return self._move(gid, (OPEN,), {"status": READY, "ready_at": now, "updated": now,
+                                         **({"short": True} if short else {})})
+
+    def mark_failed(self, gid: str, now: float, reason: str) -> Doc | None:
+        return self._move(gid, (OPEN,), {"status": FAILED, "reason": reason, "failed_at": now, "updated": now})
+
+    def retry(self, gid: str, now: float) -> Doc | None:
+        moved = self._move(gid, (FAILED,), {"status": READY, "ready_at": now, "updated": now, "lease_expiries": 0,
+                                            "retries": int(self.groups.get(gid, {}).get("retries") or 0) + 1})
+        if moved is not None:
+            for key in ("reason", "failed_at"):
+                self.groups[gid].pop(key, None)
+                moved.pop(key, None)
+        return moved
+
+    def extend_lease(self, gid: str, now: float, timeout_seconds: float) -> Doc | None:
+        return self._move(gid, (PROCESSING,), {"lease_expires_at": now + timeout_seconds, "updated": now})
 
     def lease(self, gid: str, now: float, timeout_seconds: float) -> Doc | None:
         return self._move(gid, (READY,), {"status": PROCESSING, "leased_at": now,
@@ -141,6 +157,7 @@ class FakeGroupStore:
                         "result_claim": None, "claimed_at": None}
         if target == FAILED:
             changes["failed_at"] = now
+            changes["reason"] = "lease_expired"
         moved = self._move(gid, (PROCESSING,), changes, lease_id=lease_id)
         if moved is not None:
             for key in ("leased_at", "lease_expires_at", "lease_id", "result_claim", "claimed_at"):

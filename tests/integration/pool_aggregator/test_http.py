@@ -11,7 +11,7 @@ import requests
 
 from examples.processor.mean import decode, encode
 from examples.processor.runner import Processor
-from services.common.contracts import ResultPublished
+from services.common.contracts import GroupChanged, ResultPublished
 from services.pool_aggregator import core, ticking
 
 from .conftest import ADMIN_TOKEN, KEY, MEMBER_TOKEN, OTHER_KEY, OUTSIDER_TOKEN, POOL, Rig
@@ -265,3 +265,36 @@ def test_reference_processor_posts_the_mean(rig: Rig) -> None:
     assert upload["body"]["file_name"] == f"mean_{gid}.f64"
     assert upload["body"]["sha256"] == hashlib.sha256(rig.upstream.files[result_id]).hexdigest()
     assert processor.poll_once() == []  # nothing ready any more
+
+
+def test_lease_close_retry_and_quorum_on_mongodb(rig: Rig) -> None:
+    rig.auth.set_pool(min_contributors=3, quorum_wait_seconds=30, on_short="fail", processing_timeout_seconds=60)
+    start = core.window_for(rig.clock(), W).start
+    rig.handle(rig.stored("q0", ts=start, data=encode([1.0])))
+    gid = core.group_id(POOL, int(start))
+    base = f"{rig.url}/pools/{POOL}/groups/{gid}"
+    rig.clock.t = start + W + 29
+    ticking.promote_ready(rig.deps)
+    assert rig.deps.store.get(gid)["status"] == "open"  # short, still in its quorum wait
+    rig.clock.t = start + W + 30
+    ticking.promote_ready(rig.deps)
+    group = rig.deps.store.get(gid)
+    assert (group["status"], group["reason"]) == ("failed", "quorum_not_met")
+    changed = rig.events.of(GroupChanged)
+    assert [(m.status, m.reason) for m in changed if m.group_id == gid] == [("failed", "quorum_not_met")]
+    assert requests.post(f"{base}/retry", headers=_bearer(MEMBER_TOKEN)).status_code == 403
+    retried = requests.post(f"{base}/retry", headers=_bearer(ADMIN_TOKEN))
+    assert retried.status_code == 200 and retried.json()["status"] == "ready" and "reason" not in retried.json()
+    assert requests.post(f"{base}/lease", headers=_key()).status_code == 409  # ready, not processing
+    requests.get(f"{base}/files", headers=_key())
+    rig.clock.advance(50)
+    renewed = requests.post(f"{base}/lease", headers=_key())
+    assert renewed.status_code == 200 and renewed.json()["lease_expires"] == core.epoch_iso(rig.clock() + 60)
+    rig.clock.advance(30)
+    assert ticking.expire_leases(rig.deps) == 0
+    # close: an open group of a later window turns ready now.
+    rig.handle(rig.stored("q1", ts=rig.clock(), data=encode([2.0])))
+    later = core.group_id(POOL, core.window_for(rig.clock(), W).start)
+    closed = requests.post(f"{rig.url}/pools/{POOL}/groups/{later}/close", headers=_key())
+    assert closed.status_code == 200 and closed.json()["status"] == "ready"
+    assert requests.post(f"{rig.url}/pools/{POOL}/groups/{later}/close", headers=_key()).status_code == 409
