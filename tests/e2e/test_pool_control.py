@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 import uuid
 
@@ -78,3 +80,46 @@ def test_a_result_whose_store_fails_is_503_then_a_second_post_is_delivered_once(
         assert retried.status_code == 200 and retried.json()["status"] == "ready"
     finally:
         sock2.close()
+
+
+def test_pool_aggregator_killed_mid_post_brings_the_group_back_and_a_new_post_is_delivered(make_fleet):
+    # The first result never gets stored (STORE_FAIL_PATTERN), so its post is surely still
+    # waiting for the store when pool_aggregator is SIGKILLed: a crash in the middle of a post.
+    fleet = make_fleet(RESULT_STORE_WAIT_SECONDS="60")
+    admin = Admin(fleet)
+    pool_id = admin.create_pool(f"kill-{uuid.uuid4().hex[:6]}", window_seconds=2,
+                                processing_timeout_seconds=4)["pool_id"]
+    processor = Processor(fleet, pool_id, admin.processor_key(pool_id))
+    sock = RawSocket(fleet.gateway, admin.member(pool_id)["access_token"])
+    try:
+        sock.upload_bytes(os.urandom(100_000), "u.bin", pool_id=pool_id, timestamp=window_timestamp(2))
+        gid = processor.wait_ready(timeout=30)["group_id"]
+        assert processor.files(gid).status_code == 200
+        outcome: list[object] = []
+        poster = threading.Thread(target=lambda: outcome.append(_post_quietly(processor, gid)), daemon=True)
+        poster.start()
+        time.sleep(3)  # relayed and completed; waiting for a store that never comes
+        assert not outcome, outcome
+        fleet.fleet.stop_service("pool_aggregator", signal.SIGKILL)
+        poster.join(10)
+        fleet.fleet.start_service("pool_aggregator")
+        fleet.fleet.wait_ready(("pool_aggregator",))
+        back = processor.wait_ready(timeout=30, group_id=gid)  # the lease ran out: ready again
+        assert back["status"] == "ready" and not back.get("result_id")
+        assert processor.files(gid).status_code == 200
+        posted = processor.post_result(gid, b"after the crash" * 50, "result.bin")
+        assert posted.status_code == 201, posted.text
+        assert posted.json()["seq"] == 1
+        event = sock.wait_event("pool-result", lambda d: d["group_id"] == gid, timeout=30)
+        assert event["result_id"] == posted.json()["result_id"]
+        with pytest.raises(AssertionError):  # once, and never the crashed post's result
+            sock.wait_event("pool-result", lambda d: d["group_id"] == gid, timeout=3)
+    finally:
+        sock.close()
+
+
+def _post_quietly(processor: Processor, gid: str) -> object:
+    try:
+        return processor.post_result(gid, b"doomed" * 100, "fail-store-doomed.bin").status_code
+    except requests.RequestException as exc:
+        return exc
