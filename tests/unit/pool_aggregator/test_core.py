@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from services.pool_aggregator import core
+from services.pool_aggregator.config import Settings
 from services.pool_aggregator.core import FAILED, READY
 
 DAY = 86400
@@ -132,3 +133,8 @@ def test_member_name_is_flat_and_sortable() -> None:
 def test_epoch_iso() -> None:
     assert core.epoch_iso(0) == "1970-01-01T00:00:00.000Z"
     assert core.epoch_iso(-86400) == "1969-12-31T00:00:00.000Z"
+
+
+def test_grouping_consumers_default_is_48_and_the_environment_wins() -> None:
+    assert Settings.from_env({}).grouping_consumers == 48  # the bench's figures: README
+    assert Settings.from_env({"GROUPING_CONSUMERS": "64"}).grouping_consumers == 64
