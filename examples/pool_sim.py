@@ -174,8 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     everyone = [m for m, _ in members]
     groups: list[dict] = []
     while time.time() < deadline:
-        groups = checked(requests.get(f"{agg_url}/pools/{pool_id}/groups", headers=admin_h, timeout=10),
-                         "list groups")["groups"]
+        groups, cursor = [], None
+        while True:  # the listing is paged (next_cursor null on the last page)
+            params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
+            page = checked(requests.get(f"{agg_url}/pools/{pool_id}/groups", params=params, headers=admin_h,
+                                        timeout=10), "list groups")
+            groups += page["groups"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
         pending = [g for g in groups if g["status"] not in ("done", "failed")]
         done = [g["group_id"] for g in groups if g["status"] == "done"]
         delivered = all(gid in m.arrivals for gid in done for m in everyone)

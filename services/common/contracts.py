@@ -230,6 +230,8 @@ class ResultPublished(Message):
     sha256: str
     created: str
     download_url: str
+    # The pool's result number, 1, 2, 3, ... with no gaps (None only in messages from before seq).
+    seq: int | None = None
 
 
 @dataclass(frozen=True)
@@ -243,8 +245,8 @@ class GroupChanged(Message):
     status: str
     window_start: str
     window_end: str
-    # SPEC group-status: why a group failed (a generic code, never internal text), and
-    # ``short: true`` for a group processed although its quorum was not met.
+    # Optional (older messages decode without them): why a group failed (e.g. ``quorum_not_met``,
+    # ``lease_expired``), and ``short`` when it turned ready below its quorum.
     reason: str | None = None
     short: bool | None = None
 

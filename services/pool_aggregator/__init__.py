@@ -2,11 +2,15 @@
 
 Consumes: ``FileStored`` (queue ``pool_aggregator.stored``, ``GROUPING_CONSUMERS``
 competing consumers) — pool files are put into the group of their window, a
-slice at a time; stored results are announced.
+slice at a time; a stored result is numbered (``seq``), finishes its group and is announced.
 Publishes: ``FileGrouped``, ``GroupChanged``, ``ResultPublished``, ``AuditRecorded``.
 Owns: MongoDB collections ``groups`` (one document per pool window, with counters),
 ``group_files`` (a group's files, one document per file), ``group_slices`` (which
-slices of files are counted in their group) and ``results``.
+slices of files are counted in their group), ``results`` (numbered by ``seq`` per pool)
+and ``result_counters`` (each pool's last ``seq``).
+Transitions: open -> ready (time, quorum, ``close``) or failed (quorum not met);
+ready -> processing (a lease); processing -> done (result stored and numbered), ready
+(lease expired) or failed; failed -> ready (``retry``). Each publishes ``GroupChanged``.
 Calls: auth (pool settings, processor keys, tokens), file_uploader's internal
 upload routes (results go through the same pipeline as every file),
 file_service_manager ``GET /file/<id>`` (archive members), a pool's

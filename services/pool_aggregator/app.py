@@ -12,7 +12,7 @@ from services.common.authclient import AuthClient
 from services.common.ports import AuthLookup, Clock, Publisher, SystemClock
 from services.common.runtime import Periodic, Runtime
 
-from . import handlers, ticking
+from . import handlers, results, ticking
 from .announcing import Announcer
 from .batching import SliceRunner
 from .config import Settings
@@ -55,6 +55,12 @@ def create_app(settings: Settings, *, store: GroupStore | None = None, broker: P
     app.extensions["deps"] = deps
     app.register_blueprint(bp)
     app.extensions["runtime"] = Runtime(
-        prepare=the_store.ensure_indexes, consumers=handlers.consumers(deps),
+        prepare=functools.partial(prepare, deps), consumers=handlers.consumers(deps),
         periodic=[Periodic("ticker", settings.tick_seconds, functools.partial(ticking.tick, deps))])
     return app
+
+
+def prepare(deps: Deps) -> None:
+    """Before consuming: indexes, then the one-off seq backfill of results from before seq."""
+    deps.store.ensure_indexes()
+    results.backfill_seq(deps)

@@ -70,12 +70,48 @@ def group_id(pool_id: str, window_start: int) -> str:
     return f"{pool_id}-{int(window_start)}"
 
 
-def is_ready(now: float, window_end: float, close_grace_seconds: float, contributors: int,
-             min_contributors: int | None) -> bool:
-    """An open group is ready once its window (plus grace) has passed, or enough members sent."""
-    if now >= window_end + (close_grace_seconds or 0):
-        return True
-    return min_contributors is not None and min_contributors > 0 and contributors >= min_contributors
+# SPEC quorum: what a group still short of ``min_contributors`` does once its wait is over.
+ON_SHORT_PROCESS, ON_SHORT_FAIL = "process", "fail"
+QUORUM_NOT_MET, LEASE_EXPIRED = "quorum_not_met", "lease_expired"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the ticker does with an open group now: nothing (``status`` None), ready, or failed."""
+
+    status: str | None
+    short: bool = False
+    reason: str | None = None
+
+
+def quorum_verdict(now: float, close_at: float, contributors: int, min_contributors: int | None,
+                   quorum_wait_seconds: float, on_short: str) -> Verdict:
+    """An open group's fate. Enough contributors: ready at once. Its window (plus grace) not
+    yet over: wait. Over but short of the quorum: wait ``quorum_wait_seconds`` more, then
+    ``on_short``: ``process`` -> ready with ``short``, ``fail`` -> failed (``quorum_not_met``)."""
+    wanted = min_contributors if min_contributors is not None and min_contributors > 0 else None
+    if wanted is not None and contributors >= wanted:
+        return Verdict(READY)
+    if now < close_at:
+        return Verdict(None)
+    if wanted is None:
+        return Verdict(READY)
+    if now < close_at + max(0.0, float(quorum_wait_seconds or 0)):
+        return Verdict(None)
+    if on_short == ON_SHORT_FAIL:
+        return Verdict(FAILED, reason=QUORUM_NOT_MET)
+    return Verdict(READY, short=True)
+
+
+def pool_quorum(pool: dict[str, Any] | None) -> tuple[float, str]:
+    """``(quorum_wait_seconds, on_short)`` of a pool, with SPEC's defaults when absent or odd
+    (auth may not send them yet): no wait, ``process``."""
+    pool = pool or {}
+    wait = pool.get("quorum_wait_seconds")
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not math.isfinite(wait) or wait < 0:
+        wait = 0
+    on_short = pool.get("on_short")
+    return float(wait), (on_short if on_short in (ON_SHORT_PROCESS, ON_SHORT_FAIL) else ON_SHORT_PROCESS)
 
 
 def contributor_count(group: dict[str, Any]) -> int:

@@ -122,10 +122,8 @@ def counted(deps: Deps, pool: dict[str, Any], group: dict[str, Any], added: list
     if late:
         deps.metrics.late_files.inc(len(added))
     log.info("files_grouped", extra={"group_id": group["_id"], "late": late, "files": len(added)})
-    if group.get("status") == core.OPEN and core.is_ready(
-            deps.clock.time(), group["window_end"], float(pool.get("close_grace_seconds") or 0),
-            core.contributor_count(group), pool.get("min_contributors") or None):
-        ticking.make_ready(deps, group["_id"])
+    if group.get("status") == core.OPEN:
+        ticking.settle(deps, group, pool)
 
 
 def publish_grouped(deps: Deps, msg: FileStored, gid: str, late: bool) -> None:

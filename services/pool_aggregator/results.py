@@ -1,30 +1,37 @@
-"""Results: a processor posts one per group (claim, relay, record, complete, or undo all);
-a stored result is announced once; members list them.
+"""Results: a processor posts one per group (claim, relay, record, complete, wait until stored,
+or undo all); a stored result is numbered, finishes its group and is announced once; members page them.
 
 Posting in small steps, each named for what it does:
 
 1. ``check_request``: name, checksum and length from the headers (nothing read yet);
 2. ``check_group``: the group exists in this pool and can take a result;
-3. ``claim``: the group becomes ``done`` before any byte is uploaded, so of two
-   concurrent posts exactly one passes (a conditional update);
+3. ``claim``: the group (leased first if it was ``ready``) is held for this post before any
+   byte is uploaded, so of two concurrent posts exactly one passes; it stays ``processing``;
 4. ``relay``: the body goes to file_uploader chunk by chunk (one chunk in memory);
-5. ``record``: the result document, written before ``complete`` because the
-   ``FileStored`` that marks it stored can only follow ``complete``;
-6. ``complete`` then the group's ``result_id``;
-on any failure ``undo``: the result document, the upload session, the claim.
+5. ``record``: the result document (not visible: no ``seq``), written before ``complete``
+   because the ``FileStored`` that marks it stored can only follow ``complete``;
+6. ``complete``, then ``wait_stored``: the answer 201 ``{result_id, seq}`` goes out only once
+   file_service_manager stored the bytes and ``publish_stored_result`` numbered the result and
+   made the group ``done`` (in that order: a reader never sees ``done`` without its result);
+on any failure, or no store within ``result_store_wait_seconds``, ``undo``: the result
+document, the upload session, the claim; the answer is 503 and the group stays
+``processing`` under its lease. A crash mid-post leaves an unnumbered (invisible) result and
+a claim that the lease expiry drops; that result's late ``FileStored`` finds its claim gone
+and deletes it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import IO, Any
 
 from services.common import httpkit, validation
 from services.common.contracts import FileStored, ResultPublished
-from services.common.errors import ApiError
+from services.common.errors import ApiError, unavailable
 from services.common.httpkit import bad_request, conflict
 from services.common.timeutil import BadTimestamp, now_iso, parse
 
@@ -32,10 +39,11 @@ from . import core, ticking
 from .core import epoch_iso
 from .deps import Deps
 from .groups import download_url, pool_group
+from .pools import processing_timeout
 
 log = logging.getLogger(__name__)
 
-RESULT_KEYS = ("result_id", "pool_id", "group_id", "window_start", "window_end", "file_name", "size",
+RESULT_KEYS = ("result_id", "pool_id", "group_id", "seq", "window_start", "window_end", "file_name", "size",
                "sha256", "created", "download_url")
 
 
@@ -86,15 +94,21 @@ def check_request(deps: Deps, name_header: str, sha_header: str, raw_length: str
 
 def check_group(deps: Deps, pool_id: str, gid: str) -> None:
     group = pool_group(deps, pool_id, gid)
-    if group["status"] == core.DONE:
+    if group["status"] == core.DONE or group.get("result_id"):
         raise conflict("a result was already posted for this group")
     if group["status"] not in core.RESULT_ACCEPTING:
         raise conflict(f"the group is {group['status']}; a result needs it ready or processing")
 
 
 def claim(deps: Deps, pool_id: str, gid: str) -> Claim:
+    """Hold the group for this post; a ``ready`` group is leased first (a processor may post
+    without listing the files), so a failed post leaves it ``processing`` under that lease."""
+    now = deps.clock.time()
+    leased = deps.store.lease(gid, now, processing_timeout(deps.pools.get(pool_id)))
+    if leased is not None:
+        ticking.publish_changed(deps, leased)
     token = uuid.uuid4().hex
-    before = deps.store.claim_result(gid, token, deps.clock.time())
+    before = deps.store.claim_result(gid, token, now)
     if before is None:
         raise conflict("a result was already posted for this group (or it is not processing)")
     return Claim(pool_id, gid, token, before)
@@ -135,16 +149,36 @@ def record(deps: Deps, held: Claim, request: ResultRequest, file_id: str, sha256
         "window_start": epoch_iso(held.before["window_start"]),
         "window_end": epoch_iso(held.before["window_end"]),
         "file_name": request.file_name, "size": request.size, "sha256": sha256, "created": created,
-        "created_ts": parse(created).timestamp(), "stored": False, "published": False,
+        "created_ts": parse(created).timestamp(), "stored": False, "published": False, "claim": held.token,
         "download_url": download_url(deps, file_id)})
 
 
-def undo(deps: Deps, held: Claim, upload: Upload) -> None:
-    """So the processor can post again: the result doc, the upload session, then the claim."""
+def undo(deps: Deps, held: Claim, upload: Upload) -> bool:
+    """So the processor can post again: the result doc, the upload session, then the claim.
+
+    False when the result was stored meanwhile (its FileStored won the race): nothing is
+    undone then, the result stands."""
     if upload.file_id is not None:
-        deps.store.delete_result(upload.file_id)
+        if not deps.store.delete_result(upload.file_id) and deps.store.get_result(upload.file_id) is not None:
+            return False
         deps.uploader.release(upload.file_id, writer=upload.writer)
-    deps.store.revert_claim(held.gid, held.token, held.before["status"], deps.clock.time())
+    deps.store.revert_claim(held.gid, held.token, deps.clock.time())
+    return True
+
+
+def wait_stored(deps: Deps, result_id: str) -> dict[str, Any] | None:
+    """The result once numbered (stored, its group done), or None after
+    ``result_store_wait_seconds`` (the bound on how long a post holds its thread)."""
+    deadline = time.monotonic() + deps.settings.result_store_wait_seconds
+    pause = 0.01
+    while True:
+        found = deps.store.get_result(result_id)
+        if found is not None and found.get("seq") is not None:
+            return found
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)  # a store takes a few hundred ms; polls stay few
 
 
 def post_result(deps: Deps, pool_id: str, gid: str, actor: str, request: ResultRequest,
@@ -152,37 +186,72 @@ def post_result(deps: Deps, pool_id: str, gid: str, actor: str, request: ResultR
     check_group(deps, pool_id, gid)
     held = claim(deps, pool_id, gid)
     upload = Upload(owner_id=f"processor:{pool_id}", writer=uuid.uuid4().hex)
+    stored: dict[str, Any] | None = None
     try:
         sha256 = relay(deps, held, request, upload, body)
         file_id = str(upload.file_id)
         record(deps, held, request, file_id, sha256)
         deps.uploader.complete(file_id, owner_id=upload.owner_id, writer=upload.writer)
-        deps.store.set_result_id(gid, held.token, file_id)
-    except BaseException:
-        undo(deps, held, upload)
-        deps.audit.record("result_posted", actor=actor, outcome="failed", group_id=gid, pool_id=pool_id,
-                          file_id=upload.file_id, file_name=request.file_name)
-        raise
+        stored = wait_stored(deps, file_id)
+        if stored is None:
+            raise unavailable("the result could not be stored in time; post it again")
+    except BaseException as exc:
+        if not undo(deps, held, upload):
+            stored = wait_stored(deps, str(upload.file_id))
+        if stored is None:
+            deps.audit.record("result_posted", actor=actor, outcome="failed", group_id=gid, pool_id=pool_id,
+                              file_id=upload.file_id, file_name=request.file_name)
+            if isinstance(exc, ApiError) and exc.status < 500:
+                raise
+            log.warning("result_not_stored", extra={"group_id": gid, "pool_id": pool_id, "error": repr(exc)})
+            raise unavailable("the result could not be stored; the group stays processing, post it again") \
+                from exc
     deps.metrics.results_posted.inc()
-    ticking.publish_changed(deps, {**held.before, "status": core.DONE})
-    deps.audit.record("result_posted", actor=actor, group_id=gid, pool_id=pool_id, file_id=file_id,
-                      size=request.size, sha256=sha256, file_name=request.file_name)
-    log.info("result_posted", extra={"group_id": gid, "pool_id": pool_id, "result_id": file_id})
-    return {"result_id": file_id, "group_id": gid, "size": request.size, "sha256": sha256}
+    deps.audit.record("result_posted", actor=actor, group_id=gid, pool_id=pool_id, file_id=stored["result_id"],
+                      size=request.size, sha256=stored["sha256"], file_name=request.file_name, seq=stored["seq"])
+    log.info("result_posted", extra={"group_id": gid, "pool_id": pool_id, "result_id": stored["result_id"]})
+    return {"result_id": stored["result_id"], "seq": int(stored["seq"]), "group_id": gid,
+            "size": request.size, "sha256": stored["sha256"]}
 
 
-def list_results(deps: Deps, pool_id: str, since_raw: str | None) -> list[dict[str, Any]]:
+MAX_PAGE, DEFAULT_PAGE = 1000, 100
+
+
+def page_limit(raw: str | None) -> int:
+    """``limit``: default 100, at most 1000 (a page's bound; the caller pages for more)."""
+    if raw is None or raw == "":
+        return DEFAULT_PAGE
+    if not raw.strip().isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise bad_request(f"limit must be an integer in [1, {MAX_PAGE}]")
+    return int(raw)
+
+
+def list_results(deps: Deps, pool_id: str, *, since_raw: str | None = None, after_seq_raw: str | None = None,
+                 limit_raw: str | None = None) -> dict[str, Any]:
+    """A page ``{results, next_seq, more}``, oldest (lowest seq) first; ``next_seq`` is what to
+    pass as ``after_seq`` for the next page (the last seq seen, or ``after_seq`` when empty)."""
     since = None
     if since_raw:
         try:
             since = parse(since_raw).timestamp()
         except BadTimestamp as exc:
             raise bad_request(str(exc)) from exc
-    return [result_view(r) for r in deps.store.list_results(pool_id, since)]
+    after_seq = 0
+    if after_seq_raw not in (None, ""):
+        if not str(after_seq_raw).strip().isdigit() or len(str(after_seq_raw).strip()) > 18:
+            raise bad_request("after_seq must be a non-negative integer")
+        after_seq = int(str(after_seq_raw))
+    limit = page_limit(limit_raw)
+    found = deps.store.list_results(pool_id, since=since, after_seq=after_seq, limit=limit + 1)
+    page = found[:limit]
+    return {"results": [result_view(r) for r in page], "next_seq": int(page[-1]["seq"]) if page else after_seq,
+            "more": len(found) > limit}
 
 
 def publish_stored_result(deps: Deps, msg: FileStored) -> None:
-    """A result's bytes are stored: announce it to the pool, once (a redelivery finds it published)."""
+    """A result's bytes are stored: number it, finish its group, announce it, once each (a
+    redelivery finds each step done). A result whose post let go of the group (undone, or its
+    lease expired) is dropped instead: it never gets a seq, so members never see it."""
     result = deps.store.get_result(msg.file_id)
     if result is None:
         # The result doc is written before the upload completes, so this is a
@@ -191,14 +260,45 @@ def publish_stored_result(deps: Deps, msg: FileStored) -> None:
         return
     if result.get("published"):
         return
-    result = deps.store.mark_result_stored(msg.file_id, deps.clock.time(), int(msg.size), msg.sha256)
-    if result is None:
-        raise RuntimeError(f"result {msg.file_id} vanished while being marked stored")
+    if result.get("seq") is None:
+        group = deps.store.get(result["group_id"]) or {}
+        # Pre-seq result docs carry no claim: they are numbered like any other.
+        if "claim" in result and group.get("result_claim") != result["claim"] \
+                and group.get("result_id") != result["result_id"]:
+            if deps.store.delete_result(msg.file_id):
+                log.warning("stored_result_orphaned", extra={"result_id": msg.file_id})
+                return
+        if deps.store.mark_result_stored(msg.file_id, deps.clock.time(), int(msg.size), msg.sha256) is None:
+            log.warning("stored_result_unknown")
+            return
+        result = deps.store.assign_seq(msg.file_id)
+        if result is None:
+            raise RuntimeError(f"result {msg.file_id} vanished while being numbered")
+    finished = deps.store.finish_group(result["group_id"], result["result_id"], deps.clock.time())
+    if finished is not None:
+        ticking.publish_changed(deps, finished)
     deps.broker.publish(ResultPublished(
         result_id=result["result_id"], pool_id=result["pool_id"], group_id=result["group_id"],
         window_start=result["window_start"], window_end=result["window_end"],
         file_name=result["file_name"], size=int(result["size"]), sha256=result["sha256"],
-        created=result["created"], download_url=result["download_url"]))
+        created=result["created"], download_url=result["download_url"], seq=int(result["seq"])))
     deps.store.mark_result_published(msg.file_id)
     deps.metrics.results_published.inc()
-    log.info("result_published", extra={"group_id": result["group_id"], "result_id": result["result_id"]})
+    log.info("result_published", extra={"group_id": result["group_id"], "result_id": result["result_id"],
+                                        "seq": result["seq"]})
+
+
+def backfill_seq(deps: Deps) -> int:
+    """One-off at start: stored results from before ``seq`` get theirs, oldest first.
+
+    Safe beside other replicas doing the same and beside new posts: ``assign_seq`` numbers a
+    result at most once (the counter's compare-and-set), and each backfiller walks the same
+    created order, moving on only once a result has its seq, so no result is numbered before
+    an older unnumbered one. Bounded per start (100,000); the next start goes on."""
+    count = 0
+    for doc in deps.store.unnumbered_results():
+        if deps.store.assign_seq(doc["_id"]) is not None:
+            count += 1
+    if count:
+        log.info("results_backfilled", extra={"count": count})
+    return count

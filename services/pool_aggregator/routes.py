@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from services.common import httpkit
 from services.common.httpkit import bad_request, forbidden, unauthorized
 
-from . import core, groups, results
+from . import control, core, groups, results
 from .archive import archive_length, tar_stream
 from .deps import Deps
 
@@ -61,6 +61,21 @@ def reader(pool_id: str) -> str:
     return f"user:{identity.user_id}"
 
 
+def operator(pool_id: str) -> str:
+    """The pool's processor key or an admin's Bearer; returns the audit actor."""
+    if request.headers.get("X-API-Key"):
+        return processor(pool_id).actor
+    token = httpkit.bearer_token()
+    if not token:
+        raise unauthorized("the pool's X-API-Key or an admin Bearer token is required")
+    identity = deps().auth.validate(token)
+    if identity is None:
+        raise unauthorized("invalid or expired token")
+    if not identity.is_admin:
+        raise forbidden("only an admin or the pool's processor may do this")
+    return f"user:{identity.user_id}"
+
+
 @bp.get("/pools/<pool_id>/groups")
 def list_groups(pool_id: str) -> Response:
     reader(pool_id)
@@ -68,7 +83,8 @@ def list_groups(pool_id: str) -> Response:
         status = core.check_status_filter(request.args.get("status"))
     except ValueError as exc:
         raise bad_request(str(exc)) from exc
-    return jsonify({"groups": groups.list_groups(deps(), pool_id, status)})
+    return jsonify(groups.list_groups(deps(), pool_id, status, cursor=request.args.get("cursor"),
+                                      limit_raw=request.args.get("limit")))
 
 
 @bp.get("/pools/<pool_id>/groups/<gid>")
@@ -108,7 +124,25 @@ def post_result(pool_id: str, gid: str) -> tuple[Response, int]:
     return jsonify(posted), 201
 
 
+@bp.post("/pools/<pool_id>/groups/<gid>/lease")
+def renew_lease(pool_id: str, gid: str) -> Response:
+    caller = processor(pool_id)
+    return jsonify(control.renew_lease(deps(), pool_id, gid, caller.actor))
+
+
+@bp.post("/pools/<pool_id>/groups/<gid>/close")
+def close_group(pool_id: str, gid: str) -> Response:
+    return jsonify(groups.group_view(control.close(deps(), pool_id, gid, operator(pool_id))))
+
+
+@bp.post("/pools/<pool_id>/groups/<gid>/retry")
+def retry_group(pool_id: str, gid: str) -> Response:
+    return jsonify(groups.group_view(control.retry(deps(), pool_id, gid, operator(pool_id))))
+
+
 @bp.get("/pools/<pool_id>/results")
 def list_results(pool_id: str) -> Response:
     reader(pool_id)
-    return jsonify({"results": results.list_results(deps(), pool_id, request.args.get("since"))})
+    args = request.args
+    return jsonify(results.list_results(deps(), pool_id, since_raw=args.get("since"),
+                                        after_seq_raw=args.get("after_seq"), limit_raw=args.get("limit")))

@@ -55,6 +55,7 @@ class MongoGroupStore:
         self.slices = db["group_slices"]
         self._legacy: bool | None = None  # any group with embedded files? (asked once)
         self.results = db["results"]
+        self.counters = db["result_counters"]
 
     def ensure_indexes(self) -> None:
         self.groups.create_index([("pool_id", pymongo.ASCENDING), ("status", pymongo.ASCENDING)])
@@ -65,6 +66,7 @@ class MongoGroupStore:
         self.files.create_index([("group_id", pymongo.ASCENDING), ("ts", pymongo.ASCENDING)])
         self.results.create_index([("result_id", pymongo.ASCENDING)], unique=True)
         self.results.create_index([("pool_id", pymongo.ASCENDING), ("created_ts", pymongo.ASCENDING)])
+        self.results.create_index([("pool_id", pymongo.ASCENDING), ("seq", pymongo.ASCENDING)])
 
     def ping(self) -> bool:
         self.db.command("ping")
@@ -226,11 +228,29 @@ class MongoGroupStore:
             pass  # recorded by a concurrent settle
         self.groups.update_one({"_id": gid}, {"$pull": {"pending": sid}})
 
-    def mark_ready(self, gid: str, now: float) -> dict | None:
-        """open -> ready; the group as it is now, or None if another process (or nothing) moved it."""
+    def mark_ready(self, gid: str, now: float, short: bool = False) -> dict | None:
+        """open -> ready (``short``: below its quorum); the group as it is now, or None if
+        another process (or nothing) moved it."""
+        changes: dict[str, Any] = {"status": core.READY, "ready_at": now, "updated": now}
+        if short:
+            changes["short"] = True
+        return self.groups.find_one_and_update(
+            {"_id": gid, "status": core.OPEN}, {"$set": changes},
+            return_document=ReturnDocument.AFTER, projection=HIDDEN)
+
+    def mark_failed(self, gid: str, now: float, reason: str) -> dict | None:
+        """open -> failed with its reason (quorum not met); None if it was not open."""
         return self.groups.find_one_and_update(
             {"_id": gid, "status": core.OPEN},
-            {"$set": {"status": core.READY, "ready_at": now, "updated": now}},
+            {"$set": {"status": core.FAILED, "reason": reason, "failed_at": now, "updated": now}},
+            return_document=ReturnDocument.AFTER, projection=HIDDEN)
+
+    def retry(self, gid: str, now: float) -> dict | None:
+        """failed -> ready with a fresh count of lease expiries; None if it was not failed."""
+        return self.groups.find_one_and_update(
+            {"_id": gid, "status": core.FAILED},
+            {"$set": {"status": core.READY, "ready_at": now, "updated": now, "lease_expiries": 0},
+             "$unset": {"reason": "", "failed_at": ""}, "$inc": {"retries": 1}},
             return_document=ReturnDocument.AFTER, projection=HIDDEN)
 
     # --- reading -----------------------------------------------------------
@@ -248,10 +268,14 @@ class MongoGroupStore:
                                    {"_id": 0, "group_id": 0, "pool_id": 0, "slice": 0, "at": 0})
         return sorted(entries, key=lambda e: (e.get("ts", 0), e["file_id"]))
 
-    def list_groups(self, pool_id: str, status: str | None = None, limit: int = 1000) -> list[dict]:
+    def list_groups(self, pool_id: str, status: str | None = None, limit: int = 1000,
+                    after: int | None = None) -> list[dict]:
+        """Oldest window first; ``after``: only windows starting after it (the paging cursor)."""
         query: dict[str, Any] = {"pool_id": pool_id}
         if status:
             query["status"] = status
+        if after is not None:
+            query["window_start"] = {"$gt": after}
         cursor = self.groups.find(query, HIDDEN).sort("window_start", pymongo.ASCENDING)
         return list(cursor.limit(limit))
 
@@ -275,12 +299,23 @@ class MongoGroupStore:
                       "lease_id": uuid.uuid4().hex, "updated": now}},
             return_document=ReturnDocument.AFTER, projection=HIDDEN)
 
+    def extend_lease(self, gid: str, now: float, timeout_seconds: float) -> dict | None:
+        """A processing group's lease runs ``timeout_seconds`` from now; None if not processing."""
+        return self.groups.find_one_and_update(
+            {"_id": gid, "status": core.PROCESSING},
+            {"$set": {"lease_expires_at": now + timeout_seconds, "updated": now}, "$inc": {"lease_renewals": 1}},
+            return_document=ReturnDocument.AFTER, projection=HIDDEN)
+
     def expire_lease(self, gid: str, lease_id: str | None, target: str, expiries: int, now: float) -> dict | None:
         """processing -> ready/failed, only for the very lease that was seen expired."""
         update: dict[str, Any] = {"$set": {"status": target, "lease_expiries": expiries, "updated": now},
-                                  "$unset": {"leased_at": "", "lease_expires_at": "", "lease_id": ""}}
+                                  # A post in flight under this lease loses its claim: its result, if it
+                                  # is stored later, is dropped (results.publish_stored_result).
+                                  "$unset": {"leased_at": "", "lease_expires_at": "", "lease_id": "",
+                                             "result_claim": "", "claimed_at": ""}}
         if target == core.FAILED:
             update["$set"]["failed_at"] = now
+            update["$set"]["reason"] = core.LEASE_EXPIRED
         return self.groups.find_one_and_update(
             {"_id": gid, "status": core.PROCESSING, "lease_id": lease_id}, update,
             return_document=ReturnDocument.AFTER, projection=HIDDEN)
@@ -288,36 +323,45 @@ class MongoGroupStore:
     # --- results -----------------------------------------------------------
 
     def claim_result(self, gid: str, claim: str, now: float) -> dict | None:
-        """processing|ready -> done before any byte is uploaded: of two posts exactly one wins.
+        """Hold a processing group for one post before any byte is uploaded: of two posts exactly
+        one wins. The status stays ``processing`` (under its lease) until the result exists.
 
-        Returns the group as it was (its status is needed to revert), or None.
+        Returns the group as it was, or None.
         """
         return self.groups.find_one_and_update(
-            {"_id": gid, "status": {"$in": list(core.RESULT_ACCEPTING)}, "result_claim": None},
-            {"$set": {"status": core.DONE, "result_claim": claim, "done_at": now, "updated": now}},
+            {"_id": gid, "status": core.PROCESSING, "result_claim": None, "result_id": None},
+            {"$set": {"result_claim": claim, "claimed_at": now, "updated": now}},
             return_document=ReturnDocument.BEFORE, projection=HIDDEN)
 
-    def set_result_id(self, gid: str, claim: str, result_id: str) -> None:
-        self.groups.update_one({"_id": gid, "result_claim": claim}, {"$set": {"result_id": result_id}})
-
-    def revert_claim(self, gid: str, claim: str, previous_status: str, now: float) -> bool:
-        """Undo a claim whose upload failed, so the processor can post again."""
+    def revert_claim(self, gid: str, claim: str, now: float) -> bool:
+        """Let go of a claim whose post failed, so the processor can post again (still processing)."""
         result = self.groups.update_one(
-            {"_id": gid, "status": core.DONE, "result_claim": claim},
-            {"$set": {"status": previous_status, "updated": now},
-             "$unset": {"result_claim": "", "result_id": "", "done_at": ""}})
+            {"_id": gid, "status": core.PROCESSING, "result_claim": claim},
+            {"$set": {"updated": now}, "$unset": {"result_claim": "", "claimed_at": ""}})
         return result.modified_count == 1
+
+    def finish_group(self, gid: str, result_id: str, now: float) -> dict | None:
+        """processing -> done with its result_id, only once that result is recorded (has its seq),
+        so a reader never sees ``done`` without its result. None if it was finished already."""
+        return self.groups.find_one_and_update(
+            {"_id": gid, "status": {"$in": list(core.RESULT_ACCEPTING)}, "result_id": None},
+            {"$set": {"status": core.DONE, "result_id": result_id, "done_at": now, "updated": now},
+             "$unset": {"result_claim": "", "claimed_at": "", "leased_at": "", "lease_expires_at": "",
+                        "lease_id": ""}},
+            return_document=ReturnDocument.AFTER, projection=HIDDEN)
 
     def insert_result(self, doc: dict[str, Any]) -> None:
         self.results.insert_one({"_id": doc["result_id"], **doc})
 
-    def delete_result(self, result_id: str) -> None:
-        self.results.delete_one({"_id": result_id, "stored": False})
+    def delete_result(self, result_id: str) -> bool:
+        """Drop a result not (yet) stored; False when it was stored meanwhile (then it stays)."""
+        return self.results.delete_one({"_id": result_id, "stored": False}).deleted_count == 1
 
     def get_result(self, result_id: str) -> dict | None:
         return self.results.find_one({"_id": result_id})
 
     def mark_result_stored(self, result_id: str, now: float, size: int, sha256: str) -> dict | None:
+        """Stored: from now on a post's undo no longer deletes it (None if the undo came first)."""
         return self.results.find_one_and_update(
             {"_id": result_id},
             {"$set": {"stored": True, "stored_at": now, "size": size, "sha256": sha256}},
@@ -326,8 +370,56 @@ class MongoGroupStore:
     def mark_result_published(self, result_id: str) -> None:
         self.results.update_one({"_id": result_id}, {"$set": {"published": True}})
 
-    def list_results(self, pool_id: str, since: float | None, limit: int = 1000) -> list[dict]:
-        query: dict[str, Any] = {"pool_id": pool_id, "stored": True}
+    # --- seq: each pool's results numbered 1, 2, 3, ... with no gaps -------
+    #
+    # ``counters`` holds one document per pool: ``{_id: pool_id, seq: last given, pending}``.
+    # Giving a seq takes two writes that are not one transaction (the counter, then the result),
+    # so the counter is taken by a compare-and-set that also names the result it is for
+    # (``pending``); while ``pending`` is set nobody else can take the counter, and whoever finds
+    # it set (after a crash, or a concurrent replica) rolls it forward first: the seq goes to its
+    # result, or, if that result is gone or already numbered (a duplicate delivery), the counter
+    # steps back. So no seq is ever burnt nor given twice, under replicas, retries and crashes.
+
+    def assign_seq(self, result_id: str) -> dict | None:
+        """The result numbered (the same seq if it already had one); None if it does not exist."""
+        for _ in range(1000):  # bounded: each turn either finishes or lets a competitor finish
+            doc = self.results.find_one({"_id": result_id})
+            if doc is None or doc.get("seq") is not None:
+                return doc
+            pool_id = doc["pool_id"]
+            self.counters.update_one({"_id": pool_id}, {"$setOnInsert": {"seq": 0, "pending": None}}, upsert=True)
+            counter = self.counters.find_one({"_id": pool_id}) or {}
+            if counter.get("pending"):
+                self._roll_forward(pool_id, counter["pending"])
+                continue
+            last = int(counter.get("seq") or 0)
+            pending = {"result_id": result_id, "seq": last + 1}
+            taken = self.counters.update_one({"_id": pool_id, "seq": last, "pending": None},
+                                             {"$set": {"seq": last + 1, "pending": pending}})
+            if taken.modified_count == 1:
+                self._roll_forward(pool_id, pending)
+        raise RuntimeError(f"could not number result {result_id}")
+
+    def _roll_forward(self, pool_id: str, pending: dict[str, Any]) -> None:
+        rid, seq = pending["result_id"], int(pending["seq"])
+        self.results.update_one({"_id": rid, "seq": None}, {"$set": {"seq": seq}})
+        doc = self.results.find_one({"_id": rid}, {"seq": 1})
+        if doc is not None and doc.get("seq") == seq:
+            self.counters.update_one({"_id": pool_id, "pending.result_id": rid, "pending.seq": seq},
+                                     {"$set": {"pending": None}})
+        else:  # gone, or numbered before: this seq goes back (nobody took one since: pending held it)
+            self.counters.update_one({"_id": pool_id, "seq": seq, "pending.result_id": rid},
+                                     {"$set": {"seq": seq - 1, "pending": None}})
+
+    def unnumbered_results(self, limit: int = 100000) -> list[dict]:
+        """Stored results written before seq existed, oldest first (for the one-off backfill)."""
+        return list(self.results.find({"stored": True, "seq": None}, {"_id": 1, "pool_id": 1})
+                    .sort("created_ts", pymongo.ASCENDING).limit(limit))
+
+    def list_results(self, pool_id: str, *, since: float | None = None, after_seq: int = 0,
+                     limit: int = 100) -> list[dict]:
+        """Numbered results after ``after_seq`` (and created after ``since``), in seq order."""
+        query: dict[str, Any] = {"pool_id": pool_id, "stored": True, "seq": {"$gt": after_seq}}
         if since is not None:
             query["created_ts"] = {"$gt": since}
-        return list(self.results.find(query).sort("created_ts", pymongo.ASCENDING).limit(limit))
+        return list(self.results.find(query).sort("seq", pymongo.ASCENDING).limit(limit))

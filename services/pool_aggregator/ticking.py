@@ -20,24 +20,54 @@ from .deps import Deps
 log = logging.getLogger(__name__)
 
 
-def publish_changed(deps: Deps, group: dict[str, Any]) -> None:
+SYSTEM = "system:pool_aggregator"
+
+
+def publish_changed(deps: Deps, group: dict[str, Any], actor: str = SYSTEM) -> None:
+    """Every state change of a group: ``GroupChanged`` (the gateway's ``group-status``, with
+    reason/short when set) and an audit record naming who moved it."""
     try:
         deps.broker.publish(GroupChanged(
             pool_id=group["pool_id"], group_id=group["_id"], status=group["status"],
-            window_start=epoch_iso(group["window_start"]), window_end=epoch_iso(group["window_end"])))
+            window_start=epoch_iso(group["window_start"]), window_end=epoch_iso(group["window_end"]),
+            reason=group.get("reason"), short=group.get("short")))
     except Exception as exc:  # noqa: BLE001 - the transition is durable; the event is informational
         log.error("group_changed_lost", extra={"group_id": group["_id"], "error": repr(exc)})
+    deps.audit.record("group_status", actor=actor, group_id=group["_id"], pool_id=group["pool_id"],
+                      status=group["status"], reason=group.get("reason"), short=group.get("short"))
 
 
-def make_ready(deps: Deps, gid: str) -> dict[str, Any] | None:
+def make_ready(deps: Deps, gid: str, *, short: bool = False, actor: str = SYSTEM) -> dict[str, Any] | None:
     """open -> ready (if this process wins), then the event and the announcement."""
-    group = deps.store.mark_ready(gid, deps.clock.time())
+    group = deps.store.mark_ready(gid, deps.clock.time(), short=short)
     if group is None:
         return None
-    log.info("group_ready", extra={"group_id": gid, "pool_id": group["pool_id"]})
-    publish_changed(deps, group)
+    log.info("group_ready", extra={"group_id": gid, "pool_id": group["pool_id"], "short": short})
+    publish_changed(deps, group, actor)
     announce(deps, group)
     return group
+
+
+def fail_short(deps: Deps, gid: str, reason: str) -> dict[str, Any] | None:
+    """open -> failed (quorum not met), if this process wins."""
+    group = deps.store.mark_failed(gid, deps.clock.time(), reason)
+    if group is None:
+        return None
+    log.warning("group_failed", extra={"group_id": gid, "pool_id": group["pool_id"], "reason": reason})
+    publish_changed(deps, group)
+    return group
+
+
+def settle(deps: Deps, group: dict[str, Any], pool: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Apply the quorum rule to an open group: ready (maybe short), failed, or not yet."""
+    wait, on_short = core.pool_quorum(pool)
+    verdict = core.quorum_verdict(deps.clock.time(), float(group.get("close_at", group["window_end"])),
+                                  core.contributor_count(group), group.get("min_contributors"), wait, on_short)
+    if verdict.status == core.READY:
+        return make_ready(deps, group["_id"], short=verdict.short)
+    if verdict.status == core.FAILED:
+        return fail_short(deps, group["_id"], verdict.reason or core.QUORUM_NOT_MET)
+    return None
 
 
 def announce(deps: Deps, group: dict[str, Any]) -> None:
@@ -50,17 +80,21 @@ def announce(deps: Deps, group: dict[str, Any]) -> None:
     deps.announcer.announce(pool, group)
 
 
-def is_due(group: dict[str, Any], now: float) -> bool:
-    """An open group's readiness: its window (plus grace) has passed, or enough members sent."""
-    grace = group.get("close_at", group["window_end"]) - group["window_end"]
-    return core.is_ready(now, group["window_end"], grace, core.contributor_count(group),
-                         group.get("min_contributors"))
-
-
 def promote_ready(deps: Deps) -> int:
-    now = deps.clock.time()
-    return sum(make_ready(deps, group["_id"]) is not None
-               for group in deps.store.open_groups() if is_due(group, now))
+    """Every open group whose time (or quorum) has come; a pool whose settings cannot be read
+    (auth down) waits for a later tick, as its quorum rule is unknown."""
+    moved = 0
+    pools: dict[str, dict[str, Any] | None] = {}  # one look-up per pool per tick
+    for group in deps.store.open_groups():
+        pool_id = group["pool_id"]
+        if pool_id not in pools:
+            try:
+                pools[pool_id] = deps.pools.get(pool_id)
+            except Exception as exc:  # noqa: BLE001 - the next tick tries again
+                log.warning("quorum_unknown", extra={"pool_id": pool_id, "error": repr(exc)})
+                continue
+        moved += settle(deps, group, pools[pool_id]) is not None
+    return moved
 
 
 def expire_leases(deps: Deps) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["FakeFiles", "FakeGroupStore", "FakeUploader", "RecordingAnnouncer", "StoreDown"]
@@ -35,6 +35,7 @@ class FakeGroupStore:
         self.member_of: dict[str, str] = {}  # file id -> its group id (the unique membership)
         self.add_calls = 0  # add_files calls: bulk grouping makes one per window, not one per file
         self.results: dict[str, Doc] = {}
+        self.counters: dict[str, int] = {}  # pool id -> the last seq given
         self._failures: dict[str, int] = {}
 
     def fail(self, method: str, times: int = 1) -> None:
@@ -100,8 +101,10 @@ class FakeGroupStore:
     def files_of(self, gid: str) -> list[Doc]:
         return sorted((dict(e) for e in self.entries.get(gid, ())), key=lambda e: (e.get("ts", 0), e["file_id"]))
 
-    def list_groups(self, pool_id: str, status: str | None = None, limit: int = 1000) -> list[Doc]:
-        found = [g for g in self.groups.values() if g["pool_id"] == pool_id and (not status or g["status"] == status)]
+    def list_groups(self, pool_id: str, status: str | None = None, limit: int = 1000,
+                    after: int | None = None) -> list[Doc]:
+        found = [g for g in self.groups.values() if g["pool_id"] == pool_id and (not status or g["status"] == status)
+                 and (after is None or g["window_start"] > after)]
         return copy.deepcopy(sorted(found, key=lambda g: g["window_start"])[:limit])
 
     def open_groups(self, limit: int = 10000) -> list[Doc]:
@@ -124,8 +127,24 @@ class FakeGroupStore:
         group.update(changes)
         return old if before else copy.deepcopy(group)
 
-    def mark_ready(self, gid: str, now: float) -> Doc | None:
-        return self._move(gid, (OPEN,), {"status": READY, "ready_at": now, "updated": now})
+    def mark_ready(self, gid: str, now: float, short: bool = False) -> Doc | None:
+        return self._move(gid, (OPEN,), {"status": READY, "ready_at": now, "updated": now,
+                                         **({"short": True} if short else {})})
+
+    def mark_failed(self, gid: str, now: float, reason: str) -> Doc | None:
+        return self._move(gid, (OPEN,), {"status": FAILED, "reason": reason, "failed_at": now, "updated": now})
+
+    def retry(self, gid: str, now: float) -> Doc | None:
+        moved = self._move(gid, (FAILED,), {"status": READY, "ready_at": now, "updated": now, "lease_expiries": 0,
+                                            "retries": int(self.groups.get(gid, {}).get("retries") or 0) + 1})
+        if moved is not None:
+            for key in ("reason", "failed_at"):
+                self.groups[gid].pop(key, None)
+                moved.pop(key, None)
+        return moved
+
+    def extend_lease(self, gid: str, now: float, timeout_seconds: float) -> Doc | None:
+        return self._move(gid, (PROCESSING,), {"lease_expires_at": now + timeout_seconds, "updated": now})
 
     def lease(self, gid: str, now: float, timeout_seconds: float) -> Doc | None:
         return self._move(gid, (READY,), {"status": PROCESSING, "leased_at": now,
@@ -134,35 +153,41 @@ class FakeGroupStore:
 
     def expire_lease(self, gid: str, lease_id: str | None, target: str, expiries: int, now: float) -> Doc | None:
         changes: Doc = {"status": target, "lease_expiries": expiries, "updated": now,
-                        "leased_at": None, "lease_expires_at": None, "lease_id": None}
+                        "leased_at": None, "lease_expires_at": None, "lease_id": None,
+                        "result_claim": None, "claimed_at": None}
         if target == FAILED:
             changes["failed_at"] = now
+            changes["reason"] = "lease_expired"
         moved = self._move(gid, (PROCESSING,), changes, lease_id=lease_id)
         if moved is not None:
-            for key in ("leased_at", "lease_expires_at", "lease_id"):
+            for key in ("leased_at", "lease_expires_at", "lease_id", "result_claim", "claimed_at"):
                 self.groups[gid].pop(key, None)
                 moved.pop(key, None)
         return moved
 
     def claim_result(self, gid: str, claim: str, now: float) -> Doc | None:
         self._check("claim_result")
-        return self._move(gid, RESULT_ACCEPTING, {"status": DONE, "result_claim": claim, "done_at": now,
-                                                  "updated": now}, before=True, result_claim=None)
+        return self._move(gid, (PROCESSING,), {"result_claim": claim, "claimed_at": now, "updated": now},
+                          before=True, result_claim=None, result_id=None)
 
-    def set_result_id(self, gid: str, claim: str, result_id: str) -> None:
-        self._check("set_result_id")
+    def revert_claim(self, gid: str, claim: str, now: float) -> bool:
         group = self.groups.get(gid)
-        if group is not None and group.get("result_claim") == claim:
-            group["result_id"] = result_id
-
-    def revert_claim(self, gid: str, claim: str, previous_status: str, now: float) -> bool:
-        group = self.groups.get(gid)
-        if group is None or group["status"] != DONE or group.get("result_claim") != claim:
+        if group is None or group["status"] != PROCESSING or group.get("result_claim") != claim:
             return False
-        group.update({"status": previous_status, "updated": now})
-        for key in ("result_claim", "result_id", "done_at"):
+        group["updated"] = now
+        for key in ("result_claim", "claimed_at"):
             group.pop(key, None)
         return True
+
+    def finish_group(self, gid: str, result_id: str, now: float) -> Doc | None:
+        self._check("finish_group")
+        moved = self._move(gid, RESULT_ACCEPTING, {"status": DONE, "result_id": result_id, "done_at": now,
+                                                   "updated": now}, result_id=None)
+        if moved is not None:
+            for key in ("result_claim", "claimed_at", "leased_at", "lease_expires_at", "lease_id"):
+                self.groups[gid].pop(key, None)
+                moved.pop(key, None)
+        return moved
 
     # --- results
     def insert_result(self, doc: Doc) -> None:
@@ -171,9 +196,11 @@ class FakeGroupStore:
             raise StoreDown(f"duplicate result {doc['result_id']}")
         self.results[doc["result_id"]] = {"_id": doc["result_id"], **doc}
 
-    def delete_result(self, result_id: str) -> None:
+    def delete_result(self, result_id: str) -> bool:
         if not self.results.get(result_id, {}).get("stored", True):
             del self.results[result_id]
+            return True
+        return False
 
     def get_result(self, result_id: str) -> Doc | None:
         found = self.results.get(result_id)
@@ -190,10 +217,26 @@ class FakeGroupStore:
         if result_id in self.results:
             self.results[result_id]["published"] = True
 
-    def list_results(self, pool_id: str, since: float | None, limit: int = 1000) -> list[Doc]:
-        found = [dict(r) for r in self.results.values() if r["pool_id"] == pool_id and r.get("stored")
-                 and (since is None or r["created_ts"] > since)]
+    def assign_seq(self, result_id: str) -> Doc | None:
+        """One counter per pool; a result keeps the seq it got (no burn, no duplicate)."""
+        self._check("assign_seq")
+        found = self.results.get(result_id)
+        if found is None:
+            return None
+        if found.get("seq") is None:
+            self.counters[found["pool_id"]] = found["seq"] = self.counters.get(found["pool_id"], 0) + 1
+        return dict(found)
+
+    def unnumbered_results(self, limit: int = 100000) -> list[Doc]:
+        found = [dict(r) for r in self.results.values() if r.get("stored") and r.get("seq") is None]
         return sorted(found, key=lambda r: r["created_ts"])[:limit]
+
+    def list_results(self, pool_id: str, *, since: float | None = None, after_seq: int = 0,
+                     limit: int = 100) -> list[Doc]:
+        found = [dict(r) for r in self.results.values() if r["pool_id"] == pool_id and r.get("stored")
+                 and r.get("seq") is not None and r["seq"] > after_seq
+                 and (since is None or r["created_ts"] > since)]
+        return sorted(found, key=lambda r: r["seq"])[:limit]
 
 
 class FakeUploader:
@@ -203,6 +246,9 @@ class FakeUploader:
         self.chunk_size = chunk_size
         self.uploads: dict[str, Doc] = {}
         self.fail_complete = 0  # the next N complete() calls raise (file_uploader refused)
+        # Called with the file id after a complete (the pipeline storing it: a test delivers its
+        # FileStored here); None: nothing gets stored, as when the storage is down.
+        self.on_complete: Callable[[str], None] | None = None
 
     def start(self, body: Doc) -> Doc:
         file_id = uuid.uuid4().hex
@@ -221,6 +267,8 @@ class FakeUploader:
             self.fail_complete -= 1
             raise StoreDown("complete refused (fail_complete)")
         self.uploads[file_id]["completed"] = True
+        if self.on_complete is not None:
+            self.on_complete(file_id)
         return {"file_id": file_id, "status": "cached"}
 
     def release(self, file_id: str, *, writer: str) -> None:

@@ -100,6 +100,9 @@ class Upstream:
     uploads: dict[str, dict] = field(default_factory=dict)
     fail_complete: bool = False
     url: str = ""
+    # The pipeline after complete (file_service_manager stores, FileStored is consumed): called
+    # with the file id; None = the storage is down and no FileStored ever comes.
+    on_complete: Callable[[str], None] | None = None
 
     def app(self) -> Flask:
         app = Flask("upstream")
@@ -130,6 +133,8 @@ class Upstream:
             upload = self.uploads[file_id]
             upload["completed"] = True
             self.files[file_id] = b"".join(upload["chunks"][i] for i in sorted(upload["chunks"]))
+            if self.on_complete is not None:
+                self.on_complete(file_id)
             return jsonify({"file_id": file_id, "status": "cached"})
 
         @app.post("/uploads/<file_id>/release")
@@ -199,6 +204,12 @@ class Rig:
         for spec in handlers.consumers(self.deps):
             spec.dispatch(message)
 
+    def store_result(self, file_id: str) -> None:
+        """What happens after complete when the storage works: the result's FileStored handled."""
+        body = self.upstream.uploads[file_id]["body"]
+        self.handle(self.stored(file_id, ts=self.clock(), kind="result", group_id=body["group_id"],
+                                data=self.upstream.files[file_id]))
+
     def stored(self, file_id: str, *, ts: float, owner: str = "u1", size: int = 100,
                pool_id: str | None = POOL, kind: str = "file", group_id: str | None = None,
                data: bytes | None = None) -> FileStored:
@@ -222,7 +233,7 @@ def rig(mongo_db, amqp_url: str) -> Iterator[Rig]:
     upstream.url = up_url
     env = {"AMQP_URL": amqp_url, "FILE_UPLOADER_URL": up_url, "FILE_SERVICE_MANAGER_URL": up_url,
            "PUBLIC_FILE_URL": "http://files.example", "LEASE_MAX_EXPIRIES": "3", "POOL_CACHE_SECONDS": "0",
-           "RESULT_MAX_BYTES": "100000",
+           "RESULT_MAX_BYTES": "100000", "RESULT_STORE_WAIT_SECONDS": "1",
            "LOG_LEVEL": "WARNING"}
     auth = FakeAuth()
     auth.set_pool()
@@ -236,7 +247,9 @@ def rig(mongo_db, amqp_url: str) -> Iterator[Rig]:
     deps.announcer.backoff = 0.05  # type: ignore[attr-defined]
     url, stop = serve_in_thread(app)
     try:
-        yield Rig(app, deps, store, auth, clock, upstream, events, url, amqp_url)
+        the_rig = Rig(app, deps, store, auth, clock, upstream, events, url, amqp_url)
+        upstream.on_complete = the_rig.store_result
+        yield the_rig
     finally:
         stop()
         up_stop()

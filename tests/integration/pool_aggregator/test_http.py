@@ -11,7 +11,7 @@ import requests
 
 from examples.processor.mean import decode, encode
 from examples.processor.runner import Processor
-from services.common.contracts import ResultPublished
+from services.common.contracts import GroupChanged, ResultPublished
 from services.pool_aggregator import core, ticking
 
 from .conftest import ADMIN_TOKEN, KEY, MEMBER_TOKEN, OTHER_KEY, OUTSIDER_TOKEN, POOL, Rig
@@ -127,26 +127,76 @@ def test_post_result_full_flow(rig: Rig) -> None:
     group = rig.deps.store.get(gid)
     assert (group["status"], group["result_id"]) == ("done", result_id)
 
+    assert response.json()["seq"] == 1
+    assert rig.store.get_result(result_id)["seq"] == 1
+
     again = requests.post(url, data=payload, headers={**_key(), "X-File-Name": "x"})
     assert again.status_code == 409 and again.json()["error"]["code"] == "conflict"
 
     results_url = f"{rig.url}/pools/{POOL}/results"
-    # Not stored yet: not listed.
-    assert requests.get(results_url, headers=_bearer(MEMBER_TOKEN)).json() == {"results": []}
-    rig.handle(rig.stored(result_id, ts=rig.clock(), kind="result", group_id=gid, data=payload))
     published = rig.events.of(ResultPublished)
-    assert len(published) == 1 and published[0].result_id == result_id
-    listed = requests.get(results_url, headers=_bearer(MEMBER_TOKEN)).json()["results"]
+    assert len(published) == 1 and (published[0].result_id, published[0].seq) == (result_id, 1)
+    rig.store_result(result_id)  # a redelivered FileStored announces nothing twice
+    rig.events.settle()
+    assert len(rig.events.of(ResultPublished)) == 1
+    page = requests.get(results_url, headers=_bearer(MEMBER_TOKEN)).json()
+    listed = page["results"]
     assert listed == [{
-        "result_id": result_id, "pool_id": POOL, "group_id": gid,
+        "result_id": result_id, "pool_id": POOL, "group_id": gid, "seq": 1,
         "window_start": core.epoch_iso(rig.clock.t - W),
         "window_end": core.epoch_iso(rig.clock.t), "file_name": "mean_result.f64", "size": len(payload),
         "sha256": hashlib.sha256(payload).hexdigest(), "created": listed[0]["created"],
         "download_url": f"http://files.example/file/{result_id}"}]
+    assert (page["next_seq"], page["more"]) == (1, False)
     since = listed[0]["created"]
-    assert requests.get(results_url, params={"since": since}, headers=_key()).json() == {"results": []}
+    assert requests.get(results_url, params={"since": since}, headers=_key()).json()["results"] == []
+    assert requests.get(results_url, params={"after_seq": 1}, headers=_key()).json() == {
+        "results": [], "next_seq": 1, "more": False}
     assert requests.get(results_url, headers=_bearer(OUTSIDER_TOKEN)).status_code == 403
     assert requests.get(results_url, params={"since": "yesterday"}, headers=_key()).status_code == 400
+
+
+def test_storage_down_answers_503_the_group_stays_processing_and_a_second_post_succeeds(rig: Rig) -> None:
+    gid = _ready_group(rig)
+    url = f"{rig.url}/pools/{POOL}/groups/{gid}/result"
+    rig.upstream.on_complete = None  # no FileStored comes within RESULT_STORE_WAIT_SECONDS
+    failed = requests.post(url, data=b"first", headers={**_key(), "X-File-Name": "r"})
+    assert failed.status_code == 503 and failed.json()["error"]["code"] == "unavailable"
+    group = rig.deps.store.get(gid)
+    assert group["status"] == "processing" and group.get("result_claim") is None
+    assert rig.store.results.count_documents({}) == 0
+    [lost] = rig.upstream.uploads
+    rig.store_result(lost)  # its FileStored after all, late: dropped (no result doc)
+    rig.upstream.on_complete = rig.store_result
+    second = requests.post(url, data=b"second", headers={**_key(), "X-File-Name": "r"})
+    assert second.status_code == 201 and second.json()["seq"] == 1
+    published = rig.events.of(ResultPublished)
+    rig.events.settle()
+    assert [m.result_id for m in rig.events.of(ResultPublished)] == [second.json()["result_id"]] == \
+        [m.result_id for m in published]
+
+
+def test_results_page_by_after_seq(rig: Rig) -> None:
+    posted = []
+    for n in range(5):
+        start = core.window_for(rig.clock(), W).start
+        rig.handle(rig.stored(f"p{n}", ts=start, data=encode([float(n)])))
+        rig.clock.t = start + W
+        ticking.promote_ready(rig.deps)
+        gid = core.group_id(POOL, int(start))
+        answer = requests.post(f"{rig.url}/pools/{POOL}/groups/{gid}/result", data=f"r{n}".encode(),
+                               headers={**_key(), "X-File-Name": "r"})
+        posted.append((answer.json()["seq"], answer.json()["result_id"]))
+    assert [seq for seq, _ in posted] == [1, 2, 3, 4, 5]
+    got, after = [], 0
+    while True:
+        page = requests.get(f"{rig.url}/pools/{POOL}/results", params={"after_seq": after, "limit": 2},
+                            headers=_key()).json()
+        got += [(r["seq"], r["result_id"]) for r in page["results"]]
+        after = page["next_seq"]
+        if not page["more"]:
+            break
+    assert got == posted
 
 
 def test_result_input_checks(rig: Rig) -> None:
@@ -163,8 +213,9 @@ def test_result_input_checks(rig: Rig) -> None:
     assert bad_sha.status_code == 400
     wrong_sha = requests.post(url, data=b"abc", headers={**_key(), "X-File-Name": "r", "X-Sha256": "0" * 64})
     assert wrong_sha.status_code == 400
-    # The failed post was undone: the group is ready again, the upload released, no result doc.
-    assert rig.deps.store.get(gid)["status"] == "ready"
+    # The failed post was undone: the group stays under the post's lease, the upload released, no result doc.
+    group = rig.deps.store.get(gid)
+    assert group["status"] == "processing" and group.get("result_claim") is None
     assert all(u["released"] for u in rig.upstream.uploads.values())
     assert rig.store.results.count_documents({}) == 0
     ok = requests.post(url, data=b"abc", headers={**_key(), "X-File-Name": "r"})
@@ -214,3 +265,36 @@ def test_reference_processor_posts_the_mean(rig: Rig) -> None:
     assert upload["body"]["file_name"] == f"mean_{gid}.f64"
     assert upload["body"]["sha256"] == hashlib.sha256(rig.upstream.files[result_id]).hexdigest()
     assert processor.poll_once() == []  # nothing ready any more
+
+
+def test_lease_close_retry_and_quorum_on_mongodb(rig: Rig) -> None:
+    rig.auth.set_pool(min_contributors=3, quorum_wait_seconds=30, on_short="fail", processing_timeout_seconds=60)
+    start = core.window_for(rig.clock(), W).start
+    rig.handle(rig.stored("q0", ts=start, data=encode([1.0])))
+    gid = core.group_id(POOL, int(start))
+    base = f"{rig.url}/pools/{POOL}/groups/{gid}"
+    rig.clock.t = start + W + 29
+    ticking.promote_ready(rig.deps)
+    assert rig.deps.store.get(gid)["status"] == "open"  # short, still in its quorum wait
+    rig.clock.t = start + W + 30
+    ticking.promote_ready(rig.deps)
+    group = rig.deps.store.get(gid)
+    assert (group["status"], group["reason"]) == ("failed", "quorum_not_met")
+    changed = rig.events.of(GroupChanged)
+    assert [(m.status, m.reason) for m in changed if m.group_id == gid] == [("failed", "quorum_not_met")]
+    assert requests.post(f"{base}/retry", headers=_bearer(MEMBER_TOKEN)).status_code == 403
+    retried = requests.post(f"{base}/retry", headers=_bearer(ADMIN_TOKEN))
+    assert retried.status_code == 200 and retried.json()["status"] == "ready" and "reason" not in retried.json()
+    assert requests.post(f"{base}/lease", headers=_key()).status_code == 409  # ready, not processing
+    requests.get(f"{base}/files", headers=_key())
+    rig.clock.advance(50)
+    renewed = requests.post(f"{base}/lease", headers=_key())
+    assert renewed.status_code == 200 and renewed.json()["lease_expires"] == core.epoch_iso(rig.clock() + 60)
+    rig.clock.advance(30)
+    assert ticking.expire_leases(rig.deps) == 0
+    # close: an open group of a later window turns ready now.
+    rig.handle(rig.stored("q1", ts=rig.clock(), data=encode([2.0])))
+    later = core.group_id(POOL, core.window_for(rig.clock(), W).start)
+    closed = requests.post(f"{rig.url}/pools/{POOL}/groups/{later}/close", headers=_key())
+    assert closed.status_code == 200 and closed.json()["status"] == "ready"
+    assert requests.post(f"{rig.url}/pools/{POOL}/groups/{later}/close", headers=_key()).status_code == 409

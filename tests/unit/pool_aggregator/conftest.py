@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from dataclasses import dataclass
 
 import pytest
@@ -43,6 +45,13 @@ class Kit:
         self.broker.publish(message)
         self.broker.deliver(handlers.consumers(self.deps))
 
+    def store_result(self, file_id: str) -> None:
+        """The pipeline after file_uploader's complete: the result is stored, its FileStored consumed."""
+        data = self.uploader.data(file_id)
+        message = self.stored(file_id, ts=self.clock.time(), kind="result", size=len(data),
+                              group_id=self.uploader.uploads[file_id]["body"]["group_id"])
+        self.deliver(dataclasses.replace(message, sha256=hashlib.sha256(data).hexdigest()))
+
     def stored(self, file_id: str, *, ts: float, owner: str = "u1", size: int = 10, pool_id: str | None = POOL,
                kind: str = "file", group_id: str | None = None) -> FileStored:
         return FileStored(file_id=file_id, upload_id=file_id, owner_id=owner, owner_name=owner,
@@ -54,7 +63,8 @@ class Kit:
 @pytest.fixture
 def kit() -> Kit:
     settings = Settings.from_env({"PUBLIC_FILE_URL": "http://files.example", "POOL_CACHE_SECONDS": "0",
-                                  "RESULT_MAX_BYTES": "1000", "LEASE_MAX_EXPIRIES": "3"})
+                                  "RESULT_MAX_BYTES": "1000", "LEASE_MAX_EXPIRIES": "3",
+                                  "RESULT_STORE_WAIT_SECONDS": "0.05"})
     store, broker, clock = FakeGroupStore(), InMemoryBroker(), FakeClock()
     auth = FakeAuth(processor_keys={KEY: {"pool_id": POOL, "key_id": "k1"},
                                     OTHER_KEY: {"pool_id": "p2", "key_id": "k2"}})
@@ -64,4 +74,6 @@ def kit() -> Kit:
     uploader, files, announcer = FakeUploader(), FakeFiles(), RecordingAnnouncer()
     app = create_app(settings, store=store, broker=broker, auth=auth, uploader=uploader, files=files, clock=clock,
                      announcer=announcer)
-    return Kit(app, app.extensions["deps"], store, broker, auth, clock, uploader, files, announcer)
+    kit = Kit(app, app.extensions["deps"], store, broker, auth, clock, uploader, files, announcer)
+    uploader.on_complete = kit.store_result
+    return kit

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from services.pool_aggregator import core
+from services.pool_aggregator.config import Settings
 from services.pool_aggregator.core import FAILED, READY
 
 DAY = 86400
@@ -51,18 +52,40 @@ def test_group_id_is_deterministic() -> None:
     assert core.group_id("p1", 120) != core.group_id("p2", 120)
 
 
+def _ready(now: float, close_at: float, contributors: int, minimum: int | None) -> bool:
+    return core.quorum_verdict(now, close_at, contributors, minimum, 0, "process").status == core.READY
+
+
 def test_readiness_by_time_with_grace() -> None:
-    assert not core.is_ready(119.9, 120, 0, 1, None)
-    assert core.is_ready(120, 120, 0, 1, None)
-    assert not core.is_ready(125, 120, 10, 1, None)
-    assert core.is_ready(130, 120, 10, 1, None)
+    assert not _ready(119.9, 120, 1, None)
+    assert _ready(120, 120, 1, None)
+    assert not _ready(125, 130, 1, None)
+    assert _ready(130, 130, 1, None)
+    assert core.quorum_verdict(130, 130, 1, None, 0, "process") == core.Verdict(core.READY)  # not short
 
 
 def test_readiness_by_contributors() -> None:
-    assert not core.is_ready(0, 120, 0, 2, 3)
-    assert core.is_ready(0, 120, 0, 3, 3)
-    assert not core.is_ready(0, 120, 0, 100, None)
-    assert not core.is_ready(0, 120, 0, 100, 0)
+    assert not _ready(0, 120, 2, 3)
+    assert _ready(0, 120, 3, 3)
+    assert not _ready(0, 120, 100, None)
+    assert not _ready(0, 120, 100, 0)
+
+
+def test_quorum_waits_then_processes_short_or_fails() -> None:
+    verdict = core.quorum_verdict
+    assert verdict(120, 120, 3, 3, 60, "fail") == core.Verdict(core.READY)  # quorum met: not short
+    assert verdict(150, 120, 2, 3, 60, "fail") == core.Verdict(None)  # still waiting for the quorum
+    assert verdict(180, 120, 2, 3, 60, "fail") == core.Verdict(core.FAILED, reason="quorum_not_met")
+    assert verdict(180, 120, 2, 3, 60, "process") == core.Verdict(core.READY, short=True)
+    assert verdict(150, 120, 3, 3, 60, "process") == core.Verdict(core.READY)  # met during the wait
+
+
+def test_pool_quorum_defaults_and_odd_values() -> None:
+    assert core.pool_quorum(None) == (0.0, "process")
+    assert core.pool_quorum({"quorum_wait_seconds": 30, "on_short": "fail"}) == (30.0, "fail")
+    for odd in ({"quorum_wait_seconds": -1}, {"quorum_wait_seconds": "9"}, {"quorum_wait_seconds": True},
+                {"quorum_wait_seconds": float("nan")}, {"on_short": "explode"}):
+        assert core.pool_quorum(odd) == (0.0, "process"), odd
 
 
 def test_late_goes_to_current_window() -> None:
@@ -110,3 +133,8 @@ def test_member_name_is_flat_and_sortable() -> None:
 def test_epoch_iso() -> None:
     assert core.epoch_iso(0) == "1970-01-01T00:00:00.000Z"
     assert core.epoch_iso(-86400) == "1969-12-31T00:00:00.000Z"
+
+
+def test_grouping_consumers_default_is_48_and_the_environment_wins() -> None:
+    assert Settings.from_env({}).grouping_consumers == 48  # the bench's figures: README
+    assert Settings.from_env({"GROUPING_CONSUMERS": "64"}).grouping_consumers == 64
