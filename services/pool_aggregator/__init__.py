@@ -3,6 +3,8 @@
 Consumes: ``FileStored`` (queue ``pool_aggregator.stored``, ``GROUPING_CONSUMERS``
 competing consumers) — pool files are put into the group of their window, a
 slice at a time; a stored result is numbered (``seq``), finishes its group and is announced.
+``PoolDeleted`` (queue ``pool_aggregator.pools``) — the pool's open and ready groups end
+(``failed``, reason ``pool_deleted``).
 Publishes: ``FileGrouped``, ``GroupChanged``, ``ResultPublished``, ``AuditRecorded``.
 Owns: MongoDB collections ``groups`` (one document per pool window, with counters),
 ``group_files`` (a group's files, one document per file), ``group_slices`` (which

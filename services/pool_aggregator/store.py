@@ -238,10 +238,12 @@ class MongoGroupStore:
             {"_id": gid, "status": core.OPEN}, {"$set": changes},
             return_document=ReturnDocument.AFTER, projection=HIDDEN)
 
-    def mark_failed(self, gid: str, now: float, reason: str) -> dict | None:
-        """open -> failed with its reason (quorum not met); None if it was not open."""
+    def mark_failed(self, gid: str, now: float, reason: str,
+                    from_statuses: tuple[str, ...] = (core.OPEN,)) -> dict | None:
+        """open (or ``from_statuses``) -> failed with its reason (quorum not met, pool deleted);
+        None if it was in none of them."""
         return self.groups.find_one_and_update(
-            {"_id": gid, "status": core.OPEN},
+            {"_id": gid, "status": {"$in": list(from_statuses)}},
             {"$set": {"status": core.FAILED, "reason": reason, "failed_at": now, "updated": now}},
             return_document=ReturnDocument.AFTER, projection=HIDDEN)
 

@@ -128,3 +128,27 @@ def tick(deps: Deps) -> None:
             step(deps)
         except Exception:  # noqa: BLE001 - the next tick tries again
             log.exception("tick_failed", extra={"step": step.__name__})
+
+
+POOL_DELETED = "pool_deleted"
+ENDING_PAGE = 500  # groups ended per query; a pool's groups are paged through, never all in memory
+
+
+def end_pool(deps: Deps, pool_id: str) -> int:
+    """A deleted pool's groups that still wait (open, ready) turn ``failed`` (reason
+    ``pool_deleted``): no processor key of it is left to fetch them. A group being processed
+    keeps its lease and ends as any other; results and files follow the retention rule.
+    Idempotent: a redelivered ``PoolDeleted`` finds nothing left to end."""
+    ended = 0
+    for status in (core.OPEN, core.READY):
+        while True:
+            page = deps.store.list_groups(pool_id, status, limit=ENDING_PAGE)
+            moved = [g for g in (deps.store.mark_failed(g["_id"], deps.clock.time(), POOL_DELETED,
+                                                        from_statuses=(status,)) for g in page) if g]
+            for group in moved:
+                publish_changed(deps, group)
+            ended += len(moved)
+            if len(page) < ENDING_PAGE or not moved:
+                break
+    log.info("pool_ended", extra={"pool_id": pool_id, "groups_ended": ended})
+    return ended

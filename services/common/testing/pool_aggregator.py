@@ -131,8 +131,8 @@ class FakeGroupStore:
         return self._move(gid, (OPEN,), {"status": READY, "ready_at": now, "updated": now,
                                          **({"short": True} if short else {})})
 
-    def mark_failed(self, gid: str, now: float, reason: str) -> Doc | None:
-        return self._move(gid, (OPEN,), {"status": FAILED, "reason": reason, "failed_at": now, "updated": now})
+    def mark_failed(self, gid: str, now: float, reason: str, from_statuses: tuple[str, ...] = (OPEN,)) -> Doc | None:
+        return self._move(gid, from_statuses, {"status": FAILED, "reason": reason, "failed_at": now, "updated": now})
 
     def retry(self, gid: str, now: float) -> Doc | None:
         moved = self._move(gid, (FAILED,), {"status": READY, "ready_at": now, "updated": now, "lease_expiries": 0,

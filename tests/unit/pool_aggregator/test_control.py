@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from services.common.authclient import Identity
-from services.common.contracts import AuditRecorded, GroupChanged
-from services.pool_aggregator import core, ticking
+from services.common.contracts import AuditRecorded, GroupChanged, PoolDeleted
+from services.pool_aggregator import core, handlers, ticking
 
 from .conftest import KEY, MEMBER, OTHER_KEY, POOL, Kit, W
 
@@ -124,3 +124,27 @@ def test_a_lease_that_runs_out_for_good_fails_with_a_reason_and_can_be_retried(k
     assert kit.app.test_client().post(f"/pools/{POOL}/groups/{gid}/retry",
                                       headers={"X-API-Key": KEY}).status_code == 200
     assert kit.store.get(gid)["lease_expiries"] == 0
+
+
+def test_a_deleted_pools_waiting_groups_end_and_the_rest_keep_going(kit: Kit) -> None:
+    waiting = _group(kit)  # open, this window
+    kit.clock.advance(W)
+    ticking.promote_ready(kit.deps)  # the first window is ready now
+    still_open = _group(kit, prefix="g")  # the next window, open
+    kit.broker.publish(PoolDeleted(pool_id=POOL))
+    kit.broker.deliver(handlers.consumers(kit.deps))
+    assert kit.store.get(waiting)["status"] == core.FAILED
+    assert kit.store.get(still_open)["status"] == core.FAILED
+    assert _changes(kit, waiting)[-1] == (core.FAILED, "pool_deleted", None)
+    assert _changes(kit, still_open)[-1] == (core.FAILED, "pool_deleted", None)
+    published = len(kit.broker.of_type(GroupChanged))
+    kit.broker.publish(PoolDeleted(pool_id=POOL))  # redelivered: nothing left to end
+    kit.broker.deliver(handlers.consumers(kit.deps))
+    assert len(kit.broker.of_type(GroupChanged)) == published
+
+
+def test_deleting_a_pool_leaves_other_pools_alone(kit: Kit) -> None:
+    gid = _group(kit)
+    kit.broker.publish(PoolDeleted(pool_id="another-pool"))
+    kit.broker.deliver(handlers.consumers(kit.deps))
+    assert kit.store.get(gid)["status"] == core.OPEN

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.common.contracts import FileGrouped, GroupChanged
+from services.common.contracts import FileGrouped, FileStored, GroupChanged, PoolDeleted
 from services.common.handlers import UnhandledMessage
 from services.pool_aggregator import core, handlers, ticking
 
@@ -76,10 +76,12 @@ def test_auth_down_requeues_the_file(kit: Kit) -> None:
     assert kit.store.groups == {}
 
 
-def test_the_table_handles_file_stored_only(kit: Kit) -> None:
-    [spec] = handlers.consumers(kit.deps)
-    with pytest.raises(UnhandledMessage):
-        spec.dispatch(GroupChanged(pool_id=POOL, group_id="g", status="ready", window_start="a", window_end="b"))
+def test_each_queue_handles_its_own_messages_only(kit: Kit) -> None:
+    stored, pools = handlers.consumers(kit.deps)
+    assert set(stored.handlers) == {FileStored} and set(pools.handlers) == {PoolDeleted}
+    for spec in (stored, pools):
+        with pytest.raises(UnhandledMessage):
+            spec.dispatch(GroupChanged(pool_id=POOL, group_id="g", status="ready", window_start="a", window_end="b"))
 
 
 def test_ready_by_time_after_window_and_grace(kit: Kit) -> None:
