@@ -456,6 +456,7 @@ def test_5_a_poison_message_is_dead_lettered_after_the_delivery_limit(fleet: Hos
     and held its queue; now it goes to dropbox.dead_letters after DELIVERY_LIMIT deliveries."""
     broker = Broker(fleet.running.env["AMQP_URL"])
     queue = topology.AUDIT_QUEUE.name
+    rss_before = fleet.rss("file_service_manager")
     try:
         parked = broker.queue_depths([topology.DEAD_LETTER_QUEUE.name])[topology.DEAD_LETTER_QUEUE.name]
         counted = dead_lettered(fleet, "file_service_manager", queue)
@@ -477,6 +478,7 @@ def test_5_a_poison_message_is_dead_lettered_after_the_delivery_limit(fleet: Hos
             time.sleep(0.2)
         # The audit queue is not held: it is empty again, and later work goes on.
         assert broker.queue_depths([queue])[queue] == 0
+        assert fleet.rss("file_service_manager") - rss_before < 64 * MIB
     finally:
         broker.close()
     fleet.normal_upload()
@@ -546,6 +548,7 @@ def refused(ack: dict, code: str) -> dict:
 
 def test_6_one_account_cannot_fill_redis(fleet: HostileFleet) -> None:
     memory_before = redis_used_memory()
+    uploader_before = fleet.rss("file_uploader")
     sockets: list[RawSocket] = []
     try:
         # Unfinished uploads: UPLOADS_PER_USER, then overloaded with retry_after, however often asked.
@@ -596,6 +599,9 @@ def test_6_one_account_cannot_fill_redis(fleet: HostileFleet) -> None:
         grown = redis_used_memory() - memory_before
         # At most CACHED_PER_USER per user was written; other suites share this Redis, so some slack.
         assert grown < CACHED_PER_USER + 64 * MIB, f"Redis used_memory grew by {grown / MIB:.0f} MiB"
+        # Chunks pass through file_uploader to Redis; it keeps none of them.
+        uploader_grown = fleet.rss("file_uploader") - uploader_before
+        assert uploader_grown < 64 * MIB, f"file_uploader RSS grew by {uploader_grown / MIB:.0f} MiB"
     finally:
         for sock in sockets:
             sock.close()
