@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
 import selectors
 import socket
 import struct
@@ -25,6 +26,8 @@ from urllib.parse import urlsplit
 
 TEXT, BINARY, CONTINUATION, CLOSE = 0x1, 0x2, 0x0, 0x8
 HANDSHAKE_LIMIT = 64 * 1024  # bytes of a handshake answer we read before giving up on it
+SERVER_FRAME_LIMIT = 1 << 20  # the largest server frame a probe reads; a larger one is an error
+TEXTS_KEPT = 1000  # server text messages poll() keeps (the newest): a probe reads a few
 
 
 def frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
@@ -53,6 +56,10 @@ class RawWebSocket:
     def __init__(self, sock: socket.socket, buffered: bytes) -> None:
         self.sock = sock
         self._buffer = buffered
+        self.closed = False  # the server closed (a close frame, EOF or a reset)
+        self.close_code: int | None = None  # the code of the server's close frame (1005: none given)
+        self.sent = 0  # payload bytes sent through send_frame
+        self.texts: list[str] = []  # text messages poll() read, the newest TEXTS_KEPT
 
     def _exactly(self, n: int) -> bytes:
         while len(self._buffer) < n:
@@ -77,6 +84,62 @@ class RawWebSocket:
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
+
+    def send_frame(self, opcode: int, payload: bytes, *, fin: bool = True) -> bool:
+        """Send one frame; False once the server has closed the connection."""
+        if self.closed:
+            return False
+        try:
+            self.sock.sendall(frame(opcode, payload, fin=fin))
+        except OSError:  # reset or broken pipe: the server closed
+            self.closed = True
+            return False
+        self.sent += len(payload)
+        return True
+
+    def poll(self, timeout: float = 0.0) -> bool:
+        """Read what the server sent within ``timeout`` seconds; True once it closed (a close
+        frame, EOF or a reset). Text messages go to ``texts``, a close frame's code to ``close_code``."""
+        self._frames()  # what came with the handshake or after read_message
+        while not self.closed:
+            ready, _, _ = select.select([self.sock], [], [], timeout)
+            if not ready:
+                return False
+            try:
+                piece = self.sock.recv(65536)
+            except OSError:
+                piece = b""
+            if not piece:
+                self.closed = True
+                break
+            self._buffer += piece
+            self._frames()
+        return self.closed
+
+    def _frames(self) -> None:
+        while len(self._buffer) >= 2 and not self.closed:
+            opcode, n, start = self._buffer[0] & 0x0F, self._buffer[1] & 0x7F, 2
+            if n == 126:
+                if len(self._buffer) < 4:
+                    return
+                n, start = struct.unpack("!H", self._buffer[2:4])[0], 4
+            elif n == 127:
+                if len(self._buffer) < 10:
+                    return
+                n, start = struct.unpack("!Q", self._buffer[2:10])[0], 10
+            if n > SERVER_FRAME_LIMIT:
+                raise ConnectionError(f"server frame of {n} bytes: not what a probe expects")
+            if len(self._buffer) < start + n:
+                return
+            payload, self._buffer = self._buffer[start:start + n], self._buffer[start + n:]
+            if opcode == TEXT:
+                self.texts = [*self.texts[-(TEXTS_KEPT - 1):], payload.decode(errors="replace")]
+            elif opcode == CLOSE:
+                self.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                self.closed = True
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def open_websocket(gateway_url: str, *, timeout: float = 10.0) -> RawWebSocket:

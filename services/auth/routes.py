@@ -32,7 +32,7 @@ def client_ip() -> str:
 def internal() -> Deps:
     """The deps, once the caller proved it is one of our services (X-Internal-Key)."""
     found = deps()
-    httpkit.check_internal_key(found.settings.internal_api_key)
+    httpkit.check_internal_key(found.settings.internal_api_key, found.settings.common.internal_api_key_previous)
     return found
 
 

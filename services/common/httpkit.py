@@ -115,10 +115,17 @@ def bearer_token() -> str | None:
     return token.strip()
 
 
-def check_internal_key(expected: str) -> None:
-    """Refuse a call to an internal route without the shared ``X-Internal-Key``."""
-    given = request.headers.get("X-Internal-Key", "")
-    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+def check_internal_key(expected: str, previous: str = "") -> None:
+    """Refuse a call to an internal route without the shared ``X-Internal-Key``.
+
+    ``previous`` (INTERNAL_API_KEY_PREVIOUS) is accepted too while a key is rotated: callers
+    already restarted send the new key, those not yet restarted the old one, and both are
+    served (callers only ever send their current key). Both are compared in constant time,
+    every time, so the answer's timing does not say which one nearly matched."""
+    given = request.headers.get("X-Internal-Key", "").encode()
+    current_ok = hmac.compare_digest(given, expected.encode())
+    previous_ok = hmac.compare_digest(given, previous.encode()) if previous else False
+    if not given or not (current_ok or previous_ok):
         raise unauthorized("this route needs X-Internal-Key")
 
 

@@ -166,6 +166,21 @@ def env_secret(env: Mapping[str, str], name: str) -> str:
     return value or default
 
 
+def previous_internal_key(env: Mapping[str, str], current: str) -> str:
+    """INTERNAL_API_KEY_PREVIOUS: the key being rotated out, still accepted on internal routes
+    (empty: none). One key, no list; never a development default in production."""
+    value = (env.get("INTERNAL_API_KEY_PREVIOUS") or "").strip()
+    if not value:
+        return ""
+    if "," in value:
+        raise ConfigError("INTERNAL_API_KEY_PREVIOUS is one key, not a list")
+    if value == current:
+        raise ConfigError("INTERNAL_API_KEY_PREVIOUS must differ from INTERNAL_API_KEY")
+    if is_production(env) and value in DEV_SECRETS.values():
+        raise ConfigError("INTERNAL_API_KEY_PREVIOUS must not be a development default when DROPBOX_ENV=production")
+    return value
+
+
 @dataclass(frozen=True)
 class CommonSettings:
     """What every service needs to reach the shared infrastructure."""
@@ -191,15 +206,20 @@ class CommonSettings:
     # Empty: REDIS_URL is the server. With them, REDIS_URL still gives the password and db.
     redis_sentinels: tuple[tuple[str, int], ...] = ()
     redis_master_name: str = "dropbox"
+    # The internal key being rotated out (INTERNAL_API_KEY_PREVIOUS), accepted alongside
+    # internal_api_key on internal routes and never sent; empty outside a rotation.
+    internal_api_key_previous: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> CommonSettings:
         fsm_url = env_str(env, "FILE_SERVICE_MANAGER_URL", "http://127.0.0.1:5003")
         amqp_url = env_str(env, "AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
         broker_urls(amqp_url)  # a bad list stops the service at start, not at its first publish
+        internal_api_key = env_secret(env, "INTERNAL_API_KEY")
         return cls(
             env_name=env.get("DROPBOX_ENV", "development"),
-            internal_api_key=env_secret(env, "INTERNAL_API_KEY"),
+            internal_api_key=internal_api_key,
+            internal_api_key_previous=previous_internal_key(env, internal_api_key),
             amqp_url=amqp_url,
             redis_url=env_str(env, "REDIS_URL", "redis://127.0.0.1:6379/0"),
             redis_prefix=env_str(env, "REDIS_PREFIX", "dropbox"),

@@ -25,7 +25,8 @@ def uploads() -> UploadService:
 
 
 def internal() -> None:
-    check_internal_key(deps().settings.common.internal_api_key)
+    common = deps().settings.common
+    check_internal_key(common.internal_api_key, common.internal_api_key_previous)
 
 
 def _json(body: dict[str, Any], status: int = 200) -> Response:

@@ -93,3 +93,19 @@ def test_a_body_without_length_is_read_through_a_bounded_stream() -> None:
     ok = client.post("/auth/signup", input_stream=io.BytesIO(small), content_type="application/json",
                      environ_overrides={"wsgi.input_terminated": True})
     assert ok.status_code == 201, ok.get_json()
+
+
+def test_internal_routes_accept_the_previous_internal_key_during_a_rotation() -> None:
+    from services.auth.config import Settings
+    from services.auth.core import Passwords
+
+    settings = Settings.from_env({"REDIS_URL": "redis://127.0.0.1:1/0", "INTERNAL_API_KEY": "new-internal-key",
+                                  "INTERNAL_API_KEY_PREVIOUS": "old-internal-key"})
+    client = app.create_app(settings, store=FakeAuthStore(), broker=InMemoryBroker(),
+                            passwords=Passwords(FAST_HASHER, slots=1)).test_client()
+    for key in ("new-internal-key", "old-internal-key"):
+        # An unknown pool: the key was accepted, the pool not found.
+        answer = client.get("/auth/internal/pools/p_missing", headers={"X-Internal-Key": key})
+        assert answer.status_code == 404, (key, answer.get_json())
+    refused = client.get("/auth/internal/pools/p_missing", headers={"X-Internal-Key": "other-key"})
+    assert refused.status_code == 401 and refused.get_json()["error"]["code"] == "unauthorized"

@@ -181,3 +181,14 @@ def test_update_status(client, broker) -> None:
                             headers=H)) == (400, "bad_request")
     assert error(client.put("/file/update/status", json={"file_id": "f" * 32, "status": contracts.FAILED},
                             headers=H)) == (404, "not_found")
+
+
+def test_internal_routes_accept_the_previous_key_during_a_rotation(settings, cache, broker, auth) -> None:
+    old = "o" * 32
+    rotating = dataclasses.replace(settings, common=dataclasses.replace(settings.common,
+                                                                        internal_api_key_previous=old))
+    client = create_app(rotating, store=cache, broker=broker, auth=auth).test_client()
+    body = {"owner_id": "7", "owner_name": "alice", "writer": "w1", "file_name": "a", "size": 1}
+    assert client.post("/uploads", json=body, headers={"X-Internal-Key": old}).status_code == 201
+    assert client.post("/uploads", json={**body, "writer": "w2"}, headers=H).status_code == 201
+    assert error(client.post("/uploads", json=body, headers={"X-Internal-Key": "p" * 32})) == (401, "unauthorized")
