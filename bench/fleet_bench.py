@@ -31,10 +31,12 @@ from client.api import DropboxClient
 from .procs import RssSampler
 
 
-def _random_file(directory: Path, size: int, name: str) -> Path:
+def random_file(directory: Path, size: int, name: str) -> Path:
+    """``size`` random bytes behind a harmless head (random bytes could sniff as an executable)."""
     path = directory / name
     with open(path, "wb") as f:
-        remaining = size
+        f.write(b"DATA"[:size])
+        remaining = max(0, size - 4)
         while remaining:
             block = os.urandom(min(remaining, 1 << 20))
             f.write(block)
@@ -42,7 +44,8 @@ def _random_file(directory: Path, size: int, name: str) -> Path:
     return path
 
 
-def _new_client(gateway: str) -> DropboxClient:
+def new_client(gateway: str) -> DropboxClient:
+    """A freshly signed-up user, connected."""
     client = DropboxClient(gateway)
     client.signup(f"bench_{uuid.uuid4().hex[:10]}", "bench-password-123")
     client.connect()
@@ -50,8 +53,8 @@ def _new_client(gateway: str) -> DropboxClient:
 
 
 def big_upload(gateway: str, size_mb: int, workdir: Path) -> float:
-    path = _random_file(workdir, size_mb * 1024 * 1024, "big.bin")
-    client = _new_client(gateway)
+    path = random_file(workdir, size_mb * 1024 * 1024, "big.bin")
+    client = new_client(gateway)
     try:
         started = time.perf_counter()
         file_id = client.upload(path)
@@ -63,8 +66,8 @@ def big_upload(gateway: str, size_mb: int, workdir: Path) -> float:
 
 
 def small_files(gateway: str, count: int, clients: int, size: int, workdir: Path) -> float:
-    paths = [_random_file(workdir, size, f"small-{i}.bin") for i in range(count)]
-    pool = [_new_client(gateway) for _ in range(clients)]
+    paths = [random_file(workdir, size, f"small-{i}.bin") for i in range(count)]
+    pool = [new_client(gateway) for _ in range(clients)]
     errors: list[BaseException] = []
 
     def work(client: DropboxClient, mine: list[Path]) -> None:

@@ -25,20 +25,20 @@ It prints each figure, its ratio to the peer and the issue's target.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from tusclient import client as tus_client
 
 from client.api import DropboxClient
+
+from .fleet_bench import new_client, random_file
 
 PEER_PACKAGES = ("@tus/server@2.4.5", "@tus/file-store@2.1.1")
 MB = 1_000_000
@@ -86,25 +86,6 @@ def start_peer(cache: Path, store_dir: Path) -> tuple[subprocess.Popen[bytes], s
 
 
 # --- clients ---------------------------------------------------------------------------------------
-def random_file(directory: Path, size: int, name: str) -> Path:
-    path = directory / name
-    with open(path, "wb") as f:
-        f.write(b"DATA")  # a harmless head (random bytes could sniff as an executable)
-        remaining = size - 4
-        while remaining:
-            block = os.urandom(min(remaining, 1 << 20))
-            f.write(block)
-            remaining -= len(block)
-    return path
-
-
-def fleet_client(gateway: str) -> DropboxClient:
-    client = DropboxClient(gateway)
-    client.signup(f"bench_{uuid.uuid4().hex[:10]}", "bench-password-123")
-    client.connect()
-    return client
-
-
 def tus_upload(endpoint: str, token: str | None, path: Path, patch_bytes: int) -> str:
     """One file through tuspy; returns the upload URL once the last PATCH is answered."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -117,7 +98,7 @@ def tus_upload(endpoint: str, token: str | None, path: Path, patch_bytes: int) -
 
 def big_tus(endpoint: str, gateway: str | None, path: Path, patch_bytes: int) -> tuple[float, float]:
     """(MB/s to uploaded_successfully, seconds from the last byte to it); the peer has no events."""
-    client = fleet_client(gateway) if gateway else None
+    client = new_client(gateway) if gateway else None
     try:
         started = time.perf_counter()
         url = tus_upload(endpoint, client.token if client else None, path, patch_bytes)
@@ -132,7 +113,7 @@ def big_tus(endpoint: str, gateway: str | None, path: Path, patch_bytes: int) ->
 
 
 def big_socket(gateway: str, path: Path) -> tuple[float, float]:
-    client = fleet_client(gateway)
+    client = new_client(gateway)
     try:
         started = time.perf_counter()
         file_id = client.upload(path)  # returns once complete-upload is acknowledged: the last byte
@@ -211,8 +192,8 @@ def main() -> None:
             assert c is not None
             return tus_upload(fleet_tus, c.token, p, patch).rstrip("/").rsplit("/", 1)[1]
 
-        tus_many = many(small, args.clients, lambda: fleet_client(args.gateway), tus_send)
-        sock_many = many(small, args.clients, lambda: fleet_client(args.gateway),
+        tus_many = many(small, args.clients, lambda: new_client(args.gateway), tus_send)
+        sock_many = many(small, args.clients, lambda: new_client(args.gateway),
                          lambda c, p: c.upload(p) if c is not None else None)
     rows = [
         (f"{args.big_mb} MB, tus door, to uploaded_successfully", f"{tus_big:.1f} MB/s", tus_big / peer_big, ">= 0.8"),
