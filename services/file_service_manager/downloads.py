@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from services.common.errors import ApiError, not_found
 
 from . import core
+from .backends.streams import read_range
 from .deps import Deps
 from .ports import Download
 
@@ -96,16 +97,7 @@ def _hot(deps: Deps, record: dict[str, object], grid: Download, file_id: str, si
 
 
 def _stream(deps: Deps, grid: Download, start: int, length: int) -> Iterator[bytes]:
-    piece = deps.settings.download_piece  # bytes per GridFS read: the memory one download holds
-    try:
-        grid.seek(start)
-        left = length
-        while left > 0:
-            data = grid.read(min(piece, left))
-            if not data:
-                break
-            left -= len(data)
-            deps.metrics.bytes_served.inc(len(data))
-            yield data
-    finally:
-        grid.close()
+    # download_piece: bytes per backend read, the memory one download holds.
+    for data in read_range(grid, start, length, deps.settings.download_piece):
+        deps.metrics.bytes_served.inc(len(data))
+        yield data

@@ -147,12 +147,7 @@ class FilesystemBackend:
         try:
             if not self.root.is_dir():
                 raise BackendError(f"filesystem root {str(self.root)!r} is not a directory")
-            self.write(key, [payload], content_type="application/octet-stream")
-            found = self.open(key)
-            data = found.read() if found is not None else b""
-            if found is not None:
-                found.close()
-            if data != payload:
+            if streams.read_back(self, key, payload) != payload:
                 raise BackendError(f"filesystem root {str(self.root)!r}: the probe file read back wrong")
         except BackendError:
             raise

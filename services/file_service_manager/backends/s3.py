@@ -173,12 +173,7 @@ class S3Backend:
         payload = b"file-dropbox storage probe"
         where = f"s3 bucket {self.bucket!r}"
         try:
-            self.write(key, [payload], content_type="application/octet-stream")
-            found = self.open(key)
-            data = found.read() if found is not None else b""
-            if found is not None:
-                found.close()
-            if data != payload:
+            if streams.read_back(self, key, payload) != payload:
                 raise BackendError(f"{where}: the probe object read back wrong")
             self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
         except BackendError:

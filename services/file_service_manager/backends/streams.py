@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from ..ports import Download
 
@@ -24,3 +25,16 @@ def read_range(download: Download | None, start: int, length: int, piece: int = 
             yield data
     finally:
         download.close()
+
+
+def read_back(backend: Any, key: str, payload: bytes) -> bytes:
+    """Write ``payload`` under ``key`` and read it back whole: the write-read half of a probe."""
+    backend.write(key, [payload], content_type="application/octet-stream")
+    found = backend.open(key)
+    if found is None:
+        return b""
+    try:
+        data: bytes = found.read()
+        return data
+    finally:
+        found.close()
