@@ -234,3 +234,28 @@ def check_metadata(value: Any, max_bytes: int = MAX_METADATA_BYTES, max_depth: i
     if len(encoded.encode("utf-8", "surrogatepass")) > max_bytes:
         raise too_large(f"{name} is larger than {max_bytes} bytes")
     return value
+
+
+# --- paging -----------------------------------------------------------------------------------
+MAX_PAGE, DEFAULT_PAGE = 1000, 100
+_COUNT = re.compile(r"[0-9]{1,18}")  # ASCII digits only: "²".isdigit() is true and int() refuses it
+
+
+def page_limit(raw: Any, default: int = DEFAULT_PAGE, maximum: int = MAX_PAGE) -> int:
+    """A listing's ``limit``: ``default`` when absent, else 1..``maximum``, or 400."""
+    if raw is None or raw == "":
+        return default
+    if not isinstance(raw, str) or _COUNT.fullmatch(raw) is None or not 1 <= int(raw) <= maximum:
+        raise bad_request(f"limit must be an integer in [1, {maximum}]")
+    return int(raw)
+
+
+def count_param(raw: Any, name: str, *, signed: bool = False) -> int | None:
+    """A non-negative (``signed``: any) integer parameter of at most 18 digits, so it fits a
+    64-bit database field; None when absent; 400 otherwise."""
+    if raw is None or raw == "":
+        return None
+    text = raw[1:] if signed and isinstance(raw, str) and raw.startswith("-") else raw
+    if not isinstance(text, str) or _COUNT.fullmatch(text) is None:
+        raise bad_request(f"{name} must be {'an' if signed else 'a non-negative'} integer of at most 18 digits")
+    return int(raw)

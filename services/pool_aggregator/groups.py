@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from services.common.httpkit import bad_request, conflict, not_found
+from services.common import validation
+from services.common.httpkit import conflict, not_found
 
 from . import core, ticking
 from .archive import Member
@@ -27,24 +28,12 @@ def group_view(group: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-MAX_PAGE, DEFAULT_PAGE = 1000, 100
-
-
 def list_groups(deps: Deps, pool_id: str, status: str | None, *, cursor: str | None = None,
                 limit_raw: str | None = None) -> dict[str, Any]:
     """A page ``{groups, next_cursor}`` oldest window first; ``next_cursor`` (the last window's
     start) is null on the last page. ``limit``: default 100, at most 1000."""
-    limit = DEFAULT_PAGE
-    if limit_raw not in (None, ""):
-        if not str(limit_raw).isdigit() or not 1 <= int(str(limit_raw)) <= MAX_PAGE:
-            raise bad_request(f"limit must be an integer in [1, {MAX_PAGE}]")
-        limit = int(str(limit_raw))
-    after = None
-    if cursor not in (None, ""):
-        text = str(cursor)
-        if not (text.lstrip("-").isdigit() and len(text) <= 20):
-            raise bad_request("cursor is not one this listing gave")
-        after = int(text)
+    limit = validation.page_limit(limit_raw)
+    after = validation.count_param(cursor, "cursor", signed=True)  # a window start (epoch seconds)
     found = deps.store.list_groups(pool_id, status, limit=limit + 1, after=after)
     page = found[:limit]
     more = len(found) > limit

@@ -214,18 +214,6 @@ def post_result(deps: Deps, pool_id: str, gid: str, actor: str, request: ResultR
             "size": request.size, "sha256": stored["sha256"]}
 
 
-MAX_PAGE, DEFAULT_PAGE = 1000, 100
-
-
-def page_limit(raw: str | None) -> int:
-    """``limit``: default 100, at most 1000 (a page's bound; the caller pages for more)."""
-    if raw is None or raw == "":
-        return DEFAULT_PAGE
-    if not raw.strip().isdigit() or not 1 <= int(raw) <= MAX_PAGE:
-        raise bad_request(f"limit must be an integer in [1, {MAX_PAGE}]")
-    return int(raw)
-
-
 def list_results(deps: Deps, pool_id: str, *, since_raw: str | None = None, after_seq_raw: str | None = None,
                  limit_raw: str | None = None) -> dict[str, Any]:
     """A page ``{results, next_seq, more}``, oldest (lowest seq) first; ``next_seq`` is what to
@@ -236,12 +224,8 @@ def list_results(deps: Deps, pool_id: str, *, since_raw: str | None = None, afte
             since = parse(since_raw).timestamp()
         except BadTimestamp as exc:
             raise bad_request(str(exc)) from exc
-    after_seq = 0
-    if after_seq_raw not in (None, ""):
-        if not str(after_seq_raw).strip().isdigit() or len(str(after_seq_raw).strip()) > 18:
-            raise bad_request("after_seq must be a non-negative integer")
-        after_seq = int(str(after_seq_raw))
-    limit = page_limit(limit_raw)
+    after_seq = validation.count_param(after_seq_raw, "after_seq") or 0
+    limit = validation.page_limit(limit_raw)
     found = deps.store.list_results(pool_id, since=since, after_seq=after_seq, limit=limit + 1)
     page = found[:limit]
     return {"results": [result_view(r) for r in page], "next_seq": int(page[-1]["seq"]) if page else after_seq,

@@ -175,3 +175,27 @@ def test_metadata_size_depth_and_shape() -> None:
     with pytest.raises(ApiError) as info:
         validation.check_metadata({"x": "y" * validation.MAX_METADATA_BYTES})
     assert (info.value.status, info.value.code) == (413, "too_large")
+
+
+@pytest.mark.parametrize("raw", ["²", "0", "1001", "-1", "1e3", " 5", "9" * 5000, 5])
+def test_page_limits_refuse_anything_but_1_to_1000(raw: object) -> None:
+    with pytest.raises(ApiError) as info:
+        validation.page_limit(raw)
+    assert info.value.status == 400
+
+
+def test_page_limits_default_and_bounds() -> None:
+    assert validation.page_limit(None) == 100 and validation.page_limit("1") == 1
+    assert validation.page_limit("1000") == 1000
+
+
+@pytest.mark.parametrize(("raw", "signed"), [("²", False), ("-1", False), ("-" + "9" * 20, True), ("1-", True),
+                                             ("9" * 19, False)])
+def test_count_params_fit_a_64_bit_field_or_are_refused(raw: str, signed: bool) -> None:
+    with pytest.raises(ApiError):
+        validation.count_param(raw, "after_seq", signed=signed)
+
+
+def test_count_params_parse() -> None:
+    assert validation.count_param(None, "x") is None and validation.count_param("", "x") is None
+    assert validation.count_param("42", "x") == 42 and validation.count_param("-42", "x", signed=True) == -42
