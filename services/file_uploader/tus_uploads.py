@@ -83,17 +83,16 @@ class TusUploads:
     def _session(self, file_id: str, identity: Identity) -> dict[str, Any] | None:
         """The live session of ``identity``'s upload; None when it is complete (the tomb says so).
 
-        Unknown: 404. Someone else's: 403. Unfinished but its session expired: 410 (tus
+        Unknown or someone else's: the same 404 (an id must not be probed for existence). Unfinished
+        but its session expired: 410 (tus
         "expiration"): the tombstone outlives the bytes, so expiry is told from never-was.
         """
         if not validation.optional_id(file_id, "file_id"):
             raise ApiError(404, "not_found", "no such upload")
         session = self.store.session(file_id)
         owner = session["owner_id"] if session else (self.store.status(file_id) or {}).get("owner_id")
-        if owner is None:
+        if owner is None or owner != identity.user_id:
             raise ApiError(404, "not_found", "no such upload")
-        if owner != identity.user_id:
-            raise ApiError(403, "forbidden", "this upload belongs to someone else")
         if session is not None:
             return session
         tomb = self.store.status(file_id) or {}
@@ -158,6 +157,11 @@ class TusUploads:
         session = self._session(file_id, identity)
         if session is None or session["status"] != UPLOADING:
             raise errors.conflict("the upload is complete")
+        pool_id = session.get("pool_id") or None
+        if pool_id and not identity.can_contribute(str(pool_id)):
+            # Membership is checked on every PATCH, not only at creation: a contributor removed
+            # from the pool (or made a listener) mid-upload cannot finish it (identity <= 2 s old).
+            raise errors.forbidden("you are no longer a contributor of this pool")
         size = int(session["size"])
         writer = f"tus-{uuid.uuid4().hex}"
         if not self.store.acquire_writer(file_id, writer):

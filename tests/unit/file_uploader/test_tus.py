@@ -176,11 +176,11 @@ def test_an_unknown_upload_is_404(client) -> None:
     assert code(client.delete(f"/files/{'0' * 32}", headers=BOB)) == (404, "not_found")
 
 
-def test_someone_elses_upload_is_403(client) -> None:
+def test_someone_elses_upload_is_the_same_404_as_an_unknown_one(client) -> None:
     file_id = created(client, 10)
-    assert head(client, file_id, headers=EVE).status_code == 403
-    assert code(patch(client, file_id, 0, b"abc", headers=EVE)) == (403, "forbidden")
-    assert code(client.delete(f"/files/{file_id}", headers=EVE)) == (403, "forbidden")
+    assert head(client, file_id, headers=EVE).status_code == 404  # no probing ids for existence
+    assert code(patch(client, file_id, 0, b"abc", headers=EVE)) == (404, "not_found")
+    assert code(client.delete(f"/files/{file_id}", headers=EVE)) == (404, "not_found")
     assert head(client, file_id).headers["Upload-Offset"] == "0"
 
 
@@ -321,3 +321,12 @@ def test_cors_lets_the_dashboard_use_tus(settings, cache, broker, auth) -> None:
     other = client.options("/files/", headers={"Origin": "http://evil.example",
                                                "Access-Control-Request-Method": "PATCH"})
     assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_a_contributor_removed_mid_upload_cannot_patch_on(client, auth) -> None:
+    # Without the app's 2-s identity memory: the test changes the membership at once.
+    client.application.extensions["deps"].tus.auth = auth
+    file_id = created(client, 20, filename="a.bin", pool_id="p1")
+    assert patch(client, file_id, 0, b"0123456789").status_code == 204
+    auth.add_user("tok", "9", "bob", pools={"p2": "listener"})  # removed from p1
+    assert code(patch(client, file_id, 10, b"0123456789")) == (403, "forbidden")
