@@ -172,11 +172,14 @@ def signup(deps: Deps, body: dict[str, Any], client_ip: str = "") -> dict[str, A
 def login(deps: Deps, user_name: str, body: dict[str, Any], client_ip: str = "") -> dict[str, Any]:
     """A session for the right password; one message for a wrong password and an unknown name.
 
-    Limited per client address (every attempt counts) and per user name (failures count).
+    Limited per client address (every attempt counts) and per user name from that address
+    (failures count). Not per name alone: failures from anywhere would then lock the account's
+    owner out, which anyone knowing the name could do on purpose.
     """
     limits = deps.settings
+    name_here = f"{user_name}\n{client_ip}"  # hashed into the counter's key (core.rate_key)
     throttle.attempt(deps, "login", "ip", client_ip, limits.login_ip_rate_per_minute)
-    throttle.refuse_if_reached(deps, "login", "user", user_name, limits.login_rate_per_minute)
+    throttle.refuse_if_reached(deps, "login", "user", name_here, limits.login_rate_per_minute)
     password = body.get("password")
     if not isinstance(password, str):
         raise bad_request("password must be a string")
@@ -196,7 +199,7 @@ def login(deps: Deps, user_name: str, body: dict[str, Any], client_ip: str = "")
         ok = False  # longer than any password we accept: no hash can match
     if not ok or user is None:
         deps.metrics.logins.labels("failed").inc()
-        throttle.failure(deps, "login", "user", user_name, limits.login_rate_per_minute)
+        throttle.failure(deps, "login", "user", name_here, limits.login_rate_per_minute)
         # The name as typed (bounded: a path segment can be long), never the password.
         deps.audit.record("login_failed", actor=user["user_id"] if user else "anonymous", outcome="refused",
                           user_name=user_name[:core.MAX_AUDIT_NAME], client_ip=client_ip or None)
