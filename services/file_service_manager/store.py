@@ -80,11 +80,18 @@ class FileIndex:
         self.db["fs.chunks"].delete_many({"files_id": file_id})
 
     # --- the index ------------------------------------------------------------
-    def upsert_stored(self, doc: dict[str, Any]) -> None:
-        self.files.update_one({"_id": doc["file_id"]},
-                              {"$set": doc, "$setOnInsert": {"late": False},
-                               "$unset": {"provisional": "", "reason": "", "attempt": ""}},
-                              upsert=True)
+    def upsert_stored(self, doc: dict[str, Any]) -> bool:
+        """The stored record, unless the file was deleted meanwhile (False): a store racing a
+        DELETE never brings a deleted file back. (The filter misses a deleted record, so the
+        upsert tries an insert, which its _id refuses.)"""
+        try:
+            self.files.update_one({"_id": doc["file_id"], "status": {"$ne": core.DELETED}},
+                                  {"$set": doc, "$setOnInsert": {"late": False},
+                                   "$unset": {"provisional": "", "reason": "", "attempt": ""}},
+                                  upsert=True)
+        except DuplicateKeyError:
+            return False
+        return True
 
     def drop_provisional(self, upload_id: str, keep: list[str]) -> None:
         self.files.delete_many({"upload_id": upload_id, "provisional": True, "_id": {"$nin": keep}})

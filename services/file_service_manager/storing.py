@@ -92,7 +92,9 @@ def _store_item(deps: Deps, msg: StoreUpload, item: UploadItem) -> dict[str, Any
     doc = core.stored_record(msg, item, sha256)
     # Where the bytes are (non-secret): reads and deletions go there even after the default changes.
     doc["storage"] = dict(backend.descriptor)
-    index.upsert_stored(doc)
+    if not index.upsert_stored(doc):
+        backend.delete(item.file_id)  # deleted while this store ran: the bytes go too
+        return None
     deps.metrics.stored.inc()
     deps.metrics.bytes_stored.inc(size)
     return doc

@@ -58,11 +58,14 @@ class FakeIndex:
     def remove_partial(self, file_id: str) -> None:
         self.files.pop(file_id, None)
 
-    def upsert_stored(self, doc: dict[str, Any]) -> None:
+    def upsert_stored(self, doc: dict[str, Any]) -> bool:
+        if self.records.get(doc["file_id"], {}).get("status") == "deleted":
+            return False
         record = self.records.setdefault(doc["file_id"], {"late": False})
         for key in ("provisional", "reason", "attempt"):
             record.pop(key, None)
         record.update(doc)
+        return True
 
     def drop_provisional(self, upload_id: str, keep: list[str]) -> None:
         for file_id in [k for k, r in self.records.items()

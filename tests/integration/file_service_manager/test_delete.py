@@ -70,3 +70,14 @@ def test_delete_from_each_backend(make_pipeline, request, tmp_path, kind: str) -
         s3 = boto3.client("s3", endpoint_url=where["endpoint_url"], region_name="us-east-1",
                           aws_access_key_id="k", aws_secret_access_key="s")
         assert [o["Key"] for o in s3.list_objects_v2(Bucket=where["bucket"])["Contents"]] == [other]
+
+
+def test_the_index_never_turns_a_deleted_record_stored_again(mongo_db) -> None:
+    """The store's record write is conditional on the real server (a DELETE may land first)."""
+    from services.file_service_manager.store import FileIndex
+
+    index = FileIndex(mongo_db)
+    assert index.upsert_stored({"file_id": "race-1", "status": "uploaded_successfully", "owner_id": "7"}) is True
+    mongo_db["files"].update_one({"_id": "race-1"}, {"$set": {"status": "deleted"}})
+    assert index.upsert_stored({"file_id": "race-1", "status": "uploaded_successfully", "owner_id": "7"}) is False
+    assert index.record("race-1")["status"] == "deleted"

@@ -92,3 +92,25 @@ def test_a_deleted_result_leaves_the_hot_cache(deps) -> None:
     assert plan.memory == b"0123456789" and deps.hot.size == 10
     deleting.delete_file(deps, alice(), "u1")
     assert deps.hot.size == 0
+
+
+def test_a_store_racing_a_delete_leaves_the_file_deleted(deps) -> None:
+    """The delete lands between the store's check and its record write: the store's bytes go
+    too, and the record stays deleted (a reviewer's race)."""
+    msg = command(deps, b"0123456789")
+    deps.broker.publish(msg)
+    deps.broker.deliver(handlers.consumers(deps))
+    deps.index.files.pop("u1")  # the bytes gone (as if a backend delete ran), the record still uploaded
+    real_write = deps.storage.default.write
+
+    def write_then_delete_meanwhile(key, pieces, **kw):
+        written = real_write(key, pieces, **kw)
+        deleting.delete_file(deps, alice(), "u1")  # the DELETE arrives while this store runs
+        return written
+
+    deps.storage.default.write = write_then_delete_meanwhile
+    deps.cache.put(msg.cache_key, b"0123456789", 4)
+    deps.broker.publish(msg)
+    deps.broker.deliver(handlers.consumers(deps))
+    assert deps.index.record("u1")["status"] == core.DELETED
+    assert "u1" not in deps.index.files
