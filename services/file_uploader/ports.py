@@ -86,6 +86,10 @@ class UploadCache(Protocol):
         """``uploading -> cached`` once; the upload's bytes count as the owner's stored bytes."""
         ...
 
+    def mark_cancelled(self, file_id: str) -> bool:
+        """``uploading -> cancelled`` once (atomic with ``mark_cached``: one of them wins)."""
+        ...
+
     def unmark_cached(self, file_id: str, *, owner_id: str) -> None: ...
 
     def reserve(self, owner_id: str, upload_id: str, size: int, quota: int) -> bool:

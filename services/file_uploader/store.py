@@ -153,6 +153,16 @@ end
 return 0
 """
 
+# uploading -> cancelled, atomically: a cancel racing the last chunk's completion either wins
+# (the completion then finds no 'uploading' and publishes nothing) or loses (409), never both.
+_MARK_CANCELLED = """
+if redis.call('HGET', KEYS[1], 'status') == 'uploading' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled')
+  return 1
+end
+return 0
+"""
+
 # An upload that will not be stored (dropped, failed, cancelled) gives its bytes back:
 # its reservation, and what mark_cached counted as stored (once).
 _GIVE_BACK = """
@@ -250,6 +260,7 @@ class UploadStore:
         self._release = client.register_script(_RELEASE)
         self._refresh = client.register_script(_REFRESH)
         self._mark_cached = client.register_script(_MARK_CACHED)
+        self._mark_cancelled = client.register_script(_MARK_CANCELLED)
         self._give_back = client.register_script(_GIVE_BACK)
         self._reserve = client.register_script(_RESERVE)
         self._claim = client.register_script(_CLAIM_ATTEMPT)
@@ -472,6 +483,9 @@ class UploadStore:
         pipe.delete(self._writer(file_id))
         pipe.execute()
         return True
+
+    def mark_cancelled(self, file_id: str) -> bool:
+        return bool(self._mark_cancelled(keys=[self.cache_key(file_id)]))
 
     def unmark_cached(self, file_id: str, *, owner_id: str) -> None:
         """Undo ``mark_cached`` when the StoreUpload could not be published."""

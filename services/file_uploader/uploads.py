@@ -296,7 +296,8 @@ class UploadService:
         owner's decision). A completed upload is already on its way to storage: 409.
         """
         session = self._session(file_id, owner_id)
-        if session["status"] != UPLOADING:
+        if session["status"] != UPLOADING or not self.store.mark_cancelled(file_id):
+            # Completed (or completing right now: mark_cached won the switch) is on its way to storage.
             raise errors.conflict("the upload is complete; it can no longer be cancelled")
         self._drop(session, "cancelled")
         self.store.set_status(file_id, CANCELLED)

@@ -210,6 +210,13 @@ class FakeUploadCache:
         self.touched.append((file_id, ttl))
 
     # --- completion and removal ----------------------------------------------
+    def mark_cancelled(self, file_id: str) -> bool:
+        upload = self.uploads.get(file_id)
+        if upload is None or upload.session["status"] != UPLOADING:
+            return False
+        upload.session["status"] = "cancelled"
+        return True
+
     def mark_cached(self, file_id: str, size: int, *, owner_id: str) -> bool:
         upload = self.uploads.get(file_id)
         if upload is None or upload.session["status"] != UPLOADING:

@@ -214,3 +214,16 @@ def test_attempts_are_claimed_once(cache) -> None:
     assert cache.claim_attempt(fid, 3) is False
     cache.unclaim_attempt(fid, 3)
     assert cache.claim_attempt(fid, 3) is True
+
+
+def test_cancelled_and_cached_exclude_each_other(cache) -> None:
+    """A cancel racing the completion: exactly one of the two switches wins, whichever comes first."""
+    first, second = plan("c" * 32), plan("d" * 32)
+    for p in (first, second):
+        cache.create(p, "w1")
+    assert cache.mark_cancelled(first.upload_id) is True
+    assert cache.mark_cached(first.upload_id, 10, owner_id="7") is False  # cancelled: never stored
+    assert cache.mark_cancelled(first.upload_id) is False  # once
+    assert cache.mark_cached(second.upload_id, 10, owner_id="7") is True
+    assert cache.mark_cancelled(second.upload_id) is False  # completing: no longer cancellable
+    assert cache.mark_cancelled("e" * 32) is False  # unknown
