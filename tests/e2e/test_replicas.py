@@ -4,12 +4,10 @@ two replicas and keeps serving when one replica is SIGKILLed."""
 from __future__ import annotations
 
 import signal
-import time
 import uuid
 
 import pytest
 import requests
-import socketio
 
 from devtools.fleet import DEFAULT_PORTS, SERVICES, ReplicatedFleet, free_base_port, replica_ports
 
@@ -81,16 +79,16 @@ def test_the_balancer_serves_every_service_and_survives_a_replica_sigkill(replic
     assert groups.status_code in (401, 403, 404)  # served (refused as it should be), not a 502/503
 
 
-def test_socketio_long_polling_sticks_to_one_gateway_replica(replicated: ReplicatedFleet):
-    """Polling requests of one Socket.IO session must reach the replica that holds it (cookie)."""
+def test_a_socket_through_the_balancer_hears_its_uploads_from_any_replica(replicated: ReplicatedFleet):
+    """The gateway takes WebSocket only (one TCP connection: no stickiness needed). Its file-status
+    is taken off the queue by either gateway replica and reaches the socket through Redis."""
     user = signup(replicated.urls["auth"])
-    client = socketio.Client(reconnection=False)
-    client.connect(replicated.urls["socket_gateway"], auth={"token": user["access_token"]},
-                   transports=["polling"], wait_timeout=10)
+    sock = RawSocket(replicated.urls["socket_gateway"], user["access_token"])
     try:
-        for _ in range(10):  # each call is a POST and a GET of the same session
-            answer = client.call("alive", {}, timeout=10)
-            assert answer.get("ok") is True, answer
-            time.sleep(0.05)
+        for n in range(4):
+            file_id = sock.upload_bytes(f"through the balancer {n} ".encode() * 5000, f"b{n}.bin")
+            sock.wait_event("file-status", lambda d, f=file_id: d["file_id"] == f
+                            and d["status"] == "uploaded_successfully", timeout=60)
+        assert sock.call("alive", {}, timeout=10)["ok"] is True
     finally:
-        client.disconnect()
+        sock.close()
