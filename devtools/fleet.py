@@ -225,7 +225,12 @@ class ReplicatedFleet(Fleet):
                  run_dir: Path | None = None, echo: bool = False, python: str = sys.executable) -> None:
         if not 1 <= replicas <= MAX_REPLICAS:
             raise ValueError(f"replicas must be 1..{MAX_REPLICAS}")
-        super().__init__(env, ports=front_ports(base), log_dir=log_dir, echo=echo, python=python)
+        front = front_ports(base)
+        gateway = front["socket_gateway"]
+        # Browsers and clients reach the gateway through the balancer: that is the origin every
+        # replica must accept (each replica's own default would be its replica port).
+        env = {"CORS_ORIGINS": f"http://127.0.0.1:{gateway},http://localhost:{gateway}", **env}
+        super().__init__(env, ports=front, log_dir=log_dir, echo=echo, python=python)
         self.replicas = replicas
         self.base = base
         self.front = front_ports(base)
