@@ -200,9 +200,10 @@ class Rig:
     amqp_url: str
 
     def handle(self, message: Message) -> None:
-        """What the FileStored consumer does with one delivery."""
+        """What the consumer of this message's queue does with one delivery."""
         for spec in handlers.consumers(self.deps):
-            spec.dispatch(message)
+            if type(message) in spec.handlers:
+                spec.dispatch(message)
 
     def store_result(self, file_id: str) -> None:
         """What happens after complete when the storage works: the result's FileStored handled."""
