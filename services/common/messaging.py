@@ -247,18 +247,23 @@ class Broker:
             return depths
 
     def ping(self) -> bool:
-        try:
-            with self._slots:
-                channel = self._take()
-                try:
-                    channel.connection.process_data_events(0)
-                except Exception:
-                    channel.close()
-                    raise
-                self._give_back(channel)
-            return True
-        except Exception:  # noqa: BLE001 - readiness answers yes/no
-            return False
+        """Does the broker answer? An idle pooled connection the broker has closed meanwhile
+        (missed heartbeats: nobody drives an idle BlockingConnection) is dropped and the next
+        one tried, up to a fresh connection, so a quiet service is not reported down."""
+        for _ in range(self.pool_size + 1):  # every idle channel at most, then a new one
+            try:
+                with self._slots:
+                    channel = self._take()
+                    try:
+                        channel.connection.process_data_events(0)
+                    except Exception:
+                        channel.close()
+                        raise
+                    self._give_back(channel)
+                return True
+            except Exception:  # noqa: BLE001, S112 - readiness answers yes/no; try the next channel
+                continue
+        return False
 
     def close(self) -> None:
         with self._lock:

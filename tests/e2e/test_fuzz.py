@@ -43,6 +43,10 @@ leaves = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=
                              "1970-01-01T00:00:00Z", "\u00b9\u00b2", "x" * 5_000]))
 json_values = st.recursive(leaves, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=20)
+# Beside a binary attachment the JSON part stays small: the gateway takes a binary packet's
+# header up to 4 KiB and disconnects a client that sends more (a framing rule test_hostile probes).
+small_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=40),
+                            lambda inner: st.lists(inner, max_size=3), max_leaves=6)
 
 # The keys each door expects, so examples get past "missing field" and reach the deeper checks.
 EVENT_KEYS = {
@@ -59,15 +63,17 @@ EVENT_KEYS = {
 
 
 def _shaped(keys: list[str], *, binary: bool = False) -> st.SearchStrategy[Any]:
-    """A dict with some of ``keys`` (random values), or any JSON value at all. ``binary``: one
-    value may be bytes (a Socket.IO attachment; the gateway takes at most one per packet and
-    disconnects a client that sends more, which test_hostile probes)."""
+    """A dict with some of ``keys`` (random values), or any JSON value at all. ``binary``: or a
+    small dict with one bytes value (a Socket.IO attachment: the gateway takes at most one per
+    packet, with a header of at most 4 KiB, and disconnects a client that sends more)."""
     if not keys:
         return json_values
     shaped = st.dictionaries(st.sampled_from(keys), json_values, max_size=len(keys))
     if binary:
-        shaped = st.builds(lambda d, k, b: {**d, k: b} if b is not None else d, shaped, st.sampled_from(keys),
-                           st.none() | st.binary(max_size=64))
+        with_bytes = st.builds(lambda d, k, b: {**d, k: b},
+                               st.dictionaries(st.sampled_from(keys), small_values, max_size=3),
+                               st.sampled_from(keys), st.binary(max_size=64))
+        return shaped | with_bytes | json_values
     return shaped | json_values
 
 

@@ -164,3 +164,17 @@ def test_publisher_and_consumer_survive_closed_connections(amqp_url):
     finally:
         consumer.stop()
         broker.close()
+
+
+def test_ping_survives_idle_connections_the_broker_dropped(amqp_url):
+    """An idle pooled connection dies unnoticed (the broker closed it for missed heartbeats):
+    readiness must try a fresh one, not report the broker down."""
+    import socket as socketlib
+
+    broker = Broker(amqp_url, pool_size=2)
+    assert broker.ping() is True and len(broker._idle) == 1
+    dead = broker._idle[0].connection
+    dead._impl._transport._sock.shutdown(socketlib.SHUT_RDWR)  # the TCP connection is gone
+    assert broker.ping() is True
+    assert all(channel.connection is not dead for channel in broker._idle)
+    broker.close()
