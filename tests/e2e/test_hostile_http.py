@@ -155,7 +155,7 @@ def test_headers_sent_a_byte_at_a_time_are_cut_off(fleet, memory) -> None:
         slow.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
         began = time.monotonic()
         closed = False
-        while time.monotonic() - began < 25:
+        while time.monotonic() - began < 40:
             try:
                 slow.sendall(b"X")  # a byte a second: still no end of headers
             except OSError:
@@ -169,7 +169,8 @@ def test_headers_sent_a_byte_at_a_time_are_cut_off(fleet, memory) -> None:
             except TimeoutError:
                 pass
         assert closed, "a slowloris client kept its connection"
-        assert time.monotonic() - began < 20  # header timeout 10 s + the 5 s sweep
+        # Header timeout 10 s + the 5 s sweep, with room for a loaded CI machine (never the 40 s loop).
+        assert time.monotonic() - began < 35
     still_serves_a_normal_user(fleet)
 
 
