@@ -24,7 +24,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from client.api import DropboxClient
 
@@ -50,6 +52,18 @@ def new_client(gateway: str) -> DropboxClient:
     client.signup(f"bench_{uuid.uuid4().hex[:10]}", "bench-password-123")
     client.connect()
     return client
+
+
+def run_split(pool: list[Any], paths: list[Path], work: Callable[[Any, list[Path]], None]) -> float:
+    """``work(client, its paths)`` for every client at once, each taking every len(pool)-th path;
+    answers the seconds until all are done."""
+    threads = [threading.Thread(target=work, args=(c, paths[i::len(pool)])) for i, c in enumerate(pool)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started
 
 
 def big_upload(gateway: str, size_mb: int, workdir: Path) -> float:
@@ -78,13 +92,7 @@ def small_files(gateway: str, count: int, clients: int, size: int, workdir: Path
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(c, paths[i::clients])) for i, c in enumerate(pool)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - started
+    elapsed = run_split(pool, paths, work)
     for c in pool:
         c.disconnect()
     if errors:

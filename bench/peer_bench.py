@@ -29,7 +29,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,7 +37,7 @@ from tusclient import client as tus_client
 
 from client.api import DropboxClient
 
-from .fleet_bench import new_client, random_file
+from .fleet_bench import new_client, random_file, run_split
 
 PEER_PACKAGES = ("@tus/server@2.4.5", "@tus/file-store@2.1.1")
 MB = 1_000_000
@@ -140,13 +139,7 @@ def many(paths: list[Path], clients: int, make: Callable[[], DropboxClient | Non
         except BaseException as exc:  # noqa: BLE001 - reported below
             failures.append(exc)
 
-    threads = [threading.Thread(target=work, args=(c, paths[i::clients])) for i, c in enumerate(pool)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - started
+    elapsed = run_split(pool, paths, work)
     for c in pool:
         if c is not None:
             c.disconnect()
