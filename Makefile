@@ -5,7 +5,7 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha256sum | cut -c1-12)
 
-.PHONY: help install lock run test test-fast test-unit test-integration test-e2e lint lint-js format bench sweep clean infra browser \
+.PHONY: help install lock run test test-fast test-unit test-integration test-e2e lint lint-js format bench sweep clean infra browser containers \
 	images compose-up compose-down
 
 help:
@@ -40,11 +40,14 @@ infra: install
 browser:
 	@bash devtools/ensure_browser.sh
 
+containers:
+	@bash devtools/ensure_containers.sh
+
 # make run REPLICAS=2: two processes of each service behind HAProxy (installed when missing).
 run: install
 	$(BIN)/python -m devtools.fleet run $(if $(REPLICAS),--replicas $(REPLICAS))
 
-test: install browser
+test: install browser containers
 	$(BIN)/python -c "from devtools import infra; infra.ensure_all()"
 	$(BIN)/python -m pytest -p no:cacheprovider -q -rfEs $(ARGS)
 
@@ -81,10 +84,10 @@ sweep: install
 
 # Containers (README "Containers"): the engine is started when none answers, base images are
 # made from Debian packages when absent (cached in /var/lib/dropbox-docker), sizes printed.
-images: install
+images: install containers
 	$(BIN)/python -m devtools.containers images
 
-compose-up: install
+compose-up: install containers
 	$(BIN)/python -m devtools.containers up
 
 compose-down: install
