@@ -231,6 +231,15 @@ def test_a_reconnect_after_a_refusal_presents_a_fresh_token() -> None:
     assert c._auth_payload()["token"] == "a2" and fleet.refreshes == 1
 
 
+def test_a_long_running_client_keeps_only_what_the_application_has_not_taken() -> None:
+    c = make(keep_received=False)
+    for s in range(1, 501):
+        c._on_pool_result(result(s))
+    assert c.results_received == [] and c._result_ids == set()
+    assert [c.wait_result("p1", 0.1)["seq"] for _ in range(500)] == list(range(1, 501))
+    assert len(c._result_queues["p1"]) == 0
+
+
 def test_the_feed_state_lives_beside_the_spool(tmp_path: Path) -> None:
     c = DropboxClient("http://127.0.0.1:1", auth_url="http://a", fsm_url="http://f", aggregator_url="http://g",
                       spool_dir=tmp_path / "spool")
