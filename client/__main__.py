@@ -6,13 +6,20 @@
   python -m client history
   python -m client download FILE_ID DEST
   python -m client results POOL [--since ISO]
-  python -m client listen POOL --out DIR [--count N] [--since ISO]
+  python -m client listen POOL --out DIR [--count N] [--state FILE]
   python -m client update FILE --pool P [--timestamp T] [--spool DIR]
   python -m client flush [--spool DIR]
 
 `update` sends one pool update now, or keeps it in the spool (default
 ~/.file-dropbox/spool) when the fleet cannot be reached; `flush` (and every
 later `update` that connects) sends what the spool holds as one batch per pool.
+
+`listen` saves every result of POOL in --out, each once, in seq order, and runs
+until stopped (for months: tokens renew themselves, the socket reconnects, and
+what came while it was away arrives on reconnect). Its state, the last result
+saved per pool, is kept in --state (default feed-<user>.json beside the spool);
+a result counts as received (and is acknowledged) once its file is saved and
+verified, so a restart never skips one.
 
 Common: --gateway URL (default http://127.0.0.1:5000), --user/--password or the
 environment's DROPBOX_USER/DROPBOX_PASSWORD. Output is JSON on stdout; errors go to
@@ -25,10 +32,13 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from .api import DropboxClient, DropboxError
+
+DEFAULT_SPOOL = os.environ.get("DROPBOX_SPOOL", str(Path.home() / ".file-dropbox" / "spool"))
 
 
 def _print(doc: Any) -> None:
@@ -50,10 +60,12 @@ def _safe_name(name: str, fallback: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    user, password = _credentials(args)
+    listening = args.command == "listen"
     # The CLI flushes the spool itself (and reports what it sent), not in the background.
     client = DropboxClient(args.gateway, timeout=args.timeout, spool_dir=getattr(args, "spool", None),
-                           auto_flush=False)
-    user, password = _credentials(args)
+                           auto_flush=False, confirm_results=listening,
+                           feed_state=_state_file(args, user) if listening else None)
     if args.command == "update":
         return _update(client, user, password, args)
     if args.command == "signup":
@@ -88,24 +100,51 @@ def run(args: argparse.Namespace) -> int:
             client.connect()
             _print({"results": client.results(args.pool, since=args.since)})
         elif args.command == "listen":
-            out = Path(args.out)
-            out.mkdir(parents=True, exist_ok=True)
-            client.connect(results_since=args.since)
-            received = 0
-            while args.count is None or received < args.count:
-                try:
-                    result = client.wait_result(args.pool, timeout=3600)
-                except TimeoutError:
-                    continue
-                name = _safe_name(result.get("file_name", ""), result["result_id"])
-                dest = out / f"{result['result_id']}-{name}"
-                info = client.download(result["download_url"], dest)
-                _print({**result, "saved_to": str(dest), "verified": info["sha256"] == result.get("sha256")})
-                sys.stdout.flush()
-                received += 1
+            _listen(client, args)
         return 0
     finally:
         client.disconnect()
+
+
+def _state_file(args: argparse.Namespace, user: str) -> Path:
+    if args.state:
+        return Path(args.state)
+    return Path(DEFAULT_SPOOL).parent / f"feed-{_safe_name(user, 'user')}.json"
+
+
+# A result whose download fails is tried again this many times (a gateway or store restarting).
+DOWNLOAD_ATTEMPTS = 5
+
+
+def _listen(client: DropboxClient, args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    client.connect(results_since=args.since)
+    client.watch(args.pool)
+    received = 0
+    while args.count is None or received < args.count:
+        try:
+            result = client.wait_result(args.pool, timeout=3600)
+        except TimeoutError:
+            continue
+        name = _safe_name(result.get("file_name", ""), result["result_id"])
+        # Named by seq: a result received again after a crash overwrites its own file.
+        dest = out / f"{int(result.get('seq') or 0):08d}-{result['result_id']}-{name}"
+        for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+            try:
+                info = client.download(result["download_url"], dest)
+                break
+            except (DropboxError, OSError) as exc:
+                if attempt == DOWNLOAD_ATTEMPTS:
+                    raise
+                print(f"download of {result['result_id']} failed ({exc}); retrying", file=sys.stderr)
+                time.sleep(min(30.0, 2.0 ** attempt))
+        verified = info["sha256"] == result.get("sha256")
+        _print({**result, "saved_to": str(dest), "verified": verified})
+        sys.stdout.flush()
+        if verified:
+            client.result_done(result)
+        received += 1
 
 
 def _update(client: DropboxClient, user: str, password: str, args: argparse.Namespace) -> int:
@@ -154,8 +193,9 @@ def parser() -> argparse.ArgumentParser:
     listen.add_argument("pool")
     listen.add_argument("--out", required=True)
     listen.add_argument("--count", type=int, help="stop after this many results")
-    listen.add_argument("--since", help="also fetch results since this ISO time on connect")
-    default_spool = os.environ.get("DROPBOX_SPOOL", str(Path.home() / ".file-dropbox" / "spool"))
+    listen.add_argument("--since", help="(older gateways) results since this ISO time on connect")
+    listen.add_argument("--state", help="the feed's state file (default: feed-<user>.json beside the spool)")
+    default_spool = DEFAULT_SPOOL
     update = sub.add_parser("update", help="send a pool update, or spool it while offline")
     update.add_argument("file")
     update.add_argument("--pool", required=True)

@@ -8,13 +8,21 @@ Used by the CLI (``python -m client``), the tests, the pool simulator and the be
 - ``overloaded`` answers are waited out (``retry_after``) and retried.
 - A dropped connection is survived: python-socketio reconnects, and the upload resumes
   with ``start-transfer {file_id}``, which answers the ``missing`` chunks to send again.
-- ``pool-result`` events are deduplicated by ``result_id`` (the gateway delivers
-  at-least-once: a member reconnecting may be re-sent results it already has).
+- ``pool-result`` events go through a ``ResultFeed`` (client/feed.py): each pool's results reach
+  the application once each, in ``seq`` order, across reconnects, gateways and restarts (its
+  state file, ``feed_state``, beside the spool by default). A gap (a seq missing while later
+  ones came) that does not close by itself within ``gap_wait`` is filled with ``get-results
+  {after_seq}``; every ``poll_seconds`` a quiet pool is asked for anything newer (a lost last
+  result has no later one to reveal it). What the application finished is acknowledged with
+  ``ack-result`` (a second apart at most), so the next connect's catch-up starts after it.
+  Results without ``seq`` (an older gateway) are deduplicated by ``result_id``.
 - Tokens renew themselves: signup/login keep the refresh token; an HTTP call answered 401
   refreshes once (``refresh()``, POST /auth/refresh, one at a time: a rotated refresh token
   presented twice would end the login) and retries, downloads included; a (re)connect with an
-  access token about to expire refreshes first. So ``python -m client listen`` outlives its
-  access tokens. (Renewing an open socket, SPEC's ``reauth``, comes with the gateway's side.)
+  access token about to expire refreshes first, and a connect refused ``unauthorized``
+  refreshes and tries again. An open socket sends ``reauth`` with a fresh token before the
+  access token expires (a third of its lifetime before, at most a minute) and at once on
+  ``token-expired``. So ``python -m client listen`` outlives its access tokens, for months.
 - websocket-client masks outgoing frames with wsaccel's C code when it is installed
   (it is a dependency); ``wsaccel_active()`` tells.
 """
@@ -37,6 +45,7 @@ from typing import IO, Any, BinaryIO
 import requests
 import socketio
 
+from .feed import GAP, NEW, ResultFeed
 from .spool import OfflineSpool, batches
 
 log = logging.getLogger(__name__)
@@ -117,7 +126,11 @@ class DropboxClient:
     def __init__(self, gateway_url: str = "http://127.0.0.1:5000", auth_url: str | None = None,
                  fsm_url: str | None = None, aggregator_url: str | None = None, *, timeout: float = 30.0,
                  window: int = 4, max_resumes: int = 20, spool_dir: str | os.PathLike | None = None,
-                 auto_flush: bool = True) -> None:
+                 auto_flush: bool = True, feed_state: str | os.PathLike | None = None,
+                 confirm_results: bool = False, gap_wait: float = 2.0, poll_seconds: float = 60.0) -> None:
+        """``feed_state``: the result feed's state file (default: ``feed.json`` beside ``spool_dir``,
+        none without one). ``confirm_results``: a result counts as received (saved, acknowledged)
+        only once the application calls ``result_done``; else once handed to it (``wait_result``)."""
         self.gateway_url = gateway_url.rstrip("/")
         # Updates produced while offline wait here and go as one batch per pool on reconnect.
         self.spool = OfflineSpool(spool_dir) if spool_dir is not None else None
@@ -147,6 +160,20 @@ class DropboxClient:
         self._result_ids: set[str] = set()
         self._result_queues: dict[str, collections.deque] = collections.defaultdict(collections.deque)
         self.duplicate_results = 0
+        if feed_state is None and spool_dir is not None:
+            feed_state = Path(spool_dir).parent / "feed.json"
+        self.feed = ResultFeed(feed_state, confirm=confirm_results)
+        self.gap_wait = gap_wait
+        self.poll_seconds = poll_seconds
+        self.token_ttl: float | None = None  # the access token's lifetime (expires_in), for reauth timing
+        self.watch_pools: set[str] = set()  # pools the keeper polls (seen in results, or watch())
+        self.acked: dict[str, int] = {}  # per pool, the last seq ack-result answered
+        self.reauths = self.gap_fills = 0
+        self._wake = threading.Event()  # token-expired or a gap: the keeper acts now
+        self._token_expired = False
+        self._refused_unauthorized = False  # the last connect was refused: refresh before the next
+        self._keeper: threading.Thread | None = None
+        self._stop = threading.Event()
 
     # --- URLs ------------------------------------------------------------------------------
 
@@ -198,6 +225,7 @@ class DropboxClient:
         self.refresh_token = body.get("refresh_token") or self.refresh_token
         expires_in = body.get("expires_in")
         self.token_expires_at = time.time() + float(expires_in) if isinstance(expires_in, int | float) else None
+        self.token_ttl = float(expires_in) if isinstance(expires_in, int | float) else None
 
     def signup(self, user_name: str, password: str) -> dict[str, Any]:
         body = self._json(self.http.post(f"{self.auth_url}/auth/signup",
@@ -265,36 +293,63 @@ class DropboxClient:
     # --- socket ----------------------------------------------------------------------------
 
     def _auth_payload(self) -> dict[str, Any]:
-        # Called by python-socketio on every (re)connect: a token about to expire is renewed
-        # first, so a reconnect after hours away is not refused.
-        if self.refresh_token and self.token_expiring():
+        # Called by python-socketio on every (re)connect: a token about to expire, or one the last
+        # connect was refused with, is renewed first, so a reconnect after hours away is not refused.
+        if self.refresh_token and (self.token_expiring(self.reauth_margin()) or self._refused_unauthorized):
+            self._refused_unauthorized = False
             self._renew(self.token)
         payload: dict[str, Any] = {"token": self.token}
         if self._results_since is not None:
             payload["results_since"] = self._results_since
+        # What the feed already has: the gateway's catch-up starts after it when that is past the ack.
+        last = self.feed.last_seqs()
+        if last:
+            payload["results_after"] = last
         return payload
 
     def connect(self, results_since: str | dict[str, str] | None = None, *,
                 wait_timeout: float = 10.0) -> None:
         """Open the socket (websocket transport) with the token; starts collecting events.
 
-        ``results_since``: an ISO time (every pool) or ``{pool_id: iso}``: the gateway re-sends the
-        results created since then; without it the gateway uses when this user was last connected.
+        On connect the gateway sends every result after this member's last ``ack-result`` (or since
+        it joined the pool); ``results_since`` is passed along for older gateways. A connect refused
+        ``unauthorized`` (a token revoked or expired early) refreshes once and tries again.
         """
         self._bearer()
         if self.sio is not None and self.sio.connected:
             return
         self._results_since = results_since
+        try:
+            self._open(wait_timeout)
+        except DropboxError as err:
+            if err.code != "unauthorized" or not self.refresh_token or not self._renew(self.token):
+                raise
+            self._open(wait_timeout)
+        self._stop.clear()
+        if self._keeper is None or not self._keeper.is_alive():
+            self._keeper = threading.Thread(target=self._keep_feed, name="feed-keeper", daemon=True)
+            self._keeper.start()
+
+    def _open(self, wait_timeout: float) -> None:
         sio = socketio.Client(reconnection=True, reconnection_attempts=0, reconnection_delay=0.5,
                               reconnection_delay_max=5, logger=False, engineio_logger=False)
         sio.on("connect", self._on_connect)
         sio.on("disconnect", self._on_disconnect)
         sio.on("file-status", self._on_file_status)
         sio.on("pool-result", self._on_pool_result)
+        sio.on("token-expired", self._on_token_expired)
         refusal: list[Any] = []
+
+        def on_connect_error(data: Any = None) -> None:
+            refusal.append(data)
+            # A reconnect refused for its token: the next attempt (python-socketio's loop calls
+            # _auth_payload again) refreshes first.
+            if refusal_error(data, "").code == "unauthorized":
+                self._refused_unauthorized = True
+
         # The gateway refuses with {"message", "data": {"code", "message", ...}}; python-socketio
         # hands it to the connect_error handler only, not to the exception connect() raises.
-        sio.on("connect_error", lambda data=None: refusal.append(data))
+        sio.on("connect_error", on_connect_error)
         try:
             sio.connect(self.gateway_url, auth=self._auth_payload, transports=["websocket"],
                         wait_timeout=wait_timeout)
@@ -304,10 +359,19 @@ class DropboxClient:
         self.sio = sio
 
     def disconnect(self) -> None:
+        self._stop.set()
+        self._wake.set()
         sio, self.sio = self.sio, None
         if sio is not None:
             # shutdown also stops a reconnection loop that runs after a lost connection.
             sio.shutdown()
+        keeper = self._keeper
+        if keeper is not None and keeper is not threading.current_thread():
+            keeper.join(timeout=5)
+        try:
+            self.feed.flush()
+        except OSError as exc:  # the state is saved again next time; results then come again
+            log.warning("feed state not saved: %s", exc)
 
     @property
     def connected(self) -> bool:
@@ -318,9 +382,10 @@ class DropboxClient:
             self._connected = True
             self._generation += 1
             # Only the first connection uses the caller's results_since; reconnects rely on the
-            # gateway's last-seen (duplicates are dropped by result_id).
+            # gateway's catch-up from the acks (duplicates are dropped by seq).
             self._results_since = None
             self._cond.notify_all()
+        self._token_expired = False
         if self.auto_flush and self.spool is not None and self.spool.pools():
             # Not in the event handler's thread: an upload waits for acks this thread delivers.
             threading.Thread(target=self._flush_quietly, name="spool-flush", daemon=True).start()
@@ -329,6 +394,11 @@ class DropboxClient:
         with self._cond:
             self._connected = False
             self._cond.notify_all()
+
+    def _on_token_expired(self, *_: Any) -> None:
+        # Not here (the event's thread): the keeper refreshes and sends reauth at once.
+        self._token_expired = True
+        self._wake.set()
 
     def _on_file_status(self, data: dict[str, Any]) -> None:
         if not isinstance(data, dict) or "file_id" not in data:
@@ -340,14 +410,130 @@ class DropboxClient:
     def _on_pool_result(self, data: dict[str, Any]) -> None:
         if not isinstance(data, dict) or "result_id" not in data:
             return
-        with self._cond:
+        seq = data.get("seq")
+        if isinstance(seq, int) and not isinstance(seq, bool) and seq >= 1 and isinstance(data.get("pool_id"), str):
+            self.watch_pools.add(data["pool_id"])
+            outcome = self.feed.offer(data, self._hand_over)
+            if outcome == GAP:
+                self._wake.set()
+            elif outcome != NEW:
+                with self._cond:
+                    self.duplicate_results += 1
+            return
+        with self._cond:  # no seq (an older gateway): deduplicated by result_id
             if data["result_id"] in self._result_ids:
                 self.duplicate_results += 1
                 return
+        self._hand_over(data)
+
+    def _hand_over(self, data: dict[str, Any]) -> None:
+        """One result, in seq order, to the application (``wait_result``, ``results_received``)."""
+        with self._cond:
             self._result_ids.add(data["result_id"])
             self.results_received.append(data)
             self._result_queues[str(data.get("pool_id"))].append(data)
             self._cond.notify_all()
+
+    def result_done(self, result: dict[str, Any]) -> None:
+        """(``confirm_results``) The application finished ``result``: saved and acknowledged soon."""
+        seq = result.get("seq")
+        if isinstance(seq, int):
+            self.feed.done(str(result.get("pool_id")), seq)
+
+    def watch(self, pool_id: str) -> None:
+        """Poll ``pool_id`` for results now and then even when none comes live (see poll_seconds)."""
+        self.watch_pools.add(pool_id)
+        self._wake.set()
+
+    # --- the keeper: reauth, gap fills, polls, acks (one thread per connected client) ----------
+
+    def reauth_margin(self) -> float:
+        """How long before its expiry the access token is renewed: a third of its lifetime, 1-60 s."""
+        ttl = self.token_ttl or 900.0
+        return max(1.0, min(60.0, ttl / 3))
+
+    def _keep_feed(self) -> None:
+        stalled: dict[str, tuple[int, float]] = {}  # pool -> (last seq, since when) while a gap is open
+        polled: dict[str, float] = {}
+        acked_at = 0.0
+        while not self._stop.is_set():
+            self._wake.wait(0.25)
+            self._wake.clear()
+            if self._stop.is_set() or not self._connected:
+                continue
+            try:
+                if self._token_expired or (self.refresh_token and self.token_expiring(self.reauth_margin())):
+                    self._reauth()
+                now = time.monotonic()
+                gaps = self.feed.gaps()
+                for pool_id in list(stalled):
+                    if pool_id not in gaps:
+                        del stalled[pool_id]
+                for pool_id, last in gaps.items():
+                    seen = stalled.get(pool_id)
+                    if seen is None or seen[0] != last:
+                        stalled[pool_id] = (last, now)  # still moving: the catch-up may close it
+                    elif now - seen[1] >= self.gap_wait:
+                        self.fill(pool_id)
+                        stalled.pop(pool_id, None)
+                        polled[pool_id] = now
+                for pool_id in list(self.watch_pools):
+                    # The first poll a while after the pool is first seen: at connect the gateway's
+                    # catch-up is sending what this client missed.
+                    if now - polled.setdefault(pool_id, now) > self.poll_seconds:
+                        polled[pool_id] = now
+                        if pool_id not in gaps:
+                            self.fill(pool_id)
+                if now - acked_at >= 1.0:
+                    acked_at = now
+                    self.send_acks()
+            except DropboxError as err:  # a lost connection, overloaded: a later round tries again
+                log.info("feed keeper: %s %s", err.code, err.message)
+                self._stop.wait(1.0)
+            except Exception:  # noqa: BLE001 - the keeper must outlive any one failure
+                log.exception("feed keeper failed a round")
+
+    def _reauth(self) -> None:
+        """A fresh access token (refresh) on the open socket (SPEC reauth)."""
+        if self.refresh_token and (self._token_expired or self.token_expiring(self.reauth_margin())):
+            with self._refresh_lock:
+                if self.token_expiring(self.reauth_margin()) or self._token_expired:
+                    self._refresh_locked()
+        self.call("reauth", {"token": self.token})
+        self._token_expired = False
+        self.reauths += 1
+
+    def fill(self, pool_id: str, limit: int = 1000) -> int:
+        """Fetch the pool's results after the feed's last seq, every page, into the feed."""
+        offered = 0
+        after = self.feed.last_seq(pool_id)
+        self.gap_fills += 1
+        while True:
+            page = self.results_page(pool_id, after_seq=after, limit=limit)
+            for result in page.get("results") or []:
+                if isinstance(result, dict):
+                    self._on_pool_result(result)
+                    offered += 1
+            next_seq = page.get("next_seq")
+            if not page.get("more") or not isinstance(next_seq, int) or next_seq <= after:
+                return offered
+            after = next_seq
+
+    def send_acks(self) -> None:
+        """``ack-result`` for every pool whose finished seq moved since its last ack (the feed state
+        is saved first: an ack never runs ahead of what this client would remember after a crash)."""
+        done = self.feed.flush()
+        for pool_id, seq in done.items():
+            if seq > self.acked.get(pool_id, 0):
+                try:
+                    ack = self.call("ack-result", {"pool_id": pool_id, "seq": seq})
+                except DropboxError as err:
+                    if err.code in ("forbidden", "bad_request"):  # no longer a member; a reset pool
+                        self.acked[pool_id] = seq
+                        continue
+                    raise
+                acked = ack.get("acked_seq")
+                self.acked[pool_id] = acked if isinstance(acked, int) else seq
 
     def wait_connected(self, timeout: float) -> None:
         with self._cond:
@@ -617,11 +803,28 @@ class DropboxClient:
     def history(self) -> list[dict[str, Any]]:
         return self.call("get-history", {})["files"]
 
-    def results(self, pool_id: str, since: str | None = None) -> list[dict[str, Any]]:
+    def results_page(self, pool_id: str, *, since: str | None = None, after_seq: int | None = None,
+                     limit: int | None = None) -> dict[str, Any]:
+        """SPEC's get-results: one page ``{results, next_seq, more}``."""
         payload: dict[str, Any] = {"pool_id": pool_id}
         if since:
             payload["since"] = since
-        return self.call("get-results", payload)["results"]
+        if after_seq is not None:
+            payload["after_seq"] = after_seq
+        if limit is not None:
+            payload["limit"] = limit
+        return self.call("get-results", payload)
+
+    def results(self, pool_id: str, since: str | None = None, after_seq: int = 0) -> list[dict[str, Any]]:
+        """Every result of the pool (after ``after_seq``, created after ``since``), all pages."""
+        found: list[dict[str, Any]] = []
+        while True:
+            page = self.results_page(pool_id, since=since, after_seq=after_seq, limit=1000)
+            found.extend(page.get("results") or [])
+            next_seq = page.get("next_seq")
+            if not page.get("more") or not isinstance(next_seq, int) or next_seq <= after_seq:
+                return found
+            after_seq = next_seq
 
     def alive(self) -> dict[str, Any]:
         return self.call("alive", {})

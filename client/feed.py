@@ -14,6 +14,12 @@ gateways and restarts of its own process:
 Memory is bounded: one integer per pool, plus at most ``max_waiting`` results
 held back per pool while a gap is filled (past that they are dropped: the fetch
 that fills the gap returns them again, in order).
+
+With ``confirm=True`` the state on disk (and what the client acknowledges) is what the
+application said it finished (``done``), not what was handed to it: a result handed over
+but not yet finished (a download under way) when the process dies comes again after a
+restart, since the feed starts from the finished seq and the gateway re-sends after the
+acknowledged one.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ NEW, DUPLICATE, GAP = "new", "duplicate", "gap"
 
 class ResultFeed:
     def __init__(self, state_file: str | os.PathLike | None = None, *, max_waiting: int = 1000,
-                 save_every: int = 100, save_seconds: float = 1.0) -> None:
+                 save_every: int = 100, save_seconds: float = 1.0, confirm: bool = False) -> None:
         self.path = Path(state_file) if state_file is not None else None
         self.max_waiting = max_waiting  # held-back results per pool while a gap is filled
         # An fsync per result would cap a 10,000-result catch-up at the disk's fsync rate: the state
@@ -42,7 +48,10 @@ class ResultFeed:
         self.save_every, self.save_seconds = save_every, save_seconds
         self._unsaved, self._saved_at = 0, time.monotonic()
         self._lock = threading.Lock()
-        self._last: dict[str, int] = self._load()
+        self._last: dict[str, int] = self._load()  # handed to the application, per pool
+        # Finished by the application (saved, acknowledged): ``_last`` unless ``confirm``.
+        self.confirm = confirm
+        self._done: dict[str, int] = dict(self._last)
         self._waiting: dict[str, dict[int, dict[str, Any]]] = {}
         self.duplicates = 0
 
@@ -68,7 +77,7 @@ class ResultFeed:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".feed-")
         try:
             with os.fdopen(fd, "w") as f:
-                json.dump(self._last, f)
+                json.dump(self._done, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
@@ -116,22 +125,51 @@ class ResultFeed:
             for item in ready:
                 deliver(item)
             self._last[pool_id] = last
-            self._unsaved += len(ready)
-            if self._unsaved >= self.save_every or time.monotonic() - self._saved_at >= self.save_seconds:
-                self._save()
+            if not self.confirm:
+                self._done[pool_id] = last
+                self._count_unsaved(len(ready))
             return NEW
+
+    def _count_unsaved(self, count: int) -> None:
+        self._unsaved += count
+        if self._unsaved >= self.save_every or time.monotonic() - self._saved_at >= self.save_seconds:
+            self._save()
+
+    def done(self, pool_id: str, seq: int) -> None:
+        """(``confirm``) The application finished every result of ``pool_id`` up to ``seq``."""
+        with self._lock:
+            seq = min(seq, self._last.get(pool_id, 0))  # never past what was handed over
+            if seq > self._done.get(pool_id, 0):
+                self._done[pool_id] = seq
+                self._count_unsaved(1)
+
+    def done_seqs(self) -> dict[str, int]:
+        """The finished seq per pool (what the client may acknowledge)."""
+        with self._lock:
+            return dict(self._done)
+
+    def last_seqs(self) -> dict[str, int]:
+        """The last seq handed to the application per pool (what a connect says it has)."""
+        with self._lock:
+            return dict(self._last)
+
+    def gaps(self) -> dict[str, int]:
+        """Pools with results held back behind a gap: ``{pool_id: last seq handed over}``."""
+        with self._lock:
+            return {pool: self._last.get(pool, 0) for pool, waiting in self._waiting.items() if waiting}
 
     def flush(self) -> dict[str, int]:
         """Save now; answers the saved last ``seq`` per pool (what the client may ``ack-result``)."""
         with self._lock:
             if self._unsaved:
                 self._save()
-            return dict(self._last)
+            return dict(self._done)
 
     def seed(self, pool_id: str, last_seq: int) -> None:
         """Start a pool's feed at ``last_seq`` (e.g. a member that only wants results from now on)."""
         with self._lock:
             if last_seq > self._last.get(pool_id, 0):
                 self._last[pool_id] = last_seq
+                self._done[pool_id] = max(last_seq, self._done.get(pool_id, 0))
                 self._save()
             self._waiting.pop(pool_id, None)

@@ -209,6 +209,7 @@ export class Gateway extends EventTarget {
     this.socket.on("connect_error", (err) => fire("connect_error", err));
     this.socket.on("file-status", (m) => fire("file-status", m));
     this.socket.on("pool-result", (m) => fire("pool-result", m));
+    this.socket.on("group-status", (m) => fire("group-status", m));
   }
 
   get connected() { return this.socket.connected; }

@@ -27,6 +27,7 @@ setSessionHooks({
     admin.onFileStatus(msg);
   },
   poolResult: pools.onPoolResult,
+  groupStatus: pools.onGroupStatus,
   rerender: route,
 });
 

@@ -30,6 +30,7 @@ export const myPoolRole = (id) => state.pools.find((p) => p.pool_id === id)?.rol
 const hooks = {
   fileStatus: () => {},  // a file-status push
   poolResult: () => {},  // a pool-result push
+  groupStatus: () => {}, // a group-status push
   rerender: () => {},    // show the current route again (the router's route())
 };
 
@@ -101,5 +102,6 @@ function connectGateway(token) {
     });
     gw.addEventListener("file-status", (e) => hooks.fileStatus(e.detail));
     gw.addEventListener("pool-result", (e) => hooks.poolResult(e.detail));
+    gw.addEventListener("group-status", (e) => hooks.groupStatus(e.detail));
   });
 }

@@ -92,3 +92,32 @@ export function onPoolResult(msg) {
   const groups = document.querySelector(`[data-groups-for="${CSS.escape(msg.pool_id)}"]`);
   if (groups) loadGroups(groups, msg.pool_id);
 }
+
+// Pools whose group table waits for a reload after group-status pushes: one reload per pool
+// at most every 2 s, however many groups change (a burst of pushes is one request).
+const groupReloads = new Map();
+
+/** A group-status push (SPEC): the group's row follows at once (a new group: the table reloads,
+ * debounced); a failed or short group is also told. */
+export function onGroupStatus(msg) {
+  if (!msg || !msg.pool_id || !msg.group_id || typeof msg.status !== "string") return;
+  const box = document.querySelector(`[data-groups-for="${CSS.escape(msg.pool_id)}"]`);
+  const row = box?.querySelector(`tr[data-group-id="${CSS.escape(msg.group_id)}"]`);
+  const badge = row?.querySelector(".badge");
+  if (badge) {
+    badge.textContent = msg.short ? `${msg.status} (short)` : msg.status;
+    badge.className = "badge group-" + msg.status;
+  } else if (box && !groupReloads.has(msg.pool_id)) {
+    groupReloads.set(msg.pool_id, setTimeout(() => {
+      groupReloads.delete(msg.pool_id);
+      const now = document.querySelector(`[data-groups-for="${CSS.escape(msg.pool_id)}"]`);
+      if (now) loadGroups(now, msg.pool_id);
+    }, 2000));
+  }
+  if (msg.status === "failed" || msg.short) {
+    const why = msg.status === "failed" ? `failed${msg.reason ? ` (${msg.reason})` : ""}`
+      : `${msg.status}, short of contributors`;
+    notify(`Group ${msg.group_id} in pool ${poolName(msg.pool_id)}: ${why}`,
+      { kind: msg.status === "failed" ? "error" : "info" });
+  }
+}

@@ -266,7 +266,9 @@ class Store:
                 " COALESCE(array_agg(m.pool_id ORDER BY m.pool_id) FILTER (WHERE m.pool_id IS NOT NULL),"
                 "          '{}') AS pool_ids,"
                 " COALESCE(array_agg(m.role ORDER BY m.pool_id) FILTER (WHERE m.pool_id IS NOT NULL),"
-                "          '{}') AS pool_roles"
+                "          '{}') AS pool_roles,"
+                " COALESCE(array_agg(EXTRACT(EPOCH FROM m.added)::float8 ORDER BY m.pool_id)"
+                "          FILTER (WHERE m.pool_id IS NOT NULL), '{}') AS pool_joined"
                 " FROM users u LEFT JOIN pool_members m ON m.user_id = u.user_id"
                 " WHERE u.user_id = %(uid)s GROUP BY u.user_id",
                 {"jti": jti, "uid": user_id, "sid": session_id, "issued": issued_ms})
@@ -274,8 +276,10 @@ class Store:
         if row is None or row["revoked"]:
             return None
         return {"user_id": row["user_id"], "user_name": row["user_name"], "role": row["role"],
-                "pools": [{"pool_id": p, "role": r} for p, r in zip(row["pool_ids"], row["pool_roles"],
-                                                                   strict=True)]}
+                # joined: when the membership began (the gateway's catch-up for a member that never
+                # acknowledged a result starts there).
+                "pools": [{"pool_id": p, "role": r, "joined": j}
+                          for p, r, j in zip(row["pool_ids"], row["pool_roles"], row["pool_joined"], strict=True)]}
 
     def user_by_id(self, user_id: str) -> dict | None:
         with self._cursor() as cur:

@@ -28,6 +28,8 @@ class Identity:
     session_id: str | None = None  # the login the token belongs to
     issued_at: float | None = None  # epoch seconds, to the millisecond
     expires_at: int | None = None  # epoch seconds
+    # pool_id -> when the membership began (epoch seconds), when auth says (its validate does).
+    joined: dict[str, float] = field(default_factory=dict)
 
     @property
     def is_admin(self) -> bool:
@@ -50,6 +52,8 @@ class Identity:
             session_id=doc.get("session_id"),
             issued_at=doc.get("issued_at"),
             expires_at=doc.get("expires_at"),
+            joined={str(p["pool_id"]): float(p["joined"]) for p in doc.get("pools", [])
+                    if isinstance(p.get("joined"), int | float) and not isinstance(p.get("joined"), bool)},
         )
 
 

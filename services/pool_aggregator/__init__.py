@@ -9,7 +9,9 @@ Publishes: ``FileGrouped``, ``GroupChanged``, ``ResultPublished``, ``AuditRecord
 Owns: MongoDB collections ``groups`` (one document per pool window, with counters),
 ``group_files`` (a group's files, one document per file), ``group_slices`` (which
 slices of files are counted in their group), ``results`` (numbered by ``seq`` per pool)
-and ``result_counters`` (each pool's last ``seq``).
+``result_counters`` (each pool's last ``seq``) and ``acks`` (each member's acknowledged
+``seq`` per pool, moved forward only; internal routes ``/internal/pools/<id>/acks/<user_id>``
+called by the gateway for ``ack-result`` and the catch-up on connect).
 Transitions: open -> ready (time, quorum, ``close``) or failed (quorum not met);
 ready -> processing (a lease); processing -> done (result stored and numbered), ready
 (lease expired) or failed; failed -> ready (``retry``). Each publishes ``GroupChanged``.

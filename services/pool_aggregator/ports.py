@@ -107,6 +107,19 @@ class GroupStore(Protocol):
     def list_results(self, pool_id: str, *, since: float | None = None, after_seq: int = 0,
                      limit: int = 100) -> list[Doc]: ...
 
+    def last_seq(self, pool_id: str) -> int:
+        """The highest seq a reader can see in the pool (0 before its first result)."""
+        ...
+
+    # --- acks (the feed: what each member has acknowledged, durably)
+    def ack(self, pool_id: str, user_id: str, seq: int, now: float) -> int:
+        """The member's ack moved forward to ``seq`` (never back); the ack after the write."""
+        ...
+
+    def acked(self, pool_id: str, user_id: str) -> int | None:
+        """The member's acknowledged seq; None when it never acknowledged one."""
+        ...
+
 
 class ResultUploader(Protocol):
     """file_uploader's internal upload routes: a result is stored like any other file.

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from services.common import httpkit
+from services.common import httpkit, validation
 from services.common.httpkit import bad_request, forbidden, unauthorized
 
-from . import control, core, groups, results
+from . import acks, control, core, groups, results
 from .archive import archive_length, tar_stream
 from .deps import Deps
 
@@ -74,6 +74,12 @@ def operator(pool_id: str) -> str:
     if not identity.is_admin:
         raise forbidden("only an admin or the pool's processor may do this")
     return f"user:{identity.user_id}"
+
+
+def internal() -> None:
+    """Only our services (the gateway, for a member it identified) call the acks routes."""
+    common = deps().settings.common
+    httpkit.check_internal_key(common.internal_api_key, common.internal_api_key_previous)
 
 
 @bp.get("/pools/<pool_id>/groups")
@@ -146,3 +152,17 @@ def list_results(pool_id: str) -> Response:
     args = request.args
     return jsonify(results.list_results(deps(), pool_id, since_raw=args.get("since"),
                                         after_seq_raw=args.get("after_seq"), limit_raw=args.get("limit")))
+
+
+@bp.get("/internal/pools/<pool_id>/acks/<user_id>")
+def get_ack(pool_id: str, user_id: str) -> Response:
+    internal()
+    return jsonify(acks.acked(deps(), validation.check_id(pool_id, "pool_id"),
+                              validation.check_id(user_id, "user_id")))
+
+
+@bp.put("/internal/pools/<pool_id>/acks/<user_id>")
+def put_ack(pool_id: str, user_id: str) -> Response:
+    internal()
+    return jsonify(acks.ack(deps(), validation.check_id(pool_id, "pool_id"), validation.check_id(user_id, "user_id"),
+                            httpkit.json_body()))

@@ -1,6 +1,6 @@
 """The one module owning pool_aggregator's MongoDB collections.
 
-``groups``, ``group_files``, ``group_slices`` and ``results``.
+``groups``, ``group_files``, ``group_slices``, ``results``, ``result_counters`` and ``acks``.
 
 Several aggregator processes share these collections, so every state change is
 one conditional update whose filter names the state it leaves: of two
@@ -20,6 +20,14 @@ Group membership (``group_files``), one document per file::
     {_id: file_id, group_id, pool_id, owner_id, timestamp, ts, size, sha256, file_name, late, slice, at}
 
 Recorded slices (``group_slices``): ``{_id: slice id, group_id}``.
+
+Acknowledged results (``acks``), one document per (pool, member)::
+
+    {_id: "<pool_id>:<user_id>", pool_id, user_id, seq, updated}
+
+``seq`` only grows (``$max``): of two gateways writing acks of one member at once, the
+higher wins whatever the order. MongoDB keeps it on disk for as long as the pool lives
+(months), unlike the gateway's Redis.
 
 Groups written before ``group_files`` existed carry ``files: [entry]`` instead;
 they are still read (see ``files_of`` and ``_legacy_memberships``).
@@ -56,6 +64,7 @@ class MongoGroupStore:
         self._legacy: bool | None = None  # any group with embedded files? (asked once)
         self.results = db["results"]
         self.counters = db["result_counters"]
+        self.acks = db["acks"]
 
     def ensure_indexes(self) -> None:
         self.groups.create_index([("pool_id", pymongo.ASCENDING), ("status", pymongo.ASCENDING)])
@@ -425,3 +434,24 @@ class MongoGroupStore:
         if since is not None:
             query["created_ts"] = {"$gt": since}
         return list(self.results.find(query).sort("seq", pymongo.ASCENDING).limit(limit))
+
+    def last_seq(self, pool_id: str) -> int:
+        """The highest seq a reader can see in the pool (0 before its first result)."""
+        doc = self.results.find_one({"pool_id": pool_id, "stored": True, "seq": {"$ne": None}}, {"seq": 1},
+                                    sort=[("seq", pymongo.DESCENDING)])
+        return int(doc["seq"]) if doc is not None else 0
+
+    # --- acks: the last seq each member acknowledged, per pool -------------
+
+    def ack(self, pool_id: str, user_id: str, seq: int, now: float) -> int:
+        """Move the member's ack forward to ``seq`` (never back); answers the ack after the write."""
+        doc = self.acks.find_one_and_update(
+            {"_id": f"{pool_id}:{user_id}"},
+            {"$max": {"seq": seq, "updated": now}, "$setOnInsert": {"pool_id": pool_id, "user_id": user_id}},
+            upsert=True, return_document=ReturnDocument.AFTER)
+        return int(doc["seq"]) if doc is not None else seq  # an upsert answers the document it wrote
+
+    def acked(self, pool_id: str, user_id: str) -> int | None:
+        """The member's acknowledged seq, or None when it never acknowledged one."""
+        doc = self.acks.find_one({"_id": f"{pool_id}:{user_id}"}, {"seq": 1})
+        return int(doc["seq"]) if doc is not None else None

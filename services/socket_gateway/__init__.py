@@ -15,18 +15,27 @@ or disabled token gets ``token-expired {}`` once, every event but ``reauth`` is 
 unless ``reauth`` succeeds; every chunk and completion of a pool upload asks auth whether its
 writer still contributes to the pool.
 
+Catch-up (``sockets.catch_up``): on connect (and after a reauth that ended an expiry) a member
+is sent every result of its pools after its last acknowledged ``seq`` (``ack-result``, kept by
+pool_aggregator), or created since it joined the pool (auth's ``joined``) when it never
+acknowledged one: all of them, in seq order, a page at a time, bounded per socket (one page in
+its queue) and per process (GATEWAY_MAX_CATCHUPS at once). The pool rooms are joined first, so
+a result published meanwhile comes live too; the client drops duplicates by ``seq``.
+
 Calls: auth ``/auth/validate`` (at connect, at reauth and on every pool event); reads auth's
 revocation list in Redis on every event (``services.common.revocations``, 1-s cache);
 file_uploader's internal ``/uploads`` routes (one writer = one socket sid; cancel);
-file_service_manager ``GET /files``; pool_aggregator ``GET /pools/<id>/results``.
+file_service_manager ``GET /files``; pool_aggregator ``GET /pools/<id>/results`` (as the member)
+and its internal ``/internal/pools/<id>/acks/<user_id>`` (``ack-result``, catch-up start).
 
-Publishes: ``AuditRecorded`` (``result_delivered``, live and on connect); no other message.
+Publishes: ``AuditRecorded`` (``result_delivered``: one per live broadcast, one per catch-up page);
+no other message.
 
-Owns: Redis ``{prefix}:socketio`` (the socket.io message-queue channel) and
-``{prefix}:gw:seen:<user_id>:<pool_id>`` (when a member was last connected, for offline
-delivery of pool results). Serves frontend/ at ``/`` and ``/config.json``.
+Owns: nothing stored. Uses Redis: ``{prefix}:socketio`` (the socket.io message-queue channel) and
+auth's revocation list (read, ``store.py``).
+Serves frontend/ at ``/`` and ``/config.json``.
 
 Shape: ``events.py`` maps each event of ``socket_events.json`` to a use case of
 ``sockets.py``; ``handlers.py`` the consumed messages; ``routes.py`` the dashboard;
-``store.py`` the only Redis code; ``server.py`` eventlet's WSGI server.
+``store.py`` the Redis connection; ``server.py`` eventlet's WSGI server.
 """

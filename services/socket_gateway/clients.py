@@ -43,7 +43,27 @@ class FileManagerClient(_ServiceClient):
 class AggregatorClient(_ServiceClient):
     service = "pool_aggregator"
 
-    def results(self, pool_id: str, token: str, since: str | None = None) -> dict[str, Any]:
-        params = {"since": since} if since else None
-        return self.call("GET", f"/pools/{pool_id}/results", params=params,
-                          headers={"Authorization": f"Bearer {token}"})
+    def __init__(self, base_url: str, internal_key: str, timeout: float = 30.0, pool_size: int = 64) -> None:
+        super().__init__(base_url, timeout=timeout, pool_size=pool_size)
+        self.internal_key = internal_key
+
+    def results(self, pool_id: str, token: str, since: str | None = None, after_seq: int | None = None,
+                limit: int | None = None) -> dict[str, Any]:
+        params: dict[str, str] = {}
+        if since:
+            params["since"] = since
+        if after_seq is not None:
+            params["after_seq"] = str(after_seq)
+        if limit is not None:
+            params["limit"] = str(limit)
+        return self.call("GET", f"/pools/{pool_id}/results", params=params or None,
+                         headers={"Authorization": f"Bearer {token}"})
+
+    def ack(self, pool_id: str, user_id: str, seq: int) -> dict[str, Any]:
+        return self.call("PUT", f"/internal/pools/{pool_id}/acks/{user_id}", json={"seq": seq},
+                         headers={"X-Internal-Key": self.internal_key})
+
+    def acked(self, pool_id: str, user_id: str) -> int | None:
+        found = self.call("GET", f"/internal/pools/{pool_id}/acks/{user_id}",
+                          headers={"X-Internal-Key": self.internal_key}).get("acked_seq")
+        return int(found) if isinstance(found, int) and not isinstance(found, bool) else None

@@ -58,10 +58,6 @@ class Settings:
     cors_allowed_origins: str
     ping_interval: float
     ping_timeout: float
-    # Extra allowance when re-sending results a member may have missed (RabbitMQ backlog
-    # between a result's creation and its emit). Redelivery is deduplicated by the client.
-    delivery_slack_seconds: float
-    seen_ttl_seconds: int
     frontend_dir: Path
     http_timeout: float
     public_auth_url: str
@@ -99,14 +95,19 @@ class Settings:
     # SPEC's token-expired: a socket whose token expired or was revoked is refused every event
     # but reauth and disconnected this long after (unless reauth succeeds). Only tests shorten it.
     reauth_grace_seconds: float = 30.0
+    # The catch-up on connect (sockets.catch_up): results fetched and sent a page at a time (one
+    # page held per socket); at most max_catchups sockets catch up at once per process (the
+    # others wait their turn holding nothing); the next page is fetched only once the socket's
+    # queue of unsent packets is down to catchup_backlog, waiting at most catchup_drain_seconds
+    # for it (a client that does not read ends its catch-up; it fills the gap itself later).
+    catchup_page: int = 200
+    max_catchups: int = 16
+    catchup_backlog: int = 400
+    catchup_drain_seconds: float = 30.0
 
     @property
     def max_http_buffer_size(self) -> int:
         return self.max_chunk_bytes + CHUNK_HEADROOM
-
-    @property
-    def redelivery_margin_seconds(self) -> float:
-        return self.ping_interval + self.ping_timeout + self.delivery_slack_seconds
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -121,8 +122,6 @@ class Settings:
             cors_allowed_origins=",".join(allowed_origins(env, "GATEWAY_CORS_ORIGINS", common.cors_origins)),
             ping_interval=_bounded(env, "GATEWAY_PING_INTERVAL", 25.0, 1.0, MAX_PING_SECONDS),
             ping_timeout=_bounded(env, "GATEWAY_PING_TIMEOUT", 20.0, 1.0, MAX_PING_SECONDS),
-            delivery_slack_seconds=env_float(env, "GATEWAY_DELIVERY_SLACK", 30.0),
-            seen_ttl_seconds=env_int(env, "GATEWAY_SEEN_TTL", 90 * 24 * 3600, minimum=60),
             frontend_dir=Path(env_str(env, "FRONTEND_DIR", str(REPO_ROOT / "frontend"))),
             http_timeout=env_float(env, "GATEWAY_HTTP_TIMEOUT", 30.0),
             public_auth_url=env_str(env, "PUBLIC_AUTH_URL", common.auth_url),
@@ -142,6 +141,11 @@ class Settings:
             header_timeout=_bounded(env, "GATEWAY_HEADER_TIMEOUT", 10.0, 0.5, 300.0),
             socket_timeout=_bounded(env, "GATEWAY_SOCKET_TIMEOUT", 60.0, 1.0, 3600.0),
             reauth_grace_seconds=_bounded(env, "GATEWAY_REAUTH_GRACE_SECONDS", 30.0, 0.5, 300.0),
+            # pool_aggregator answers at most 1,000 results a page.
+            catchup_page=min(env_int(env, "GATEWAY_CATCHUP_PAGE", 200, minimum=1), 1000),
+            max_catchups=env_int(env, "GATEWAY_MAX_CATCHUPS", 16, minimum=1),
+            catchup_backlog=env_int(env, "GATEWAY_CATCHUP_BACKLOG", 400, minimum=1),
+            catchup_drain_seconds=_bounded(env, "GATEWAY_CATCHUP_DRAIN_SECONDS", 30.0, 0.1, 600.0),
         )
         if settings.assembly_budget_bytes < settings.max_http_buffer_size:
             raise ConfigError("GATEWAY_ASSEMBLY_BUDGET_BYTES must hold at least one whole chunk message "

@@ -1,4 +1,4 @@
-"""The gateway's pure logic: rooms, payload checks, error mapping, redelivery windows.
+"""The gateway's pure logic: rooms, payload checks, error mapping, where a catch-up starts.
 
 No I/O here: app.py and worker.py call these with what they read from the
 socket, auth, Redis and the queues.
@@ -9,7 +9,8 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from services.common import errors, timeutil, validation
@@ -208,53 +209,87 @@ def file_id_request(payload: Any) -> str:
     return check_id(_obj(payload).get("file_id"), "file_id")
 
 
-def results_request(payload: Any) -> tuple[str, str | None]:
+# pool_aggregator's page bounds (SPEC get-results: default 100).
+DEFAULT_RESULTS_PAGE, MAX_RESULTS_PAGE = 100, 1000
+# A seq fits a 64-bit database field.
+MAX_SEQ = 10**18 - 1
+
+
+def _seq(value: Any, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SEQ:
+        raise errors.bad_request(f"{name} must be an integer in [0, {MAX_SEQ}]")
+    return value
+
+
+@dataclass(frozen=True)
+class ResultsQuery:
+    pool_id: str
+    since: str | None = None
+    after_seq: int | None = None
+    limit: int = DEFAULT_RESULTS_PAGE
+
+
+def results_request(payload: Any) -> ResultsQuery:
+    """SPEC's get-results ``{pool_id, since?, after_seq?, limit?}``."""
     data = _obj(payload)
     pool_id = check_id(data.get("pool_id"), "pool_id")
     since = data.get("since")
-    return pool_id, (validation.check_timestamp(since, "since") if since is not None else None)
+    after = data.get("after_seq")
+    limit = data.get("limit")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)
+                              or not 1 <= limit <= MAX_RESULTS_PAGE):
+        raise errors.bad_request(f"limit must be an integer in [1, {MAX_RESULTS_PAGE}]")
+    return ResultsQuery(pool_id, validation.check_timestamp(since, "since") if since is not None else None,
+                        _seq(after, "after_seq") if after is not None else None,
+                        DEFAULT_RESULTS_PAGE if limit is None else limit)
 
 
-# --- offline delivery ----------------------------------------------------------------------
+def ack_request(payload: Any) -> tuple[str, int]:
+    """SPEC's ack-result ``{pool_id, seq}``."""
+    data = _obj(payload)
+    return check_id(data.get("pool_id"), "pool_id"), _seq(data.get("seq"), "seq")
 
 
-def results_since_from_auth(auth: Any, pools: list[str]) -> dict[str, str]:
-    """What the client says it has already seen: ``results_since`` is one ISO time for every
-    pool or ``{pool_id: iso}``; a legacy ``since`` applies to every pool. Bad values are ignored
-    (the stored last-seen still applies)."""
+# --- catch-up on connect ---------------------------------------------------------------------
+
+
+def results_after_from_auth(auth: Any, pools: list[str]) -> dict[str, int]:
+    """What the client says it already has: ``results_after`` ``{pool_id: seq}`` in the connect
+    payload (the last seq its feed saved, maybe ahead of its acks). Only shortens the catch-up
+    (the larger of it and the stored ack wins); bad values and other pools are ignored."""
     if not isinstance(auth, Mapping):
         return {}
-    given = auth.get("results_since", auth.get("since"))
-    out: dict[str, str] = {}
-    if isinstance(given, str):
-        given = {p: given for p in pools}
-    if isinstance(given, Mapping):
-        for pool_id, value in given.items():
-            if str(pool_id) in pools:
-                try:
-                    timeutil.parse(value)
-                except timeutil.BadTimestamp:
-                    continue
-                out[str(pool_id)] = value
+    given = auth.get("results_after")
+    if not isinstance(given, Mapping):
+        return {}
+    out: dict[str, int] = {}
+    for pool_id, value in list(given.items())[:len(pools) + 16]:  # bounded walk of a client's dict
+        if str(pool_id) in pools and isinstance(value, int) and not isinstance(value, bool) \
+                and 0 <= value <= MAX_SEQ:
+            out[str(pool_id)] = value
     return out
 
 
-def redelivery_since(last_seen: datetime | None, client_since: str | None,
-                     margin_seconds: float) -> str | None:
-    """From when to re-send a member's pool results on connect, or None for nothing.
+@dataclass(frozen=True)
+class CatchUpStart:
+    """Where a member's catch-up in one pool starts: results after ``after_seq`` (and, for a member
+    that never acknowledged one, created after ``since``: when it joined the pool)."""
 
-    Delivery is at-least-once. ``last_seen`` is written when a socket disconnects, but the
-    gateway notices a dead connection only after ping_interval + ping_timeout, and results
-    emitted to a dead socket in that time were lost; a result may also wait in RabbitMQ a while
-    between its creation and its emit. So we go back ``margin_seconds`` before last_seen; the
-    client drops duplicates by result_id. The client's own ``since`` wins when given (it knows
-    what it has). With neither, the membership's start is unknown: nothing is re-sent.
-    """
-    if client_since is not None:
-        return timeutil.iso(timeutil.parse(client_since))
-    if last_seen is None:
-        return None
-    return timeutil.iso(last_seen - timedelta(seconds=margin_seconds))
+    after_seq: int
+    since: str | None
+
+
+def catch_up_start(acked: int | None, client_after: int | None, joined: float | None) -> CatchUpStart:
+    """SPEC: every result after the last acknowledged seq; a member that never acknowledged gets
+    those created since it joined (all of them when auth does not say when: never fewer)."""
+    if acked is not None or client_after is not None:
+        return CatchUpStart(max(acked or 0, client_after or 0), None)
+    if joined is None:
+        return CatchUpStart(0, None)
+    try:
+        return CatchUpStart(0, timeutil.iso(datetime.fromtimestamp(joined, UTC)))
+    except (OverflowError, OSError, ValueError):  # a time out of datetime's range: all of them
+        return CatchUpStart(0, None)
 
 
 # --- notifications -------------------------------------------------------------------------
@@ -289,7 +324,7 @@ def group_status_rooms(pool_id: str) -> list[str]:
     return [pool_room(pool_id), ADMINS_ROOM]
 
 
-RESULT_EVENT_KEYS = ("pool_id", "group_id", "result_id", "file_name", "size", "sha256", "download_url")
+RESULT_EVENT_KEYS = ("pool_id", "group_id", "result_id", "seq", "file_name", "size", "sha256", "download_url")
 
 
 def pool_result_event(result: ResultPublished | Mapping[str, Any]) -> dict[str, Any]:

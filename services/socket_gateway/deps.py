@@ -14,7 +14,7 @@ from services.common.ports import AuthLookup
 from . import wsfast
 from .config import Settings
 from .local import LocalSockets
-from .ports import FileHistory, LastSeen, PoolResults, Revocations, Sockets, Uploader
+from .ports import FileHistory, PoolResults, Revocations, Sockets, Uploader
 
 
 class GatewayMetrics:
@@ -46,7 +46,6 @@ class Deps:
     uploader: Uploader
     history: FileHistory
     results: PoolResults
-    seen: LastSeen
     # The use cases' view of python-socketio (sessions, rooms, emits).
     sockets: Sockets
     local: LocalSockets

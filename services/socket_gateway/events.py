@@ -41,6 +41,7 @@ EVENTS: dict[str, sockets.Event] = {
     "cancel-upload": sockets.cancel_upload,
     "get-history": sockets.get_history,
     "get-results": sockets.get_results,
+    "ack-result": sockets.ack_result,
     "alive": sockets.alive,
     "reauth": sockets.reauth,
 }
@@ -110,6 +111,18 @@ class SocketServer:
 
     def emit(self, event: str, data: dict[str, Any], to: str | list[str]) -> None:
         self.server.emit(event, data, to=to)
+
+    def emit_local(self, event: str, data: dict[str, Any], sid: str) -> None:
+        self.server.emit(event, data, to=sid, ignore_queue=True)
+
+    def backlog(self, sid: str) -> int:
+        # engine.io's queue of packets for the socket, filled by emits, emptied by its writer task.
+        try:
+            eio_sid = self.server.manager.eio_sid_from_sid(sid, NAMESPACE)
+            socket = self.server.eio.sockets.get(eio_sid) if eio_sid else None
+            return int(socket.queue.qsize()) if socket is not None else 0
+        except (AttributeError, KeyError, NotImplementedError):
+            return 0
 
     def get_session(self, sid: str) -> dict[str, Any]:
         try:

@@ -25,7 +25,7 @@ from services.common.errors import ApiError
 
 from . import core
 from .deps import Deps
-from .ports import SocketToken, StoreError
+from .ports import SocketToken
 
 log = logging.getLogger("services.socket_gateway")
 
@@ -71,14 +71,10 @@ def expire(deps: Deps, sid: str, data: Mapping[str, Any], reason: str) -> bool:
     if not deps.local.mark_expired(sid, time.monotonic() + deps.settings.reauth_grace_seconds):
         return False
     if "user_id" in data:
+        # Out of every room: what its pools publish from now on comes in the catch-up a
+        # successful reauth starts (sockets.reauth), from the member's acks.
         for room in core.rooms_for(core.identity_from_session(data)):
             deps.sockets.leave_room(sid, room)
-        # As at a disconnect: results from now on are re-sent after a reauth (sockets.reauth).
-        pools = [p for p in data.get("pools") or {} if p not in deps.local.undelivered.get(sid, set())]
-        try:
-            deps.seen.touch(str(data["user_id"]), pools)
-        except StoreError as exc:
-            log.warning("last-seen not written", extra={"error": str(exc)})
     deps.sockets.emit("token-expired", {}, to=sid)
     deps.metrics.emits.labels("token-expired").inc()
     log.info("socket token no longer valid; grace started", extra={"sid": sid, "reason": reason})

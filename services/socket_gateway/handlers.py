@@ -27,7 +27,6 @@ from services.common.handlers import ConsumerSpec, bind
 
 from . import core
 from .deps import Deps
-from .ports import StoreError
 
 log = logging.getLogger("services.socket_gateway.handlers")
 
@@ -40,7 +39,7 @@ def on_file_status_changed(deps: Deps, message: FileStatusChanged) -> None:
 def on_result_published(deps: Deps, message: ResultPublished) -> None:
     deps.sockets.emit("pool-result", core.pool_result_event(message), to=core.pool_room(message.pool_id))
     deps.metrics.emits.labels("pool-result").inc()
-    # One record per broadcast (members reconnecting later get their own on_connect one).
+    # One record per broadcast (members catching up later get their own on_connect ones).
     deps.audit.record("result_delivered", actor="socket_gateway", file_id=message.result_id,
                       group_id=message.group_id, pool_id=message.pool_id, size=message.size,
                       sha256=message.sha256, delivery="live")
@@ -70,13 +69,8 @@ def on_membership_changed(deps: Deps, message: MembershipChanged) -> None:
             pools[message.pool_id] = message.role
         session["pools"] = pools
         deps.sockets.save_session(sid, session)
-    if message.role is not None:
-        # A new member is owed the pool's results from now on, even if it connects only later
-        # (first writer wins; every process sees this event).
-        try:
-            deps.seen.start_if_absent(message.user_id, message.pool_id)
-        except StoreError as exc:  # rooms are updated; offline delivery degrades
-            log.warning("membership start not recorded", extra={"error": repr(exc)})
+    # A new member is owed the pool's results from its membership's start (auth's ``joined``):
+    # a later connect's catch-up starts there when it has acknowledged none.
 
 
 NOTIFICATION_HANDLERS: dict[type[Message], Callable[[Deps, Any], None]] = {

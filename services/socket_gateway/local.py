@@ -12,7 +12,7 @@ import threading
 
 class LocalSockets:
     def __init__(self, max_inflight_per_socket: int, max_inflight: int, max_bytes_per_socket: int = 1 << 62,
-                 max_bytes: int = 1 << 62, max_deliveries: int = 16) -> None:
+                 max_bytes: int = 1 << 62, max_catchups: int = 16) -> None:
         self.max_inflight_per_socket = max_inflight_per_socket
         self.max_inflight = max_inflight
         self.max_bytes_per_socket = max_bytes_per_socket
@@ -21,9 +21,9 @@ class LocalSockets:
         # reconnecting client (a new sid) may resume at once instead of waiting for the writer
         # lock to expire.
         self.writing: dict[str, set[str]] = {}
-        # Pools whose offline delivery failed for a socket: their last-seen must not move on
-        # disconnect, or the results they missed would never be re-sent.
-        self.undelivered: dict[str, set[str]] = {}
+        # Each socket's latest catch-up (a counter): a catch-up goes on only while it is the
+        # socket's latest (a reauth after an expiry starts a new one; the old one stops).
+        self.catchups: dict[str, int] = {}
         # Events being handled, per socket and in all. python-socketio runs every event in a
         # task of its own with no limit; beyond these an event is answered `overloaded` at once.
         self.inflight: dict[str, int] = {}
@@ -40,14 +40,13 @@ class LocalSockets:
         # emptied on disconnect: bounded by the open sockets; the sweep (guard.sweep) reads them.
         self.expires: dict[str, float] = {}
         self.expired: dict[str, float] = {}
-        # Offline deliveries on connect running at once (each holds a page of results).
-        self.deliveries = threading.BoundedSemaphore(max_deliveries)
+        # Catch-ups on connect running at once (each holds a page of results): the others wait.
+        self.deliveries = threading.BoundedSemaphore(max_catchups)
         # Green threads switch only on I/O, but the consumers may run in real threads in tests.
         self._lock = threading.Lock()
 
-    def connected(self, sid: str, pools: set[str], expires_at: float | None = None) -> None:
+    def connected(self, sid: str, expires_at: float | None = None) -> None:
         self.writing[sid] = set()
-        self.undelivered[sid] = set(pools)
         if expires_at is not None:
             self.expires[sid] = expires_at
 
@@ -89,12 +88,13 @@ class LocalSockets:
     def holds(self, sid: str) -> bool:
         return sid in self.writing
 
-    def gone(self, sid: str) -> tuple[set[str], set[str]]:
-        """Forget a socket; returns (uploads it was writing, pools still undelivered)."""
+    def gone(self, sid: str) -> set[str]:
+        """Forget a socket; returns the uploads it was writing."""
         self.pool_uploads.pop(sid, None)
         self.expires.pop(sid, None)
         self.expired.pop(sid, None)
-        return self.writing.pop(sid, set()), self.undelivered.pop(sid, set())
+        self.catchups.pop(sid, None)
+        return self.writing.pop(sid, set())
 
     def wrote(self, sid: str, file_id: str) -> None:
         if sid in self.writing:  # not after a disconnect: nothing stays per old sid
@@ -104,14 +104,17 @@ class LocalSockets:
         self.writing.get(sid, set()).discard(file_id)
         self.pool_uploads.get(sid, {}).pop(file_id, None)
 
-    def redeliver(self, sid: str, pools: set[str]) -> None:
-        """A reauth after the grace began: these pools' results are re-sent (as on connect)."""
-        if sid in self.undelivered:
-            self.undelivered[sid] |= pools
+    def catch_up_started(self, sid: str) -> int:
+        """A new catch-up of the socket; its number (any older one of the socket stops)."""
+        with self._lock:
+            number = self.catchups.get(sid, 0) + 1
+            if sid in self.writing:  # not after a disconnect: nothing stays per old sid
+                self.catchups[sid] = number
+            return number
 
-    def delivered(self, sid: str, pools: list[str]) -> None:
-        if sid in self.undelivered:
-            self.undelivered[sid] -= set(pools)
+    def may_catch_up(self, sid: str, number: int) -> bool:
+        """Catch-up ``number`` may go on: the socket is here, its token good, and no newer one began."""
+        return sid in self.writing and sid not in self.expired and self.catchups.get(sid) == number
 
     def enter(self, sid: str, size: int = 0) -> bool:
         """Admit one event of ``size`` payload bytes, or refuse it (nothing is counted then)."""

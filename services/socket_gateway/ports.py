@@ -1,22 +1,17 @@
 """What the gateway's socket use cases and handlers need, as small Protocols.
 
 Real ones: ``clients.UploaderClient`` / ``FileManagerClient`` / ``AggregatorClient``
-(HTTP), ``store.SeenStore`` (Redis) and ``events.SocketServer`` (python-socketio);
+(HTTP) and ``events.SocketServer`` (python-socketio);
 in-memory ones for fast tests: ``services.common.testing.socket_gateway``. No
 socketio, redis or requests type appears here. Every call may raise
-``errors.ApiError`` (the answer the socket must see); a store raises ``StoreError``.
+``errors.ApiError`` (the answer the socket must see).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Protocol
-
-
-class StoreError(RuntimeError):
-    """The last-seen store did not answer (offline delivery degrades; nothing else stops)."""
 
 
 @dataclass(frozen=True)
@@ -68,27 +63,36 @@ class FileHistory(Protocol):
 
 
 class PoolResults(Protocol):
-    """pool_aggregator's ``GET /pools/<id>/results`` as a member."""
+    """pool_aggregator's result feed: ``GET /pools/<id>/results`` as a member (its token), and the
+    members' acks (internal routes: the gateway has identified the member)."""
 
-    def results(self, pool_id: str, token: str, since: str | None = None) -> dict[str, Any]: ...
+    def results(self, pool_id: str, token: str, since: str | None = None, after_seq: int | None = None,
+                limit: int | None = None) -> dict[str, Any]:
+        """A page ``{results, next_seq, more}`` in seq order."""
+        ...
 
+    def ack(self, pool_id: str, user_id: str, seq: int) -> dict[str, Any]:
+        """``{pool_id, acked_seq}``: the member's ack moved forward to ``seq`` (bad_request past the last)."""
+        ...
 
-class LastSeen(Protocol):
-    """When a member was last connected, per pool (offline delivery); raises StoreError."""
-
-    def get_many(self, user_id: str, pool_ids: list[str]) -> dict[str, datetime | None]: ...
-
-    def touch(self, user_id: str, pool_ids: Iterable[str], moment: datetime | None = None) -> None: ...
-
-    def start_if_absent(self, user_id: str, pool_id: str, moment: datetime | None = None) -> bool: ...
-
-    def ping(self) -> bool: ...
+    def acked(self, pool_id: str, user_id: str) -> int | None:
+        """The member's acknowledged seq, or None when it never acknowledged one."""
+        ...
 
 
 class Sockets(Protocol):
     """The Socket.IO server as the use cases see it: sessions, rooms, emits (the emitter)."""
 
     def emit(self, event: str, data: dict[str, Any], to: str | list[str]) -> None: ...
+
+    def emit_local(self, event: str, data: dict[str, Any], sid: str) -> None:
+        """To one socket this process holds, without the message queue every process reads
+        (a catch-up sends thousands: they need not cross Redis to every gateway)."""
+        ...
+
+    def backlog(self, sid: str) -> int:
+        """Packets queued for ``sid`` and not yet written to it (0 when unknown or gone)."""
+        ...
 
     def get_session(self, sid: str) -> dict[str, Any]:
         """The saved session; ``{}`` for a socket this process does not (or no longer) hold."""

@@ -20,12 +20,13 @@ from services.common.errors import ApiError
 
 from . import core, guard
 from .deps import Deps
-from .ports import StoreError
 
 log = logging.getLogger("services.socket_gateway")
 
-# How long offline delivery waits for python-socketio to finish the CONNECT handshake.
+# How long a catch-up waits for python-socketio to finish the CONNECT handshake.
 CONNECTED_WAIT_SECONDS = 5.0
+# How often a catch-up looks whether the socket's queue of unsent packets went down.
+DRAIN_POLL_SECONDS = 0.02
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def fresh_identity(deps: Deps, session: Session) -> Identity:
 
 
 def connect(deps: Deps, session: Session, auth: Any) -> None:
-    """Check the token with auth, save the identity, join the rooms, send what was missed."""
+    """Check the token with auth, save the identity, join the rooms, start the catch-up."""
     sid, metrics = session.sid, deps.metrics
     token = auth.get("token") if isinstance(auth, dict) else None
     if not isinstance(token, str) or not token:
@@ -151,89 +152,117 @@ def connect(deps: Deps, session: Session, auth: Any) -> None:
         raise ConnectRefused("unauthorized", "invalid or expired token")
     saved = core.identity_to_session(identity, token)
     deps.sockets.save_session(sid, saved)
+    # The pool rooms first, the catch-up after: a result published meanwhile comes live (maybe
+    # also in the catch-up: the client drops the duplicate by seq), never nowhere.
     for room in core.rooms_for(identity):
         deps.sockets.enter_room(sid, room)
-    deps.local.connected(sid, set(identity.pools), saved.get("expires_at"))
+    deps.local.connected(sid, saved.get("expires_at"))
     metrics.connects.labels("ok").inc()
     metrics.connected.inc()
     log.info("socket connected", extra={"sid": sid, "user_id": identity.user_id})
     pools = sorted(identity.pools)
-    client_since = core.results_since_from_auth(auth, pools)
-    # After connect returns python-socketio sends the CONNECT packet; the missed results must
-    # follow it, so they go out from a task of their own.
-    deps.sockets.start_background_task(deliver_missed, deps, sid, identity.user_id, token, pools, client_since)
+    client_after = core.results_after_from_auth(auth, pools)
+    # After connect returns python-socketio sends the CONNECT packet; the catch-up must follow
+    # it, so it goes out from a task of its own.
+    start_catch_up(deps, sid, identity, client_after)
 
 
-def deliver_missed(deps: Deps, sid: str, user_id: str, token: str, pools: list[str],
-                   client_since: dict[str, str]) -> int:
-    """Send this socket the results of its pools it may have missed while offline."""
+def start_catch_up(deps: Deps, sid: str, identity: Identity, client_after: dict[str, int]) -> None:
+    if not identity.pools:
+        return
+    number = deps.local.catch_up_started(sid)
+    deps.sockets.start_background_task(catch_up, deps, sid, number, identity.user_id, sorted(identity.pools),
+                                       client_after, dict(identity.joined))
+
+
+def catch_up(deps: Deps, sid: str, number: int, user_id: str, pools: list[str], client_after: dict[str, int],
+             joined: dict[str, float]) -> int:
+    """SPEC's catch-up on connect: every result of the member's pools after its last acknowledged
+    seq (since it joined, when it never acknowledged one), all of them, in seq order, a page at a
+    time. Returns how many were sent."""
     deadline = time.monotonic() + CONNECTED_WAIT_SECONDS
     while not deps.sockets.is_connected(sid):
-        if time.monotonic() > deadline or not deps.local.holds(sid):
+        if time.monotonic() > deadline or not deps.local.may_catch_up(sid, number):
             return 0
         deps.sockets.sleep(0.02)
-    # A page of results (up to 1,000, ~2.5 MiB) is held per delivery: a few at a time per process,
-    # the others wait here holding nothing (LocalSockets.deliveries).
+    # A page of results is held per catch-up: a few at a time per process (Settings.max_catchups);
+    # the others wait here holding nothing.
     with deps.local.deliveries:
-        return _deliver(deps, sid, user_id, token, pools, client_since)
+        sent = 0
+        for pool_id in pools:
+            sent += _catch_up_pool(deps, sid, number, user_id, pool_id, client_after.get(pool_id),
+                                   joined.get(pool_id))
+        return sent
 
 
-def _deliver(deps: Deps, sid: str, user_id: str, token: str, pools: list[str],
-             client_since: dict[str, str]) -> int:
-    if not deps.local.holds(sid):  # gone while it waited for its turn
+def _catch_up_pool(deps: Deps, sid: str, number: int, user_id: str, pool_id: str, client_after: int | None,
+                   joined: float | None) -> int:
+    if not deps.local.may_catch_up(sid, number):  # gone (or expired) while it waited for its turn
         return 0
     try:
-        last_seen = deps.seen.get_many(user_id, pools)
-    except StoreError as exc:
-        log.warning("last-seen unreadable; no offline delivery", extra={"error": str(exc)})
-        return 0
-    sent = 0
-    delivered = []
-    for pool_id in pools:
-        since = core.redelivery_since(last_seen.get(pool_id), client_since.get(pool_id),
-                                      deps.settings.redelivery_margin_seconds)
-        if since is not None:
-            try:
-                results = deps.results.results(pool_id, token, since).get("results") or []
-            except ApiError as err:
-                log.warning("offline delivery failed", extra={"pool_id": pool_id, "code": err.code})
-                continue
-            for result in results:
-                if not isinstance(result, dict):
-                    continue
-                deps.sockets.emit("pool-result", core.pool_result_event(result), to=sid)
-                deps.metrics.emits.labels("pool-result").inc()
-                deps.audit.record("result_delivered", actor=user_id, file_id=result.get("result_id"),
-                                  group_id=result.get("group_id"), pool_id=pool_id, size=result.get("size"),
-                                  sha256=result.get("sha256"), delivery="on_connect")
-                sent += 1
-        delivered.append(pool_id)
-    deps.local.delivered(sid, delivered)
-    try:
-        # From now on the socket is in the pool rooms and receives results live.
-        deps.seen.touch(user_id, delivered)
-    except StoreError as exc:
-        log.warning("last-seen not written", extra={"error": str(exc)})
+        acked = deps.results.acked(pool_id, user_id)
+    except ApiError as err:
+        if client_after is None:
+            # Unknown start: nothing is guessed. The client sees the gap at the next result and
+            # fills it with get-results; its next connect catches up in full.
+            log.warning("acks unreadable; no catch-up", extra={"pool_id": pool_id, "code": err.code})
+            return 0
+        acked = None
+    start = core.catch_up_start(acked, client_after, joined)
+    after, sent, settings = start.after_seq, 0, deps.settings
+    while deps.local.may_catch_up(sid, number):
+        # The socket's current token (a reauth may have replaced it while this ran).
+        token = deps.sockets.get_session(sid).get("token")
+        if not isinstance(token, str):
+            break
+        try:
+            page = deps.results.results(pool_id, token, start.since, after, settings.catchup_page)
+        except ApiError as err:
+            log.warning("catch-up failed", extra={"pool_id": pool_id, "code": err.code, "after_seq": after})
+            break
+        results = [r for r in page.get("results") or [] if isinstance(r, dict)]
+        for result in results:
+            deps.sockets.emit_local("pool-result", core.pool_result_event(result), sid)
+        if results:
+            deps.metrics.emits.labels("pool-result").inc(len(results))
+            # One record per page (a catch-up may send thousands): what went to whom, which seqs.
+            deps.audit.record("result_delivered", actor=user_id, file_id=results[-1].get("result_id"),
+                              pool_id=pool_id, delivery="on_connect", count=len(results),
+                              first_seq=results[0].get("seq"), last_seq=results[-1].get("seq"))
+            sent += len(results)
+        next_seq = page.get("next_seq")
+        if not page.get("more") or not isinstance(next_seq, int) or next_seq <= after:
+            break
+        after = next_seq
+        if not _drained(deps, sid, number):
+            log.warning("catch-up stopped: the socket does not read", extra={"pool_id": pool_id, "after_seq": after})
+            break
     return sent
 
 
+def _drained(deps: Deps, sid: str, number: int) -> bool:
+    """Wait until at most ``catchup_backlog`` packets wait to be written to the socket (so one
+    catch-up holds about a page, not the whole feed, in the socket's queue); False if that takes
+    longer than ``catchup_drain_seconds`` or the catch-up must stop."""
+    settings = deps.settings
+    deadline = time.monotonic() + settings.catchup_drain_seconds
+    while deps.sockets.backlog(sid) > settings.catchup_backlog:
+        if time.monotonic() > deadline or not deps.local.may_catch_up(sid, number):
+            return False
+        deps.sockets.sleep(DRAIN_POLL_SECONDS)
+    return True
+
+
 def disconnect(deps: Deps, session: Session, reason: Any = None) -> None:
-    """Release the socket's writer locks; remember when its member was last connected."""
+    """Release the socket's writer locks (a catch-up it had stops at its next page)."""
     sid = session.sid
     deps.metrics.connected.dec()
-    uploads, undelivered = deps.local.gone(sid)
-    for file_id in uploads:
+    for file_id in deps.local.gone(sid):
         try:
             deps.uploader.release(file_id, writer=sid)
         except ApiError as err:
             # The writer lock expires on its own; the client's resume then waits for that.
             log.info("release failed", extra={"file_id": file_id, "code": err.code})
-    if "user_id" in session.data:
-        pools = [p for p in session.data.get("pools", {}) if p not in undelivered]
-        try:
-            deps.seen.touch(session.data["user_id"], pools)
-        except StoreError as exc:
-            log.warning("last-seen not written", extra={"error": str(exc)})
     log.info("socket disconnected", extra={"sid": sid, "reason": str(reason)})
 
 
@@ -322,15 +351,35 @@ def get_history(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
     return {"files": found.get("files", [])}
 
 
-def get_results(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
+def _member(deps: Deps, session: Session, pool_id: str, what: str) -> Identity:
     identity = session.identity()
-    pool_id, since = core.results_request(payload)
     if not identity.is_member(pool_id):
         # The session may predate a new membership: ask auth before refusing.
-        if not fresh_identity(deps, session).is_member(pool_id):
-            raise errors.forbidden("only members of the pool may read its results")
-    found = deps.results.results(pool_id, session.token, since)
-    return {"results": found.get("results", [])}
+        identity = fresh_identity(deps, session)
+        if not identity.is_member(pool_id):
+            raise errors.forbidden(f"only members of the pool may {what}")
+    return identity
+
+
+def get_results(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
+    """SPEC's get-results: a page ``{results, next_seq, more}`` of the pool's feed, oldest first."""
+    query = core.results_request(payload)
+    _member(deps, session, query.pool_id, "read its results")
+    found = deps.results.results(query.pool_id, session.token, query.since, query.after_seq, query.limit)
+    results = found.get("results") or []
+    next_seq = found.get("next_seq")
+    return {"results": results, "next_seq": next_seq if isinstance(next_seq, int) else (query.after_seq or 0),
+            "more": bool(found.get("more"))}
+
+
+def ack_result(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
+    """SPEC's ack-result: the member has every result up to ``seq``; kept by pool_aggregator (forward
+    only, never past the pool's last result), where the next connect's catch-up starts."""
+    pool_id, seq = core.ack_request(payload)
+    identity = _member(deps, session, pool_id, "acknowledge its results")
+    found = deps.results.ack(pool_id, identity.user_id, seq)
+    acked = found.get("acked_seq")
+    return {"pool_id": pool_id, "acked_seq": acked if isinstance(acked, int) else seq}
 
 
 def reauth(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
@@ -361,10 +410,9 @@ def reauth(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
     for room in sorted(after - before):
         deps.sockets.enter_room(sid, room)
     deps.local.renewed(sid, expires_at)
-    if was_expired and new.pools:
-        # What its pools published while it was cut off, from last-seen (written by guard.expire).
-        deps.local.redeliver(sid, set(new.pools))
-        deps.sockets.start_background_task(deliver_missed, deps, sid, new.user_id, token, sorted(new.pools), {})
+    if was_expired:
+        # What its pools published while it was out of the rooms: a catch-up from its acks.
+        start_catch_up(deps, sid, new, {})
     log.info("socket reauthed", extra={"sid": sid, "user_id": new.user_id, "was_expired": was_expired})
     expires_in = max(0, int(expires_at - time.time())) if isinstance(expires_at, int | float) else None
     return {"ok": True, "expires_in": expires_in}

@@ -1,69 +1,22 @@
-"""The gateway's Redis keys besides the socket.io channel: per-member last-seen times.
+"""The gateway's one Redis connection (besides python-socketio's own ``{prefix}:socketio`` channel).
 
-``{prefix}:gw:seen:<user_id>:<pool_id>`` = ISO time the member was last known connected
-(written on connect after the offline delivery, and on disconnect). On the next connect
-the member is re-sent the pool's results since then (minus a margin: see core.redelivery_since).
-
-The only module of the gateway that touches Redis directly (python-socketio's Redis manager
-owns the ``{prefix}:socketio`` channel itself). Redis errors leave as ``ports.StoreError``.
+The gateway stores nothing of its own: where a member's catch-up starts is its ack, kept
+durably by pool_aggregator (months), not here. It only reads auth's revocation list
+(``services.common.revocations``) and answers /ready with a ping, through this client.
+The only module of the gateway that opens a Redis connection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime
-from typing import cast
-
 import redis
 
-from services.common import timeutil
+from services.common import redisconn
+from services.common.settings import CommonSettings
 
-from .ports import StoreError
 
-
-class SeenStore:
-    def __init__(self, client: redis.Redis, prefix: str, ttl_seconds: int) -> None:
-        self.client = client
-        self.prefix = prefix
-        self.ttl = ttl_seconds
-
-    def key(self, user_id: str, pool_id: str) -> str:
-        return f"{self.prefix}:gw:seen:{user_id}:{pool_id}"
-
-    def get_many(self, user_id: str, pool_ids: list[str]) -> dict[str, datetime | None]:
-        if not pool_ids:
-            return {}
-        try:
-            values = cast(list[bytes | None], self.client.mget([self.key(user_id, p) for p in pool_ids]))
-        except redis.RedisError as exc:
-            raise StoreError(f"last-seen unreadable: {exc}") from exc
-        out: dict[str, datetime | None] = {}
-        for pool_id, raw in zip(pool_ids, values, strict=True):
-            try:
-                text = raw.decode() if isinstance(raw, bytes) else raw
-                out[pool_id] = timeutil.parse(text) if text else None
-            except timeutil.BadTimestamp:
-                out[pool_id] = None
-        return out
-
-    def touch(self, user_id: str, pool_ids: Iterable[str], moment: datetime | None = None) -> None:
-        value = timeutil.iso(moment or timeutil.now())
-        pipe = self.client.pipeline(transaction=False)
-        for pool_id in pool_ids:
-            pipe.set(self.key(user_id, pool_id), value, ex=self.ttl)
-        try:
-            pipe.execute()
-        except redis.RedisError as exc:
-            raise StoreError(f"last-seen not written: {exc}") from exc
-
-    def start_if_absent(self, user_id: str, pool_id: str, moment: datetime | None = None) -> bool:
-        """A new membership: results from now on are owed to the member (first writer wins:
-        every gateway process sees the same control event)."""
-        try:
-            return bool(self.client.set(self.key(user_id, pool_id), timeutil.iso(moment or timeutil.now()),
-                                        ex=self.ttl, nx=True))
-        except redis.RedisError as exc:
-            raise StoreError(f"membership start not written: {exc}") from exc
+class GatewayRedis:
+    def __init__(self, common: CommonSettings, socket_timeout: float = 2.0) -> None:
+        self.client: redis.Redis = redisconn.redis_client(common, socket_timeout=socket_timeout)
 
     def ping(self) -> bool:
         return bool(self.client.ping())

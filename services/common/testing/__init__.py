@@ -159,9 +159,11 @@ class FakeAuth:
 
     def add_user(self, token: str, user_id: str, user_name: str, role: str = "user",
                  pools: dict[str, str] | None = None, token_id: str | None = None,
-                 expires_at: int | None = None, issued_at: float | None = None) -> Identity:
+                 expires_at: int | None = None, issued_at: float | None = None,
+                 joined: dict[str, float] | None = None) -> Identity:
         identity = Identity(user_id=user_id, user_name=user_name, role=role, pools=dict(pools or {}),
-                            token_id=token_id or f"jti-{token}", expires_at=expires_at, issued_at=issued_at)
+                            token_id=token_id or f"jti-{token}", expires_at=expires_at, issued_at=issued_at,
+                            joined=dict(joined or {}))
         self.tokens[token] = identity
         return identity
 

@@ -36,6 +36,7 @@ class FakeGroupStore:
         self.add_calls = 0  # add_files calls: bulk grouping makes one per window, not one per file
         self.results: dict[str, Doc] = {}
         self.counters: dict[str, int] = {}  # pool id -> the last seq given
+        self.acks: dict[tuple[str, str], int] = {}  # (pool id, user id) -> acknowledged seq
         self._failures: dict[str, int] = {}
 
     def fail(self, method: str, times: int = 1) -> None:
@@ -237,6 +238,20 @@ class FakeGroupStore:
                  and r.get("seq") is not None and r["seq"] > after_seq
                  and (since is None or r["created_ts"] > since)]
         return sorted(found, key=lambda r: r["seq"])[:limit]
+
+    def last_seq(self, pool_id: str) -> int:
+        return max((int(r["seq"]) for r in self.results.values() if r["pool_id"] == pool_id and r.get("stored")
+                    and r.get("seq") is not None), default=0)
+
+    def ack(self, pool_id: str, user_id: str, seq: int, now: float) -> int:
+        self._check("ack")
+        key = (pool_id, user_id)
+        self.acks[key] = max(seq, self.acks.get(key, 0))  # $max: an ack never moves back
+        return self.acks[key]
+
+    def acked(self, pool_id: str, user_id: str) -> int | None:
+        self._check("acked")
+        return self.acks.get((pool_id, user_id))
 
 
 class FakeUploader:

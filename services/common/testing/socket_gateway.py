@@ -1,5 +1,5 @@
 """In-memory stand-ins for socket_gateway's ports (``Sockets``, ``Uploader``, ``FileHistory``,
-``PoolResults``, ``LastSeen``), implemented by shape: this package imports no service.
+``PoolResults``), implemented by shape: this package imports no service.
 
 ``FakeSockets`` keeps sessions, rooms and emits as python-socketio's manager would for
 one process; background tasks run when ``run_background()`` is called. The HTTP fakes
@@ -9,20 +9,14 @@ import this.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .. import timeutil
 from ..errors import ApiError
 
-__all__ = ["Emitted", "FakeFileHistory", "FakeLastSeen", "FakePoolResults", "FakeSockets", "FakeUploader",
-           "StoreDown"]
-
-
-class StoreDown(RuntimeError):
-    """What FakeLastSeen raises when ``down``; give its class as the service's ``StoreError``."""
+__all__ = ["Emitted", "FakeFileHistory", "FakePoolResults", "FakeSockets", "FakeUploader"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +36,9 @@ class FakeSockets:
         self.background: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         self.slept = 0.0
         self.on_sleep: Callable[[], object] | None = None  # e.g. finish a handshake while a task waits
+        self.local: list[Emitted] = []  # emit_local's (also in ``emitted``)
+        # Packets queued per sid and not yet written: a test sets it (and drains it in on_sleep).
+        self.queued: dict[str, int] = {}
 
     # --- test controls -------------------------------------------------------------
     def add(self, sid: str) -> None:
@@ -62,6 +59,14 @@ class FakeSockets:
     # --- ports.Sockets --------------------------------------------------------------
     def emit(self, event: str, data: dict[str, Any], to: str | list[str]) -> None:
         self.emitted.append(Emitted(event, data, to if isinstance(to, str) else tuple(to)))
+
+    def emit_local(self, event: str, data: dict[str, Any], sid: str) -> None:
+        if sid in self.connected:  # python-socketio drops an emit to a socket that is gone
+            self.local.append(Emitted(event, data, sid))
+            self.emitted.append(Emitted(event, data, sid))
+
+    def backlog(self, sid: str) -> int:
+        return self.queued.get(sid, 0)
 
     def get_session(self, sid: str) -> dict[str, Any]:
         return dict(self.sessions.get(sid, {}))
@@ -172,49 +177,49 @@ class FakeFileHistory(_Failing):
 
 
 class FakePoolResults(_Failing):
-    """Results per pool; ``since`` keeps those created after it (ISO times, as pool_aggregator)."""
+    """Results per pool (each with ``seq``; ``since`` keeps those created after it, as
+    pool_aggregator) and acks per (pool, user), forward only, never past the pool's last seq."""
 
     def __init__(self) -> None:
         super().__init__()
         self.by_pool: dict[str, list[dict[str, Any]]] = {}
+        self.acks: dict[tuple[str, str], int] = {}
+        self.pages: list[tuple[str, str | None, int | None, int | None]] = []  # (pool, since, after, limit)
 
-    def results(self, pool_id: str, token: str, since: str | None = None) -> dict[str, Any]:
-        self._call("results", (pool_id, token, since))
-        found = self.by_pool.get(pool_id, [])
+    def add(self, pool_id: str, count: int, created: str = "2024-01-01T00:00:00.000Z") -> list[dict[str, Any]]:
+        """``count`` more results of the pool, numbered on from its last seq."""
+        found = self.by_pool.setdefault(pool_id, [])
+        added = []
+        for _ in range(count):
+            seq = len(found) + 1
+            added.append({"result_id": f"{pool_id}-r{seq}", "pool_id": pool_id, "group_id": f"{pool_id}-g{seq}",
+                          "seq": seq, "file_name": f"r{seq}.bin", "size": 1, "sha256": "0" * 64, "created": created,
+                          "download_url": f"http://files/{pool_id}-r{seq}"})
+            found.append(added[-1])
+        return added
+
+    def results(self, pool_id: str, token: str, since: str | None = None, after_seq: int | None = None,
+                limit: int | None = None) -> dict[str, Any]:
+        self._call("results", (pool_id, token, since, after_seq, limit))
+        self.pages.append((pool_id, since, after_seq, limit))
+        found = [r for r in self.by_pool.get(pool_id, []) if r.get("seq", 0) > (after_seq or 0)]
         if since is not None:
             cutoff = timeutil.parse(since)
             found = [r for r in found if timeutil.parse(r["created"]) > cutoff]
-        return {"results": list(found)}
+        size = limit or 100
+        page = found[:size]
+        return {"results": page, "next_seq": page[-1]["seq"] if page else (after_seq or 0),
+                "more": len(found) > size}
 
+    def ack(self, pool_id: str, user_id: str, seq: int) -> dict[str, Any]:
+        self._call("ack", (pool_id, user_id, seq))
+        last = max((r.get("seq", 0) for r in self.by_pool.get(pool_id, [])), default=0)
+        if seq > last:
+            raise ApiError(400, "bad_request", f"seq {seq} is beyond the pool's last result ({last})")
+        key = (pool_id, user_id)
+        self.acks[key] = max(seq, self.acks.get(key, 0))
+        return {"pool_id": pool_id, "user_id": user_id, "acked_seq": self.acks[key]}
 
-@dataclass
-class FakeLastSeen:
-    """Last-seen times by (user_id, pool_id); ``down = True`` makes every call raise ``error``."""
-
-    seen: dict[tuple[str, str], datetime] = field(default_factory=dict)
-    down: bool = False
-    error: type[Exception] = StoreDown
-    now: Callable[[], datetime] = timeutil.now
-
-    def _check(self) -> None:
-        if self.down:
-            raise self.error("FakeLastSeen.down")
-
-    def get_many(self, user_id: str, pool_ids: list[str]) -> dict[str, datetime | None]:
-        self._check()
-        return {p: self.seen.get((user_id, p)) for p in pool_ids}
-
-    def touch(self, user_id: str, pool_ids: Iterable[str], moment: datetime | None = None) -> None:
-        self._check()
-        for pool_id in pool_ids:
-            self.seen[(user_id, pool_id)] = moment or self.now()
-
-    def start_if_absent(self, user_id: str, pool_id: str, moment: datetime | None = None) -> bool:
-        self._check()
-        if (user_id, pool_id) in self.seen:
-            return False
-        self.seen[(user_id, pool_id)] = moment or self.now()
-        return True
-
-    def ping(self) -> bool:
-        return not self.down
+    def acked(self, pool_id: str, user_id: str) -> int | None:
+        self._call("acked", (pool_id, user_id))
+        return self.acks.get((pool_id, user_id))

@@ -53,7 +53,7 @@ class GatewayFleet:
 def fleet(mongo_uri: str) -> Iterator[GatewayFleet]:
     env = fleet_env(mongo_uri, LOG_LEVEL="WARNING", CHUNK_SIZE=str(CHUNK_SIZE), MAX_CHUNK_BYTES=str(1024 * 1024),
                     TICK_SECONDS="0.2", POOL_CACHE_SECONDS="0", GATEWAY_PING_INTERVAL="2",
-                    GATEWAY_PING_TIMEOUT="3", GATEWAY_DELIVERY_SLACK="2")
+                    GATEWAY_PING_TIMEOUT="3")
     running = start_fleet(env, ROOT / "artifacts" / "fleet-logs" / f"gateway-{uuid.uuid4().hex[:6]}")
     try:
         yield GatewayFleet(running)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import jwt
 import psycopg2
@@ -264,7 +265,9 @@ def test_pools_members_and_events(auth_env: AuthEnv, inbox: Inbox) -> None:
 
     # What members and admins see.
     validated = c.get("/auth/validate", headers=kim_h).get_json()
+    [joined] = [p.pop("joined") for p in validated["pools"]]
     assert validated["pools"] == [{"pool_id": pid, "role": "contributor"}]
+    assert abs(joined - time.time()) < 300  # when the membership began (the gateway's catch-up start)
     kim_pools = c.get("/auth/pools", headers=kim_h).get_json()["pools"]
     assert [(p["pool_id"], p["role"]) for p in kim_pools] == [(pid, "contributor")]
     admin_pools = c.get("/auth/pools", headers=admin).get_json()["pools"]

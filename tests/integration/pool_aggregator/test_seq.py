@@ -75,3 +75,32 @@ def test_backfill_order_and_unnumbered_listing(mongo_db) -> None:
         store.assign_seq(doc["_id"])
     assert [(d["_id"], d["seq"]) for d in store.list_results(POOL)] == [("b1", 1), ("b0", 2)]
     assert store.unnumbered_results() == []
+
+
+def test_acks_only_move_forward_under_racing_writers(mongo_db) -> None:
+    store = MongoGroupStore(mongo_db)
+    store.ensure_indexes()
+    assert store.last_seq(POOL) == 0 and store.acked(POOL, "u1") is None
+    for rid in _results(store, 4):
+        store.assign_seq(rid)
+    # An unstored (invisible) result does not count as the pool's last.
+    store.results.insert_one({"_id": "hidden", "result_id": "hidden", "pool_id": POOL, "created_ts": 99.0,
+                              "stored": False})
+    assert store.last_seq(POOL) == 4 and store.last_seq("other-pool") == 0
+    rng = random.Random(7)
+    seqs = [rng.randint(0, 4) for _ in range(40)] + [4]
+    barrier = threading.Barrier(4)
+
+    def writer(part: list[int]) -> None:
+        barrier.wait()
+        for seq in part:
+            store.ack(POOL, "u1", seq, 1.0)
+
+    threads = [threading.Thread(target=writer, args=(seqs[n::4],)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert store.acked(POOL, "u1") == 4
+    assert store.ack(POOL, "u1", 1, 2.0) == 4  # never back
+    assert store.acked(POOL, "u2") is None and store.ack(POOL, "u2", 0, 2.0) == 0

@@ -10,7 +10,6 @@ from services.common.revocations import RevocationList
 from services.common.testing import FakeAuth, FakeRevocationStore, InMemoryBroker
 from services.common.testing.socket_gateway import (
     FakeFileHistory,
-    FakeLastSeen,
     FakePoolResults,
     FakeSockets,
     FakeUploader,
@@ -18,7 +17,6 @@ from services.common.testing.socket_gateway import (
 from services.socket_gateway.config import Settings
 from services.socket_gateway.deps import Deps, GatewayMetrics
 from services.socket_gateway.local import LocalSockets
-from services.socket_gateway.ports import StoreError
 
 
 @pytest.fixture
@@ -29,12 +27,12 @@ def broker() -> InMemoryBroker:
 @pytest.fixture
 def deps(broker: InMemoryBroker) -> Deps:
     settings = Settings.from_env({"MAX_CHUNK_BYTES": "1024", "GATEWAY_PING_INTERVAL": "1",
-                                  "GATEWAY_PING_TIMEOUT": "1", "GATEWAY_DELIVERY_SLACK": "8"})
+                                  "GATEWAY_PING_TIMEOUT": "1"})
     auth = FakeAuth()
     auth.add_user("tok-alice", "7", "alice", pools={"p1": "contributor", "p2": "listener"}, token_id="jti-a")
     auth.add_user("tok-admin", "1", "admin", role="admin", token_id="jti-admin")
     return Deps(settings=settings, auth=auth, uploader=FakeUploader(), history=FakeFileHistory(),
-                results=FakePoolResults(), seen=FakeLastSeen(error=StoreError), sockets=FakeSockets(),
+                results=FakePoolResults(), sockets=FakeSockets(),
                 local=LocalSockets(settings.max_inflight_per_socket, settings.max_inflight,
                                    settings.max_inflight_bytes_per_socket, settings.max_inflight_bytes),
                 metrics=GatewayMetrics(ServiceMetrics("socket_gateway"), 10),

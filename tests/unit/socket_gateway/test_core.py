@@ -1,4 +1,4 @@
-"""The gateway's pure logic: rooms, payload checks, SPEC error mapping, redelivery windows."""
+"""The gateway's pure logic: rooms, payload checks, SPEC error mapping, where a catch-up starts."""
 
 from __future__ import annotations
 
@@ -101,33 +101,45 @@ def test_write_chunk_request() -> None:
 
 
 def test_results_request() -> None:
-    assert core.results_request({"pool_id": "p1"}) == ("p1", None)
+    assert core.results_request({"pool_id": "p1"}) == core.ResultsQuery("p1", None, None, 100)
     # the time is passed on in the one wire format, whatever ISO form the client sent
-    assert core.results_request({"pool_id": 7, "since": "2024-01-01T02:00:00+02:00"}) == (
-        "7", "2024-01-01T00:00:00.000Z")
-    with pytest.raises(ApiError):
-        core.results_request({"pool_id": "p1", "since": "soon"})
-    with pytest.raises(ApiError):
-        core.results_request({})
+    assert core.results_request({"pool_id": 7, "since": "2024-01-01T02:00:00+02:00"}).since == \
+        "2024-01-01T00:00:00.000Z"
+    assert core.results_request({"pool_id": "p1", "after_seq": 0, "limit": 1000}) == core.ResultsQuery(
+        "p1", None, 0, 1000)
+    for bad in ({"pool_id": "p1", "since": "soon"}, {}, {"pool_id": "p1", "after_seq": -1},
+                {"pool_id": "p1", "after_seq": 10**18}, {"pool_id": "p1", "limit": 1001},
+                {"pool_id": "p1", "limit": False}):
+        with pytest.raises(ApiError):
+            core.results_request(bad)
 
 
-def test_results_since_from_auth() -> None:
+def test_ack_request() -> None:
+    assert core.ack_request({"pool_id": "p1", "seq": 0}) == ("p1", 0)
+    for bad in ({"pool_id": "p1"}, {"seq": 1}, {"pool_id": "p1", "seq": 1.0}, {"pool_id": "p1", "seq": None},
+                [1], "x"):
+        with pytest.raises(ApiError):
+            core.ack_request(bad)
+
+
+def test_results_after_from_auth() -> None:
     pools = ["p1", "p2"]
-    assert core.results_since_from_auth(None, pools) == {}
-    assert core.results_since_from_auth({"token": "x"}, pools) == {}
-    assert core.results_since_from_auth({"results_since": "2024-01-01T00:00:00Z"}, pools) == {
-        "p1": "2024-01-01T00:00:00Z", "p2": "2024-01-01T00:00:00Z"}
-    # only the member's pools, only valid times
-    assert core.results_since_from_auth(
-        {"results_since": {"p1": "2024-01-01T00:00:00Z", "p2": "bad", "p3": "2024-01-01T00:00:00Z"}},
-        pools) == {"p1": "2024-01-01T00:00:00Z"}
+    assert core.results_after_from_auth(None, pools) == {}
+    assert core.results_after_from_auth({"token": "x", "results_after": 5}, pools) == {}
+    # only the member's pools, only valid seqs
+    assert core.results_after_from_auth({"results_after": {"p1": 4, "p2": "5", "p3": 1}}, pools) == {"p1": 4}
+    assert core.results_after_from_auth({"results_after": {"p1": -1, "p2": True}}, pools) == {}
 
 
-def test_redelivery_since_goes_back_by_the_margin() -> None:
-    seen = datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)
-    assert core.redelivery_since(seen, None, 75) == "2024-01-01T11:58:45.000Z"
-    assert core.redelivery_since(None, None, 75) is None
-    assert core.redelivery_since(seen, "2023-06-01T00:00:00+02:00", 75) == "2023-05-31T22:00:00.000Z"
+def test_catch_up_start() -> None:
+    assert core.catch_up_start(7, None, 1.0) == core.CatchUpStart(7, None)
+    assert core.catch_up_start(7, 9, None) == core.CatchUpStart(9, None)  # the client has more
+    assert core.catch_up_start(7, 3, None) == core.CatchUpStart(7, None)  # never before the ack
+    assert core.catch_up_start(None, 2, 1.0) == core.CatchUpStart(2, None)
+    joined = datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC).timestamp()
+    assert core.catch_up_start(None, None, joined) == core.CatchUpStart(0, "2024-01-01T12:00:00.000Z")
+    assert core.catch_up_start(None, None, None) == core.CatchUpStart(0, None)  # unknown start: all
+    assert core.catch_up_start(None, None, 1e20) == core.CatchUpStart(0, None)
 
 
 def test_event_payloads() -> None:
@@ -137,9 +149,10 @@ def test_event_payloads() -> None:
     assert core.file_status_event(FileStatusChanged(file_id="f", owner_id="u", status="cached")) == {
         "file_id": "f", "status": "cached"}
     event = ResultPublished(result_id="r", pool_id="p", group_id="g", window_start="a", window_end="b",
-                            file_name="out.bin", size=3, sha256="s", created="c", download_url="http://x/file/r")
+                            file_name="out.bin", size=3, sha256="s", created="c", download_url="http://x/file/r",
+                            seq=4)
     payload = core.pool_result_event(event)
-    spec = {"pool_id": "p", "group_id": "g", "result_id": "r", "file_name": "out.bin", "size": 3,
+    spec = {"pool_id": "p", "group_id": "g", "result_id": "r", "seq": 4, "file_name": "out.bin", "size": 3,
             "sha256": "s", "download_url": "http://x/file/r"}
     assert {k: payload.get(k) for k in spec} == spec  # SPEC's keys with their values (extra keys are fine)
     assert core.pool_result_event(event.to_dict()) == payload

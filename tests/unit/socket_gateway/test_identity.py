@@ -210,9 +210,10 @@ def test_reauth_in_the_grace_restores_the_socket(deps: Deps) -> None:
     guard.sweep(deps)
     assert deps.sockets.disconnected == [] and not deps.local.is_expired("s1")  # type: ignore[attr-defined]
     assert deps.sockets.get_session("s1")["token"] == "tok-new"
-    # what its pools published meanwhile is re-sent, as on connect
+    # what its pools published meanwhile is re-sent from its acks, as on connect
     [(task, args)] = deps.sockets.background  # type: ignore[attr-defined]
-    assert task is sockets.deliver_missed and args[1:5] == ("s1", "7", "tok-new", ["p1", "p2"])
+    assert task is sockets.catch_up and args[1] == "s1" and args[3:5] == ("7", ["p1", "p2"])
+    assert deps.local.may_catch_up("s1", args[2])
 
 
 def test_reauth_moves_rooms_with_the_new_membership(deps: Deps) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import time
 from typing import Any
 
 import pytest
@@ -64,73 +64,129 @@ def test_connect_saves_identity_and_joins_rooms(deps: Deps) -> None:
     assert deps.local.holds("s1") and deps.local.holds("s2")
 
 
-# --- offline delivery ------------------------------------------------------------------------
+# --- catch-up on connect ----------------------------------------------------------------------
 
 
-def result(pool_id: str, n: int, created: str) -> dict[str, Any]:
-    return {"result_id": f"r{n}", "pool_id": pool_id, "group_id": "g", "file_name": f"r{n}.bin", "size": 3,
-            "sha256": "a" * 64, "download_url": f"/file/r{n}", "created": created}
+def sent_seqs(deps: Deps, sid: str = "s1", pool_id: str | None = None) -> list[int]:
+    return [e.data["seq"] for e in deps.sockets.to(sid)  # type: ignore[attr-defined]
+            if e.event == "pool-result" and (pool_id is None or e.data["pool_id"] == pool_id)]
 
 
-def test_missed_results_are_delivered_on_connect(deps: Deps, broker) -> None:
-    now = timeutil.now()
-    last = now - timedelta(minutes=10)
-    deps.seen.touch("7", ["p1"], last)
-    margin = deps.settings.redelivery_margin_seconds  # 10 s
-    deps.results.by_pool["p1"] = [result("p1", 1, timeutil.iso(last - timedelta(seconds=margin + 5))),  # type: ignore[attr-defined]
-                                  result("p1", 2, timeutil.iso(last - timedelta(seconds=margin - 5))),
-                                  result("p1", 3, timeutil.iso(now - timedelta(minutes=1)))]
+def test_catch_up_sends_every_result_after_the_ack_in_pages_and_in_order(deps: Deps, broker) -> None:
+    deps.results.add("p1", 450)  # type: ignore[attr-defined]
+    deps.results.acks[("p1", "7")] = 20  # type: ignore[attr-defined]
     connect(deps)
-    assert deps.sockets.run_background() == [2]  # type: ignore[attr-defined]
-    sent = [e.data["result_id"] for e in deps.sockets.to("s1") if e.event == "pool-result"]  # type: ignore[attr-defined]
-    assert sent == ["r2", "r3"]  # what came after last-seen minus the margin
-    assert deps.seen.seen[("7", "p1")] > last  # type: ignore[attr-defined]
-    # p2 was never seen and the client names no since: nothing re-sent, but it is seen from now on.
-    assert ("7", "p2") in deps.seen.seen  # type: ignore[attr-defined]
-    assert [a.file_id for a in broker.of_type(AuditRecorded) if a.action == "result_delivered"] == ["r2", "r3"]
+    assert deps.sockets.run_background() == [430]  # type: ignore[attr-defined]
+    assert sent_seqs(deps, pool_id="p1") == list(range(21, 451))  # all of them: no cap, in seq order
+    # One page at a time (GATEWAY_CATCHUP_PAGE = 200), each from where the last ended.
+    assert [(a, n) for pool, _, a, n in deps.results.pages if pool == "p1"] == [  # type: ignore[attr-defined]
+        (20, 200), (220, 200), (420, 200)]
+    # Only this socket gets them, without the message queue; the payload is SPEC's pool-result.
+    assert {e.to for e in deps.sockets.local} == {"s1"}  # type: ignore[attr-defined]
+    first = deps.sockets.local[0].data  # type: ignore[attr-defined]
+    assert set(core.RESULT_EVENT_KEYS) <= set(first) and first["seq"] == 21
+    audits = [a for a in broker.of_type(AuditRecorded) if a.action == "result_delivered"]
+    assert [(a.detail["first_seq"], a.detail["last_seq"]) for a in audits] == [(21, 220), (221, 420), (421, 450)]
 
 
-def test_the_clients_own_since_wins(deps: Deps) -> None:
-    t0 = timeutil.now() - timedelta(hours=1)
-    deps.results.by_pool["p2"] = [result("p2", 1, timeutil.iso(t0)),  # type: ignore[attr-defined]
-                                  result("p2", 2, timeutil.iso(t0 + timedelta(minutes=5)))]
-    connect(deps, results_since={"p2": timeutil.iso(t0 + timedelta(minutes=1)), "p9": "2020-01-01T00:00:00Z"})
-    assert deps.sockets.run_background() == [1]  # type: ignore[attr-defined]
-    assert [e.data["result_id"] for e in deps.sockets.to("s1")] == ["r2"]  # type: ignore[attr-defined]
-
-
-def test_a_pool_whose_delivery_failed_keeps_its_last_seen(deps: Deps) -> None:
-    last = timeutil.now() - timedelta(minutes=10)
-    deps.seen.touch("7", ["p1", "p2"], last)
-    deps.results.fail_next(core.unavailable("pool_aggregator"))  # type: ignore[attr-defined]  # p1 fails
-    connect(deps)
+def test_a_member_that_never_acked_gets_what_came_since_it_joined(deps: Deps) -> None:
+    joined = timeutil.parse("2024-06-01T00:00:00Z").timestamp()
+    deps.auth.add_user("tok-new", "8", "newbie", pools={"p1": "listener", "p2": "listener"},  # type: ignore[attr-defined]
+                       joined={"p1": joined})
+    deps.results.add("p1", 2, created="2024-05-01T00:00:00.000Z")  # type: ignore[attr-defined]  # before joining
+    deps.results.add("p1", 3, created="2024-07-01T00:00:00.000Z")  # type: ignore[attr-defined]
+    deps.results.add("p2", 2)  # type: ignore[attr-defined]  # auth does not say when it joined p2: all
+    connect(deps, token="tok-new")
     deps.sockets.run_background()  # type: ignore[attr-defined]
-    assert deps.seen.seen[("7", "p1")] == last and deps.seen.seen[("7", "p2")] > last  # type: ignore[attr-defined]
-    sockets.disconnect(deps, Session("s1", deps.sockets.get_session("s1")), "client")
-    # Disconnect must not move p1 on either: its missed results are re-sent next time.
-    assert deps.seen.seen[("7", "p1")] == last  # type: ignore[attr-defined]
+    assert sent_seqs(deps, pool_id="p1") == [3, 4, 5] and sent_seqs(deps, pool_id="p2") == [1, 2]
 
 
-def test_delivery_waits_for_the_handshake_and_gives_up_for_a_gone_socket(deps: Deps) -> None:
+def test_the_clients_results_after_shortens_the_catch_up_never_lengthens_it(deps: Deps) -> None:
+    deps.results.add("p1", 10)  # type: ignore[attr-defined]
+    deps.results.add("p2", 10)  # type: ignore[attr-defined]
+    deps.results.acks[("p1", "7")] = 5  # type: ignore[attr-defined]
+    deps.results.acks[("p2", "7")] = 8  # type: ignore[attr-defined]
+    connect(deps, results_after={"p1": 7, "p2": 2, "p9": 1})
+    deps.sockets.run_background()  # type: ignore[attr-defined]
+    assert sent_seqs(deps, pool_id="p1") == [8, 9, 10] and sent_seqs(deps, pool_id="p2") == [9, 10]
+
+
+def test_acks_unreadable_skip_the_pool_unless_the_client_says_where_it_is(deps: Deps) -> None:
+    deps.results.add("p1", 3)  # type: ignore[attr-defined]
+    deps.results.add("p2", 3)  # type: ignore[attr-defined]
+    deps.results.fail_next(core.unavailable("pool_aggregator"), times=2)  # type: ignore[attr-defined]
+    connect(deps, results_after={"p2": 1})
+    assert deps.sockets.run_background() == [2]  # type: ignore[attr-defined]
+    assert sent_seqs(deps, pool_id="p1") == [] and sent_seqs(deps, pool_id="p2") == [2, 3]
+
+
+def test_a_failing_page_stops_that_pools_catch_up_only(deps: Deps) -> None:
+    deps.results.add("p1", 3)  # type: ignore[attr-defined]
+    deps.results.add("p2", 3)  # type: ignore[attr-defined]
+    calls = 0
+    real = deps.results.results
+
+    def flaky(pool_id: str, *args: Any) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        if pool_id == "p1":
+            raise core.unavailable("pool_aggregator")
+        return real(pool_id, *args)
+
+    deps.results.results = flaky  # type: ignore[method-assign]
+    connect(deps)
+    assert deps.sockets.run_background() == [3]  # type: ignore[attr-defined]
+    assert sent_seqs(deps, pool_id="p2") == [1, 2, 3] and calls == 2
+
+
+def test_the_next_page_waits_for_the_socket_to_drain_and_a_stuck_socket_ends_it(deps: Deps) -> None:
     fake = deps.sockets
-    deps.results.by_pool["p1"] = [result("p1", 1, timeutil.now_iso())]  # type: ignore[attr-defined]
-    sockets.connect(deps, Session("s1"), {"token": "tok-alice", "results_since": "2020-01-01T00:00:00Z"})
+    deps.results.add("p1", 500)  # type: ignore[attr-defined]
+    connect(deps)
+    fake.queued["s1"] = 10_000  # type: ignore[attr-defined]  # the client reads nothing
+    drains = 0
+
+    def drain() -> None:
+        nonlocal drains
+        drains += 1
+        if drains == 3:
+            fake.queued["s1"] = 0  # type: ignore[attr-defined]  # it read them all
+
+    fake.on_sleep = drain  # type: ignore[attr-defined]
+    assert fake.run_background() == [500]  # type: ignore[attr-defined]
+    assert drains >= 3 and sent_seqs(deps) == list(range(1, 501))
+    # A socket that never drains: the catch-up ends after catchup_drain_seconds (bounded queue).
+    fake.emitted.clear()  # type: ignore[attr-defined]
+    deps.local.gone("s1")
+    object.__setattr__(deps.settings, "catchup_drain_seconds", 0.05)
+    connect(deps, "s2")
+    fake.queued["s2"] = 10_000  # type: ignore[attr-defined]
+    fake.on_sleep = lambda: time.sleep(0.01)  # type: ignore[attr-defined]
+    assert fake.run_background() == [200]  # type: ignore[attr-defined]  # the first page, then no more
+
+
+def test_catch_up_waits_for_the_handshake_and_gives_up_for_a_gone_socket(deps: Deps) -> None:
+    fake = deps.sockets
+    deps.results.add("p1", 1)  # type: ignore[attr-defined]
+    sockets.connect(deps, Session("s1"), {"token": "tok-alice"})
     fake.on_sleep = lambda: fake.add("s1")  # type: ignore[attr-defined]  # CONNECT goes out meanwhile
     assert fake.run_background() == [1]  # type: ignore[attr-defined]
     assert fake.slept > 0 and [e.to for e in fake.emitted] == ["s1"]  # type: ignore[attr-defined]
-    sockets.connect(deps, Session("s2"), {"token": "tok-alice", "results_since": "2020-01-01T00:00:00Z"})
+    sockets.connect(deps, Session("s2"), {"token": "tok-alice"})
     deps.local.gone("s2")  # went away before its CONNECT was sent: nothing to deliver to
     fake.on_sleep = None  # type: ignore[attr-defined]
     assert fake.run_background() == [0]  # type: ignore[attr-defined]
     assert fake.to("s2") == []  # type: ignore[attr-defined]
 
 
-def test_last_seen_down_means_no_delivery_and_no_crash(deps: Deps) -> None:
-    deps.seen.down = True  # type: ignore[attr-defined]
+def test_a_newer_catch_up_of_the_socket_stops_the_older_one(deps: Deps) -> None:
+    deps.results.add("p1", 5)  # type: ignore[attr-defined]
     connect(deps)
-    assert deps.sockets.run_background() == [0]  # type: ignore[attr-defined]
-    sockets.disconnect(deps, Session("s1", deps.sockets.get_session("s1")))
-    assert not deps.local.holds("s1")
+    older = deps.local.catchups["s1"]
+    deps.local.catch_up_started("s1")  # e.g. a reauth after an expiry
+    assert not deps.local.may_catch_up("s1", older)
+    [(task, args)] = deps.sockets.background  # type: ignore[attr-defined]
+    assert task(*args) == 0 and sent_seqs(deps) == []
 
 
 # --- events ----------------------------------------------------------------------------------
@@ -187,7 +243,7 @@ def test_a_failed_release_does_not_stop_the_disconnect(deps: Deps) -> None:
     emit(deps, "write-chunk", {"file_id": "f1", "index": 0, "data": b"a"})
     deps.uploader.fail_next(errors.not_found("gone"))  # type: ignore[attr-defined]
     sockets.disconnect(deps, Session("s1", deps.sockets.get_session("s1")))
-    assert ("7", "p1") in deps.seen.seen  # type: ignore[attr-defined]
+    assert not deps.local.holds("s1")
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
@@ -238,12 +294,46 @@ def test_history_by_the_sockets_token(deps: Deps) -> None:
 
 def test_results_only_for_members(deps: Deps) -> None:
     connect(deps)
-    deps.results.by_pool["p9"] = [result("p9", 1, "2026-01-01T00:00:00Z")]  # type: ignore[attr-defined]
+    deps.results.add("p9", 1)  # type: ignore[attr-defined]
     assert code(emit(deps, "get-results", {"pool_id": "p9"})) == "forbidden"
     assert code(emit(deps, "get-results", {"since": "x"})) == "bad_request"
     # Joined p9 after connect: auth says so now.
     deps.auth.tokens["tok-alice"].pools["p9"] = "listener"  # type: ignore[attr-defined]
-    assert [r["result_id"] for r in emit(deps, "get-results", {"pool_id": "p9"})["results"]] == ["r1"]
+    assert [r["result_id"] for r in emit(deps, "get-results", {"pool_id": "p9"})["results"]] == ["p9-r1"]
+
+
+def test_get_results_pages_by_after_seq(deps: Deps) -> None:
+    connect(deps)
+    deps.results.add("p1", 250)  # type: ignore[attr-defined]
+    first = emit(deps, "get-results", {"pool_id": "p1"})
+    assert [r["seq"] for r in first["results"]] == list(range(1, 101))  # SPEC's default limit: 100
+    assert first["next_seq"] == 100 and first["more"] is True
+    last = emit(deps, "get-results", {"pool_id": "p1", "after_seq": 200, "limit": 1000})
+    assert [r["seq"] for r in last["results"]] == list(range(201, 251)) and last["more"] is False
+    assert emit(deps, "get-results", {"pool_id": "p1", "after_seq": 250}) == {
+        "results": [], "next_seq": 250, "more": False}
+    for bad in ({"after_seq": -1}, {"after_seq": "3"}, {"after_seq": True}, {"limit": 0}, {"limit": 1001},
+                {"limit": 2.5}):
+        assert code(emit(deps, "get-results", {"pool_id": "p1", **bad})) == "bad_request", bad
+
+
+def test_ack_result_moves_the_members_ack_forward_only(deps: Deps) -> None:
+    connect(deps)
+    deps.results.add("p1", 5)  # type: ignore[attr-defined]
+    assert emit(deps, "ack-result", {"pool_id": "p1", "seq": 3}) == {"pool_id": "p1", "acked_seq": 3}
+    assert emit(deps, "ack-result", {"pool_id": "p1", "seq": 2}) == {"pool_id": "p1", "acked_seq": 3}
+    assert deps.results.acks == {("p1", "7"): 3}  # type: ignore[attr-defined]  # the user from the session
+    assert code(emit(deps, "ack-result", {"pool_id": "p1", "seq": 6})) == "bad_request"  # past the last
+    assert code(emit(deps, "ack-result", {"pool_id": "p9", "seq": 1})) == "forbidden"
+    for bad in ({"pool_id": "p1"}, {"pool_id": "p1", "seq": -1}, {"pool_id": "p1", "seq": "1"}, {"seq": 1},
+                {"pool_id": "p1", "seq": 10**18}):
+        assert code(emit(deps, "ack-result", bad)) == "bad_request", bad
+    # The next connect starts after the ack.
+    sockets.disconnect(deps, Session("s1", deps.sockets.get_session("s1")))
+    deps.sockets.background.clear()  # type: ignore[attr-defined]
+    connect(deps, "s2")
+    deps.sockets.run_background()  # type: ignore[attr-defined]
+    assert sent_seqs(deps, "s2", "p1") == [4, 5]
 
 
 def test_alive(deps: Deps) -> None:
@@ -263,11 +353,11 @@ def test_large_answers_count_as_bytes_in_flight(deps: Deps) -> None:
     assert emit(deps, "get-history", {}) == {"files": []} and deps.local.inflight_bytes_total == 0
 
 
-def test_offline_deliveries_take_turns(deps: Deps) -> None:
+def test_catch_ups_take_turns(deps: Deps) -> None:
     import threading
 
-    deps.results.by_pool["p1"] = [result("p1", 1, timeutil.now_iso())]  # type: ignore[attr-defined]
-    connect(deps, results_since="2020-01-01T00:00:00Z")
+    deps.results.add("p1", 1)  # type: ignore[attr-defined]
+    connect(deps)
     for _ in range(16):  # every turn taken by other deliveries
         assert deps.local.deliveries.acquire(blocking=False)
     outcome: list[int] = []
