@@ -101,8 +101,13 @@ def load_users(cache: Path, auth_url: str, count: int, http: requests.Session) -
 
         def signup(n: int) -> dict:
             name = f"pb_{uuid.uuid4().hex[:10]}"
-            body = checked(requests.post(f"{auth_url}/auth/signup", timeout=60,
-                                         json={"user_name": name, "password": PASSWORD}), "signup")
+            for _attempt in range(60):  # auth answers 429 while its hashing queue is full: wait it out
+                response = requests.post(f"{auth_url}/auth/signup", timeout=60,
+                                         json={"user_name": name, "password": PASSWORD})
+                if response.status_code != 429:
+                    break
+                time.sleep(float(response.json()["error"].get("retry_after") or 1))
+            body = checked(response, "signup")
             return {k: body[k] for k in ("user_id", "user_name", "access_token")}
 
         # auth hashes 4 at a time; more threads only queue there.
@@ -455,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for results/downloads")
     parser.add_argument("--notify-target", type=float, default=None,
                         help="seconds from the post to the last pool-result (default 0.5, 1.0 above 1,000 members)")
+    parser.add_argument("--sockets-per-user", type=int, default=1,
+                        help="member connections per user (signups are argon2-bound: ~1/s on a loaded 2-core "
+                             "machine); the gateway's fan-out cost is per connection")
     parser.add_argument("--catchup", type=int, default=0,
                         help="instead: the catch-up of this many results by one reconnecting member")
     parser.add_argument("--catchup-workers", type=int, default=8)
@@ -463,8 +471,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.notify_target is None:
         args.notify_target = 0.5 if args.members <= 1000 else 1.0
-    if not 0 < args.contributors <= args.members or not 0 <= args.downloaders <= args.members:
-        parser.error("need 0 < contributors <= members and downloaders <= members")
+    user_count = -(-args.members // max(1, args.sockets_per_user))
+    if not 0 < args.contributors <= user_count or not 0 <= args.downloaders <= args.members:
+        parser.error("need 0 < contributors <= members / sockets-per-user and downloaders <= members")
 
     http = requests.Session()
     config = checked(http.get(f"{args.gateway.rstrip('/')}/config.json", timeout=10), "config.json")
@@ -476,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.catchup:
         return catchup(args, http, auth_url, agg_url, admin_h)
 
-    users = load_users(args.users_cache, auth_url, args.members, http)
+    users = load_users(args.users_cache, auth_url, user_count, http)
     hook_port = free_port()
     window = args.window
     pool = checked(http.post(f"{auth_url}/auth/pools", headers=admin_h, timeout=10, json={
@@ -494,15 +503,17 @@ def main(argv: list[str] | None = None) -> int:
                               json={"user_name": users[n]["user_name"], "role": role}), "add member")
 
     with ThreadPoolExecutor(8) as ex:
-        list(ex.map(add, range(args.members)))
-    print(f"pool {pool_id}: {args.members} members added in {time.perf_counter() - started:.1f}s", flush=True)
+        list(ex.map(add, range(user_count)))
+    print(f"pool {pool_id}: {user_count} members added in {time.perf_counter() - started:.1f}s", flush=True)
 
     members = Members(args.gateway)
     members.start()
     started = time.perf_counter()
     with ThreadPoolExecutor(args.connect_workers) as ex:
-        list(ex.map(lambda n: members.connect(n, users[n]["access_token"]), range(args.members)))
-    print(f"{args.members} members connected in {time.perf_counter() - started:.1f}s", flush=True)
+        # Connection n is user n % user_count's (several connections each with --sockets-per-user).
+        list(ex.map(lambda n: members.connect(n, users[n % user_count]["access_token"]), range(args.members)))
+    print(f"{args.members} member connections ({user_count} users) up in {time.perf_counter() - started:.1f}s",
+          flush=True)
     gw_metrics = http.get(f"{args.gateway.rstrip('/')}/metrics", timeout=10).text
     print(f"gateway /metrics: gateway_connected_sockets={metric(gw_metrics, 'gateway_connected_sockets')} "
           f"gateway_max_connections={metric(gw_metrics, 'gateway_max_connections')}", flush=True)
@@ -519,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         # A member downloads as soon as it is told (the first downloaders members).
         if member < args.downloaders and member not in queued:
             queued.add(member)
-            downloader.jobs.put((member, str(event["download_url"]), users[member]["access_token"],
+            downloader.jobs.put((member, str(event["download_url"]), users[member % user_count]["access_token"],
                                  int(event["size"]), str(event["sha256"])))
 
     members.on_result = on_result

@@ -339,7 +339,8 @@ def _soak_run(args: argparse.Namespace, rng: random.Random, gateways: list[str],
     for i in range(args.members):
         role = "contributor" if i < args.members - args.listeners else "listener"
         client = DropboxClient(gateways[i % len(gateways)], auth_url, fsm_url, agg_url,
-                               spool_dir=f"{state_dir}/member-{i}", auto_flush=False)
+                               spool_dir=f"{state_dir}/member-{i}/spool",
+                               feed_state=f"{state_dir}/member-{i}/feed.json", auto_flush=False)
         client.signup(f"soak_{uuid.uuid4().hex[:8]}_{i}", "soak-password-123")
         as_admin("POST", f"{auth_url}/auth/pools/{pool_id}/members", "add member",
                  json={"user_name": client.user["user_name"], "role": role})

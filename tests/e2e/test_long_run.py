@@ -90,7 +90,7 @@ def test_listener_and_uploader_with_5s_tokens_miss_nothing_for_two_minutes(make_
 
     def member(role: str, spool: str) -> tuple[DropboxClient, str]:
         client = DropboxClient(running.gateway, urls["auth"], urls["file_service_manager"], urls["pool_aggregator"],
-                        spool_dir=tmp_path / spool)
+                        spool_dir=tmp_path / spool / "spool", feed_state=tmp_path / spool / "feed.json")
         name = unique_name(role[:6])
         client.signup(name, PASSWORD)
         admin.add_member(pool_id, name, role)
