@@ -7,7 +7,8 @@ Publishes: ``FileStored`` (per item), ``FileStatusChanged`` (uploaded_successful
 ``UploadStoreFailed`` (file_uploader decides on a retry), ``AuditRecorded`` (stored, downloaded, deleted).
 Owns: the bytes, in a storage backend (``backends``: GridFS ``fs`` by default, a filesystem
 root or an S3 bucket: a pool's own ``storage`` (auth's internal pool route, kept briefly),
-``DEFAULT_STORAGE`` for files without a pool; key = file_id; each record names its backend), MongoDB ``files`` (the index of file records, ``_id`` = file_id), ``audit``
+``DEFAULT_STORAGE`` for files without a pool; key = file_id; each record names its backend),
+MongoDB ``files`` (the index of file records, ``_id`` = file_id), ``audit``
 (append-only, ``_id`` = audit_id) and ``storages`` (storage locations, credentials
 encrypted with STORAGE_SECRETS_KEY). Reads and then
 deletes the Redis chunks named by ``StoreUpload`` (the cache file_uploader filled).
