@@ -4,8 +4,8 @@ auth's internal pool route answers the storage with its secrets in clear; the pa
 ``StorageSpec`` keeps them out of every repr, and nothing here logs it. Each answer is reused
 for ``ttl`` seconds (POOL_STORAGE_CACHE_SECONDS): a store does not ask auth for every file, and a
 PATCHed storage takes effect for new files within ``ttl``. A pool auth does not know (deleted)
-stores to the default. auth unreachable raises ``AuthUnavailable``: the store fails and is
-retried (never written to a guessed backend).
+stores to the default. auth unreachable: the pool's last known storage if there is one (however
+old), else ``AuthUnavailable``: the store fails and is retried (never written to a guessed backend).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from services.common.authclient import AuthUnavailable
 from services.common.errors import ShownToUsers
 
 from .backends import BackendError, StorageSpec, parse_spec
@@ -46,7 +47,12 @@ class PoolStorage:
             if found is not None and now - found[0] < self.ttl:
                 self._cache.move_to_end(pool_id)
                 return found[1]
-        doc = self.auth.pool(pool_id)  # outside the lock: one slow answer does not stall other pools
+        try:
+            doc = self.auth.pool(pool_id)  # outside the lock: one slow answer does not stall other pools
+        except AuthUnavailable:
+            if found is not None:  # auth away for a while: the pool's last known storage, not a guess
+                return found[1]
+            raise
         spec: StorageSpec | None = None
         if doc is not None:
             try:

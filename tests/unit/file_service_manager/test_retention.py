@@ -134,8 +134,9 @@ def test_the_pool_storage_cache_is_bounded_in_time_and_unknown_pools_use_the_def
     assert cache.spec_for("p").bucket == "b" and cache.spec_for("p").bucket == "b" and Auth.calls == 2
     clock[0] = 11
     Auth.down = True
+    assert cache.spec_for("p").bucket == "b" and Auth.calls == 3  # auth away: the last known storage
     with pytest.raises(AuthUnavailable):  # never a guessed backend: the store fails and is retried
-        cache.spec_for("p")
+        cache.spec_for("never-seen")
 
 
 def test_an_unusable_pool_storage_fails_the_store_with_a_reason_shown_to_users() -> None:
