@@ -89,6 +89,19 @@ class AuthStore(Protocol):
 
     def list_pools(self, user_id: str, *, all_pools: bool) -> list[dict[str, Any]]: ...
 
+    def pool_secrets_page(self, after: str | None, limit: int) -> list[dict[str, Any]]:
+        """``{pool_id, storage, staging}`` (as stored: secrets encrypted) of the pools after ``after``, by id."""
+        ...
+
+    def replace_pool_secrets(self, pool_id: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
+        """Write ``new``'s storage and staging if the pool still holds ``old``'s (compare-and-swap)."""
+        ...
+
+    def retention_rules(self, limit: int) -> list[dict[str, Any]]:
+        """At most ``limit`` pools, live then deleted, with a ``retention_days``:
+        ``{pool_id, retention_days, deleted}`` (a deleted pool's rule is kept when it is deleted)."""
+        ...
+
     def set_member(self, pool_id: str, user_id: str, role: str) -> None: ...
 
     def remove_member(self, pool_id: str, user_id: str) -> bool: ...
@@ -123,3 +136,13 @@ class RateCounters(Protocol):
         ...
 
     def get(self, key: str) -> int: ...
+
+
+class StorageProbe(Protocol):
+    """Checks a pool's storage before it is saved (SPEC: a write-read-delete probe). auth cannot build
+    a backend itself: file_service_manager probes it (``serviceclient.StorageProbeClient``)."""
+
+    def probe(self, storage: dict[str, Any]) -> None:
+        """Returns when the storage works; raises ``ApiError`` 400 ``bad_storage`` with the backend's
+        reason (never a secret), or 503 when it cannot be checked now."""
+        ...

@@ -11,7 +11,7 @@ from werkzeug.wsgi import wrap_file
 from services.common import httpkit, validation
 from services.common.authclient import Identity
 
-from . import core, deleting, downloads, files
+from . import core, deleting, downloads, files, probing
 from .deps import Deps
 
 bp = Blueprint("file_service_manager", __name__)
@@ -103,3 +103,12 @@ def download(file_id: str) -> Response:
         body = plan.stream
     return Response(body, status=plan.status, headers=plan.headers, mimetype=plan.content_type,
                     direct_passthrough=True)
+
+
+@bp.post("/internal/storage/probe")
+def probe_storage() -> Response:
+    """auth checks a pool's storage here before saving it (X-Internal-Key)."""
+    found = deps()
+    httpkit.check_internal_key(found.settings.common.internal_api_key,
+                               found.settings.common.internal_api_key_previous)
+    return jsonify(probing.probe_storage(found, httpkit.json_body()))
