@@ -2,13 +2,18 @@
 
 Consumes: ``upload.store`` (``StoreUpload``, queue ``file_service_manager.store``, prefetch 2),
 ``file.status.*`` and ``file.grouped`` (queue ``file_service_manager.index``),
-``audit.recorded`` (queue ``file_service_manager.audit``).
+``audit.recorded`` (queue ``file_service_manager.audit``), ``pool.result_published``
+(``ResultPublished``) and ``staging.deliver`` (``StageResult``) (queue
+``file_service_manager.staging``: results delivered to their pool's staging targets).
 Publishes: ``FileStored`` (per item), ``FileStatusChanged`` (uploaded_successfully),
-``UploadStoreFailed`` (file_uploader decides on a retry), ``AuditRecorded`` (stored, downloaded, deleted).
+``UploadStoreFailed`` (file_uploader decides on a retry), ``StageResult`` (one per staging
+target and attempt; retries through ``dropbox.staging_delay``), ``AuditRecorded`` (stored,
+downloaded, deleted, staging_done/staging_attempt_failed/staging_failed).
 Owns: the bytes, in a storage backend (``backends``: GridFS ``fs`` by default, a filesystem
 root or an S3 bucket, per ``DEFAULT_STORAGE``; key = file_id; each record names its
 backend), MongoDB ``files`` (the index of file records, ``_id`` = file_id), ``audit``
-(append-only, ``_id`` = audit_id) and ``storages`` (storage locations, credentials
-encrypted with STORAGE_SECRETS_KEY). Reads and then
+(append-only, ``_id`` = audit_id), ``storages`` (storage locations, credentials
+encrypted with STORAGE_SECRETS_KEY) and ``staging`` (each result's status per staging
+target, ``_id`` = ``<result_id>:<target>``). Reads and then
 deletes the Redis chunks named by ``StoreUpload`` (the cache file_uploader filled).
 """

@@ -8,13 +8,13 @@ from prometheus_client import Gauge
 
 from services.common.audit import AuditTrail
 from services.common.httpkit import ServiceMetrics
-from services.common.ports import AuthLookup, Publisher
+from services.common.ports import AuthLookup, Clock, Publisher
 
 from .backends import Storages
 from .backends.metered import StorageMetrics
 from .config import Settings
 from .hotcache import HotFiles
-from .ports import Cache, Index
+from .ports import Cache, Index, StagingStore
 
 
 class FsmMetrics:
@@ -63,3 +63,6 @@ class Deps:
     storage: Storages
     # Pool results fan out to every member at once: served from memory after one GridFS read.
     hot: HotFiles
+    # SPEC "Staging": each result's delivery status per target of its pool (``staging``).
+    staging: StagingStore
+    clock: Clock

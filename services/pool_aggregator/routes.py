@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from services.common import httpkit
 from services.common.httpkit import bad_request, forbidden, unauthorized
 
-from . import control, core, groups, results
+from . import control, core, groups, results, staging
 from .archive import archive_length, tar_stream
 from .deps import Deps
 
@@ -146,3 +146,9 @@ def list_results(pool_id: str) -> Response:
     args = request.args
     return jsonify(results.list_results(deps(), pool_id, since_raw=args.get("since"),
                                         after_seq_raw=args.get("after_seq"), limit_raw=args.get("limit")))
+
+
+@bp.get("/pools/<pool_id>/results/<result_id>/staging")
+def result_staging(pool_id: str, result_id: str) -> Response:
+    operator(pool_id)
+    return jsonify(staging.result_staging(deps(), pool_id, result_id))
