@@ -15,12 +15,13 @@ from services.common.audit import AuditTrail
 from services.common.ports import Publisher, SystemClock
 from services.common.revocations import Reader, RevocationList
 from services.common.runtime import Runtime
+from services.common.serviceclient import StorageProbeClient
 
 from . import core, startup
 from .accounts import bootstrap_admin
 from .config import Settings
 from .deps import AuthMetrics, Deps
-from .ports import AuthStore, RateCounters, Revocations
+from .ports import AuthStore, RateCounters, Revocations, StorageProbe
 from .routes import bp
 from .store import RedisCounters, RedisRevocations, Store
 
@@ -30,7 +31,7 @@ __all__ = ["bootstrap_admin", "create_app"]
 
 def create_app(settings: Settings, *, store: AuthStore | None = None, broker: Publisher | None = None,
                passwords: core.Passwords | None = None, counters: RateCounters | None = None,
-               revocations: Revocations | None = None) -> Flask:
+               revocations: Revocations | None = None, storage_probe: StorageProbe | None = None) -> Flask:
     the_store = store or Store(settings.database_url, pool_size=settings.db_pool_size)
     # Few publish attempts: a logout waits for them while RabbitMQ is down (see events.publish).
     the_broker = broker or messaging.Broker(settings.common.amqp_url, publish_attempts=3)
@@ -54,7 +55,9 @@ def create_app(settings: Settings, *, store: AuthStore | None = None, broker: Pu
                 metrics=auth_metrics, audit=AuditTrail(the_broker, "auth", auth_metrics.audit_lost),
                 clock=SystemClock(), counters=the_counters,
                 revocations=the_revocations,
-                revocation_list=RevocationList(reader, settings.common.redis_prefix))
+                revocation_list=RevocationList(reader, settings.common.redis_prefix),
+                storage_probe=storage_probe or StorageProbeClient(settings.common.file_service_manager_url,
+                                                                  settings.common.internal_api_key))
     app.extensions["deps"] = deps
     app.register_blueprint(bp)
     app.extensions["runtime"] = Runtime(prepare=lambda: startup.prepare(deps))

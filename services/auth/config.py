@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from services.common import secretbox
+from services.common.secretbox import SecretBox, SecretError
 from services.common.settings import (
     DEV_SECRETS,
     CommonSettings,
@@ -61,6 +63,8 @@ class Settings:
     # Refresh tokens rotate on every use; each new one lives this long (a listener that refreshes
     # at least this often stays logged in for good; one away longer logs in again).
     refresh_ttl_seconds: int = core.DEFAULT_REFRESH_TTL
+    # STORAGE_SECRETS_KEY (+ STORAGE_SECRETS_OLD_KEYS while rotating): pools' storage/staging secrets at rest.
+    secrets: SecretBox | None = field(default=None, repr=False)
 
     @property
     def internal_api_key(self) -> str:
@@ -96,7 +100,13 @@ class Settings:
             if is_production(env) and (len(previous) < 32 or previous == DEV_SECRETS["JWT_SECRET"]):
                 raise ConfigError("JWT_SECRET_PREVIOUS must be a non-default secret of at least 32 characters "
                                   "when DROPBOX_ENV=production")
+        try:
+            box = secretbox.from_env(env, "STORAGE_SECRETS_KEY", "STORAGE_SECRETS_OLD_KEYS")
+        except SecretError as exc:
+            raise ConfigError(str(exc)) from None
+        # Unset: pools work, but a storage or staging target with a secret is refused (400 bad_storage).
         return cls(
+            secrets=box,
             common=common,
             database_url=env_str(env, "DATABASE_URL", DEFAULT_DATABASE_URL),
             host=host,

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,7 +23,7 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from services.common import validation
+from services.common import poolstorage, validation
 
 DEFAULT_TOKEN_TTL = 900  # SPEC: ACCESS_TOKEN_TTL_SECONDS defaults to 15 minutes
 DEFAULT_REFRESH_TTL = 30 * 24 * 3600  # SPEC: REFRESH_TOKEN_TTL_SECONDS defaults to 30 days
@@ -55,6 +55,8 @@ DEFAULT_MAX_LATE = 7 * 24 * 3600  # SPEC: older timestamps are refused (default 
 ON_SHORT = ("process", "fail")  # SPEC: what a group short of its quorum does once the wait is over
 DEFAULT_PROCESSING_TIMEOUT = 300
 MAX_POOL_NAME = 128
+MAX_RETENTION_DAYS = 100 * 365  # SPEC "Retention": null keeps files forever
+DEFAULT_STORAGE = {"backend": "gridfs"}  # SPEC: a pool's storage when none is given
 MAX_URL = 2048
 
 API_KEY_PREFIX = "pk"
@@ -334,11 +336,38 @@ class PoolSpec:
     quorum_wait_seconds: int = 0
     on_short: str = "process"
     max_late_seconds: int = DEFAULT_MAX_LATE
+    # SPEC "Storage backends" / "Staging": as checked by parse_pool (secrets in clear or "***");
+    # the use case (pools.py) resolves "***" and encrypts the secrets before the store sees them.
+    storage: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_STORAGE))
+    staging: list[dict[str, Any]] = field(default_factory=list)
+    retention_days: int | None = None  # None: keep forever
 
 
 # The fields of SPEC's POST /auth/pools this service keeps (PATCH changes any of them).
 POOL_SPEC_FIELDS = ("name", "window_seconds", "close_grace_seconds", "min_contributors", "quorum_wait_seconds",
-                    "on_short", "processing_timeout_seconds", "processor_url", "max_late_seconds")
+                    "on_short", "processing_timeout_seconds", "processor_url", "max_late_seconds",
+                    "storage", "staging", "retention_days")
+SECRET_BEARING = ("storage", "staging")  # fields whose secrets are never shown, logged or audited
+
+
+class BadStorage(Invalid):
+    """A pool's storage breaks a rule: 400 ``bad_storage`` (SPEC), the message safe to show."""
+
+
+def check_storage(value: Any) -> dict[str, Any]:
+    if value is None:
+        return dict(DEFAULT_STORAGE)
+    try:
+        return poolstorage.check_storage(value)
+    except poolstorage.StorageInvalid as exc:
+        raise BadStorage(str(exc)) from None
+
+
+def check_staging(value: Any) -> list[dict[str, Any]]:
+    try:
+        return poolstorage.check_staging(value)
+    except poolstorage.StorageInvalid as exc:
+        raise Invalid(str(exc)) from None
 
 
 def _int_field(body: dict[str, Any], key: str, default: int | None, low: int, high: int,
@@ -400,9 +429,12 @@ def parse_pool(body: dict[str, Any]) -> PoolSpec:
     if on_short not in ON_SHORT:
         raise Invalid("on_short must be 'process' or 'fail'")
     assert grace is not None and timeout is not None and quorum_wait is not None and max_late is not None
+    retention = _int_field(body, "retention_days", None, 0, MAX_RETENTION_DAYS, nullable=True)
     return PoolSpec(name=name, window_seconds=window, close_grace_seconds=grace, min_contributors=minimum,
                     processing_timeout_seconds=timeout, processor_url=check_url(body.get("processor_url")),
-                    quorum_wait_seconds=quorum_wait, on_short=on_short, max_late_seconds=max_late)
+                    quorum_wait_seconds=quorum_wait, on_short=on_short, max_late_seconds=max_late,
+                    storage=check_storage(body.get("storage")), staging=check_staging(body.get("staging")),
+                    retention_days=retention)
 
 
 def parse_pool_patch(current: dict[str, Any], body: dict[str, Any]) -> PoolSpec:
@@ -467,8 +499,12 @@ def parse_cursor(value: Any) -> str | None:
 
 
 def pool_view(pool: dict[str, Any], *, admin: bool) -> dict[str, Any]:
-    """A pool as a caller may see it: ``processor_url`` (where groups are announced) is for admins only."""
-    return pool if admin else {k: v for k, v in pool.items() if k != "processor_url"}
+    """A pool as a caller may see it: every secret of ``storage``/``staging`` is ``"***"`` (SPEC);
+    ``processor_url`` (where groups are announced) and ``staging`` (where results are copied) are
+    for admins only."""
+    storage, staging = poolstorage.mask(pool.get("storage"), pool.get("staging"))
+    shown = {**pool, "storage": storage, "staging": staging}
+    return shown if admin else {k: v for k, v in shown.items() if k not in ("processor_url", "staging")}
 
 
 # --- processor API keys ---------------------------------------------------------

@@ -11,7 +11,7 @@ from services.common.revocations import RevocationList
 
 from . import core
 from .config import Settings
-from .ports import AuthStore, RateCounters, Revocations
+from .ports import AuthStore, RateCounters, Revocations, StorageProbe
 
 
 class AuthMetrics:
@@ -53,3 +53,5 @@ class Deps:
     revocation_list: RevocationList  # reads it back (validate honours it)
     # Logins, refusals, logouts, user/pool/member/key changes, with who did it (never a secret).
     audit: AuditTrail
+    # Checks a pool's storage (file_service_manager's internal probe route) before it is saved.
+    storage_probe: StorageProbe

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
+from services.common import poolstorage
 from services.common.contracts import MembershipChanged, PoolDeleted
-from services.common.errors import ApiError, Duplicate, forbidden, not_found
+from services.common.errors import ApiError, Duplicate, bad_request, forbidden, not_found
+from services.common.secretbox import SecretError
 
 from . import core, events
 from .accounts import Caller, checked, require_admin
@@ -47,9 +50,89 @@ def member_or_admin(deps: Deps, caller: Caller, pool_id: str) -> tuple[dict[str,
     return pool, role
 
 
+def bad_storage(message: str) -> ApiError:
+    return ApiError(400, "bad_storage", message)
+
+
+def parsed(rule: Any, body: dict[str, Any]) -> core.PoolSpec:
+    """``rule(body)``: a bad storage is SPEC's 400 ``bad_storage``, anything else 400 ``bad_request``."""
+    try:
+        spec: core.PoolSpec = rule(body)
+        return spec
+    except core.BadStorage as exc:
+        raise bad_storage(str(exc)) from None
+    except core.Invalid as exc:
+        raise bad_request(str(exc)) from None
+
+
+def _encrypt(deps: Deps) -> Any:
+    box = deps.settings.secrets
+    if box is None:
+        def refuse(_value: str) -> str:
+            raise poolstorage.StorageInvalid("STORAGE_SECRETS_KEY is not set on auth: secrets cannot be kept")
+        return refuse
+    return box.encrypt
+
+
+def opened(deps: Deps, pool: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
+    """A stored pool's storage and staging with their secrets in clear (never shown to a client)."""
+    box = deps.settings.secrets
+
+    def decrypt(value: str) -> str:
+        if box is None:
+            raise ApiError(503, "unavailable", "STORAGE_SECRETS_KEY is not set on auth: secrets cannot be read")
+        try:
+            return box.decrypt(value)
+        except SecretError as exc:  # the message never quotes the value
+            raise ApiError(503, "unavailable", f"a stored secret of pool {pool.get('pool_id')}: {exc}") from None
+    return poolstorage.unseal(pool.get("storage"), pool.get("staging") or [], decrypt)
+
+
+def sealed(deps: Deps, spec: core.PoolSpec, body: dict[str, Any],
+           current: dict[str, Any] | None) -> core.PoolSpec:
+    """``spec`` as it is stored. For a new pool, and for each of ``storage``/``staging`` a PATCH names: a
+    ``"***"`` keeps the stored secret (same place only), a storage passes the write-read-delete probe, and
+    every secret is encrypted. A field a PATCH does not name stays exactly as stored."""
+    encrypt = _encrypt(deps)
+    storage, staging = spec.storage, spec.staging
+    if current is None or "storage" in body:
+        try:
+            stored = opened(deps, {"storage": current.get("storage")})[0] if current else None
+            storage = poolstorage.keep_masked(storage, stored)
+            if "storage" in body:  # the default (GridFS) needs no probe: pools are made while it is down too
+                deps.storage_probe.probe(storage)  # 400 bad_storage with the backend's reason
+            storage = poolstorage.seal(storage, None, encrypt)[0] or dict(core.DEFAULT_STORAGE)
+        except poolstorage.StorageInvalid as exc:
+            raise bad_storage(str(exc)) from None
+    else:
+        storage = current["storage"]
+    if current is None or "staging" in body:
+        try:
+            old = opened(deps, {"staging": current.get("staging") or []})[1] or [] if current else []
+            # A target keeps its secret by position: the list an admin GETs, edited and sent back.
+            staging = [poolstorage.keep_masked(t, old[i] if i < len(old) else None) for i, t in enumerate(staging)]
+            staging = poolstorage.seal(None, staging, encrypt)[1] or []
+        except poolstorage.StorageInvalid as exc:
+            raise bad_request(str(exc)) from None
+    else:
+        staging = current.get("staging") or []
+    return dataclasses.replace(spec, storage=storage, staging=staging)
+
+
+def audited(fields: dict[str, Any]) -> dict[str, Any]:
+    """Pool fields as the audit trail keeps them: secrets masked."""
+    storage, staging = poolstorage.mask(fields.get("storage"), fields.get("staging"))
+    out = dict(fields)
+    if "storage" in fields:
+        out["storage"] = storage
+    if "staging" in fields:
+        out["staging"] = staging
+    return out
+
+
 def create_pool(deps: Deps, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
     require_admin(caller)
-    spec = checked(core.parse_pool, body)
+    spec = sealed(deps, parsed(core.parse_pool, body), body, None)
     for _ in range(POOL_ID_ATTEMPTS):
         try:
             pool = deps.store.create_pool(core.new_pool_id(), spec)
@@ -60,22 +143,22 @@ def create_pool(deps: Deps, caller: Caller, body: dict[str, Any]) -> dict[str, A
         raise ApiError(500, "internal_error", "could not allocate a pool id")
     log.info("pool created", extra={"pool_id": pool["pool_id"]})
     audit(deps, caller, "pool_created", pool["pool_id"], fields=sorted(k for k in core.POOL_SPEC_FIELDS if k in body))
-    return pool
+    return core.pool_view(pool, admin=True)
 
 
 def patch_pool(deps: Deps, caller: Caller, pool_id: str, body: dict[str, Any]) -> dict[str, Any]:
     """SPEC's PATCH /auth/pools/<pool_id>: any field of POST, the result checked as POST checks it."""
     require_admin(caller)
     current = pool_or_404(deps, pool_id)
-    spec = checked(lambda b: core.parse_pool_patch(current, b), body)
+    spec = sealed(deps, parsed(lambda b: core.parse_pool_patch(current, b), body), body, current)
     pool = deps.store.update_pool(pool_id, spec)
     if pool is None:  # deleted meanwhile
         raise not_found(f"no pool {pool_id!r}")
     log.info("pool changed", extra={"pool_id": pool_id})
     audit(deps, caller, "pool_changed", pool_id,
-          changed={k: pool[k] for k in core.POOL_SPEC_FIELDS if k in body and k != "processor_url"},
+          changed=audited({k: pool[k] for k in core.POOL_SPEC_FIELDS if k in body and k != "processor_url"}),
           processor_url_changed=("processor_url" in body) or None)
-    return pool
+    return core.pool_view(pool, admin=True)
 
 
 def delete_pool(deps: Deps, caller: Caller, pool_id: str) -> dict[str, Any]:
@@ -138,8 +221,20 @@ def remove_member(deps: Deps, caller: Caller, pool_id: str, user_name: str) -> d
 
 
 def internal_pool(deps: Deps, pool_id: str) -> dict[str, Any]:
-    """A pool as other services see it (the internal key was checked by the route)."""
-    return pool_or_404(deps, pool_id)
+    """A pool as other services see it (the internal key was checked by the route): its storage and
+    staging secrets in clear, for file_service_manager and pool_aggregator to use (never to show)."""
+    pool = pool_or_404(deps, pool_id)
+    storage, staging = opened(deps, pool)
+    return {**pool, "storage": storage, "staging": staging}
+
+
+MAX_RETENTION_ROWS = 10_000  # pools with a retention rule in one answer (the sweeper asks every few minutes)
+
+
+def internal_retention(deps: Deps) -> dict[str, Any]:
+    """Every pool with a ``retention_days``, live or deleted (a deleted pool's files follow its rule)."""
+    rows = deps.store.retention_rules(MAX_RETENTION_ROWS)
+    return {"pools": rows, "truncated": len(rows) >= MAX_RETENTION_ROWS}
 
 
 def internal_members(deps: Deps, pool_id: str) -> list[dict[str, Any]]:

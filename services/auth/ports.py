@@ -89,6 +89,11 @@ class AuthStore(Protocol):
 
     def list_pools(self, user_id: str, *, all_pools: bool) -> list[dict[str, Any]]: ...
 
+    def retention_rules(self, limit: int) -> list[dict[str, Any]]:
+        """At most ``limit`` pools, live then deleted, with a ``retention_days``:
+        ``{pool_id, retention_days, deleted}`` (a deleted pool's rule is kept when it is deleted)."""
+        ...
+
     def set_member(self, pool_id: str, user_id: str, role: str) -> None: ...
 
     def remove_member(self, pool_id: str, user_id: str) -> bool: ...
@@ -123,3 +128,13 @@ class RateCounters(Protocol):
         ...
 
     def get(self, key: str) -> int: ...
+
+
+class StorageProbe(Protocol):
+    """Checks a pool's storage before it is saved (SPEC: a write-read-delete probe). auth cannot build
+    a backend itself: file_service_manager probes it (``serviceclient.StorageProbeClient``)."""
+
+    def probe(self, storage: dict[str, Any]) -> None:
+        """Returns when the storage works; raises ``ApiError`` 400 ``bad_storage`` with the backend's
+        reason (never a secret), or 503 when it cannot be checked now."""
+        ...

@@ -157,6 +157,11 @@ def internal_pool(pool_id: str) -> Response:
     return jsonify(pools.internal_pool(internal(), pool_id))
 
 
+@bp.get("/auth/internal/retention")
+def internal_retention() -> Response:
+    return jsonify(pools.internal_retention(internal()))
+
+
 @bp.get("/auth/internal/pools/<pool_id>/members")
 def internal_members(pool_id: str) -> Response:
     return jsonify({"pool_id": pool_id, "members": pools.internal_members(internal(), pool_id)})

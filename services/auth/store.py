@@ -21,6 +21,7 @@ import psycopg2.errors
 import psycopg2.extras
 import psycopg2.pool
 import redis
+from psycopg2.extras import Json
 
 from services.common.errors import Duplicate
 from services.common.timeutil import iso
@@ -37,9 +38,17 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 MIGRATION_LOCK_ID = 0x6175_7468_6D69_6772  # "authmigr"
 
 POOL_COLUMNS = ("pool_id, name, window_seconds, close_grace_seconds, min_contributors, "
-                "processing_timeout_seconds, processor_url, quorum_wait_seconds, on_short, max_late_seconds, created")
+                "processing_timeout_seconds, processor_url, quorum_wait_seconds, on_short, max_late_seconds, "
+                "storage, staging, retention_days, created")
 POOL_SPEC_COLUMNS = ("name", "window_seconds", "close_grace_seconds", "min_contributors", "processing_timeout_seconds",
-                     "processor_url", "quorum_wait_seconds", "on_short", "max_late_seconds")
+                     "processor_url", "quorum_wait_seconds", "on_short", "max_late_seconds",
+                     "storage", "staging", "retention_days")
+JSON_COLUMNS = ("storage", "staging")  # JSONB: their secrets arrive here already encrypted (pools.sealed)
+
+
+def _column(spec: PoolSpec, column: str) -> Any:
+    value = getattr(spec, column)
+    return Json(value) if column in JSON_COLUMNS else value
 
 
 def _ts(epoch_seconds: int) -> datetime:
@@ -373,7 +382,7 @@ class Store:
             with self._cursor() as cur:
                 cur.execute(f"INSERT INTO pools (pool_id, {', '.join(POOL_SPEC_COLUMNS)})"
                             f" VALUES (%s{', %s' * len(POOL_SPEC_COLUMNS)}) RETURNING {POOL_COLUMNS}",
-                            (pool_id, *(getattr(spec, c) for c in POOL_SPEC_COLUMNS)))
+                            (pool_id, *(_column(spec, c) for c in POOL_SPEC_COLUMNS)))
                 return _pool_doc(cur.fetchone())
         except psycopg2.errors.UniqueViolation as exc:
             raise Duplicate(f"pool {pool_id} exists") from exc
@@ -388,7 +397,7 @@ class Store:
         with self._cursor() as cur:
             cur.execute(f"UPDATE pools SET {', '.join(f'{c} = %s' for c in POOL_SPEC_COLUMNS)}"
                         f" WHERE pool_id = %s RETURNING {POOL_COLUMNS}",
-                        (*(getattr(spec, c) for c in POOL_SPEC_COLUMNS), pool_id))
+                        (*(_column(spec, c) for c in POOL_SPEC_COLUMNS), pool_id))
             row = cur.fetchone()
             return _pool_doc(row) if row else None
 
@@ -406,7 +415,19 @@ class Store:
             row = cur.fetchone()
             if row is None:
                 return None
+            # The pool's retention rule outlives it (same transaction): its files follow the rule.
+            cur.execute("INSERT INTO deleted_pools (pool_id, retention_days) VALUES (%s, %s)"
+                        " ON CONFLICT (pool_id) DO UPDATE SET retention_days = EXCLUDED.retention_days,"
+                        " deleted_at = now()", (pool_id, row["retention_days"]))
             return {"pool": _pool_doc(row), "members": members, "keys": keys}
+
+    def retention_rules(self, limit: int) -> list[dict]:
+        """Pools (live, then deleted) with a ``retention_days``: ``{pool_id, retention_days, deleted}``."""
+        with self._cursor() as cur:
+            cur.execute("(SELECT pool_id, retention_days, false AS deleted FROM pools WHERE retention_days IS NOT NULL)"
+                        " UNION ALL (SELECT pool_id, retention_days, true FROM deleted_pools"
+                        " WHERE retention_days IS NOT NULL) ORDER BY deleted, pool_id LIMIT %s", (limit,))
+            return [dict(row) for row in cur.fetchall()]
 
     def list_pools(self, user_id: str, *, all_pools: bool) -> list[dict]:
         """The user's pools with its role; ``all_pools`` (admin): every pool, role None where not a member."""

@@ -104,3 +104,22 @@ class UploaderClient(ServiceClient):
     def cancel(self, file_id: str, *, owner_id: str) -> dict[str, Any]:
         """Drop an unfinished upload's bytes (only its owner's: another owner's is a 404)."""
         return self.call("POST", f"/uploads/{file_id}/cancel", json={"owner_id": owner_id})
+
+
+class StorageProbeClient(ServiceClient):
+    """file_service_manager's internal storage probe (X-Internal-Key): auth checks a pool's storage
+    with it before saving it (a write, read and delete of a small object in that backend).
+
+    The storage travels with its secrets in clear over the fleet's internal network only; the answer
+    is ``{ok: true}`` or SPEC's 400 ``bad_storage`` with the backend's reason (never a secret)."""
+
+    service = "file_service_manager"
+
+    def __init__(self, base_url: str, internal_key: str, **kwargs: Any) -> None:
+        # A probe of an unreachable S3 endpoint takes the backend's own timeouts: 30 s covers them.
+        kwargs.setdefault("timeout", 30.0)
+        kwargs.setdefault("pool_size", 4)  # admins change pools rarely
+        super().__init__(base_url, headers={"X-Internal-Key": internal_key}, **kwargs)
+
+    def probe(self, storage: dict[str, Any]) -> None:
+        self.call("POST", "/internal/storage/probe", json={"storage": storage})

@@ -11,7 +11,7 @@ from werkzeug.wsgi import wrap_file
 from services.common import httpkit, validation
 from services.common.authclient import Identity
 
-from . import core, deleting, downloads, files, staging
+from . import core, deleting, downloads, files, probing, staging
 from .deps import Deps
 
 bp = Blueprint("file_service_manager", __name__)
@@ -111,3 +111,12 @@ def staging_status(result_id: str) -> Response:
     common = deps().settings.common
     httpkit.check_internal_key(common.internal_api_key, common.internal_api_key_previous)
     return jsonify(staging.status(deps(), validation.check_id(result_id, "result_id")))
+
+
+@bp.post("/internal/storage/probe")
+def probe_storage() -> Response:
+    """auth checks a pool's storage here before saving it (X-Internal-Key)."""
+    found = deps()
+    httpkit.check_internal_key(found.settings.common.internal_api_key,
+                               found.settings.common.internal_api_key_previous)
+    return jsonify(probing.probe_storage(found, httpkit.json_body()))

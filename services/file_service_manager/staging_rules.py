@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import json
 import os
-import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +31,6 @@ MAX_FIELD = 1024  # characters of any one target field (a path, a URL, a key)
 MAX_COMPONENT_BYTES = 200  # UTF-8 bytes of one rendered path component (filesystems allow 255)
 MAX_ERROR = 300  # characters of an error kept in a status document
 PLACEHOLDERS = ("pool_id", "group_id", "window_start", "seq", "file_name")
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 PENDING, DONE, FAILED = "pending", "done", "failed"
 
@@ -105,21 +104,35 @@ def kind_of(raw: object) -> str:
     return kind if isinstance(kind, str) and kind in KINDS else "unknown"
 
 
-def check_placeholders(template: str) -> None:
-    for name in _PLACEHOLDER.findall(template):
-        if name not in PLACEHOLDERS:
+def _parts(template: str) -> list[tuple[str, str | None]]:
+    """``(literal, placeholder or None)`` pairs, by ``str.format``'s rules (``{{``/``}}`` are
+    literal braces, as auth's check of the same template allows)."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError:
+        raise BadTarget("unbalanced braces in a staging template") from None
+    parts: list[tuple[str, str | None]] = []
+    for literal, name, spec, conversion in parsed:
+        if name is not None and (name not in PLACEHOLDERS or spec or conversion):
             raise BadTarget(f"unknown placeholder in a staging template (known: {', '.join(PLACEHOLDERS)})")
-    if _PLACEHOLDER.sub("", template).count("{") or _PLACEHOLDER.sub("", template).count("}"):
-        raise BadTarget("unbalanced braces in a staging template")
+        parts.append((literal, name))
+    return parts
+
+
+def check_placeholders(template: str) -> None:
+    _parts(template)
+
+
+def names_in(template: str) -> set[str]:
+    return {name for _, name in _parts(template) if name is not None}
 
 
 def check_template(path: str) -> None:
     """An absolute template whose fixed parts never climb (``..``) and whose placeholders are known."""
     if not path.startswith("/"):
         raise BadTarget("a filesystem staging path must be absolute")
-    check_placeholders(path)
-    fixed = _PLACEHOLDER.sub("x", path)
-    if any(part == ".." for part in fixed.split("/")):
+    fixed = "".join(literal + ("x" if name else "") for literal, name in _parts(path))
+    if any(part == ".." for part in fixed.replace("\\", "/").split("/")):
         raise BadTarget("a filesystem staging path must not contain '..'")
     if base_dir(path) == "/":
         raise BadTarget("a filesystem staging path needs a fixed directory before its first placeholder")
@@ -127,9 +140,13 @@ def check_template(path: str) -> None:
 
 def base_dir(template: str) -> str:
     """The target's directory: the template's fixed part before the first placeholder, to its last '/'."""
-    head = template.split("{", 1)[0]
-    return os.path.normpath(head[: head.rfind("/") + 1] or "/") if "{" in template \
-        else os.path.normpath(template)
+    parts = _parts(template)
+    head = ""
+    for literal, name in parts:
+        head += literal
+        if name is not None:
+            return os.path.normpath(head[: head.rfind("/") + 1] or "/")
+    return os.path.normpath(head)
 
 
 def safe_component(value: str) -> str:
@@ -147,14 +164,14 @@ def safe_component(value: str) -> str:
 
 def render(template: str, values: Mapping[str, object]) -> str:
     """``template`` with each placeholder replaced by its value made safe (``safe_component``)."""
-    return _PLACEHOLDER.sub(lambda m: safe_component(str(values[m.group(1)])), template)
+    return "".join(literal + (safe_component(str(values[name])) if name else "") for literal, name in _parts(template))
 
 
 def file_path(template: str, values: Mapping[str, object]) -> str:
     """Where a result goes: the rendered template, plus the safe file name unless the template
     names it (``{file_name}``). Always a path under ``base_dir(template)``."""
     rendered = render(template, values)
-    if "{file_name}" not in template:
+    if "file_name" not in names_in(template):
         rendered = rendered.rstrip("/") + "/" + safe_component(str(values["file_name"]))
     path = os.path.normpath(rendered)
     if not is_under(path, base_dir(template)):  # cannot happen with safe components; checked anyway
@@ -165,7 +182,7 @@ def file_path(template: str, values: Mapping[str, object]) -> str:
 def s3_key(prefix: str, values: Mapping[str, object]) -> str:
     """The object key: the rendered prefix, plus the safe file name unless the prefix names it."""
     rendered = render(prefix, values) if prefix else ""
-    if "{file_name}" in prefix:
+    if "file_name" in names_in(prefix):
         return rendered
     return rendered + safe_component(str(values["file_name"]))
 

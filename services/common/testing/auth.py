@@ -17,10 +17,11 @@ from typing import Any
 from ..errors import Duplicate
 from ..timeutil import iso
 
-__all__ = ["FakeAuthStore", "FakeRateCounters", "FakeRevocations"]
+__all__ = ["FakeAuthStore", "FakeRateCounters", "FakeRevocations", "FakeStorageProbe"]
 
 POOL_FIELDS = ("name", "window_seconds", "close_grace_seconds", "min_contributors", "processing_timeout_seconds",
-               "processor_url", "quorum_wait_seconds", "on_short", "max_late_seconds")
+               "processor_url", "quorum_wait_seconds", "on_short", "max_late_seconds", "storage", "staging",
+               "retention_days")
 
 
 @dataclass
@@ -32,6 +33,7 @@ class FakeAuthStore:
     keys: dict[str, dict[str, Any]] = field(default_factory=dict)  # key_id -> row
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)  # session_id -> login row
     refresh: dict[str, dict[str, Any]] = field(default_factory=dict)  # token_hash -> row
+    deleted_pools: dict[str, int | None] = field(default_factory=dict)  # pool_id -> its retention_days
     down: bool = False  # every call raises, as a database that went away would
     migrations: int = 0
     _ticks: int = 0
@@ -215,7 +217,16 @@ class FakeAuthStore:
         keys = sum(1 for k in gone if self.keys[k]["revoked_at"] is None)
         for k in gone:
             del self.keys[k]
+        self.deleted_pools[pool_id] = pool.get("retention_days")
         return {"pool": pool, "members": members, "keys": keys}
+
+    def retention_rules(self, limit: int) -> list[dict[str, Any]]:
+        self._check()
+        live = [{"pool_id": p, "retention_days": d["retention_days"], "deleted": False}
+                for p, d in sorted(self.pools.items()) if d.get("retention_days") is not None]
+        gone = [{"pool_id": p, "retention_days": d, "deleted": True}
+                for p, d in sorted(self.deleted_pools.items()) if d is not None]
+        return (live + gone)[:limit]
 
     def list_pools(self, user_id: str, *, all_pools: bool) -> list[dict[str, Any]]:
         self._check()
@@ -326,3 +337,22 @@ class FakeRevocations:
     def ttl(self, key: str) -> float | None:
         found = self.values.get(key)
         return found[1] - self.now if found else None
+
+
+@dataclass
+class FakeStorageProbe:
+    """auth's ``ports.StorageProbe``: records every storage probed; ``reason`` makes it refuse
+    (400 ``bad_storage``), ``down`` makes it unable to check (503)."""
+
+    probed: list[dict[str, Any]] = field(default_factory=list)
+    reason: str | None = None
+    down: bool = False
+
+    def probe(self, storage: dict[str, Any]) -> None:
+        from ..errors import ApiError
+
+        self.probed.append(dict(storage))
+        if self.down:
+            raise ApiError(503, "unavailable", "file_service_manager did not answer")
+        if self.reason is not None:
+            raise ApiError(400, "bad_storage", self.reason)

@@ -166,6 +166,10 @@ class Storages:
         self.catalog.save(spec.id, spec.descriptor(), {k: self.box.encrypt(v) for k, v in spec.secrets().items()})
         self.saved.add(spec.id)
 
+    def trial(self, spec: StorageSpec) -> StorageBackend:
+        """A one-off backend for ``spec`` (a probe before a pool is saved): neither kept nor saved."""
+        return self.make(spec)
+
     @property
     def default(self) -> StorageBackend:
         self.remember(self.default_spec)

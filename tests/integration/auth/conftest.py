@@ -17,9 +17,11 @@ from services.auth.config import Settings
 from services.auth.store import Store
 from services.common.contracts import Message
 from services.common.messaging import CONTROL_BINDINGS, Broker, Consumer
+from services.common.testing.auth import FakeStorageProbe
 
 # Real argon2id with small costs: each test hashes a handful of passwords.
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
+STORAGE_KEY = "SW50ZWdyYXRpb24gdGVzdHMgc2hhcmUgdGhpcyBrZXk="  # Fernet: 32 bytes, url-safe base64
 
 
 @dataclass
@@ -30,6 +32,7 @@ class AuthEnv:
     broker: Broker
     settings: Settings
     passwords: core.Passwords
+    probe: FakeStorageProbe
 
     def signup(self, user_name: str, password: str = "password-123") -> dict:
         response = self.client.post("/auth/signup", json={"user_name": user_name, "password": password})
@@ -52,7 +55,7 @@ def bearer(token: str) -> dict[str, str]:
 def make_settings(pg_url: str, amqp_url: str, **extra: str) -> Settings:
     env = {"DATABASE_URL": pg_url, "AMQP_URL": amqp_url, "ADMIN_USER": "admin",
            "ADMIN_PASSWORD": "admin-password", "JWT_SECRET": "integration-jwt-secret-0123456789abcdef",
-           "INTERNAL_API_KEY": "integration-internal-key", **extra}
+           "INTERNAL_API_KEY": "integration-internal-key", "STORAGE_SECRETS_KEY": STORAGE_KEY, **extra}
     return Settings.from_env(env)
 
 
@@ -66,8 +69,9 @@ def auth_env(pg_url: str, amqp_url: str, redis_prefix: str,
     passwords = core.Passwords(FAST_HASHER, slots=2)
     bootstrap_admin(store, passwords, settings.admin_user, settings.admin_password)
     broker = Broker(settings.common.amqp_url, publish_attempts=2)
-    app = create_app(settings, store=store, broker=broker, passwords=passwords)
-    yield AuthEnv(app.test_client(), app, store, broker, settings, passwords)
+    probe = FakeStorageProbe()  # file_service_manager's probe has tests of its own
+    app = create_app(settings, store=store, broker=broker, passwords=passwords, storage_probe=probe)
+    yield AuthEnv(app.test_client(), app, store, broker, settings, passwords, probe)
     broker.close()
     store.close()
 

@@ -228,9 +228,10 @@ def test_pools_members_and_events(auth_env: AuthEnv, inbox: Inbox) -> None:
     pool = made.get_json()
     assert set(pool) == {"pool_id", "name", "window_seconds", "close_grace_seconds", "min_contributors",
                          "processing_timeout_seconds", "processor_url", "quorum_wait_seconds", "on_short",
-                         "max_late_seconds", "created"}
+                         "max_late_seconds", "storage", "staging", "retention_days", "created"}
     assert (pool["close_grace_seconds"], pool["min_contributors"], pool["processing_timeout_seconds"],
-            pool["processor_url"]) == (0, None, 300, None)
+            pool["processor_url"], pool["storage"], pool["staging"], pool["retention_days"]) == \
+        (0, None, 300, None, {"backend": "gridfs"}, [], None)
     other = c.post("/auth/pools", headers=admin, json={
         "name": "cams", "window_seconds": 3600, "close_grace_seconds": 30, "min_contributors": 2,
         "processing_timeout_seconds": 120, "processor_url": "http://127.0.0.1:9999/hook"}).get_json()

@@ -15,12 +15,13 @@ from services.common.audit import AuditTrail
 from services.common.httpkit import ServiceMetrics
 from services.common.revocations import RevocationList
 from services.common.testing import FakeClock, InMemoryBroker
-from services.common.testing.auth import FakeAuthStore, FakeRateCounters, FakeRevocations
+from services.common.testing.auth import FakeAuthStore, FakeRateCounters, FakeRevocations, FakeStorageProbe
 
 # Real argon2id with small costs: each test hashes a handful of passwords.
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
 ENV = {"JWT_SECRET": "unit-jwt-secret-0123456789abcdef0123", "INTERNAL_API_KEY": "unit-internal-key",
-       "ADMIN_USER": "admin", "ADMIN_PASSWORD": "admin-password", "ACCESS_TOKEN_TTL_SECONDS": "600"}
+       "ADMIN_USER": "admin", "ADMIN_PASSWORD": "admin-password", "ACCESS_TOKEN_TTL_SECONDS": "600",
+       "STORAGE_SECRETS_KEY": "QWxsIHRoZSB1bml0IHRlc3RzIHNoYXJlIHRoaXMga2U="}
 
 
 def make_deps(**env: str) -> Deps:
@@ -34,7 +35,8 @@ def make_deps(**env: str) -> Deps:
                 passwords=core.Passwords(FAST_HASHER, slots=2), metrics=metrics,
                 clock=clock, counters=FakeRateCounters(), revocations=listed,
                 # cache 0: a unit test reads what it just wrote (the cache has tests of its own)
-                revocation_list=RevocationList(listed, settings.common.redis_prefix, cache_seconds=0))
+                revocation_list=RevocationList(listed, settings.common.redis_prefix, cache_seconds=0),
+                storage_probe=FakeStorageProbe())
 
 
 @pytest.fixture

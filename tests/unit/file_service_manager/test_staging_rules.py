@@ -89,3 +89,8 @@ def test_retries_wait_growing_delays_up_to_the_cap_and_stop_at_max_attempts() ->
 
 def test_public_urls_drop_user_info_and_queries() -> None:
     assert rules.public_url("https://user:pw@h.example:8443/hook?token=abc#f") == "https://h.example:8443/hook"
+
+
+def test_doubled_braces_are_literal_as_auth_allows() -> None:
+    assert rules.file_path("/stage/{{raw}}/{seq}", VALUES) == "/stage/{raw}/7/mean.f64"
+    assert rules.base_dir("/stage/{{raw}}/{seq}") == "/stage/{raw}"
