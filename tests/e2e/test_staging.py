@@ -131,3 +131,31 @@ def test_a_result_is_staged_to_every_target_with_retries(make_fleet, s3_bucket, 
     finally:
         flaky.stop()
         down.stop()
+
+
+def test_link_puts_a_hard_link_when_the_result_lives_on_the_same_filesystem(make_fleet, tmp_path: Path) -> None:
+    store, out = tmp_path / "store", tmp_path / "out"
+    store.mkdir()
+    out.mkdir()
+    fleet = make_fleet(DEFAULT_STORAGE=json.dumps({"backend": "filesystem", "root": str(store)}))
+    admin = Admin(fleet)
+    pool_id = admin.create_pool(f"link-{uuid.uuid4().hex[:6]}", window_seconds=2, staging=[
+        {"kind": "filesystem", "path": f"{out}/{{group_id}}", "link": True}])["pool_id"]
+    processor = Processor(fleet, pool_id, admin.processor_key(pool_id))
+    sock = RawSocket(fleet.gateway, admin.member(pool_id)["access_token"])
+    try:
+        sock.upload_bytes(os.urandom(100_000), "u.bin", pool_id=pool_id, timestamp=window_timestamp(2))
+        gid = processor.wait_ready(timeout=60)["group_id"]
+        assert processor.files(gid).status_code == 200
+    finally:
+        sock.close()
+    data = os.urandom(200_000)
+    posted = processor.post_result(gid, data, "linked.bin")
+    assert posted.status_code == 201, posted.text
+    rid = posted.json()["result_id"]
+    [target] = _wait_staged(processor, rid, 1)
+    assert (target["status"], target["attempts"]) == ("done", 1), target
+    placed = Path(target["location"])
+    stored = [p for p in store.rglob(rid) if p.is_file()]
+    assert placed.parent.parent == out and placed.read_bytes() == data
+    assert len(stored) == 1 and placed.samefile(stored[0])  # one inode: linked, not copied
