@@ -176,6 +176,7 @@ def deliver(deps: Deps, msg: StageResult) -> str:
         return _failed(deps, msg, kind, f"internal error ({type(exc).__name__})")
     deps.staging.finish(msg.result_id, msg.target, msg.attempt, status=rules.DONE, location=location, error=None,
                         updated=now_iso())
+    deps.metrics.staging_attempts.labels(kind, rules.DONE).inc()
     deps.audit.record("staging_done", actor=ACTOR, file_id=msg.result_id, pool_id=msg.pool_id,
                       group_id=msg.group_id, sha256=msg.sha256, size=msg.size, kind=kind, target=msg.target,
                       attempts=msg.attempt, location=location)
@@ -187,6 +188,7 @@ def deliver(deps: Deps, msg: StageResult) -> str:
 def _failed(deps: Deps, msg: StageResult, kind: str, reason: str) -> str:
     settings = deps.settings.staging
     step = rules.next_step(msg.attempt, settings.max_attempts)
+    deps.metrics.staging_attempts.labels(kind, step).inc()
     extra = {"result_id": msg.result_id, "target": msg.target, "kind": kind, "attempt": msg.attempt,
              "reason": reason}
     if step == "retry":

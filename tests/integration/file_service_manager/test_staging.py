@@ -227,3 +227,30 @@ def test_a_result_is_staged_by_real_consumers_with_retries(amqp_url: str, mongo_
         messaging.stop_consumers(consumers)
         broker.close()
         receiver.stop()
+
+
+def test_the_internal_status_route_needs_the_key_and_shows_no_internals(amqp_url: str, mongo_db) -> None:
+    from tests.integration.file_uploader.helpers import INTERNAL_KEY
+
+    statuses = StagingStatuses(mongo_db)
+    statuses.plan([{"_id": "r9:0", "result_id": "r9", "pool_id": "p1", "target": 0, "kind": "webhook",
+                    "status": "pending", "attempts": 0}])
+    statuses.claim("r9", 0, 1, 10.0, "t")
+    statuses.finish("r9", 0, 1, status="failed", location=None, error="webhook: the receiver answered 500",
+                    updated="t")
+    broker = messaging.Broker(amqp_url)
+    try:
+        app = create_app(Settings.from_env(common_env(amqp_url, "unused")), index=FileIndex(mongo_db), broker=broker,
+                         auth=FakeAuth(), staging=statuses)
+        client = app.test_client()
+        assert client.get("/internal/staging/r9").status_code == 401
+        assert client.get("/internal/staging/r9", headers={"X-Internal-Key": "wrong"}).status_code == 401
+        bad = client.get(f"/internal/staging/{'x' * 300}", headers={"X-Internal-Key": INTERNAL_KEY})
+        assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "bad_request"
+        answer = client.get("/internal/staging/r9", headers={"X-Internal-Key": INTERNAL_KEY})
+        assert answer.get_json() == {"targets": [{"kind": "webhook", "status": "failed", "attempts": 1,
+                                                  "error": "webhook: the receiver answered 500"}]}
+        empty = client.get("/internal/staging/unknown", headers={"X-Internal-Key": INTERNAL_KEY})
+        assert empty.get_json() == {"targets": []}
+    finally:
+        broker.close()

@@ -99,6 +99,9 @@ def test_a_target_failing_three_times_is_done_at_the_fourth_attempt_with_growing
                                                   for n in range(3)]
     assert [m.attempt for m in broker.of_type(StageResult)] == [1, 2, 3, 4]
     assert _audit(broker) == [("staging_attempt_failed", "retry")] * 3 + [("staging_done", "ok")]
+    metric = deps.metrics.registry.get_sample_value
+    assert metric("staging_attempts_total", {"kind": "webhook", "outcome": "retry"}) == 3
+    assert metric("staging_attempts_total", {"kind": "webhook", "outcome": "done"}) == 1
 
 
 def test_a_target_that_always_fails_is_failed_after_max_attempts(deps: Deps,
