@@ -43,8 +43,8 @@ class FsmMetrics:
         self.storage_up = Gauge("storage_backend_up", "1 when the storage backend passed its last probe",
                                 ("backend", "kind"), registry=metrics.registry)
         # Staging (SPEC "Staging"): attempts by target kind and outcome (done, retry, failed).
-        self.staging_attempts = metrics.counter("staging_attempts_total", "staging attempts per target kind and outcome",
-                                                ("kind", "outcome"))
+        self.staging_attempts = metrics.counter("staging_attempts_total",
+                                                "staging attempts per target kind and outcome", ("kind", "outcome"))
         self.hot_bytes = Gauge("download_hot_cache_bytes", "bytes of results held in the download cache",
                                registry=metrics.registry)
 
