@@ -145,6 +145,9 @@ export const revokeKey = (poolId, keyId) =>
   http("auth", `/auth/pools/${encodeURIComponent(poolId)}/processor-keys/${encodeURIComponent(keyId)}`, { method: "DELETE" });
 export const listGroups = (poolId) => http("aggregator", `/pools/${encodeURIComponent(poolId)}/groups`);
 export const listResultsHttp = (poolId) => http("aggregator", `/pools/${encodeURIComponent(poolId)}/results`);
+/** A result's staging status (admin): `{targets: [{kind, status, attempts, location?, error?}]}`. */
+export const resultStaging = (poolId, resultId) =>
+  http("aggregator", `/pools/${encodeURIComponent(poolId)}/results/${encodeURIComponent(resultId)}/staging`);
 export function listAudit(params = {}) {
   const q = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== undefined && v !== ""));
   return http("fsm", "/audit" + (q.toString() ? "?" + q : ""));

@@ -5,15 +5,38 @@ import { formatBytes } from "../upload.js";
 import { busy, download, errorBox, fmtTime, h, notify } from "../dom.js";
 import { isAdmin, myPoolRole, poolName, refreshPools, state } from "../state.js";
 
+/** One line per staging target: its kind, a status badge, attempts, and where it went or why not. */
+async function loadStaging(box, poolId, resultId) {
+  try {
+    const targets = api.listOf(await api.resultStaging(poolId, resultId), "targets");
+    if (!targets.length) { box.replaceChildren(h("p", { class: "muted" }, "No staging targets.")); return; }
+    box.replaceChildren(h("ul", { class: "staging" }, targets.map((t) => h("li", { dataset: { stagingKind: t.kind } },
+      h("span", {}, t.kind), " ",
+      h("span", { class: "badge staging-" + t.status }, t.status), " ",
+      h("span", { class: "muted" }, `${t.attempts} attempt${t.attempts === 1 ? "" : "s"}`),
+      t.location ? [" · ", h("code", {}, t.location)] : [],
+      t.error ? [" · ", h("span", { class: "error" }, t.error)] : []))));
+  } catch (e) {
+    box.replaceChildren(h("p", { class: "error" }, e.message));
+  }
+}
+
 async function renderResults(box, poolId) {
   const list = state.results.get(poolId) || [];
   if (!list.length) { box.replaceChildren(h("p", { class: "muted" }, "No results yet.")); return; }
   box.replaceChildren(h("ul", { class: "results" }, list.map((r) => {
     const btn = h("button", { type: "button", class: "small", "aria-label": `Download result ${r.file_name}` }, "Download");
     btn.addEventListener("click", () => download(r.result_id, r.file_name, btn));
+    // Staging status is the admin's to see (SPEC: admin or the pool's key); loaded on demand.
+    const staging = h("div", { dataset: { stagingFor: r.result_id }, "aria-live": "polite" });
+    const stagingBtn = isAdmin()
+      ? h("button", { type: "button", class: "small secondary", "aria-label": `Staging of result ${r.file_name}` }, "Staging")
+      : null;
+    stagingBtn?.addEventListener("click", () => busy(stagingBtn, null, () => loadStaging(staging, poolId, r.result_id)));
     return h("li", { dataset: { resultId: r.result_id } },
       h("span", { class: "fname" }, r.file_name), " ",
-      h("span", { class: "muted" }, `${formatBytes(r.size)} · ${fmtTime(r.created || r.window_end)}`), " ", btn);
+      h("span", { class: "muted" }, `${formatBytes(r.size)} · ${fmtTime(r.created || r.window_end)}`), " ", btn,
+      stagingBtn ? [" ", stagingBtn] : [], staging);
   })));
 }
 

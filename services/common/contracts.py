@@ -300,3 +300,29 @@ class AuditRecorded(Message):
     bytes: int | None = None
     sha256: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StageResult(Message):
+    """Deliver one pool result to one of its pool's staging targets (SPEC "Staging").
+
+    One command per (result, target, attempt): ``target`` is the target's index in the
+    pool's ``staging`` list when the result was published (the status document keeps the
+    target's kind); a failed attempt comes back through the staging delay queues with
+    ``attempt`` + 1. It carries no target settings and no secrets: the handler reads the
+    pool's current ``staging`` from auth.
+    """
+
+    routing_key: ClassVar[str] = "staging.deliver"
+
+    result_id: str
+    pool_id: str
+    group_id: str
+    seq: int
+    window_start: str
+    file_name: str
+    size: int
+    sha256: str
+    download_url: str
+    target: int
+    attempt: int = 1

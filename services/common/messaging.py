@@ -52,6 +52,7 @@ from .topology import (  # noqa: F401 - re-exported: callers name queues through
     QUORUM,
     RETRY_EXCHANGE,
     RETRY_QUEUE,
+    STAGING_DELAY_EXCHANGE,
     STORE_FAILED_QUEUE,
     STORE_QUEUE,
     QueueSpec,
@@ -124,6 +125,7 @@ def declare_topology(connection: Any) -> Any:
     channel.exchange_declare(EXCHANGE, exchange_type="topic", durable=True)
     channel.exchange_declare(RETRY_EXCHANGE, exchange_type="topic", durable=True)
     channel.exchange_declare(DEAD_LETTER_EXCHANGE, exchange_type="topic", durable=True)
+    channel.exchange_declare(STAGING_DELAY_EXCHANGE, exchange_type="direct", durable=True)
     for spec in DURABLE_QUEUES:
         channel = _declare_queue(connection, channel, spec)
         for key in spec.bindings:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 EXCHANGE = "dropbox"  # topic exchange every event and command goes through
 RETRY_EXCHANGE = "dropbox.retry"  # topic; its queue dead-letters back to EXCHANGE after a delay
 DEAD_LETTER_EXCHANGE = "dropbox.dead"
+# direct; one delay queue per staging retry (STAGING_DELAY_QUEUES), dead-lettering to EXCHANGE
+STAGING_DELAY_EXCHANGE = "dropbox.staging_delay"
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,39 @@ RETRY_QUEUE = QueueSpec("dropbox.delayed", ("#",), exchange=RETRY_EXCHANGE,
 DEAD_LETTER_QUEUE = QueueSpec("dropbox.dead_letters", ("#",), exchange=DEAD_LETTER_EXCHANGE,
                               arguments=quorum(None, delivery_limit=None))
 
+# Staging of pool results (SPEC "Staging", file_service_manager.staging): each published result
+# becomes one StageResult per target of its pool, and a failed attempt comes back here.
+STAGING_QUEUE = QueueSpec("file_service_manager.staging", ("pool.result_published", "staging.deliver"),
+                          arguments=quorum())
+# Staging retries wait with growing delays (SPEC "Staging"). Per-message TTLs only expire at
+# the head of a queue, so a 10 s retry behind a 160 s one in RETRY_QUEUE would wait 160 s: each
+# retry number has its own queue instead, where every message waits the same delay (the delay
+# of retry n is fixed by the settings), so none waits behind a longer one. A message expires
+# back to EXCHANGE as ``staging.deliver`` (x-dead-letter-routing-key). Retry n (attempt n + 1)
+# goes to queue n; STAGING_MAX_RETRY_QUEUES bounds STAGING_MAX_ATTEMPTS (at most 1 + that).
+STAGING_DELIVER_KEY = "staging.deliver"
+STAGING_MAX_RETRY_QUEUES = 9
+
+
+def _staging_delay_queue(retry: int) -> QueueSpec:
+    return QueueSpec(f"dropbox.staging_delay.{retry}", (f"retry.{retry}",), exchange=STAGING_DELAY_EXCHANGE,
+                     arguments={**quorum(EXCHANGE, delivery_limit=None),
+                                "x-dead-letter-routing-key": STAGING_DELIVER_KEY})
+
+
+STAGING_DELAY_QUEUES = tuple(_staging_delay_queue(n) for n in range(1, STAGING_MAX_RETRY_QUEUES + 1))
+
+
+def staging_delay_key(retry: int) -> str:
+    """The routing key (on STAGING_DELAY_EXCHANGE) of retry ``retry`` (1-based) of a staging target."""
+    if not 1 <= retry <= STAGING_MAX_RETRY_QUEUES:
+        raise ValueError(f"staging retry {retry} has no delay queue (1..{STAGING_MAX_RETRY_QUEUES})")
+    return f"retry.{retry}"
+
+
 DURABLE_QUEUES = (STORE_QUEUE, INDEX_QUEUE, AUDIT_QUEUE, STORE_FAILED_QUEUE, AGGREGATOR_QUEUE,
-                  POOL_EVENTS_QUEUE, GATEWAY_QUEUE, RETRY_QUEUE, DEAD_LETTER_QUEUE)
+                  POOL_EVENTS_QUEUE, GATEWAY_QUEUE, RETRY_QUEUE, DEAD_LETTER_QUEUE, STAGING_QUEUE,
+                  *STAGING_DELAY_QUEUES)
 # Per-process control events (every gateway must see every one: it holds the sockets).
 CONTROL_BINDINGS = ("auth.token_revoked", "auth.membership_changed")
 

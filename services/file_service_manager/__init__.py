@@ -2,15 +2,20 @@
 
 Consumes: ``upload.store`` (``StoreUpload``, queue ``file_service_manager.store``, prefetch 2),
 ``file.status.*`` and ``file.grouped`` (queue ``file_service_manager.index``),
-``audit.recorded`` (queue ``file_service_manager.audit``).
+``audit.recorded`` (queue ``file_service_manager.audit``), ``pool.result_published``
+(``ResultPublished``) and ``staging.deliver`` (``StageResult``) (queue
+``file_service_manager.staging``: results delivered to their pool's staging targets).
 Publishes: ``FileStored`` (per item), ``FileStatusChanged`` (uploaded_successfully),
-``UploadStoreFailed`` (file_uploader decides on a retry), ``AuditRecorded`` (stored, downloaded, deleted).
+``UploadStoreFailed`` (file_uploader decides on a retry), ``StageResult`` (one per staging
+target and attempt; retries through ``dropbox.staging_delay``), ``AuditRecorded`` (stored,
+downloaded, deleted, staging_done/staging_attempt_failed/staging_failed).
 Owns: the bytes, in a storage backend (``backends``: GridFS ``fs`` by default, a filesystem
 root or an S3 bucket: a pool's own ``storage`` (auth's internal pool route, kept briefly),
 ``DEFAULT_STORAGE`` for files without a pool; key = file_id; each record names its backend),
 MongoDB ``files`` (the index of file records, ``_id`` = file_id), ``audit``
 (append-only, ``_id`` = audit_id) and ``storages`` (storage locations, credentials
-encrypted with STORAGE_SECRETS_KEY). Reads and then
+encrypted with STORAGE_SECRETS_KEY) and ``staging`` (each result's status per staging
+target, ``_id`` = ``<result_id>:<target>``). Reads and then
 deletes the Redis chunks named by ``StoreUpload`` (the cache file_uploader filled).
 Runs the retention pass (pools' ``retention_days`` from auth, ``RETENTION_DAYS``) and answers
 auth's ``POST /internal/storage/probe`` (a pool's storage checked before it is saved).

@@ -10,7 +10,7 @@ from services.common import httpkit, messaging, mongo, redisconn
 from services.common.audit import AuditTrail
 from services.common.authclient import AuthClient
 from services.common.httpkit import ServiceMetrics
-from services.common.ports import AuthLookup, Publisher
+from services.common.ports import AuthLookup, Clock, Publisher, SystemClock
 from services.common.runtime import Periodic, Runtime
 
 from . import backends, handlers, retention, sweep
@@ -19,14 +19,15 @@ from .deps import Deps, FsmMetrics
 from .health import StorageProbes
 from .hotcache import HotFiles
 from .pools import PoolStorage
-from .ports import Cache, Index, PoolDirectory
+from .ports import Cache, Index, PoolDirectory, StagingStore
 from .routes import bp
-from .store import FileIndex, StorageCatalog, UploadCache
+from .store import FileIndex, StagingStatuses, StorageCatalog, UploadCache
 
 
 def create_app(settings: Settings, *, index: Index | None = None, cache: Cache | None = None,
                broker: Publisher | None = None, auth: AuthLookup | None = None,
-               storage: backends.Storages | None = None, pools: PoolDirectory | None = None) -> Flask:
+               storage: backends.Storages | None = None, pools: PoolDirectory | None = None,
+               staging: StagingStore | None = None, clock: Clock | None = None) -> Flask:
     """Wire the service; pymongo, redis, the broker and the backends connect lazily on first use."""
     common = settings.common
     the_index = index or FileIndex(mongo.connect(common.mongodb_uri, common.mongodb_db))
@@ -52,10 +53,12 @@ def create_app(settings: Settings, *, index: Index | None = None, cache: Cache |
     deps = Deps(settings=settings, index=the_index, cache=the_cache, broker=the_broker, hot=hot, metrics=metrics,
                 storage=the_storage, auth=the_auth,
                 audit=AuditTrail(the_broker, "file_service_manager", metrics.audit_lost),
-                pool_storage=PoolStorage(directory, settings.pool_cache_seconds))
+                pool_storage=PoolStorage(directory, settings.pool_cache_seconds),
+                staging=staging or StagingStatuses(db), clock=clock or SystemClock())
     app.extensions["deps"] = deps
     app.register_blueprint(bp)
-    app.extensions["runtime"] = Runtime(consumers=handlers.consumers(deps), periodic=[
+    app.extensions["runtime"] = Runtime(prepare=deps.staging.ensure_indexes, consumers=handlers.consumers(deps),
+                                        periodic=[
         Periodic("gridfs-sweeper", settings.sweep_interval_seconds,
                  sweep.pass_for(the_index, grace_seconds=settings.sweep_grace_seconds, audit=deps.audit,
                                 storages=the_storage)),

@@ -12,13 +12,49 @@ from services.common.secretbox import SecretBox
 from services.common.settings import (
     CommonSettings,
     ConfigError,
+    env_bool,
     env_float,
     env_int,
     is_production,
     listen_address,
 )
+from services.common.topology import STAGING_MAX_RETRY_QUEUES
 
 from .backends import LEGACY, BackendError, StorageSpec, parse_spec
+
+
+@dataclass(frozen=True)
+class StagingSettings:
+    """SPEC "Staging": how often and how patiently results are delivered to pools' targets."""
+
+    # Attempts per target (SPEC: STAGING_MAX_ATTEMPTS, default 5); bounded by the delay queues
+    # (topology.STAGING_DELAY_QUEUES: one per retry).
+    max_attempts: int = 5
+    # Retry n waits base * factor**(n-1) seconds, at most max_delay: 30 s, 1 min, 2 min, 4 min.
+    retry_base_seconds: float = 30.0
+    retry_factor: float = 2.0
+    retry_max_delay_seconds: float = 3600.0
+    # How long one attempt may run before a redelivered command may run it again (a crashed
+    # consumer's claim): longer than the slowest delivery (a 50 MB copy to a slow S3).
+    attempt_lease_seconds: float = 600.0
+    webhook_timeout_seconds: float = 10.0
+    # Webhooks to loopback/private addresses are refused unless this is set (staging_targets).
+    webhook_allow_private: bool = False
+    consumers: int = 2  # competing consumer threads; prefetch 1 each bounds deliveries in flight
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> StagingSettings:
+        attempts = env_int(env, "STAGING_MAX_ATTEMPTS", 5, minimum=1)
+        if attempts > STAGING_MAX_RETRY_QUEUES + 1:
+            raise ConfigError(f"STAGING_MAX_ATTEMPTS may be at most {STAGING_MAX_RETRY_QUEUES + 1}")
+        return cls(max_attempts=attempts,
+                   retry_base_seconds=max(0.01, env_float(env, "STAGING_RETRY_DELAY_SECONDS", 30.0)),
+                   retry_factor=max(1.0, env_float(env, "STAGING_RETRY_FACTOR", 2.0)),
+                   retry_max_delay_seconds=max(0.01, env_float(env, "STAGING_RETRY_MAX_DELAY_SECONDS", 3600.0)),
+                   attempt_lease_seconds=max(1.0, env_float(env, "STAGING_ATTEMPT_LEASE_SECONDS", 600.0)),
+                   webhook_timeout_seconds=max(0.1, env_float(env, "STAGING_WEBHOOK_TIMEOUT_SECONDS", 10.0)),
+                   webhook_allow_private=env_bool(env, "STAGING_WEBHOOK_ALLOW_PRIVATE", False),
+                   consumers=env_int(env, "STAGING_CONSUMERS", 2, minimum=1))
 
 
 @dataclass(frozen=True)
@@ -59,6 +95,7 @@ class Settings:
     # (None: kept forever); pools' retention_days come from auth. The sweep runs every interval.
     retention_days: int | None = None
     retention_interval_seconds: int = 300
+    staging: StagingSettings = field(default_factory=lambda: StagingSettings())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -83,6 +120,7 @@ class Settings:
         return cls(common=common, host=host, port=port, store_fail_pattern=pattern,
                    default_storage=storage, secrets=box,
                    storage_probe_seconds=env_int(env, "STORAGE_PROBE_SECONDS", 30, minimum=1),
+                   staging=StagingSettings.from_env(env),
                    download_piece=env_int(env, "DOWNLOAD_PIECE_BYTES", 256 * 1024, minimum=4096),
                    store_prefetch=env_int(env, "STORE_PREFETCH", 2, minimum=1),
                    store_consumers=env_int(env, "STORE_CONSUMERS", 4, minimum=1),

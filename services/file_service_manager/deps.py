@@ -8,14 +8,14 @@ from prometheus_client import Gauge
 
 from services.common.audit import AuditTrail
 from services.common.httpkit import ServiceMetrics
-from services.common.ports import AuthLookup, Publisher
+from services.common.ports import AuthLookup, Clock, Publisher
 
 from .backends import Storages
 from .backends.metered import StorageMetrics
 from .config import Settings
 from .hotcache import HotFiles
 from .pools import PoolStorage
-from .ports import Cache, Index
+from .ports import Cache, Index, StagingStore
 
 
 class FsmMetrics:
@@ -43,6 +43,9 @@ class FsmMetrics:
                                                  buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
         self.storage_up = Gauge("storage_backend_up", "1 when the storage backend passed its last probe",
                                 ("backend", "kind"), registry=metrics.registry)
+        # Staging (SPEC "Staging"): attempts by target kind and outcome (done, retry, failed).
+        self.staging_attempts = metrics.counter("staging_attempts_total",
+                                                "staging attempts per target kind and outcome", ("kind", "outcome"))
         self.hot_bytes = Gauge("download_hot_cache_bytes", "bytes of results held in the download cache",
                                registry=metrics.registry)
 
@@ -66,3 +69,6 @@ class Deps:
     hot: HotFiles
     # Each pool's storage, asked of auth and kept briefly (new files of a pool go there).
     pool_storage: PoolStorage
+    # SPEC "Staging": each result's delivery status per target of its pool (``staging``).
+    staging: StagingStore
+    clock: Clock

@@ -2,7 +2,9 @@
 
 STORE_QUEUE: ``StoreUpload`` -> store it (``storing``). INDEX_QUEUE:
 ``FileStatusChanged`` and ``FileGrouped`` -> the file index. AUDIT_QUEUE:
-``AuditRecorded`` -> the append-only audit trail.
+``AuditRecorded`` -> the append-only audit trail. STAGING_QUEUE: ``ResultPublished`` ->
+the result's staging planned, one ``StageResult`` per target of its pool; ``StageResult`` ->
+one attempt at one target (``staging``).
 """
 
 from __future__ import annotations
@@ -11,10 +13,18 @@ from collections.abc import Callable
 from typing import Any
 
 from services.common import contracts, topology
-from services.common.contracts import AuditRecorded, FileGrouped, FileStatusChanged, Message, StoreUpload
+from services.common.contracts import (
+    AuditRecorded,
+    FileGrouped,
+    FileStatusChanged,
+    Message,
+    ResultPublished,
+    StageResult,
+    StoreUpload,
+)
 from services.common.handlers import ConsumerSpec, bind
 
-from . import storing
+from . import staging, storing
 from .deps import Deps
 
 
@@ -42,10 +52,20 @@ def on_audit_recorded(deps: Deps, message: AuditRecorded) -> None:
     deps.index.add_audit(doc)
 
 
+def on_result_published(deps: Deps, message: ResultPublished) -> None:
+    staging.plan(deps, message)
+
+
+def on_stage_result(deps: Deps, message: StageResult) -> None:
+    staging.deliver(deps, message)
+
+
 STORE_HANDLERS = {StoreUpload: on_store_upload}
 INDEX_HANDLERS: dict[type[Message], Callable[[Deps, Any], None]] = {
     FileStatusChanged: on_file_status_changed, FileGrouped: on_file_grouped}
 AUDIT_HANDLERS = {AuditRecorded: on_audit_recorded}
+STAGING_HANDLERS: dict[type[Message], Callable[[Deps, Any], None]] = {
+    ResultPublished: on_result_published, StageResult: on_stage_result}
 
 
 def consumers(deps: Deps) -> list[ConsumerSpec]:
@@ -56,4 +76,8 @@ def consumers(deps: Deps) -> list[ConsumerSpec]:
                      count=settings.store_consumers),
         ConsumerSpec("index", topology.INDEX_QUEUE, bind(INDEX_HANDLERS, deps), prefetch=16),
         ConsumerSpec("audit", topology.AUDIT_QUEUE, bind(AUDIT_HANDLERS, deps), prefetch=32),
+        # prefetch 1: a delivery streams up to 50 MB and may wait on a slow target; the bound on
+        # deliveries in flight is ``staging.consumers``.
+        ConsumerSpec("staging", topology.STAGING_QUEUE, bind(STAGING_HANDLERS, deps), prefetch=1,
+                     count=settings.staging.consumers),
     ]

@@ -146,3 +146,31 @@ class Cache(Protocol):
 class LeftoverAttempt(RuntimeError):
     """The backend already holds a half-written object under this key (a crashed earlier
     attempt's; GridFS refuses to write over it): delete it, write again."""
+
+
+class StagingStore(Protocol):
+    """Staging status per (result, target) (``store.StagingStatuses``); transitions are
+    conditional (status pending, the attempt count), each returning whether it happened."""
+
+    def ensure_indexes(self) -> None: ...
+
+    def plan(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Insert the documents that do not exist yet; the result's documents, by target."""
+        ...
+
+    def get(self, result_id: str, target: int) -> dict[str, Any] | None: ...
+
+    def claim(self, result_id: str, target: int, attempt: int, running_until: float,
+              updated: str) -> dict[str, Any] | None:
+        """pending with ``attempt - 1`` attempts -> ``attempt`` attempts, running until then."""
+        ...
+
+    def take_over(self, result_id: str, target: int, attempt: int, now: float, running_until: float,
+                  updated: str) -> dict[str, Any] | None:
+        """Attempt ``attempt`` whose runner's lease ran out (it crashed) is run again."""
+        ...
+
+    def finish(self, result_id: str, target: int, attempt: int, *, status: str, location: str | None,
+               error: str | None, updated: str) -> bool: ...
+
+    def for_result(self, result_id: str) -> list[dict[str, Any]]: ...

@@ -11,7 +11,7 @@ from werkzeug.wsgi import wrap_file
 from services.common import httpkit, validation
 from services.common.authclient import Identity
 
-from . import core, deleting, downloads, files, probing
+from . import core, deleting, downloads, files, probing, staging
 from .deps import Deps
 
 bp = Blueprint("file_service_manager", __name__)
@@ -103,6 +103,14 @@ def download(file_id: str) -> Response:
         body = plan.stream
     return Response(body, status=plan.status, headers=plan.headers, mimetype=plan.content_type,
                     direct_passthrough=True)
+
+
+@bp.get("/internal/staging/<result_id>")
+def staging_status(result_id: str) -> Response:
+    """Internal (X-Internal-Key): a result's staging status, for pool_aggregator's staging route."""
+    common = deps().settings.common
+    httpkit.check_internal_key(common.internal_api_key, common.internal_api_key_previous)
+    return jsonify(staging.status(deps(), validation.check_id(result_id, "result_id")))
 
 
 @bp.post("/internal/storage/probe")

@@ -217,3 +217,63 @@ class StorageCatalog:
         result = self.docs.update_one({"_id": spec_id, "secrets": old},
                                       {"$set": {"secrets": new, "updated": timeutil.now_iso()}})
         return result.modified_count == 1
+
+
+class StagingStatuses:
+    """MongoDB ``staging``: one document per (result, target), SPEC "Staging"'s status.
+
+    ``{_id: "<result_id>:<target>", result_id, pool_id, target, kind, status, attempts,
+    location?, error?, running_until?, updated}``. Every transition is conditional on the
+    state it leaves (status ``pending`` and the attempt count), so a redelivered or
+    duplicated command changes nothing twice.
+    """
+
+    MAX_PER_RESULT = 64  # status documents read per result (a pool has at most 16 targets)
+
+    def __init__(self, db: Database) -> None:
+        self.docs = db["staging"]
+
+    def ensure_indexes(self) -> None:
+        self.docs.create_index([("result_id", pymongo.ASCENDING), ("target", pymongo.ASCENDING)])
+
+    def plan(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for doc in docs:
+            # $setOnInsert: a redelivered ResultPublished finds its documents and keeps them as they are.
+            self.docs.update_one({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True)
+        return self.for_result(docs[0]["result_id"]) if docs else []
+
+    def get(self, result_id: str, target: int) -> dict[str, Any] | None:
+        return self.docs.find_one({"_id": f"{result_id}:{target}"})
+
+    def claim(self, result_id: str, target: int, attempt: int, running_until: float,
+              updated: str) -> dict[str, Any] | None:
+        return self.docs.find_one_and_update(
+            {"_id": f"{result_id}:{target}", "status": "pending", "attempts": attempt - 1},
+            {"$set": {"attempts": attempt, "running_until": running_until, "updated": updated}},
+            return_document=pymongo.ReturnDocument.AFTER)
+
+    def take_over(self, result_id: str, target: int, attempt: int, now: float, running_until: float,
+                  updated: str) -> dict[str, Any] | None:
+        return self.docs.find_one_and_update(
+            {"_id": f"{result_id}:{target}", "status": "pending", "attempts": attempt,
+             "running_until": {"$lt": now}},
+            {"$set": {"running_until": running_until, "updated": updated}},
+            return_document=pymongo.ReturnDocument.AFTER)
+
+    def finish(self, result_id: str, target: int, attempt: int, *, status: str, location: str | None,
+               error: str | None, updated: str) -> bool:
+        fields: dict[str, Any] = {"status": status, "updated": updated}
+        unset: dict[str, Any] = {"running_until": ""}
+        if location is not None:
+            fields["location"] = location
+        if error is not None:
+            fields["error"] = error
+        else:
+            unset["error"] = ""
+        result = self.docs.update_one({"_id": f"{result_id}:{target}", "status": "pending", "attempts": attempt},
+                                      {"$set": fields, "$unset": unset})
+        return result.modified_count == 1
+
+    def for_result(self, result_id: str) -> list[dict[str, Any]]:
+        return list(self.docs.find({"result_id": result_id}).sort("target", pymongo.ASCENDING)
+                    .limit(self.MAX_PER_RESULT))

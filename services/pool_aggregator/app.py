@@ -20,10 +20,10 @@ from .deps import Deps
 from .metrics import AggregatorMetrics
 from .pools import PoolCache
 from .ports import Announcer as AnnouncerPort
-from .ports import FileReader, GroupStore, ResultUploader
+from .ports import FileReader, GroupStore, ResultUploader, StagingReader
 from .routes import bp
 from .store import MongoGroupStore
-from .upstream import FileSource, Uploader
+from .upstream import FileSource, StagingSource, Uploader
 
 SERVICE = "pool_aggregator"
 
@@ -31,7 +31,7 @@ SERVICE = "pool_aggregator"
 def create_app(settings: Settings, *, store: GroupStore | None = None, broker: Publisher | None = None,
                auth: AuthLookup | None = None, uploader: ResultUploader | None = None,
                files: FileReader | None = None, clock: Clock | None = None,
-               announcer: AnnouncerPort | None = None) -> Flask:
+               announcer: AnnouncerPort | None = None, staging: StagingReader | None = None) -> Flask:
     """Wire the service; pymongo, the broker and the auth client connect lazily on first use."""
     common = settings.common
     the_store = store or MongoGroupStore(mongo.connect(common.mongodb_uri, common.mongodb_db))
@@ -51,7 +51,9 @@ def create_app(settings: Settings, *, store: GroupStore | None = None, broker: P
         announcer=announcer or Announcer(metrics, common.pool_aggregator_url, timeout=settings.announce_timeout,
                                          attempts=settings.announce_attempts),
         metrics=metrics, audit=AuditTrail(the_broker, SERVICE, metrics.audit_lost), clock=clock or SystemClock(),
-        grouper=SliceRunner(lambda msg: msg.file_id, max_slice=settings.grouping_slice))
+        grouper=SliceRunner(lambda msg: msg.file_id, max_slice=settings.grouping_slice),
+        staging=staging or StagingSource(common.file_service_manager_url, common.internal_api_key,
+                                         timeout=settings.upstream_timeout))
     app.extensions["deps"] = deps
     app.register_blueprint(bp)
     app.extensions["runtime"] = Runtime(

@@ -12,7 +12,7 @@ from .batching import SliceRunner
 from .config import Settings
 from .metrics import AggregatorMetrics
 from .pools import PoolCache
-from .ports import Announcer, FileReader, GroupStore, ResultUploader
+from .ports import Announcer, FileReader, GroupStore, ResultUploader, StagingReader
 
 
 @dataclass(frozen=True)
@@ -30,3 +30,5 @@ class Deps:
     clock: Clock
     # Concurrent FileStored deliveries grouped in one slice of bulk writes (batching.py).
     grouper: SliceRunner[FileStored]
+    # Results' staging status, kept by file_service_manager (which delivers them).
+    staging: StagingReader

@@ -147,3 +147,11 @@ class Announcer(Protocol):
     """Tells a pool's processor_url that a group is ready (a hint: the processor also polls)."""
 
     def announce(self, pool: Doc | None, group: Doc) -> object: ...
+
+
+class StagingReader(Protocol):
+    """A result's staging status (file_service_manager, which delivers results to pools' targets):
+    SPEC's ``{targets: [{kind, status, attempts, location?, error?}]}``. Its failures are ``ApiError``s
+    (502 ``upstream_failed``)."""
+
+    def status(self, result_id: str) -> dict[str, Any]: ...

@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from services.common import httpkit, validation
 from services.common.httpkit import bad_request, forbidden, unauthorized
 
-from . import acks, control, core, groups, results
+from . import acks, control, core, groups, results, staging
 from .archive import archive_length, tar_stream
 from .deps import Deps
 
@@ -166,3 +166,9 @@ def put_ack(pool_id: str, user_id: str) -> Response:
     internal()
     return jsonify(acks.ack(deps(), validation.check_id(pool_id, "pool_id"), validation.check_id(user_id, "user_id"),
                             httpkit.json_body()))
+
+
+@bp.get("/pools/<pool_id>/results/<result_id>/staging")
+def result_staging(pool_id: str, result_id: str) -> Response:
+    operator(pool_id)
+    return jsonify(staging.result_staging(deps(), pool_id, result_id))

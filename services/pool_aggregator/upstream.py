@@ -1,5 +1,5 @@
 """HTTP calls to the other services: file_uploader (results in, through the shared
-``UploaderClient``) and file_service_manager (bytes out)."""
+``UploaderClient``) and file_service_manager (bytes out, results' staging status)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import requests
 
 from services.common.errors import ApiError
-from services.common.serviceclient import UploaderClient
+from services.common.serviceclient import ServiceClient, UploaderClient
 
 RELAY_CHUNK = 64 * 1024
 
@@ -62,3 +62,20 @@ class FileSource:
             yield from response.iter_content(RELAY_CHUNK)
         finally:
             response.close()
+
+
+def _staging_error(status: int, body: Any) -> ApiError:
+    return ApiError(502, "upstream_failed", f"file_service_manager failed ({status})")
+
+
+class StagingSource(ServiceClient):
+    """file_service_manager's internal staging status route (X-Internal-Key)."""
+
+    service = "file_service_manager"
+
+    def __init__(self, base_url: str, internal_key: str, *, timeout: float = 10.0) -> None:
+        super().__init__(base_url, timeout=timeout, pool_size=8, on_error=_staging_error,
+                         headers={"X-Internal-Key": internal_key})
+
+    def status(self, result_id: str) -> dict[str, Any]:
+        return self.call("GET", f"/internal/staging/{result_id}")

@@ -37,6 +37,8 @@ def _examples() -> list[c.Message]:
         c.TokenRevoked(token_id="t1", user_id="7"),
         c.MembershipChanged(pool_id="p1", user_id="7", user_name="alice", role=None),
         c.PoolDeleted(pool_id="p1"),
+        c.StageResult(result_id="r1", pool_id="p1", group_id="g1", seq=1, window_start="a", file_name="r.bin",
+                      size=3, sha256="cd" * 32, download_url="http://x/file/r1", target=0, attempt=2),
         c.AuditRecorded(audit_id="a1", time="t", service="file_uploader", actor="7", action="upload_started",
                         outcome="ok", file_id="u1", group_id="g1", pool_id="p1", bytes=10, sha256="ab" * 32,
                         detail={"attempt": 1, "nested": {"k": [1]}}),

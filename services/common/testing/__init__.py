@@ -22,7 +22,16 @@ from ..authclient import AuthUnavailable, Identity
 from ..contracts import Message, decode
 from ..handlers import ConsumerSpec
 from ..messaging import PublishError
-from ..topology import EXCHANGE, RETRY_EXCHANGE, QueueSpec, topic_matches
+from ..topology import (
+    EXCHANGE,
+    RETRY_EXCHANGE,
+    STAGING_DELAY_EXCHANGE,
+    STAGING_DELIVER_KEY,
+    QueueSpec,
+    topic_matches,
+)
+
+DELAYING = (RETRY_EXCHANGE, STAGING_DELAY_EXCHANGE)  # exchanges whose queues hold a message for its expiry
 
 __all__ = ["FakeAuth", "FakeClock", "FakeRevocationStore", "InMemoryBroker", "Published"]
 
@@ -59,10 +68,10 @@ class InMemoryBroker:
             self._failures -= 1
             raise PublishError(f"publish {type(message).__name__} failed (InMemoryBroker.fail_publishes)")
         wire = decode(message.encode())
-        delay = expiration_ms / 1000 if (exchange == RETRY_EXCHANGE and expiration_ms is not None) else None
+        delay = expiration_ms / 1000 if (exchange in DELAYING and expiration_ms is not None) else None
         item = Published(wire, exchange, routing_key or message.key(), delay)
         self.published.append(item)
-        (self._delayed if exchange == RETRY_EXCHANGE else self._pending).append(item)
+        (self._delayed if exchange in DELAYING else self._pending).append(item)
 
     def publish_delayed(self, message: Message, delay_seconds: float) -> None:
         self.publish(message, exchange=RETRY_EXCHANGE, routing_key=message.key(),
@@ -118,14 +127,16 @@ class InMemoryBroker:
 
 
 def _consumes(spec: ConsumerSpec, item: Published) -> bool:
-    if item.exchange != EXCHANGE and item.exchange != RETRY_EXCHANGE:
+    if item.exchange not in (EXCHANGE, *DELAYING):
         return False
-    # A delayed message re-enters EXCHANGE with its own key after the delay.
+    # A delayed message re-enters EXCHANGE with its own key after the delay; a staging retry
+    # with the key its delay queue dead-letters it with (topology.STAGING_DELAY_QUEUES).
+    key = STAGING_DELIVER_KEY if item.exchange == STAGING_DELAY_EXCHANGE else item.routing_key
     if spec.queue is not None:
         bindings = spec.queue.bindings if spec.queue.exchange == EXCHANGE else ()
     else:
         bindings = spec.bindings
-    return any(topic_matches(b, item.routing_key) for b in bindings)
+    return any(topic_matches(b, key) for b in bindings)
 
 
 class FakeClock:

@@ -17,7 +17,7 @@ from .. import contracts, uploadkeys
 from ..contracts import StoreUpload, UploadItem
 from ..errors import ShownToUsers
 
-__all__ = ["FakeBackend", "FakeCache", "FakeCatalog", "FakeDownload", "FakeIndex"]
+__all__ = ["FakeBackend", "FakeCache", "FakeCatalog", "FakeDownload", "FakeIndex", "FakeStaging"]
 
 
 class FakeDownload:
@@ -246,3 +246,58 @@ class FakeCache:
         for key in uploadkeys.cached_keys(msg.cache_key, msg.chunk_count):
             self.chunks.pop(key, None)
         self.dropped.append(msg.upload_id)
+
+
+class FakeStaging:
+    """In-memory ``ports.StagingStore``: the same conditional transitions as MongoDB's."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, dict[str, Any]] = {}
+
+    def ensure_indexes(self) -> None:
+        return None
+
+    def plan(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for doc in docs:
+            self.docs.setdefault(doc["_id"], dict(doc))
+        return self.for_result(docs[0]["result_id"]) if docs else []
+
+    def get(self, result_id: str, target: int) -> dict[str, Any] | None:
+        doc = self.docs.get(f"{result_id}:{target}")
+        return dict(doc) if doc else None
+
+    def claim(self, result_id: str, target: int, attempt: int, running_until: float,
+              updated: str) -> dict[str, Any] | None:
+        doc = self.docs.get(f"{result_id}:{target}")
+        if doc is None or doc["status"] != "pending" or doc["attempts"] != attempt - 1:
+            return None
+        doc.update(attempts=attempt, running_until=running_until, updated=updated)
+        return dict(doc)
+
+    def take_over(self, result_id: str, target: int, attempt: int, now: float, running_until: float,
+                  updated: str) -> dict[str, Any] | None:
+        doc = self.docs.get(f"{result_id}:{target}")
+        if (doc is None or doc["status"] != "pending" or doc["attempts"] != attempt
+                or doc.get("running_until") is None or doc["running_until"] >= now):
+            return None
+        doc.update(running_until=running_until, updated=updated)
+        return dict(doc)
+
+    def finish(self, result_id: str, target: int, attempt: int, *, status: str, location: str | None,
+               error: str | None, updated: str) -> bool:
+        doc = self.docs.get(f"{result_id}:{target}")
+        if doc is None or doc["status"] != "pending" or doc["attempts"] != attempt:
+            return False
+        doc.update(status=status, updated=updated)
+        doc.pop("running_until", None)
+        if location is not None:
+            doc["location"] = location
+        if error is not None:
+            doc["error"] = error
+        else:
+            doc.pop("error", None)
+        return True
+
+    def for_result(self, result_id: str) -> list[dict[str, Any]]:
+        return sorted((dict(d) for d in self.docs.values() if d["result_id"] == result_id),
+                      key=lambda d: d["target"])

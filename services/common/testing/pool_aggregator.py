@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["FakeFiles", "FakeGroupStore", "FakeUploader", "RecordingAnnouncer", "StoreDown"]
+__all__ = ["FakeFiles", "FakeGroupStore", "FakeStagingReader", "FakeUploader", "RecordingAnnouncer", "StoreDown"]
 
 ADDED, CLOSED = "added", "closed"
 OPEN, READY, PROCESSING, DONE, FAILED = "open", "ready", "processing", "done", "failed"
@@ -316,3 +316,15 @@ class RecordingAnnouncer:
 
     def announce(self, pool: Doc | None, group: Doc) -> None:
         self.announced.append(((pool or {}).get("processor_url"), group["_id"]))
+
+
+class FakeStagingReader:
+    """pool_aggregator's ``ports.StagingReader``: statuses set by the test, per result id."""
+
+    def __init__(self) -> None:
+        self.statuses: dict[str, dict[str, Any]] = {}
+        self.asked: list[str] = []
+
+    def status(self, result_id: str) -> dict[str, Any]:
+        self.asked.append(result_id)
+        return self.statuses.get(result_id, {"targets": []})

@@ -260,3 +260,39 @@ def test_upload_survives_a_dropped_connection_and_a_pause(fleet, new_page, tmp_p
         cell.wait_for()
         assert cell.get_attribute("title") == sha256_file(path)
     assert console.errors == []
+
+
+def test_admin_sees_a_results_staging_status(fleet, new_page, tmp_path, screenshots) -> None:
+    admin = Admin(fleet)
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    pool = admin.create_pool(unique_name("pool"), window_seconds=2,
+                             staging=[{"kind": "filesystem", "path": f"{stage}/{{pool_id}}"}])
+    processor = Processor(fleet, pool["pool_id"], admin.processor_key(pool["pool_id"]))
+    sock = RawSocket(fleet.gateway, admin.member(pool["pool_id"])["access_token"])
+    try:
+        sock.upload_bytes(os.urandom(100_000), "u.bin", pool_id=pool["pool_id"])
+        group = processor.wait_ready(timeout=60)
+        assert processor.files(group["group_id"]).status_code == 200
+    finally:
+        sock.close()
+    posted = processor.post_result(group["group_id"], os.urandom(40_000), name="staged.bin")
+    assert posted.status_code == 201, posted.text
+
+    page, console = new_page()
+    log_in(page, fleet.gateway, *fleet.admin)
+    go(page, "pools")
+    card = page.locator(f"article.pool[data-pool-id='{pool['pool_id']}']")
+    card.locator(".results li", has_text="staged.bin").wait_for(timeout=30_000)
+    # The status is read when asked for; the copy may still be on its way: ask until it is done.
+    line = card.locator(".staging li[data-staging-kind=filesystem]")
+    for _ in range(30):
+        card.get_by_role("button", name="Staging of result staged.bin").click()
+        line.wait_for(timeout=10_000)
+        if "done" in line.inner_text():
+            break
+        page.wait_for_timeout(500)
+    text = line.inner_text()
+    assert "done" in text and "1 attempt" in text and str(stage / pool["pool_id"]) in text, text
+    page.screenshot(path=str(screenshots / "staging.png"), full_page=True)
+    assert console.errors == []

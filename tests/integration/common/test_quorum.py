@@ -23,7 +23,7 @@ from services.common.messaging import (
     Broker,
     Consumer,
 )
-from services.common.topology import DELIVERY_LIMIT
+from services.common.topology import DELIVERY_LIMIT, STAGING_DELAY_QUEUES
 
 
 def _stored(file_id: str) -> c.FileStored:
@@ -65,7 +65,7 @@ def test_every_shared_queue_is_a_quorum_queue_with_a_delivery_limit(amqp_url):
         row = rows[spec.name]
         args = _arguments(row)
         assert row["type"] == "quorum", row
-        if spec in (RETRY_QUEUE, DEAD_LETTER_QUEUE):
+        if spec in (RETRY_QUEUE, DEAD_LETTER_QUEUE, *STAGING_DELAY_QUEUES):
             assert "x-delivery-limit" not in args, row  # nobody consumes them
         else:
             assert args["x-delivery-limit"] == DELIVERY_LIMIT, row

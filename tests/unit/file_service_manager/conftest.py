@@ -10,8 +10,8 @@ from services.common.audit import AuditTrail
 from services.common.authclient import Identity
 from services.common.contracts import StoreUpload, UploadItem
 from services.common.httpkit import ServiceMetrics
-from services.common.testing import FakeAuth, InMemoryBroker
-from services.common.testing.file_service_manager import FakeBackend, FakeCache, FakeIndex
+from services.common.testing import FakeAuth, FakeClock, InMemoryBroker
+from services.common.testing.file_service_manager import FakeBackend, FakeCache, FakeIndex, FakeStaging
 from services.file_service_manager import backends
 from services.file_service_manager.config import Settings
 from services.file_service_manager.deps import Deps, FsmMetrics
@@ -32,7 +32,7 @@ def deps() -> Deps:
     auth = FakeAuth()
     return Deps(settings=settings, index=index, cache=FakeCache(), broker=broker, auth=auth,
                 metrics=metrics, audit=AuditTrail(broker, "file_service_manager"), hot=HotFiles(1 << 20, 1 << 16),
-                storage=storage, pool_storage=PoolStorage(auth))
+                storage=storage, pool_storage=PoolStorage(auth), staging=FakeStaging(), clock=FakeClock())
 
 
 def command(deps: Deps, data: bytes, *, items: list[tuple[int, int]] | None = None, name: str = "a.bin",

@@ -105,5 +105,6 @@ def test_every_queue_has_the_settings_consumer_count(deps) -> None:
     specs = {s.name: s for s in handlers.consumers(deps)}
     assert specs["store"].count == deps.settings.store_consumers
     assert specs["store"].prefetch == deps.settings.store_prefetch
+    assert specs["staging"].count == deps.settings.staging.consumers and specs["staging"].prefetch == 1
     assert sorted(s.queue.name for s in specs.values()) == sorted(
-        q.name for q in (topology.STORE_QUEUE, topology.INDEX_QUEUE, topology.AUDIT_QUEUE))
+        q.name for q in (topology.STORE_QUEUE, topology.INDEX_QUEUE, topology.AUDIT_QUEUE, topology.STAGING_QUEUE))

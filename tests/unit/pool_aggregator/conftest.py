@@ -12,7 +12,13 @@ from flask import Flask
 from services.common.authclient import Identity
 from services.common.contracts import FileStored
 from services.common.testing import FakeAuth, FakeClock, InMemoryBroker
-from services.common.testing.pool_aggregator import FakeFiles, FakeGroupStore, FakeUploader, RecordingAnnouncer
+from services.common.testing.pool_aggregator import (
+    FakeFiles,
+    FakeGroupStore,
+    FakeStagingReader,
+    FakeUploader,
+    RecordingAnnouncer,
+)
 from services.pool_aggregator import core, handlers
 from services.pool_aggregator.app import create_app
 from services.pool_aggregator.config import Settings
@@ -36,6 +42,7 @@ class Kit:
     uploader: FakeUploader
     files: FakeFiles
     announcer: RecordingAnnouncer
+    staging: FakeStagingReader
 
     def window_start(self) -> int:
         return core.window_for(self.clock.time(), W).start
@@ -71,9 +78,9 @@ def kit() -> Kit:
     auth.pools[POOL] = {"pool_id": POOL, "window_seconds": W, "close_grace_seconds": 0, "min_contributors": None,
                         "processing_timeout_seconds": 30, "processor_url": "http://processor.example/hook"}
     auth.tokens[MEMBER] = Identity("u1", "alice", "user", {POOL: "contributor"})
-    uploader, files, announcer = FakeUploader(), FakeFiles(), RecordingAnnouncer()
+    uploader, files, announcer, staging = FakeUploader(), FakeFiles(), RecordingAnnouncer(), FakeStagingReader()
     app = create_app(settings, store=store, broker=broker, auth=auth, uploader=uploader, files=files, clock=clock,
-                     announcer=announcer)
-    kit = Kit(app, app.extensions["deps"], store, broker, auth, clock, uploader, files, announcer)
+                     announcer=announcer, staging=staging)
+    kit = Kit(app, app.extensions["deps"], store, broker, auth, clock, uploader, files, announcer, staging)
     uploader.on_complete = kit.store_result
     return kit

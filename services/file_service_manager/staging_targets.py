@@ -1,0 +1,194 @@
+"""Delivering one result to one staging target: a filesystem copy or link, an S3 copy, a signed webhook.
+
+Each ``deliver_*`` returns the location to show (never a secret) or raises ``StagingError``
+with a reason safe to store and show (no secret, no credential, no query string). The bytes
+stream from the result's backend (``Source``) a piece at a time: never the whole result in
+memory (pieces of PIECE bytes; boto3's transfer holds one part of S3_PART bytes).
+
+Webhook addresses: a webhook URL whose host resolves to a loopback, private, link-local,
+multicast, reserved or unspecified address is refused (a pool admin must not make the fleet
+call its own internal services), unless ``STAGING_WEBHOOK_ALLOW_PRIVATE`` is set (tests,
+a receiver on the same private network). The check resolves the name once before the call;
+redirects are never followed, so a receiver cannot bounce the request elsewhere.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from . import staging_rules as rules
+from .ports import Download
+
+log = logging.getLogger(__name__)
+
+PIECE = 1024 * 1024  # bytes read from the source per write: one piece in memory at a time
+S3_PART = 8 * 1024 * 1024  # boto3 multipart part size (its minimum is 5 MiB); one part buffered at a time
+WEBHOOK_RESPONSE_BYTES = 4096  # at most this much of a receiver's answer is read (then closed)
+
+
+class StagingError(RuntimeError):
+    """An attempt failed; ``str()`` is safe to store, show and log (no secrets)."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """The result to deliver: its values for templates and payloads, how to open its bytes,
+    and its path when it lives on a filesystem backend (for ``link``)."""
+
+    values: Mapping[str, Any]
+    open: Callable[[], Download]
+    local_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class WebhookPolicy:
+    timeout: float = 10.0
+    allow_private: bool = False
+
+
+def _copy(download: Download, out: Any) -> int:
+    total = 0
+    while True:
+        piece = download.read(PIECE)
+        if not piece:
+            return total
+        out.write(piece)
+        total += len(piece)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def deliver_filesystem(target: rules.Target, source: Source) -> str:
+    """Copy (or hard-link) to a temporary name beside the final one, make it read-only, rename.
+
+    The final path is rendered with safe components (``rules.file_path``) and checked again
+    after the directories exist, on the resolved path: a symlink planted inside the target
+    directory cannot carry the result out of it."""
+    template = target.path or ""
+    try:
+        final = Path(rules.file_path(template, source.values))
+    except rules.BadTarget as exc:
+        raise StagingError(str(exc)) from None
+    base = Path(rules.base_dir(template))
+    if not base.is_dir():
+        raise StagingError("the target directory does not exist")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        real_base = base.resolve()
+        if not final.parent.resolve().is_relative_to(real_base):
+            raise StagingError("the staging path leaves its target directory (a symlink?)")
+        temp = final.parent / f".staging-{uuid.uuid4().hex}.tmp"
+        linked = False
+        if target.link and source.local_path is not None:
+            try:
+                os.link(source.local_path, temp)  # same filesystem: no bytes copied
+                linked = True
+            except OSError as exc:
+                log.info("staging link not possible; copying", extra={"reason": exc.strerror})
+        try:
+            if not linked:
+                download = source.open()
+                try:
+                    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+                    with os.fdopen(fd, "wb") as out:
+                        _copy(download, out)
+                        out.flush()
+                        os.fsync(out.fileno())
+                finally:
+                    download.close()
+                os.chmod(temp, 0o444)  # read-only (a link shares the stored file's own mode)
+            os.replace(temp, final)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(final.parent)
+    except OSError as exc:
+        raise StagingError(f"filesystem: {exc.strerror or type(exc).__name__}") from None
+    return str(final)
+
+
+def deliver_s3(target: rules.Target, source: Source, *, client_factory: Callable[..., Any] | None = None) -> str:
+    """A copy of the object at ``<prefix><file_name>`` (or the rendered prefix), streamed in parts."""
+    import boto3
+    from boto3.s3.transfer import TransferConfig
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    key = rules.s3_key(target.prefix, source.values)
+    make = client_factory or boto3.client
+    try:
+        client = make("s3", endpoint_url=target.endpoint_url, region_name=target.region or "us-east-1",
+                      aws_access_key_id=target.access_key_id, aws_secret_access_key=target.secret_access_key,
+                      config=Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 1}))
+        # One part in memory at a time, no threads: the bound on a delivery's memory.
+        transfer = TransferConfig(multipart_threshold=S3_PART, multipart_chunksize=S3_PART, max_concurrency=1,
+                                  use_threads=False)
+        download = source.open()
+        try:
+            client.upload_fileobj(download, target.bucket, key, Config=transfer,
+                                  ExtraArgs={"Metadata": {"sha256": str(source.values["sha256"])}})
+        finally:
+            download.close()
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", "error"))[:80]
+        raise StagingError(f"s3: {code}") from None
+    except (BotoCoreError, OSError) as exc:
+        raise StagingError(f"s3: {type(exc).__name__}") from None
+    return f"s3://{target.bucket}/{key}"
+
+
+def _private(host: str) -> bool:
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError as exc:
+        raise StagingError(f"webhook: the host does not resolve ({exc.strerror or 'error'})") from None
+    for info in infos:
+        ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved
+                or ip.is_unspecified):
+            return True
+    return False
+
+
+def deliver_webhook(target: rules.Target, source: Source, policy: WebhookPolicy,
+                    session: requests.Session | None = None) -> str:
+    """POST SPEC's payload signed in ``X-Dropbox-Signature``; any 2xx is delivered."""
+    url = target.url or ""
+    shown = rules.public_url(url)
+    if not policy.allow_private and _private(urlsplit(url).hostname or ""):
+        raise StagingError("webhook: the URL resolves to an internal address (refused)")
+    body = rules.webhook_body(source.values)
+    headers = {"Content-Type": "application/json", "X-Dropbox-Signature": rules.sign(target.secret or "", body),
+               "User-Agent": "file-dropbox-staging"}
+    poster = session or requests
+    try:
+        response = poster.post(url, data=body, headers=headers, timeout=policy.timeout, allow_redirects=False,
+                               stream=True)
+    except requests.RequestException as exc:
+        raise StagingError(f"webhook: {type(exc).__name__}") from None
+    try:
+        response.raw.read(WEBHOOK_RESPONSE_BYTES, decode_content=False)
+    except Exception:  # noqa: BLE001 - the status is what counts; the body is only drained a little
+        pass
+    finally:
+        response.close()
+    if not 200 <= response.status_code < 300:
+        raise StagingError(f"webhook: the receiver answered {response.status_code}")
+    return shown

@@ -1,0 +1,194 @@
+"""Staging use cases on in-memory stand-ins: planning, attempts, retries through the delay queues,
+idempotence on redelivery, audit, and no secret anywhere."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.common import topology
+from services.common.contracts import AuditRecorded, ResultPublished, StageResult
+from services.common.testing import InMemoryBroker
+from services.file_service_manager import handlers, staging, staging_targets
+from services.file_service_manager.deps import Deps
+
+RID = "r1"
+DATA = b"result bytes " * 100
+SECRET = "TOPSECRET-value"
+
+
+def _published(**over: Any) -> ResultPublished:
+    base = dict(result_id=RID, pool_id="p1", group_id="g1", window_start="2026-01-01T00:00:00Z",
+                window_end="2026-01-01T00:01:00Z", file_name="../../mean.f64", size=len(DATA),
+                sha256=hashlib.sha256(DATA).hexdigest(), created="2026-01-01T00:02:00Z",
+                download_url="http://files/file/r1", seq=3)
+    return ResultPublished(**{**base, **over})
+
+
+def _setup(deps: Deps, targets: list[dict[str, Any]]) -> InMemoryBroker:
+    deps.index.records[RID] = {"file_id": RID, "status": "uploaded_successfully", "pool_id": "p1"}  # type: ignore[attr-defined]
+    deps.index.files[RID] = DATA  # type: ignore[attr-defined]
+    deps.auth.pools["p1"] = {"pool_id": "p1", "staging": targets}  # type: ignore[attr-defined]
+    broker = deps.broker
+    assert isinstance(broker, InMemoryBroker)
+    return broker
+
+
+def _run(deps: Deps, broker: InMemoryBroker, *, delayed: bool = True) -> None:
+    broker.deliver(handlers.consumers(deps), include_delayed=delayed)
+
+
+def _audit(broker: InMemoryBroker) -> list[tuple[str, str]]:
+    return [(a.action, a.outcome) for a in broker.of_type(AuditRecorded) if a.action.startswith("staging")]
+
+
+def test_a_filesystem_target_gets_a_read_only_copy_inside_its_directory(deps: Deps, tmp_path: Path) -> None:
+    broker = _setup(deps, [{"kind": "filesystem", "path": f"{tmp_path}/{{pool_id}}/{{window_start}}"}])
+    broker.publish(_published())
+    _run(deps, broker)
+    placed = tmp_path / "p1" / "2026-01-01T00:00:00Z" / "_._.._mean.f64"
+    assert placed.read_bytes() == DATA
+    assert not stat.S_IMODE(placed.stat().st_mode) & 0o222  # read-only
+    assert [p.name for p in placed.parent.iterdir()] == [placed.name]  # no temporary left
+    assert staging.status(deps, RID) == {"targets": [{"kind": "filesystem", "status": "done", "attempts": 1,
+                                                      "location": str(placed)}]}
+    assert _audit(broker) == [("staging_done", "ok")]
+
+
+def test_link_hard_links_a_result_that_lives_on_the_filesystem(deps: Deps, tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    (root / RID[:2]).mkdir(parents=True)
+    stored = root / RID[:2] / RID
+    stored.write_bytes(DATA)
+    broker = _setup(deps, [{"kind": "filesystem", "path": f"{tmp_path}/out", "link": True}])
+    (tmp_path / "out").mkdir()
+    deps.index.records[RID]["storage"] = {"id": "fs-1", "backend": "filesystem", "root": str(root)}  # type: ignore[attr-defined]
+    broker.publish(_published(file_name="a.bin"))
+    _run(deps, broker)
+    placed = tmp_path / "out" / "a.bin"
+    assert placed.read_bytes() == DATA and os.path.samefile(placed, stored)
+
+
+def test_a_target_failing_three_times_is_done_at_the_fourth_attempt_with_growing_delays(
+        deps: Deps, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def flaky(target: Any, source: Any, policy: Any) -> str:
+        calls.append(1)
+        if len(calls) <= 3:
+            raise staging_targets.StagingError("webhook: the receiver answered 500")
+        return "http://hook.example/in"
+
+    monkeypatch.setattr(staging_targets, "deliver_webhook", flaky)
+    broker = _setup(deps, [{"kind": "webhook", "url": "http://hook.example/in?token=q", "secret": SECRET}])
+    broker.publish(_published())
+    _run(deps, broker)
+    assert len(calls) == 4
+    assert staging.status(deps, RID) == {"targets": [{"kind": "webhook", "status": "done", "attempts": 4,
+                                                      "location": "http://hook.example/in"}]}
+    retries = [p for p in broker.published if p.exchange == topology.STAGING_DELAY_EXCHANGE]
+    settings = deps.settings.staging
+    assert [p.routing_key for p in retries] == ["retry.1", "retry.2", "retry.3"]
+    assert [p.delay_seconds for p in retries] == [settings.retry_base_seconds * settings.retry_factor ** n
+                                                  for n in range(3)]
+    assert [m.attempt for m in broker.of_type(StageResult)] == [1, 2, 3, 4]
+    assert _audit(broker) == [("staging_attempt_failed", "retry")] * 3 + [("staging_done", "ok")]
+    metric = deps.metrics.registry.get_sample_value
+    assert metric("staging_attempts_total", {"kind": "webhook", "outcome": "retry"}) == 3
+    assert metric("staging_attempts_total", {"kind": "webhook", "outcome": "done"}) == 1
+
+
+def test_a_target_that_always_fails_is_failed_after_max_attempts(deps: Deps,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(target: Any, source: Any, policy: Any) -> str:
+        raise staging_targets.StagingError("webhook: ConnectionError")
+
+    monkeypatch.setattr(staging_targets, "deliver_webhook", broken)
+    broker = _setup(deps, [{"kind": "webhook", "url": "http://hook.example/in", "secret": SECRET}])
+    broker.publish(_published())
+    _run(deps, broker)
+    attempts = deps.settings.staging.max_attempts
+    assert staging.status(deps, RID) == {"targets": [{"kind": "webhook", "status": "failed", "attempts": attempts,
+                                                      "error": "webhook: ConnectionError"}]}
+    assert _audit(broker)[-1] == ("staging_failed", "failed")
+    assert len(broker.of_type(StageResult)) == attempts
+
+
+def test_redelivered_messages_do_nothing_twice(deps: Deps, tmp_path: Path) -> None:
+    broker = _setup(deps, [{"kind": "filesystem", "path": str(tmp_path)}])
+    message = _published(file_name="x.bin")
+    broker.publish(message)
+    _run(deps, broker)
+    first = broker.of_type(StageResult)
+    assert len(first) == 1
+    broker.publish(message)  # ResultPublished redelivered: the plan exists, the target is done
+    broker.publish(first[0])  # the attempt redelivered
+    _run(deps, broker)
+    assert len(broker.of_type(StageResult)) == 2  # only the redelivery itself: nothing new published
+    assert staging.status(deps, RID)["targets"][0]["attempts"] == 1
+    assert _audit(broker) == [("staging_done", "ok")]
+
+
+def test_a_claimed_attempt_redelivered_comes_back_later_and_is_taken_over_after_its_lease(deps: Deps,
+                                                                                         tmp_path: Path) -> None:
+    broker = _setup(deps, [{"kind": "filesystem", "path": str(tmp_path)}])
+    message = _published(file_name="y.bin")
+    broker.publish(message)
+    _run(deps, broker, delayed=False)
+    command = broker.of_type(StageResult)[0]
+    # As if a consumer had claimed attempt 1 and died before finishing it.
+    deps.staging.docs[f"{RID}:0"].update(status="pending", attempts=1,  # type: ignore[attr-defined]
+                                         running_until=deps.clock.time() + 100)
+    assert staging.deliver(deps, command) == "skipped"
+    later = [p for p in broker.delayed() if p.exchange == topology.STAGING_DELAY_EXCHANGE]
+    assert [p.routing_key for p in later] == ["retry.1"]
+    deps.clock.advance(101)  # type: ignore[attr-defined]
+    assert staging.deliver(deps, command) == "done"
+
+
+def test_bad_targets_fail_at_once_and_pools_without_staging_cost_nothing(deps: Deps) -> None:
+    broker = _setup(deps, [{"kind": "webhook", "url": "ftp://nope", "secret": SECRET}, {"kind": "carrier-pigeon"}])
+    broker.publish(_published())
+    _run(deps, broker)
+    targets = staging.status(deps, RID)["targets"]
+    assert [(t["kind"], t["status"], t["attempts"]) for t in targets] == [("webhook", "failed", 0),
+                                                                           ("unknown", "failed", 0)]
+    assert broker.of_type(StageResult) == []
+    deps.auth.pools["p2"] = {"pool_id": "p2"}  # type: ignore[attr-defined]
+    broker.publish(_published(result_id="r2", pool_id="p2"))
+    _run(deps, broker)
+    assert staging.status(deps, "r2") == {"targets": []}
+
+
+def test_no_secret_reaches_status_audit_or_messages(deps: Deps, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(target: Any, source: Any, policy: Any) -> str:
+        raise staging_targets.StagingError("webhook: the receiver answered 403")
+
+    monkeypatch.setattr(staging_targets, "deliver_webhook", broken)
+    broker = _setup(deps, [{"kind": "webhook", "url": f"http://u:{SECRET}@hook.example/in?k={SECRET}",
+                            "secret": SECRET},
+                           {"kind": "s3", "endpoint_url": "http://127.0.0.1:1", "bucket": "b",
+                            "access_key_id": SECRET, "secret_access_key": SECRET}])
+    monkeypatch.setattr(staging_targets, "deliver_s3", lambda target, source: (_ for _ in ()).throw(
+        staging_targets.StagingError("s3: AccessDenied")))
+    broker.publish(_published())
+    _run(deps, broker)
+    everything = repr(staging.status(deps, RID)) + "".join(p.message.encode().decode() for p in broker.published)
+    assert SECRET not in everything
+    assert {t["status"] for t in staging.status(deps, RID)["targets"]} == {"failed"}
+
+
+def test_the_staging_queue_takes_results_and_attempts() -> None:
+    assert topology.queues_for(topology.EXCHANGE, "pool.result_published") >= [] and \
+        topology.STAGING_QUEUE in topology.queues_for(topology.EXCHANGE, "pool.result_published")
+    assert topology.STAGING_QUEUE in topology.queues_for(topology.EXCHANGE, "staging.deliver")
+    assert topology.queues_for(topology.STAGING_DELAY_EXCHANGE, "retry.2") == [topology.STAGING_DELAY_QUEUES[1]]
+    assert dataclasses.asdict(StageResult.from_dict(StageResult(  # survives the wire
+        result_id="r", pool_id="p", group_id="g", seq=1, window_start="w", file_name="f", size=1, sha256="0" * 64,
+        download_url="u", target=0).to_dict()))["attempt"] == 1
