@@ -10,6 +10,7 @@ from services.common.ports import AuthLookup, Clock, Publisher
 
 from .batching import SliceRunner
 from .config import Settings
+from .leadership import Leadership
 from .metrics import AggregatorMetrics
 from .pools import PoolCache
 from .ports import Announcer, FileReader, GroupStore, ResultUploader
@@ -30,3 +31,5 @@ class Deps:
     clock: Clock
     # Concurrent FileStored deliveries grouped in one slice of bulk writes (batching.py).
     grouper: SliceRunner[FileStored]
+    # The ticker's leader lease: only its holder ticks and announces what the ticker moved.
+    leader: Leadership
