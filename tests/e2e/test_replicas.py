@@ -248,6 +248,7 @@ def test_sigkill_one_replica_of_every_service_during_100_pool_uploads(replicated
     uploaded: list[tuple[DropboxClient, str]] = []
     done = threading.Condition()
     killed: list[str] = []
+    takeover: list[float] = []  # seconds from the leader's SIGKILL to the survivor ticking
 
     def killer() -> None:
         for service, at in zip(KILL_ORDER, KILL_AT, strict=True):
@@ -259,6 +260,13 @@ def test_sigkill_one_replica_of_every_service_during_100_pool_uploads(replicated
                 victim = f"{service}-1"
             fleet.stop_service(victim, sig=signal.SIGKILL)
             killed.append(victim)
+            if service == "pool_aggregator":
+                t0 = time.monotonic()
+                survivors = [n for n in fleet.instances("pool_aggregator") if n != victim]
+                deadline = t0 + LEASE + 20
+                while _ticker_leaders(fleet) != survivors and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                takeover.append(time.monotonic() - t0)
 
     def uploads(client: DropboxClient, n: int) -> None:
         for i in range(UPLOADS // MEMBERS):
@@ -282,6 +290,7 @@ def test_sigkill_one_replica_of_every_service_during_100_pool_uploads(replicated
         # The ticker moved to the surviving replica within its lease.
         survivor = [n for n in fleet.instances("pool_aggregator") if n != killed[0]]
         assert _wait(lambda: _ticker_leaders(fleet), LEASE + 20, "the ticker's takeover") == survivor
+        assert takeover and takeover[0] < LEASE + 20, takeover
 
         # Every upload: uploaded_successfully (its record), never twice (its events).
         for client, file_id in uploaded:
@@ -323,6 +332,7 @@ def test_sigkill_one_replica_of_every_service_during_100_pool_uploads(replicated
             assert len(client.results_received) == len(wanted)
         resent = sum(c.duplicate_results for c in members)
         print(f"\n{UPLOADS} uploads in {upload_seconds:.0f}s over {len(gids)} groups; killed {killed}; "
+              f"ticker takeover {takeover[0]:.1f}s after the leader's SIGKILL (lease {LEASE}s); "
               f"results re-sent after a reconnect (dropped by the client): {resent}")
     finally:
         processor.stop.set()
