@@ -73,11 +73,13 @@ class FileIndex:
         self._indexed = True
 
     # --- GridFS leftovers of the legacy bucket (the sweeper's) ---------------------------
-    def remove_partial(self, file_id: str) -> None:
+    def remove_partial(self, file_id: str) -> bool:
         """Delete what a crashed attempt left in GridFS ``fs`` (chunks without a file doc, or an
-        unindexed file)."""
-        self.db["fs.files"].delete_one({"_id": file_id})
-        self.db["fs.chunks"].delete_many({"files_id": file_id})
+        unindexed file). Whether this call removed anything: of two sweepers (replicas) racing
+        for one leftover, the one that finds it gone already answers False."""
+        removed = self.db["fs.files"].delete_one({"_id": file_id}).deleted_count
+        removed += self.db["fs.chunks"].delete_many({"files_id": file_id}).deleted_count
+        return removed > 0
 
     # --- the index ------------------------------------------------------------
     def upsert_stored(self, doc: dict[str, Any]) -> bool:

@@ -8,6 +8,9 @@ Both come from a store that died half-way (the StoreUpload is redelivered and
 written again under the same id, so the leftovers are garbage). The service
 runs the same pass in the background every ``GRIDFS_SWEEP_INTERVAL_SECONDS``.
 Every removal is logged and recorded in the audit trail (action ``deleted``).
+
+Replicas run it at once, safely: every step is a delete, so a second pass over the
+same leftover removes nothing more, and only the pass that removed something records it.
 """
 
 from __future__ import annotations
@@ -56,7 +59,9 @@ def sweep(index: Index, *, grace_seconds: int, dry_run: bool = False,
         log.info("sweeping GridFS leftover",
                  extra={"leftover_id": str(file_id), "why": why, "dry_run": dry_run})
         if not dry_run:
-            index.remove_partial(file_id)
+            # A replica's pass that raced this one to the same leftover removed it: not ours to record.
+            if not index.remove_partial(file_id):
+                continue
             if audit is not None:
                 audit.record("deleted", actor="file_service_manager.sweep", file_id=str(file_id), reason=why)
     return {"chunks_without_file": [str(f) for f in chunks], "files_without_record": [str(f) for f in files],

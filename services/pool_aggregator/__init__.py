@@ -8,10 +8,14 @@ slice at a time; a stored result is numbered (``seq``), finishes its group and i
 Publishes: ``FileGrouped``, ``GroupChanged``, ``ResultPublished``, ``AuditRecorded``.
 Owns: MongoDB collections ``groups`` (one document per pool window, with counters),
 ``group_files`` (a group's files, one document per file), ``group_slices`` (which
-slices of files are counted in their group), ``results`` (numbered by ``seq`` per pool)
-``result_counters`` (each pool's last ``seq``) and ``acks`` (each member's acknowledged
-``seq`` per pool, moved forward only; internal routes ``/internal/pools/<id>/acks/<user_id>``
-called by the gateway for ``ack-result`` and the catch-up on connect).
+slices of files are counted in their group), ``results`` (numbered by ``seq`` per pool),
+``result_counters`` (each pool's last ``seq``), ``leases`` (the ticker's leader lease) and
+``acks`` (each member's acknowledged ``seq`` per pool, moved forward only; internal routes
+``/internal/pools/<id>/acks/<user_id>`` called by the gateway for ``ack-result`` and the
+catch-up on connect).
+Replicas: every one serves HTTP and consumes; only the holder of the ticker's leader lease
+(``leadership.py``, ``LEADER_LEASE_SECONDS``) ticks and announces what its ticks moved, its
+writes fenced by the lease's term so a paused old leader cannot act after a takeover.
 Transitions: open -> ready (time, quorum, ``close``) or failed (quorum not met);
 ready -> processing (a lease); processing -> done (result stored and numbered), ready
 (lease expired) or failed; failed -> ready (``retry``). Each publishes ``GroupChanged``.

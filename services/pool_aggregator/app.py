@@ -9,6 +9,7 @@ from flask import Flask
 from services.common import httpkit, messaging, mongo
 from services.common.audit import AuditTrail
 from services.common.authclient import AuthClient
+from services.common.leader import LeaderLease, LeaseStore, LocalLeaseStore
 from services.common.ports import AuthLookup, Clock, Publisher, SystemClock
 from services.common.runtime import Periodic, Runtime
 
@@ -17,12 +18,13 @@ from .announcing import Announcer
 from .batching import SliceRunner
 from .config import Settings
 from .deps import Deps
+from .leadership import LEASE_NAME, Leadership
 from .metrics import AggregatorMetrics
 from .pools import PoolCache
 from .ports import Announcer as AnnouncerPort
 from .ports import FileReader, GroupStore, ResultUploader, StagingReader
 from .routes import bp
-from .store import MongoGroupStore
+from .store import MongoGroupStore, MongoLeaseStore
 from .upstream import FileSource, StagingSource, Uploader
 
 SERVICE = "pool_aggregator"
@@ -31,10 +33,19 @@ SERVICE = "pool_aggregator"
 def create_app(settings: Settings, *, store: GroupStore | None = None, broker: Publisher | None = None,
                auth: AuthLookup | None = None, uploader: ResultUploader | None = None,
                files: FileReader | None = None, clock: Clock | None = None,
-               announcer: AnnouncerPort | None = None, staging: StagingReader | None = None) -> Flask:
-    """Wire the service; pymongo, the broker and the auth client connect lazily on first use."""
+               announcer: AnnouncerPort | None = None, staging: StagingReader | None = None,
+               leases: LeaseStore | None = None) -> Flask:
+    """Wire the service; pymongo, the broker and the auth client connect lazily on first use.
+
+    The ticker's lease is kept next to the groups (MongoDB) unless ``leases`` is given; an
+    injected ``store`` without ``leases`` (a single-process test) gets a lease in memory."""
     common = settings.common
-    the_store = store or MongoGroupStore(mongo.connect(common.mongodb_uri, common.mongodb_db))
+    if store is None:
+        db = mongo.connect(common.mongodb_uri, common.mongodb_db)
+        the_store: GroupStore = MongoGroupStore(db)
+        the_leases = leases or MongoLeaseStore(db)
+    else:
+        the_store, the_leases = store, leases or LocalLeaseStore()
     # Eight publishing channels: every grouped file's FileGrouped is confirmed from its consumer thread.
     the_broker = broker or messaging.Broker(common.amqp_url, pool_size=8)
     the_auth = auth or AuthClient(common.auth_url, common.internal_api_key)
@@ -53,12 +64,15 @@ def create_app(settings: Settings, *, store: GroupStore | None = None, broker: P
         metrics=metrics, audit=AuditTrail(the_broker, SERVICE, metrics.audit_lost), clock=clock or SystemClock(),
         grouper=SliceRunner(lambda msg: msg.file_id, max_slice=settings.grouping_slice),
         staging=staging or StagingSource(common.file_service_manager_url, common.internal_api_key,
-                                         timeout=settings.upstream_timeout))
+                                         timeout=settings.upstream_timeout),
+        leader=Leadership(LeaderLease(the_leases, LEASE_NAME, ttl=settings.leader_lease_seconds), the_store))
     app.extensions["deps"] = deps
     app.register_blueprint(bp)
     app.extensions["runtime"] = Runtime(
         prepare=functools.partial(prepare, deps), consumers=handlers.consumers(deps),
-        periodic=[Periodic("ticker", settings.tick_seconds, functools.partial(ticking.tick, deps))])
+        periodic=[Periodic("ticker", settings.tick_seconds, functools.partial(ticking.tick, deps))],
+        # The lease is renewed in its own thread: a slow tick must not let it lapse.
+        services=[deps.leader.lease.start])
     return app
 
 

@@ -15,6 +15,8 @@ class Settings:
     port: int
     lease_max_expiries: int = 3
     tick_seconds: float = 1.0
+    # The ticker's leader lease: renewed every third of it; a dead leader is replaced within it.
+    leader_lease_seconds: float = 10.0
     pool_cache_seconds: float = 5.0
     max_result_bytes: int = 50 * 1024 * 1024
     announce_timeout: float = 5.0
@@ -40,6 +42,7 @@ class Settings:
             port=port,
             lease_max_expiries=env_int(env, "LEASE_MAX_EXPIRIES", 3, minimum=1),
             tick_seconds=max(0.05, env_float(env, "TICK_SECONDS", 1.0)),
+            leader_lease_seconds=max(0.5, env_float(env, "LEADER_LEASE_SECONDS", 10.0)),
             pool_cache_seconds=max(0.0, env_float(env, "POOL_CACHE_SECONDS", 5.0)),
             max_result_bytes=env_int(env, "RESULT_MAX_BYTES", 50 * 1024 * 1024, minimum=1),
             announce_timeout=env_float(env, "ANNOUNCE_TIMEOUT_SECONDS", 5.0),

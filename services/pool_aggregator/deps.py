@@ -10,6 +10,7 @@ from services.common.ports import AuthLookup, Clock, Publisher
 
 from .batching import SliceRunner
 from .config import Settings
+from .leadership import Leadership
 from .metrics import AggregatorMetrics
 from .pools import PoolCache
 from .ports import Announcer, FileReader, GroupStore, ResultUploader, StagingReader
@@ -32,3 +33,5 @@ class Deps:
     grouper: SliceRunner[FileStored]
     # Results' staging status, kept by file_service_manager (which delivers them).
     staging: StagingReader
+    # The ticker's leader lease: only its holder ticks and announces what the ticker moved.
+    leader: Leadership

@@ -20,4 +20,10 @@ class AggregatorMetrics:
                                            ("outcome",))
         self.announce_failures = base.counter("pool_announce_failures_total",
                                               "Ready groups the processor_url did not accept")
+        self.leader = Gauge("pool_ticker_leader", "1 on the replica that holds the ticker's leader lease",
+                            registry=base.registry)
+        self.leader_term = Gauge("pool_ticker_term", "The ticker lease's term this replica last held (fencing token)",
+                                 registry=base.registry)
+        self.fenced_writes = base.counter("pool_ticker_fenced_writes_total",
+                                          "Ticker writes skipped because this replica no longer led")
         self.audit_lost = base.counter("audit_write_lost_total", "Audit records that could not be published")

@@ -13,7 +13,7 @@ Group document::
     {_id: group_id, pool_id, window_start, window_end (epoch ints), status,
      close_at (window_end + grace), min_contributors, contributors: [owner_id],
      file_count, bytes, late_count, pending: [slice id], created, updated, ready_at, leased_at, lease_expires_at,
-     lease_id, lease_expiries, result_claim, result_id, done_at, failed_at}
+     lease_id, lease_expiries, result_claim, result_id, done_at, failed_at, fence}
 
 Group membership (``group_files``), one document per file::
 
@@ -28,6 +28,10 @@ Acknowledged results (``acks``), one document per (pool, member)::
 ``seq`` only grows (``$max``): of two gateways writing acks of one member at once, the
 higher wins whatever the order. MongoDB keeps it on disk for as long as the pool lives
 (months), unlike the gateway's Redis.
+
+Leader leases (``leases``, ``MongoLeaseStore``): ``{_id: name, holder, term, expires_at, since, renewed}``.
+A group written by the leader's ticker carries ``fence``: the highest leader term that wrote it
+(see ``fenced``).
 
 Groups written before ``group_files`` existed carry ``files: [entry]`` instead;
 they are still read (see ``files_of`` and ``_legacy_memberships``).
@@ -49,8 +53,57 @@ from .ports import ADDED, CLOSED
 DUPLICATE_KEY = 11000
 # Never read with a group: a legacy group's embedded files, and its slices between steps 2 and 4.
 HIDDEN = {"files": 0, "pending": 0}
+# The statuses a leader's ticker moves groups out of: a new leader stamps its term on them (``fence_live``).
+TICKED = (core.OPEN, core.PROCESSING)
 # An uncounted membership this old was left by a crash (a live delivery finishes in well under a second).
 SETTLE_AFTER_SECONDS = 30.0
+
+
+def fenced(query: dict[str, Any], update: dict[str, Any], fence: int | None) -> None:
+    """A leader's write carries its term: the filter refuses it when a higher term wrote the
+    document (or stamped it at takeover), and the update records the term. ``fence`` None: a
+    write that is not the leader's (a request, a consumer) and is not fenced. In place."""
+    if fence is None:
+        return
+    query["$or"] = [{"fence": {"$exists": False}}, {"fence": {"$lte": fence}}]
+    update.setdefault("$set", {})["fence"] = fence
+
+
+class MongoLeaseStore:
+    """``services.common.leader.LeaseStore`` on MongoDB (collection ``leases``).
+
+    Every change is one conditional write, so two replicas racing for the lease cannot both
+    get it: a renewal matches only its own holder *and* term, a takeover only an expired
+    lease (and ``$inc``s the term), the first lease ever is one insert (unique ``_id``).
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.leases = db["leases"]
+
+    def acquire(self, name: str, holder: str, term: int | None, now: float, ttl: float) -> int | None:
+        if term is not None and self.leases.find_one_and_update(
+                {"_id": name, "holder": holder, "term": term},
+                {"$set": {"expires_at": now + ttl, "renewed": now}}, projection={"_id": 1}) is not None:
+            return term
+        taken = self.leases.find_one_and_update(
+            {"_id": name, "expires_at": {"$lte": now}},
+            {"$set": {"holder": holder, "expires_at": now + ttl, "since": now, "renewed": now},
+             "$inc": {"term": 1}},
+            return_document=ReturnDocument.AFTER, projection={"term": 1})
+        if taken is not None:
+            return int(taken["term"])
+        try:
+            self.leases.insert_one({"_id": name, "holder": holder, "term": 1, "expires_at": now + ttl,
+                                    "since": now, "renewed": now})
+        except DuplicateKeyError:
+            return None  # held by another process (or it was created by one racing us)
+        return 1
+
+    def release(self, name: str, holder: str, term: int) -> None:
+        self.leases.update_one({"_id": name, "holder": holder, "term": term}, {"$set": {"expires_at": 0.0}})
+
+    def get(self, name: str) -> dict | None:
+        return self.leases.find_one({"_id": name})
 
 
 class MongoGroupStore:
@@ -237,24 +290,36 @@ class MongoGroupStore:
             pass  # recorded by a concurrent settle
         self.groups.update_one({"_id": gid}, {"$pull": {"pending": sid}})
 
-    def mark_ready(self, gid: str, now: float, short: bool = False) -> dict | None:
+    def mark_ready(self, gid: str, now: float, short: bool = False, fence: int | None = None) -> dict | None:
         """open -> ready (``short``: below its quorum); the group as it is now, or None if
-        another process (or nothing) moved it."""
+        another process (or nothing) moved it, or a newer leader fenced it off."""
         changes: dict[str, Any] = {"status": core.READY, "ready_at": now, "updated": now}
         if short:
             changes["short"] = True
-        return self.groups.find_one_and_update(
-            {"_id": gid, "status": core.OPEN}, {"$set": changes},
-            return_document=ReturnDocument.AFTER, projection=HIDDEN)
+        query: dict[str, Any] = {"_id": gid, "status": core.OPEN}
+        update: dict[str, Any] = {"$set": changes}
+        fenced(query, update, fence)
+        return self.groups.find_one_and_update(query, update, return_document=ReturnDocument.AFTER,
+                                               projection=HIDDEN)
 
     def mark_failed(self, gid: str, now: float, reason: str,
-                    from_statuses: tuple[str, ...] = (core.OPEN,)) -> dict | None:
+                    from_statuses: tuple[str, ...] = (core.OPEN,), fence: int | None = None) -> dict | None:
         """open (or ``from_statuses``) -> failed with its reason (quorum not met, pool deleted);
-        None if it was in none of them."""
-        return self.groups.find_one_and_update(
-            {"_id": gid, "status": {"$in": list(from_statuses)}},
-            {"$set": {"status": core.FAILED, "reason": reason, "failed_at": now, "updated": now}},
-            return_document=ReturnDocument.AFTER, projection=HIDDEN)
+        None if it was in none of them (or a newer leader fenced it off)."""
+        query: dict[str, Any] = {"_id": gid, "status": {"$in": list(from_statuses)}}
+        update: dict[str, Any] = {"$set": {"status": core.FAILED, "reason": reason, "failed_at": now,
+                                           "updated": now}}
+        fenced(query, update, fence)
+        return self.groups.find_one_and_update(query, update, return_document=ReturnDocument.AFTER,
+                                               projection=HIDDEN)
+
+    def fence_live(self, term: int) -> int:
+        """A new leader's first write: its term on every group a ticker may still move, so no
+        write of an older term is accepted on them from now on. How many were stamped."""
+        query: dict[str, Any] = {"status": {"$in": list(TICKED)}}
+        update: dict[str, Any] = {}
+        fenced(query, update, term)
+        return self.groups.update_many(query, update).modified_count
 
     def retry(self, gid: str, now: float) -> dict | None:
         """failed -> ready with a fresh count of lease expiries; None if it was not failed."""
@@ -317,8 +382,10 @@ class MongoGroupStore:
             {"$set": {"lease_expires_at": now + timeout_seconds, "updated": now}, "$inc": {"lease_renewals": 1}},
             return_document=ReturnDocument.AFTER, projection=HIDDEN)
 
-    def expire_lease(self, gid: str, lease_id: str | None, target: str, expiries: int, now: float) -> dict | None:
-        """processing -> ready/failed, only for the very lease that was seen expired."""
+    def expire_lease(self, gid: str, lease_id: str | None, target: str, expiries: int, now: float,
+                     fence: int | None = None) -> dict | None:
+        """processing -> ready/failed, only for the very lease that was seen expired (and not
+        fenced off by a newer leader)."""
         update: dict[str, Any] = {"$set": {"status": target, "lease_expiries": expiries, "updated": now},
                                   # A post in flight under this lease loses its claim: its result, if it
                                   # is stored later, is dropped (results.publish_stored_result).
@@ -327,9 +394,10 @@ class MongoGroupStore:
         if target == core.FAILED:
             update["$set"]["failed_at"] = now
             update["$set"]["reason"] = core.LEASE_EXPIRED
-        return self.groups.find_one_and_update(
-            {"_id": gid, "status": core.PROCESSING, "lease_id": lease_id}, update,
-            return_document=ReturnDocument.AFTER, projection=HIDDEN)
+        query: dict[str, Any] = {"_id": gid, "status": core.PROCESSING, "lease_id": lease_id}
+        fenced(query, update, fence)
+        return self.groups.find_one_and_update(query, update, return_document=ReturnDocument.AFTER,
+                                               projection=HIDDEN)
 
     # --- results -----------------------------------------------------------
 

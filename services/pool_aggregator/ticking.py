@@ -1,9 +1,13 @@
 """Group transitions driven by time and by arrivals: ready, lease expiry, the gauges.
 
 Every aggregator process runs ``tick`` every ``tick_seconds`` (a ``Periodic``
-of the runtime). Several processes tick at once; each transition is a
-conditional update in the store that exactly one of them wins, and only the
-winner publishes ``GroupChanged`` and announces to the processor.
+of the runtime), but only the holder of the ticker's leader lease
+(``leadership.py``) moves groups: followers only refresh their gauges. The
+leader's writes carry its term (``fence``), so an old leader paused past its
+lease cannot move a group after a new leader took over; each transition is
+also a conditional update on the state it leaves, so whoever moves a group
+(the leader's ticker, an arrival reaching quorum, a ``close``) does it once,
+and only that winner publishes ``GroupChanged`` and announces to the processor.
 """
 
 from __future__ import annotations
@@ -37,9 +41,10 @@ def publish_changed(deps: Deps, group: dict[str, Any], actor: str = SYSTEM) -> N
                       status=group["status"], reason=group.get("reason"), short=group.get("short"))
 
 
-def make_ready(deps: Deps, gid: str, *, short: bool = False, actor: str = SYSTEM) -> dict[str, Any] | None:
+def make_ready(deps: Deps, gid: str, *, short: bool = False, actor: str = SYSTEM,
+               fence: int | None = None) -> dict[str, Any] | None:
     """open -> ready (if this process wins), then the event and the announcement."""
-    group = deps.store.mark_ready(gid, deps.clock.time(), short=short)
+    group = deps.store.mark_ready(gid, deps.clock.time(), short=short, fence=fence)
     if group is None:
         return None
     log.info("group_ready", extra={"group_id": gid, "pool_id": group["pool_id"], "short": short})
@@ -48,9 +53,9 @@ def make_ready(deps: Deps, gid: str, *, short: bool = False, actor: str = SYSTEM
     return group
 
 
-def fail_short(deps: Deps, gid: str, reason: str) -> dict[str, Any] | None:
+def fail_short(deps: Deps, gid: str, reason: str, fence: int | None = None) -> dict[str, Any] | None:
     """open -> failed (quorum not met), if this process wins."""
-    group = deps.store.mark_failed(gid, deps.clock.time(), reason)
+    group = deps.store.mark_failed(gid, deps.clock.time(), reason, fence=fence)
     if group is None:
         return None
     log.warning("group_failed", extra={"group_id": gid, "pool_id": group["pool_id"], "reason": reason})
@@ -58,16 +63,29 @@ def fail_short(deps: Deps, gid: str, reason: str) -> dict[str, Any] | None:
     return group
 
 
-def settle(deps: Deps, group: dict[str, Any], pool: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Apply the quorum rule to an open group: ready (maybe short), failed, or not yet."""
+def settle(deps: Deps, group: dict[str, Any], pool: dict[str, Any] | None,
+           fence: int | None = None) -> dict[str, Any] | None:
+    """Apply the quorum rule to an open group: ready (maybe short), failed, or not yet.
+    ``fence``: the leader's term when the ticker settles it (None on arrival)."""
     wait, on_short = core.pool_quorum(pool)
     verdict = core.quorum_verdict(deps.clock.time(), float(group.get("close_at", group["window_end"])),
                                   core.contributor_count(group), group.get("min_contributors"), wait, on_short)
+    if verdict.status not in (core.READY, core.FAILED):
+        return None  # not yet
+    if fence is not None and not leading(deps, fence):
+        return None
     if verdict.status == core.READY:
-        return make_ready(deps, group["_id"], short=verdict.short)
-    if verdict.status == core.FAILED:
-        return fail_short(deps, group["_id"], verdict.reason or core.QUORUM_NOT_MET)
-    return None
+        return make_ready(deps, group["_id"], short=verdict.short, fence=fence)
+    return fail_short(deps, group["_id"], verdict.reason or core.QUORUM_NOT_MET, fence=fence)
+
+
+def leading(deps: Deps, term: int) -> bool:
+    """Before each of the ticker's writes: does this process still lead with ``term``? (The
+    store refuses a stale term anyway; this keeps a leader whose lease ran out quiet.)"""
+    if deps.leader.still(term):
+        return True
+    deps.metrics.fenced_writes.inc()
+    return False
 
 
 def announce(deps: Deps, group: dict[str, Any]) -> None:
@@ -80,9 +98,9 @@ def announce(deps: Deps, group: dict[str, Any]) -> None:
     deps.announcer.announce(pool, group)
 
 
-def promote_ready(deps: Deps) -> int:
+def promote_ready(deps: Deps, term: int | None = None) -> int:
     """Every open group whose time (or quorum) has come; a pool whose settings cannot be read
-    (auth down) waits for a later tick, as its quorum rule is unknown."""
+    (auth down) waits for a later tick, as its quorum rule is unknown. ``term``: the leader's."""
     moved = 0
     pools: dict[str, dict[str, Any] | None] = {}  # one look-up per pool per tick
     for group in deps.store.open_groups():
@@ -93,19 +111,21 @@ def promote_ready(deps: Deps) -> int:
             except Exception as exc:  # noqa: BLE001 - the next tick tries again
                 log.warning("quorum_unknown", extra={"pool_id": pool_id, "error": repr(exc)})
                 continue
-        moved += settle(deps, group, pools[pool_id]) is not None
+        moved += settle(deps, group, pools[pool_id], term) is not None
     return moved
 
 
-def expire_leases(deps: Deps) -> int:
+def expire_leases(deps: Deps, term: int | None = None) -> int:
     now = deps.clock.time()
     moved = 0
     for group in deps.store.expired_leases(now):
         target, count = core.after_lease_expiry(int(group.get("lease_expiries") or 0),
                                                 deps.settings.lease_max_expiries)
-        updated = deps.store.expire_lease(group["_id"], group.get("lease_id"), target, count, now)
+        if term is not None and not leading(deps, term):
+            break
+        updated = deps.store.expire_lease(group["_id"], group.get("lease_id"), target, count, now, fence=term)
         if updated is None:
-            continue  # a result arrived or another process expired it first
+            continue  # a result arrived, or a newer leader moved or fenced it
         moved += 1
         deps.metrics.lease_expiries.labels(target).inc()
         log.warning("lease_expired", extra={"group_id": group["_id"], "pool_id": group["pool_id"],
@@ -122,12 +142,25 @@ def update_gauges(deps: Deps) -> None:
 
 
 def tick(deps: Deps) -> None:
-    """One pass; a failing step (a MongoDB blip) is logged and the others still run."""
-    for step in (promote_ready, expire_leases, update_gauges):
-        try:
-            step(deps)
-        except Exception:  # noqa: BLE001 - the next tick tries again
-            log.exception("tick_failed", extra={"step": step.__name__})
+    """One pass: the leader moves groups (fenced by its term), every replica refreshes its
+    gauges; a failing step (a MongoDB blip) is logged and the others still run."""
+    try:
+        term = deps.leader.term()
+    except Exception:  # noqa: BLE001 - the takeover stamp failed: not leading until it is written
+        log.exception("tick_failed", extra={"step": "leadership"})
+        term = None
+    deps.metrics.leader.set(1 if term is not None else 0)
+    if term is not None:
+        deps.metrics.leader_term.set(term)
+        for step in (promote_ready, expire_leases):
+            try:
+                step(deps, term)
+            except Exception:  # noqa: BLE001 - the next tick tries again
+                log.exception("tick_failed", extra={"step": step.__name__})
+    try:
+        update_gauges(deps)
+    except Exception:  # noqa: BLE001 - the next tick tries again
+        log.exception("tick_failed", extra={"step": "update_gauges"})
 
 
 POOL_DELETED = "pool_deleted"

@@ -1,25 +1,36 @@
 """`make run REPLICAS=2` through the launcher's Python API: HAProxy serves every service from
-two replicas and keeps serving when one replica is SIGKILLed."""
+two replicas and keeps serving when one replica is SIGKILLed; and (issue 14) one replica of
+every service SIGKILLed in turn during 100 pool uploads loses nothing and doubles nothing."""
 
 from __future__ import annotations
 
+import io
+import json
 import signal
+import threading
+import time
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 
 import pytest
 import requests
 
+from client.api import DropboxClient
 from devtools.fleet import DEFAULT_PORTS, SERVICES, ReplicatedFleet, free_base_port, replica_ports
 
 from .conftest import ADMIN, ROOT, fleet_env, teardown_env
 from .helpers import RawSocket, bearer, login, signup
+from .pools import Admin
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def replicated(mongo_uri: str, tmp_path):
-    env = fleet_env(mongo_uri, LOG_LEVEL="WARNING")
+def _replicated(mongo_uri: str, tmp_path, **extra: str) -> Iterator[ReplicatedFleet]:
+    env = fleet_env(mongo_uri, **{"LOG_LEVEL": "WARNING", **extra})
     base = free_base_port(2)
     fleet = ReplicatedFleet(env, replicas=2, base=base,
                             log_dir=ROOT / "artifacts" / "fleet-logs" / f"replicas-{uuid.uuid4().hex[:6]}",
@@ -30,6 +41,11 @@ def replicated(mongo_uri: str, tmp_path):
     finally:
         fleet.stop()
         teardown_env(env)
+
+
+@pytest.fixture
+def replicated(mongo_uri: str, tmp_path) -> Iterator[ReplicatedFleet]:
+    yield from _replicated(mongo_uri, tmp_path)
 
 
 def _all_ready(fleet: ReplicatedFleet, times: int) -> dict[str, list[int]]:
@@ -92,3 +108,234 @@ def test_a_socket_through_the_balancer_hears_its_uploads_from_any_replica(replic
         assert sock.call("alive", {}, timeout=10)["ok"] is True
     finally:
         sock.close()
+
+
+# --- Issue 14: one replica of every service SIGKILLed during 100 pool uploads -----------------
+
+UPLOADS, MEMBERS = 100, 5
+W, GRACE = 10, 3  # window_seconds, close_grace_seconds: the uploads span several windows
+LEASE = 3  # LEADER_LEASE_SECONDS: a dead ticker leader is replaced within it
+# Killed (and left dead) when this many uploads are done: every service loses a replica while
+# files are being uploaded, grouped and their windows close. The ticker's leader goes first.
+KILL_ORDER = ("pool_aggregator", "socket_gateway", "file_uploader", "file_service_manager", "auth")
+KILL_AT = (10, 25, 40, 55, 70)
+UPDATE_BYTES = 100 * 1024  # SPEC: a pool file is at least 100 KB
+
+
+class Announcements:
+    """The pools' processor_url: counts the announcements it receives per group (bounded by
+    the groups of one pool: a few per window)."""
+
+    def __init__(self) -> None:
+        self.per_group: dict[str, int] = {}
+        self.lock = threading.Lock()
+        outer = self
+
+        class Hook(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                length = min(int(self.headers.get("Content-Length") or 0), 64 * 1024)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with outer.lock:
+                    gid = str(body.get("group_id"))
+                    outer.per_group[gid] = outer.per_group.get(gid, 0) + 1
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def counts(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self.per_group)
+
+
+class KillTolerantProcessor:
+    """A processor on the balancer's pool_aggregator: leases every ready group (GET files) and
+    posts one result per group; a request cut by a killed replica is tried again next pass."""
+
+    def __init__(self, url: str, pool_id: str, key: str) -> None:
+        self.base = f"{url}/pools/{pool_id}"
+        self.headers = {"X-API-Key": key}
+        self.posted: dict[str, str] = {}  # group_id -> result_id (201s)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="processor", daemon=True)
+        self.thread.start()
+
+    def groups(self) -> list[dict]:
+        r = requests.get(f"{self.base}/groups", headers=self.headers, timeout=15)
+        r.raise_for_status()
+        return r.json()["groups"]
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.3):
+            try:
+                for group in self.groups():
+                    gid = group["group_id"]
+                    if gid in self.posted or group["status"] not in ("ready", "processing"):
+                        continue
+                    if group["status"] == "ready":
+                        requests.get(f"{self.base}/groups/{gid}/files", headers=self.headers, timeout=30)
+                    data = f"result of {gid} ".encode() * (UPDATE_BYTES // 20)
+                    r = requests.post(f"{self.base}/groups/{gid}/result", data=data, timeout=60,
+                                      headers={**self.headers, "X-File-Name": "mean.f64"})
+                    if r.status_code == 201:
+                        self.posted[gid] = r.json()["result_id"]
+            except requests.RequestException:
+                continue  # a replica died under this request: the next pass sees what happened
+
+
+def _ticker_leaders(fleet: ReplicatedFleet) -> list[str]:
+    """The pool_aggregator replicas whose /metrics say they hold the ticker's lease."""
+    leaders = []
+    for name in fleet.instances("pool_aggregator"):
+        if fleet.procs[name].poll() is not None:
+            continue
+        try:
+            text = requests.get(f"{fleet.urls[name]}/metrics", timeout=5).text
+        except requests.RequestException:
+            continue
+        if any(line.split() == ["pool_ticker_leader", "1.0"] for line in text.splitlines()):
+            leaders.append(name)
+    return leaders
+
+
+def _wait(predicate, timeout: float, what: str, step: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)
+
+
+@pytest.fixture
+def replicated_pools(mongo_uri: str, tmp_path) -> Iterator[ReplicatedFleet]:
+    yield from _replicated(mongo_uri, tmp_path, LEADER_LEASE_SECONDS=str(LEASE), TICK_SECONDS="0.5",
+                           POOL_CACHE_SECONDS="1")
+
+
+def test_sigkill_one_replica_of_every_service_during_100_pool_uploads(replicated_pools: ReplicatedFleet):
+    """Every upload ends uploaded_successfully exactly once (its events and its record), every
+    group is announced once and gets its result, every member gets every result. The killed
+    replicas stay dead: the last part of the run is served by one replica of each service."""
+    fleet = replicated_pools
+    urls = fleet.urls
+    hook = Announcements()
+    admin = Admin(SimpleNamespace(urls=urls, admin=ADMIN))
+    pool_id = admin.create_pool(f"kill-{uuid.uuid4().hex[:6]}", window_seconds=W, close_grace_seconds=GRACE,
+                                processing_timeout_seconds=60, processor_url=hook.url)["pool_id"]
+    key = admin.processor_key(pool_id)
+    leaders = _wait(lambda: _ticker_leaders(fleet), 30, "a ticker leader")
+    assert len(leaders) == 1, leaders
+
+    def member(n: int) -> DropboxClient:
+        client = DropboxClient(urls["socket_gateway"], urls["auth"], urls["file_service_manager"],
+                               urls["pool_aggregator"], timeout=30)
+        client.signup(f"kill_{uuid.uuid4().hex[:8]}_{n}", "replica-kill-password")
+        admin.add_member(pool_id, client.user["user_name"])
+        client.connect()
+        return client
+
+    with ThreadPoolExecutor(MEMBERS) as ex:
+        members = list(ex.map(member, range(MEMBERS)))
+    processor = KillTolerantProcessor(urls["pool_aggregator"], pool_id, key)
+    uploaded: list[tuple[DropboxClient, str]] = []
+    done = threading.Condition()
+    killed: list[str] = []
+    takeover: list[float] = []  # seconds from the leader's SIGKILL to the survivor ticking
+
+    def killer() -> None:
+        for service, at in zip(KILL_ORDER, KILL_AT, strict=True):
+            with done:
+                done.wait_for(lambda at=at: len(uploaded) >= at, timeout=240)
+            if service == "pool_aggregator":
+                victim = _ticker_leaders(fleet)[0]  # the leader: its ticking must move elsewhere
+            else:
+                victim = f"{service}-1"
+            fleet.stop_service(victim, sig=signal.SIGKILL)
+            killed.append(victim)
+            if service == "pool_aggregator":
+                t0 = time.monotonic()
+                survivors = [n for n in fleet.instances("pool_aggregator") if n != victim]
+                deadline = t0 + LEASE + 20
+                while _ticker_leaders(fleet) != survivors and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                takeover.append(time.monotonic() - t0)
+
+    def uploads(client: DropboxClient, n: int) -> None:
+        for i in range(UPLOADS // MEMBERS):
+            data = f"member {n} update {i} ".encode().ljust(UPDATE_BYTES, b".")
+            file_id = client.upload(io.BytesIO(data), file_name=f"u{n}-{i}.f64", pool_id=pool_id,
+                                    timestamp=datetime.now(UTC).isoformat())
+            with done:
+                uploaded.append((client, file_id))
+                done.notify_all()
+
+    kill_thread = threading.Thread(target=killer, name="killer", daemon=True)
+    kill_thread.start()
+    started = time.monotonic()
+    try:
+        with ThreadPoolExecutor(MEMBERS) as ex:
+            list(ex.map(uploads, members, range(MEMBERS)))
+        kill_thread.join(timeout=60)
+        assert killed == [*[v for v in killed if v.startswith("pool_aggregator")],
+                          "socket_gateway-1", "file_uploader-1", "file_service_manager-1", "auth-1"], killed
+        upload_seconds = time.monotonic() - started
+        # The ticker moved to the surviving replica within its lease.
+        survivor = [n for n in fleet.instances("pool_aggregator") if n != killed[0]]
+        assert _wait(lambda: _ticker_leaders(fleet), LEASE + 20, "the ticker's takeover") == survivor
+        assert takeover and takeover[0] < LEASE + 20, takeover
+
+        # Every upload: uploaded_successfully (its record), never twice (its events).
+        for client, file_id in uploaded:
+            client.wait_status(file_id, timeout=90)
+        for client in members:
+            records = [f for f in client.history() if f["file_id"] in {fid for c, fid in uploaded if c is client}]
+            assert len(records) == UPLOADS // MEMBERS, len(records)
+            assert {f["status"] for f in records} == {"uploaded_successfully"}, records
+        twice = {fid: n for c, fid in uploaded if (n := sum(
+            s.get("status") == "uploaded_successfully" for s in c.statuses[fid])) > 1}
+        assert not twice, f"uploaded_successfully more than once: {twice}"
+
+        # Every window's group: ready once (announced once), a result, done; every file counted once.
+        def all_done() -> list[dict] | None:
+            try:
+                groups = processor.groups()
+            except requests.RequestException:
+                return None
+            counted = sum(g["file_count"] for g in groups)
+            return groups if counted == UPLOADS and all(g["status"] == "done" for g in groups) else None
+
+        groups = _wait(all_done, 90, "every group done with all 100 files")
+        gids = {g["group_id"] for g in groups}
+        assert len(gids) >= 2, groups  # at least two pool windows
+        time.sleep(2)  # a duplicate announcement in flight would land by now
+        assert hook.counts() == dict.fromkeys(gids, 1)
+        results = requests.get(f"{urls['pool_aggregator']}/pools/{pool_id}/results",
+                               headers={"X-API-Key": key}, timeout=15).json()["results"]
+        assert {r["group_id"] for r in results} == gids
+        assert {r["group_id"]: r["result_id"] for r in results} == processor.posted
+        assert sorted(r["seq"] for r in results) == list(range(1, len(gids) + 1))
+
+        # Every member gets every result (the client drops a re-sent one by result_id: a member
+        # whose gateway died reconnects and may be re-sent what it had; counted, not hidden).
+        wanted = {r["result_id"] for r in results}
+        for client in members:
+            _wait(lambda c=client: {r["result_id"] for r in c.results_received} >= wanted, 60,
+                  f"every result at {client.user['user_name']}")
+            assert len(client.results_received) == len(wanted)
+        resent = sum(c.duplicate_results for c in members)
+        print(f"\n{UPLOADS} uploads in {upload_seconds:.0f}s over {len(gids)} groups; killed {killed}; "
+              f"ticker takeover {takeover[0]:.1f}s after the leader's SIGKILL (lease {LEASE}s); "
+              f"results re-sent after a reconnect (dropped by the client): {resent}")
+    finally:
+        processor.stop.set()
+        for client in members:
+            client.disconnect()
+        hook.server.shutdown()

@@ -55,8 +55,8 @@ class FakeIndex:
     def ensure_indexes(self) -> None:
         return None
 
-    def remove_partial(self, file_id: str) -> None:
-        self.files.pop(file_id, None)
+    def remove_partial(self, file_id: str) -> bool:
+        return self.files.pop(file_id, None) is not None
 
     def upsert_stored(self, doc: dict[str, Any]) -> bool:
         if self.records.get(doc["file_id"], {}).get("status") == "deleted":

@@ -37,6 +37,7 @@ class FakeGroupStore:
         self.results: dict[str, Doc] = {}
         self.counters: dict[str, int] = {}  # pool id -> the last seq given
         self.acks: dict[tuple[str, str], int] = {}  # (pool id, user id) -> acknowledged seq
+        self.fenced_off = 0  # leader writes refused because a newer term wrote the group
         self._failures: dict[str, int] = {}
 
     def fail(self, method: str, times: int = 1) -> None:
@@ -120,20 +121,35 @@ class FakeGroupStore:
 
     # --- transitions
     def _move(self, gid: str, allowed: tuple[str, ...], changes: Doc, *, before: bool = False,
-              **match: Any) -> Doc | None:
+              fence: int | None = None, **match: Any) -> Doc | None:
         group = self.groups.get(gid)
         if group is None or group["status"] not in allowed or any(group.get(k) != v for k, v in match.items()):
             return None
+        if fence is not None:
+            if int(group.get("fence") or 0) > fence:
+                self.fenced_off += 1
+                return None  # a newer leader wrote (or stamped) it: this write's term is stale
+            changes = {**changes, "fence": fence}
         old = copy.deepcopy(group)
         group.update(changes)
         return old if before else copy.deepcopy(group)
 
-    def mark_ready(self, gid: str, now: float, short: bool = False) -> Doc | None:
+    def mark_ready(self, gid: str, now: float, short: bool = False, fence: int | None = None) -> Doc | None:
         return self._move(gid, (OPEN,), {"status": READY, "ready_at": now, "updated": now,
-                                         **({"short": True} if short else {})})
+                                         **({"short": True} if short else {})}, fence=fence)
 
-    def mark_failed(self, gid: str, now: float, reason: str, from_statuses: tuple[str, ...] = (OPEN,)) -> Doc | None:
-        return self._move(gid, from_statuses, {"status": FAILED, "reason": reason, "failed_at": now, "updated": now})
+    def mark_failed(self, gid: str, now: float, reason: str, from_statuses: tuple[str, ...] = (OPEN,),
+                    fence: int | None = None) -> Doc | None:
+        return self._move(gid, from_statuses, {"status": FAILED, "reason": reason, "failed_at": now, "updated": now},
+                          fence=fence)
+
+    def fence_live(self, term: int) -> int:
+        stamped = 0
+        for group in self.groups.values():
+            if group["status"] in (OPEN, PROCESSING) and int(group.get("fence") or 0) < term:
+                group["fence"] = term
+                stamped += 1
+        return stamped
 
     def retry(self, gid: str, now: float) -> Doc | None:
         moved = self._move(gid, (FAILED,), {"status": READY, "ready_at": now, "updated": now, "lease_expiries": 0,
@@ -152,14 +168,15 @@ class FakeGroupStore:
                                           "lease_expires_at": now + timeout_seconds,
                                           "lease_id": uuid.uuid4().hex, "updated": now})
 
-    def expire_lease(self, gid: str, lease_id: str | None, target: str, expiries: int, now: float) -> Doc | None:
+    def expire_lease(self, gid: str, lease_id: str | None, target: str, expiries: int, now: float,
+                     fence: int | None = None) -> Doc | None:
         changes: Doc = {"status": target, "lease_expiries": expiries, "updated": now,
                         "leased_at": None, "lease_expires_at": None, "lease_id": None,
                         "result_claim": None, "claimed_at": None}
         if target == FAILED:
             changes["failed_at"] = now
             changes["reason"] = "lease_expired"
-        moved = self._move(gid, (PROCESSING,), changes, lease_id=lease_id)
+        moved = self._move(gid, (PROCESSING,), changes, fence=fence, lease_id=lease_id)
         if moved is not None:
             for key in ("leased_at", "lease_expires_at", "lease_id", "result_claim", "claimed_at"):
                 self.groups[gid].pop(key, None)

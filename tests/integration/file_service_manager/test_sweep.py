@@ -50,6 +50,44 @@ def test_leftovers_older_than_the_grace_are_removed(mongo_db) -> None:
     assert sorted(r[1]["file_id"] for r in audit.records if r[0] == "deleted") == ["crashed", "unindexed"]
 
 
+def test_two_replicas_sweeping_at_once_remove_and_record_each_leftover_once(mongo_db) -> None:
+    """Every file_service_manager replica runs the sweeper: two passes at once over the same
+    leftovers remove them all, keep what is stored, and audit each removal once."""
+    import threading
+
+    index, other = FileIndex(mongo_db), FileIndex(mongo_db)
+    index.ensure_indexes()
+    old = timeutil.now() - timedelta(hours=2)
+    chunks, files = mongo_db["fs.chunks"], mongo_db["fs.files"]
+    leftovers = [f"crashed-{n}" for n in range(20)]
+    for n, files_id in enumerate(leftovers):
+        if n % 2:  # an unindexed GridFS file
+            files.insert_one({"_id": files_id, "length": 1, "chunkSize": 261120, "uploadDate": old})
+            chunks.insert_one({"files_id": files_id, "n": 0, "data": b"z"})
+        else:  # chunks without a file document
+            chunks.insert_one({"_id": ObjectId.from_datetime(old + timedelta(seconds=n)), "files_id": files_id,
+                               "n": 0, "data": b"x"})
+    files.insert_one({"_id": "kept", "length": 1, "chunkSize": 261120, "uploadDate": old})
+    chunks.insert_one({"files_id": "kept", "n": 0, "data": b"k"})
+    mongo_db["files"].insert_one({"_id": "kept", "file_id": "kept", "status": "uploaded_successfully"})
+    audit = _Audit()  # one trail: what both replicas record
+    barrier = threading.Barrier(2)
+
+    def one(idx: FileIndex) -> None:
+        barrier.wait(timeout=10)
+        sweep(idx, grace_seconds=3600, audit=audit)
+
+    threads = [threading.Thread(target=one, args=(idx,)) for idx in (index, other)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert chunks.distinct("files_id") == ["kept"]
+    assert [f["_id"] for f in files.find()] == ["kept"]
+    deleted = [r[1]["file_id"] for r in audit.records if r[0] == "deleted"]
+    assert sorted(deleted) == sorted(leftovers), "each leftover recorded once, by the pass that removed it"
+
+
 def test_the_pass_also_sweeps_each_backends_half_written_objects(mongo_db, tmp_path) -> None:
     import os
 

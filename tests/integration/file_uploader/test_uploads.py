@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 
 from services.common import messaging
 from services.common.authclient import Identity
@@ -224,6 +225,42 @@ def test_sweep_removes_orphans_and_abandoned(make_uploader, rclient, redis_prefi
         assert keys(rclient, redis_prefix, gone) == {f"{redis_prefix}:upload:{gone}:status"}
     assert f"{redis_prefix}:upload:{alive}:chunk:0" in keys(rclient, redis_prefix, alive)
     assert rclient.zcard(f"{redis_prefix}:upload-owner:u5") == 0
+
+
+def test_two_replicas_sweeping_at_once_remove_only_the_dead_uploads(make_uploader, rclient, redis_prefix) -> None:
+    """Every replica runs the sweeper: two passes at once over the same leftovers delete each
+    key once between them (deletes are idempotent) and never touch a live upload."""
+    _, client, service = make_uploader(**ENV)
+    _, _, other = make_uploader(**ENV)  # a second replica on the same Redis prefix
+    dead = []
+    for n in range(6):
+        file_id = start(client, file_name=f"d{n}.bin", size=10, owner_id="u7").get_json()["file_id"]
+        put_chunk(client, file_id, 0, b"d" * 10, owner="u7")
+        rclient.hset(f"{redis_prefix}:upload:{file_id}", "updated", 0)  # abandoned long ago
+        dead.append(file_id)
+    alive = start(client, file_name="live.bin", size=10).get_json()["file_id"]
+    put_chunk(client, alive, 0, b"c" * 10)
+    doomed = sum(len([k for k in keys(rclient, redis_prefix, f) if not k.endswith(":status")]) for f in dead)
+    assert doomed >= 2 * len(dead)  # at least the session and a chunk each
+    barrier = threading.Barrier(2)
+    results: list[dict] = []
+
+    def one(store) -> None:
+        barrier.wait(timeout=10)
+        results.append(sweep.sweep(store, upload_ttl=3600))
+
+    threads = [threading.Thread(target=one, args=(s.store,)) for s in (service, other)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(results) == 2
+    for gone in dead:
+        assert keys(rclient, redis_prefix, gone) == {f"{redis_prefix}:upload:{gone}:status"}
+    # Each key was deleted by one of the two passes: their counts add up to the keys there were.
+    assert sum(r["keys_deleted"] for r in results) == doomed
+    assert f"{redis_prefix}:upload:{alive}:chunk:0" in keys(rclient, redis_prefix, alive)
+    assert rclient.zcard(f"{redis_prefix}:upload-owner:u7") == 0
 
 
 def test_every_key_expires(make_uploader, rclient, redis_prefix) -> None:

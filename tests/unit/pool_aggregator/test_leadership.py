@@ -1,0 +1,144 @@
+"""Only the ticker lease's holder ticks and announces; a paused old leader's writes are refused."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from services.common.leader import LeaderLease, LocalLeaseStore
+from services.pool_aggregator import core, ticking
+from services.pool_aggregator.deps import Deps
+from services.pool_aggregator.leadership import LEASE_NAME, Leadership
+
+from .conftest import POOL, Kit, W
+
+TTL = 10.0
+
+
+class ProcessClock:
+    """One replica's monotonic clock: a paused (SIGSTOPped) replica's does not move."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+        self.paused = False
+
+    def advance(self, seconds: float) -> None:
+        if not self.paused:
+            self.t += seconds
+
+
+class Replicas:
+    """Two aggregator replicas over one group store and one lease store (the shared MongoDB)."""
+
+    def __init__(self, kit: Kit) -> None:
+        self.kit = kit
+        self.leases = LocalLeaseStore()
+        self.mono = {"a": ProcessClock(), "b": ProcessClock()}
+        self.deps = {name: self._replica(name) for name in ("a", "b")}
+
+    def _replica(self, name: str) -> Deps:
+        clock = self.mono[name]
+        lease = LeaderLease(self.leases, LEASE_NAME, ttl=TTL, holder=name, wall=self.kit.clock.time,
+                            monotonic=lambda: clock.t)
+        lease._thread = object()  # type: ignore[assignment]  # renewals only when a test calls step()
+        return dataclasses.replace(self.kit.deps, leader=Leadership(lease, self.kit.store))
+
+    def advance(self, seconds: float) -> None:
+        self.kit.clock.advance(seconds)
+        for clock in self.mono.values():
+            clock.advance(seconds)
+
+    def renew(self, name: str) -> int | None:
+        return self.deps[name].leader.lease.step()
+
+
+def due_group(kit: Kit, file_id: str = "f1") -> str:
+    """An open group whose window is over (the next tick makes it ready)."""
+    kit.deliver(kit.stored(file_id, ts=kit.clock.time()))
+    (group,) = kit.store.list_groups(POOL)
+    kit.clock.advance(W + 1)
+    return str(group["_id"])
+
+
+def test_only_the_leader_ticks_and_announces(kit: Kit) -> None:
+    r = Replicas(kit)
+    assert r.renew("a") == 1
+    assert r.renew("b") is None
+    gid = due_group(kit)
+    ticking.tick(r.deps["b"])
+    assert kit.store.get(gid)["status"] == core.OPEN  # type: ignore[index]
+    assert kit.announcer.announced == []
+    assert r.deps["b"].metrics.leader._value.get() == 0  # type: ignore[attr-defined]
+    ticking.tick(r.deps["a"])
+    assert kit.store.get(gid)["status"] == core.READY  # type: ignore[index]
+    assert kit.announcer.announced == [("http://processor.example/hook", gid)]
+    assert kit.store.get(gid)["fence"] == 1  # type: ignore[index]
+    ticking.tick(r.deps["a"])
+    ticking.tick(r.deps["b"])
+    assert len(kit.announcer.announced) == 1
+
+
+def test_a_paused_old_leader_cannot_move_a_group_after_a_new_leader_took_over(kit: Kit) -> None:
+    r = Replicas(kit)
+    assert r.renew("a") == 1
+    gid = due_group(kit)
+    assert r.deps["a"].leader.term() == 1
+    # a is SIGSTOPped right after its local check said it leads: its clock stands still,
+    # the world's moves on, its lease runs out and b takes over with the next term.
+    r.mono["a"].paused = True
+    r.advance(TTL + 1)
+    assert r.renew("b") == 2
+    assert r.deps["b"].leader.term() == 2  # the takeover stamps live groups with term 2
+    assert kit.store.get(gid)["fence"] == 2  # type: ignore[index]
+    # a wakes up and does the write it was about to do, with its old term: refused.
+    assert r.deps["a"].leader.lease.term() == 1  # it still believes it leads
+    assert ticking.make_ready(r.deps["a"], gid, fence=1) is None
+    assert kit.store.fenced_off == 1
+    assert kit.store.get(gid)["status"] == core.OPEN  # type: ignore[index]
+    assert kit.announcer.announced == []
+    ticking.tick(r.deps["b"])
+    assert kit.store.get(gid)["status"] == core.READY  # type: ignore[index]
+    assert [g for _, g in kit.announcer.announced] == [gid]
+
+
+def test_a_paused_old_leader_cannot_expire_a_processing_lease(kit: Kit) -> None:
+    r = Replicas(kit)
+    assert r.renew("a") == 1
+    gid = due_group(kit)
+    ticking.tick(r.deps["a"])
+    leased = kit.store.lease(gid, kit.clock.time(), 30)
+    assert leased is not None
+    r.mono["a"].paused = True
+    r.advance(31)  # the processing lease ran out, and so did a's leader lease
+    assert r.renew("b") == 2
+    assert r.deps["b"].leader.term() == 2
+    assert ticking.expire_leases(r.deps["a"], 1) == 0  # a still trusts term 1 locally; the store refuses
+    assert kit.store.get(gid)["status"] == core.PROCESSING  # type: ignore[index]
+    assert ticking.expire_leases(r.deps["b"], 2) == 1
+    assert kit.store.get(gid)["status"] == core.READY  # type: ignore[index]
+
+
+def test_a_leader_whose_renewals_stall_stops_ticking_on_its_own(kit: Kit) -> None:
+    r = Replicas(kit)
+    assert r.renew("a") == 1
+    gid = due_group(kit)
+    r.advance(TTL)  # no renewal for a whole lease: a no longer trusts it (nobody else took it yet)
+    assert r.deps["a"].leader.term() is None
+    ticking.tick(r.deps["a"])
+    assert kit.store.get(gid)["status"] == core.OPEN  # type: ignore[index]
+    assert r.renew("a") == 1  # renewed with the same term: nobody took over meanwhile
+    ticking.tick(r.deps["a"])
+    assert kit.store.get(gid)["status"] == core.READY  # type: ignore[index]
+
+
+def test_arrivals_reach_quorum_on_any_replica_unfenced(kit: Kit) -> None:
+    """Readiness by arrival (min_contributors) is the consumer's, on every replica: not fenced,
+    still once (the transition is conditional on ``open``)."""
+    r = Replicas(kit)
+    assert r.renew("a") == 1
+    kit.auth.pools[POOL]["min_contributors"] = 2
+    kit.deliver(kit.stored("f1", ts=kit.clock.time(), owner="u1"))
+    kit.deliver(kit.stored("f2", ts=kit.clock.time(), owner="u2"))
+    (group,) = kit.store.list_groups(POOL)
+    assert group["status"] == core.READY
+    assert "fence" not in group
+    assert len(kit.announcer.announced) == 1
