@@ -73,7 +73,8 @@ def file_timestamp(deps: Deps, msg: FileStored) -> float:
     except BadTimestamp:
         stored_at = deps.clock.time()
     try:
-        return core.grouping_time(parse(msg.timestamp).timestamp(), stored_at)
+        return core.grouping_time(parse(msg.timestamp).timestamp(), stored_at,
+                                  deps.settings.common.max_clock_skew_seconds)
     except BadTimestamp:
         # The uploader validated it; a broken one falls back to the storing time.
         return stored_at
