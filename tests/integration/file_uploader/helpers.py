@@ -18,15 +18,21 @@ INTERNAL_KEY = "test-internal-key-0123456789"
 class StaticAuth:
     """Stands in for the auth service (built elsewhere) with fixed tokens; same interface as AuthClient."""
 
-    def __init__(self, tokens: dict[str, Identity] | None = None, keys: dict[str, str] | None = None) -> None:
+    def __init__(self, tokens: dict[str, Identity] | None = None, keys: dict[str, str] | None = None,
+                 pools: dict[str, dict] | None = None) -> None:
         self.tokens = tokens or {}
         self.keys = keys or {}
+        self.pools = pools or {}
 
     def validate(self, token: str | None) -> Identity | None:
         return self.tokens.get(token or "")
 
     def processor_pool(self, api_key: str | None) -> str | None:
         return self.keys.get(api_key or "")
+
+    def pool(self, pool_id: str) -> dict | None:
+        """A pool's settings (its max_late_seconds); None: unknown (SPEC's defaults apply)."""
+        return self.pools.get(pool_id)
 
 
 def common_env(amqp_url: str, redis_prefix: str, **extra: str) -> dict[str, str]:
