@@ -51,7 +51,8 @@ def create_app(settings: Settings, *, store: GroupStore | None = None, broker: P
         announcer=announcer or Announcer(metrics, common.pool_aggregator_url, timeout=settings.announce_timeout,
                                          attempts=settings.announce_attempts),
         metrics=metrics, audit=AuditTrail(the_broker, SERVICE, metrics.audit_lost), clock=clock or SystemClock(),
-        grouper=SliceRunner(lambda msg: msg.file_id, max_slice=settings.grouping_slice))
+        grouper=SliceRunner(lambda msg: msg.file_id, max_slice=settings.grouping_slice,
+                            max_leaders=settings.grouping_leaders))
     app.extensions["deps"] = deps
     app.register_blueprint(bp)
     app.extensions["runtime"] = Runtime(
