@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from .validation import MAX_CLOCK_SKEW_SECONDS
+
 T = TypeVar("T")
 
 
@@ -209,6 +211,9 @@ class CommonSettings:
     # The internal key being rotated out (INTERNAL_API_KEY_PREVIOUS), accepted alongside
     # internal_api_key on internal routes and never sent; empty outside a rotation.
     internal_api_key_previous: str = ""
+    # SPEC's MAX_CLOCK_SKEW_SECONDS: how far in the future an update's timestamp may be. Read here,
+    # once, for every service (the gateway's pre-check, file_uploader's rule, grouping's guard).
+    max_clock_skew_seconds: int = MAX_CLOCK_SKEW_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> CommonSettings:
@@ -237,6 +242,7 @@ class CommonSettings:
             cors_origins=cors_origins(env),
             redis_sentinels=sentinel_addresses(env.get("REDIS_SENTINELS", "")),
             redis_master_name=env_str(env, "REDIS_MASTER_NAME", "dropbox"),
+            max_clock_skew_seconds=env_int(env, "MAX_CLOCK_SKEW_SECONDS", MAX_CLOCK_SKEW_SECONDS, minimum=0),
         )
 
 

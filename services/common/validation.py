@@ -34,7 +34,11 @@ _NAME_WINDOWS_FORBIDDEN = set('<>:"|?*')
 _NAME_RESERVED = re.compile(r"(CON|PRN|AUX|NUL|COM[0-9¹²³]|LPT[0-9¹²³])(\..*)?", re.IGNORECASE)
 
 # SPEC: an upload's timestamp may be at most this far in the future (client clocks drift).
+# The default of MAX_CLOCK_SKEW_SECONDS; the value in force is read once from the environment
+# into ``CommonSettings.max_clock_skew_seconds`` and passed down by each service.
 MAX_CLOCK_SKEW_SECONDS = 300
+# SPEC: a pool's max_late_seconds default (7 days): an update older than this is refused.
+DEFAULT_MAX_LATE_SECONDS = 7 * 86400
 # Times the fleet stores and does arithmetic on (windows, retention): within these years, so
 # parsing never overflows; upload times are also bounded by the clock skew, so window arithmetic
 # on them cannot overflow (a year-9999 timestamp made a groups listing answer 500).
@@ -155,9 +159,26 @@ def check_timestamp(value: Any, name: str = "timestamp", *, max_future: float | 
 
 
 def check_event_time(value: Any, name: str = "timestamp", *, max_skew: float = MAX_CLOCK_SKEW_SECONDS,
-                     now: datetime | None = None) -> str:
-    """When an update was produced: ``check_timestamp`` at most ``max_skew`` seconds in the future (SPEC)."""
-    return check_timestamp(value, name, max_future=max_skew, now=now)
+                     max_late: float | None = None, now: datetime | None = None) -> str:
+    """When an update was produced: ``check_timestamp`` at most ``max_skew`` seconds in the future
+    and, with ``max_late`` (the pool's ``max_late_seconds``), at most that many seconds old (SPEC)."""
+    now = now or timeutil.now()
+    stamp = check_timestamp(value, name, max_future=max_skew, now=now)
+    if max_late is not None:
+        check_not_late(stamp, max_late, name, now=now)
+    return stamp
+
+
+def check_not_late(stamp: str, max_late: float, name: str = "timestamp", *, now: datetime | None = None) -> None:
+    """Refuse a (valid, ISO) update time older than ``max_late`` seconds before ``now``: its window
+    closed long ago (SPEC: the pool's ``max_late_seconds``)."""
+    oldest = (now or timeutil.now()) - timedelta(seconds=max_late)
+    # Stored times have millisecond precision: compare at it (a time "now", written out, is
+    # up to 1 ms before now and must not count as late with max_late_seconds 0).
+    oldest = oldest.replace(microsecond=oldest.microsecond // 1000 * 1000)
+    if timeutil.parse(stamp) < oldest:
+        raise bad_request(f"{name} is more than {int(max_late)} seconds old, older than the pool accepts "
+                          "(its max_late_seconds)")
 
 
 def check_content_type(value: Any, name: str = "content_type") -> str:

@@ -4,7 +4,8 @@ Doors: the internal ``/uploads`` routes (the gateway's socket uploads), ``POST /
 and tus 1.0.0 at ``/files/`` (``tus_routes``), all through ``uploads.UploadService``.
 
 Consumes: ``upload.store_failed`` (``UploadStoreFailed``, queue ``file_uploader.store_failed``)
-to decide on a retry.
+to decide on a retry. Reads a pool's ``max_late_seconds`` from auth's internal pool route
+(``pools.PoolPolicies``, cached 5 s) to refuse updates older than the pool accepts.
 Publishes: ``StoreUpload`` (``upload.store``; retries through the ``dropbox.retry`` delay queue),
 ``FileStatusChanged`` (cached, retrying, upload_failed; and the statuses PUT /file/update/status
 is told), ``AuditRecorded``.

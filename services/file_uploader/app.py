@@ -14,6 +14,7 @@ from . import handlers, sweep, tus
 from .config import Settings
 from .deps import Deps
 from .identities import RecentIdentities
+from .pools import PoolPolicies
 from .ports import Broker, UploadCache
 from .routes import bp
 from .store import UploadStore
@@ -36,8 +37,8 @@ def create_app(settings: Settings, *, store: UploadCache | None = None, broker: 
     the_broker = broker or messaging.Broker(settings.common.amqp_url)
     metrics = httpkit.install(app, "file_uploader", {"redis": the_store.ping, "rabbitmq": the_broker.ping},
                               cors_origins=settings.common.cors_origins, expose_headers=tus.EXPOSED_HEADERS)
-    uploads = UploadService(settings, the_store, the_broker, UploaderMetrics(metrics))
     the_auth = auth or AuthClient(settings.common.auth_url, settings.common.internal_api_key)
+    uploads = UploadService(settings, the_store, the_broker, UploaderMetrics(metrics), pools=PoolPolicies(the_auth))
     deps = Deps(settings=settings, uploads=uploads, auth=the_auth,
                 tus=TusUploads(uploads, the_store, RecentIdentities(the_auth)))
     app.extensions["deps"] = deps

@@ -62,6 +62,7 @@ class Settings:
             max_metadata_bytes=env_int(env, "MAX_METADATA_BYTES", 16 * 1024, minimum=2),
             max_items=env_int(env, "MAX_ITEMS", 1_000, minimum=1),
             max_uploads_per_user=env_int(env, "MAX_UPLOADS_PER_USER", 20, minimum=1),
+            max_clock_skew_seconds=common.max_clock_skew_seconds,
         )
         cached_per_user = env_int(env, "MAX_CACHED_BYTES_PER_USER", max(256 * MiB, limits.max_file_size),
                                   minimum=0)

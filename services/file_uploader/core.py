@@ -11,6 +11,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from services.common import validation
@@ -59,6 +60,8 @@ class Limits:
     max_metadata_bytes: int = 16 * 1024
     max_items: int = 1_000  # SPEC's MAX_ITEMS: each item is a file record and a grouping step
     max_uploads_per_user: int = 20
+    # SPEC's MAX_CLOCK_SKEW_SECONDS (CommonSettings): an update at most this far in the future.
+    max_clock_skew_seconds: int = validation.MAX_CLOCK_SKEW_SECONDS
 
 
 # --- names, types, sizes -----------------------------------------------------
@@ -129,8 +132,9 @@ def parse_metadata(value: Any, max_bytes: int) -> dict[str, Any]:
     return value
 
 
-def parse_timestamp(value: Any, default: str) -> str:
-    return default if value is None or value == "" else validation.check_event_time(value)
+def parse_timestamp(value: Any, default: str, max_skew: float = validation.MAX_CLOCK_SKEW_SECONDS,
+                    name: str = "timestamp") -> str:
+    return default if value is None or value == "" else validation.check_event_time(value, name, max_skew=max_skew)
 
 
 # --- items -------------------------------------------------------------------
@@ -165,7 +169,8 @@ def build_items(upload_id: str, raw: Any, size: int, file_name: str, timestamp: 
             raise bad_request(f"items[{n}] range [{offset}, {offset + length}) is not inside the file")
         if "timestamp" not in entry:
             raise bad_request(f"items[{n}].timestamp is required")
-        stamp = parse_timestamp(entry.get("timestamp"), timestamp)
+        stamp = parse_timestamp(entry.get("timestamp"), timestamp, limits.max_clock_skew_seconds,
+                                f"items[{n}].timestamp")
         name = entry.get("name")
         name = validation.check_file_name(name) if name not in (None, "") else f"{file_name}.{n:04d}"
         check_extension(name, limits.forbidden_extensions)
@@ -289,7 +294,7 @@ def plan_upload(payload: Mapping[str, Any], *, upload_id: str, owner_id: str, ow
     size = check_size(payload.get("size"), limits)
     sha256 = validation.optional_sha256(payload.get("sha256"))
     pool_id = validation.optional_id(payload.get("pool_id"), "pool_id")
-    timestamp = parse_timestamp(payload.get("timestamp"), now)
+    timestamp = parse_timestamp(payload.get("timestamp"), now, limits.max_clock_skew_seconds)
     metadata = validation.check_metadata(payload.get("metadata"), limits.max_metadata_bytes)
     kind = payload.get("kind") or "file"
     if kind not in ("file", "result"):
@@ -301,6 +306,18 @@ def plan_upload(payload: Mapping[str, Any], *, upload_id: str, owner_id: str, ow
                       timestamp=timestamp, items=items, metadata=metadata, kind=kind, group_id=group_id,
                       chunk_size=limits.chunk_size, chunk_count=chunk_count(size, limits.chunk_size),
                       created=now)
+
+
+def check_not_late(plan: UploadPlan, max_late_seconds: float, now: datetime) -> None:
+    """SPEC: an update older than its pool's ``max_late_seconds`` is refused (``bad_request``).
+
+    Checked on every item of a batch: one late item refuses the whole upload before any
+    byte is sent, rather than storing a batch whose late part its pool would never group.
+    """
+    whole = len(plan.items) == 1 and plan.items[0].file_id == plan.upload_id
+    for n, item in enumerate(plan.items):
+        validation.check_not_late(item.timestamp, max_late_seconds,
+                                  "timestamp" if whole else f"items[{n}].timestamp", now=now)
 
 
 # --- store retries -----------------------------------------------------------

@@ -120,6 +120,12 @@ class TokenCheck(Protocol):
     def validate(self, token: str | None) -> Identity | None: ...
 
 
+class PoolPolicy(Protocol):
+    """A pool's rules an upload is checked against at start (``pools.PoolPolicies``: auth's, cached)."""
+
+    def max_late_seconds(self, pool_id: str) -> float: ...
+
+
 class Broker(Publisher, Protocol):
     """A publisher that can also say how deep a queue is (the overload check)."""
 

@@ -24,7 +24,8 @@ from services.common.httpkit import ServiceMetrics
 
 from . import core
 from .config import Settings
-from .ports import CACHED, CANCELLED, UPLOADING, Broker, UploadCache
+from .pools import DefaultPolicies
+from .ports import CACHED, CANCELLED, UPLOADING, Broker, PoolPolicy, UploadCache
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +167,10 @@ def _store_command(session: dict[str, Any], sha256: str, cache_key: str) -> Stor
 
 class UploadService:
     def __init__(self, settings: Settings, store: UploadCache, broker: Broker, metrics: UploaderMetrics,
-                 audit: AuditTrail | None = None, hashes: StreamingHashes | None = None) -> None:
+                 audit: AuditTrail | None = None, hashes: StreamingHashes | None = None,
+                 pools: PoolPolicy | None = None) -> None:
         self.settings = settings
+        self.pools = pools or DefaultPolicies()
         self.limits = settings.limits
         self.store = store
         self.broker = broker
@@ -214,9 +217,14 @@ class UploadService:
             return self.resume(str(payload["file_id"]), owner_id=owner_id, writer=writer), 200
         self.check_load()
         upload_id = uuid.uuid4().hex
+        now = timeutil.now()
         plan = core.plan_upload(payload, upload_id=upload_id, owner_id=str(owner_id),
                                 owner_name=str(owner_name or owner_id), limits=self.limits,
-                                now=timeutil.now_iso())
+                                now=timeutil.iso(now))
+        if plan.pool_id and plan.kind == "file":
+            # SPEC: an update older than its pool's max_late_seconds is refused, every item of a
+            # batch included (a processor's result is stamped now: it has no such rule).
+            core.check_not_late(plan, self.pools.max_late_seconds(plan.pool_id), now)
         if not self.store.open_slot(plan.owner_id, upload_id, self.limits.max_uploads_per_user):
             raise self._overloaded(f"at most {self.limits.max_uploads_per_user} unfinished uploads per user")
         if not self.store.reserve(plan.owner_id, upload_id, plan.size, self.settings.user_quota_bytes):

@@ -3,13 +3,23 @@
 The shared consumer hands one message at a time to a handler and acks it when
 the handler returns, so bulk writes need several deliveries in flight at once:
 pool_aggregator runs ``grouping_consumers`` competing consumers (threads), and
-each hands its message to ``SliceRunner.run`` and waits. The first waiting
-thread that finds no slice running becomes the leader: it takes every pending
-message (at most ``max_slice``, oldest first), runs the work once for all of
-them (a few bulk writes per pool and window instead of several round trips per
-file), hands each thread its own answer, and steps down; the next leader takes
-what arrived meanwhile. No extra thread, no timer: a lone message is handled at
-once, and under load slices fill up by themselves.
+each hands its message to ``SliceRunner.run`` and waits. A waiting thread whose
+message no slice has taken becomes a leader when fewer than ``max_leaders``
+slices are running: it takes every pending message not yet taken (at most
+``max_slice``, oldest first), runs the work once for all of them (a few bulk
+writes per pool and window instead of several round trips per file), hands each
+thread its own answer, and steps down; the next leader takes what arrived
+meanwhile. No extra thread, no timer: a lone message is handled at once, and
+under load slices fill up by themselves.
+
+Several slices at once (``max_leaders``, 4 by default): a slice's time is mostly
+waiting on MongoDB round trips, so with one slice at a time the database sat idle
+while the next slice's messages waited (measured with bench/grouping_bench.py:
+one leader was busy the whole run). Concurrent slices are as safe as concurrent
+pool_aggregator processes, which the store's conditional writes already serve
+(a file counts once by its membership ``_id``; counters move by ``$inc``). It is
+also what keeps pools fair: another pool's file waiting behind a big batch gets a
+slice of its own as soon as a leader is free, not after the whole batch.
 
 Poison isolation: when a slice of several fails, every message in it is run
 again alone (by its own thread), so one bad message fails only itself (and
@@ -43,14 +53,17 @@ class SliceRunner(Generic[T]):
     Every caller passes the same ``work``; the leader of a slice runs its own.
     """
 
-    def __init__(self, key: Callable[[T], Hashable], *, max_slice: int = 64) -> None:
+    def __init__(self, key: Callable[[T], Hashable], *, max_slice: int = 64, max_leaders: int = 4) -> None:
         self.key = key
         self.max_slice = max(1, max_slice)  # bounds one slice's writes and its wait
+        # Slices running at once: bounds the concurrent writes (and MongoDB connections) of grouping.
+        self.max_leaders = max(1, max_leaders)
         self._cond = threading.Condition()
         # Bounded by the number of submitting threads (the consumers): each waits for its ticket.
         self._pending: list[_Ticket[T]] = []
-        self._busy = False
+        self._leaders = 0
         self.slices = 0  # slices run (for tests and the benchmark)
+        self.most_leaders = 0  # the most slices seen running at once (for tests and the benchmark)
 
     def run(self, item: T, work: Work[T]) -> Any:
         ticket = _Ticket(item)
@@ -58,7 +71,9 @@ class SliceRunner(Generic[T]):
             self._pending.append(ticket)
         while True:
             with self._cond:
-                while not ticket.done and not ticket.alone and self._busy:
+                # Wait while another leader's slice holds this ticket, or every leader slot is taken.
+                while not ticket.done and not ticket.alone and \
+                        (ticket.taken or self._leaders >= self.max_leaders):
                     self._cond.wait()
                 if ticket.done:
                     if ticket.error is not None:
@@ -66,7 +81,8 @@ class SliceRunner(Generic[T]):
                     return ticket.result
                 if ticket.alone:
                     break
-                self._busy = True
+                self._leaders += 1
+                self.most_leaders = max(self.most_leaders, self._leaders)
                 batch = self._take()
             self._lead(batch, work)
         return work([item]).get(self.key(item))  # its slice failed: alone, errors raise as they are
@@ -93,5 +109,5 @@ class SliceRunner(Generic[T]):
                     ticket.done, ticket.error = True, outcome
                 else:
                     ticket.alone = True
-            self._busy = False
+            self._leaders -= 1
             self._cond.notify_all()

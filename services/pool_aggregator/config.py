@@ -30,6 +30,9 @@ class Settings:
     # that file waits 1.4-2.2 s instead of 0.5-0.8 s (fewer deliveries per slice). README.
     grouping_consumers: int = 48
     grouping_slice: int = 128
+    # Slices written at once (batching.SliceRunner's leaders): overlaps their MongoDB round trips,
+    # and lets another pool's file through beside a big batch. README: bench/grouping_bench.py.
+    grouping_leaders: int = 4
     # How long a result post waits for its bytes to be stored before answering 503 (and undoing).
     result_store_wait_seconds: float = 30.0
 
@@ -51,5 +54,6 @@ class Settings:
             threads=env_int(env, "POOL_AGGREGATOR_THREADS", 16, minimum=1),
             grouping_consumers=env_int(env, "GROUPING_CONSUMERS", 48, minimum=1),
             grouping_slice=env_int(env, "GROUPING_SLICE", 128, minimum=1),
+            grouping_leaders=env_int(env, "GROUPING_LEADERS", 4, minimum=1),
             result_store_wait_seconds=max(0.0, env_float(env, "RESULT_STORE_WAIT_SECONDS", 30.0)),
         )

@@ -166,8 +166,9 @@ def member_name(timestamp_iso: str, file_id: str, file_name: str) -> str:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FIRST, _LAST = datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
 MIN_SHOWN, MAX_SHOWN = (_FIRST - _EPOCH).total_seconds(), (_LAST - _EPOCH).total_seconds()
-# SPEC's MAX_CLOCK_SKEW_SECONDS default: a timestamp further ahead of its storing time is refused on upload.
-MAX_CLOCK_SKEW_SECONDS = 300
+# SPEC's MAX_CLOCK_SKEW_SECONDS default (the value in force: CommonSettings.max_clock_skew_seconds):
+# a timestamp further ahead of its storing time is refused on upload.
+MAX_CLOCK_SKEW_SECONDS = validation.MAX_CLOCK_SKEW_SECONDS
 
 
 def epoch_iso(ts: float) -> str:
@@ -183,8 +184,8 @@ def epoch_iso(ts: float) -> str:
     return iso(_EPOCH + timedelta(seconds=ts))
 
 
-def grouping_time(ts: float, stored_at: float) -> float:
+def grouping_time(ts: float, stored_at: float, max_skew: float = MAX_CLOCK_SKEW_SECONDS) -> float:
     """The time a file is grouped by: its own timestamp, or its storing time when that one is
     further in the future than clocks can disagree (the uploader refuses those; one stored
     before that check must not open a group of a far-future window that never closes)."""
-    return stored_at if ts > stored_at + MAX_CLOCK_SKEW_SECONDS else ts
+    return stored_at if ts > stored_at + max_skew else ts

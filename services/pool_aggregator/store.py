@@ -151,7 +151,10 @@ class MongoGroupStore:
     # messages were not acked) settles them by the group's ``pending``: there = the $inc
     # happened, record it; not there = it did not, drop them and group the files afresh.
     # ``pending`` holds only slices between steps 2 and 4: at most one per consumer.
-    # Per slice: one insert_many, four single-document writes, whatever its size.
+    # Per slice: one insert_many and three single-document writes, whatever its size. A file
+    # grouped before (a redelivery) is found by the insert's duplicate key, not by a look-up
+    # first: the look-up (``memberships``) runs only for the clashes, so a slice of new files
+    # (nearly all of them) saves that round trip (bench/grouping_bench.py, README).
 
     def memberships(self, pool_id: str, file_ids: list[str], now: float) -> dict[str, dict]:
         """``{file_id: {group_id, late}}`` for those of ``file_ids`` already in a group (redeliveries).
@@ -213,28 +216,40 @@ class MongoGroupStore:
     def add_files(self, *, pool_id: str, window: core.Window, close_grace_seconds: float,
                   min_contributors: int | None, entries: list[dict[str, Any]],
                   now: float) -> tuple[str, dict | None, dict[str, dict]]:
-        """Put ``entries`` (files not yet in any group) into the group of ``window``, if it accepts files.
+        """Put ``entries`` into the group of ``window``, if it accepts files.
 
         Returns (ADDED, the group after, present) or (CLOSED, the group, {}) when the group
-        no longer accepts files (they go late elsewhere); ``present`` maps the entries a
-        concurrent delivery grouped first to their membership (they were not added here).
+        no longer accepts files (they go late elsewhere); ``present`` maps the entries grouped
+        before (a redelivery, or a concurrent delivery first) to their membership (they were
+        not added here).
         """
         gid = core.group_id(pool_id, window.start)
         sid = uuid.uuid4().hex
         present: dict[str, dict] = {}
+        if self._has_legacy():  # groups written before group_files: their files are embedded
+            present = self._legacy_memberships(pool_id, [e["file_id"] for e in entries])
+            entries = [e for e in entries if e["file_id"] not in present]
         docs = [{**e, "_id": e["file_id"], "group_id": gid, "pool_id": pool_id, "slice": sid, "at": now}
                 for e in entries]
         try:
-            self.files.insert_many(docs, ordered=False)
+            if docs:
+                self.files.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", ())
             clashes = {err["op"]["_id"] for err in errors if err.get("code") == DUPLICATE_KEY}
             if len(clashes) != len(errors):
                 raise
-            # Grouped by a concurrent delivery of the same files (counted or about to be): theirs.
-            present = {doc["_id"]: {"group_id": doc["group_id"], "late": bool(doc.get("late"))}
-                       for doc in self.files.find({"_id": {"$in": sorted(clashes)}}, {"group_id": 1, "late": 1})}
-            entries = [e for e in entries if e["file_id"] not in clashes]
+            # Grouped before: by a concurrent delivery (counted or about to be), an earlier one
+            # (a redelivery), or a slice that crashed before its counters moved. ``memberships``
+            # tells them apart: it answers the first two and drops the third's memberships,
+            # whose files are then inserted again here (a clash now is a concurrent delivery:
+            # raised, and the slice's messages are retried).
+            found = self.memberships(pool_id, sorted(clashes), now)
+            dropped = [d for d in docs if d["_id"] in clashes and d["_id"] not in found]
+            if dropped:
+                self.files.insert_many(dropped, ordered=False)
+            present.update(found)
+            entries = [e for e in entries if e["file_id"] not in found]
         if not entries:
             return ADDED, self.get(gid), present
         group = self._count_in(gid, sid, pool_id, window, close_grace_seconds, min_contributors, entries, now)

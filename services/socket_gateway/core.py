@@ -145,8 +145,12 @@ def _obj(payload: Any) -> dict[str, Any]:
 check_id = validation.check_id
 
 
-def start_transfer_request(payload: Any, identity: Identity, writer: str) -> dict[str, Any]:
-    """The body of file_uploader's ``POST /uploads``: identity from the session, never the payload."""
+def start_transfer_request(payload: Any, identity: Identity, writer: str,
+                           max_skew: float = validation.MAX_CLOCK_SKEW_SECONDS) -> dict[str, Any]:
+    """The body of file_uploader's ``POST /uploads``: identity from the session, never the payload.
+
+    ``max_skew``: SPEC's MAX_CLOCK_SKEW_SECONDS (``CommonSettings``); a timestamp further ahead is
+    refused here, before a round trip (file_uploader checks it again with the pool's max_late)."""
     data = _obj(payload)
     body: dict[str, Any] = {"owner_id": identity.user_id, "owner_name": identity.user_name,
                             "is_admin": identity.is_admin, "writer": writer}
@@ -166,7 +170,7 @@ def start_transfer_request(payload: Any, identity: Identity, writer: str) -> dic
     if data.get("pool_id") is not None:
         body["pool_id"] = check_id(data["pool_id"], "pool_id")
     if data.get("timestamp") is not None:
-        body["timestamp"] = validation.check_event_time(data["timestamp"], "timestamp")
+        body["timestamp"] = validation.check_event_time(data["timestamp"], "timestamp", max_skew=max_skew)
     if data.get("items") is not None:
         items = data["items"]
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):

@@ -271,7 +271,8 @@ def disconnect(deps: Deps, session: Session, reason: Any = None) -> None:
 
 def start_transfer(deps: Deps, session: Session, payload: Any) -> dict[str, Any]:
     identity = session.identity()
-    body = core.start_transfer_request(payload, identity, writer=session.sid)
+    body = core.start_transfer_request(payload, identity, writer=session.sid,
+                                       max_skew=deps.settings.common.max_clock_skew_seconds)
     if "pool_id" in body:
         # Memberships change: the session's copy is as old as the socket, so ask auth now.
         identity = _contributor(deps, session, body["pool_id"])

@@ -556,7 +556,9 @@ def test_bad_input_is_refused_in_spec_shape_and_leaves_nothing(fleet):
             _refused(sock.call("start-transfer", {**ok, "size": bad_size}), "bad_request")
 
         # Batch items out of range, overlapping, empty, without or with a bad timestamp.
-        stamp = "2024-05-01T10:00:00Z"
+        # A time of a few minutes ago: each batch below is refused for its own fault, never for
+        # its age (a fixed date would age past a pool's max_late_seconds).
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 120))
         for items in (
             [{"timestamp": stamp, "offset": 0, "length": size + 1}],
             [{"timestamp": stamp, "offset": size, "length": 1}],

@@ -25,6 +25,7 @@ class StaticAuth:
         self.pools = pools if pools is not None else {}  # pool_id -> auth's internal pool doc
 
     def pool(self, pool_id: str) -> dict | None:
+        """A pool's settings (max_late_seconds, storage, ...); None: unknown (SPEC's defaults apply)."""
         return self.pools.get(pool_id)
 
     def retention_rules(self) -> list[dict]:

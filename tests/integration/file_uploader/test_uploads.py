@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from datetime import timedelta
 
-from services.common import messaging
+from services.common import messaging, timeutil
 from services.common.authclient import Identity
 from services.common.contracts import FileStatusChanged, StoreUpload
 from services.file_uploader import sweep
@@ -156,22 +157,25 @@ def test_store_queue_backpressure(make_uploader) -> None:
 
 
 def test_http_upload(make_uploader, amqp_url) -> None:
-    auth = StaticAuth({"tok": Identity("u9", "bob", "user", {"p1": "contributor", "p2": "listener"})})
+    auth = StaticAuth({"tok": Identity("u9", "bob", "user", {"p1": "contributor", "p2": "listener"})},
+                      pools={"p1": {"pool_id": "p1", "max_late_seconds": 3600}})
     _, client, _ = make_uploader(auth=auth, **ENV)
     data = os.urandom(CHUNK * 2 + 3)
     import io
+    # Relative to now: p1 refuses updates older than its max_late_seconds (an hour).
+    stamp = timeutil.iso(timeutil.now() - timedelta(minutes=10))
 
     with Collector(amqp_url, messaging.STORE_QUEUE) as stores:
         r = client.post("/file/upload", headers={"Authorization": "Bearer tok"},
                         content_type="multipart/form-data",
                         data={"file": (io.BytesIO(data), "dir/up.bin"), "pool_id": "p1",
-                              "timestamp": "2024-05-01T10:00:00Z", "metadata": '{"k": 1}'})
+                              "timestamp": stamp, "metadata": '{"k": 1}'})
         assert r.status_code == 201, r.get_json()
         command = stores.wait_for(lambda m: len(m) >= 1)[0]
     assert command.upload_id == r.get_json()["file_id"] and command.file_name == "up.bin"
     assert command.owner_id == "u9" and command.pool_id == "p1" and command.metadata == {"k": 1}
     assert command.sha256 == hashlib.sha256(data).hexdigest()
-    assert command.items[0].timestamp == "2024-05-01T10:00:00.000Z"
+    assert command.items[0].timestamp == stamp
 
     def post(headers, **fields):
         return client.post("/file/upload", headers=headers, content_type="multipart/form-data",
@@ -181,6 +185,9 @@ def test_http_upload(make_uploader, amqp_url) -> None:
 
     assert post({}).status_code == 401
     assert post({"Authorization": "Bearer tok"}, pool_id="p2").status_code == 403
+    late = timeutil.iso(timeutil.now() - timedelta(hours=2))
+    r = post({"Authorization": "Bearer tok"}, pool_id="p1", timestamp=late)
+    assert r.status_code == 400 and r.get_json()["error"]["code"] == "bad_request", r.get_json()
     assert post({"Authorization": "Bearer tok"}, body=b"").get_json()["error"]["code"] == "empty_file"
     assert post({"Authorization": "Bearer tok"}, body=b"MZ\x90\x00rest").status_code == 415
     assert post({"X-Internal-Key": INTERNAL_KEY}, user_id="svc").status_code == 201

@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+from datetime import timedelta
 
 import pytest
 
-from services.common import contracts
+from services.common import contracts, timeutil
 from services.common.contracts import FileStatusChanged, StoreUpload
 from services.common.testing import FakeAuth
 from services.file_uploader.app import create_app
@@ -192,3 +193,17 @@ def test_internal_routes_accept_the_previous_key_during_a_rotation(settings, cac
     assert client.post("/uploads", json=body, headers={"X-Internal-Key": old}).status_code == 201
     assert client.post("/uploads", json={**body, "writer": "w2"}, headers=H).status_code == 201
     assert error(client.post("/uploads", json=body, headers={"X-Internal-Key": "p" * 32})) == (401, "unauthorized")
+
+
+def test_http_upload_older_than_the_pools_max_late_is_400(client, cache, broker, auth) -> None:
+    # create_app wires the pool rule to auth's pool route: p1 accepts updates up to a minute old.
+    auth.pools["p1"] = {"pool_id": "p1", "max_late_seconds": 60}
+    bearer = {"Authorization": "Bearer tok"}
+    old = timeutil.iso(timeutil.now() - timedelta(seconds=120))
+    r = multipart(client, bearer, pool_id="p1", timestamp=old)
+    assert error(r) == (400, "bad_request") and "max_late_seconds" in r.get_json()["error"]["message"]
+    ahead = timeutil.iso(timeutil.now() + timedelta(seconds=400))  # past MAX_CLOCK_SKEW_SECONDS (300)
+    assert error(multipart(client, bearer, pool_id="p1", timestamp=ahead)) == (400, "bad_request")
+    assert not cache.uploads and not broker.of_type(StoreUpload)
+    fresh = timeutil.iso(timeutil.now() - timedelta(seconds=30))
+    assert multipart(client, bearer, pool_id="p1", timestamp=fresh).status_code == 201

@@ -9,10 +9,11 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+from datetime import timedelta
 
 import pytest
 
-from services.common import contracts
+from services.common import contracts, timeutil
 from services.common.contracts import FileStatusChanged, StoreUpload
 from services.common.testing import FakeAuth
 from services.file_uploader import tus
@@ -219,6 +220,15 @@ def test_metadata_goes_through_the_start_checks(client, cache) -> None:
     assert code(create(client, 10, filename="a.bin", pool_id="p2")) == (403, "forbidden")
     assert code(create(client, 0, filename="a.bin"))[0] == 400
     assert cache.uploads == {}
+
+
+def test_a_tus_timestamp_older_than_the_pools_max_late_is_400(client, cache, auth) -> None:
+    auth.pools["p1"] = {"pool_id": "p1", "max_late_seconds": 60}
+    old = timeutil.iso(timeutil.now() - timedelta(seconds=120))
+    assert code(create(client, 10, filename="a.bin", pool_id="p1", timestamp=old)) == (400, "bad_request")
+    assert cache.uploads == {}
+    fresh = timeutil.iso(timeutil.now() - timedelta(seconds=5))
+    assert created(client, 10, filename="a.bin", pool_id="p1", timestamp=fresh)
 
 
 def test_termination_drops_the_bytes(client, cache) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+from datetime import timedelta
 
 import pytest
 
-from services.common import contracts, topology
+from services.common import contracts, timeutil, topology
 from services.common.contracts import AuditRecorded, FileStatusChanged, StoreUpload
 from services.common.errors import ApiError
 from services.common.testing import InMemoryBroker
@@ -16,6 +17,11 @@ from services.common.testing.file_uploader import FakeUploadCache
 from services.file_uploader.uploads import UploadService
 
 from .conftest import CHUNK, OWNER, WRITER, send_all, start
+
+# Update times relative to now: a fixed date ages past a pool's max_late_seconds (SPEC default
+# 7 days) and would be refused. An hour ago is well inside it and not in the future.
+T0 = timeutil.iso(timeutil.now() - timedelta(hours=1))
+T1 = timeutil.iso(timeutil.now() - timedelta(hours=1) + timedelta(seconds=1))
 
 
 def refused(call, *args, **kwargs) -> ApiError:
@@ -506,25 +512,25 @@ def test_complete_of_a_dropped_upload_answers_from_the_tombstone(uploads, cache)
 
 def test_items_become_file_records_of_the_store_command(uploads, broker) -> None:
     data = b"A" * 10 + b"B" * 6
-    items = [{"offset": 0, "length": 10, "timestamp": "2026-01-01T00:00:00Z", "name": "one.txt"},
-             {"offset": 10, "length": 6, "timestamp": "2026-01-01T00:00:01Z"}]
+    items = [{"offset": 0, "length": 10, "timestamp": T0, "name": "one.txt"},
+             {"offset": 10, "length": 6, "timestamp": T1}]
     file_id = start(uploads, len(data), items=items)
     send_all(uploads, file_id, data)
     complete(uploads, file_id)
     command = broker.of_type(StoreUpload)[0]
     assert [(i.file_id, i.offset, i.length, i.name) for i in command.items] == [
         (f"{file_id}-0000", 0, 10, "one.txt"), (f"{file_id}-0001", 10, 6, "a.bin.0001")]
-    assert command.items[1].timestamp.startswith("2026-01-01T00:00:01")
+    assert command.items[1].timestamp == T1
 
 
 @pytest.mark.parametrize("items", [
     "not a list",
     [{"offset": 0, "length": 5}],  # no timestamp
-    [{"offset": 0, "length": 20, "timestamp": "2026-01-01T00:00:00Z"}],  # outside the file
-    [{"offset": 0, "length": 0, "timestamp": "2026-01-01T00:00:00Z"}],
-    [{"offset": 0, "length": 6, "timestamp": "2026-01-01T00:00:00Z"},
-     {"offset": 5, "length": 5, "timestamp": "2026-01-01T00:00:00Z"}],  # overlap
-    [{"offset": 0, "length": 6, "timestamp": "2026-01-01T00:00:00Z", "name": "x.exe"}],
+    [{"offset": 0, "length": 20, "timestamp": T0}],  # outside the file
+    [{"offset": 0, "length": 0, "timestamp": T0}],
+    [{"offset": 0, "length": 6, "timestamp": T0},
+     {"offset": 5, "length": 5, "timestamp": T0}],  # overlap
+    [{"offset": 0, "length": 6, "timestamp": T0, "name": "x.exe"}],
     [1],
 ])
 def test_bad_items_are_refused_at_start(uploads, cache, items) -> None:
@@ -535,8 +541,8 @@ def test_bad_items_are_refused_at_start(uploads, cache, items) -> None:
 
 
 def test_an_executable_item_inside_a_chunk_is_refused(uploads, cache) -> None:
-    items = [{"offset": 0, "length": 11, "timestamp": "2026-01-01T00:00:00Z"},
-             {"offset": 11, "length": 5, "timestamp": "2026-01-01T00:00:00Z"}]
+    items = [{"offset": 0, "length": 11, "timestamp": T0},
+             {"offset": 11, "length": 5, "timestamp": T0}]
     file_id = start(uploads, 16, items=items)
     write(uploads, file_id, 0, b"a" * 8)
     error = refused(write, uploads, file_id, 1, b"aaa" + b"MZ\x90\x00\x00")
@@ -545,8 +551,8 @@ def test_an_executable_item_inside_a_chunk_is_refused(uploads, cache) -> None:
 
 def batch_with_head_at(uploads, offset: int, size: int = 24) -> tuple[str, bytearray]:
     """A two-item batch whose second item starts at ``offset`` with an executable's magic."""
-    items = [{"offset": 0, "length": offset, "timestamp": "2026-01-01T00:00:00Z"},
-             {"offset": offset, "length": size - offset, "timestamp": "2026-01-01T00:00:00Z"}]
+    items = [{"offset": 0, "length": offset, "timestamp": T0},
+             {"offset": offset, "length": size - offset, "timestamp": T0}]
     data = bytearray(b"a" * size)
     data[offset:offset + 4] = b"\x7fELF"
     return start(uploads, size, items=items), data
@@ -624,7 +630,7 @@ def test_update_status_tells_the_owner_and_a_failure_drops_the_bytes(uploads, ca
 
 def test_items_are_bounded_by_max_items_with_a_clear_400(uploads, cache, settings) -> None:
     assert settings.limits.max_items == 1000  # SPEC's default
-    items = [{"offset": n, "length": 1, "timestamp": "2026-01-01T00:00:00Z"} for n in range(1001)]
+    items = [{"offset": n, "length": 1, "timestamp": T0} for n in range(1001)]
     error = refused(uploads.start, {"file_name": "a.bin", "size": 1001, "items": items}, owner_id=OWNER,
                     owner_name="alice", writer=WRITER)
     assert (error.status, error.code) == (400, "bad_request")

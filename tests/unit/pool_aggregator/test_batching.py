@@ -32,7 +32,7 @@ def _concurrently(runner: SliceRunner[str], items: list[str], work) -> dict[str,
 
 
 def test_items_arriving_during_a_slice_share_the_next_one() -> None:
-    runner: SliceRunner[str] = SliceRunner(lambda item: item, max_slice=64)
+    runner: SliceRunner[str] = SliceRunner(lambda item: item, max_slice=64, max_leaders=1)
     first_started, release = threading.Event(), threading.Event()
     slices: list[list[str]] = []
 
@@ -60,6 +60,41 @@ def test_items_arriving_during_a_slice_share_the_next_one() -> None:
     waiting.join(10)
     assert answers == {item: item.upper() for item in others}
     assert [sorted(s) for s in slices] == [["a0"], sorted(others)]
+
+
+def test_other_slices_run_beside_a_slow_one_up_to_max_leaders() -> None:
+    """A slow slice (a big batch's writes) does not hold up what arrives after it: another
+    leader takes it at once, and no more than ``max_leaders`` slices run together."""
+    runner: SliceRunner[str] = SliceRunner(lambda item: item, max_slice=64, max_leaders=2)
+    first_started, release = threading.Event(), threading.Event()
+    lock = threading.Lock()
+    slices: list[list[str]] = []
+    running = [0, 0]  # now, most
+
+    def work(items: Sequence[str]) -> dict[str, str]:
+        with lock:
+            slices.append(list(items))
+            running[0] += 1
+            running[1] = max(running[1], running[0])
+            first = len(slices) == 1
+        if first:
+            first_started.set()
+            release.wait(10)
+        with lock:
+            running[0] -= 1
+        return {item: item.upper() for item in items}
+
+    lone = threading.Thread(target=lambda: runner.run("a0", work))
+    lone.start()
+    assert first_started.wait(5)
+    others = [f"b{i}" for i in range(20)]
+    answers = _concurrently(runner, others, work)  # returns while a0's slice is still held
+    assert answers == {item: item.upper() for item in others}
+    assert not release.is_set() and lone.is_alive(), "the others were grouped beside the slow slice"
+    release.set()
+    lone.join(5)
+    assert running[1] == 2 == runner.most_leaders  # never more than max_leaders at once
+    assert sorted(i for s in slices for i in s) == sorted(["a0", *others])  # each item once
 
 
 def test_a_slice_is_bounded() -> None:
@@ -99,7 +134,10 @@ def test_a_slice_makes_one_add_per_window_not_per_file(kit: Kit) -> None:
     assert (kit.store.get(first)["file_count"], kit.store.get(second)["file_count"]) == (50, 50)
     again = grouping.group_files(kit.deps, messages[:10] + messages[:10])  # redelivered, twice in one slice
     assert again == {m.file_id: members[m.file_id] for m in messages[:10]}
-    assert kit.store.add_calls == 2 and kit.store.get(first)["file_count"] == 50
+    # No look-up first: the redelivery is answered by add_files (one call per window, as a new
+    # slice would be), and nothing is counted twice.
+    assert kit.store.add_calls == 4
+    assert (kit.store.get(first)["file_count"], kit.store.get(second)["file_count"]) == (50, 50)
 
 
 def test_a_late_slice_goes_to_the_current_window_together(kit: Kit) -> None:
