@@ -81,5 +81,10 @@ def test_python_pid_one_stand_ins_run_under_an_init(local: dict) -> None:
 
 def test_make_targets_run_the_tool() -> None:
     makefile = (ROOT / "Makefile").read_text()
-    for target, command in (("images", "images"), ("compose-up", "up"), ("compose-down", "down")):
-        assert f"{target}: install\n\t$(BIN)/python -m devtools.containers {command}\n" in makefile
+    for target, prereqs, command in (("images", "install containers", "images"),
+                                     ("compose-up", "install containers", "up"),
+                                     ("compose-down", "install", "down")):
+        assert f"{target}: {prereqs}\n\t$(BIN)/python -m devtools.containers {command}\n" in makefile
+    # A fresh machine has no engine, docker-compose or debootstrap: make test installs them first.
+    assert "test: install browser containers\n" in makefile
+    assert "containers:\n\t@bash devtools/ensure_containers.sh\n" in makefile
