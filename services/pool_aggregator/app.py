@@ -52,7 +52,7 @@ def create_app(settings: Settings, *, store: GroupStore | None = None, broker: P
                                          attempts=settings.announce_attempts),
         metrics=metrics, audit=AuditTrail(the_broker, SERVICE, metrics.audit_lost), clock=clock or SystemClock(),
         grouper=SliceRunner(lambda msg: msg.file_id, max_slice=settings.grouping_slice,
-                            max_leaders=settings.grouping_leaders))
+                            max_leaders=settings.grouping_leaders, lane=lambda msg: str(msg.pool_id)))
     app.extensions["deps"] = deps
     app.register_blueprint(bp)
     app.extensions["runtime"] = Runtime(
