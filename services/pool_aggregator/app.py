@@ -63,7 +63,7 @@ def create_app(settings: Settings, *, store: GroupStore | None = None, broker: P
                                          attempts=settings.announce_attempts),
         metrics=metrics, audit=AuditTrail(the_broker, SERVICE, metrics.audit_lost), clock=clock or SystemClock(),
         grouper=SliceRunner(lambda msg: msg.file_id, max_slice=settings.grouping_slice,
-                            max_leaders=settings.grouping_leaders),
+                            max_leaders=settings.grouping_leaders, lane=lambda msg: str(msg.pool_id)),
         staging=staging or StagingSource(common.file_service_manager_url, common.internal_api_key,
                                          timeout=settings.upstream_timeout),
         leader=Leadership(LeaderLease(the_leases, LEASE_NAME, ttl=settings.leader_lease_seconds), the_store))

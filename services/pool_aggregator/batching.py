@@ -3,23 +3,23 @@
 The shared consumer hands one message at a time to a handler and acks it when
 the handler returns, so bulk writes need several deliveries in flight at once:
 pool_aggregator runs ``grouping_consumers`` competing consumers (threads), and
-each hands its message to ``SliceRunner.run`` and waits. A waiting thread whose
-message no slice has taken becomes a leader when fewer than ``max_leaders``
-slices are running: it takes every pending message not yet taken (at most
-``max_slice``, oldest first), runs the work once for all of them (a few bulk
-writes per pool and window instead of several round trips per file), hands each
-thread its own answer, and steps down; the next leader takes what arrived
-meanwhile. No extra thread, no timer: a lone message is handled at once, and
-under load slices fill up by themselves.
+each hands its message to ``SliceRunner.run`` and waits. Messages run in
+lanes (``lane``: a message's pool): one slice per lane at a time, and up to
+``max_leaders`` lanes at once. A waiting thread whose message no slice has taken
+becomes its lane's leader when that lane is idle and a leader slot is free: it
+takes the lane's pending messages not yet taken (at most ``max_slice``, oldest
+first), runs the work once for all of them (a few bulk writes per window instead
+of several round trips per file), hands each thread its own answer, and steps
+down; the next leader takes what arrived meanwhile. No extra thread, no timer: a
+lone message is handled at once, and under load slices fill up by themselves.
 
-Several slices at once (``max_leaders``, 4 by default): a slice's time is mostly
-waiting on MongoDB round trips, so with one slice at a time the database sat idle
-while the next slice's messages waited (measured with bench/grouping_bench.py:
-one leader was busy the whole run). Concurrent slices are as safe as concurrent
-pool_aggregator processes, which the store's conditional writes already serve
-(a file counts once by its membership ``_id``; counters move by ``$inc``). It is
-also what keeps pools fair: another pool's file waiting behind a big batch gets a
-slice of its own as soon as a leader is free, not after the whole batch.
+Why lanes (measured with bench/grouping_bench.py on a loaded 2-core machine, README):
+with one slice at a time for everything, another pool's file waited behind every
+slice of a big batch; with several slices of one pool at once, the batch was cut
+into small slices (more round trips in all) and got slower. One slice per pool
+keeps a busy pool's slices large and lets another pool's file through at once.
+Concurrent slices of different pools are as safe as concurrent pool_aggregator
+processes, which the store's conditional writes serve anyway.
 
 Poison isolation: when a slice of several fails, every message in it is run
 again alone (by its own thread), so one bad message fails only itself (and
@@ -45,6 +45,7 @@ class _Ticket(Generic[T]):
     result: Any = None
     error: BaseException | None = None
     taken: bool = field(default=False)
+    lane: Hashable = None
 
 
 class SliceRunner(Generic[T]):
@@ -53,8 +54,10 @@ class SliceRunner(Generic[T]):
     Every caller passes the same ``work``; the leader of a slice runs its own.
     """
 
-    def __init__(self, key: Callable[[T], Hashable], *, max_slice: int = 64, max_leaders: int = 4) -> None:
+    def __init__(self, key: Callable[[T], Hashable], *, max_slice: int = 64, max_leaders: int = 4,
+                 lane: Callable[[T], Hashable] = lambda item: None) -> None:
         self.key = key
+        self.lane = lane
         self.max_slice = max(1, max_slice)  # bounds one slice's writes and its wait
         # Slices running at once: bounds the concurrent writes (and MongoDB connections) of grouping.
         self.max_leaders = max(1, max_leaders)
@@ -62,18 +65,20 @@ class SliceRunner(Generic[T]):
         # Bounded by the number of submitting threads (the consumers): each waits for its ticket.
         self._pending: list[_Ticket[T]] = []
         self._leaders = 0
+        self._busy_lanes: set[Hashable] = set()  # at most max_leaders lanes
         self.slices = 0  # slices run (for tests and the benchmark)
         self.most_leaders = 0  # the most slices seen running at once (for tests and the benchmark)
 
     def run(self, item: T, work: Work[T]) -> Any:
-        ticket = _Ticket(item)
+        ticket = _Ticket(item, lane=self.lane(item))
         with self._cond:
             self._pending.append(ticket)
         while True:
             with self._cond:
-                # Wait while another leader's slice holds this ticket, or every leader slot is taken.
-                while not ticket.done and not ticket.alone and \
-                        (ticket.taken or self._leaders >= self.max_leaders):
+                # Wait while a slice holds this ticket, its lane has a slice running, or every
+                # leader slot is taken.
+                while not ticket.done and not ticket.alone and (
+                        ticket.taken or ticket.lane in self._busy_lanes or self._leaders >= self.max_leaders):
                     self._cond.wait()
                 if ticket.done:
                     if ticket.error is not None:
@@ -82,18 +87,19 @@ class SliceRunner(Generic[T]):
                 if ticket.alone:
                     break
                 self._leaders += 1
+                self._busy_lanes.add(ticket.lane)
                 self.most_leaders = max(self.most_leaders, self._leaders)
-                batch = self._take()
-            self._lead(batch, work)
+                batch = self._take(ticket.lane)
+            self._lead(batch, work, ticket.lane)
         return work([item]).get(self.key(item))  # its slice failed: alone, errors raise as they are
 
-    def _take(self) -> list[_Ticket[T]]:
-        batch = [t for t in self._pending if not t.taken][: self.max_slice]
+    def _take(self, lane: Hashable) -> list[_Ticket[T]]:
+        batch = [t for t in self._pending if not t.taken and t.lane == lane][: self.max_slice]
         for ticket in batch:
             ticket.taken = True
         return batch
 
-    def _lead(self, batch: list[_Ticket[T]], work: Work[T]) -> None:
+    def _lead(self, batch: list[_Ticket[T]], work: Work[T], lane: Hashable) -> None:
         try:
             results = work([t.item for t in batch])
             outcome: BaseException | None = None
@@ -110,4 +116,5 @@ class SliceRunner(Generic[T]):
                 else:
                     ticket.alone = True
             self._leaders -= 1
+            self._busy_lanes.discard(lane)
             self._cond.notify_all()

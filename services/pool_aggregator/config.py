@@ -30,8 +30,8 @@ class Settings:
     # that file waits 1.4-2.2 s instead of 0.5-0.8 s (fewer deliveries per slice). README.
     grouping_consumers: int = 48
     grouping_slice: int = 128
-    # Slices written at once (batching.SliceRunner's leaders): overlaps their MongoDB round trips,
-    # and lets another pool's file through beside a big batch. README: bench/grouping_bench.py.
+    # Pools grouped at once (batching.SliceRunner's leaders, one slice per pool): another pool's
+    # file goes through beside a big batch instead of behind it. README: bench/grouping_bench.py.
     grouping_leaders: int = 4
     # How long a result post waits for its bytes to be stored before answering 503 (and undoing).
     result_store_wait_seconds: float = 30.0

@@ -62,10 +62,11 @@ def test_items_arriving_during_a_slice_share_the_next_one() -> None:
     assert [sorted(s) for s in slices] == [["a0"], sorted(others)]
 
 
-def test_other_slices_run_beside_a_slow_one_up_to_max_leaders() -> None:
-    """A slow slice (a big batch's writes) does not hold up what arrives after it: another
-    leader takes it at once, and no more than ``max_leaders`` slices run together."""
-    runner: SliceRunner[str] = SliceRunner(lambda item: item, max_slice=64, max_leaders=2)
+def test_another_lanes_items_run_beside_a_slow_slice_up_to_max_leaders() -> None:
+    """A slow slice of one pool (a big batch's writes) does not hold up another pool's files:
+    they get a slice at once, one per lane, and no more than ``max_leaders`` run together."""
+    runner: SliceRunner[str] = SliceRunner(lambda item: item, max_slice=64, max_leaders=2,
+                                           lane=lambda item: item[0])
     first_started, release = threading.Event(), threading.Event()
     lock = threading.Lock()
     slices: list[list[str]] = []
@@ -95,6 +96,27 @@ def test_other_slices_run_beside_a_slow_one_up_to_max_leaders() -> None:
     lone.join(5)
     assert running[1] == 2 == runner.most_leaders  # never more than max_leaders at once
     assert sorted(i for s in slices for i in s) == sorted(["a0", *others])  # each item once
+    assert all(len({i[0] for i in s}) == 1 for s in slices)  # a slice holds one lane
+
+
+def test_one_lane_runs_one_slice_at_a_time_so_its_slices_stay_large() -> None:
+    runner: SliceRunner[str] = SliceRunner(lambda item: item, max_slice=64, max_leaders=4,
+                                           lane=lambda item: item[0])
+    lock = threading.Lock()
+    running = [0, 0]
+
+    def work(items: Sequence[str]) -> dict[str, str]:
+        with lock:
+            running[0] += 1
+            running[1] = max(running[1], running[0])
+        threading.Event().wait(0.02)
+        with lock:
+            running[0] -= 1
+        return {item: item.upper() for item in items}
+
+    answers = _concurrently(runner, [f"a{i}" for i in range(40)], work)
+    assert answers == {f"a{i}": f"A{i}" for i in range(40)}
+    assert running[1] == 1 and runner.slices < 40  # one slice at a time, several items each
 
 
 def test_a_slice_is_bounded() -> None:
