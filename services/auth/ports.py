@@ -89,6 +89,14 @@ class AuthStore(Protocol):
 
     def list_pools(self, user_id: str, *, all_pools: bool) -> list[dict[str, Any]]: ...
 
+    def pool_secrets_page(self, after: str | None, limit: int) -> list[dict[str, Any]]:
+        """``{pool_id, storage, staging}`` (as stored: secrets encrypted) of the pools after ``after``, by id."""
+        ...
+
+    def replace_pool_secrets(self, pool_id: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
+        """Write ``new``'s storage and staging if the pool still holds ``old``'s (compare-and-swap)."""
+        ...
+
     def retention_rules(self, limit: int) -> list[dict[str, Any]]:
         """At most ``limit`` pools, live then deleted, with a ``retention_days``:
         ``{pool_id, retention_days, deleted}`` (a deleted pool's rule is kept when it is deleted)."""

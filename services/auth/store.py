@@ -421,6 +421,20 @@ class Store:
                         " deleted_at = now()", (pool_id, row["retention_days"]))
             return {"pool": _pool_doc(row), "members": members, "keys": keys}
 
+    def pool_secrets_page(self, after: str | None, limit: int) -> list[dict]:
+        with self._cursor() as cur:
+            cur.execute("SELECT pool_id, storage, staging FROM pools WHERE pool_id > %s ORDER BY pool_id LIMIT %s",
+                        (after or "", limit))
+            return [dict(row) for row in cur.fetchall()]
+
+    def replace_pool_secrets(self, pool_id: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
+        with self._cursor() as cur:
+            cur.execute("UPDATE pools SET storage = %s, staging = %s"
+                        " WHERE pool_id = %s AND storage = %s AND staging = %s",
+                        (Json(new["storage"]), Json(new["staging"]), pool_id, Json(old["storage"]),
+                         Json(old["staging"])))
+            return bool(cur.rowcount == 1)
+
     def retention_rules(self, limit: int) -> list[dict]:
         """Pools (live, then deleted) with a ``retention_days``: ``{pool_id, retention_days, deleted}``."""
         with self._cursor() as cur:

@@ -97,8 +97,17 @@ class AuthClient:
             return None
         raise AuthUnavailable(f"auth answered {response.status_code}")
 
+    def retention_rules(self) -> list[dict[str, Any]]:
+        """Every pool, live or deleted, with a ``retention_days`` (SPEC "Retention")."""
+        response = self._call("GET", "/auth/internal/retention")
+        if response.status_code == 200:
+            rules: list[dict[str, Any]] = response.json().get("pools", [])
+            return rules
+        raise AuthUnavailable(f"auth answered {response.status_code}")
+
     def pool(self, pool_id: str) -> dict[str, Any] | None:
-        """A pool's settings (window_seconds, close_grace_seconds, ...), or None if unknown."""
+        """A pool's settings (window_seconds, close_grace_seconds, ..., storage and staging with their
+        secrets in clear: never log or forward them), or None if unknown."""
         response = self._call("GET", f"/auth/internal/pools/{pool_id}")
         if response.status_code == 200:
             doc: dict[str, Any] = response.json()

@@ -3,8 +3,8 @@
 ``SecretBox(keys)`` encrypts with the first key and decrypts with any of them,
 so a key can be rotated without downtime: deploy ``new,old`` (the new key
 first), re-encrypt what is stored (file_service_manager's
-``rotate_storage_key``), then drop the old key. A value that no key opens is a
-``SecretError``; its message never quotes the value or a key.
+``rotate_storage_key``, and auth's for pools' storage/staging secrets), then
+drop the old key. A value that no key opens is a ``SecretError``; its message never quotes the value or a key.
 
 Keys are Fernet keys (32 random bytes, URL-safe base64: ``SecretBox.generate_key()``).
 """

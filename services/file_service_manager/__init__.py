@@ -10,10 +10,13 @@ Publishes: ``FileStored`` (per item), ``FileStatusChanged`` (uploaded_successful
 target and attempt; retries through ``dropbox.staging_delay``), ``AuditRecorded`` (stored,
 downloaded, deleted, staging_done/staging_attempt_failed/staging_failed).
 Owns: the bytes, in a storage backend (``backends``: GridFS ``fs`` by default, a filesystem
-root or an S3 bucket, per ``DEFAULT_STORAGE``; key = file_id; each record names its
-backend), MongoDB ``files`` (the index of file records, ``_id`` = file_id), ``audit``
+root or an S3 bucket: a pool's own ``storage`` (auth's internal pool route, kept briefly),
+``DEFAULT_STORAGE`` for files without a pool; key = file_id; each record names its backend),
+MongoDB ``files`` (the index of file records, ``_id`` = file_id), ``audit``
 (append-only, ``_id`` = audit_id), ``storages`` (storage locations, credentials
 encrypted with STORAGE_SECRETS_KEY) and ``staging`` (each result's status per staging
 target, ``_id`` = ``<result_id>:<target>``). Reads and then
 deletes the Redis chunks named by ``StoreUpload`` (the cache file_uploader filled).
+Runs the retention pass (pools' ``retention_days`` from auth, ``RETENTION_DAYS``) and answers
+auth's ``POST /internal/storage/probe`` (a pool's storage checked before it is saved).
 """

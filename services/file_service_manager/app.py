@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from flask import Flask
 
 from services.common import httpkit, messaging, mongo, redisconn
@@ -11,20 +13,21 @@ from services.common.httpkit import ServiceMetrics
 from services.common.ports import AuthLookup, Clock, Publisher, SystemClock
 from services.common.runtime import Periodic, Runtime
 
-from . import backends, handlers, sweep
+from . import backends, handlers, retention, sweep
 from .config import Settings
 from .deps import Deps, FsmMetrics
 from .health import StorageProbes
 from .hotcache import HotFiles
-from .ports import Cache, Index, StagingStore
+from .pools import PoolStorage
+from .ports import Cache, Index, PoolDirectory, StagingStore
 from .routes import bp
 from .store import FileIndex, StagingStatuses, StorageCatalog, UploadCache
 
 
 def create_app(settings: Settings, *, index: Index | None = None, cache: Cache | None = None,
                broker: Publisher | None = None, auth: AuthLookup | None = None,
-               storage: backends.Storages | None = None, staging: StagingStore | None = None,
-               clock: Clock | None = None) -> Flask:
+               storage: backends.Storages | None = None, pools: PoolDirectory | None = None,
+               staging: StagingStore | None = None, clock: Clock | None = None) -> Flask:
     """Wire the service; pymongo, redis, the broker and the backends connect lazily on first use."""
     common = settings.common
     the_index = index or FileIndex(mongo.connect(common.mongodb_uri, common.mongodb_db))
@@ -44,9 +47,13 @@ def create_app(settings: Settings, *, index: Index | None = None, cache: Cache |
                     cors_origins=common.cors_origins)
     hot = HotFiles(settings.download_cache_bytes, settings.download_cache_file_bytes)
     metrics.hot_bytes.set_function(lambda: hot.size)
+    the_auth = auth or AuthClient(common.auth_url, common.internal_api_key)
+    # The auth client answers pools and retention rules too (a test's stand-in may be given apart).
+    directory = pools or cast(PoolDirectory, the_auth)
     deps = Deps(settings=settings, index=the_index, cache=the_cache, broker=the_broker, hot=hot, metrics=metrics,
-                storage=the_storage, auth=auth or AuthClient(common.auth_url, common.internal_api_key),
+                storage=the_storage, auth=the_auth,
                 audit=AuditTrail(the_broker, "file_service_manager", metrics.audit_lost),
+                pool_storage=PoolStorage(directory, settings.pool_cache_seconds),
                 staging=staging or StagingStatuses(db), clock=clock or SystemClock())
     app.extensions["deps"] = deps
     app.register_blueprint(bp)
@@ -55,5 +62,7 @@ def create_app(settings: Settings, *, index: Index | None = None, cache: Cache |
         Periodic("gridfs-sweeper", settings.sweep_interval_seconds,
                  sweep.pass_for(the_index, grace_seconds=settings.sweep_grace_seconds, audit=deps.audit,
                                 storages=the_storage)),
-        Periodic("storage-probe", settings.storage_probe_seconds, probes.run_all)])
+        Periodic("storage-probe", settings.storage_probe_seconds, probes.run_all),
+        Periodic("retention", settings.retention_interval_seconds,
+                 lambda: retention.sweep(deps, directory))])
     return app

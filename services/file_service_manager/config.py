@@ -89,6 +89,13 @@ class Settings:
     # Each backend's write-read-delete probe (/ready, storage_backend_up) runs at most this often.
     storage_probe_seconds: int = 30
     staging: StagingSettings = field(default_factory=lambda: StagingSettings())
+    # A pool's storage (auth's internal pool route) is reused this long: a PATCHed storage takes
+    # effect for new files within it (files already stored keep their backend).
+    pool_cache_seconds: float = 30.0
+    # SPEC "Retention": files without a pool are deleted this many days after they were stored
+    # (None: kept forever); pools' retention_days come from auth. The sweep runs every interval.
+    retention_days: int | None = None
+    retention_interval_seconds: int = 300
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -122,7 +129,11 @@ class Settings:
                                                      minimum=0),
                    threads=env_int(env, "FILE_SERVICE_MANAGER_THREADS", 16, minimum=1),
                    sweep_interval_seconds=env_int(env, "GRIDFS_SWEEP_INTERVAL_SECONDS", 600, minimum=0),
-                   sweep_grace_seconds=env_int(env, "GRIDFS_SWEEP_GRACE_SECONDS", 3600, minimum=0))
+                   sweep_grace_seconds=env_int(env, "GRIDFS_SWEEP_GRACE_SECONDS", 3600, minimum=0),
+                   pool_cache_seconds=env_float(env, "POOL_STORAGE_CACHE_SECONDS", 30.0),
+                   retention_days=env_int(env, "RETENTION_DAYS", 0, minimum=0) if env.get("RETENTION_DAYS")
+                   else None,
+                   retention_interval_seconds=env_int(env, "RETENTION_INTERVAL_SECONDS", 300, minimum=0))
 
 
 MAX_STORAGE_JSON = 8192  # characters of DEFAULT_STORAGE

@@ -14,6 +14,7 @@ from .backends import Storages
 from .backends.metered import StorageMetrics
 from .config import Settings
 from .hotcache import HotFiles
+from .pools import PoolStorage
 from .ports import Cache, Index, StagingStore
 
 
@@ -66,6 +67,8 @@ class Deps:
     storage: Storages
     # Pool results fan out to every member at once: served from memory after one GridFS read.
     hot: HotFiles
+    # Each pool's storage, asked of auth and kept briefly (new files of a pool go there).
+    pool_storage: PoolStorage
     # SPEC "Staging": each result's delivery status per target of its pool (``staging``).
     staging: StagingStore
     clock: Clock

@@ -52,6 +52,11 @@ class Index(Protocol):
 
     def find_files(self, query: dict[str, Any], limit: int) -> list[dict[str, Any]]: ...
 
+    def expired(self, pool_id: str | None, created_before: str, limit: int) -> list[dict[str, Any]]:
+        """Stored or failed records (never ``deleted`` or still being stored) of the pool (None: files
+        without a pool) created before the ISO instant, oldest first, at most ``limit``."""
+        ...
+
     def add_audit(self, doc: dict[str, Any]) -> bool: ...
 
     def find_audit(self, query: dict[str, Any], after: tuple[str, str] | None,
@@ -111,6 +116,17 @@ class Catalog(Protocol):
     def all(self) -> list[dict[str, Any]]: ...
 
     def replace_secrets(self, spec_id: str, old: dict[str, str], new: dict[str, str]) -> bool: ...
+
+
+class PoolDirectory(Protocol):
+    """What this service asks auth about pools (``authclient.AuthClient``): a pool with its storage
+    (secrets in clear: never logged), and every retention rule. Raises ``AuthUnavailable``."""
+
+    def pool(self, pool_id: str) -> dict[str, Any] | None: ...
+
+    def retention_rules(self) -> list[dict[str, Any]]:
+        """``[{pool_id, retention_days, deleted}]``: every pool (live or deleted) with a rule."""
+        ...
 
 
 class BackendError(RuntimeError):

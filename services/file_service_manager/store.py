@@ -139,6 +139,12 @@ class FileIndex:
                                                  "deleted_by": actor}})
         return result.modified_count == 1
 
+    def expired(self, pool_id: str | None, created_before: str, limit: int) -> list[dict[str, Any]]:
+        # The (pool_id, created) index answers it; ISO instants (one format, UTC) sort as strings.
+        query = {"pool_id": pool_id, "created": {"$lt": created_before}, "status": {"$in": list(core.DELETABLE)}}
+        cursor = self.files.find(query).sort([("created", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)])
+        return list(cursor.limit(limit))
+
     def find_files(self, query: dict[str, Any], limit: int) -> list[dict[str, Any]]:
         cursor = self.files.find(query).sort([("created", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)])
         return list(cursor.limit(limit))

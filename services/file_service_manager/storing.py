@@ -71,7 +71,8 @@ def _store_item(deps: Deps, msg: StoreUpload, item: UploadItem) -> dict[str, Any
     if existing is not None and existing.get("status") == contracts.UPLOADED \
             and deps.storage.for_record(existing).exists(item.file_id):
         return existing
-    backend = deps.storage.default
+    # The pool's own backend (SPEC "Storage backends"); files without a pool go to DEFAULT_STORAGE.
+    backend = deps.storage.for_spec(deps.pool_storage.spec_for(msg.pool_id))
     try:
         size, sha256 = backend.write(item.file_id, deps.cache.item_pieces(msg, item),
                                      content_type=msg.content_type, name=item.name)

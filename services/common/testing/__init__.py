@@ -192,6 +192,11 @@ class FakeAuth:
         self._check()
         return self.pools.get(pool_id)
 
+    def retention_rules(self) -> list[dict[str, Any]]:
+        self._check()
+        return [{"pool_id": p, "retention_days": d["retention_days"], "deleted": bool(d.get("deleted"))}
+                for p, d in sorted(self.pools.items()) if d.get("retention_days") is not None]
+
 
 class FakeRevocationStore:
     """What ``revocations.RevocationList`` reads (``mget``), kept in a dict: auth's Redis keys

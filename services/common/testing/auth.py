@@ -220,6 +220,19 @@ class FakeAuthStore:
         self.deleted_pools[pool_id] = pool.get("retention_days")
         return {"pool": pool, "members": members, "keys": keys}
 
+    def pool_secrets_page(self, after: str | None, limit: int) -> list[dict[str, Any]]:
+        self._check()
+        return [{"pool_id": p, "storage": d["storage"], "staging": d["staging"]}
+                for p, d in sorted(self.pools.items()) if p > (after or "")][:limit]
+
+    def replace_pool_secrets(self, pool_id: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
+        self._check()
+        pool = self.pools.get(pool_id)
+        if pool is None or (pool["storage"], pool["staging"]) != (old["storage"], old["staging"]):
+            return False
+        pool.update(storage=new["storage"], staging=new["staging"])
+        return True
+
     def retention_rules(self, limit: int) -> list[dict[str, Any]]:
         self._check()
         live = [{"pool_id": p, "retention_days": d["retention_days"], "deleted": False}

@@ -104,6 +104,12 @@ class FakeIndex:
         record.update(status="deleted", deleted="2026-01-01T00:00:00.000Z", deleted_by=actor)
         return True
 
+    def expired(self, pool_id: str | None, created_before: str, limit: int) -> list[dict[str, Any]]:
+        found = [r for r in self.records.values() if r.get("pool_id") == pool_id
+                 and str(r.get("created")) < created_before and r.get("status") in ("uploaded_successfully",
+                                                                                     "upload_failed")]
+        return sorted(found, key=lambda r: (str(r.get("created")), r["file_id"]))[:limit]
+
     def find_files(self, query: dict[str, Any], limit: int) -> list[dict[str, Any]]:
         found = [r for r in self.records.values() if all(r.get(k) == v for k, v in query.items())]
         return sorted(found, key=lambda r: (str(r.get("created")), r["file_id"]), reverse=True)[:limit]

@@ -146,6 +146,7 @@ class Storages:
         self.specs: dict[str, StorageSpec] = {default.id: default}
         self.built: dict[str, StorageBackend] = {}
         self.saved: set[str] = set()
+        self.pool_specs: dict[str, StorageSpec] = {}  # the latest spec (with credentials) of each pool location
         # Store consumers and request threads ask at once: one backend (one client pool) per location.
         self._lock = threading.Lock()
 
@@ -165,6 +166,21 @@ class Storages:
         # Saved twice by two racing threads at worst: an idempotent upsert.
         self.catalog.save(spec.id, spec.descriptor(), {k: self.box.encrypt(v) for k, v in spec.secrets().items()})
         self.saved.add(spec.id)
+
+    def for_spec(self, spec: StorageSpec | None) -> StorageBackend:
+        """The backend new files of a pool go to (``None``: the default). A location seen again with
+        other credentials (a pool's secret changed) is rebuilt and saved again."""
+        if spec is None:
+            return self.default
+        with self._lock:
+            seen = self.pool_specs.get(spec.id)
+            if seen != spec:  # dataclass equality compares the credentials too
+                self.pool_specs[spec.id] = spec
+                if seen is not None or spec.id not in self.specs:
+                    self.built.pop(spec.id, None)
+                self.saved.discard(spec.id)
+        self.remember(spec)
+        return self._get(spec)
 
     def trial(self, spec: StorageSpec) -> StorageBackend:
         """A one-off backend for ``spec`` (a probe before a pool is saved): neither kept nor saved."""

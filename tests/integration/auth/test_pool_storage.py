@@ -74,3 +74,26 @@ def test_bad_storage_and_retention_rules(auth_env) -> None:
     rules = c.get("/auth/internal/retention", headers=INTERNAL).get_json()
     assert rules == {"pools": [{"pool_id": kid, "retention_days": 9, "deleted": False},
                                {"pool_id": did, "retention_days": 0, "deleted": True}], "truncated": False}
+
+
+def test_key_rotation_on_postgresql(auth_env, pg_url) -> None:
+    from services.auth import rotate_storage_key
+    from services.common.secretbox import SecretBox
+
+    from .conftest import STORAGE_KEY
+
+    c = auth_env.client
+    admin = bearer(auth_env.admin_token())
+    made = c.post("/auth/pools", headers=admin, json={"name": "r", "window_seconds": 60, "storage": S3,
+                                                      "staging": STAGING})
+    pid = made.get_json()["pool_id"]
+    new_key = SecretBox.generate_key()
+    before = every_row(pg_url)
+    outcome = rotate_storage_key.rotate(auth_env.store, SecretBox([new_key, STORAGE_KEY]))
+    assert outcome["rotated"] == [pid] and outcome["unreadable"] == []
+    after = every_row(pg_url)
+    assert after != before and SECRET not in after and HOOK not in after
+    [pool] = [p for p in auth_env.store.pool_secrets_page(None, 10) if p["pool_id"] == pid]
+    assert SecretBox([new_key]).decrypt(pool["storage"]["secret_access_key"]) == SECRET
+    # Compare-and-swap: a pool changed meanwhile is not overwritten with the stale rotation.
+    assert not auth_env.store.replace_pool_secrets(pid, {"storage": S3, "staging": []}, pool)

@@ -18,9 +18,18 @@ INTERNAL_KEY = "test-internal-key-0123456789"
 class StaticAuth:
     """Stands in for the auth service (built elsewhere) with fixed tokens; same interface as AuthClient."""
 
-    def __init__(self, tokens: dict[str, Identity] | None = None, keys: dict[str, str] | None = None) -> None:
+    def __init__(self, tokens: dict[str, Identity] | None = None, keys: dict[str, str] | None = None,
+                 pools: dict[str, dict] | None = None) -> None:
         self.tokens = tokens or {}
         self.keys = keys or {}
+        self.pools = pools if pools is not None else {}  # pool_id -> auth's internal pool doc
+
+    def pool(self, pool_id: str) -> dict | None:
+        return self.pools.get(pool_id)
+
+    def retention_rules(self) -> list[dict]:
+        return [{"pool_id": p, "retention_days": d["retention_days"], "deleted": bool(d.get("deleted"))}
+                for p, d in sorted(self.pools.items()) if d.get("retention_days") is not None]
 
     def validate(self, token: str | None) -> Identity | None:
         return self.tokens.get(token or "")

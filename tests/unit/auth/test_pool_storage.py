@@ -15,7 +15,9 @@ from services.auth.deps import Deps
 from services.common.errors import ApiError
 from services.common.testing.auth import FakeAuthStore, FakeStorageProbe
 
-from .conftest import make_deps
+from .conftest import ENV, make_deps
+
+ENV_KEY = ENV["STORAGE_SECRETS_KEY"]
 
 SECRET = "s3-secret-value-0123456789-unit"
 HOOK_SECRET = "webhook-secret-value-unit-98765"
@@ -199,3 +201,27 @@ def test_without_storage_secrets_key_secrets_are_refused_but_pools_work() -> Non
     assert new_pool(deps, who, storage={"backend": "filesystem", "root": "/srv/data"})["storage"]["root"] == "/srv/data"
     err = refused(lambda: new_pool(deps, who, storage=S3))
     assert err.code == "bad_storage" and "STORAGE_SECRETS_KEY" in err.message and SECRET not in err.message
+
+
+def test_key_rotation_re_encrypts_every_pool_secret(deps: Deps, admin: Caller) -> None:
+    from services.auth import rotate_storage_key
+    from services.common.secretbox import SecretBox
+
+    pid = new_pool(deps, admin, storage=S3, staging=STAGING)["pool_id"]
+    plain = new_pool(deps, admin)["pool_id"]
+    old_box = deps.settings.secrets
+    assert old_box is not None
+    new_key = SecretBox.generate_key()
+    rotated_box = SecretBox([new_key])
+    both = SecretBox([new_key, ENV_KEY])
+    before = json.dumps(stored(deps, pid))
+    assert rotate_storage_key.rotate(deps.store, both, dry_run=True)["rotated"] == [pid]
+    assert json.dumps(stored(deps, pid)) == before  # a dry run writes nothing
+    outcome = rotate_storage_key.rotate(deps.store, both)
+    assert outcome["rotated"] == [pid] and plain in outcome["already_current"] and outcome["unreadable"] == []
+    after = stored(deps, pid)
+    assert json.dumps(after) != before and SECRET not in json.dumps(after)
+    assert rotated_box.decrypt(after["storage"]["secret_access_key"]) == SECRET  # the new key alone opens it
+    assert rotated_box.decrypt(after["staging"][1]["secret"]) == HOOK_SECRET
+    assert rotate_storage_key.rotate(deps.store, both)["rotated"] == []  # nothing left to do
+    assert rotate_storage_key.rotate(deps.store, SecretBox([SecretBox.generate_key()]))["unreadable"] == [pid]

@@ -16,6 +16,7 @@ from services.file_service_manager import backends
 from services.file_service_manager.config import Settings
 from services.file_service_manager.deps import Deps, FsmMetrics
 from services.file_service_manager.hotcache import HotFiles
+from services.file_service_manager.pools import PoolStorage
 
 CHUNK = 4
 
@@ -28,9 +29,10 @@ def deps() -> Deps:
     index = FakeIndex()
     default = FakeBackend.over(index)  # the default backend's bytes are index.files
     storage = backends.Storages(settings.default_storage, lambda spec: default)
-    return Deps(settings=settings, index=index, cache=FakeCache(), broker=broker, auth=FakeAuth(),
+    auth = FakeAuth()
+    return Deps(settings=settings, index=index, cache=FakeCache(), broker=broker, auth=auth,
                 metrics=metrics, audit=AuditTrail(broker, "file_service_manager"), hot=HotFiles(1 << 20, 1 << 16),
-                storage=storage, staging=FakeStaging(), clock=FakeClock())
+                storage=storage, pool_storage=PoolStorage(auth), staging=FakeStaging(), clock=FakeClock())
 
 
 def command(deps: Deps, data: bytes, *, items: list[tuple[int, int]] | None = None, name: str = "a.bin",
