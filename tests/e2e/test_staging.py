@@ -137,10 +137,12 @@ def test_link_puts_a_hard_link_when_the_result_lives_on_the_same_filesystem(make
     store, out = tmp_path / "store", tmp_path / "out"
     store.mkdir()
     out.mkdir()
-    fleet = make_fleet(DEFAULT_STORAGE=json.dumps({"backend": "filesystem", "root": str(store)}))
+    fleet = make_fleet()
     admin = Admin(fleet)
-    pool_id = admin.create_pool(f"link-{uuid.uuid4().hex[:6]}", window_seconds=2, staging=[
-        {"kind": "filesystem", "path": f"{out}/{{group_id}}", "link": True}])["pool_id"]
+    # The pool's results are stored on the filesystem backend (its own storage), so link can link.
+    staging = [{"kind": "filesystem", "path": f"{out}/{{group_id}}", "link": True}]
+    pool_id = admin.create_pool(f"link-{uuid.uuid4().hex[:6]}", window_seconds=2,
+                                storage={"backend": "filesystem", "root": str(store)}, staging=staging)["pool_id"]
     processor = Processor(fleet, pool_id, admin.processor_key(pool_id))
     sock = RawSocket(fleet.gateway, admin.member(pool_id)["access_token"])
     try:
