@@ -16,6 +16,7 @@ import pytest
 import requests
 from cryptography.fernet import Fernet
 
+from services.common import mongo
 from tests.receiver import Receiver, signed
 
 from .helpers import RawSocket, bearer
@@ -128,6 +129,19 @@ def test_a_result_is_staged_to_every_target_with_retries(make_fleet, s3_bucket, 
         assert actions.count("staging_done") == 3 and actions.count("staging_failed") == 1, actions
         assert actions.count("staging_attempt_failed") == 3 + MAX_ATTEMPTS - 1, actions
         assert not any(s in audit.text for s in (*SECRETS, s3_bucket["secret_access_key"]))
+
+        # No secret in any log line of the fleet, nor in any MongoDB document (staging statuses included).
+        secrets = (*SECRETS, s3_bucket["secret_access_key"])
+        logs = "".join(p.read_text(errors="replace") for p in fleet.fleet.log_dir.glob("*.log"))
+        assert "staging attempt failed; retrying" in logs, "file_service_manager's log lines are in the scan"
+        assert not any(s in logs for s in secrets)
+        db = mongo.connect(fleet.env["MONGODB_URI"], fleet.env["MONGODB_DB"])
+        try:
+            assert db["staging"].count_documents({}) == len(staging)
+            for name in db.list_collection_names():
+                assert not any(s in json.dumps(d, default=str) for d in db[name].find({}) for s in secrets), name
+        finally:
+            db.client.close()
     finally:
         flaky.stop()
         down.stop()
