@@ -2,6 +2,7 @@
 
     python -m bench.fleet_bench [--gateway http://127.0.0.1:5000] [--big-mb 50] [--files 200] [--clients 20]
     python -m bench.fleet_bench --replicas 2 [--fanout-members 200]
+    python -m bench.fleet_bench --backend {gridfs,filesystem,s3} [--big-mb 50] [--files 200]
 
 With ``--replicas N`` it starts a fleet of its own instead (N processes of each
 service behind HAProxy, ``devtools.fleet.ReplicatedFleet``, on free ports with
@@ -14,6 +15,12 @@ Prints: single-client MB/s for one large upload measured until
 (each until `uploaded_successfully`); the peak RSS of every service meanwhile.
 Targets on a 2-core machine: >= 40 MB/s, >= 60 files/s, <= 300 MB RSS.
 Without ``--replicas`` it starts nothing itself.
+
+``--backend`` starts a fleet of its own too (one replica unless ``--replicas`` says
+otherwise) whose DEFAULT_STORAGE is that backend: GridFS in its MongoDB database, a
+filesystem root in a temporary directory, or a bucket of a local S3 server (moto's,
+started for the run; ``S3_TEST_ENDPOINT`` to use another). The uploads carry no pool, so
+every byte goes to that backend: the figures compare the backends under the same fleet.
 """
 
 from __future__ import annotations
@@ -100,7 +107,37 @@ def small_files(gateway: str, count: int, clients: int, size: int, workdir: Path
     return count / elapsed
 
 
-def own_fleet(replicas: int, workdir: Path):
+def backend_env(backend: str, workdir: Path) -> tuple[dict[str, str], Any]:
+    """DEFAULT_STORAGE (and its key) for ``backend``; the S3 server started for it, if any."""
+    import json
+
+    from devtools import infra
+    from services.common.secretbox import SecretBox
+
+    if backend == "gridfs":
+        return {"DEFAULT_STORAGE": json.dumps({"backend": "gridfs"})}, None
+    if backend == "filesystem":
+        root = workdir / "files"
+        root.mkdir()
+        return {"DEFAULT_STORAGE": json.dumps({"backend": "filesystem", "root": str(root)})}, None
+    import boto3
+
+    server = None
+    endpoint = os.environ.get("S3_TEST_ENDPOINT")
+    if not endpoint:
+        port = infra.free_port()
+        server = infra.start_s3(port, workdir / "moto.log")
+        endpoint = f"http://127.0.0.1:{port}"
+    bucket = f"bench-{uuid.uuid4().hex[:10]}"
+    key_id, secret = "bench-key-id", "bench-secret-key"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=key_id,
+                 aws_secret_access_key=secret).create_bucket(Bucket=bucket)
+    spec = {"backend": "s3", "endpoint_url": endpoint, "bucket": bucket, "region": "us-east-1",
+            "access_key_id": key_id, "secret_access_key": secret}
+    return {"DEFAULT_STORAGE": json.dumps(spec), "STORAGE_SECRETS_KEY": SecretBox.generate_key()}, server
+
+
+def own_fleet(replicas: int, workdir: Path, extra: dict[str, str] | None = None):
     """A fleet of ``replicas`` per service of the bench's own; returns (fleet, env, mongo process)."""
     from devtools import infra
     from devtools.fleet import ReplicatedFleet, free_base_port
@@ -116,7 +153,7 @@ def own_fleet(replicas: int, workdir: Path):
     env = {"DROPBOX_ENV": "development", "DATABASE_URL": infra.create_postgres_db("dropbox_bench"),
            "AMQP_URL": infra.create_vhost("dropbox_bench"), "REDIS_PREFIX": f"bench:{tag}",
            "MONGODB_URI": mongo_uri, "MONGODB_DB": f"bench_{tag}", "LOG_LEVEL": "WARNING",
-           "ADMIN_USER": "admin", "ADMIN_PASSWORD": "admin-password"}
+           "ADMIN_USER": "admin", "ADMIN_PASSWORD": "admin-password", **(extra or {})}
     fleet = ReplicatedFleet(env, replicas, base=free_base_port(replicas), log_dir=workdir / "logs",
                             run_dir=workdir)
     try:
@@ -139,15 +176,21 @@ def main() -> None:
                         help="start a fleet of N processes per service behind HAProxy, measure it, stop it")
     parser.add_argument("--fanout-members", type=int, default=0,
                         help="with --replicas: also run bench.pool_bench with this many members")
+    parser.add_argument("--backend", choices=("gridfs", "filesystem", "s3"),
+                        help="start a fleet of its own storing to this backend (DEFAULT_STORAGE), measure, stop it")
     args = parser.parse_args()
+    if args.backend and not args.replicas:
+        args.replicas = 1
     if args.replicas:
         from devtools import infra
 
         with tempfile.TemporaryDirectory() as tmp:
-            fleet, env, mongo = own_fleet(args.replicas, Path(tmp))
+            extra, s3_server = backend_env(args.backend, Path(tmp)) if args.backend else ({}, None)
+            fleet, env, mongo = own_fleet(args.replicas, Path(tmp), extra)
             try:
                 args.gateway = fleet.urls["socket_gateway"]
-                print(f"fleet: {args.replicas} replica(s) of each service behind HAProxy at {args.gateway}")
+                print(f"fleet: {args.replicas} replica(s) of each service behind HAProxy at {args.gateway}"
+                      + (f", storage backend {args.backend}" if args.backend else ""))
                 measure(args)
                 if args.fanout_members:
                     from . import pool_bench
@@ -162,6 +205,8 @@ def main() -> None:
                 infra.delete_vhost(env["AMQP_URL"])
                 if mongo is not None:
                     infra.stop_process(mongo)
+                if s3_server is not None:
+                    infra.stop_process(s3_server)
         return
     measure(args)
 

@@ -119,7 +119,18 @@ class StorageProbeClient(ServiceClient):
         # A probe of an unreachable S3 endpoint takes the backend's own timeouts: 30 s covers them.
         kwargs.setdefault("timeout", 30.0)
         kwargs.setdefault("pool_size", 4)  # admins change pools rarely
+        kwargs.setdefault("on_error", self._policy)
         super().__init__(base_url, headers={"X-Internal-Key": internal_key}, **kwargs)
+
+    @staticmethod
+    def _policy(status: int, body: Any) -> ApiError:
+        """The backend's refusal is the admin's 400 ``bad_storage``; anything else (file_service_manager
+        down, a wrong internal key) means the storage could not be checked now: 503, never a 401 to the admin."""
+        refused = passthrough("file_service_manager")(status, body)
+        if status == 400 and refused.code == "bad_storage":
+            return refused
+        return ApiError(503, "unavailable", "the storage cannot be checked now (file_service_manager did not "
+                                            "answer); try again")
 
     def probe(self, storage: dict[str, Any]) -> None:
         self.call("POST", "/internal/storage/probe", json={"storage": storage})

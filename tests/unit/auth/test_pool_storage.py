@@ -225,3 +225,14 @@ def test_key_rotation_re_encrypts_every_pool_secret(deps: Deps, admin: Caller) -
     assert rotated_box.decrypt(after["staging"][1]["secret"]) == HOOK_SECRET
     assert rotate_storage_key.rotate(deps.store, both)["rotated"] == []  # nothing left to do
     assert rotate_storage_key.rotate(deps.store, SecretBox([SecretBox.generate_key()]))["unreadable"] == [pid]
+
+
+def test_the_probe_client_maps_answers_for_the_admin() -> None:
+    from services.common.serviceclient import StorageProbeClient
+
+    refused = StorageProbeClient._policy(400, {"error": {"code": "bad_storage", "message": "no bucket"}})
+    assert (refused.status, refused.code, refused.message) == (400, "bad_storage", "no bucket")
+    for status, body in ((401, {"error": {"code": "unauthorized", "message": "bad key"}}), (503, None),
+                         (400, {"error": {"code": "bad_request", "message": "x"}})):
+        assert (StorageProbeClient._policy(status, body).status, StorageProbeClient._policy(status, body).code) \
+            == (503, "unavailable")

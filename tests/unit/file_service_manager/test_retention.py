@@ -13,6 +13,7 @@ from services.common.testing.file_service_manager import FakeBackend
 from services.file_service_manager import backends, core, handlers, retention
 from services.file_service_manager.backends import parse_spec
 from services.file_service_manager.pools import PoolStorage, PoolStorageInvalid
+from services.file_service_manager.probing import scrubbed
 
 from .conftest import command
 
@@ -152,3 +153,8 @@ def test_an_unusable_pool_storage_fails_the_store_with_a_reason_shown_to_users()
         PoolStorage(Auth()).spec_for("tape")
     assert "backend must be one of" in str(info.value)
     assert "very-secret-value" not in repr(PoolStorage(Auth()).spec_for("s3"))
+
+
+def test_the_probe_reason_never_quotes_a_secret() -> None:
+    assert scrubbed("denied for top-secret at b", {"secret_access_key": "top-secret"}) == "denied for *** at b"
+    assert len(scrubbed("x" * 5000, {})) == 300
