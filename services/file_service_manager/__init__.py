@@ -13,7 +13,7 @@ Owns: the bytes, in a storage backend (``backends``: GridFS ``fs`` by default, a
 root or an S3 bucket: a pool's own ``storage`` (auth's internal pool route, kept briefly),
 ``DEFAULT_STORAGE`` for files without a pool; key = file_id; each record names its backend),
 MongoDB ``files`` (the index of file records, ``_id`` = file_id), ``audit``
-(append-only, ``_id`` = audit_id) and ``storages`` (storage locations, credentials
+(append-only, ``_id`` = audit_id), ``storages`` (storage locations, credentials
 encrypted with STORAGE_SECRETS_KEY) and ``staging`` (each result's status per staging
 target, ``_id`` = ``<result_id>:<target>``). Reads and then
 deletes the Redis chunks named by ``StoreUpload`` (the cache file_uploader filled).

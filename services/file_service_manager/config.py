@@ -88,6 +88,7 @@ class Settings:
     secrets: SecretBox | None = field(default=None, repr=False)
     # Each backend's write-read-delete probe (/ready, storage_backend_up) runs at most this often.
     storage_probe_seconds: int = 30
+    staging: StagingSettings = field(default_factory=lambda: StagingSettings())
     # A pool's storage (auth's internal pool route) is reused this long: a PATCHed storage takes
     # effect for new files within it (files already stored keep their backend).
     pool_cache_seconds: float = 30.0
@@ -95,7 +96,6 @@ class Settings:
     # (None: kept forever); pools' retention_days come from auth. The sweep runs every interval.
     retention_days: int | None = None
     retention_interval_seconds: int = 300
-    staging: StagingSettings = field(default_factory=lambda: StagingSettings())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

@@ -133,8 +133,11 @@ def _claim(deps: Deps, msg: StageResult) -> dict[str, Any] | None:
     if claimed is not None:
         return claimed
     doc = deps.staging.get(msg.result_id, msg.target)
-    if doc is None or doc["status"] != rules.PENDING or doc["attempts"] != msg.attempt:
-        return None  # done, failed, a later attempt already claimed, or not planned: a duplicate
+    if doc is None or doc["status"] != rules.PENDING or doc["attempts"] != msg.attempt \
+            or doc.get("running_until") is None:
+        # done, failed, a later attempt claimed, this attempt over (its retry is on its way), or
+        # not planned: a duplicate, nothing to do
+        return None
     taken = deps.staging.take_over(msg.result_id, msg.target, msg.attempt, now, until, now_iso())
     if taken is not None:
         log.warning("staging attempt taken over (its runner's lease ran out)",

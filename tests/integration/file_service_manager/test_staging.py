@@ -161,9 +161,9 @@ def test_each_retry_waits_in_its_own_delay_queue_so_a_short_delay_never_waits_be
         broker.publish(StageResult(**{**base.to_dict(), "attempt": 2}), exchange=topology.STAGING_DELAY_EXCHANGE,
                        routing_key=topology.staging_delay_key(1), expiration_ms=300)
         assert done.wait(30), arrived
+        # In one shared queue the 3 s message at the head would hold the 0.3 s one until it left first.
         assert [a for a, _ in arrived] == [2, 3]
-        assert 0.25 <= arrived[0][1] - started < 2.5
-        assert arrived[1][1] - started >= 2.9
+        assert arrived[0][1] - started >= 0.25 and arrived[1][1] - started >= 2.9
     finally:
         consumer.stop()
         broker.close()

@@ -192,3 +192,17 @@ def test_the_staging_queue_takes_results_and_attempts() -> None:
     assert dataclasses.asdict(StageResult.from_dict(StageResult(  # survives the wire
         result_id="r", pool_id="p", group_id="g", seq=1, window_start="w", file_name="f", size=1, sha256="0" * 64,
         download_url="u", target=0).to_dict()))["attempt"] == 1
+
+
+def test_a_failed_attempt_redelivered_after_its_retry_was_scheduled_does_nothing(
+        deps: Deps, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(staging_targets, "deliver_webhook", lambda target, source, policy: (_ for _ in ()).throw(
+        staging_targets.StagingError("webhook: the receiver answered 500")))
+    broker = _setup(deps, [{"kind": "webhook", "url": "http://hook.example/in", "secret": SECRET}])
+    broker.publish(_published())
+    _run(deps, broker, delayed=False)  # attempt 1 fails; attempt 2 waits in its delay queue
+    first = broker.of_type(StageResult)[0]
+    waiting = len(broker.delayed())
+    assert staging.deliver(deps, first) == "skipped"
+    assert len(broker.delayed()) == waiting  # nothing bounced: the retry already on its way is enough
+    assert staging.status(deps, RID)["targets"][0]["attempts"] == 1
