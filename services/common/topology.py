@@ -49,6 +49,9 @@ def quorum(dead_letter_exchange: str | None = DEAD_LETTER_EXCHANGE, *,
 
 
 STORE_QUEUE = QueueSpec("file_service_manager.store", ("upload.store",), arguments=quorum())
+# PrestoreUpload (an optimisation: StoreUpload writes whatever a prestore did not) has a queue
+# of its own, so a prestore waiting for chunks never holds up a StoreUpload.
+PRESTORE_QUEUE = QueueSpec("file_service_manager.prestore", ("upload.prestore",), arguments=quorum())
 INDEX_QUEUE = QueueSpec("file_service_manager.index", ("file.status.*", "file.grouped"), arguments=quorum())
 AUDIT_QUEUE = QueueSpec("file_service_manager.audit", ("audit.recorded",), arguments=quorum())
 STORE_FAILED_QUEUE = QueueSpec("file_uploader.store_failed", ("upload.store_failed",), arguments=quorum())
@@ -73,7 +76,7 @@ RETRY_QUEUE = QueueSpec("dropbox.delayed", ("#",), exchange=RETRY_EXCHANGE,
 DEAD_LETTER_QUEUE = QueueSpec("dropbox.dead_letters", ("#",), exchange=DEAD_LETTER_EXCHANGE,
                               arguments=quorum(None, delivery_limit=None))
 
-DURABLE_QUEUES = (STORE_QUEUE, INDEX_QUEUE, AUDIT_QUEUE, STORE_FAILED_QUEUE, AGGREGATOR_QUEUE,
+DURABLE_QUEUES = (STORE_QUEUE, PRESTORE_QUEUE, INDEX_QUEUE, AUDIT_QUEUE, STORE_FAILED_QUEUE, AGGREGATOR_QUEUE,
                   POOL_EVENTS_QUEUE, GATEWAY_QUEUE, RETRY_QUEUE, DEAD_LETTER_QUEUE)
 # Per-process control events (every gateway must see every one: it holds the sockets).
 CONTROL_BINDINGS = ("auth.token_revoked", "auth.membership_changed")

@@ -16,10 +16,10 @@ from services.common import contracts, logs
 from services.common.contracts import FileStatusChanged, FileStored, StoreUpload, UploadItem, UploadStoreFailed
 from services.common.errors import ShownToUsers
 
-from . import core
+from . import core, prestoring
 from .core import StoreFailure
 from .deps import Deps
-from .ports import LeftoverAttempt
+from .ports import LeftoverAttempt, StorageBackend, Written
 
 log = logging.getLogger(__name__)
 
@@ -72,17 +72,11 @@ def _store_item(deps: Deps, msg: StoreUpload, item: UploadItem) -> dict[str, Any
             and deps.storage.for_record(existing).exists(item.file_id):
         return existing
     backend = deps.storage.default
-    try:
-        size, sha256 = backend.write(item.file_id, deps.cache.item_pieces(msg, item),
-                                     content_type=msg.content_type, name=item.name)
-    except LeftoverAttempt:
-        # A crashed attempt left a half-written object under this key (GridFS's unique
-        # files_id+n index and _id refuse a second copy). Clear it, write again.
-        # Optimistic: the common case pays no cleanup queries.
-        log.warning("clearing a half-written earlier attempt", extra={"item_file_id": item.file_id})
-        backend.delete(item.file_id)
-        size, sha256 = backend.write(item.file_id, deps.cache.item_pieces(msg, item),
-                                     content_type=msg.content_type, name=item.name)
+    # A big upload was usually written while it arrived (``prestoring``): only checked here.
+    written = prestoring.prestored(deps, msg, item, backend) if prestoring.eligible(msg, item) else None
+    if written is None:
+        written = _write(deps, msg, item, backend)
+    size, sha256 = written
     if size != item.length:
         backend.delete(item.file_id)
         raise StoreFailure(f"{item.file_id}: stored {size} bytes, expected {item.length}")
@@ -98,6 +92,20 @@ def _store_item(deps: Deps, msg: StoreUpload, item: UploadItem) -> dict[str, Any
     deps.metrics.stored.inc()
     deps.metrics.bytes_stored.inc(size)
     return doc
+
+
+def _write(deps: Deps, msg: StoreUpload, item: UploadItem, backend: StorageBackend) -> Written:
+    try:
+        return backend.write(item.file_id, deps.cache.item_pieces(msg, item),
+                             content_type=msg.content_type, name=item.name)
+    except LeftoverAttempt:
+        # A crashed attempt (or prestore) left a half-written object under this key (GridFS's
+        # unique files_id+n index and _id refuse a second copy). Clear it, write again.
+        # Optimistic: the common case pays no cleanup queries.
+        log.warning("clearing a half-written earlier attempt", extra={"item_file_id": item.file_id})
+        backend.delete(item.file_id)
+        return backend.write(item.file_id, deps.cache.item_pieces(msg, item),
+                             content_type=msg.content_type, name=item.name)
 
 
 def announce(deps: Deps, msg: StoreUpload, records: list[dict[str, Any]]) -> None:

@@ -106,4 +106,5 @@ def test_every_queue_has_the_settings_consumer_count(deps) -> None:
     assert specs["store"].count == deps.settings.store_consumers
     assert specs["store"].prefetch == deps.settings.store_prefetch
     assert sorted(s.queue.name for s in specs.values()) == sorted(
-        q.name for q in (topology.STORE_QUEUE, topology.INDEX_QUEUE, topology.AUDIT_QUEUE))
+        q.name for q in (topology.STORE_QUEUE, topology.PRESTORE_QUEUE, topology.INDEX_QUEUE, topology.AUDIT_QUEUE))
+    assert specs["prestore"].prefetch == 1  # a prestore holds its message for the upload's length
