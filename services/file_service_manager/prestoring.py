@@ -82,6 +82,10 @@ def prestore(deps: Deps, msg: PrestoreUpload) -> None:
         return  # complete already (its StoreUpload writes it), or another prestore runs
     with logs.bound(file_id=msg.upload_id):
         try:
+            # The index's collections and indexes first, in this thread before any GridFS insert:
+            # secantusdb (the tests' MongoDB-wire server) was seen to deadlock when a collection
+            # was created (the StoreUpload's ensure_indexes) while this thread's inserts ran.
+            deps.index.ensure_indexes()
             # Leftovers of a prestore that crashed: nothing else writes this key while the upload
             # is still arriving (the claim checked that), and the lease is ours.
             gridfs.delete(msg.upload_id)

@@ -116,8 +116,11 @@ def announce(deps: Deps, msg: StoreUpload, records: list[dict[str, Any]]) -> Non
             owner_name=msg.owner_name, file_name=record["file_name"], size=record["size"],
             sha256=record["sha256"], content_type=msg.content_type, timestamp=record["timestamp"],
             created=record["created"], pool_id=msg.pool_id, kind=msg.kind, group_id=msg.group_id))
-        deps.audit.record("stored", actor=msg.owner_id, file_id=record["file_id"], pool_id=msg.pool_id,
-                          size=record["size"], sha256=record["sha256"], upload_id=msg.upload_id)
+    # The owner's notice before the audit records: each publish waits for a broker confirm, and
+    # the audit trail does not need to be ahead of uploaded_successfully (it is appended either way).
     deps.broker.publish(FileStatusChanged(file_id=msg.upload_id, owner_id=msg.owner_id,
                                           status=contracts.UPLOADED, attempt=msg.attempt,
                                           pool_id=msg.pool_id, file_name=msg.file_name))
+    for record in records:
+        deps.audit.record("stored", actor=msg.owner_id, file_id=record["file_id"], pool_id=msg.pool_id,
+                          size=record["size"], sha256=record["sha256"], upload_id=msg.upload_id)
