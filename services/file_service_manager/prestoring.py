@@ -21,8 +21,9 @@ Guarantees kept:
   wrote when it gives up;
 - bounded: a prestore waits at most ``IDLE_SECONDS`` for the next chunk (a paused
   client: the ``StoreUpload`` writes the file later, as without prestores), runs in
-  ``PRESTORE_CONSUMERS`` threads with prefetch 1, and holds one cached chunk plus
-  one GridFS batch (about 2 x 4 MiB) at a time;
+  ``PRESTORE_CONSUMERS`` threads with prefetch 1 (each with one reader thread that
+  fetches the next chunk meanwhile), and holds two cached chunks plus one GridFS
+  batch (about 3 x 4 MiB) at a time;
 - a crash leaves chunks without a file document (never readable) that the
   ``StoreUpload``'s write replaces (``LeftoverAttempt``) or the sweeper removes.
 
@@ -33,6 +34,8 @@ the ``StoreUpload`` as before.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -105,10 +108,55 @@ def prestore(deps: Deps, msg: PrestoreUpload) -> None:
 
 
 def _arriving(deps: Deps, msg: PrestoreUpload, token: str) -> Iterator[bytes]:
-    """The upload's chunks in order, each as soon as it is cached (one in memory at a time)."""
+    """The upload's chunks in order, each as soon as it is cached.
+
+    Read one ahead by a helper thread: chunk k+1 comes from Redis while chunk k is
+    inserted into GridFS (when the last chunks arrive together, that halves the wait
+    behind them). Bounded: the hand-over queue holds one chunk, so at most two are
+    in memory (the one being inserted and the next).
+    """
+    ahead: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def hand_over(item: bytes | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for data in _read_chunks(deps, msg, token, stop):
+                if not hand_over(data):
+                    return
+            hand_over(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the writer, which raises it
+            hand_over(exc)
+
+    reader = threading.Thread(target=read, name=f"prestore-read-{msg.upload_id[:8]}", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = ahead.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()  # the writer is done (or failed): the reader stops within one poll
+        reader.join(timeout=LEASE_SECONDS)
+
+
+def _read_chunks(deps: Deps, msg: PrestoreUpload, token: str, stop: threading.Event) -> Iterator[bytes]:
     for index in range(msg.chunk_count):
         idle_until = time.monotonic() + IDLE_SECONDS
         while True:
+            if stop.is_set():
+                return
             outcome, data = deps.cache.next_prestore_chunk(msg, index, token, LEASE_SECONDS)
             if outcome == "ok" and data is not None:
                 break
