@@ -8,6 +8,7 @@ and chunks) and this service's own ``{cache_key}:prestore`` and ``{cache_key}:pr
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -139,18 +140,26 @@ class FileIndex:
         self.files = db["files"]
         self.audit = db["audit"]
         self._indexed = False
+        self._index_lock = threading.Lock()
 
     def ping(self) -> bool:
         return mongo.ping(self.db)
 
     def ensure_indexes(self) -> None:
+        """Create the collections' indexes once per process, one thread at a time, before the
+        consumers' first writes: secantusdb (the tests' MongoDB-wire server) was seen to deadlock
+        when ``files`` was created by a createIndexes while another consumer's write created it
+        too (or inserted elsewhere), so every consumer write below waits for this first."""
         if self._indexed:
             return
-        self.files.create_index([("owner_id", pymongo.ASCENDING), ("created", pymongo.DESCENDING)])
-        self.files.create_index([("upload_id", pymongo.ASCENDING)])
-        self.files.create_index([("pool_id", pymongo.ASCENDING), ("created", pymongo.DESCENDING)])
-        self.audit.create_index([("time", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)])
-        self._indexed = True
+        with self._index_lock:
+            if self._indexed:
+                return
+            self.files.create_index([("owner_id", pymongo.ASCENDING), ("created", pymongo.DESCENDING)])
+            self.files.create_index([("upload_id", pymongo.ASCENDING)])
+            self.files.create_index([("pool_id", pymongo.ASCENDING), ("created", pymongo.DESCENDING)])
+            self.audit.create_index([("time", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)])
+            self._indexed = True
 
     # --- GridFS leftovers of the legacy bucket (the sweeper's) ---------------------------
     def remove_partial(self, file_id: str) -> None:
@@ -183,6 +192,7 @@ class FileIndex:
                      reason: str | None, pool_id: str | None, file_name: str | None) -> int:
         """Move the upload's records to ``status`` (never backwards); a provisional record
         makes in-flight and failed uploads visible before (or without) a store."""
+        self.ensure_indexes()  # never beside the first createIndexes (see there)
         allowed = core.ALLOWED_FROM.get(status)
         if allowed is None:
             return 0
@@ -210,6 +220,7 @@ class FileIndex:
             return 0
 
     def set_group(self, file_id: str, group_id: str, late: bool) -> int:
+        self.ensure_indexes()
         result = self.files.update_one({"_id": file_id}, {"$set": {"group_id": group_id, "late": late}})
         return result.matched_count
 
@@ -225,6 +236,7 @@ class FileIndex:
 
     # --- audit -----------------------------------------------------------------
     def add_audit(self, doc: dict[str, Any]) -> bool:
+        self.ensure_indexes()
         try:
             self.audit.insert_one(doc)
             return True
