@@ -139,6 +139,34 @@ class StoreUpload(Message):
         return fields
 
 
+@dataclass(frozen=True)
+class PrestoreUpload(Message):
+    """Start writing an upload to permanent storage while its chunks still arrive.
+
+    Published by file_uploader when an upload of several chunks starts (one item
+    covering the whole file); file_service_manager streams chunk after chunk from
+    Redis to the storage backend as each is cached, so the ``StoreUpload`` that
+    follows the last chunk finds the bytes already written and only checks and
+    indexes them. An optimisation only: lost, late or abandoned, the ``StoreUpload``
+    writes the bytes itself; nothing is visible before that ``StoreUpload`` indexes it.
+    """
+
+    routing_key: ClassVar[str] = "upload.prestore"
+
+    upload_id: str
+    cache_key: str
+    size: int
+    chunk_size: int
+    chunk_count: int
+    content_type: str
+    file_name: str
+    # The upload's pool: its bytes go to the pool's own storage (SPEC "Storage backends").
+    pool_id: str | None = None
+
+    def chunk_key(self, index: int) -> str:
+        return uploadkeys.chunk_key(self.cache_key, index)
+
+
 # --- events ---------------------------------------------------------------
 
 

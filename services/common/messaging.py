@@ -49,6 +49,7 @@ from .topology import (  # noqa: F401 - re-exported: callers name queues through
     GATEWAY_QUEUE,
     INDEX_QUEUE,
     POOL_EVENTS_QUEUE,
+    PRESTORE_QUEUE,
     QUORUM,
     RETRY_EXCHANGE,
     RETRY_QUEUE,
@@ -60,7 +61,8 @@ from .topology import (  # noqa: F401 - re-exported: callers name queues through
 
 __all__ = [
     "AGGREGATOR_QUEUE", "AUDIT_QUEUE", "CONTROL_BINDINGS", "DEAD_LETTER_EXCHANGE", "DEAD_LETTER_QUEUE",
-    "DURABLE_QUEUES", "EXCHANGE", "GATEWAY_QUEUE", "INDEX_QUEUE", "POOL_EVENTS_QUEUE", "RETRY_EXCHANGE", "RETRY_QUEUE",
+    "DURABLE_QUEUES", "EXCHANGE", "GATEWAY_QUEUE", "INDEX_QUEUE", "POOL_EVENTS_QUEUE", "PRESTORE_QUEUE",
+    "RETRY_EXCHANGE", "RETRY_QUEUE",
     "STORE_FAILED_QUEUE", "STORE_QUEUE", "Broker", "Consumer", "PublishError", "QueueSpec",
     "start_consumers", "stop_consumers",
 ]

@@ -51,6 +51,9 @@ def quorum(dead_letter_exchange: str | None = DEAD_LETTER_EXCHANGE, *,
 
 
 STORE_QUEUE = QueueSpec("file_service_manager.store", ("upload.store",), arguments=quorum())
+# PrestoreUpload (an optimisation: StoreUpload writes whatever a prestore did not) has a queue
+# of its own, so a prestore waiting for chunks never holds up a StoreUpload.
+PRESTORE_QUEUE = QueueSpec("file_service_manager.prestore", ("upload.prestore",), arguments=quorum())
 INDEX_QUEUE = QueueSpec("file_service_manager.index", ("file.status.*", "file.grouped"), arguments=quorum())
 AUDIT_QUEUE = QueueSpec("file_service_manager.audit", ("audit.recorded",), arguments=quorum())
 STORE_FAILED_QUEUE = QueueSpec("file_uploader.store_failed", ("upload.store_failed",), arguments=quorum())
@@ -105,7 +108,7 @@ def staging_delay_key(retry: int) -> str:
     return f"retry.{retry}"
 
 
-DURABLE_QUEUES = (STORE_QUEUE, INDEX_QUEUE, AUDIT_QUEUE, STORE_FAILED_QUEUE, AGGREGATOR_QUEUE,
+DURABLE_QUEUES = (STORE_QUEUE, PRESTORE_QUEUE, INDEX_QUEUE, AUDIT_QUEUE, STORE_FAILED_QUEUE, AGGREGATOR_QUEUE,
                   POOL_EVENTS_QUEUE, GATEWAY_QUEUE, RETRY_QUEUE, DEAD_LETTER_QUEUE, STAGING_QUEUE,
                   *STAGING_DELAY_QUEUES)
 # Per-process control events (every gateway must see every one: it holds the sockets).

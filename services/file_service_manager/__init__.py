@@ -1,6 +1,8 @@
 """file_service_manager: permanent storage (storage backends), the file index, the audit trail, downloads.
 
 Consumes: ``upload.store`` (``StoreUpload``, queue ``file_service_manager.store``, prefetch 2),
+``upload.prestore`` (``PrestoreUpload``, queue ``file_service_manager.prestore``: a big upload
+written to GridFS while its chunks arrive, ``prestoring``),
 ``file.status.*`` and ``file.grouped`` (queue ``file_service_manager.index``),
 ``audit.recorded`` (queue ``file_service_manager.audit``), ``pool.result_published``
 (``ResultPublished``) and ``staging.deliver`` (``StageResult``) (queue
@@ -16,7 +18,9 @@ MongoDB ``files`` (the index of file records, ``_id`` = file_id), ``audit``
 (append-only, ``_id`` = audit_id), ``storages`` (storage locations, credentials
 encrypted with STORAGE_SECRETS_KEY) and ``staging`` (each result's status per staging
 target, ``_id`` = ``<result_id>:<target>``). Reads and then
-deletes the Redis chunks named by ``StoreUpload`` (the cache file_uploader filled).
+deletes the Redis chunks named by ``StoreUpload`` (the cache file_uploader filled); its own
+Redis keys beside them: ``{cache_key}:prestore`` (a prestore's outcome) and
+``{cache_key}:prestore-lease`` (which consumer is prestoring).
 Runs the retention pass (pools' ``retention_days`` from auth, ``RETENTION_DAYS``) and answers
 auth's ``POST /internal/storage/probe`` (a pool's storage checked before it is saved).
 """

@@ -1,6 +1,7 @@
 """The messages file_service_manager consumes, one function each, in a table per queue.
 
-STORE_QUEUE: ``StoreUpload`` -> store it (``storing``). INDEX_QUEUE:
+STORE_QUEUE: ``StoreUpload`` -> store it (``storing``). PRESTORE_QUEUE: ``PrestoreUpload`` ->
+write it while its chunks arrive (``prestoring``). INDEX_QUEUE:
 ``FileStatusChanged`` and ``FileGrouped`` -> the file index. AUDIT_QUEUE:
 ``AuditRecorded`` -> the append-only audit trail. STAGING_QUEUE: ``ResultPublished`` ->
 the result's staging planned, one ``StageResult`` per target of its pool; ``StageResult`` ->
@@ -18,18 +19,23 @@ from services.common.contracts import (
     FileGrouped,
     FileStatusChanged,
     Message,
+    PrestoreUpload,
     ResultPublished,
     StageResult,
     StoreUpload,
 )
 from services.common.handlers import ConsumerSpec, bind
 
-from . import staging, storing
+from . import prestoring, staging, storing
 from .deps import Deps
 
 
 def on_store_upload(deps: Deps, message: StoreUpload) -> None:
     storing.store_upload(deps, message)
+
+
+def on_prestore_upload(deps: Deps, message: PrestoreUpload) -> None:
+    prestoring.prestore(deps, message)
 
 
 def on_file_status_changed(deps: Deps, message: FileStatusChanged) -> None:
@@ -61,6 +67,7 @@ def on_stage_result(deps: Deps, message: StageResult) -> None:
 
 
 STORE_HANDLERS = {StoreUpload: on_store_upload}
+PRESTORE_HANDLERS = {PrestoreUpload: on_prestore_upload}
 INDEX_HANDLERS: dict[type[Message], Callable[[Deps, Any], None]] = {
     FileStatusChanged: on_file_status_changed, FileGrouped: on_file_grouped}
 AUDIT_HANDLERS = {AuditRecorded: on_audit_recorded}
@@ -74,6 +81,10 @@ def consumers(deps: Deps) -> list[ConsumerSpec]:
     return [
         ConsumerSpec("store", topology.STORE_QUEUE, bind(STORE_HANDLERS, deps), prefetch=settings.store_prefetch,
                      count=settings.store_consumers),
+        # prefetch 1: a prestore holds its message for the upload's length; a second waits
+        # in the queue, not in this process's memory.
+        ConsumerSpec("prestore", topology.PRESTORE_QUEUE, bind(PRESTORE_HANDLERS, deps), prefetch=1,
+                     count=prestoring.PRESTORE_CONSUMERS),
         ConsumerSpec("index", topology.INDEX_QUEUE, bind(INDEX_HANDLERS, deps), prefetch=16),
         ConsumerSpec("audit", topology.AUDIT_QUEUE, bind(AUDIT_HANDLERS, deps), prefetch=32),
         # prefetch 1: a delivery streams up to 50 MB and may wait on a slow target; the bound on

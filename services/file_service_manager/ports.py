@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
-from services.common.contracts import StoreUpload, UploadItem
+from services.common.contracts import PrestoreUpload, StoreUpload, UploadItem
 
 
 class Download(Protocol):
@@ -141,6 +141,20 @@ class Cache(Protocol):
     def item_pieces(self, msg: StoreUpload, item: UploadItem) -> Iterator[bytes]: ...
 
     def drop(self, msg: StoreUpload) -> None: ...
+
+    # A prestore (``prestoring``): one at a time per upload (a lease), chunk by chunk, its outcome kept.
+    def claim_prestore(self, msg: PrestoreUpload, token: str, lease_seconds: int) -> bool: ...
+
+    def next_prestore_chunk(self, msg: PrestoreUpload, index: int, token: str,
+                            lease_seconds: int) -> tuple[str, bytes | None]:
+        """("ok", bytes), or ("wait" | "gone" | "lost", None); renews the lease."""
+        ...
+
+    def prestore_done(self, msg: PrestoreUpload, token: str, size: int, sha256: str, backend: str) -> bool: ...
+
+    def release_prestore(self, msg: PrestoreUpload, token: str) -> None: ...
+
+    def prestore_state(self, cache_key: str) -> tuple[bool, dict[str, str]]: ...
 
 
 class LeftoverAttempt(RuntimeError):

@@ -2,11 +2,13 @@
 
 This module owns file_service_manager's index. The bytes are a storage
 backend's (``backends``; GridFS buckets live in the same database). The Redis
-part touches only the keys a ``StoreUpload`` names (its ``cache_key`` and chunks).
+part touches only the keys a ``StoreUpload`` or ``PrestoreUpload`` names (its ``cache_key``
+and chunks) and this service's own ``{cache_key}:prestore`` and ``{cache_key}:prestore-lease``.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -18,10 +20,56 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from services.common import contracts, mongo, timeutil, uploadkeys
-from services.common.contracts import StoreUpload, UploadItem
+from services.common.contracts import PrestoreUpload, StoreUpload, UploadItem
 
 from . import core
 from .core import StoreFailure
+
+# A prestore starts (KEYS: session, lease, state) only while the upload is still arriving
+# (a redelivered PrestoreUpload after completion must not touch what a StoreUpload writes)
+# and only once at a time (the lease); an earlier, failed prestore's outcome is forgotten.
+_CLAIM_PRESTORE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'uploading' then return 0 end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
+redis.call('DEL', KEYS[3])
+return 1
+"""
+
+# The prestore's next chunk, in one round trip (KEYS: lease, session, chunk): 'lost' when the
+# lease is not ours any more (this worker stalled past it: it must stop and touch nothing),
+# 'gone' when the upload was dropped, 'wait' while the chunk has not arrived; else the bytes.
+# Every call renews the lease: a live prestore keeps it, a dead one loses it within ARGV[2] s.
+_NEXT_PRESTORE_CHUNK = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'lost'} end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if redis.call('EXISTS', KEYS[2]) == 0 then return {'gone'} end
+local data = redis.call('GET', KEYS[3])
+if not data then return {'wait'} end
+return {'ok', data}
+"""
+
+# The outcome, written only by the lease holder (KEYS: lease, state).
+_PRESTORE_DONE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], 'size', ARGV[2], 'sha256', ARGV[3], 'backend', ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+return 1
+"""
+
+_RELEASE_PRESTORE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+PRESTORE_STATE_TTL = 86_400  # an outcome nobody used (the upload was never completed) expires
+
+
+def prestore_key(cache_key: str) -> str:
+    return f"{cache_key}:prestore"
+
+
+def prestore_lease_key(cache_key: str) -> str:
+    return f"{cache_key}:prestore-lease"
 
 
 class UploadCache:
@@ -30,9 +78,42 @@ class UploadCache:
     def __init__(self, client: redis.Redis) -> None:
         # redis-py types the sync client's answers as ``T | Awaitable[T]``; this one is sync.
         self.r: Any = client
+        self._claim_prestore = client.register_script(_CLAIM_PRESTORE)
+        self._next_prestore_chunk = client.register_script(_NEXT_PRESTORE_CHUNK)
+        self._prestore_done = client.register_script(_PRESTORE_DONE)
+        self._release_prestore = client.register_script(_RELEASE_PRESTORE)
 
     def ping(self) -> bool:
         return bool(self.r.ping())
+
+    # --- prestores (``prestoring``) -----------------------------------------------
+    def claim_prestore(self, msg: PrestoreUpload, token: str, lease_seconds: int) -> bool:
+        return bool(self._claim_prestore(
+            keys=[msg.cache_key, prestore_lease_key(msg.cache_key), prestore_key(msg.cache_key)],
+            args=[token, lease_seconds]))
+
+    def next_prestore_chunk(self, msg: PrestoreUpload, index: int, token: str,
+                            lease_seconds: int) -> tuple[str, bytes | None]:
+        answer = self._next_prestore_chunk(
+            keys=[prestore_lease_key(msg.cache_key), msg.cache_key, msg.chunk_key(index)],
+            args=[token, lease_seconds])
+        outcome = answer[0].decode() if isinstance(answer[0], bytes) else str(answer[0])
+        return outcome, (bytes(answer[1]) if outcome == "ok" else None)
+
+    def prestore_done(self, msg: PrestoreUpload, token: str, size: int, sha256: str, backend: str) -> bool:
+        return bool(self._prestore_done(keys=[prestore_lease_key(msg.cache_key), prestore_key(msg.cache_key)],
+                                        args=[token, size, sha256, backend, PRESTORE_STATE_TTL]))
+
+    def release_prestore(self, msg: PrestoreUpload, token: str) -> None:
+        self._release_prestore(keys=[prestore_lease_key(msg.cache_key)], args=[token])
+
+    def prestore_state(self, cache_key: str) -> tuple[bool, dict[str, str]]:
+        """(is a prestore running -- its lease alive --, its outcome: {size, sha256, backend} or {})."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.exists(prestore_lease_key(cache_key))
+        pipe.hgetall(prestore_key(cache_key))
+        running, state = pipe.execute()
+        return bool(running), {k.decode(): v.decode() for k, v in state.items()}
 
     def item_pieces(self, msg: StoreUpload, item: UploadItem) -> Iterator[bytes]:
         """The item's bytes, one cached chunk (or part of one) at a time."""
@@ -48,7 +129,7 @@ class UploadCache:
             yield data
 
     def drop(self, msg: StoreUpload) -> None:
-        keys = list(uploadkeys.cached_keys(msg.cache_key, msg.chunk_count))
+        keys = [*uploadkeys.cached_keys(msg.cache_key, msg.chunk_count), prestore_key(msg.cache_key)]
         for start in range(0, len(keys), 1000):
             self.r.delete(*keys[start:start + 1000])
 
@@ -59,18 +140,26 @@ class FileIndex:
         self.files = db["files"]
         self.audit = db["audit"]
         self._indexed = False
+        self._index_lock = threading.Lock()
 
     def ping(self) -> bool:
         return mongo.ping(self.db)
 
     def ensure_indexes(self) -> None:
+        """Create the collections' indexes once per process, one thread at a time, before the
+        consumers' first writes: secantusdb (the tests' MongoDB-wire server) was seen to deadlock
+        when ``files`` was created by a createIndexes while another consumer's write created it
+        too (or inserted elsewhere), so every consumer write below waits for this first."""
         if self._indexed:
             return
-        self.files.create_index([("owner_id", pymongo.ASCENDING), ("created", pymongo.DESCENDING)])
-        self.files.create_index([("upload_id", pymongo.ASCENDING)])
-        self.files.create_index([("pool_id", pymongo.ASCENDING), ("created", pymongo.DESCENDING)])
-        self.audit.create_index([("time", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)])
-        self._indexed = True
+        with self._index_lock:
+            if self._indexed:
+                return
+            self.files.create_index([("owner_id", pymongo.ASCENDING), ("created", pymongo.DESCENDING)])
+            self.files.create_index([("upload_id", pymongo.ASCENDING)])
+            self.files.create_index([("pool_id", pymongo.ASCENDING), ("created", pymongo.DESCENDING)])
+            self.audit.create_index([("time", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)])
+            self._indexed = True
 
     # --- GridFS leftovers of the legacy bucket (the sweeper's) ---------------------------
     def remove_partial(self, file_id: str) -> bool:
@@ -105,6 +194,7 @@ class FileIndex:
                      reason: str | None, pool_id: str | None, file_name: str | None) -> int:
         """Move the upload's records to ``status`` (never backwards); a provisional record
         makes in-flight and failed uploads visible before (or without) a store."""
+        self.ensure_indexes()  # never beside the first createIndexes (see there)
         allowed = core.ALLOWED_FROM.get(status)
         if allowed is None:
             return 0
@@ -132,6 +222,7 @@ class FileIndex:
             return 0
 
     def set_group(self, file_id: str, group_id: str, late: bool) -> int:
+        self.ensure_indexes()
         result = self.files.update_one({"_id": file_id}, {"$set": {"group_id": group_id, "late": late}})
         return result.matched_count
 
@@ -153,6 +244,7 @@ class FileIndex:
 
     # --- audit -----------------------------------------------------------------
     def add_audit(self, doc: dict[str, Any]) -> bool:
+        self.ensure_indexes()
         try:
             self.audit.insert_one(doc)
             return True

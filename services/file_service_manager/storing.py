@@ -16,10 +16,10 @@ from services.common import contracts, logs
 from services.common.contracts import FileStatusChanged, FileStored, StoreUpload, UploadItem, UploadStoreFailed
 from services.common.errors import ShownToUsers
 
-from . import core
+from . import core, prestoring
 from .core import StoreFailure
 from .deps import Deps
-from .ports import LeftoverAttempt
+from .ports import LeftoverAttempt, StorageBackend, Written
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +73,11 @@ def _store_item(deps: Deps, msg: StoreUpload, item: UploadItem) -> dict[str, Any
         return existing
     # The pool's own backend (SPEC "Storage backends"); files without a pool go to DEFAULT_STORAGE.
     backend = deps.storage.for_spec(deps.pool_storage.spec_for(msg.pool_id))
-    try:
-        size, sha256 = backend.write(item.file_id, deps.cache.item_pieces(msg, item),
-                                     content_type=msg.content_type, name=item.name)
-    except LeftoverAttempt:
-        # A crashed attempt left a half-written object under this key (GridFS's unique
-        # files_id+n index and _id refuse a second copy). Clear it, write again.
-        # Optimistic: the common case pays no cleanup queries.
-        log.warning("clearing a half-written earlier attempt", extra={"item_file_id": item.file_id})
-        backend.delete(item.file_id)
-        size, sha256 = backend.write(item.file_id, deps.cache.item_pieces(msg, item),
-                                     content_type=msg.content_type, name=item.name)
+    # A big upload was usually written while it arrived (``prestoring``): only checked here.
+    written = prestoring.prestored(deps, msg, item, backend) if prestoring.eligible(msg, item) else None
+    if written is None:
+        written = _write(deps, msg, item, backend)
+    size, sha256 = written
     if size != item.length:
         backend.delete(item.file_id)
         raise StoreFailure(f"{item.file_id}: stored {size} bytes, expected {item.length}")
@@ -101,6 +95,20 @@ def _store_item(deps: Deps, msg: StoreUpload, item: UploadItem) -> dict[str, Any
     return doc
 
 
+def _write(deps: Deps, msg: StoreUpload, item: UploadItem, backend: StorageBackend) -> Written:
+    try:
+        return backend.write(item.file_id, deps.cache.item_pieces(msg, item),
+                             content_type=msg.content_type, name=item.name)
+    except LeftoverAttempt:
+        # A crashed attempt (or prestore) left a half-written object under this key (GridFS's
+        # unique files_id+n index and _id refuse a second copy). Clear it, write again.
+        # Optimistic: the common case pays no cleanup queries.
+        log.warning("clearing a half-written earlier attempt", extra={"item_file_id": item.file_id})
+        backend.delete(item.file_id)
+        return backend.write(item.file_id, deps.cache.item_pieces(msg, item),
+                             content_type=msg.content_type, name=item.name)
+
+
 def announce(deps: Deps, msg: StoreUpload, records: list[dict[str, Any]]) -> None:
     # At-least-once: a redelivery announces again; consumers are keyed by file_id.
     for record in records:
@@ -109,8 +117,11 @@ def announce(deps: Deps, msg: StoreUpload, records: list[dict[str, Any]]) -> Non
             owner_name=msg.owner_name, file_name=record["file_name"], size=record["size"],
             sha256=record["sha256"], content_type=msg.content_type, timestamp=record["timestamp"],
             created=record["created"], pool_id=msg.pool_id, kind=msg.kind, group_id=msg.group_id))
-        deps.audit.record("stored", actor=msg.owner_id, file_id=record["file_id"], pool_id=msg.pool_id,
-                          size=record["size"], sha256=record["sha256"], upload_id=msg.upload_id)
+    # The owner's notice before the audit records: each publish waits for a broker confirm, and
+    # the audit trail does not need to be ahead of uploaded_successfully (it is appended either way).
     deps.broker.publish(FileStatusChanged(file_id=msg.upload_id, owner_id=msg.owner_id,
                                           status=contracts.UPLOADED, attempt=msg.attempt,
                                           pool_id=msg.pool_id, file_name=msg.file_name))
+    for record in records:
+        deps.audit.record("stored", actor=msg.owner_id, file_id=record["file_id"], pool_id=msg.pool_id,
+                          size=record["size"], sha256=record["sha256"], upload_id=msg.upload_id)

@@ -6,7 +6,8 @@ and tus 1.0.0 at ``/files/`` (``tus_routes``), all through ``uploads.UploadServi
 Consumes: ``upload.store_failed`` (``UploadStoreFailed``, queue ``file_uploader.store_failed``)
 to decide on a retry. Reads a pool's ``max_late_seconds`` from auth's internal pool route
 (``pools.PoolPolicies``, cached 5 s) to refuse updates older than the pool accepts.
-Publishes: ``StoreUpload`` (``upload.store``; retries through the ``dropbox.retry`` delay queue),
+Publishes: ``PrestoreUpload`` (``upload.prestore``, when an upload of several chunks starts),
+``StoreUpload`` (``upload.store``; retries through the ``dropbox.retry`` delay queue),
 ``FileStatusChanged`` (cached, retrying, upload_failed; and the statuses PUT /file/update/status
 is told), ``AuditRecorded``.
 Owns: Redis ``{REDIS_PREFIX}:upload:*`` (sessions, chunks, received sets, writer locks, the

@@ -168,7 +168,8 @@ class TusUploads:
             raise locked()
         try:
             # resume(): the same lock (ours now), the slot and quota kept, every key's expiry renewed.
-            missing = self.uploads.resume(file_id, owner_id=identity.user_id, writer=writer)["missing"]
+            missing = self.uploads.resume(file_id, owner_id=identity.user_id, writer=writer,
+                                          session=session)["missing"]
             done = tus.contiguous(missing, session["chunk_count"])
             current = self._offset_from(file_id, session, done)
             if offset != current:

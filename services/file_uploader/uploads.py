@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from services.common import contracts, errors, httpkit, messaging, timeutil, validation
 from services.common.audit import AuditTrail
-from services.common.contracts import FileStatusChanged, StoreUpload, UploadItem
+from services.common.contracts import FileStatusChanged, PrestoreUpload, StoreUpload, UploadItem
 from services.common.errors import ApiError
 from services.common.httpkit import ServiceMetrics
 
@@ -231,17 +231,25 @@ class UploadService:
             self.store.free_slot(plan.owner_id, upload_id)
             raise self._quota_exceeded()
         self.store.create(plan, writer)
+        self._prestore(plan)
         self.metrics.started.inc()
         self.audit.record("upload_started", actor=plan.owner_id, file_id=upload_id, pool_id=plan.pool_id,
                           size=plan.size, file_name=plan.file_name, items=len(plan.items))
         return {"file_id": upload_id, "chunk_size": plan.chunk_size}, 201
 
-    def resume(self, file_id: str, *, owner_id: str, writer: str) -> dict[str, Any]:
-        session = self._session(file_id, owner_id)
+    def resume(self, file_id: str, *, owner_id: str, writer: str,
+               session: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``session``: the caller (the tus door, on every PATCH) has just read the session and
+        taken the writer lock itself; neither is done twice (two Redis round trips per PATCH)."""
+        if session is None or session["owner_id"] != str(owner_id):
+            session = self._session(file_id, owner_id)
+            acquired = False
+        else:
+            acquired = True
         if session["status"] != UPLOADING:
             raise errors.conflict("the upload is already complete")
         # A new writer takes over only when the previous one released or let its lock expire.
-        if not self.store.acquire_writer(file_id, writer):
+        if not acquired and not self.store.acquire_writer(file_id, writer):
             raise errors.conflict("another connection is writing this upload")
         # The slot is normally still there (it lives as long as the upload); taking it again
         # is idempotent and refreshes it, and counts an upload whose slot was lost.
@@ -257,6 +265,26 @@ class UploadService:
         # (it does not forward it to the client).
         return {"file_id": file_id, "chunk_size": session["chunk_size"], "pool_id": session["pool_id"],
                 "missing": core.missing_indexes(session["chunk_count"], have)}
+
+    def _prestore(self, plan: core.UploadPlan) -> None:
+        """Ask file_service_manager to store the file while its chunks arrive (PrestoreUpload).
+
+        Only an upload of several chunks that is one file (a batch's items are stored
+        one by one, after the last chunk); a one-chunk file is stored at completion as
+        fast as it could be prestored. Best effort: without it the StoreUpload writes
+        the bytes, just later, so a broker refusing it refuses no upload.
+        """
+        items = plan.items
+        if plan.chunk_count < 2 or len(items) != 1 or items[0].file_id != plan.upload_id \
+                or items[0].offset != 0 or items[0].length != plan.size:
+            return
+        try:
+            self.broker.publish(PrestoreUpload(
+                upload_id=plan.upload_id, cache_key=self.store.cache_key(plan.upload_id), size=plan.size,
+                chunk_size=plan.chunk_size, chunk_count=plan.chunk_count, content_type=plan.content_type,
+                file_name=plan.file_name, pool_id=plan.pool_id))
+        except messaging.PublishError as exc:
+            log.warning("prestore not requested", extra={"file_id": plan.upload_id, "error": repr(exc)})
 
     # --- chunks ----------------------------------------------------------------
     def write_chunk(self, file_id: str, raw_index: Any, data: bytes, *, owner_id: str, writer: str,

@@ -42,6 +42,8 @@ def _examples() -> list[c.Message]:
         c.AuditRecorded(audit_id="a1", time="t", service="file_uploader", actor="7", action="upload_started",
                         outcome="ok", file_id="u1", group_id="g1", pool_id="p1", bytes=10, sha256="ab" * 32,
                         detail={"attempt": 1, "nested": {"k": [1]}}),
+        c.PrestoreUpload(upload_id="u", cache_key="p:upload:u", size=9_000_000, chunk_size=4_194_304,
+                         chunk_count=3, content_type="application/octet-stream", file_name="big.bin"),
     ]
 
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from .. import contracts, uploadkeys
-from ..contracts import StoreUpload, UploadItem
+from ..contracts import PrestoreUpload, StoreUpload, UploadItem
 from ..errors import ShownToUsers
 
 __all__ = ["FakeBackend", "FakeCache", "FakeCatalog", "FakeDownload", "FakeIndex", "FakeStaging"]
@@ -220,6 +220,10 @@ class FakeCache:
     def __init__(self) -> None:
         self.chunks: dict[str, bytes] = {}
         self.dropped: list[str] = []
+        # Prestores: cache keys of uploads still arriving (a test adds them), leases, outcomes.
+        self.uploading: set[str] = set()
+        self.leases: dict[str, str] = {}
+        self.prestores: dict[str, dict[str, str]] = {}
 
     def ping(self) -> bool:
         return True
@@ -245,8 +249,39 @@ class FakeCache:
     def drop(self, msg: StoreUpload) -> None:
         for key in uploadkeys.cached_keys(msg.cache_key, msg.chunk_count):
             self.chunks.pop(key, None)
+        self.prestores.pop(msg.cache_key, None)
+        self.uploading.discard(msg.cache_key)
         self.dropped.append(msg.upload_id)
 
+    # Leases never expire here: a test releases one itself (``leases.pop``).
+    def claim_prestore(self, msg: PrestoreUpload, token: str, lease_seconds: int) -> bool:
+        if msg.cache_key not in self.uploading or msg.cache_key in self.leases:
+            return False
+        self.leases[msg.cache_key] = token
+        self.prestores.pop(msg.cache_key, None)
+        return True
+
+    def next_prestore_chunk(self, msg: PrestoreUpload, index: int, token: str,
+                            lease_seconds: int) -> tuple[str, bytes | None]:
+        if self.leases.get(msg.cache_key) != token:
+            return "lost", None
+        if msg.cache_key not in self.uploading:
+            return "gone", None
+        data = self.chunks.get(msg.chunk_key(index))
+        return ("ok", data) if data is not None else ("wait", None)
+
+    def prestore_done(self, msg: PrestoreUpload, token: str, size: int, sha256: str, backend: str) -> bool:
+        if self.leases.get(msg.cache_key) != token:
+            return False
+        self.prestores[msg.cache_key] = {"size": str(size), "sha256": sha256, "backend": backend}
+        return True
+
+    def release_prestore(self, msg: PrestoreUpload, token: str) -> None:
+        if self.leases.get(msg.cache_key) == token:
+            del self.leases[msg.cache_key]
+
+    def prestore_state(self, cache_key: str) -> tuple[bool, dict[str, str]]:
+        return cache_key in self.leases, dict(self.prestores.get(cache_key, {}))
 
 class FakeStaging:
     """In-memory ``ports.StagingStore``: the same conditional transitions as MongoDB's."""

@@ -51,6 +51,18 @@ class GridFsBackend:
 
     def write(self, key: str, pieces: Iterable[bytes], *, content_type: str,
               name: str | None = None) -> Written:
+        return self._write(key, pieces, content_type=content_type, name=name, clean_up=True)
+
+    def write_keeping_partial(self, key: str, pieces: Iterable[bytes], *, content_type: str,
+                              name: str | None = None) -> Written:
+        """``write``, but a failure deletes nothing: a prestore (``prestoring``) that lost its lease
+        must not delete chunks another writer may meanwhile be writing under ``key``; the caller
+        deletes the leftovers itself while it still holds the lease (or the sweeper, or the
+        StoreUpload's own write, ``LeftoverAttempt``, later)."""
+        return self._write(key, pieces, content_type=content_type, name=name, clean_up=False)
+
+    def _write(self, key: str, pieces: Iterable[bytes], *, content_type: str, name: str | None,
+               clean_up: bool) -> Written:
         """Stream ``pieces`` into GridFS under ``key``; a failure deletes every chunk written.
 
         The chunk and file documents are GridFS's own format (pymongo's GridOut reads
@@ -87,13 +99,15 @@ class GridFsBackend:
                 "filename": name or key, "metadata": {"content_type": content_type}})
         except (DuplicateKeyError, BulkWriteError) as exc:
             # A crashed earlier attempt's chunks or file document are under this key.
-            chunks.delete_many({"files_id": key})
+            if clean_up:
+                chunks.delete_many({"files_id": key})
             if isinstance(exc, BulkWriteError) and not all(
                     e.get("code") == 11000 for e in exc.details.get("writeErrors", [])):
                 raise
             raise LeftoverAttempt(key) from exc
         except BaseException:
-            chunks.delete_many({"files_id": key})  # nothing half-written stays
+            if clean_up:
+                chunks.delete_many({"files_id": key})  # nothing half-written stays
             raise
         return Written(size, digest.hexdigest())
 

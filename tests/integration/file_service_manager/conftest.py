@@ -35,6 +35,7 @@ class Handlers:
     def __init__(self, app: Any) -> None:
         specs = {spec.name: spec for spec in runtime_of(app).consumers}
         self.handle_store = specs["store"].dispatch
+        self.handle_prestore = specs["prestore"].dispatch
         self.handle_index = specs["index"].dispatch
         self.handle_audit = specs["audit"].dispatch
 

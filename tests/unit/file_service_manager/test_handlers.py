@@ -107,4 +107,6 @@ def test_every_queue_has_the_settings_consumer_count(deps) -> None:
     assert specs["store"].prefetch == deps.settings.store_prefetch
     assert specs["staging"].count == deps.settings.staging.consumers and specs["staging"].prefetch == 1
     assert sorted(s.queue.name for s in specs.values()) == sorted(
-        q.name for q in (topology.STORE_QUEUE, topology.INDEX_QUEUE, topology.AUDIT_QUEUE, topology.STAGING_QUEUE))
+        q.name for q in (topology.STORE_QUEUE, topology.PRESTORE_QUEUE, topology.INDEX_QUEUE, topology.AUDIT_QUEUE,
+                         topology.STAGING_QUEUE))
+    assert specs["prestore"].prefetch == 1  # a prestore holds its message for the upload's length
