@@ -27,7 +27,7 @@ from .deps import Deps, GatewayMetrics
 from .local import LocalSockets
 from .ports import FileHistory, LastSeen, PoolResults, Uploader
 from .routes import bp
-from .store import SeenStore
+from .store import DeliveryStore, SeenStore
 
 
 def create_app(settings: Settings, *, auth: AuthLookup | None = None, uploader: Uploader | None = None,
@@ -36,8 +36,8 @@ def create_app(settings: Settings, *, auth: AuthLookup | None = None, uploader: 
                audit: AuditTrail | None = None) -> Flask:
     common, timeout = settings.common, settings.http_timeout
     server = events.server_for(settings, client_manager, async_mode)
-    the_seen = seen or SeenStore(redisconn.redis_client(common, socket_timeout=5), common.redis_prefix,
-                                 settings.seen_ttl_seconds)
+    store_client = redisconn.redis_client(common, socket_timeout=5)
+    the_seen = seen or SeenStore(store_client, common.redis_prefix, settings.seen_ttl_seconds)
     # Audit records (result_delivered) travel as events; the Broker connects on first use.
     broker = messaging.Broker(common.amqp_url, pool_size=2)
     app = Flask("socket_gateway", static_folder=None)
@@ -56,7 +56,8 @@ def create_app(settings: Settings, *, auth: AuthLookup | None = None, uploader: 
                 # broker message cannot keep a revoked token alive (1-s local cache, bounded per socket).
                 revocations=RevocationList(cast(Reader, redisconn.redis_client(common, socket_timeout=2)),
                                            common.redis_prefix,
-                                           max_entries=4 * settings.max_connections))
+                                           max_entries=4 * settings.max_connections),
+                deliveries=DeliveryStore(store_client, common.redis_prefix))
     events.register(server, deps)
     app.extensions["deps"] = deps
     app.register_blueprint(bp)

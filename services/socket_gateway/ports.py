@@ -85,6 +85,16 @@ class LastSeen(Protocol):
     def ping(self) -> bool: ...
 
 
+class Deliveries(Protocol):
+    """Which notifications this fleet of gateways already emitted (keys expire: see store.py).
+
+    ``StoreError`` when Redis is unreachable."""
+
+    def delivered(self, key: str) -> bool: ...
+
+    def mark_delivered(self, key: str) -> None: ...
+
+
 class Sockets(Protocol):
     """The Socket.IO server as the use cases see it: sessions, rooms, emits (the emitter)."""
 

@@ -1,4 +1,5 @@
-"""The gateway's Redis keys besides the socket.io channel: per-member last-seen times.
+"""The gateway's Redis keys besides the socket.io channel: per-member last-seen times, and
+which once-only notifications were emitted.
 
 ``{prefix}:gw:seen:<user_id>:<pool_id>`` = ISO time the member was last known connected
 (written on connect after the offline delivery, and on disconnect). On the next connect
@@ -67,3 +68,33 @@ class SeenStore:
 
     def ping(self) -> bool:
         return bool(self.client.ping())
+
+
+class DeliveryStore:
+    """``{prefix}:gw:sent:<key>``: a notification every gateway replica emits at most once
+    (``uploaded_successfully``/``upload_failed`` per upload attempt, ``pool-result`` per
+    result), though its message may come twice: redelivered after a gateway died before its
+    ack, or published twice upstream (a store redelivered after its announcement). Marked
+    after the emit, so a gateway killed in between repeats it rather than loses it. Each key
+    expires after ``ttl_seconds``: duplicates come within seconds of each other, and the keys
+    stay bounded by the notifications of that period."""
+
+    def __init__(self, client: redis.Redis, prefix: str, ttl_seconds: int = 600) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.ttl = ttl_seconds
+
+    def key(self, key: str) -> str:
+        return f"{self.prefix}:gw:sent:{key}"
+
+    def delivered(self, key: str) -> bool:
+        try:
+            return bool(self.client.exists(self.key(key)))
+        except redis.RedisError as exc:
+            raise StoreError(f"deliveries unreadable: {exc}") from exc
+
+    def mark_delivered(self, key: str) -> None:
+        try:
+            self.client.set(self.key(key), "1", ex=self.ttl)
+        except redis.RedisError as exc:
+            raise StoreError(f"delivery not recorded: {exc}") from exc

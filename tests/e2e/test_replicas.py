@@ -216,8 +216,9 @@ def _wait(predicate, timeout: float, what: str, step: float = 0.5):
 
 @pytest.fixture
 def replicated_pools(mongo_uri: str, tmp_path) -> Iterator[ReplicatedFleet]:
+    # INFO: a lost or doubled upload is then traceable by its file_id in artifacts/fleet-logs.
     yield from _replicated(mongo_uri, tmp_path, LEADER_LEASE_SECONDS=str(LEASE), TICK_SECONDS="0.5",
-                           POOL_CACHE_SECONDS="1")
+                           POOL_CACHE_SECONDS="1", LOG_LEVEL="INFO")
 
 
 def test_sigkill_one_replica_of_every_service_during_100_pool_uploads(replicated_pools: ReplicatedFleet):

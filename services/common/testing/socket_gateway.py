@@ -17,8 +17,8 @@ from typing import Any
 from .. import timeutil
 from ..errors import ApiError
 
-__all__ = ["Emitted", "FakeFileHistory", "FakeLastSeen", "FakePoolResults", "FakeSockets", "FakeUploader",
-           "StoreDown"]
+__all__ = ["Emitted", "FakeDeliveries", "FakeFileHistory", "FakeLastSeen", "FakePoolResults", "FakeSockets",
+           "FakeUploader", "StoreDown"]
 
 
 class StoreDown(RuntimeError):
@@ -218,3 +218,16 @@ class FakeLastSeen:
 
     def ping(self) -> bool:
         return not self.down
+
+
+@dataclass
+class FakeDeliveries:
+    """Once-only notifications already emitted (``ports.Deliveries`` by shape)."""
+
+    keys: set[str] = field(default_factory=set)
+
+    def delivered(self, key: str) -> bool:
+        return key in self.keys
+
+    def mark_delivered(self, key: str) -> None:
+        self.keys.add(key)
