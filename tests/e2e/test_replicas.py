@@ -320,8 +320,15 @@ def test_sigkill_one_replica_of_every_service_during_100_pool_uploads(replicated
         try:
             groups = _wait(all_done, 120, "every group done with all 100 files")
         except AssertionError as exc:
+            grouped: set[str] = set()
+            for g in seen[0]:  # a done group's files (GET .../files leases only a ready group)
+                r = requests.get(f"{processor.base}/groups/{g['group_id']}/files", headers=processor.headers,
+                                 timeout=30)
+                grouped |= {f["file_id"] for f in r.json().get("files", [])} if r.status_code == 200 else set()
+            ungrouped = sorted({fid for _, fid in uploaded} - grouped)
             raise AssertionError(f"{exc}: {[(g['group_id'], g['status'], g['file_count']) for g in seen[0]]}; "
-                                 f"posted {processor.posted}") from None
+                                 f"posted {processor.posted}; stored but in no group: {ungrouped} "
+                                 "(grep artifacts/fleet-logs for them)") from None
         gids = {g["group_id"] for g in groups}
         assert len(gids) >= 2, groups  # at least two pool windows
         time.sleep(2)  # a duplicate announcement in flight would land by now
