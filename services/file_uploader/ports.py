@@ -82,8 +82,17 @@ class UploadCache(Protocol):
 
     def touch(self, file_id: str, chunk_count: int, ttl: int) -> None: ...
 
-    def mark_cached(self, file_id: str, size: int, *, owner_id: str) -> bool:
-        """``uploading -> cached`` once; the upload's bytes count as the owner's stored bytes."""
+    def mark_cached(self, file_id: str, size: int, *, owner_id: str, sha256: str = "", now: float = 0.0) -> bool:
+        """``uploading -> cached`` once; the upload's bytes count as the owner's stored bytes.
+        The session records it as not yet published (``published`` "0", ``cached_at``, ``cached_sha256``)."""
+        ...
+
+    def mark_published(self, file_id: str) -> None:
+        """The StoreUpload of a cached upload is confirmed by the broker."""
+        ...
+
+    def claim_republish(self, file_id: str, seconds: int) -> bool:
+        """One replica at a time may publish again a StoreUpload its completer never published."""
         ...
 
     def mark_cancelled(self, file_id: str) -> bool:

@@ -143,7 +143,7 @@ return 0
 # remembers what was counted, so giving it back (_GIVE_BACK) happens once too.
 _MARK_CACHED = """
 if redis.call('HGET', KEYS[1], 'status') == 'uploading' then
-  redis.call('HSET', KEYS[1], 'status', 'cached')
+  redis.call('HSET', KEYS[1], 'status', 'cached', 'published', '0', 'cached_at', ARGV[3], 'cached_sha256', ARGV[4])
   redis.call('HDEL', KEYS[2], ARGV[1])
   if redis.call('HSETNX', KEYS[3], 'quota', ARGV[2]) == 1 then
     redis.call('HINCRBY', KEYS[2], 'stored', ARGV[2])
@@ -473,9 +473,9 @@ class UploadStore:
         pipe.execute()
 
     # --- completion and removal ----------------------------------------------
-    def mark_cached(self, file_id: str, size: int, *, owner_id: str) -> bool:
+    def mark_cached(self, file_id: str, size: int, *, owner_id: str, sha256: str = "", now: float = 0.0) -> bool:
         if not self._mark_cached(keys=[self.cache_key(file_id), self._quota(owner_id), self._status(file_id)],
-                                 args=[file_id, size]):
+                                 args=[file_id, size, now or time.time(), sha256]):
             return False
         pipe = self.r.pipeline(transaction=False)
         pipe.hset(self._pending, file_id, size)
@@ -483,6 +483,15 @@ class UploadStore:
         pipe.delete(self._writer(file_id))
         pipe.execute()
         return True
+
+    def mark_published(self, file_id: str) -> None:
+        # HSET on an expired session would recreate it without a TTL: only if it still exists.
+        if self.r.exists(self.cache_key(file_id)):
+            self.r.hset(self.cache_key(file_id), "published", "1")
+
+    def claim_republish(self, file_id: str, seconds: int) -> bool:
+        # Under the upload's key prefix, so the sweeper removes it with the upload; expires on its own.
+        return bool(self.r.set(f"{self.cache_key(file_id)}:republish", "1", nx=True, ex=seconds))
 
     def mark_cancelled(self, file_id: str) -> bool:
         return bool(self._mark_cancelled(keys=[self.cache_key(file_id)]))

@@ -29,6 +29,11 @@ from .ports import CACHED, CANCELLED, UPLOADING, Broker, PoolPolicy, UploadCache
 
 log = logging.getLogger(__name__)
 
+# A completer publishes its StoreUpload within milliseconds of turning the session cached
+# (a confirmed publish); one still unpublished after this long died in between.
+REPUBLISH_AFTER_SECONDS = 5.0
+REPUBLISH_CLAIM_SECONDS = 30  # one replica re-publishes; another may try once this has passed
+
 
 class UploaderMetrics:
     def __init__(self, metrics: ServiceMetrics) -> None:
@@ -413,6 +418,8 @@ class UploadService:
         if session["owner_id"] != str(owner_id):
             raise ApiError(404, "not_found", "no such upload")
         if session["status"] == CACHED:
+            if session.get("published") == "0":
+                return self._publish_again(session, file_id)
             return {"file_id": file_id, "status": CACHED}  # idempotent: already published once
         current = self.store.writer(file_id)
         if current is not None and current != writer:
@@ -431,7 +438,12 @@ class UploadService:
             self._drop(session, "sha256_mismatch")
             raise errors.bad_request("sha256 mismatch: the received bytes do not match the declared sha256")
         self.store.touch(file_id, count, self.settings.cached_ttl_seconds)
-        if not self.store.mark_cached(file_id, session["size"], owner_id=session["owner_id"]):
+        # The session turns cached *before* the StoreUpload is published (so of two completes
+        # exactly one publishes), marked unpublished until the broker confirms: a replica killed
+        # between the two leaves ``published`` "0", and the client's next complete publishes it
+        # (``_publish_again``) instead of answering cached for an upload nobody will store.
+        if not self.store.mark_cached(file_id, session["size"], owner_id=session["owner_id"], sha256=sha256,
+                                      now=time.time()):
             return {"file_id": file_id, "status": CACHED}  # a concurrent complete won the transition
         command = _store_command(session, sha256, self.store.cache_key(file_id))
         try:
@@ -441,6 +453,30 @@ class UploadService:
             self.store.unmark_cached(file_id, owner_id=session["owner_id"])
             raise ApiError(503, "unavailable",
                           "the store queue is unavailable; complete again later") from None
+        self.store.mark_published(file_id)
+        self._cached(session, file_id, sha256)
+        return {"file_id": file_id, "status": CACHED}
+
+    def _publish_again(self, session: dict[str, Any], file_id: str) -> dict[str, Any]:
+        """A cached upload whose StoreUpload was never confirmed: its completer died between the
+        transition and the publish (a SIGKILLed replica). Published again, by one replica at a
+        time (a claim in Redis). A completer that was only slow (past REPUBLISH_AFTER_SECONDS)
+        makes it a duplicate, which file_service_manager stores once (keyed by file_id)."""
+        age = time.time() - float(session.get("cached_at") or 0)
+        if age < REPUBLISH_AFTER_SECONDS or not self.store.claim_republish(file_id, REPUBLISH_CLAIM_SECONDS):
+            raise errors.overloaded("the upload is being completed; complete it again shortly", retry_after=1)
+        sha256 = session.get("cached_sha256") or self._whole_sha256(session)
+        try:
+            self.broker.publish(_store_command(session, sha256, self.store.cache_key(file_id)))
+        except messaging.PublishError:
+            raise ApiError(503, "unavailable", "the store queue is unavailable; complete again later") from None
+        log.warning("store command published again", extra={"file_id": file_id, "age": round(age, 1)})
+        self.store.mark_published(file_id)
+        self._cached(session, file_id, sha256)
+        return {"file_id": file_id, "status": CACHED}
+
+    def _cached(self, session: dict[str, Any], file_id: str, sha256: str) -> None:
+        """After the StoreUpload is confirmed: the status, the slot, the notice, the audit."""
         self.store.set_status(file_id, CACHED, sha256=sha256)
         self.store.free_slot(session["owner_id"], file_id)
         self.notify(FileStatusChanged(file_id=file_id, owner_id=session["owner_id"], status=contracts.CACHED,
@@ -449,7 +485,6 @@ class UploadService:
         self.audit.record("upload_completed", actor=session["owner_id"], file_id=file_id,
                           pool_id=session["pool_id"], size=session["size"], sha256=sha256,
                           file_name=session["file_name"])
-        return {"file_id": file_id, "status": CACHED}
 
     def notify(self, event: FileStatusChanged) -> None:
         try:

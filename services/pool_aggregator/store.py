@@ -39,6 +39,7 @@ they are still read (see ``files_of`` and ``_legacy_memberships``).
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -57,6 +58,7 @@ HIDDEN = {"files": 0, "pending": 0}
 TICKED = (core.OPEN, core.PROCESSING)
 # An uncounted membership this old was left by a crash (a live delivery finishes in well under a second).
 SETTLE_AFTER_SECONDS = 30.0
+SETTLE_POLL_SECONDS = 0.1  # how often a redelivery waiting on an uncounted slice looks again
 
 
 def fenced(query: dict[str, Any], update: dict[str, Any], fence: int | None) -> None:
@@ -159,31 +161,54 @@ class MongoGroupStore:
     def memberships(self, pool_id: str, file_ids: list[str], now: float) -> dict[str, dict]:
         """``{file_id: {group_id, late}}`` for those of ``file_ids`` already in a group (redeliveries).
 
-        Memberships of an unrecorded slice older than ``SETTLE_AFTER_SECONDS`` were left
-        by a crash and are settled here (see above); younger ones belong to a delivery
-        still in flight (another consumer got a duplicate) and are answered as they are.
+        A membership of an unrecorded slice was left by a delivery that crashed, or belongs
+        to one still in flight (another consumer got a duplicate). Which one is only known
+        by waiting: while it is younger than ``SETTLE_AFTER_SECONDS`` this call waits for
+        its slice to be counted (then it is a membership), and past that it is settled as a
+        crash's leftover (see above). Answering it as a membership at once would lose the
+        file of a consumer killed between steps 1 and 2: its redelivery, a few milliseconds
+        later, would find it "grouped" and never count it. The wait is bounded by
+        ``SETTLE_AFTER_SECONDS`` of real time; a live delivery finishes in well under a second.
         """
-        if not file_ids:
-            return {}
-        docs = list(self.files.find({"_id": {"$in": list(file_ids)}, "pool_id": pool_id},
-                                    {"group_id": 1, "late": 1, "slice": 1, "at": 1}))
-        recorded = self._recorded({d.get("slice") for d in docs})
         found: dict[str, dict] = {}
-        for doc in docs:
-            member = {"group_id": doc["group_id"], "late": bool(doc.get("late"))}
-            sid = doc.get("slice")
-            if sid in recorded or now - float(doc.get("at") or 0) < SETTLE_AFTER_SECONDS:
-                found[doc["_id"]] = member
-            elif self.groups.count_documents({"_id": doc["group_id"], "pending": sid}, limit=1):
-                self._settle(doc["group_id"], sid)
-                recorded.add(sid)
-                found[doc["_id"]] = member
-            else:
-                self.files.delete_many({"slice": sid, "group_id": doc["group_id"]})
+        pending = list(file_ids)
+        started = time.monotonic()
+        while pending:
+            waited = time.monotonic() - started
+            settled, unsettled = self._memberships_once(pool_id, pending, now + waited)
+            found.update(settled)
+            if not unsettled:
+                break
+            pending = unsettled
+            time.sleep(SETTLE_POLL_SECONDS)
         missing = [f for f in file_ids if f not in found]
         if missing and self._has_legacy():
             found.update(self._legacy_memberships(pool_id, missing))
         return found
+
+    def _memberships_once(self, pool_id: str, file_ids: list[str], now: float) -> tuple[dict[str, dict], list[str]]:
+        """One look: (memberships, file ids whose slice is neither counted nor old enough to drop)."""
+        if not file_ids:
+            return {}, []
+        docs = list(self.files.find({"_id": {"$in": list(file_ids)}, "pool_id": pool_id},
+                                    {"group_id": 1, "late": 1, "slice": 1, "at": 1}))
+        recorded = self._recorded({d.get("slice") for d in docs})
+        found: dict[str, dict] = {}
+        unsettled: list[str] = []
+        for doc in docs:
+            member = {"group_id": doc["group_id"], "late": bool(doc.get("late"))}
+            sid = doc.get("slice")
+            if sid in recorded:
+                found[doc["_id"]] = member
+            elif self.groups.count_documents({"_id": doc["group_id"], "pending": sid}, limit=1):
+                self._settle(doc["group_id"], sid)  # step 2 happened: counted, record it
+                recorded.add(sid)
+                found[doc["_id"]] = member
+            elif now - float(doc.get("at") or 0) < SETTLE_AFTER_SECONDS:
+                unsettled.append(doc["_id"])  # in flight elsewhere, or its consumer died: wait and see
+            else:
+                self.files.delete_many({"slice": sid, "group_id": doc["group_id"]})
+        return found, unsettled
 
     def _recorded(self, sids: set[Any]) -> set[Any]:
         wanted = [s for s in sids if s]

@@ -31,8 +31,10 @@ and its internal ``/internal/pools/<id>/acks/<user_id>`` (``ack-result``, catch-
 Publishes: ``AuditRecorded`` (``result_delivered``: one per live broadcast, one per catch-up page);
 no other message.
 
-Owns: nothing stored. Uses Redis: ``{prefix}:socketio`` (the socket.io message-queue channel) and
-auth's revocation list (read, ``store.py``).
+Owns: only short-lived Redis keys ``{prefix}:gw:sent:*`` (which once-only notifications a
+replica already emitted: ``uploaded_successfully``/``upload_failed``, ``pool-result``; 10 minutes).
+Uses Redis: ``{prefix}:socketio`` (the socket.io message-queue channel) and auth's revocation
+list (read, ``store.py``).
 Serves frontend/ at ``/`` and ``/config.json``.
 
 Shape: ``events.py`` maps each event of ``socket_events.json`` to a use case of

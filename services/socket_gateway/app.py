@@ -27,7 +27,7 @@ from .deps import Deps, GatewayMetrics
 from .local import LocalSockets
 from .ports import FileHistory, PoolResults, Uploader
 from .routes import bp
-from .store import GatewayRedis
+from .store import DeliveryStore, GatewayRedis
 
 
 def create_app(settings: Settings, *, auth: AuthLookup | None = None, uploader: Uploader | None = None,
@@ -59,7 +59,8 @@ def create_app(settings: Settings, *, auth: AuthLookup | None = None, uploader: 
                 # broker message cannot keep a revoked token alive (1-s local cache, bounded per socket).
                 revocations=RevocationList(cast(Reader, the_redis.client),
                                            common.redis_prefix,
-                                           max_entries=4 * settings.max_connections))
+                                           max_entries=4 * settings.max_connections),
+                deliveries=DeliveryStore(the_redis.client, common.redis_prefix))
     events.register(server, deps)
     app.extensions["deps"] = deps
     app.register_blueprint(bp)

@@ -14,7 +14,7 @@ from services.common.ports import AuthLookup
 from . import wsfast
 from .config import Settings
 from .local import LocalSockets
-from .ports import FileHistory, PoolResults, Revocations, Sockets, Uploader
+from .ports import Deliveries, FileHistory, PoolResults, Revocations, Sockets, Uploader
 
 
 class GatewayMetrics:
@@ -56,3 +56,5 @@ class Deps:
     # python-socketio's Server itself: only app.py and events.py touch it (registration,
     # engine.io settings); the use cases go through ``sockets``. None in fast tests.
     server: Any = None
+    # Once-only notifications already emitted (handlers.py); None: every message is emitted.
+    deliveries: Deliveries | None = None

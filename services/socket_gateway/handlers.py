@@ -4,6 +4,8 @@
   takes each message and emits it through python-socketio's Redis manager, which
   reaches the sockets of every process). A Redis failure raises, so the message
   is retried rather than lost.
+  Upload outcomes and results are emitted once across the replicas, though their
+  message may come twice (``once``, ``store.DeliveryStore``).
 - a private exclusive queue per process bound to ``CONTROL_BINDINGS``: every process
   sees every token revocation and membership change and acts on the sockets it holds.
 """
@@ -14,7 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from services.common import topology
+from services.common import contracts, topology
 from services.common.contracts import (
     FileStatusChanged,
     GroupChanged,
@@ -27,18 +29,53 @@ from services.common.handlers import ConsumerSpec, bind
 
 from . import core
 from .deps import Deps
+from .ports import StoreError
 
 log = logging.getLogger("services.socket_gateway.handlers")
 
 
+# Statuses emitted once per upload attempt however often their message comes (see ``once``).
+ONCE_STATUSES = (contracts.UPLOADED, contracts.FAILED)
+
+
+def once(deps: Deps, key: str | None) -> bool:
+    """Whether a once-only notification is still to be emitted (never emitted by any replica).
+    A Redis error raises: the message is retried, not lost."""
+    if key is None or deps.deliveries is None:
+        return True
+    if deps.deliveries.delivered(key):
+        deps.metrics.events.labels("duplicate_notification", "skipped").inc()
+        log.info("duplicate notification skipped", extra={"key": key})
+        return False
+    return True
+
+
+def emitted(deps: Deps, key: str | None) -> None:
+    """Recorded after the emit: a replica killed in between repeats it (never loses it)."""
+    if key is None or deps.deliveries is None:
+        return
+    try:
+        deps.deliveries.mark_delivered(key)
+    except StoreError as exc:  # emitted already: raising would emit it again
+        log.warning("delivery not recorded", extra={"key": key, "error": repr(exc)})
+
+
 def on_file_status_changed(deps: Deps, message: FileStatusChanged) -> None:
+    key = f"file:{message.file_id}:{message.status}:{message.attempt}" if message.status in ONCE_STATUSES else None
+    if not once(deps, key):
+        return
     deps.sockets.emit("file-status", core.file_status_event(message), to=core.file_status_rooms(message.owner_id))
     deps.metrics.emits.labels("file-status").inc()
+    emitted(deps, key)
 
 
 def on_result_published(deps: Deps, message: ResultPublished) -> None:
+    key = f"result:{message.result_id}"
+    if not once(deps, key):
+        return
     deps.sockets.emit("pool-result", core.pool_result_event(message), to=core.pool_room(message.pool_id))
     deps.metrics.emits.labels("pool-result").inc()
+    emitted(deps, key)
     # One record per broadcast (members catching up later get their own on_connect ones).
     deps.audit.record("result_delivered", actor="socket_gateway", file_id=message.result_id,
                       group_id=message.group_id, pool_id=message.pool_id, size=message.size,

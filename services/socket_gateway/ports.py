@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 
+class StoreError(RuntimeError):
+    """The gateway's Redis did not answer (``DeliveryStore``: the once-only record)."""
+
+
 @dataclass(frozen=True)
 class SocketToken:
     """The access token a socket connected (or reauthed) with, as a revocation list sees it.
@@ -78,6 +82,16 @@ class PoolResults(Protocol):
     def acked(self, pool_id: str, user_id: str) -> int | None:
         """The member's acknowledged seq, or None when it never acknowledged one."""
         ...
+
+
+class Deliveries(Protocol):
+    """Which notifications this fleet of gateways already emitted (keys expire: see store.py).
+
+    ``StoreError`` when Redis is unreachable."""
+
+    def delivered(self, key: str) -> bool: ...
+
+    def mark_delivered(self, key: str) -> None: ...
 
 
 class Sockets(Protocol):

@@ -45,6 +45,7 @@ class FakeUploadCache:
         self.touched: list[tuple[str, int]] = []  # (file_id, ttl) per touch, newest last
         self.owner_bytes: dict[str, dict[str, int]] = {}  # owner -> upload id -> chunk bytes cached
         self.ledgers: dict[str, dict[str, int]] = {}  # owner -> {"stored": n, upload id: reserved size}
+        self.republish_claims: set[str] = set()  # uploads whose StoreUpload a second complete re-published
 
     def cache_key(self, file_id: str) -> str:
         return f"{self.prefix}:upload:{file_id}"
@@ -217,11 +218,11 @@ class FakeUploadCache:
         upload.session["status"] = "cancelled"
         return True
 
-    def mark_cached(self, file_id: str, size: int, *, owner_id: str) -> bool:
+    def mark_cached(self, file_id: str, size: int, *, owner_id: str, sha256: str = "", now: float = 0.0) -> bool:
         upload = self.uploads.get(file_id)
         if upload is None or upload.session["status"] != UPLOADING:
             return False
-        upload.session["status"] = CACHED
+        upload.session.update(status=CACHED, published="0", cached_at=str(now), cached_sha256=sha256)
         self.pending[file_id] = size
         self.writers.pop(file_id, None)
         ledger = self.ledgers.setdefault(owner_id, {})
@@ -230,6 +231,17 @@ class FakeUploadCache:
         if "quota" not in tomb:
             tomb["quota"] = str(size)
             ledger["stored"] = ledger.get("stored", 0) + size
+        return True
+
+    def mark_published(self, file_id: str) -> None:
+        upload = self.uploads.get(file_id)
+        if upload is not None:
+            upload.session["published"] = "1"
+
+    def claim_republish(self, file_id: str, seconds: int) -> bool:
+        if file_id in self.republish_claims:
+            return False
+        self.republish_claims.add(file_id)
         return True
 
     def unmark_cached(self, file_id: str, *, owner_id: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from .. import timeutil
 from ..errors import ApiError
 
-__all__ = ["Emitted", "FakeFileHistory", "FakePoolResults", "FakeSockets", "FakeUploader"]
+__all__ = ["Emitted", "FakeDeliveries", "FakeFileHistory", "FakePoolResults", "FakeSockets", "FakeUploader"]
 
 
 @dataclass(frozen=True)
@@ -223,3 +223,16 @@ class FakePoolResults(_Failing):
     def acked(self, pool_id: str, user_id: str) -> int | None:
         self._call("acked", (pool_id, user_id))
         return self.acks.get((pool_id, user_id))
+
+
+@dataclass
+class FakeDeliveries:
+    """Once-only notifications already emitted (``ports.Deliveries`` by shape)."""
+
+    keys: set[str] = field(default_factory=set)
+
+    def delivered(self, key: str) -> bool:
+        return key in self.keys
+
+    def mark_delivered(self, key: str) -> None:
+        self.keys.add(key)

@@ -33,9 +33,9 @@ def test_a_group_document_does_not_grow_with_its_files(rig: Rig) -> None:
     assert rig.store.files.count_documents({"group_id": gid}) == 151
 
 
-def _member(rig: Rig, file_id: str, gid: str, sid: str, ts: float) -> None:
+def _member(rig: Rig, file_id: str, gid: str, sid: str, ts: float, age: float = 60) -> None:
     rig.store.files.insert_one({"_id": file_id, "file_id": file_id, "group_id": gid, "pool_id": POOL, "slice": sid,
-                                "at": rig.clock() - 60, "owner_id": "u1", "size": 100, "ts": ts, "timestamp": "x",
+                                "at": rig.clock() - age, "owner_id": "u1", "size": 100, "ts": ts, "timestamp": "x",
                                 "sha256": "s", "file_name": file_id, "late": False})
 
 
@@ -67,6 +67,42 @@ def test_a_crash_after_the_counters_is_not_counted_twice(rig: Rig) -> None:
     assert (raw["file_count"], raw["bytes"], raw["pending"]) == (2, 200, [])
     assert rig.store.slices.find_one({"_id": "half-slice"})["group_id"] == gid
     assert [m.group_id for m in rig.events.of(FileGrouped, count=2) if m.file_id == "f2"] == [gid]
+
+
+def test_a_consumer_killed_between_the_membership_and_the_counters_loses_no_file(rig: Rig, monkeypatch) -> None:
+    """SIGKILL between steps 1 and 2, and the redelivery comes at once (another replica): the
+    membership is young, so it may be a live delivery's; the redelivery waits for it to be
+    counted and, as it never is, groups the file afresh (it used to answer it as grouped:
+    the file was never counted)."""
+    import threading
+    import time
+
+    from services.pool_aggregator import store as store_module
+
+    monkeypatch.setattr(store_module, "SETTLE_AFTER_SECONDS", 1.0)  # the wait, shortened for the test
+    start = _start(rig)
+    gid = core.group_id(POOL, start)
+    rig.handle(rig.stored("f1", ts=start + 1))
+    _member(rig, "f2", gid, "killed-slice", start + 2, age=0)
+    began = time.monotonic()
+    rig.handle(rig.stored("f2", ts=start + 2))
+    assert time.monotonic() - began >= 0.9  # it waited for the slice before settling it
+    group = rig.store.get(gid)
+    assert (group["file_count"], group["bytes"]) == (2, 200)
+    assert [e["file_id"] for e in rig.store.files_of(gid)] == ["f1", "f2"]
+    # A live duplicate's slice that is counted during the wait is taken as it is (not regrouped).
+    _member(rig, "f3", gid, "live-slice", start + 3, age=0)
+
+    def live_delivery_counts_it() -> None:
+        time.sleep(0.3)
+        rig.store.groups.update_one({"_id": gid}, {"$inc": {"file_count": 1, "bytes": 100},
+                                                   "$push": {"pending": "live-slice"}})
+
+    threading.Thread(target=live_delivery_counts_it).start()
+    rig.handle(rig.stored("f3", ts=start + 3))
+    raw = rig.store.groups.find_one({"_id": gid})
+    assert (raw["file_count"], raw["pending"]) == (3, [])
+    assert rig.store.files.find_one({"_id": "f3"})["slice"] == "live-slice"
 
 
 def test_legacy_groups_with_embedded_files_stay_readable(rig: Rig) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import time
 from datetime import timedelta
 
 import pytest
@@ -12,9 +13,11 @@ import pytest
 from services.common import contracts, timeutil, topology
 from services.common.contracts import AuditRecorded, FileStatusChanged, StoreUpload
 from services.common.errors import ApiError
+from services.common.httpkit import ServiceMetrics
 from services.common.testing import InMemoryBroker
 from services.common.testing.file_uploader import FakeUploadCache
-from services.file_uploader.uploads import UploadService
+from services.file_uploader import uploads as uploads_mod
+from services.file_uploader.uploads import UploaderMetrics, UploadService
 
 from .conftest import CHUNK, OWNER, WRITER, send_all, start
 
@@ -350,6 +353,47 @@ def test_complete_by_another_writer_is_refused(uploads, cache, broker) -> None:
     send_all(uploads, file_id, b"12345")
     assert refused(complete, uploads, file_id, writer="sid-2").status == 409
     assert not broker.of_type(StoreUpload) and cache.session(file_id)["status"] == "uploading"
+
+
+class KilledBroker(InMemoryBroker):
+    """A replica SIGKILLed while publishing: the StoreUpload never reaches the broker."""
+
+    def publish(self, message, **kwargs):  # type: ignore[no-untyped-def]
+        if isinstance(message, StoreUpload):
+            raise KeyboardInterrupt("killed")  # not an Exception: nothing in complete catches it
+        return super().publish(message, **kwargs)
+
+
+def test_a_complete_killed_before_its_publish_is_published_by_the_next_complete(settings, cache, broker) -> None:
+    """Replica A turns the session cached and dies before publishing; the client's complete
+    reaches replica B, which must not answer cached for an upload nobody will store."""
+    dying = UploadService(settings, cache, KilledBroker(), UploaderMetrics(ServiceMetrics("file_uploader")))
+    other = UploadService(settings, cache, broker, UploaderMetrics(ServiceMetrics("file_uploader")))
+    file_id = start(dying, 5)
+    send_all(dying, file_id, b"12345")
+    with pytest.raises(KeyboardInterrupt):
+        complete(dying, file_id)
+    assert cache.session(file_id)["status"] == "cached" and cache.session(file_id)["published"] == "0"
+    # Straight away: A may only be slow, so B asks the client to come back.
+    early = refused(complete, other, file_id)
+    assert (early.status, early.code) == (429, "overloaded")
+    assert not broker.of_type(StoreUpload)
+    cache.uploads[file_id].session["cached_at"] = str(time.time() - uploads_mod.REPUBLISH_AFTER_SECONDS - 1)
+    assert complete(other, file_id) == {"file_id": file_id, "status": "cached"}
+    (command,) = broker.of_type(StoreUpload)
+    assert command.upload_id == file_id and command.sha256 == hashlib.sha256(b"12345").hexdigest()
+    assert cache.session(file_id)["published"] == "1"
+    assert complete(other, file_id) == {"file_id": file_id, "status": "cached"}  # published: plain idempotent
+    assert len(broker.of_type(StoreUpload)) == 1
+
+
+def test_a_normal_complete_is_marked_published(uploads, cache, broker) -> None:
+    file_id = start(uploads, 5)
+    send_all(uploads, file_id, b"12345")
+    assert complete(uploads, file_id)["status"] == "cached"
+    assert cache.session(file_id)["published"] == "1"
+    assert complete(uploads, file_id)["status"] == "cached"
+    assert len(broker.of_type(StoreUpload)) == 1
 
 
 # --- chunks ------------------------------------------------------------------------------

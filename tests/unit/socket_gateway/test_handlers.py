@@ -81,3 +81,26 @@ def test_membership_changes_move_sockets_between_rooms(deps: Deps, broker: InMem
 def test_every_message_bound_to_our_queues_has_a_handler() -> None:
     assert set(handlers.NOTIFICATION_HANDLERS) == {FileStatusChanged, ResultPublished, GroupChanged}
     assert set(handlers.CONTROL_HANDLERS) == {TokenRevoked, MembershipChanged}
+
+
+def test_upload_outcomes_and_results_are_emitted_once_though_their_message_comes_twice(
+        deps: Deps, broker: InMemoryBroker) -> None:
+    """A message redelivered after a gateway replica died before its ack, or published twice
+    upstream (a store redelivered after its announcement), reaches the sockets once."""
+    from dataclasses import replace
+
+    from services.common.testing.socket_gateway import FakeDeliveries
+
+    deps = replace(deps, deliveries=FakeDeliveries())
+    stored = FileStatusChanged("f1", "7", "uploaded_successfully", attempt=1, pool_id="p1", file_name="a.bin")
+    result = ResultPublished("r1", "p1", "g1", "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z",
+                             "r.bin", 3, "a" * 64, "2026-01-01T00:02:00Z", "/file/r1")
+    deliver(deps, broker, stored, stored, result, result,
+            FileStatusChanged("f1", "7", "uploaded_successfully", attempt=2, pool_id="p1", file_name="a.bin"),
+            FileStatusChanged("f2", "7", "cached"), FileStatusChanged("f2", "7", "cached"))
+    emitted = [(e.event, e.data.get("file_id") or e.data.get("result_id"), e.data.get("status"))
+               for e in deps.sockets.emitted]  # type: ignore[attr-defined]
+    assert emitted == [("file-status", "f1", "uploaded_successfully"), ("pool-result", "r1", None),
+                       ("file-status", "f1", "uploaded_successfully"),  # another attempt: its own outcome
+                       ("file-status", "f2", "cached"), ("file-status", "f2", "cached")]  # not once-only
+    assert len([a for a in broker.of_type(AuditRecorded) if a.action == "result_delivered"]) == 1
