@@ -201,17 +201,17 @@ def test_a_listening_client_renews_its_socket_across_token_expiries_and_misses_n
     fleet = make_fleet(ACCESS_TOKEN_TTL_SECONDS="5", TICK_SECONDS="0.2", POOL_CACHE_SECONDS="0",
                        LOG_LEVEL="WARNING")
     urls = fleet.urls
-    admin = Admin(fleet)
-    pool_id = admin.create_pool(f"reauth-{uuid.uuid4().hex[:6]}", window_seconds=1)["pool_id"]
-    poster = Poster(urls["pool_aggregator"], pool_id, admin.processor_key(pool_id))
+    # The admin's own token lives 5 s too: a fresh login for each step.
+    pool_id = Admin(fleet).create_pool(f"reauth-{uuid.uuid4().hex[:6]}", window_seconds=1)["pool_id"]
+    poster = Poster(urls["pool_aggregator"], pool_id, Admin(fleet).processor_key(pool_id))
     listener = DropboxClient(fleet.gateway, urls["auth"], urls["file_service_manager"], urls["pool_aggregator"],
                              timeout=30, feed_state=tmp_path / "feed.json")
     listener.signup(f"reauth_{uuid.uuid4().hex[:8]}", PASSWORD)
-    admin.add_member(pool_id, listener.user["user_name"], "listener")
+    Admin(fleet).add_member(pool_id, listener.user["user_name"], "listener")
     contributor = DropboxClient(fleet.gateway, urls["auth"], urls["file_service_manager"], urls["pool_aggregator"],
                                 timeout=30)
     contributor.signup(f"reauthc_{uuid.uuid4().hex[:8]}", PASSWORD)
-    admin.add_member(pool_id, contributor.user["user_name"], "contributor")
+    Admin(fleet).add_member(pool_id, contributor.user["user_name"], "contributor")
     base = int(time.time()) - 300
     items = [{"timestamp": iso(base + n + 0.5), "offset": n, "length": 1} for n in range(3)]
     contributor.connect()
