@@ -505,7 +505,15 @@ class DropboxClient:
         if self.refresh_token and (self._token_expired or self.token_expiring(self.reauth_margin())):
             with self._refresh_lock:
                 if self.token_expiring(self.reauth_margin()) or self._token_expired:
-                    self._refresh_locked()
+                    try:
+                        self._refresh_locked()
+                    except DropboxError as err:
+                        if err.code == "unauthorized":
+                            # The login ended (logout, reuse, disabled user): asking again with
+                            # this refresh token cannot succeed; log in again to go on.
+                            self.refresh_token = None
+                            self._token_expired = False
+                        raise
         self.call("reauth", {"token": self.token})
         self._token_expired = False
         self.reauths += 1

@@ -192,3 +192,46 @@ def test_a_member_offline_for_2500_results_gets_them_all_in_order_then_the_live_
     finally:
         raw.close()
         done.close()
+
+
+@pytest.mark.slow
+def test_a_listening_client_renews_its_socket_across_token_expiries_and_misses_nothing(make_fleet, tmp_path):
+    """Access tokens of 5 s: the client library reauths its open socket before each expiry (and
+    after a token-expired), so results keep arriving live on the same connection."""
+    fleet = make_fleet(ACCESS_TOKEN_TTL_SECONDS="5", TICK_SECONDS="0.2", POOL_CACHE_SECONDS="0",
+                       LOG_LEVEL="WARNING")
+    urls = fleet.urls
+    # The admin's own token lives 5 s too: a fresh login for each step.
+    pool_id = Admin(fleet).create_pool(f"reauth-{uuid.uuid4().hex[:6]}", window_seconds=1)["pool_id"]
+    poster = Poster(urls["pool_aggregator"], pool_id, Admin(fleet).processor_key(pool_id))
+    listener = DropboxClient(fleet.gateway, urls["auth"], urls["file_service_manager"], urls["pool_aggregator"],
+                             timeout=30, feed_state=tmp_path / "feed.json")
+    listener.signup(f"reauth_{uuid.uuid4().hex[:8]}", PASSWORD)
+    Admin(fleet).add_member(pool_id, listener.user["user_name"], "listener")
+    contributor = DropboxClient(fleet.gateway, urls["auth"], urls["file_service_manager"], urls["pool_aggregator"],
+                                timeout=30)
+    contributor.signup(f"reauthc_{uuid.uuid4().hex[:8]}", PASSWORD)
+    Admin(fleet).add_member(pool_id, contributor.user["user_name"], "contributor")
+    base = int(time.time()) - 300
+    items = [{"timestamp": iso(base + n + 0.5), "offset": n, "length": 1} for n in range(3)]
+    contributor.connect()
+    try:
+        contributor.wait_status(contributor.upload(io.BytesIO(bytes(3)), file_name="b.bin", pool_id=pool_id,
+                                                   items=items), timeout=60)
+    finally:
+        contributor.disconnect()
+
+    listener.connect()
+    try:
+        generation = listener._generation
+        for n in range(3):
+            time.sleep(6)  # past the lifetime of the token the socket had
+            posted = poster.post(f"{pool_id}-{base + n}")
+            got = listener.wait_result(pool_id, timeout=30)
+            assert got["seq"] == posted["seq"] == n + 1
+        assert listener.reauths >= 3
+        # One connection all along: renewed by reauth, never refused or reconnected.
+        assert listener._generation == generation and listener.connected
+        assert listener.alive()["ok"] is True
+    finally:
+        listener.disconnect()

@@ -192,6 +192,22 @@ def test_token_expired_refreshes_and_reauths_at_once() -> None:
         c.disconnect()
 
 
+def test_a_login_that_ended_stops_the_reauths() -> None:
+    fleet = FakeFleet()
+    c = client_on(fleet)
+    c.login("alice", "password-123")
+    sock = connected(c)
+    fleet.valid_refresh.clear()  # logged out elsewhere
+    start_keeper(c)
+    try:
+        c._on_token_expired({})
+        wait_until(lambda: c.refresh_token is None, 3)
+        time.sleep(0.6)
+        assert fleet.refreshes == 1 and sock.of("reauth") == []  # asked once, not in a loop
+    finally:
+        c.disconnect()
+
+
 def test_a_connect_refused_unauthorized_refreshes_and_connects_again(monkeypatch: pytest.MonkeyPatch) -> None:
     fleet = FakeFleet()
     c = client_on(fleet)
