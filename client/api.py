@@ -22,7 +22,9 @@ Used by the CLI (``python -m client``), the tests, the pool simulator and the be
   access token about to expire refreshes first, and a connect refused ``unauthorized``
   refreshes and tries again. An open socket sends ``reauth`` with a fresh token before the
   access token expires (a third of its lifetime before, at most a minute) and at once on
-  ``token-expired``. So ``python -m client listen`` outlives its access tokens, for months.
+  ``token-expired``; an upload's event refused ``unauthorized`` (the token expired first) reauths
+  and the upload goes on (resumed). So ``python -m client listen`` outlives its access tokens,
+  for months.
 - websocket-client masks outgoing frames with wsaccel's C code when it is installed
   (it is a dependency); ``wsaccel_active()`` tells.
 """
@@ -556,8 +558,29 @@ class DropboxClient:
             raise DropboxError("error", f"{event}: unexpected ack {ack!r}")
         return ack
 
+    def _renew_socket(self, err: DropboxError) -> bool:
+        """An event refused ``unauthorized``: the access token expired before the keeper renewed
+        it (a loaded machine, short tokens). Reauth now; True when the event may be sent again.
+        A login that ended (logout, reuse, disabled user) fails the refresh: the refusal stands."""
+        if err.code != "unauthorized" or not self.refresh_token or not self._connected:
+            return False
+        try:
+            self._reauth()  # refreshes first when the token is (about to be) expired, as the keeper does
+            return True
+        except DropboxError:
+            pass
+        try:  # the gateway's clock says expired before ours does: a fresh token, once
+            with self._refresh_lock:
+                self._refresh_locked()
+            self._reauth()
+        except DropboxError:
+            return False
+        return True
+
     def _call_patiently(self, event: str, data: dict[str, Any], deadline: float) -> dict[str, Any]:
-        """``call`` that waits out ``overloaded`` (retry_after) and reconnections until deadline."""
+        """``call`` that waits out ``overloaded`` (retry_after), reconnections and an expired
+        access token (reauth, at most 3 times per call) until deadline."""
+        renewals = 0
         while True:
             try:
                 return self.call(event, data)
@@ -566,6 +589,10 @@ class DropboxClient:
                     raise
                 self.wait_connected(max(0.1, deadline - time.monotonic()))
             except DropboxError as err:
+                if err.code == "unauthorized" and renewals < 3 and time.monotonic() < deadline \
+                        and self._renew_socket(err):
+                    renewals += 1
+                    continue
                 if err.code != "overloaded" or time.monotonic() > deadline:
                     raise
                 time.sleep(min(err.retry_after or 1.0, max(0.0, deadline - time.monotonic())))
@@ -608,7 +635,10 @@ class DropboxClient:
                     # conflict on write-chunk: this connection lost the upload's writer lock
                     # (it expired during a long stall); start-transfer with the file_id takes
                     # it again and says which chunks are still missing.
-                    if not isinstance(err, ConnectionLost) and err.code != "conflict":
+                    # unauthorized on write-chunk: the token expired mid-upload; after a
+                    # reauth the upload resumes where it stopped.
+                    if not isinstance(err, ConnectionLost) and err.code != "conflict" \
+                            and not self._renew_socket(err):
                         raise
                     resumes += 1
                     if resumes > self.max_resumes or time.monotonic() > deadline:
