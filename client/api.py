@@ -175,6 +175,7 @@ class DropboxClient:
         self._token_expired = False
         self._refused_unauthorized = False  # the last connect was refused: refresh before the next
         self._keeper: threading.Thread | None = None
+        self._server_cut = False  # the gateway itself closed the socket: the keeper reopens it
         self._stop = threading.Event()
 
     # --- URLs ------------------------------------------------------------------------------
@@ -392,9 +393,12 @@ class DropboxClient:
             # Not in the event handler's thread: an upload waits for acks this thread delivers.
             threading.Thread(target=self._flush_quietly, name="spool-flush", daemon=True).start()
 
-    def _on_disconnect(self, *_: Any) -> None:
+    def _on_disconnect(self, reason: Any = None, *_: Any) -> None:
         with self._cond:
             self._connected = False
+            # python-socketio reconnects after a lost transport, not after the server's own
+            # disconnect (a reauth grace that ran out, a revoked token): the keeper reopens then.
+            self._server_cut = reason == socketio.Client.reason.SERVER_DISCONNECT
             self._cond.notify_all()
 
     def _on_token_expired(self, *_: Any) -> None:
@@ -461,6 +465,13 @@ class DropboxClient:
         while not self._stop.is_set():
             self._wake.wait(0.25)
             self._wake.clear()
+            if not self._stop.is_set() and not self._connected and self._server_cut:
+                try:
+                    self._reopen()
+                except DropboxError as err:  # the login ended, or the gateway is away: later
+                    log.info("reopen after the gateway's disconnect: %s %s", err.code, err.message)
+                    self._stop.wait(2.0)
+                continue
             if self._stop.is_set() or not self._connected:
                 continue
             try:
@@ -494,6 +505,18 @@ class DropboxClient:
                 self._stop.wait(1.0)
             except Exception:  # noqa: BLE001 - the keeper must outlive any one failure
                 log.exception("feed keeper failed a round")
+
+    def _reopen(self) -> None:
+        """A new socket after the gateway closed this one (refreshing first when the token is
+        stale: that is the usual reason); the catch-up on connect brings what was missed."""
+        # The old one stays in self.sio (closed: a call on it is ConnectionLost, which waits for
+        # the reconnect) until _open replaces it.
+        if self.sio is not None:
+            self.sio.shutdown()
+        if self.refresh_token and (self._token_expired or self.token_expiring(self.reauth_margin())):
+            self._renew(self.token)
+        self._open(10.0)
+        self._server_cut = False
 
     def _reauth(self) -> None:
         """A fresh access token (refresh) on the open socket (SPEC reauth)."""

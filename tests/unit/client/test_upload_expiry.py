@@ -6,6 +6,7 @@ ended (the refresh refused) still fails the upload. Found by the issue-11 soak (
 from __future__ import annotations
 
 import io
+import time
 from typing import Any
 
 import pytest
@@ -106,3 +107,37 @@ def test_an_upload_of_a_login_that_ended_still_fails_unauthorized() -> None:
     with pytest.raises(DropboxError) as refused:
         c.upload(io.BytesIO(b"0123456789ab"), file_name="u.bin", sha256=False)
     assert refused.value.code == "unauthorized"
+
+
+def test_a_socket_the_gateway_closed_is_reopened_by_the_keeper(monkeypatch: pytest.MonkeyPatch) -> None:
+    """python-socketio does not reconnect after the server's own disconnect (a reauth grace that
+    ran out under load): the keeper opens a new socket, with a fresh token. Found by the full soak:
+    members stayed disconnected for good."""
+    from .test_feed_client import start_keeper, wait_until
+
+    fleet = FakeFleet()
+    c = client_on(fleet)
+    c.login("alice", "password-123")
+    first = connected(c)
+    opened: list[str | None] = []
+
+    def reopen(wait_timeout: float) -> None:
+        opened.append(c.token)
+        sock = FakeSocket(c)
+        c.sio = sock  # type: ignore[assignment]
+        c._on_connect()
+
+    monkeypatch.setattr(c, "_open", reopen)
+    start_keeper(c)
+    try:
+        time.sleep(0.5)
+        c._on_disconnect("transport close")  # python-socketio reconnects by itself: not the keeper
+        time.sleep(0.6)
+        assert opened == []
+        c._on_connect()
+        c.token_expires_at = time.time() - 1  # the token went stale: why the gateway cut the socket
+        c._on_disconnect("server disconnect")
+        wait_until(lambda: len(opened) == 1, 5)
+        assert opened == ["a2"] and fleet.refreshes == 1 and c.connected and c.sio is not first
+    finally:
+        c.disconnect()
