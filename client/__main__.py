@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     listening = args.command == "listen"
     # The CLI flushes the spool itself (and reports what it sent), not in the background.
     client = DropboxClient(args.gateway, timeout=args.timeout, spool_dir=getattr(args, "spool", None),
-                           auto_flush=False, confirm_results=listening,
+                           auto_flush=False, confirm_results=listening, keep_received=not listening,
                            feed_state=_state_file(args, user) if listening else None)
     if args.command == "update":
         return _update(client, user, password, args)

@@ -129,10 +129,14 @@ class DropboxClient:
                  fsm_url: str | None = None, aggregator_url: str | None = None, *, timeout: float = 30.0,
                  window: int = 4, max_resumes: int = 20, spool_dir: str | os.PathLike | None = None,
                  auto_flush: bool = True, feed_state: str | os.PathLike | None = None,
-                 confirm_results: bool = False, gap_wait: float = 2.0, poll_seconds: float = 60.0) -> None:
+                 confirm_results: bool = False, gap_wait: float = 2.0, poll_seconds: float = 60.0,
+                 keep_received: bool = True) -> None:
         """``feed_state``: the result feed's state file (default: ``feed.json`` beside ``spool_dir``,
         none without one). ``confirm_results``: a result counts as received (saved, acknowledged)
-        only once the application calls ``result_done``; else once handed to it (``wait_result``)."""
+        only once the application calls ``result_done``; else once handed to it (``wait_result``).
+        ``keep_received``: also keep every result in ``results_received`` (tests, short runs); a
+        client that runs for months (``listen``) says False, so only ``wait_result``'s queue holds
+        results, until the application takes them."""
         self.gateway_url = gateway_url.rstrip("/")
         # Updates produced while offline wait here and go as one batch per pool on reconnect.
         self.spool = OfflineSpool(spool_dir) if spool_dir is not None else None
@@ -162,6 +166,7 @@ class DropboxClient:
         self._result_ids: set[str] = set()
         self._result_queues: dict[str, collections.deque] = collections.defaultdict(collections.deque)
         self.duplicate_results = 0
+        self.keep_received = keep_received
         if feed_state is None and spool_dir is not None:
             feed_state = Path(spool_dir).parent / "feed.json"
         self.feed = ResultFeed(feed_state, confirm=confirm_results)
@@ -435,8 +440,10 @@ class DropboxClient:
     def _hand_over(self, data: dict[str, Any]) -> None:
         """One result, in seq order, to the application (``wait_result``, ``results_received``)."""
         with self._cond:
-            self._result_ids.add(data["result_id"])
-            self.results_received.append(data)
+            if self.keep_received or "seq" not in data:  # without seq, result_id is the dedupe key
+                self._result_ids.add(data["result_id"])
+            if self.keep_received:
+                self.results_received.append(data)
             self._result_queues[str(data.get("pool_id"))].append(data)
             self._cond.notify_all()
 
@@ -523,7 +530,15 @@ class DropboxClient:
         if self.refresh_token and (self._token_expired or self.token_expiring(self.reauth_margin())):
             with self._refresh_lock:
                 if self.token_expiring(self.reauth_margin()) or self._token_expired:
-                    self._refresh_locked()
+                    try:
+                        self._refresh_locked()
+                    except DropboxError as err:
+                        if err.code == "unauthorized":
+                            # The login ended (logout, reuse, disabled user): asking again with
+                            # this refresh token cannot succeed; log in again to go on.
+                            self.refresh_token = None
+                            self._token_expired = False
+                        raise
         self.call("reauth", {"token": self.token})
         self._token_expired = False
         self.reauths += 1

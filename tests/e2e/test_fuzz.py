@@ -57,6 +57,7 @@ EVENT_KEYS = {
     "cancel-upload": ["file_id"],
     "get-history": [],
     "get-results": ["pool_id", "since", "after_seq", "limit"],
+    "ack-result": ["pool_id", "seq"],
     "alive": [],
     "reauth": ["token"],
 }

@@ -56,7 +56,7 @@ def test_non_members_and_listeners_cannot_upload_or_read(fleet, admin):
         sock.close()
     sock = RawSocket(fleet.gateway, listener["access_token"])
     try:
-        assert sock.call("get-results", {"pool_id": pool_id}) == {"results": []}
+        assert sock.call("get-results", {"pool_id": pool_id}) == {"results": [], "next_seq": 0, "more": False}
     finally:
         sock.close()
 

@@ -46,7 +46,7 @@ def test_a_result_whose_store_fails_is_503_then_a_second_post_is_delivered_once(
         event = sock.wait_event("pool-result", lambda d: d["group_id"] == gid, timeout=30)
         assert event["result_id"] == posted.json()["result_id"]
         # seq in pool-result is the gateway's to pass on (ResultPublished carries it).
-        assert event.get("seq", 1) == 1
+        assert event["seq"] == 1
         with pytest.raises(AssertionError):  # once: no second pool-result for the group
             sock.wait_event("pool-result", lambda d: d["group_id"] == gid, timeout=3)
         page = requests.get(f"{processor.base}/results", params={"after_seq": 0}, headers=processor.headers,

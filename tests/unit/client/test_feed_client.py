@@ -192,6 +192,22 @@ def test_token_expired_refreshes_and_reauths_at_once() -> None:
         c.disconnect()
 
 
+def test_a_login_that_ended_stops_the_reauths() -> None:
+    fleet = FakeFleet()
+    c = client_on(fleet)
+    c.login("alice", "password-123")
+    sock = connected(c)
+    fleet.valid_refresh.clear()  # logged out elsewhere
+    start_keeper(c)
+    try:
+        c._on_token_expired({})
+        wait_until(lambda: c.refresh_token is None, 3)
+        time.sleep(0.6)
+        assert fleet.refreshes == 1 and sock.of("reauth") == []  # asked once, not in a loop
+    finally:
+        c.disconnect()
+
+
 def test_a_connect_refused_unauthorized_refreshes_and_connects_again(monkeypatch: pytest.MonkeyPatch) -> None:
     fleet = FakeFleet()
     c = client_on(fleet)
@@ -229,6 +245,15 @@ def test_a_reconnect_after_a_refusal_presents_a_fresh_token() -> None:
     assert c._auth_payload()["token"] == "a1" and fleet.refreshes == 0  # not expiring: as is
     c._refused_unauthorized = True  # python-socketio's reconnect was refused for its token
     assert c._auth_payload()["token"] == "a2" and fleet.refreshes == 1
+
+
+def test_a_long_running_client_keeps_only_what_the_application_has_not_taken() -> None:
+    c = make(keep_received=False)
+    for s in range(1, 501):
+        c._on_pool_result(result(s))
+    assert c.results_received == [] and c._result_ids == set()
+    assert [c.wait_result("p1", 0.1)["seq"] for _ in range(500)] == list(range(1, 501))
+    assert len(c._result_queues["p1"]) == 0
 
 
 def test_the_feed_state_lives_beside_the_spool(tmp_path: Path) -> None:
