@@ -10,7 +10,7 @@ Used by the CLI (``python -m client``), the tests, the pool simulator and the be
   with ``start-transfer {file_id}``, which answers the ``missing`` chunks to send again.
 - ``pool-result`` events go through a ``ResultFeed`` (client/feed.py): each pool's results reach
   the application once each, in ``seq`` order, across reconnects, gateways and restarts (its
-  state file, ``feed_state``, beside the spool by default). A gap (a seq missing while later
+  state file, ``feed_state``, ``<spool>.feed.json`` beside the spool by default). A gap (a seq missing while later
   ones came) that does not close by itself within ``gap_wait`` is filled with ``get-results
   {after_seq}``; every ``poll_seconds`` a quiet pool is asked for anything newer (a lost last
   result has no later one to reveal it). What the application finished is acknowledged with
@@ -22,7 +22,9 @@ Used by the CLI (``python -m client``), the tests, the pool simulator and the be
   access token about to expire refreshes first, and a connect refused ``unauthorized``
   refreshes and tries again. An open socket sends ``reauth`` with a fresh token before the
   access token expires (a third of its lifetime before, at most a minute) and at once on
-  ``token-expired``. So ``python -m client listen`` outlives its access tokens, for months.
+  ``token-expired``; an upload's event refused ``unauthorized`` (the token expired first) reauths
+  and the upload goes on (resumed). So ``python -m client listen`` outlives its access tokens,
+  for months.
 - websocket-client masks outgoing frames with wsaccel's C code when it is installed
   (it is a dependency); ``wsaccel_active()`` tells.
 """
@@ -129,8 +131,8 @@ class DropboxClient:
                  auto_flush: bool = True, feed_state: str | os.PathLike | None = None,
                  confirm_results: bool = False, gap_wait: float = 2.0, poll_seconds: float = 60.0,
                  keep_received: bool = True) -> None:
-        """``feed_state``: the result feed's state file (default: ``feed.json`` beside ``spool_dir``,
-        none without one). ``confirm_results``: a result counts as received (saved, acknowledged)
+        """``feed_state``: the result feed's state file (default: ``<spool_dir>.feed.json`` beside
+        ``spool_dir``, one per spool even when spools share a parent; none without a spool). ``confirm_results``: a result counts as received (saved, acknowledged)
         only once the application calls ``result_done``; else once handed to it (``wait_result``).
         ``keep_received``: also keep every result in ``results_received`` (tests, short runs); a
         client that runs for months (``listen``) says False, so only ``wait_result``'s queue holds
@@ -166,7 +168,8 @@ class DropboxClient:
         self.duplicate_results = 0
         self.keep_received = keep_received
         if feed_state is None and spool_dir is not None:
-            feed_state = Path(spool_dir).parent / "feed.json"
+            spool = Path(spool_dir)
+            feed_state = spool.with_name(spool.name + ".feed.json")
         self.feed = ResultFeed(feed_state, confirm=confirm_results)
         self.gap_wait = gap_wait
         self.poll_seconds = poll_seconds
@@ -178,6 +181,7 @@ class DropboxClient:
         self._token_expired = False
         self._refused_unauthorized = False  # the last connect was refused: refresh before the next
         self._keeper: threading.Thread | None = None
+        self._server_cut = False  # the gateway itself closed the socket: the keeper reopens it
         self._stop = threading.Event()
 
     # --- URLs ------------------------------------------------------------------------------
@@ -395,9 +399,12 @@ class DropboxClient:
             # Not in the event handler's thread: an upload waits for acks this thread delivers.
             threading.Thread(target=self._flush_quietly, name="spool-flush", daemon=True).start()
 
-    def _on_disconnect(self, *_: Any) -> None:
+    def _on_disconnect(self, reason: Any = None, *_: Any) -> None:
         with self._cond:
             self._connected = False
+            # python-socketio reconnects after a lost transport, not after the server's own
+            # disconnect (a reauth grace that ran out, a revoked token): the keeper reopens then.
+            self._server_cut = reason == socketio.Client.reason.SERVER_DISCONNECT
             self._cond.notify_all()
 
     def _on_token_expired(self, *_: Any) -> None:
@@ -466,6 +473,13 @@ class DropboxClient:
         while not self._stop.is_set():
             self._wake.wait(0.25)
             self._wake.clear()
+            if not self._stop.is_set() and not self._connected and self._server_cut:
+                try:
+                    self._reopen()
+                except DropboxError as err:  # the login ended, or the gateway is away: later
+                    log.info("reopen after the gateway's disconnect: %s %s", err.code, err.message)
+                    self._stop.wait(2.0)
+                continue
             if self._stop.is_set() or not self._connected:
                 continue
             try:
@@ -499,6 +513,18 @@ class DropboxClient:
                 self._stop.wait(1.0)
             except Exception:  # noqa: BLE001 - the keeper must outlive any one failure
                 log.exception("feed keeper failed a round")
+
+    def _reopen(self) -> None:
+        """A new socket after the gateway closed this one (refreshing first when the token is
+        stale: that is the usual reason); the catch-up on connect brings what was missed."""
+        # The old one stays in self.sio (closed: a call on it is ConnectionLost, which waits for
+        # the reconnect) until _open replaces it.
+        if self.sio is not None:
+            self.sio.shutdown()
+        if self.refresh_token and (self._token_expired or self.token_expiring(self.reauth_margin())):
+            self._renew(self.token)
+        self._open(10.0)
+        self._server_cut = False
 
     def _reauth(self) -> None:
         """A fresh access token (refresh) on the open socket (SPEC reauth)."""
@@ -571,8 +597,29 @@ class DropboxClient:
             raise DropboxError("error", f"{event}: unexpected ack {ack!r}")
         return ack
 
+    def _renew_socket(self, err: DropboxError) -> bool:
+        """An event refused ``unauthorized``: the access token expired before the keeper renewed
+        it (a loaded machine, short tokens). Reauth now; True when the event may be sent again.
+        A login that ended (logout, reuse, disabled user) fails the refresh: the refusal stands."""
+        if err.code != "unauthorized" or not self.refresh_token or not self._connected:
+            return False
+        try:
+            self._reauth()  # refreshes first when the token is (about to be) expired, as the keeper does
+            return True
+        except DropboxError:
+            pass
+        try:  # the gateway's clock says expired before ours does: a fresh token, once
+            with self._refresh_lock:
+                self._refresh_locked()
+            self._reauth()
+        except DropboxError:
+            return False
+        return True
+
     def _call_patiently(self, event: str, data: dict[str, Any], deadline: float) -> dict[str, Any]:
-        """``call`` that waits out ``overloaded`` (retry_after) and reconnections until deadline."""
+        """``call`` that waits out ``overloaded`` (retry_after), reconnections and an expired
+        access token (reauth, at most 3 times per call) until deadline."""
+        renewals = 0
         while True:
             try:
                 return self.call(event, data)
@@ -581,6 +628,10 @@ class DropboxClient:
                     raise
                 self.wait_connected(max(0.1, deadline - time.monotonic()))
             except DropboxError as err:
+                if err.code == "unauthorized" and renewals < 3 and time.monotonic() < deadline \
+                        and self._renew_socket(err):
+                    renewals += 1
+                    continue
                 if err.code != "overloaded" or time.monotonic() > deadline:
                     raise
                 time.sleep(min(err.retry_after or 1.0, max(0.0, deadline - time.monotonic())))
@@ -623,7 +674,10 @@ class DropboxClient:
                     # conflict on write-chunk: this connection lost the upload's writer lock
                     # (it expired during a long stall); start-transfer with the file_id takes
                     # it again and says which chunks are still missing.
-                    if not isinstance(err, ConnectionLost) and err.code != "conflict":
+                    # unauthorized on write-chunk: the token expired mid-upload; after a
+                    # reauth the upload resumes where it stopped.
+                    if not isinstance(err, ConnectionLost) and err.code != "conflict" \
+                            and not self._renew_socket(err):
                         raise
                     resumes += 1
                     if resumes > self.max_resumes or time.monotonic() > deadline:

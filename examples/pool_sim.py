@@ -401,7 +401,8 @@ def _soak_run(args: argparse.Namespace, rng: random.Random, gateways: list[str],
             if member.client.token:
                 member.tokens.add(member.client.token)
             if member.online:
-                if leave_at.get(member.index) == w:
+                if member.index in leave_at and w >= leave_at[member.index] and member.connects == 1:
+                    # (the first window it is online and idle from its leave_at on; once)
                     member.back_at = w + args.long_away_windows + 1 + rng.randint(0, 5)
                 elif member.index not in leave_at and rng.random() < args.leave_chance:
                     member.back_at = -1  # away; back at random
@@ -519,6 +520,15 @@ def _soak_run(args: argparse.Namespace, rng: random.Random, gateways: list[str],
           f"min {min(len(m.tokens) for m in members)}, max {max(len(m.tokens) for m in members)}")
     print(f"pairs: {pairs}; missing {missing}, duplicated {duplicates}, members with seq gaps {gaps}; "
           f"downloads verified in {download_seconds:.1f}s")
+    for member in members:
+        counts = received(member)
+        lost = sorted(rid for rid in posted if counts.get(rid, 0) != 1)
+        if lost:
+            seqs = [int(r["seq"]) for r in member.client.results_received if r.get("seq") is not None]
+            print(f"  member {member.index} ({member.role}): {len(lost)} not exactly once; online "
+                  f"{member.client.connected}, {member.connects} connects, gateways {sorted(member.gateways)}, "
+                  f"seqs held {min(seqs, default=0)}..{max(seqs, default=0)} ({len(seqs)}), gap fills "
+                  f"{member.client.gap_fills}, reauths {member.client.reauths}, acked {member.client.acked}")
     if errors:
         print(f"{len(errors)} error(s), e.g. {errors[:3]}")
     print(f"delivered exactly once and byte-identical: {good}/{pairs} = {100 * fraction:.2f}%")

@@ -261,7 +261,7 @@ def test_the_feed_state_lives_beside_the_spool(tmp_path: Path) -> None:
                       spool_dir=tmp_path / "spool")
     c._on_pool_result(result(1))
     c.feed.flush()
-    assert ResultFeed(tmp_path / "feed.json").last_seq("p1") == 1
+    assert ResultFeed(tmp_path / "spool.feed.json").last_seq("p1") == 1
 
 
 def test_listen_saves_each_result_by_seq_and_marks_it_done_once_verified(tmp_path: Path) -> None:
@@ -298,3 +298,13 @@ def test_listen_saves_each_result_by_seq_and_marks_it_done_once_verified(tmp_pat
     assert _state_file(args, "alice").name == "feed-alice.json"
     assert _state_file(parser().parse_args(["listen", "p1", "--out", "o", "--state", "/x/s.json"]), "a") == \
         Path("/x/s.json")
+
+
+def test_spools_under_one_parent_keep_feed_states_of_their_own(tmp_path: Path) -> None:
+    # Two members on one machine (spools side by side) must not drop each other's results as
+    # duplicates: each spool has its own default state file, beside it.
+    first = DropboxClient(spool_dir=tmp_path / "alice", auto_flush=False)
+    second = DropboxClient(spool_dir=tmp_path / "bob", auto_flush=False)
+    assert first.feed.path == tmp_path / "alice.feed.json"
+    assert second.feed.path == tmp_path / "bob.feed.json"
+    assert first.feed.path != second.feed.path
