@@ -10,7 +10,8 @@ Used by the CLI (``python -m client``), the tests, the pool simulator and the be
   with ``start-transfer {file_id}``, which answers the ``missing`` chunks to send again.
 - ``pool-result`` events go through a ``ResultFeed`` (client/feed.py): each pool's results reach
   the application once each, in ``seq`` order, across reconnects, gateways and restarts (its
-  state file, ``feed_state``, ``<spool>.feed.json`` beside the spool by default). A gap (a seq missing while later
+  state file, ``feed_state``, ``<spool>.feed.json`` beside the spool by default). A gap (a seq
+  missing while later
   ones came) that does not close by itself within ``gap_wait`` is filled with ``get-results
   {after_seq}``; every ``poll_seconds`` a quiet pool is asked for anything newer (a lost last
   result has no later one to reveal it). What the application finished is acknowledged with
@@ -132,7 +133,8 @@ class DropboxClient:
                  confirm_results: bool = False, gap_wait: float = 2.0, poll_seconds: float = 60.0,
                  keep_received: bool = True) -> None:
         """``feed_state``: the result feed's state file (default: ``<spool_dir>.feed.json`` beside
-        ``spool_dir``, one per spool even when spools share a parent; none without a spool). ``confirm_results``: a result counts as received (saved, acknowledged)
+        ``spool_dir``, one per spool even when spools share a parent; none without a spool).
+        ``confirm_results``: a result counts as received (saved, acknowledged)
         only once the application calls ``result_done``; else once handed to it (``wait_result``).
         ``keep_received``: also keep every result in ``results_received`` (tests, short runs); a
         client that runs for months (``listen``) says False, so only ``wait_result``'s queue holds
