@@ -11,8 +11,7 @@ Used by the CLI (``python -m client``), the tests, the pool simulator and the be
 - ``pool-result`` events go through a ``ResultFeed`` (client/feed.py): each pool's results reach
   the application once each, in ``seq`` order, across reconnects, gateways and restarts (its
   state file, ``feed_state``, ``<spool>.feed.json`` beside the spool by default). A gap (a seq
-  missing while later
-  ones came) that does not close by itself within ``gap_wait`` is filled with ``get-results
+  missing while later ones came) that does not close by itself within ``gap_wait`` is filled with ``get-results
   {after_seq}``; every ``poll_seconds`` a quiet pool is asked for anything newer (a lost last
   result has no later one to reveal it). What the application finished is acknowledged with
   ``ack-result`` (a second apart at most), so the next connect's catch-up starts after it.
