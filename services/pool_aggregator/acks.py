@@ -29,6 +29,11 @@ def ack(deps: Deps, pool_id: str, user_id: str, body: Any) -> dict[str, Any]:
     last = deps.store.last_seq(pool_id)
     if seq > last:
         raise bad_request(f"seq {seq} is beyond the pool's last result ({last})")
+    if seq == 0:
+        # Nothing to acknowledge (a pool without results, or an unknown pool id an admin may
+        # name): no document is written, so such acks cannot grow the collection.
+        current = deps.store.acked(pool_id, user_id)
+        return {"pool_id": pool_id, "user_id": user_id, "acked_seq": current or 0}
     acked = deps.store.ack(pool_id, user_id, seq, deps.clock.time())
     return {"pool_id": pool_id, "user_id": user_id, "acked_seq": acked}
 

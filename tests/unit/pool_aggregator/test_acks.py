@@ -47,3 +47,18 @@ def test_acks_are_internal_only(kit: Kit) -> None:
         assert kit.app.test_client().get(f"/internal/pools/{POOL}/acks/u1", headers=headers).status_code == 401
     bad_user = kit.app.test_client().put(f"/internal/pools/{POOL}/acks/a%20b", json={"seq": 0}, headers=INTERNAL)
     assert bad_user.status_code == 400
+
+
+def test_acks_of_seq_0_write_nothing_even_for_unknown_pools(kit: Kit) -> None:
+    # An admin is a member of every pool id: acks of nothing (seq 0) on made-up pool ids must
+    # not grow the collection one document per call.
+    client = kit.app.test_client()
+    for n in range(5):
+        answer = client.put(f"/internal/pools/nopool{n}/acks/admin1", json={"seq": 0}, headers=INTERNAL)
+        assert answer.status_code == 200 and answer.get_json()["acked_seq"] == 0
+    assert kit.store.acks == {}
+    # A real ack still lands, and a later seq 0 answers it unchanged.
+    assert _post(kit, _ready_group(kit, count=1)).status_code == 201
+    assert _ack(kit, 1).get_json()["acked_seq"] == 1
+    assert _ack(kit, 0).get_json()["acked_seq"] == 1
+    assert kit.store.acks == {(POOL, "u1"): 1}
