@@ -17,7 +17,8 @@ root or an S3 bucket: a pool's own ``storage`` (auth's internal pool route, kept
 MongoDB ``files`` (the index of file records, ``_id`` = file_id), ``audit``
 (append-only, ``_id`` = audit_id), ``storages`` (storage locations, credentials
 encrypted with STORAGE_SECRETS_KEY) and ``staging`` (each result's status per staging
-target, ``_id`` = ``<result_id>:<target>``). Reads and then
+target, ``_id`` = ``<result_id>:<target>``), ``sweep_claims`` (a sweep pass's claim on one
+leftover while it removes it). Reads and then
 deletes the Redis chunks named by ``StoreUpload`` (the cache file_uploader filled); its own
 Redis keys beside them: ``{cache_key}:prestore`` (a prestore's outcome) and
 ``{cache_key}:prestore-lease`` (which consumer is prestoring).

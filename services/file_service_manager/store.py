@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pymongo
@@ -24,6 +24,9 @@ from services.common.contracts import PrestoreUpload, StoreUpload, UploadItem
 
 from . import core
 from .core import StoreFailure
+
+# A sweep pass's claim on one leftover (remove_partial) is taken over after this long.
+SWEEP_CLAIM_SECONDS = 600
 
 # A prestore starts (KEYS: session, lease, state) only while the upload is still arriving
 # (a redelivered PrestoreUpload after completion must not touch what a StoreUpload writes)
@@ -166,8 +169,23 @@ class FileIndex:
         """Delete what a crashed attempt left in GridFS ``fs`` (chunks without a file doc, or an
         unindexed file). Whether this call removed anything: of two sweepers (replicas) racing
         for one leftover, the one that finds it gone already answers False."""
-        removed = self.db["fs.files"].delete_one({"_id": file_id}).deleted_count
-        removed += self.db["fs.chunks"].delete_many({"files_id": file_id}).deleted_count
+        # Deleting the file document and the chunks are two writes, so each of two racing passes
+        # may remove a part: a claim document (unique _id) picks the one pass that removes and
+        # records it. It is dropped after the removal (a later pass finds nothing left: False);
+        # one left by a pass that died holding it is taken over after SWEEP_CLAIM_SECONDS.
+        claims = self.db["sweep_claims"]
+        now = timeutil.now()
+        try:
+            claims.insert_one({"_id": file_id, "at": now})
+        except DuplicateKeyError:
+            stale = now - timedelta(seconds=SWEEP_CLAIM_SECONDS)
+            if not claims.find_one_and_update({"_id": file_id, "at": {"$lt": stale}}, {"$set": {"at": now}}):
+                return False  # another pass is removing it
+        try:
+            removed = self.db["fs.files"].delete_one({"_id": file_id}).deleted_count
+            removed += self.db["fs.chunks"].delete_many({"files_id": file_id}).deleted_count
+        finally:
+            claims.delete_one({"_id": file_id, "at": now})
         return removed > 0
 
     # --- the index ------------------------------------------------------------

@@ -15,6 +15,13 @@ from tests.integration.file_uploader.helpers import Collector, upload_all
 
 from .conftest import CHUNK
 
+# Pool updates must be younger than the pool's max_late_seconds (SPEC: 7 days by default):
+# an hour ago, whole seconds, and the same five minutes later, as written and as stored.
+_HOUR_AGO = int(time.time()) // 60 * 60 - 3600
+T0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(_HOUR_AGO))
+T1 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(_HOUR_AGO + 300))
+T0_STORED, T1_STORED = T0.replace("Z", ".000Z"), T1.replace("Z", ".000Z")
+
 
 def upload_and_command(p, data: bytes, **body) -> StoreUpload:
     with Collector(p.amqp_url, messaging.STORE_QUEUE) as stores:
@@ -32,7 +39,7 @@ def test_full_store_of_5mb(make_pipeline) -> None:
     p = make_pipeline()
     data = os.urandom(5 * 1024 * 1024 + 123)
     command = upload_and_command(
-        p, data, file_name="five.bin", pool_id="p1", timestamp="2024-05-01T10:00:00Z"
+        p, data, file_name="five.bin", pool_id="p1", timestamp=T0
     )
     assert command.chunk_count == 6
     with (
@@ -51,7 +58,7 @@ def test_full_store_of_5mb(make_pipeline) -> None:
     assert total == len(data) and digest.hexdigest() == hashlib.sha256(data).hexdigest()
     record = p.index.record(command.upload_id)
     assert record["status"] == "uploaded_successfully" and record["sha256"] == digest.hexdigest()
-    assert record["timestamp"] == "2024-05-01T10:00:00.000Z" and record["pool_id"] == "p1"
+    assert record["timestamp"] == T0_STORED and record["pool_id"] == "p1"
     # The cache is gone; only file_uploader's small status tombstone stays until it expires.
     assert redis_keys(p, command.upload_id) == {f"{p.prefix}:upload:{command.upload_id}:status"}
 
@@ -82,8 +89,8 @@ def test_batch_items_become_records(make_pipeline) -> None:
     p = make_pipeline()
     data = os.urandom(CHUNK + 500)
     items = [
-        {"timestamp": "2024-05-01T10:00:00Z", "offset": 0, "length": 1000, "name": "a.csv"},
-        {"timestamp": "2024-05-01T10:05:00Z", "offset": CHUNK - 10, "length": 510},
+        {"timestamp": T0, "offset": 0, "length": 1000, "name": "a.csv"},
+        {"timestamp": T1, "offset": CHUNK - 10, "length": 510},
     ]
     command = upload_and_command(p, data, file_name="batch.bin", items=items)
     p.worker.handle_index(FileStatusChanged(file_id=command.upload_id, owner_id="u1", status="cached"))
@@ -94,7 +101,7 @@ def test_batch_items_become_records(make_pipeline) -> None:
     assert second == data[CHUNK - 10 : CHUNK + 500]
     rec = p.index.record(f"{command.upload_id}-0001")
     assert (
-        rec["sha256"] == hashlib.sha256(second).hexdigest() and rec["timestamp"] == "2024-05-01T10:05:00.000Z"
+        rec["sha256"] == hashlib.sha256(second).hexdigest() and rec["timestamp"] == T1_STORED
     )
     # A late "cached" notice never moves a stored record back; FileGrouped sets the group.
     p.worker.handle_index(FileStatusChanged(file_id=command.upload_id, owner_id="u1", status="cached"))
