@@ -217,18 +217,27 @@ def test_storage_worker_killed_mid_store_stores_exactly_once(make_fleet):
     sock = RawSocket(running.gateway, user["access_token"])
     try:
         caught = None
+        seen: set = set()
         for _attempt in range(3):  # the store must be caught half-written; a store that beat the kill retries
             data = _payload(30 * MiB)
             expected = sha256_hex(data)
-            file_id = sock.upload_bytes(data, "killed-mid-store.bin")
-            # Watch GridFS: kill as soon as the store has written chunks but not yet the file doc.
+            # A big upload is written to GridFS while its chunks arrive (a prestore), so the store
+            # runs during the upload: send it from a thread, and watch GridFS meanwhile for the
+            # first chunks of a new file; kill as soon as they are there and the file doc is not.
+            sent: dict = {}
+            sender = threading.Thread(target=lambda d=data, out=sent: out.update(
+                file_id=sock.upload_bytes(d, "killed-mid-store.bin")), daemon=True)
+            sender.start()
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                if db["fs.chunks"].count_documents({"files_id": file_id}) > 0:
-                    break
-                time.sleep(0.003)
-            else:
+            file_id = None
+            while time.monotonic() < deadline and file_id is None:
+                fresh = [f for f in db["fs.chunks"].distinct("files_id") if f not in seen]
+                file_id = fresh[0] if fresh else None
+                if file_id is None:
+                    time.sleep(0.003)
+            if file_id is None:
                 raise AssertionError("the store of the upload never started")
+            seen.add(file_id)
             fleet.stop_service("file_service_manager", signal.SIGKILL)
             chunks_at_kill = db["fs.chunks"].count_documents({"files_id": file_id})
             file_doc_at_kill = db["fs.files"].count_documents({"_id": file_id})
@@ -236,6 +245,8 @@ def test_storage_worker_killed_mid_store_stores_exactly_once(make_fleet):
                   f"file doc present: {bool(file_doc_at_kill)}")
             fleet.start_service("file_service_manager")
             fleet.wait_ready(("file_service_manager",), timeout=90)
+            sender.join(timeout=120)
+            assert sent.get("file_id") == file_id, (sent, file_id)
             first_final = sock.wait_event("file-status", lambda d, f=file_id: d["file_id"] == f
                                           and d["status"] in ("uploaded_successfully", "upload_failed"),
                                           timeout=90)
