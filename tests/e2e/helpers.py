@@ -6,6 +6,7 @@ import hashlib
 import queue
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -107,3 +108,15 @@ class RawSocket:
         done = self.call("complete-upload", {"file_id": file_id})
         assert done == {"file_id": file_id, "status": "cached"} or done.get("status") == "cached", done
         return file_id
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.2) -> Any:
+    """Poll ``predicate`` until it answers something truthy (returned), at most ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)

@@ -20,7 +20,6 @@ import threading
 import time
 import uuid
 from array import array
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +31,7 @@ from client.api import DropboxClient
 from examples.processor.mean import decode, encode
 from examples.processor.runner import Processor as ReferenceProcessor
 
+from .helpers import wait_for
 from .pools import Admin
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -62,17 +62,6 @@ def mean_bytes(arrays: list[bytes]) -> bytes:
         for i, value in enumerate(decode(data)):
             sums[i] += value
     return encode(s / len(arrays) for s in sums)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
 
 
 def test_pool_of_25_windows_late_batch_and_results_reach_everyone(fleet):

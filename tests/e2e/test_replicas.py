@@ -24,6 +24,7 @@ from devtools.fleet import DEFAULT_PORTS, SERVICES, ReplicatedFleet, free_base_p
 
 from .conftest import ADMIN, ROOT, fleet_env, teardown_env
 from .helpers import RawSocket, bearer, login, signup
+from .helpers import wait_for as _wait
 from .pools import Admin
 
 pytestmark = pytest.mark.slow
@@ -201,17 +202,6 @@ def _ticker_leaders(fleet: ReplicatedFleet) -> list[str]:
         if any(line.split() == ["pool_ticker_leader", "1.0"] for line in text.splitlines()):
             leaders.append(name)
     return leaders
-
-
-def _wait(predicate, timeout: float, what: str, step: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
 
 
 @pytest.fixture

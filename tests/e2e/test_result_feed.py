@@ -27,7 +27,7 @@ import requests
 from client import DropboxClient
 from services.common.settings import DEV_SECRETS
 
-from .helpers import RawSocket, signup
+from .helpers import RawSocket, signup, wait_for
 from .pools import Admin
 
 PASSWORD = "correct-horse-battery"
@@ -37,17 +37,6 @@ TOTAL = BEFORE + OFFLINE + LIVE
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
-
-
-def wait_for(predicate, timeout: float, what: str, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
 
 
 class Poster:
