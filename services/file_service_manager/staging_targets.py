@@ -14,10 +14,12 @@ redirects are never followed, so a receiver cannot bounce the request elsewhere.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import os
 import socket
+import stat
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -75,8 +77,25 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _same_bytes(path: Path, sha256: str) -> bool:
+    """Whether ``path`` (not followed if a symlink) is a regular file whose bytes have this sha256;
+    read a piece (PIECE bytes) at a time."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    digest = hashlib.sha256()
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        while piece := f.read(PIECE):
+            digest.update(piece)
+    return bool(sha256) and digest.hexdigest() == sha256
+
+
 def deliver_filesystem(target: rules.Target, source: Source) -> str:
-    """Copy (or hard-link) to a temporary name beside the final one, make it read-only, rename.
+    """Copy (or hard-link) to a temporary name beside the final one, make it read-only, then
+    hard-link it to the final name (never clobbering an existing file) and drop the temporary.
 
     The final path is rendered with safe components (``rules.file_path``) and checked again
     after the directories exist, on the resolved path: a symlink planted inside the target
@@ -113,11 +132,19 @@ def deliver_filesystem(target: rules.Target, source: Source) -> str:
                         os.fsync(out.fileno())
                 finally:
                     download.close()
-                os.chmod(temp, 0o444)  # read-only (a link shares the stored file's own mode)
-            os.replace(temp, final)
-        except BaseException:
+            # Read-only, as SPEC says staged files are. A link shares the stored file's inode, so
+            # this makes the stored copy read-only too (it is never rewritten: results are immutable).
+            os.chmod(temp, 0o444)
+            # link + unlink, not replace: an existing file at ``final`` is never clobbered (a
+            # pool admin's path must not overwrite someone else's file). link fails if it exists.
+            try:
+                os.link(temp, final)
+            except FileExistsError:
+                if not _same_bytes(final, str(source.values.get("sha256", ""))):
+                    raise StagingError("filesystem: the target file exists already") from None
+                # else: a redelivery of an attempt that had placed it; done
+        finally:
             temp.unlink(missing_ok=True)
-            raise
         _fsync_dir(final.parent)
     except OSError as exc:
         raise StagingError(f"filesystem: {exc.strerror or type(exc).__name__}") from None

@@ -206,3 +206,40 @@ def test_a_failed_attempt_redelivered_after_its_retry_was_scheduled_does_nothing
     assert staging.deliver(deps, first) == "skipped"
     assert len(broker.delayed()) == waiting  # nothing bounced: the retry already on its way is enough
     assert staging.status(deps, RID)["targets"][0]["attempts"] == 1
+
+
+def _fs_source(data: bytes, **values: Any) -> staging_targets.Source:
+    import io
+
+    base = {"file_name": "a.bin", "sha256": hashlib.sha256(data).hexdigest(), "pool_id": "p1"}
+    return staging_targets.Source(values={**base, **values}, open=lambda: io.BytesIO(data))  # type: ignore[arg-type, return-value]
+
+
+def test_an_existing_different_file_is_never_clobbered(tmp_path: Path) -> None:
+    (tmp_path / "a.bin").write_bytes(b"someone else's file")
+    target = staging_targets.rules.Target(kind="filesystem", path=str(tmp_path))
+    with pytest.raises(staging_targets.StagingError, match="exists"):
+        staging_targets.deliver_filesystem(target, _fs_source(DATA))
+    assert (tmp_path / "a.bin").read_bytes() == b"someone else's file"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]  # no temporary left
+
+
+def test_an_existing_file_with_the_same_bytes_is_done_again(tmp_path: Path) -> None:
+    target = staging_targets.rules.Target(kind="filesystem", path=str(tmp_path))
+    first = staging_targets.deliver_filesystem(target, _fs_source(DATA))
+    assert staging_targets.deliver_filesystem(target, _fs_source(DATA)) == first  # a redelivery: idempotent
+    assert (tmp_path / "a.bin").read_bytes() == DATA
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+
+
+def test_a_linked_file_is_made_read_only(tmp_path: Path) -> None:
+    stored = tmp_path / "stored"
+    stored.write_bytes(DATA)
+    stored.chmod(0o640)
+    out = tmp_path / "out"
+    out.mkdir()
+    target = staging_targets.rules.Target(kind="filesystem", path=str(out), link=True)
+    source = dataclasses.replace(_fs_source(DATA), local_path=stored)
+    placed = Path(staging_targets.deliver_filesystem(target, source))
+    assert os.path.samefile(placed, stored)
+    assert stat.S_IMODE(placed.stat().st_mode) == 0o444
