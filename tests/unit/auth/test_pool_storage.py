@@ -175,13 +175,17 @@ def test_retention_days_is_bounded_and_nullable(deps: Deps, admin: Caller) -> No
     assert pools.patch_pool(deps, admin, pid, {"retention_days": None})["retention_days"] is None
 
 
-def test_members_see_storage_masked_and_no_staging(deps: Deps, admin: Caller,
-                                                   login_as: Callable[..., Caller]) -> None:
+def test_members_see_neither_storage_nor_staging(deps: Deps, admin: Caller,
+                                                 login_as: Callable[..., Caller]) -> None:
     pid = new_pool(deps, admin, storage=S3, staging=STAGING)["pool_id"]
     accounts.signup(deps, {"user_name": "bob", "password": "password-123"})
     pools.add_member(deps, admin, pid, {"user_name": "bob", "role": "listener"})
-    seen = pools.get_pool(deps, login_as("bob"), pid)
-    assert "staging" not in seen and seen["storage"]["secret_access_key"] == "***"
+    bob = login_as("bob")
+    seen = pools.get_pool(deps, bob, pid)
+    assert "staging" not in seen and "storage" not in seen and seen["pool_id"] == pid
+    assert [("storage" in p, "staging" in p) for p in pools.list_pools(deps, bob)] == [(False, False)]
+    shown = pools.get_pool(deps, admin, pid)  # admins still see it, secrets masked
+    assert shown["storage"]["secret_access_key"] == "***" and shown["storage"]["bucket"] == S3["bucket"]
 
 
 def test_deleted_pools_keep_their_retention_rule(deps: Deps, admin: Caller) -> None:
