@@ -157,6 +157,7 @@ def test_bad_storage_shapes_are_refused_before_any_probe(deps: Deps, admin: Call
     ([{"kind": "filesystem", "path": "/srv/{seq:>10}"}], "placeholders are only"),
     ([{"kind": "filesystem", "path": "/srv/{seq"}], "braces"),
     ([{"kind": "filesystem", "path": "/srv/../etc/{seq}"}], "'..'"),
+    ([{"kind": "filesystem", "path": "/{pool_id}/x"}], "fixed directory"),
     ([{"kind": "filesystem", "path": "/srv", "link": "yes"}], "link"),
     ([{"kind": "webhook", "url": "http://h.example"}], "secret required"),
     ([{"kind": "webhook", "url": "javascript:alert(1)", "secret": "s"}], "http or https"),
