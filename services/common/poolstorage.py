@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = ["MASK", "MAX_STAGING_TARGETS", "PLACEHOLDERS", "StorageInvalid", "check_staging", "check_staging_path",
-           "check_storage", "keep_masked", "mask", "seal", "staging_base_dir", "unseal"]
+           "check_roots", "check_storage", "keep_masked", "mask", "seal", "staging_base_dir", "under_roots", "unseal"]
 
 MASK = "***"  # what every response shows in place of a secret
 STORAGE_BACKENDS = ("gridfs", "filesystem", "s3")
@@ -138,6 +138,27 @@ def check_staging_path(path: str, what: str = "path") -> str:
     if base == "/":
         raise StorageInvalid(f"{what} needs a fixed directory before its first placeholder")
     return base
+
+
+def under_roots(path: str, roots: Sequence[str]) -> bool:
+    """Whether ``path`` is one of ``roots`` or lies under one (lexically; no roots: no restriction)."""
+    if not roots:
+        return True
+    path = os.path.normpath(path)
+    return any(os.path.commonpath([path, os.path.normpath(root)]) == os.path.normpath(root) for root in roots)
+
+
+def check_roots(storage: Mapping[str, Any] | None, staging: Sequence[Mapping[str, Any]] | None,
+                roots: Sequence[str]) -> None:
+    """FILESYSTEM_ROOTS: a filesystem storage root and every filesystem staging path's fixed
+    directory lie under one of ``roots`` (empty: no restriction). Raises ``StorageInvalid``
+    naming the field, never the configured roots."""
+    if storage is not None and storage.get("backend") == "filesystem" \
+            and not under_roots(str(storage.get("root") or ""), roots):
+        raise StorageInvalid("storage: filesystem root is not under a directory this fleet allows (FILESYSTEM_ROOTS)")
+    for i, target in enumerate(staging or []):
+        if target.get("kind") == "filesystem" and not under_roots(staging_base_dir(str(target.get("path"))), roots):
+            raise StorageInvalid(f"staging[{i}]: path is not under a directory this fleet allows (FILESYSTEM_ROOTS)")
 
 
 def check_storage(raw: Any) -> dict[str, Any]:

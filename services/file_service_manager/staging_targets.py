@@ -35,6 +35,8 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from services.common import poolstorage
+
 from . import staging_rules as rules
 from .ports import Download
 
@@ -99,7 +101,7 @@ def _same_bytes(path: Path, sha256: str) -> bool:
     return bool(sha256) and digest.hexdigest() == sha256
 
 
-def deliver_filesystem(target: rules.Target, source: Source) -> str:
+def deliver_filesystem(target: rules.Target, source: Source, roots: tuple[str, ...] = ()) -> str:
     """Copy (or hard-link) to a temporary name beside the final one, make it read-only, then
     hard-link it to the final name (never clobbering an existing file) and drop the temporary.
 
@@ -112,6 +114,11 @@ def deliver_filesystem(target: rules.Target, source: Source) -> str:
     except rules.BadTarget as exc:
         raise StagingError(str(exc)) from None
     base = Path(rules.base_dir(template))
+    # FILESYSTEM_ROOTS (auth checked it when the pool was set; checked again here, also on the
+    # resolved path so that a symlinked directory cannot lead outside the allowed roots).
+    if roots and not (poolstorage.under_roots(str(base), roots)
+                      and poolstorage.under_roots(str(base.resolve()), [str(Path(r).resolve()) for r in roots])):
+        raise StagingError("the target directory is not under a directory this fleet allows (FILESYSTEM_ROOTS)")
     if not base.is_dir():
         raise StagingError("the target directory does not exist")
     try:

@@ -241,3 +241,23 @@ def test_the_probe_client_maps_answers_for_the_admin() -> None:
                          (400, {"error": {"code": "bad_request", "message": "x"}})):
         assert (StorageProbeClient._policy(status, body).status, StorageProbeClient._policy(status, body).code) \
             == (503, "unavailable")
+
+
+def test_filesystem_roots_bound_storage_roots_and_staging_paths_on_create_and_patch() -> None:
+    deps = make_deps(FILESYSTEM_ROOTS="/srv/store:/srv/stage")
+    accounts.bootstrap_admin(deps.store, deps.passwords, "admin", "admin-password")
+    who = accounts.authenticate(deps, accounts.login(deps, "admin", {"password": "admin-password"})["access_token"])
+    ok = new_pool(deps, who, storage={"backend": "filesystem", "root": "/srv/store/a"},
+                  staging=[{"kind": "filesystem", "path": "/srv/stage/{pool_id}"}])
+    for bad in ("/etc", "/srv/storefront", "/srv"):
+        err = refused(lambda bad=bad: new_pool(deps, who, storage={"backend": "filesystem", "root": bad}))
+        assert (err.code, "FILESYSTEM_ROOTS" in err.message) == ("bad_storage", True)
+        err = refused(lambda bad=bad: pools.patch_pool(deps, who, ok["pool_id"],
+                                                       {"storage": {"backend": "filesystem", "root": bad}}))
+        assert err.code == "bad_storage"
+    err = refused(lambda: new_pool(deps, who, staging=[{"kind": "filesystem", "path": "/etc/{pool_id}"}]))
+    assert (err.code, "FILESYSTEM_ROOTS" in err.message) == ("bad_request", True)
+    err = refused(lambda: pools.patch_pool(deps, who, ok["pool_id"],
+                                           {"staging": [{"kind": "filesystem", "path": "/home/x/{seq}"}]}))
+    assert err.code == "bad_request"
+    assert pools.get_pool(deps, who, ok["pool_id"])["storage"]["root"] == "/srv/store/a"  # unchanged

@@ -158,3 +158,18 @@ def test_an_unusable_pool_storage_fails_the_store_with_a_reason_shown_to_users()
 def test_the_probe_reason_never_quotes_a_secret() -> None:
     assert scrubbed("denied for top-secret at b", {"secret_access_key": "top-secret"}) == "denied for *** at b"
     assert len(scrubbed("x" * 5000, {})) == 300
+
+
+def test_a_filesystem_root_outside_filesystem_roots_is_refused_before_any_write() -> None:
+    class Auth:
+        def pool(self, pool_id: str) -> dict[str, object]:
+            return {"storage": {"backend": "filesystem", "root": f"/srv/{pool_id}"}}
+
+        def retention_rules(self) -> list[object]:
+            return []
+    roots = ("/srv/ok",)
+    assert PoolStorage(Auth(), roots=roots).spec_for("ok/p1").root == "/srv/ok/p1"  # type: ignore[union-attr]
+    with pytest.raises(PoolStorageInvalid) as info:
+        PoolStorage(Auth(), roots=roots).spec_for("elsewhere")
+    assert "FILESYSTEM_ROOTS" in str(info.value)
+    assert PoolStorage(Auth()).spec_for("elsewhere").root == "/srv/elsewhere"  # type: ignore[union-attr]  # unset: any

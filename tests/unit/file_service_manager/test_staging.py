@@ -326,3 +326,19 @@ def test_a_webhook_ignores_proxies_from_the_environment(monkeypatch: pytest.Monk
                                             staging_targets.WebhookPolicy(timeout=10.0, allow_private=True))
     assert shown.startswith("http://127.0.0.1:")
     thread.join(15)
+
+
+def test_a_filesystem_target_outside_filesystem_roots_is_refused_also_through_a_symlink(tmp_path: Path) -> None:
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    allowed.mkdir()
+    outside.mkdir()
+    (allowed / "sneaky").symlink_to(outside)
+    roots = (str(allowed),)
+    for path in (str(outside), f"{allowed}/sneaky"):
+        with pytest.raises(staging_targets.StagingError, match="FILESYSTEM_ROOTS"):
+            staging_targets.deliver_filesystem(staging_targets.rules.Target(kind="filesystem", path=path),
+                                               _fs_source(DATA), roots)
+    assert list(outside.iterdir()) == []
+    placed = staging_targets.deliver_filesystem(staging_targets.rules.Target(kind="filesystem", path=str(allowed)),
+                                                _fs_source(DATA), roots)
+    assert Path(placed).read_bytes() == DATA
