@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -173,3 +174,17 @@ def test_a_filesystem_root_outside_filesystem_roots_is_refused_before_any_write(
         PoolStorage(Auth(), roots=roots).spec_for("elsewhere")
     assert "FILESYSTEM_ROOTS" in str(info.value)
     assert PoolStorage(Auth()).spec_for("elsewhere").root == "/srv/elsewhere"  # type: ignore[union-attr]  # unset: any
+
+
+def test_the_storage_probe_refuses_a_filesystem_root_outside_filesystem_roots(deps: Any, tmp_path: Any) -> None:
+    from services.common.errors import ApiError
+    from services.common.settings import CommonSettings
+    from services.file_service_manager.probing import probe_storage
+
+    common = dataclasses.replace(deps.settings.common, filesystem_roots=(str(tmp_path / "ok"),))
+    assert isinstance(common, CommonSettings)
+    limited = dataclasses.replace(deps, settings=dataclasses.replace(deps.settings, common=common))
+    with pytest.raises(ApiError) as info:
+        probe_storage(limited, {"storage": {"backend": "filesystem", "root": str(tmp_path / "elsewhere")}})
+    assert (info.value.code, "FILESYSTEM_ROOTS" in info.value.message) == ("bad_storage", True)
+    assert not (tmp_path / "elsewhere").exists()  # nothing was written
