@@ -500,11 +500,14 @@ def parse_cursor(value: Any) -> str | None:
 
 def pool_view(pool: dict[str, Any], *, admin: bool) -> dict[str, Any]:
     """A pool as a caller may see it: every secret of ``storage``/``staging`` is ``"***"`` (SPEC);
-    ``processor_url`` (where groups are announced) and ``staging`` (where results are copied) are
-    for admins only."""
+    ``processor_url`` (where groups are announced), ``storage`` (where files live: endpoints,
+    buckets, server paths) and ``staging`` (where results are copied) are for admins only."""
     storage, staging = poolstorage.mask(pool.get("storage"), pool.get("staging"))
     shown = {**pool, "storage": storage, "staging": staging}
-    return shown if admin else {k: v for k, v in shown.items() if k not in ("processor_url", "staging")}
+    return shown if admin else {k: v for k, v in shown.items() if k not in _ADMIN_ONLY}
+
+
+_ADMIN_ONLY = frozenset({"processor_url", "storage", "staging"})
 
 
 # --- processor API keys ---------------------------------------------------------

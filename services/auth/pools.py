@@ -99,6 +99,7 @@ def sealed(deps: Deps, spec: core.PoolSpec, body: dict[str, Any],
         try:
             stored = opened(deps, {"storage": current.get("storage")})[0] if current else None
             storage = poolstorage.keep_masked(storage, stored)
+            poolstorage.check_roots(storage, None, deps.settings.common.filesystem_roots)
             if "storage" in body:  # the default (GridFS) needs no probe: pools are made while it is down too
                 deps.storage_probe.probe(storage)  # 400 bad_storage with the backend's reason
             storage = poolstorage.seal(storage, None, encrypt)[0] or dict(core.DEFAULT_STORAGE)
@@ -108,6 +109,7 @@ def sealed(deps: Deps, spec: core.PoolSpec, body: dict[str, Any],
         storage = current["storage"]
     if current is None or "staging" in body:
         try:
+            poolstorage.check_roots(None, staging, deps.settings.common.filesystem_roots)
             old = opened(deps, {"staging": current.get("staging") or []})[1] or [] if current else []
             # A target keeps its secret by position: the list an admin GETs, edited and sent back.
             staging = [poolstorage.keep_masked(t, old[i] if i < len(old) else None) for i, t in enumerate(staging)]

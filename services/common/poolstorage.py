@@ -7,7 +7,10 @@ the secret fields encrypted (``seal`` with a ``SecretBox``), shows them as
 (``keep_masked``) as long as it still goes to the same place (an admin cannot
 redirect a stored secret to another endpoint without typing it again).
 file_service_manager checks a storage fully when it probes it
-(``backends.parse_spec``); pool_aggregator reads staging targets.
+(``backends.parse_spec``); pool_aggregator reads staging targets. A filesystem
+staging path and the number of targets follow one rule for auth and
+file_service_manager (``check_staging_path``, ``MAX_STAGING_TARGETS``), so a
+target auth accepts is never refused later.
 
 Every value is bounded: field lengths, number of targets, the whole JSON.
 """
@@ -22,14 +25,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["MASK", "PLACEHOLDERS", "StorageInvalid", "check_staging", "check_storage", "keep_masked", "mask",
-           "seal", "unseal"]
+__all__ = ["MASK", "MAX_STAGING_TARGETS", "PLACEHOLDERS", "StorageInvalid", "check_staging", "check_staging_path",
+           "check_roots", "check_storage", "keep_masked", "mask", "seal", "staging_base_dir", "under_roots", "unseal"]
 
 MASK = "***"  # what every response shows in place of a secret
 STORAGE_BACKENDS = ("gridfs", "filesystem", "s3")
 STAGING_KINDS = ("filesystem", "s3", "webhook")
 MAX_FIELD = 1024  # characters of any one field (a path, a URL, a key)
-MAX_STAGING_TARGETS = 8  # each result is copied once per target: a bound on the work one result makes
+# each result is copied once per target (one message, one status document each): a bound on the
+# work one result makes; auth refuses more, file_service_manager uses no more
+MAX_STAGING_TARGETS = 8
 MAX_JSON = 16 * 1024  # characters of a storage or staging value as JSON
 PLACEHOLDERS = ("pool_id", "group_id", "window_start", "seq", "file_name")  # SPEC "Staging"
 
@@ -105,6 +110,57 @@ def _template(value: str, what: str) -> None:
             raise StorageInvalid(f"{what}: placeholders are only {', '.join('{' + p + '}' for p in PLACEHOLDERS)}")
 
 
+def staging_base_dir(path: str) -> str:
+    """A filesystem staging path's *fixed directory*: the template's fixed part before the first
+    placeholder, up to its last ``/`` (the whole path when it has no placeholder)."""
+    head = ""
+    for literal, name, _spec, _conversion in string.Formatter().parse(path):
+        head += literal
+        if name is not None:
+            return os.path.normpath(head[: head.rfind("/") + 1] or "/")
+    return os.path.normpath(head)
+
+
+def check_staging_path(path: str, what: str = "path") -> str:
+    """The one rule for a filesystem staging path template, used by auth (when an admin sets it)
+    and by file_service_manager (before writing): absolute, only SPEC's placeholders, no ``..``
+    in its fixed parts, and a fixed directory (not ``/``) before the first placeholder.
+    Returns that fixed directory."""
+    _template(path, what)
+    if not os.path.isabs(path):
+        raise StorageInvalid(f"{what} must be absolute")
+    # The fixed parts must not climb: a ".." segment could leave the directory the admin named.
+    fixed = "".join(literal + ("x" if name else "")
+                    for literal, name, _spec, _conversion in string.Formatter().parse(path))
+    if ".." in fixed.replace("\\", "/").split("/"):
+        raise StorageInvalid(f"{what} must not contain '..'")
+    base = staging_base_dir(path)
+    if base == "/":
+        raise StorageInvalid(f"{what} needs a fixed directory before its first placeholder")
+    return base
+
+
+def under_roots(path: str, roots: Sequence[str]) -> bool:
+    """Whether ``path`` is one of ``roots`` or lies under one (lexically; no roots: no restriction)."""
+    if not roots:
+        return True
+    path = os.path.normpath(path)
+    return any(os.path.commonpath([path, os.path.normpath(root)]) == os.path.normpath(root) for root in roots)
+
+
+def check_roots(storage: Mapping[str, Any] | None, staging: Sequence[Mapping[str, Any]] | None,
+                roots: Sequence[str]) -> None:
+    """FILESYSTEM_ROOTS: a filesystem storage root and every filesystem staging path's fixed
+    directory lie under one of ``roots`` (empty: no restriction). Raises ``StorageInvalid``
+    naming the field, never the configured roots."""
+    if storage is not None and storage.get("backend") == "filesystem" \
+            and not under_roots(str(storage.get("root") or ""), roots):
+        raise StorageInvalid("storage: filesystem root is not under a directory this fleet allows (FILESYSTEM_ROOTS)")
+    for i, target in enumerate(staging or []):
+        if target.get("kind") == "filesystem" and not under_roots(staging_base_dir(str(target.get("path"))), roots):
+            raise StorageInvalid(f"staging[{i}]: path is not under a directory this fleet allows (FILESYSTEM_ROOTS)")
+
+
 def check_storage(raw: Any) -> dict[str, Any]:
     """SPEC's storage JSON, its shape checked (``"***"`` allowed for a secret: ``keep_masked`` resolves it)."""
     if not isinstance(raw, Mapping):
@@ -148,13 +204,7 @@ def check_staging(raw: Any) -> list[dict[str, Any]]:
         required, optional = STAGING_FIELDS[kind]
         out = _fields(target, what, required, optional)
         if kind == "filesystem":
-            path = out["path"]
-            _template(path, f"{what}: path")
-            if not os.path.isabs(path):
-                raise StorageInvalid(f"{what}: path must be absolute")
-            # The directory part must not climb: a ".." segment could leave the directory the admin named.
-            if ".." in path.replace("\\", "/").split("/"):
-                raise StorageInvalid(f"{what}: path must not contain '..'")
+            check_staging_path(out["path"], f"{what}: path")
         elif kind == "s3":
             _http_url(out["endpoint_url"], f"{what}: endpoint_url")
             if "prefix" in out:

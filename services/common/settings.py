@@ -151,6 +151,22 @@ def sentinel_addresses(value: str) -> tuple[tuple[str, int], ...]:
     return tuple(addresses)
 
 
+MAX_FILESYSTEM_ROOTS = 32  # FILESYSTEM_ROOTS entries; each path checked is compared with every one
+
+
+def filesystem_roots(env: Mapping[str, str]) -> tuple[str, ...]:
+    """FILESYSTEM_ROOTS: ':'-separated absolute directories under which every filesystem storage
+    root and staging directory must lie. Unset or empty: no restriction (development, tests)."""
+    raw = env.get("FILESYSTEM_ROOTS", "")
+    roots = tuple(os.path.normpath(part) for part in raw.split(":") if part.strip())
+    if len(roots) > MAX_FILESYSTEM_ROOTS:
+        raise ConfigError(f"FILESYSTEM_ROOTS names {len(roots)} directories; at most {MAX_FILESYSTEM_ROOTS}")
+    for root in roots:
+        if not os.path.isabs(root) or root == "/":
+            raise ConfigError("FILESYSTEM_ROOTS entries must be absolute directories other than /")
+    return roots
+
+
 def is_production(env: Mapping[str, str]) -> bool:
     return env.get("DROPBOX_ENV", "development").lower() == "production"
 
@@ -214,6 +230,9 @@ class CommonSettings:
     # SPEC's MAX_CLOCK_SKEW_SECONDS: how far in the future an update's timestamp may be. Read here,
     # once, for every service (the gateway's pre-check, file_uploader's rule, grouping's guard).
     max_clock_skew_seconds: int = MAX_CLOCK_SKEW_SECONDS
+    # FILESYSTEM_ROOTS: the directories filesystem storage and staging may use (auth checks
+    # pools against them, file_service_manager again before writing). Empty: no restriction.
+    filesystem_roots: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> CommonSettings:
@@ -243,6 +262,7 @@ class CommonSettings:
             redis_sentinels=sentinel_addresses(env.get("REDIS_SENTINELS", "")),
             redis_master_name=env_str(env, "REDIS_MASTER_NAME", "dropbox"),
             max_clock_skew_seconds=env_int(env, "MAX_CLOCK_SKEW_SECONDS", MAX_CLOCK_SKEW_SECONDS, minimum=0),
+            filesystem_roots=filesystem_roots(env),
         )
 
 

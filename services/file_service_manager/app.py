@@ -53,7 +53,8 @@ def create_app(settings: Settings, *, index: Index | None = None, cache: Cache |
     deps = Deps(settings=settings, index=the_index, cache=the_cache, broker=the_broker, hot=hot, metrics=metrics,
                 storage=the_storage, auth=the_auth,
                 audit=AuditTrail(the_broker, "file_service_manager", metrics.audit_lost),
-                pool_storage=PoolStorage(directory, settings.pool_cache_seconds),
+                pool_storage=PoolStorage(directory, settings.pool_cache_seconds,
+                                           roots=settings.common.filesystem_roots),
                 staging=staging or StagingStatuses(db), clock=clock or SystemClock())
     app.extensions["deps"] = deps
     app.register_blueprint(bp)

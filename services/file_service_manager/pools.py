@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from services.common import poolstorage
 from services.common.authclient import AuthUnavailable
 from services.common.errors import ShownToUsers
 
@@ -30,8 +31,9 @@ class PoolStorageInvalid(ShownToUsers, BackendError):
 
 class PoolStorage:
     def __init__(self, auth: PoolDirectory, ttl: float = 30.0, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, roots: tuple[str, ...] = ()) -> None:
         self.auth = auth
+        self.roots = roots  # FILESYSTEM_ROOTS: checked again here, before any file is written
         self.ttl = max(0.0, ttl)
         self.clock = clock
         self._lock = threading.Lock()  # store consumers ask at once
@@ -57,6 +59,8 @@ class PoolStorage:
         if doc is not None:
             try:
                 spec = parse_spec(doc.get("storage") or {"backend": "gridfs"})
+                if spec.backend == "filesystem" and not poolstorage.under_roots(spec.root or "", self.roots):
+                    raise BackendError("filesystem root is not under a directory this fleet allows (FILESYSTEM_ROOTS)")
             except BackendError as exc:  # the message names fields, never values
                 raise PoolStorageInvalid(f"the pool's storage cannot be used: {exc}") from None
         with self._lock:

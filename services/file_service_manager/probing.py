@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from services.common import poolstorage
 from services.common.errors import ApiError
 
 from .backends import parse_spec
@@ -39,6 +40,11 @@ def probe_storage(deps: Deps, body: dict[str, Any]) -> dict[str, Any]:
     except BackendError as exc:
         secrets = {k: v for k, v in raw.items() if isinstance(v, str)} if isinstance(raw, dict) else {}
         raise ApiError(400, "bad_storage", scrubbed(str(exc), secrets)) from None
+    if spec.backend == "filesystem" and not poolstorage.under_roots(spec.root or "",
+                                                                   deps.settings.common.filesystem_roots):
+        # FILESYSTEM_ROOTS: the probe writes, so it is checked here too, not only by auth
+        raise ApiError(400, "bad_storage", "filesystem root is not under a directory this fleet allows "
+                       "(FILESYSTEM_ROOTS)")
     try:
         deps.storage.trial(spec).probe()
     except Exception as exc:  # noqa: BLE001 - any failure of the backend is the probe's answer

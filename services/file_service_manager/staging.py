@@ -116,7 +116,7 @@ def _source(deps: Deps, msg: StageResult) -> targets.Source:
 def _attempt(deps: Deps, target: rules.Target, msg: StageResult) -> str:
     source = _source(deps, msg)
     if target.kind == "filesystem":
-        return targets.deliver_filesystem(target, source)
+        return targets.deliver_filesystem(target, source, deps.settings.common.filesystem_roots)
     if target.kind == "s3":
         return targets.deliver_s3(target, source)
     settings = deps.settings.staging

@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from services.common import poolstorage
+
 KINDS = ("filesystem", "s3", "webhook")
-MAX_TARGETS = 16  # targets per pool: each result costs one message and one status document per target
+MAX_TARGETS = poolstorage.MAX_STAGING_TARGETS  # the bound auth enforces: one message + one status doc each
 MAX_FIELD = 1024  # characters of any one target field (a path, a URL, a key)
 MAX_COMPONENT_BYTES = 200  # UTF-8 bytes of one rendered path component (filesystems allow 255)
 MAX_ERROR = 300  # characters of an error kept in a status document
@@ -128,25 +130,19 @@ def names_in(template: str) -> set[str]:
 
 
 def check_template(path: str) -> None:
-    """An absolute template whose fixed parts never climb (``..``) and whose placeholders are known."""
-    if not path.startswith("/"):
-        raise BadTarget("a filesystem staging path must be absolute")
-    fixed = "".join(literal + ("x" if name else "") for literal, name in _parts(path))
-    if any(part == ".." for part in fixed.replace("\\", "/").split("/")):
-        raise BadTarget("a filesystem staging path must not contain '..'")
-    if base_dir(path) == "/":
-        raise BadTarget("a filesystem staging path needs a fixed directory before its first placeholder")
+    """The same rule auth applies (``poolstorage.check_staging_path``): absolute, known
+    placeholders, no ``..``, a fixed directory before the first placeholder."""
+    _parts(path)
+    try:
+        poolstorage.check_staging_path(path, "a filesystem staging path")
+    except poolstorage.StorageInvalid as exc:
+        raise BadTarget(str(exc)) from None
 
 
 def base_dir(template: str) -> str:
     """The target's directory: the template's fixed part before the first placeholder, to its last '/'."""
-    parts = _parts(template)
-    head = ""
-    for literal, name in parts:
-        head += literal
-        if name is not None:
-            return os.path.normpath(head[: head.rfind("/") + 1] or "/")
-    return os.path.normpath(head)
+    _parts(template)
+    return poolstorage.staging_base_dir(template)
 
 
 def safe_component(value: str) -> str:

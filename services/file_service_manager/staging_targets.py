@@ -5,19 +5,25 @@ with a reason safe to store and show (no secret, no credential, no query string)
 stream from the result's backend (``Source``) a piece at a time: never the whole result in
 memory (pieces of PIECE bytes; boto3's transfer holds one part of S3_PART bytes).
 
-Webhook addresses: a webhook URL whose host resolves to a loopback, private, link-local,
-multicast, reserved or unspecified address is refused (a pool admin must not make the fleet
-call its own internal services), unless ``STAGING_WEBHOOK_ALLOW_PRIVATE`` is set (tests,
-a receiver on the same private network). The check resolves the name once before the call;
-redirects are never followed, so a receiver cannot bounce the request elsewhere.
+Webhook addresses: a webhook URL whose host resolves to any address that is not globally
+routable (``not ip.is_global``: loopback, private, link-local, shared, documentation, reserved,
+unspecified; and multicast) is refused (a pool admin must not make the fleet call its own
+internal services), unless ``STAGING_WEBHOOK_ALLOW_PRIVATE`` is set (tests, a receiver on the
+same private network). The check resolves the name once before the call; redirects are never
+followed, so a receiver cannot bounce the request elsewhere; proxies and credentials are never
+taken from the environment. Each attempt has one total deadline (not only per socket read).
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import os
 import socket
+import stat
+import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +32,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+
+from services.common import poolstorage
 
 from . import staging_rules as rules
 from .ports import Download
@@ -75,8 +85,25 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def deliver_filesystem(target: rules.Target, source: Source) -> str:
-    """Copy (or hard-link) to a temporary name beside the final one, make it read-only, rename.
+def _same_bytes(path: Path, sha256: str) -> bool:
+    """Whether ``path`` (not followed if a symlink) is a regular file whose bytes have this sha256;
+    read a piece (PIECE bytes) at a time."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    digest = hashlib.sha256()
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        while piece := f.read(PIECE):
+            digest.update(piece)
+    return bool(sha256) and digest.hexdigest() == sha256
+
+
+def deliver_filesystem(target: rules.Target, source: Source, roots: tuple[str, ...] = ()) -> str:
+    """Copy (or hard-link) to a temporary name beside the final one, make it read-only, then
+    hard-link it to the final name (never clobbering an existing file) and drop the temporary.
 
     The final path is rendered with safe components (``rules.file_path``) and checked again
     after the directories exist, on the resolved path: a symlink planted inside the target
@@ -87,6 +114,11 @@ def deliver_filesystem(target: rules.Target, source: Source) -> str:
     except rules.BadTarget as exc:
         raise StagingError(str(exc)) from None
     base = Path(rules.base_dir(template))
+    # FILESYSTEM_ROOTS (auth checked it when the pool was set; checked again here, also on the
+    # resolved path so that a symlinked directory cannot lead outside the allowed roots).
+    if roots and not (poolstorage.under_roots(str(base), roots)
+                      and poolstorage.under_roots(str(base.resolve()), [str(Path(r).resolve()) for r in roots])):
+        raise StagingError("the target directory is not under a directory this fleet allows (FILESYSTEM_ROOTS)")
     if not base.is_dir():
         raise StagingError("the target directory does not exist")
     try:
@@ -113,11 +145,19 @@ def deliver_filesystem(target: rules.Target, source: Source) -> str:
                         os.fsync(out.fileno())
                 finally:
                     download.close()
-                os.chmod(temp, 0o444)  # read-only (a link shares the stored file's own mode)
-            os.replace(temp, final)
-        except BaseException:
+            # Read-only, as SPEC says staged files are. A link shares the stored file's inode, so
+            # this makes the stored copy read-only too (it is never rewritten: results are immutable).
+            os.chmod(temp, 0o444)
+            # link + unlink, not replace: an existing file at ``final`` is never clobbered (a
+            # pool admin's path must not overwrite someone else's file). link fails if it exists.
+            try:
+                os.link(temp, final)
+            except FileExistsError:
+                if not _same_bytes(final, str(source.values.get("sha256", ""))):
+                    raise StagingError("filesystem: the target file exists already") from None
+                # else: a redelivery of an attempt that had placed it; done
+        finally:
             temp.unlink(missing_ok=True)
-            raise
         _fsync_dir(final.parent)
     except OSError as exc:
         raise StagingError(f"filesystem: {exc.strerror or type(exc).__name__}") from None
@@ -154,41 +194,136 @@ def deliver_s3(target: rules.Target, source: Source, *, client_factory: Callable
     return f"s3://{target.bucket}/{key}"
 
 
-def _private(host: str) -> bool:
+def _internal(host: str) -> bool:
+    """Whether ``host`` resolves to any address that is not globally routable (loopback, private,
+    link-local, shared/CGNAT, multicast, reserved, documentation, unspecified, ...): one such
+    address is enough to refuse, since the connection may pick any of them."""
     try:
         infos = socket.getaddrinfo(host, None)
     except OSError as exc:
         raise StagingError(f"webhook: the host does not resolve ({exc.strerror or 'error'})") from None
     for info in infos:
         ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved
-                or ip.is_unspecified):
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
+        if not ip.is_global or ip.is_multicast:
             return True
-    return False
+    return not infos
+
+
+class _Watchdog:
+    """Shuts the attempt's sockets at its deadline, so a receiver that trickles its status line
+    or headers a byte at a time cannot hold the attempt past ``WebhookPolicy.timeout`` (requests'
+    own timeouts are per socket operation, not per request)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # guards expired/_sockets between the caller and the timer
+        self.expired = False
+        self._sockets: list[socket.socket] = []  # bound: one request per attempt, no retries: 1-2 sockets
+
+    def opened(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if not self.expired:
+                return
+        _shut(sock)
+
+    def expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked on it in another thread
+    except OSError:
+        pass
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """An adapter whose connections report their socket to a ``_Watchdog`` once connected."""
+
+    def __init__(self, watchdog: _Watchdog) -> None:
+        self._watchdog = watchdog
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **kwargs: Any) -> None:
+        super().init_poolmanager(connections, maxsize, block, **kwargs)
+        watchdog = self._watchdog
+
+        class Http(urllib3.connection.HTTPConnection):
+            def connect(self) -> None:
+                super().connect()
+                watchdog.opened(self.sock)
+
+        class Https(urllib3.connection.HTTPSConnection):
+            def connect(self) -> None:
+                super().connect()
+                watchdog.opened(self.sock)
+
+        class HttpPool(urllib3.HTTPConnectionPool):
+            ConnectionCls = Http
+
+        class HttpsPool(urllib3.HTTPSConnectionPool):
+            ConnectionCls = Https
+
+        self.poolmanager.pool_classes_by_scheme = {"http": HttpPool, "https": HttpsPool}
 
 
 def deliver_webhook(target: rules.Target, source: Source, policy: WebhookPolicy,
                     session: requests.Session | None = None) -> str:
-    """POST SPEC's payload signed in ``X-Dropbox-Signature``; any 2xx is delivered."""
+    """POST SPEC's payload signed in ``X-Dropbox-Signature``; any 2xx is delivered.
+
+    The whole attempt (connect, send, status line, headers and at most WEBHOOK_RESPONSE_BYTES of
+    body) has one deadline, ``policy.timeout`` seconds; a session never takes proxies or
+    credentials from the environment (``trust_env = False``)."""
     url = target.url or ""
     shown = rules.public_url(url)
-    if not policy.allow_private and _private(urlsplit(url).hostname or ""):
+    if not policy.allow_private and _internal(urlsplit(url).hostname or ""):
         raise StagingError("webhook: the URL resolves to an internal address (refused)")
     body = rules.webhook_body(source.values)
     headers = {"Content-Type": "application/json", "X-Dropbox-Signature": rules.sign(target.secret or "", body),
                "User-Agent": "file-dropbox-staging"}
-    poster = session or requests
+    watchdog = _Watchdog()
+    own = session is None
+    poster = session if session is not None else requests.Session()
+    poster.trust_env = False  # no proxy, netrc or CA bundle from the environment
+    adapter = _WatchedAdapter(watchdog)
+    poster.mount("http://", adapter)
+    poster.mount("https://", adapter)
+    deadline = time.monotonic() + policy.timeout
+    timer = threading.Timer(policy.timeout, watchdog.expire)
+    timer.daemon = True
+    timer.start()
     try:
-        response = poster.post(url, data=body, headers=headers, timeout=policy.timeout, allow_redirects=False,
-                               stream=True)
-    except requests.RequestException as exc:
-        raise StagingError(f"webhook: {type(exc).__name__}") from None
-    try:
-        response.raw.read(WEBHOOK_RESPONSE_BYTES, decode_content=False)
-    except Exception:  # noqa: BLE001 - the status is what counts; the body is only drained a little
-        pass
+        try:
+            response = poster.post(url, data=body, headers=headers, timeout=policy.timeout, allow_redirects=False,
+                                   stream=True)
+        except requests.RequestException as exc:
+            if watchdog.expired:
+                raise StagingError(f"webhook: Timeout (no complete answer within {policy.timeout:g} s)") from None
+            raise StagingError(f"webhook: {type(exc).__name__}") from None
+        if watchdog.expired:  # the head was cut short by the watchdog: its status means nothing
+            response.close()
+            raise StagingError(f"webhook: Timeout (no complete answer within {policy.timeout:g} s)")
+        try:
+            left = WEBHOOK_RESPONSE_BYTES
+            while left > 0 and time.monotonic() < deadline:
+                piece = response.raw.read(min(left, 1024), decode_content=False)
+                if not piece:
+                    break
+                left -= len(piece)
+        except Exception:  # noqa: BLE001 - the status is what counts; the body is only drained a little
+            pass
+        finally:
+            response.close()
     finally:
-        response.close()
+        timer.cancel()
+        if own:
+            poster.close()
     if not 200 <= response.status_code < 300:
         raise StagingError(f"webhook: the receiver answered {response.status_code}")
     return shown

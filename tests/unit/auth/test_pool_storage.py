@@ -157,6 +157,7 @@ def test_bad_storage_shapes_are_refused_before_any_probe(deps: Deps, admin: Call
     ([{"kind": "filesystem", "path": "/srv/{seq:>10}"}], "placeholders are only"),
     ([{"kind": "filesystem", "path": "/srv/{seq"}], "braces"),
     ([{"kind": "filesystem", "path": "/srv/../etc/{seq}"}], "'..'"),
+    ([{"kind": "filesystem", "path": "/{pool_id}/x"}], "fixed directory"),
     ([{"kind": "filesystem", "path": "/srv", "link": "yes"}], "link"),
     ([{"kind": "webhook", "url": "http://h.example"}], "secret required"),
     ([{"kind": "webhook", "url": "javascript:alert(1)", "secret": "s"}], "http or https"),
@@ -175,13 +176,17 @@ def test_retention_days_is_bounded_and_nullable(deps: Deps, admin: Caller) -> No
     assert pools.patch_pool(deps, admin, pid, {"retention_days": None})["retention_days"] is None
 
 
-def test_members_see_storage_masked_and_no_staging(deps: Deps, admin: Caller,
-                                                   login_as: Callable[..., Caller]) -> None:
+def test_members_see_neither_storage_nor_staging(deps: Deps, admin: Caller,
+                                                 login_as: Callable[..., Caller]) -> None:
     pid = new_pool(deps, admin, storage=S3, staging=STAGING)["pool_id"]
     accounts.signup(deps, {"user_name": "bob", "password": "password-123"})
     pools.add_member(deps, admin, pid, {"user_name": "bob", "role": "listener"})
-    seen = pools.get_pool(deps, login_as("bob"), pid)
-    assert "staging" not in seen and seen["storage"]["secret_access_key"] == "***"
+    bob = login_as("bob")
+    seen = pools.get_pool(deps, bob, pid)
+    assert "staging" not in seen and "storage" not in seen and seen["pool_id"] == pid
+    assert [("storage" in p, "staging" in p) for p in pools.list_pools(deps, bob)] == [(False, False)]
+    shown = pools.get_pool(deps, admin, pid)  # admins still see it, secrets masked
+    assert shown["storage"]["secret_access_key"] == "***" and shown["storage"]["bucket"] == S3["bucket"]
 
 
 def test_deleted_pools_keep_their_retention_rule(deps: Deps, admin: Caller) -> None:
@@ -236,3 +241,23 @@ def test_the_probe_client_maps_answers_for_the_admin() -> None:
                          (400, {"error": {"code": "bad_request", "message": "x"}})):
         assert (StorageProbeClient._policy(status, body).status, StorageProbeClient._policy(status, body).code) \
             == (503, "unavailable")
+
+
+def test_filesystem_roots_bound_storage_roots_and_staging_paths_on_create_and_patch() -> None:
+    deps = make_deps(FILESYSTEM_ROOTS="/srv/store:/srv/stage")
+    accounts.bootstrap_admin(deps.store, deps.passwords, "admin", "admin-password")
+    who = accounts.authenticate(deps, accounts.login(deps, "admin", {"password": "admin-password"})["access_token"])
+    ok = new_pool(deps, who, storage={"backend": "filesystem", "root": "/srv/store/a"},
+                  staging=[{"kind": "filesystem", "path": "/srv/stage/{pool_id}"}])
+    for bad in ("/etc", "/srv/storefront", "/srv"):
+        err = refused(lambda bad=bad: new_pool(deps, who, storage={"backend": "filesystem", "root": bad}))
+        assert (err.code, "FILESYSTEM_ROOTS" in err.message) == ("bad_storage", True)
+        err = refused(lambda bad=bad: pools.patch_pool(deps, who, ok["pool_id"],
+                                                       {"storage": {"backend": "filesystem", "root": bad}}))
+        assert err.code == "bad_storage"
+    err = refused(lambda: new_pool(deps, who, staging=[{"kind": "filesystem", "path": "/etc/{pool_id}"}]))
+    assert (err.code, "FILESYSTEM_ROOTS" in err.message) == ("bad_request", True)
+    err = refused(lambda: pools.patch_pool(deps, who, ok["pool_id"],
+                                           {"staging": [{"kind": "filesystem", "path": "/home/x/{seq}"}]}))
+    assert err.code == "bad_request"
+    assert pools.get_pool(deps, who, ok["pool_id"])["storage"]["root"] == "/srv/store/a"  # unchanged

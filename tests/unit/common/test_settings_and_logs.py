@@ -104,3 +104,11 @@ def test_install_answers_cors_only_for_configured_origins() -> None:
     httpkit.install(bare, "u", {})  # no origins: same origin only, no CORS header for anyone
     assert "Access-Control-Allow-Origin" not in bare.test_client().get(
         "/health", headers={"Origin": "http://good.example"}).headers
+
+
+def test_filesystem_roots_are_read_once_and_checked() -> None:
+    assert CommonSettings.from_env({}).filesystem_roots == ()
+    assert CommonSettings.from_env({"FILESYSTEM_ROOTS": "/srv/a/:/data//b"}).filesystem_roots == ("/srv/a", "/data/b")
+    for bad in ("relative/x", "/srv:/", ":".join(f"/r{i}" for i in range(40))):
+        with pytest.raises(ConfigError, match="FILESYSTEM_ROOTS"):
+            CommonSettings.from_env({"FILESYSTEM_ROOTS": bad})

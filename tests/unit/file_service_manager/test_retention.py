@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -158,3 +159,32 @@ def test_an_unusable_pool_storage_fails_the_store_with_a_reason_shown_to_users()
 def test_the_probe_reason_never_quotes_a_secret() -> None:
     assert scrubbed("denied for top-secret at b", {"secret_access_key": "top-secret"}) == "denied for *** at b"
     assert len(scrubbed("x" * 5000, {})) == 300
+
+
+def test_a_filesystem_root_outside_filesystem_roots_is_refused_before_any_write() -> None:
+    class Auth:
+        def pool(self, pool_id: str) -> dict[str, object]:
+            return {"storage": {"backend": "filesystem", "root": f"/srv/{pool_id}"}}
+
+        def retention_rules(self) -> list[object]:
+            return []
+    roots = ("/srv/ok",)
+    assert PoolStorage(Auth(), roots=roots).spec_for("ok/p1").root == "/srv/ok/p1"  # type: ignore[union-attr]
+    with pytest.raises(PoolStorageInvalid) as info:
+        PoolStorage(Auth(), roots=roots).spec_for("elsewhere")
+    assert "FILESYSTEM_ROOTS" in str(info.value)
+    assert PoolStorage(Auth()).spec_for("elsewhere").root == "/srv/elsewhere"  # type: ignore[union-attr]  # unset: any
+
+
+def test_the_storage_probe_refuses_a_filesystem_root_outside_filesystem_roots(deps: Any, tmp_path: Any) -> None:
+    from services.common.errors import ApiError
+    from services.common.settings import CommonSettings
+    from services.file_service_manager.probing import probe_storage
+
+    common = dataclasses.replace(deps.settings.common, filesystem_roots=(str(tmp_path / "ok"),))
+    assert isinstance(common, CommonSettings)
+    limited = dataclasses.replace(deps, settings=dataclasses.replace(deps.settings, common=common))
+    with pytest.raises(ApiError) as info:
+        probe_storage(limited, {"storage": {"backend": "filesystem", "root": str(tmp_path / "elsewhere")}})
+    assert (info.value.code, "FILESYSTEM_ROOTS" in info.value.message) == ("bad_storage", True)
+    assert not (tmp_path / "elsewhere").exists()  # nothing was written

@@ -6,7 +6,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import socket
 import stat
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +210,135 @@ def test_a_failed_attempt_redelivered_after_its_retry_was_scheduled_does_nothing
     assert staging.deliver(deps, first) == "skipped"
     assert len(broker.delayed()) == waiting  # nothing bounced: the retry already on its way is enough
     assert staging.status(deps, RID)["targets"][0]["attempts"] == 1
+
+
+def _fs_source(data: bytes, **values: Any) -> staging_targets.Source:
+    import io
+
+    base = {"file_name": "a.bin", "sha256": hashlib.sha256(data).hexdigest(), "pool_id": "p1", "group_id": "g1",
+            "result_id": RID, "seq": 3, "download_url": "http://files/file/r1"}
+    return staging_targets.Source(values={**base, **values}, open=lambda: io.BytesIO(data))  # type: ignore[arg-type, return-value]
+
+
+def test_an_existing_different_file_is_never_clobbered(tmp_path: Path) -> None:
+    (tmp_path / "a.bin").write_bytes(b"someone else's file")
+    target = staging_targets.rules.Target(kind="filesystem", path=str(tmp_path))
+    with pytest.raises(staging_targets.StagingError, match="exists"):
+        staging_targets.deliver_filesystem(target, _fs_source(DATA))
+    assert (tmp_path / "a.bin").read_bytes() == b"someone else's file"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]  # no temporary left
+
+
+def test_an_existing_file_with_the_same_bytes_is_done_again(tmp_path: Path) -> None:
+    target = staging_targets.rules.Target(kind="filesystem", path=str(tmp_path))
+    first = staging_targets.deliver_filesystem(target, _fs_source(DATA))
+    assert staging_targets.deliver_filesystem(target, _fs_source(DATA)) == first  # a redelivery: idempotent
+    assert (tmp_path / "a.bin").read_bytes() == DATA
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+
+
+def test_a_linked_file_is_made_read_only(tmp_path: Path) -> None:
+    stored = tmp_path / "stored"
+    stored.write_bytes(DATA)
+    stored.chmod(0o640)
+    out = tmp_path / "out"
+    out.mkdir()
+    target = staging_targets.rules.Target(kind="filesystem", path=str(out), link=True)
+    source = dataclasses.replace(_fs_source(DATA), local_path=stored)
+    placed = Path(staging_targets.deliver_filesystem(target, source))
+    assert os.path.samefile(placed, stored)
+    assert stat.S_IMODE(placed.stat().st_mode) == 0o444
+
+
+def _webhook_target(url: str) -> staging_targets.rules.Target:
+    return staging_targets.rules.Target(kind="webhook", url=url, secret=SECRET)
+
+
+@pytest.mark.parametrize("address", ["100.64.0.7", "192.0.2.1", "::ffff:10.0.0.1", "fc00::1", "127.0.0.1"])
+def test_a_webhook_resolving_to_a_non_global_address_is_refused(monkeypatch: pytest.MonkeyPatch,
+                                                                address: str) -> None:
+    family = staging_targets.socket.AF_INET6 if ":" in address else staging_targets.socket.AF_INET
+    monkeypatch.setattr(staging_targets.socket, "getaddrinfo",
+                        lambda host, port: [(family, 1, 6, "", (address, 0))])
+    posted: list[str] = []
+
+    class Recorder(staging_targets.requests.Session):
+        def post(self, url: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+            posted.append(url)
+            raise AssertionError("must not be called")
+
+    with pytest.raises(staging_targets.StagingError, match="internal address"):
+        staging_targets.deliver_webhook(_webhook_target("http://hook.example/in"), _fs_source(DATA),
+                                        staging_targets.WebhookPolicy(), session=Recorder())
+    assert posted == []
+
+
+def _serve_once(answer: Callable[[Any], None]) -> tuple[str, threading.Thread]:
+    """A one-connection loopback server: reads the request head, then lets ``answer`` write."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(20)  # bound: the test's server never waits longer for its one client
+
+    def run() -> None:
+        with listener:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(20)
+                got = b""
+                while b"\r\n\r\n" not in got and len(got) < 65536:  # bound: the head only
+                    piece = conn.recv(4096)
+                    if not piece:
+                        return
+                    got += piece
+                try:
+                    answer(conn)
+                except OSError:
+                    pass  # the client hung up: what a deadline does
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}/in", thread
+
+
+def test_a_webhook_trickling_its_answer_is_cut_at_the_total_deadline() -> None:
+    def trickle(conn: Any) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        for _ in range(60):  # bound: 60 header bytes, 0.2 s apart (12 s): each read is quick, the whole is not
+            conn.sendall(b"X")
+            time.sleep(0.2)
+
+    url, thread = _serve_once(trickle)
+    started = time.monotonic()
+    with pytest.raises(staging_targets.StagingError, match="no complete answer within"):
+        staging_targets.deliver_webhook(_webhook_target(url), _fs_source(DATA),
+                                        staging_targets.WebhookPolicy(timeout=1.0, allow_private=True))
+    assert time.monotonic() - started < 4
+    thread.join(15)
+
+
+def test_a_webhook_ignores_proxies_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens: going through it fails
+
+    url, thread = _serve_once(lambda conn: conn.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"))
+    shown = staging_targets.deliver_webhook(_webhook_target(url), _fs_source(DATA),
+                                            staging_targets.WebhookPolicy(timeout=10.0, allow_private=True))
+    assert shown.startswith("http://127.0.0.1:")
+    thread.join(15)
+
+
+def test_a_filesystem_target_outside_filesystem_roots_is_refused_also_through_a_symlink(tmp_path: Path) -> None:
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    allowed.mkdir()
+    outside.mkdir()
+    (allowed / "sneaky").symlink_to(outside)
+    roots = (str(allowed),)
+    for path in (str(outside), f"{allowed}/sneaky"):
+        with pytest.raises(staging_targets.StagingError, match="FILESYSTEM_ROOTS"):
+            staging_targets.deliver_filesystem(staging_targets.rules.Target(kind="filesystem", path=path),
+                                               _fs_source(DATA), roots)
+    assert list(outside.iterdir()) == []
+    placed = staging_targets.deliver_filesystem(staging_targets.rules.Target(kind="filesystem", path=str(allowed)),
+                                                _fs_source(DATA), roots)
+    assert Path(placed).read_bytes() == DATA

@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from services.common import poolstorage
 from services.file_service_manager import staging_rules as rules
 
 VALUES = {"pool_id": "p1", "group_id": "g-1", "window_start": "2026-01-01T00:00:00Z", "seq": 7,
@@ -94,3 +95,32 @@ def test_public_urls_drop_user_info_and_queries() -> None:
 def test_doubled_braces_are_literal_as_auth_allows() -> None:
     assert rules.file_path("/stage/{{raw}}/{seq}", VALUES) == "/stage/{raw}/7/mean.f64"
     assert rules.base_dir("/stage/{{raw}}/{seq}") == "/stage/{raw}"
+
+
+@pytest.mark.parametrize("template", [
+    "/{pool_id}/x", "/{seq}", "relative/{seq}", "/srv/../etc/{seq}", "/srv/{user_id}", "/srv/{seq", "/srv/{seq:>3}",
+    "/srv/{{literal}}/{pool_id}", "/srv/out/{pool_id}/{window_start}", "/srv/x{pool_id}", "/srv",
+])
+def test_auth_and_file_service_manager_agree_on_every_staging_path(template: str) -> None:
+    def auth_accepts() -> bool:
+        try:
+            poolstorage.check_staging([{"kind": "filesystem", "path": template}])
+        except poolstorage.StorageInvalid:
+            return False
+        return True
+
+    def fsm_accepts() -> bool:
+        try:
+            rules.parse_target({"kind": "filesystem", "path": template})
+        except rules.BadTarget:
+            return False
+        return True
+
+    assert auth_accepts() == fsm_accepts()
+
+
+def test_the_target_count_limit_is_the_same_for_both() -> None:
+    assert rules.MAX_TARGETS == poolstorage.MAX_STAGING_TARGETS
+    poolstorage.check_staging([{"kind": "filesystem", "path": f"/srv/{i}"} for i in range(rules.MAX_TARGETS)])
+    with pytest.raises(poolstorage.StorageInvalid):
+        poolstorage.check_staging([{"kind": "filesystem", "path": f"/srv/{i}"} for i in range(rules.MAX_TARGETS + 1)])
