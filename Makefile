@@ -49,7 +49,7 @@ run: install
 
 test: install browser containers
 	$(BIN)/python -c "from devtools import infra; infra.ensure_all()"
-	$(BIN)/python -m pytest -p no:cacheprovider -q -rfEs $(ARGS)
+	$(BIN)/python -m pytest -p no:cacheprovider -q -rfEs --durations=25 $(ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
