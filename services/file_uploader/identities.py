@@ -12,42 +12,30 @@ are kept as their sha256, never as the bearer string.
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from services.common.authclient import Identity
 from services.common.ports import AuthLookup
+from services.common.ttlcache import TtlCache
 
 
 class RecentIdentities:
     def __init__(self, auth: AuthLookup, ttl: float = 2.0, capacity: int = 10_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.auth = auth
-        self.ttl = ttl
-        self.capacity = capacity
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._seen: OrderedDict[str, tuple[float, Identity]] = OrderedDict()
+        self._seen: TtlCache[Identity] = TtlCache(ttl, capacity, clock)  # sha256(token) -> identity
 
     def validate(self, token: str | None) -> Identity | None:
         if not token:
             return None
         key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
-        now = self.clock()
-        with self._lock:
-            hit = self._seen.get(key)
-            if hit is not None and now - hit[0] < self.ttl:
-                self._seen.move_to_end(key)
-                return hit[1]
-        identity = self.auth.validate(token)  # outside the lock: one slow answer does not queue others
-        with self._lock:
-            if identity is None:
-                self._seen.pop(key, None)
-            else:
-                self._seen[key] = (now, identity)
-                self._seen.move_to_end(key)
-                while len(self._seen) > self.capacity:
-                    self._seen.popitem(last=False)
+        found, cached = self._seen.get(key)
+        if found:
+            return cached
+        identity = self.auth.validate(token)  # outside the cache's lock: one slow answer does not queue others
+        if identity is None:
+            self._seen.forget(key)
+        else:
+            self._seen.put(key, identity)
         return identity

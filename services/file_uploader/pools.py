@@ -12,41 +12,29 @@ raises ``AuthUnavailable`` (503): the rule is not guessed. Bounded: at most
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from services.common import validation
 from services.common.ports import AuthLookup
+from services.common.ttlcache import TtlCache
 
 
 class PoolPolicies:
     def __init__(self, auth: AuthLookup, ttl: float = 5.0, capacity: int = 10_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.auth = auth
-        self.ttl = ttl
-        self.capacity = capacity
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._seen: OrderedDict[str, tuple[float, float]] = OrderedDict()  # pool_id -> (when, max_late)
+        self._seen: TtlCache[float] = TtlCache(ttl, capacity, clock)  # pool_id -> max_late_seconds
 
     def max_late_seconds(self, pool_id: str) -> float:
-        now = self.clock()
-        with self._lock:
-            hit = self._seen.get(pool_id)
-            if hit is not None and now - hit[0] < self.ttl:
-                self._seen.move_to_end(pool_id)
-                return hit[1]
-        pool = self.auth.pool(pool_id)  # outside the lock: a slow auth does not queue other pools
+        found, cached = self._seen.get(pool_id)
+        if found and cached is not None:
+            return cached
+        pool = self.auth.pool(pool_id)  # outside the cache's lock: a slow auth does not queue other pools
         raw = (pool or {}).get("max_late_seconds")
         max_late = float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) and raw >= 0 \
             else float(validation.DEFAULT_MAX_LATE_SECONDS)
-        with self._lock:
-            self._seen[pool_id] = (now, max_late)
-            self._seen.move_to_end(pool_id)
-            while len(self._seen) > self.capacity:
-                self._seen.popitem(last=False)
+        self._seen.put(pool_id, max_late)
         return max_late
 
 
