@@ -3,6 +3,11 @@ SHELL := /bin/bash
 PY    ?= python3
 VENV  := .venv
 BIN   := $(VENV)/bin
+# Test files run on WORKERS processes (pytest-xdist), a whole file per worker so that its
+# fleet and fixtures are built once: most of the suite's time is waiting (leases, token
+# expiry, windows), not CPU. WORKERS=0 runs everything in this one process.
+WORKERS ?= 2
+XDIST := $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadfile)
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha256sum | cut -c1-12)
 
 .PHONY: help install lock run test test-fast test-unit test-integration test-e2e lint lint-js format bench sweep clean infra browser containers \
@@ -49,10 +54,10 @@ run: install
 
 test: install browser containers
 	$(BIN)/python -c "from devtools import infra; infra.ensure_all()"
-	$(BIN)/python -m pytest -p no:cacheprovider -q -rfEs --durations=25 $(ARGS)
+	$(BIN)/python -m pytest -p no:cacheprovider -q -rfEs --durations=25 $(XDIST) $(ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -q -m "not slow" $(XDIST) $(ARGS)
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit $(ARGS)

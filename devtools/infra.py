@@ -37,10 +37,27 @@ def wait_port(host: str, port: int, timeout: float, what: str) -> None:
     raise RuntimeError(f"{what} did not open {host}:{port} within {timeout:.0f}s")
 
 
+# Ports handed out by ``free_port``: below the kernel's ephemeral range (32768-60999 here),
+# so an outgoing connection of any process never takes a port between the moment we pick it
+# and the moment the child binds it (a port from bind(0) is an ephemeral one and was taken
+# that way: "Address already in use" at fleet start). Above 10000 and below 20000: clear of
+# ``make run`` (5000-5904) and of ``fleet.free_base_port`` (20000 and up).
+FREE_PORTS = range(10000, 20000)
+_next_free = [FREE_PORTS.start + (os.getpid() * 97) % len(FREE_PORTS)]  # pytest runs in parallel: apart by pid
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nobody listens on, never the same twice in this process."""
+    for _ in range(len(FREE_PORTS)):
+        port = _next_free[0]
+        _next_free[0] = FREE_PORTS.start + (port + 1 - FREE_PORTS.start) % len(FREE_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port in {FREE_PORTS}")
 
 
 def _run(cmd: str) -> None:

@@ -47,6 +47,10 @@ def store_upload(deps: Deps, msg: StoreUpload) -> None:
             return
         deps.metrics.store_latency.observe(time.perf_counter() - started)
         announce(deps, msg, stored)
+        # One line per stored upload (the upload's file_id is bound above; a batch's item ids are
+        # its upload id and an index, so they are not listed).
+        log.info("stored", extra={"pool_id": msg.pool_id, "items": len(msg.items), "announced": len(stored),
+                                  "size": msg.size})
 
 
 def store(deps: Deps, msg: StoreUpload) -> list[dict[str, Any]]:

@@ -53,7 +53,8 @@ def group_files(deps: Deps, messages: Sequence[FileStored]) -> dict[str, dict[st
 def group_pool_files(deps: Deps, pool_id: str, messages: list[FileStored]) -> dict[str, dict[str, Any]]:
     pool = deps.pools.get(pool_id)  # AuthUnavailable -> raise -> requeued
     if pool is None:
-        log.warning("files_of_unknown_pool_dropped", extra={"pool_id": pool_id, "files": len(messages)})
+        log.warning("files_of_unknown_pool_dropped", extra={"pool_id": pool_id, "files": len(messages),
+                                                            "file_ids": [m.file_id for m in messages]})
         return {}
     unique = {msg.file_id: msg for msg in messages}  # a duplicate in one batch is grouped once
     # No membership look-up first: add_files answers a file grouped before (a redelivery) by
@@ -123,7 +124,10 @@ def counted(deps: Deps, pool: dict[str, Any], group: dict[str, Any], added: list
     deps.metrics.files_grouped.inc(len(added))
     if late:
         deps.metrics.late_files.inc(len(added))
-    log.info("files_grouped", extra={"group_id": group["_id"], "late": late, "files": len(added)})
+    # The file ids too (at most a slice's, SliceRunner.max_slice): a file missing from its group
+    # is traced by its id through the fleet's logs.
+    log.info("files_grouped", extra={"group_id": group["_id"], "late": late, "files": len(added),
+                                     "file_ids": [e["file_id"] for e in added]})
     if group.get("status") == core.OPEN:
         ticking.settle(deps, group, pool)
 

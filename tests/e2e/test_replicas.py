@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -204,6 +205,17 @@ def _ticker_leaders(fleet: ReplicatedFleet) -> list[str]:
     return leaders
 
 
+def _logged(log_dir: Path, file_ids: list[str], most: int = 60) -> str:
+    """The fleet's log lines naming any of ``file_ids`` (at most ``most``, the last ones), each
+    prefixed by its log file: a lost file's story lands in the failure message, which CI prints
+    (its artifacts directory does not survive the run)."""
+    lines: list[str] = []
+    for path in sorted(log_dir.glob("*.log")):
+        with open(path, errors="replace") as log_file:
+            lines += [f"{path.stem}: {line.rstrip()[:400]}" for line in log_file if any(f in line for f in file_ids)]
+    return "\n".join(lines[-most:]) or "(nothing)"
+
+
 @pytest.fixture
 def replicated_pools(mongo_uri: str, tmp_path) -> Iterator[ReplicatedFleet]:
     # INFO: a lost or doubled upload is then traceable by its file_id in artifacts/fleet-logs.
@@ -317,8 +329,8 @@ def test_sigkill_one_replica_of_every_service_during_100_pool_uploads(replicated
                 grouped |= {f["file_id"] for f in r.json().get("files", [])} if r.status_code == 200 else set()
             ungrouped = sorted({fid for _, fid in uploaded} - grouped)
             raise AssertionError(f"{exc}: {[(g['group_id'], g['status'], g['file_count']) for g in seen[0]]}; "
-                                 f"posted {processor.posted}; stored but in no group: {ungrouped} "
-                                 "(grep artifacts/fleet-logs for them)") from None
+                                 f"posted {processor.posted}; stored but in no group: {ungrouped}; "
+                                 f"what the fleet logged of them:\n{_logged(fleet.log_dir, ungrouped)}") from None
         gids = {g["group_id"] for g in groups}
         assert len(gids) >= 2, groups  # at least two pool windows
         time.sleep(2)  # a duplicate announcement in flight would land by now
