@@ -2,6 +2,7 @@
 
     STORAGE_SECRETS_KEY=<new> STORAGE_SECRETS_OLD_KEYS=<old>[,<older>] \\
         python -m services.auth.rotate_storage_key [--dry-run]
+    python -m services.auth.rotate_storage_key --generate-key
 
 The same rotation as file_service_manager's ``rotate_storage_key`` (run both): deploy the new
 key first with the old ones in STORAGE_SECRETS_OLD_KEYS, run this, then drop the old keys. It
@@ -11,14 +12,11 @@ the keys. Each pool is written back only if it did not change meanwhile (compare
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
 from typing import Any
 
 from services.common import poolstorage
-from services.common.secretbox import SecretBox, SecretError
+from services.common.secretbox import SecretBox, SecretError, rotation_command
 
 from .ports import AuthStore
 
@@ -62,31 +60,21 @@ def rotate(store: AuthStore, box: SecretBox, *, dry_run: bool = False) -> dict[s
     return {"rotated": rotated, "already_current": current, "unreadable": unreadable, "dry_run": dry_run}
 
 
-def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.auth.rotate_storage_key", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dry-run", action="store_true", help="report what would be re-encrypted; write nothing")
-    args = parser.parse_args(argv)
-    from services.common.settings import ConfigError
-
-    from .config import Settings
+def _rotate_pools(settings: Any, box: SecretBox, dry_run: bool) -> dict[str, Any]:
     from .store import Store
 
-    try:
-        settings = Settings.from_env(os.environ if env is None else env)
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    if settings.secrets is None:
-        print("configuration error: STORAGE_SECRETS_KEY is not set", file=sys.stderr)
-        return 2
     store = Store(settings.database_url, pool_size=2)
     try:
-        outcome = rotate(store, settings.secrets, dry_run=args.dry_run)
+        return rotate(store, box, dry_run=dry_run)
     finally:
         store.close()
-    print(json.dumps(outcome))
-    return 1 if outcome["unreadable"] else 0
+
+
+def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> int:
+    from .config import Settings
+
+    return rotation_command("python -m services.auth.rotate_storage_key", __doc__ or "", Settings.from_env,
+                            _rotate_pools, argv, env)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,18 @@ Keys are Fernet keys (32 random bytes, URL-safe base64: ``SecretBox.generate_key
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-__all__ = ["PREFIX", "SecretBox", "SecretError", "from_env"]
+from .settings import ConfigError
+
+__all__ = ["PREFIX", "SecretBox", "SecretError", "from_env", "rotation_command"]
 
 PREFIX = "fernet:"  # marks a stored value as ciphertext (a plaintext never starts with it by accident)
 MAX_KEYS = 8  # current + old keys accepted at once (each decrypt may try them all)
@@ -86,3 +93,33 @@ def from_env(env: Mapping[str, str], name: str, old_name: str | None = None) -> 
         return SecretBox([current, *old])
     except SecretError as exc:
         raise SecretError(f"{name}/{old_name}: {exc}") from None
+
+
+def rotation_command(prog: str, description: str, settings_from_env: Callable[[Mapping[str, str]], Any],
+                     rotate: Callable[[Any, SecretBox, bool], dict[str, Any]],
+                     argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """The command line of a service's ``rotate_storage_key`` (auth's pools, file_service_manager's
+    catalog): ``--dry-run``, ``--generate-key``; prints the outcome as JSON (counts and ids, never a
+    secret); exit 0, 1 when a secret opens with none of the keys, 2 on a configuration error.
+
+    ``rotate(settings, box, dry_run)`` opens the service's own store and re-encrypts.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dry-run", action="store_true", help="report what would be re-encrypted; write nothing")
+    parser.add_argument("--generate-key", action="store_true", help="print a new key and exit")
+    args = parser.parse_args(argv)
+    if args.generate_key:
+        print(SecretBox.generate_key())
+        return 0
+    try:
+        settings = settings_from_env(os.environ if env is None else env)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if settings.secrets is None:
+        print("configuration error: STORAGE_SECRETS_KEY is not set", file=sys.stderr)
+        return 2
+    outcome = rotate(settings, settings.secrets, args.dry_run)
+    print(json.dumps(outcome))
+    return 1 if outcome["unreadable"] else 0

@@ -12,13 +12,10 @@ JSON, never a secret, and exits 1 when an entry opens with none of the keys.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
 from typing import Any
 
-from services.common.secretbox import SecretBox, SecretError
+from services.common.secretbox import SecretBox, SecretError, rotation_command
 
 from .ports import Catalog
 
@@ -45,33 +42,20 @@ def rotate(catalog: Catalog, box: SecretBox, *, dry_run: bool = False) -> dict[s
     return {"rotated": rotated, "already_current": current, "unreadable": unreadable, "dry_run": dry_run}
 
 
-def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.file_service_manager.rotate_storage_key",
-                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dry-run", action="store_true", help="report what would be re-encrypted; write nothing")
-    parser.add_argument("--generate-key", action="store_true", help="print a new key and exit")
-    args = parser.parse_args(argv)
-    if args.generate_key:
-        print(SecretBox.generate_key())
-        return 0
+def _rotate_catalog(settings: Any, box: SecretBox, dry_run: bool) -> dict[str, Any]:
     from services.common import mongo
-    from services.common.settings import ConfigError
 
-    from .config import Settings
     from .store import StorageCatalog
 
-    try:
-        settings = Settings.from_env(os.environ if env is None else env)
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    if settings.secrets is None:
-        print("configuration error: STORAGE_SECRETS_KEY is not set", file=sys.stderr)
-        return 2
     catalog = StorageCatalog(mongo.connect(settings.common.mongodb_uri, settings.common.mongodb_db))
-    outcome = rotate(catalog, settings.secrets, dry_run=args.dry_run)
-    print(json.dumps(outcome))
-    return 1 if outcome["unreadable"] else 0
+    return rotate(catalog, box, dry_run=dry_run)
+
+
+def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> int:
+    from .config import Settings
+
+    return rotation_command("python -m services.file_service_manager.rotate_storage_key", __doc__ or "",
+                            Settings.from_env, _rotate_catalog, argv, env)
 
 
 if __name__ == "__main__":
