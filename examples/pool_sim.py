@@ -86,12 +86,6 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def update_bytes(rng: random.Random) -> bytes:
     return encode(rng.uniform(-1, 1) for _ in range(UPDATE_VALUES))
 
@@ -149,16 +143,18 @@ def main(argv: list[str] | None = None) -> int:
     auth_url, agg_url = admin.auth_url, admin.aggregator_url
     admin_h = {"Authorization": f"Bearer {admin.token}"}
 
-    hook_port = free_port()
     pool = checked(requests.post(f"{auth_url}/auth/pools", headers=admin_h, timeout=10, json={
         "name": f"sim-{uuid.uuid4().hex[:6]}", "window_seconds": S, "close_grace_seconds": 0,
-        "processing_timeout_seconds": max(10, 4 * S), "processor_url": f"http://127.0.0.1:{hook_port}/"}),
-        "create pool")
+        "processing_timeout_seconds": max(10, 4 * S)}), "create pool")
     pool_id = str(pool["pool_id"])
     key = checked(requests.post(f"{auth_url}/auth/pools/{pool_id}/processor-keys", headers=admin_h,
                                 timeout=10), "processor key")["api_key"]
     processor = Processor(agg_url, pool_id, key, poll_seconds=1.0)
-    processor.start_webhook(hook_port)
+    # The webhook's port is the one its server got (a port picked first and bound later may be
+    # taken in between); then the pool is told where it is.
+    hook = f"http://127.0.0.1:{processor.start_webhook(0)}/"
+    checked(requests.patch(f"{auth_url}/auth/pools/{pool_id}", headers=admin_h, timeout=10,
+                           json={"processor_url": hook}), "set processor_url")
     threading.Thread(target=processor.run, name="processor", daemon=True).start()
 
     members: list[tuple[TimedClient, str]] = []  # (client, role)
@@ -309,14 +305,14 @@ def soak(args: argparse.Namespace) -> int:
         # The admin's access token may live only seconds: a 401 refreshes it and retries.
         return checked(admin._authed(method, url, timeout=30, **kwargs), what)
 
-    hook_port = free_port()
     pool = as_admin("POST", f"{auth_url}/auth/pools", "create pool", json={
         "name": f"soak-{uuid.uuid4().hex[:6]}", "window_seconds": S, "close_grace_seconds": 0,
-        "processing_timeout_seconds": 30, "processor_url": f"http://127.0.0.1:{hook_port}/"})
+        "processing_timeout_seconds": 30})
     pool_id = str(pool["pool_id"])
     key = as_admin("POST", f"{auth_url}/auth/pools/{pool_id}/processor-keys", "processor key")["api_key"]
     processor = RecordingProcessor(agg_url, pool_id, key, poll_seconds=0.5)
-    processor.start_webhook(hook_port)
+    hook = f"http://127.0.0.1:{processor.start_webhook(0)}/"  # as in run_sim: the port its server got
+    as_admin("PATCH", f"{auth_url}/auth/pools/{pool_id}", "set processor_url", json={"processor_url": hook})
     threading.Thread(target=processor.run, name="processor", daemon=True).start()
     # Each member keeps its state (spool, last seq) in a directory of its own, as `listen` does.
     state_dir = tempfile.TemporaryDirectory(prefix="pool-soak-")

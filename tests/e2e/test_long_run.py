@@ -13,20 +13,18 @@ token, its descendants and the access token they gave are all refused (401).
 from __future__ import annotations
 
 import collections
-import hashlib
 import io
 import random
 import socket
 import threading
 import time
-from typing import Any
 
 import pytest
 import requests
 
 from client.api import ConnectionLost, DropboxClient, DropboxError
+from examples.pool_sim import RecordingProcessor
 from examples.processor.mean import encode
-from examples.processor.runner import Processor as ReferenceProcessor
 
 from .helpers import bearer, unique_name
 from .pools import Processor as PoolApi
@@ -41,20 +39,6 @@ WINDOW = 4  # the pool's window_seconds: ~30 groups, ~30 results in the run
 DISRUPTIONS = ((30.0, "drop listener"), (60.0, "drop uploader"), (90.0, "restart gateway"))
 SETTLE_SECONDS = 150.0  # bound on the wait, after the run, for the last statuses and results
 PASSWORD = "long-run-password"
-
-
-class RecordingProcessor(ReferenceProcessor):
-    """The reference processor, noting the sha256 of every result it posted."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.posted: dict[str, str] = {}  # result_id -> sha256 of the posted bytes
-
-    def post(self, group_id: str, data: bytes) -> str | None:
-        result_id = super().post(group_id, data)
-        if result_id:
-            self.posted[result_id] = hashlib.sha256(data).hexdigest()
-        return result_id
 
 
 def handed(client: DropboxClient) -> collections.Counter[str]:
