@@ -141,9 +141,14 @@ return 0
 # The transition also moves the upload's bytes in the owner's quota ledger (KEYS[2])
 # from "reserved" (field = upload id) to "stored", once: the tombstone (KEYS[3])
 # remembers what was counted, so giving it back (_GIVE_BACK) happens once too.
+# The tombstone says 'cached' from this moment: file_service_manager may store the upload
+# and drop its session as soon as the StoreUpload is published, before the completer gets
+# to write anything more (or if it is killed then), and a retried complete-upload that finds
+# no session answers from the tombstone ('cached', not "no such upload").
 _MARK_CACHED = """
 if redis.call('HGET', KEYS[1], 'status') == 'uploading' then
   redis.call('HSET', KEYS[1], 'status', 'cached', 'published', '0', 'cached_at', ARGV[3], 'cached_sha256', ARGV[4])
+  redis.call('HSET', KEYS[3], 'status', 'cached')
   redis.call('HDEL', KEYS[2], ARGV[1])
   if redis.call('HSETNX', KEYS[3], 'quota', ARGV[2]) == 1 then
     redis.call('HINCRBY', KEYS[2], 'stored', ARGV[2])
@@ -501,6 +506,8 @@ class UploadStore:
         counted = self._give_back(keys=[self._quota(owner_id), self._status(file_id)], args=[file_id])
         pipe = self.r.pipeline(transaction=False)
         pipe.hset(self.cache_key(file_id), "status", UPLOADING)
+        pipe.hset(self._status(file_id), "status", UPLOADING)  # the tombstone too (see _MARK_CACHED)
+        pipe.expire(self._status(file_id), self.status_ttl)
         pipe.hdel(self._pending, file_id)
         if counted:
             pipe.hset(self._quota(owner_id), file_id, counted)  # reserved again, as before the transition

@@ -228,6 +228,7 @@ class FakeUploadCache:
         ledger = self.ledgers.setdefault(owner_id, {})
         ledger.pop(file_id, None)
         tomb = self.tombs.setdefault(file_id, {})
+        tomb["status"] = CACHED  # as the store's _MARK_CACHED: the tombstone says cached at once
         if "quota" not in tomb:
             tomb["quota"] = str(size)
             ledger["stored"] = ledger.get("stored", 0) + size
@@ -249,6 +250,7 @@ class FakeUploadCache:
         upload = self.uploads.get(file_id)
         if upload is not None:
             upload.session["status"] = UPLOADING
+        self.tombs.setdefault(file_id, {})["status"] = UPLOADING
         self.pending.pop(file_id, None)
         if counted:
             self.ledgers.setdefault(owner_id, {})[file_id] = counted

@@ -121,9 +121,11 @@ def test_cached_exactly_once_and_undone(cache) -> None:
     assert cache.mark_cached(fid, 10, owner_id="7") is True
     assert cache.mark_cached(fid, 10, owner_id="7") is False
     assert cache.session(fid)["status"] == "cached" and cache.writer(fid) is None
+    assert cache.status(fid)["status"] == "cached"  # the tombstone, at once (outlives the session)
     assert cache.pending_bytes() == 10
     cache.unmark_cached(fid, owner_id="7")
     assert cache.session(fid)["status"] == "uploading" and cache.pending_bytes() == 0
+    assert cache.status(fid)["status"] == "uploading"
     assert cache.mark_cached(fid, 10, owner_id="7") is True
     assert cache.mark_cached("v" * 32, 5, owner_id="7") is False
 

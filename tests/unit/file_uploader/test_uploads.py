@@ -387,6 +387,36 @@ def test_a_complete_killed_before_its_publish_is_published_by_the_next_complete(
     assert len(broker.of_type(StoreUpload)) == 1
 
 
+class KilledAfterPublish(InMemoryBroker):
+    """A replica SIGKILLed right after the broker confirmed its StoreUpload, and
+    file_service_manager fast enough to store the upload and drop its session first."""
+
+    def __init__(self, cache) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        self.cache = cache
+
+    def publish(self, message, **kwargs):  # type: ignore[no-untyped-def]
+        super().publish(message, **kwargs)
+        if isinstance(message, StoreUpload):
+            self.cache.drop(message.upload_id)  # stored: the session and chunks are gone
+            raise KeyboardInterrupt("killed")
+
+
+def test_a_complete_killed_after_its_publish_answers_cached_when_retried(settings, cache, broker) -> None:
+    """The retried complete-upload finds no session (stored and dropped already): the tombstone,
+    written with the transition, answers cached, not "no such upload" (seen in the replica kill
+    test: the client gave up on an upload that was stored and grouped)."""
+    dying = UploadService(settings, cache, KilledAfterPublish(cache), UploaderMetrics(ServiceMetrics("file_uploader")))
+    other = UploadService(settings, cache, broker, UploaderMetrics(ServiceMetrics("file_uploader")))
+    file_id = start(dying, 5)
+    send_all(dying, file_id, b"12345")
+    with pytest.raises(KeyboardInterrupt):
+        complete(dying, file_id)
+    assert cache.session(file_id) is None
+    assert complete(other, file_id) == {"file_id": file_id, "status": "cached"}
+    assert not broker.of_type(StoreUpload)  # nothing published twice
+
+
 def test_a_normal_complete_is_marked_published(uploads, cache, broker) -> None:
     file_id = start(uploads, 5)
     send_all(uploads, file_id, b"12345")
