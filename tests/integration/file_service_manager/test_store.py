@@ -110,7 +110,7 @@ def test_batch_items_become_records(make_pipeline) -> None:
         assert len(stored.wait_for(lambda m: len(m) >= 1)) == 1  # one message for the whole batch
     assert isinstance(announced, UploadStored) and announced.upload_id == command.upload_id
     assert [(i.file_id, i.file_name, i.size) for i in announced.items] == [
-        (f"{command.upload_id}-0000", "a.csv", 1000), (f"{command.upload_id}-0001", "batch.bin", 510)]
+        (f"{command.upload_id}-0000", "a.csv", 1000), (f"{command.upload_id}-0001", "batch.bin.0001", 510)]
     assert p.index.record(command.upload_id) is None  # the provisional record gave way to the items
     second = mongo.bucket(p.index.db).open_download_stream(f"{command.upload_id}-0001").read()
     assert second == data[CHUNK - 10 : CHUNK + 500]
