@@ -7,6 +7,7 @@ import bson
 
 from services.common.contracts import FileGrouped, FilesGrouped, GroupedFiles, StoredItem, UploadStored
 from services.pool_aggregator import core
+from services.pool_aggregator import store as store_module
 
 from .conftest import POOL, Rig
 
@@ -53,9 +54,11 @@ def test_a_crash_before_the_counters_is_settled_by_the_redelivery(rig: Rig) -> N
     assert [e["file_id"] for e in rig.store.files_of(gid)] == ["f1", "f2"]
 
 
-def test_a_batchs_redelivery_settles_a_crashed_slice_and_counts_each_file_once(rig: Rig) -> None:
+def test_a_batchs_redelivery_settles_a_crashed_slice_and_counts_each_file_once(rig: Rig, monkeypatch) -> None:
     """UploadStored takes the same four steps: a crash before the counters (step 1 done for some
-    of the batch's files a minute ago) is dropped and grouped afresh, with the rest in one slice."""
+    of the batch's files a minute ago) is dropped and grouped afresh, with the rest in one slice,
+    its memberships inserted in several chunks (the leftovers clash in two of them)."""
+    monkeypatch.setattr(store_module, "INSERT_CHUNK", 2)
     start = _start(rig)
     gid = core.group_id(POOL, start)
     rig.handle(rig.stored("before", ts=start + 1))

@@ -65,7 +65,8 @@ def test_a_batch_as_one_upload_stored_is_grouped_once_beside_older_file_stored(r
                                         timestamp=f.timestamp) for f in files))
     consumers = start_consumers(rig.amqp_url, handlers.consumers(deps))
     try:
-        for message in [*files[:30], batch, rig.stored("lone", ts=start + 1, pool_id="pool2"), batch]:
+        # 30 files announced one by one first, spread over every insert chunk of the batch's slice.
+        for message in [*files[::34], batch, rig.stored("lone", ts=start + 1, pool_id="pool2"), batch]:
             rig.deps.broker.publish(message)
         answers = rig.events.of(FilesGrouped, timeout=60, count=2)
         singles = rig.events.of(FileGrouped, timeout=30, count=31)
@@ -73,7 +74,7 @@ def test_a_batch_as_one_upload_stored_is_grouped_once_beside_older_file_stored(r
         stop_consumers(consumers)
     assert len(answers) == 2 and answers[0] == answers[1]
     assert answers[0].groups == (GroupedFiles(group_id=gid, late=False, file_ids=tuple(f.file_id for f in files)),)
-    assert sorted(m.file_id for m in singles) == sorted([f.file_id for f in files[:30]] + ["lone"])
+    assert sorted(m.file_id for m in singles) == sorted([f.file_id for f in files[::34]] + ["lone"])
     assert {m.group_id for m in singles if m.file_id == "lone"} == {other}
     group = store.get(gid)
     assert (group["file_count"], group["bytes"]) == (1000, 10000)
