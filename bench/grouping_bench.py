@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -204,7 +205,7 @@ def announce(args: argparse.Namespace, broker: Broker, pool_id: str, first: int,
     return [i.file_id for i in batch.items]
 
 
-def publish_all(broker: Broker, messages: list[Message], publishers: int = 8) -> float:
+def publish_all(broker: Broker, messages: Sequence[Message], publishers: int = 8) -> float:
     """Publish with ``publishers`` threads (file_service_manager's store consumers announce in
     parallel); returns the seconds it took."""
     started = time.perf_counter()
