@@ -72,6 +72,12 @@ class Message:
         return fields
 
 
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The keys of ``data`` that are fields of the (nested) dataclass ``cls``."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
 def decode(body: bytes) -> Message:
     try:
         doc = json.loads(body)
@@ -277,7 +283,9 @@ class UploadStored(Message):
         items = fields.get("items")
         if not isinstance(items, list | tuple) or not all(isinstance(i, dict | StoredItem) for i in items):
             raise ValueError("items must be a list of StoredItem objects")
-        fields["items"] = tuple(i if isinstance(i, StoredItem) else StoredItem(**i) for i in items)
+        # Fields a later version may add to an item are left out, as Message.from_dict does.
+        fields["items"] = tuple(i if isinstance(i, StoredItem) else StoredItem(**_known(StoredItem, i))
+                                for i in items)
         return fields
 
 
@@ -327,7 +335,7 @@ class FilesGrouped(Message):
                 ids = part.get("file_ids")
                 if not isinstance(ids, list | tuple) or not all(isinstance(i, str) for i in ids):
                     raise ValueError("file_ids must be a list of strings")
-                part = GroupedFiles(**{**part, "file_ids": tuple(ids)})
+                part = GroupedFiles(**{**_known(GroupedFiles, part), "file_ids": tuple(ids)})
             parts.append(part)
         fields["groups"] = tuple(parts)
         return fields

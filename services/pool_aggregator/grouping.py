@@ -23,6 +23,7 @@ from services.common.contracts import FileGrouped, FilesGrouped, FileStored, Gro
 from services.common.timeutil import BadTimestamp, parse
 
 from . import core, ticking
+from .batching import SliceRunner
 from .deps import Deps
 from .ports import CLOSED
 
@@ -42,6 +43,12 @@ def message_key(msg: Stored) -> Hashable:
 def message_weight(msg: Stored) -> int:
     """A delivery's share of a slice: its files."""
     return len(msg.items) if isinstance(msg, UploadStored) else 1
+
+
+def slice_runner(max_slice: int, max_leaders: int) -> SliceRunner[Stored]:
+    """The grouping consumers' SliceRunner: lanes by pool, slices bounded by files."""
+    return SliceRunner(message_key, max_slice=max_slice, max_leaders=max_leaders,
+                       lane=lambda msg: str(msg.pool_id), weight=message_weight)
 
 
 def group_file(deps: Deps, msg: FileStored) -> None:
