@@ -50,7 +50,7 @@ def consumers(deps: Deps) -> list[ConsumerSpec]:
     # Several competing consumers so that deliveries are in flight together and grouped in
     # one slice (batching.py). prefetch 2 each: a consumer handles one message at a time;
     # the second is already on its way. Unacked messages per process: 2 x grouping_consumers
-    # (an UploadStored among them holds up to MAX_ITEMS files' facts, ~0.2-1 MB).
+    # (an UploadStored among them holds up to MAX_ITEMS files' facts, ~0.2-0.46 MB).
     return [ConsumerSpec("stored", topology.AGGREGATOR_QUEUE, bind(HANDLERS, deps), prefetch=2,
                          count=deps.settings.grouping_consumers),
             ConsumerSpec("pools", topology.POOL_EVENTS_QUEUE, bind(POOL_HANDLERS, deps), prefetch=1)]
