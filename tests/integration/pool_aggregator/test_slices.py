@@ -61,8 +61,8 @@ def test_a_batch_as_one_upload_stored_is_grouped_once_beside_older_file_stored(r
     files = [rig.stored(f"item{n:04d}", ts=start + n / 100, owner="u1", size=10) for n in range(1000)]
     batch = UploadStored(upload_id="up1", owner_id="u1", owner_name="u1", content_type="application/octet-stream",
                          created=files[0].created, pool_id=POOL, items=tuple(
-                             StoredItem(file_id=f.file_id, file_name=f.file_name, size=f.size, sha256=f.sha256,
-                                        timestamp=f.timestamp) for f in files))
+                             StoredItem(file_id=f.file_id, file_name=f"\U0001F4C8 {f.file_name}", size=f.size,
+                                        sha256=f.sha256, timestamp=f.timestamp) for f in files))
     consumers = start_consumers(rig.amqp_url, handlers.consumers(deps))
     try:
         # 30 files announced one by one first, spread over every insert chunk of the batch's slice.
@@ -80,5 +80,7 @@ def test_a_batch_as_one_upload_stored_is_grouped_once_beside_older_file_stored(r
     assert (group["file_count"], group["bytes"]) == (1000, 10000)
     assert store.groups.find_one({"_id": gid})["pending"] == []  # every slice settled (steps 3-4)
     assert store.files.count_documents({"group_id": gid}) == 1000
-    assert [e["file_id"] for e in store.files_of(gid)] == [f.file_id for f in files]
+    listed = store.files_of(gid)
+    assert [e["file_id"] for e in listed] == [f.file_id for f in files]
+    assert listed[1]["file_name"] == "\U0001F4C8 item0001.f64"  # UTF-8 on the wire, intact
     assert store.get(other)["file_count"] == 1
