@@ -54,10 +54,16 @@ STORE_QUEUE = QueueSpec("file_service_manager.store", ("upload.store",), argumen
 # PrestoreUpload (an optimisation: StoreUpload writes whatever a prestore did not) has a queue
 # of its own, so a prestore waiting for chunks never holds up a StoreUpload.
 PRESTORE_QUEUE = QueueSpec("file_service_manager.prestore", ("upload.prestore",), arguments=quorum())
-INDEX_QUEUE = QueueSpec("file_service_manager.index", ("file.status.*", "file.grouped"), arguments=quorum())
+# files.grouped: FilesGrouped, a batch upload's files in their groups (one message per batch).
+INDEX_QUEUE = QueueSpec("file_service_manager.index", ("file.status.*", "file.grouped", "files.grouped"),
+                        arguments=quorum())
 AUDIT_QUEUE = QueueSpec("file_service_manager.audit", ("audit.recorded",), arguments=quorum())
 STORE_FAILED_QUEUE = QueueSpec("file_uploader.store_failed", ("upload.store_failed",), arguments=quorum())
-AGGREGATOR_QUEUE = QueueSpec("pool_aggregator.stored", ("file.stored",), arguments=quorum())
+# file.stored: FileStored, one per single-file upload or result; upload.stored: UploadStored, a
+# whole batch upload's files in one message, so another pool's file waits behind one message of
+# that batch, not behind its 1,000 (issue 10). One queue for both: a FileStored of an older
+# file_service_manager still in the queue is consumed as before (rolling upgrades).
+AGGREGATOR_QUEUE = QueueSpec("pool_aggregator.stored", ("file.stored", "upload.stored"), arguments=quorum())
 # Pool lifecycle from auth (PoolDeleted): pool_aggregator ends the pool's open groups. Its own
 # queue, so a message waits (durably) until that consumer runs, and cannot be dead-lettered as
 # unhandled by the FileStored consumer.

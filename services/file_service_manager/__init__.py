@@ -3,11 +3,13 @@
 Consumes: ``upload.store`` (``StoreUpload``, queue ``file_service_manager.store``, prefetch 2),
 ``upload.prestore`` (``PrestoreUpload``, queue ``file_service_manager.prestore``: a big upload
 written to GridFS while its chunks arrive, ``prestoring``),
-``file.status.*`` and ``file.grouped`` (queue ``file_service_manager.index``),
+``file.status.*``, ``file.grouped`` and ``files.grouped`` (``FilesGrouped``: a batch's files
+at once) (queue ``file_service_manager.index``),
 ``audit.recorded`` (queue ``file_service_manager.audit``), ``pool.result_published``
 (``ResultPublished``) and ``staging.deliver`` (``StageResult``) (queue
 ``file_service_manager.staging``: results delivered to their pool's staging targets).
-Publishes: ``FileStored`` (per item), ``FileStatusChanged`` (uploaded_successfully),
+Publishes: ``FileStored`` (a single-file upload or a result), ``UploadStored`` (a batch
+upload: all its stored items in one message), ``FileStatusChanged`` (uploaded_successfully),
 ``UploadStoreFailed`` (file_uploader decides on a retry), ``StageResult`` (one per staging
 target and attempt; retries through ``dropbox.staging_delay``), ``AuditRecorded`` (stored,
 downloaded, deleted, staging_done/staging_attempt_failed/staging_failed).

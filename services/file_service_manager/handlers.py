@@ -2,7 +2,8 @@
 
 STORE_QUEUE: ``StoreUpload`` -> store it (``storing``). PRESTORE_QUEUE: ``PrestoreUpload`` ->
 write it while its chunks arrive (``prestoring``). INDEX_QUEUE:
-``FileStatusChanged`` and ``FileGrouped`` -> the file index. AUDIT_QUEUE:
+``FileStatusChanged``, ``FileGrouped`` and ``FilesGrouped`` (a batch's files at once) -> the
+file index. AUDIT_QUEUE:
 ``AuditRecorded`` -> the append-only audit trail. STAGING_QUEUE: ``ResultPublished`` ->
 the result's staging planned, one ``StageResult`` per target of its pool; ``StageResult`` ->
 one attempt at one target (``staging``).
@@ -17,6 +18,7 @@ from services.common import contracts, topology
 from services.common.contracts import (
     AuditRecorded,
     FileGrouped,
+    FilesGrouped,
     FileStatusChanged,
     Message,
     PrestoreUpload,
@@ -52,6 +54,12 @@ def on_file_grouped(deps: Deps, message: FileGrouped) -> None:
     deps.index.set_group(message.file_id, message.group_id, message.late)
 
 
+def on_files_grouped(deps: Deps, message: FilesGrouped) -> None:
+    # One write per (group, late) part: usually one for the whole batch.
+    for part in message.groups:
+        deps.index.set_groups(list(part.file_ids), part.group_id, part.late)
+
+
 def on_audit_recorded(deps: Deps, message: AuditRecorded) -> None:
     doc = message.to_dict()
     doc["_id"] = message.audit_id  # the id makes a redelivered record a no-op
@@ -69,7 +77,7 @@ def on_stage_result(deps: Deps, message: StageResult) -> None:
 STORE_HANDLERS = {StoreUpload: on_store_upload}
 PRESTORE_HANDLERS = {PrestoreUpload: on_prestore_upload}
 INDEX_HANDLERS: dict[type[Message], Callable[[Deps, Any], None]] = {
-    FileStatusChanged: on_file_status_changed, FileGrouped: on_file_grouped}
+    FileStatusChanged: on_file_status_changed, FileGrouped: on_file_grouped, FilesGrouped: on_files_grouped}
 AUDIT_HANDLERS = {AuditRecorded: on_audit_recorded}
 STAGING_HANDLERS: dict[type[Message], Callable[[Deps, Any], None]] = {
     ResultPublished: on_result_published, StageResult: on_stage_result}

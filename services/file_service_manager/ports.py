@@ -46,6 +46,10 @@ class Index(Protocol):
 
     def set_group(self, file_id: str, group_id: str, late: bool) -> int: ...
 
+    def set_groups(self, file_ids: list[str], group_id: str, late: bool) -> int:
+        """``set_group`` for many files at once (one write): how many records matched."""
+        ...
+
     def mark_deleted(self, file_id: str, actor: str) -> bool:
         """The record says ``deleted`` (once: False when it already did)."""
         ...

@@ -244,6 +244,16 @@ class FileIndex:
         result = self.files.update_one({"_id": file_id}, {"$set": {"group_id": group_id, "late": late}})
         return result.matched_count
 
+    def set_groups(self, file_ids: list[str], group_id: str, late: bool) -> int:
+        # One update for a batch's files (FilesGrouped), not one round trip each; idempotent as
+        # set_group is (a redelivery sets the same values). At most MAX_ITEMS ids in the $in.
+        self.ensure_indexes()
+        if not file_ids:
+            return 0
+        result = self.files.update_many({"_id": {"$in": list(file_ids)}},
+                                        {"$set": {"group_id": group_id, "late": late}})
+        return result.matched_count
+
     def mark_deleted(self, file_id: str, actor: str) -> bool:
         result = self.files.update_one({"_id": file_id, "status": {"$ne": core.DELETED}},
                                        {"$set": {"status": core.DELETED, "deleted": timeutil.now_iso(),

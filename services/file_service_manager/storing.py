@@ -13,7 +13,15 @@ import time
 from typing import Any
 
 from services.common import contracts, logs
-from services.common.contracts import FileStatusChanged, FileStored, StoreUpload, UploadItem, UploadStoreFailed
+from services.common.contracts import (
+    FileStatusChanged,
+    FileStored,
+    StoredItem,
+    StoreUpload,
+    UploadItem,
+    UploadStored,
+    UploadStoreFailed,
+)
 from services.common.errors import ShownToUsers
 
 from . import core, prestoring
@@ -115,12 +123,24 @@ def _write(deps: Deps, msg: StoreUpload, item: UploadItem, backend: StorageBacke
 
 def announce(deps: Deps, msg: StoreUpload, records: list[dict[str, Any]]) -> None:
     # At-least-once: a redelivery announces again; consumers are keyed by file_id.
-    for record in records:
-        deps.broker.publish(FileStored(
-            file_id=record["file_id"], upload_id=msg.upload_id, owner_id=msg.owner_id,
-            owner_name=msg.owner_name, file_name=record["file_name"], size=record["size"],
-            sha256=record["sha256"], content_type=msg.content_type, timestamp=record["timestamp"],
-            created=record["created"], pool_id=msg.pool_id, kind=msg.kind, group_id=msg.group_id))
+    if len(msg.items) > 1:
+        # A batch: its records in one UploadStored, one confirmed publish (not one per item), so
+        # pool_aggregator groups them in one slice and another pool's file does not queue behind
+        # a thousand messages of this one (issue 10). Every item deleted meanwhile: no message.
+        if records:
+            deps.broker.publish(UploadStored(
+                upload_id=msg.upload_id, owner_id=msg.owner_id, owner_name=msg.owner_name,
+                content_type=msg.content_type, created=msg.created, pool_id=msg.pool_id, kind=msg.kind,
+                items=tuple(StoredItem(file_id=r["file_id"], file_name=r["file_name"], size=r["size"],
+                                       sha256=r["sha256"], timestamp=r["timestamp"]) for r in records)))
+    else:
+        # A single file (or a processor's result): FileStored, as every version announced it.
+        for record in records:
+            deps.broker.publish(FileStored(
+                file_id=record["file_id"], upload_id=msg.upload_id, owner_id=msg.owner_id,
+                owner_name=msg.owner_name, file_name=record["file_name"], size=record["size"],
+                sha256=record["sha256"], content_type=msg.content_type, timestamp=record["timestamp"],
+                created=record["created"], pool_id=msg.pool_id, kind=msg.kind, group_id=msg.group_id))
     # The owner's notice before the audit records: each publish waits for a broker confirm, and
     # the audit trail does not need to be ahead of uploaded_successfully (it is appended either way).
     deps.broker.publish(FileStatusChanged(file_id=msg.upload_id, owner_id=msg.owner_id,

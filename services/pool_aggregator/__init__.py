@@ -1,11 +1,16 @@
 """pool_aggregator: timestamp windows, groups, triggers, the external-processor API, results.
 
-Consumes: ``FileStored`` (queue ``pool_aggregator.stored``, ``GROUPING_CONSUMERS``
-competing consumers) — pool files are put into the group of their window, a
-slice at a time; a stored result is numbered (``seq``), finishes its group and is announced.
+Consumes: ``FileStored`` and ``UploadStored`` (queue ``pool_aggregator.stored``,
+``GROUPING_CONSUMERS`` competing consumers) — pool files are put into the group of their
+window, a slice at a time (a batch upload's ``UploadStored``, up to ``MAX_ITEMS`` files,
+is one slice); a stored result (``FileStored``) is numbered (``seq``), finishes its group
+and is announced. ``FileStored`` of every file of a batch, as older file_service_managers
+published, is still grouped.
 ``PoolDeleted`` (queue ``pool_aggregator.pools``) — the pool's open and ready groups end
 (``failed``, reason ``pool_deleted``).
-Publishes: ``FileGrouped``, ``GroupChanged``, ``ResultPublished``, ``AuditRecorded``.
+Publishes: ``FileGrouped`` (answers a ``FileStored``), ``FilesGrouped`` (answers an
+``UploadStored``: its files by group, one message), ``GroupChanged``, ``ResultPublished``,
+``AuditRecorded``.
 Owns: MongoDB collections ``groups`` (one document per pool window, with counters),
 ``group_files`` (a group's files, one document per file), ``group_slices`` (which
 slices of files are counted in their group), ``results`` (numbered by ``seq`` per pool),

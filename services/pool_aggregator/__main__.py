@@ -1,4 +1,4 @@
-"""``python -m services.pool_aggregator``: HTTP under waitress, the FileStored consumer, the ticker."""
+"""``python -m services.pool_aggregator``: HTTP under waitress, the FileStored/UploadStored consumers, the ticker."""
 
 from __future__ import annotations
 

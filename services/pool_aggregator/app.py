@@ -1,4 +1,4 @@
-"""pool_aggregator's wiring: one Deps, the routes, the FileStored consumer and the ticker."""
+"""pool_aggregator's wiring: one Deps, the routes, the FileStored/UploadStored consumers and the ticker."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ from services.common.leader import LeaderLease, LeaseStore, LocalLeaseStore
 from services.common.ports import AuthLookup, Clock, Publisher, SystemClock
 from services.common.runtime import Periodic, Runtime
 
-from . import handlers, results, ticking
+from . import grouping, handlers, results, ticking
 from .announcing import Announcer
-from .batching import SliceRunner
 from .config import Settings
 from .deps import Deps
 from .leadership import LEASE_NAME, Leadership
@@ -46,7 +45,7 @@ def create_app(settings: Settings, *, store: GroupStore | None = None, broker: P
         the_leases = leases or MongoLeaseStore(db)
     else:
         the_store, the_leases = store, leases or LocalLeaseStore()
-    # Eight publishing channels: every grouped file's FileGrouped is confirmed from its consumer thread.
+    # Eight publishing channels: each FileGrouped/FilesGrouped is confirmed from its consumer thread.
     the_broker = broker or messaging.Broker(common.amqp_url, pool_size=8)
     the_auth = auth or AuthClient(common.auth_url, common.internal_api_key)
     app = Flask(SERVICE)
@@ -62,8 +61,7 @@ def create_app(settings: Settings, *, store: GroupStore | None = None, broker: P
         announcer=announcer or Announcer(metrics, common.pool_aggregator_url, timeout=settings.announce_timeout,
                                          attempts=settings.announce_attempts),
         metrics=metrics, audit=AuditTrail(the_broker, SERVICE, metrics.audit_lost), clock=clock or SystemClock(),
-        grouper=SliceRunner(lambda msg: msg.file_id, max_slice=settings.grouping_slice,
-                            max_leaders=settings.grouping_leaders, lane=lambda msg: str(msg.pool_id)),
+        grouper=grouping.slice_runner(settings.grouping_slice, settings.grouping_leaders),
         staging=staging or StagingSource(common.file_service_manager_url, common.internal_api_key,
                                          timeout=settings.upstream_timeout),
         leader=Leadership(LeaderLease(the_leases, LEASE_NAME, ttl=settings.leader_lease_seconds), the_store))

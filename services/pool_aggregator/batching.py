@@ -1,4 +1,4 @@
-"""Group commit for the FileStored consumers: concurrent deliveries grouped in one slice.
+"""Group commit for the FileStored/UploadStored consumers: concurrent deliveries grouped in one slice.
 
 The shared consumer hands one message at a time to a handler and acks it when
 the handler returns, so bulk writes need several deliveries in flight at once:
@@ -7,9 +7,10 @@ each hands its message to ``SliceRunner.run`` and waits. Messages run in
 lanes (``lane``: a message's pool): one slice per lane at a time, and up to
 ``max_leaders`` lanes at once. A waiting thread whose message no slice has taken
 becomes its lane's leader when that lane is idle and a leader slot is free: it
-takes the lane's pending messages not yet taken (at most ``max_slice``, oldest
-first), runs the work once for all of them (a few bulk writes per window instead
-of several round trips per file), hands each thread its own answer, and steps
+takes the lane's pending messages not yet taken (oldest first, their ``weight``,
+i.e. their files, at most ``max_slice``; a batch upload's one message heavier than
+that is a slice of its own), runs the work once for all of them (a few bulk writes
+per window instead of several round trips per file), hands each thread its own answer, and steps
 down; the next leader takes what arrived meanwhile. No extra thread, no timer: a
 lone message is handled at once, and under load slices fill up by themselves.
 
@@ -55,10 +56,15 @@ class SliceRunner(Generic[T]):
     """
 
     def __init__(self, key: Callable[[T], Hashable], *, max_slice: int = 64, max_leaders: int = 4,
-                 lane: Callable[[T], Hashable] = lambda item: None) -> None:
+                 lane: Callable[[T], Hashable] = lambda item: None,
+                 weight: Callable[[T], int] = lambda item: 1) -> None:
         self.key = key
         self.lane = lane
-        self.max_slice = max(1, max_slice)  # bounds one slice's writes and its wait
+        # An item's share of a slice (pool_aggregator: its files; a batch upload's message weighs
+        # its item count). A slice takes items until the next would pass max_slice, and always
+        # at least one: a batch heavier than max_slice is a slice of its own (bounded by MAX_ITEMS).
+        self.weight = weight
+        self.max_slice = max(1, max_slice)  # bounds one slice's writes and its wait (in weight)
         # Slices running at once: bounds the concurrent writes (and MongoDB connections) of grouping.
         self.max_leaders = max(1, max_leaders)
         self._cond = threading.Condition()
@@ -94,7 +100,16 @@ class SliceRunner(Generic[T]):
         return work([item]).get(self.key(item))  # its slice failed: alone, errors raise as they are
 
     def _take(self, lane: Hashable) -> list[_Ticket[T]]:
-        batch = [t for t in self._pending if not t.taken and t.lane == lane][: self.max_slice]
+        batch: list[_Ticket[T]] = []
+        total = 0
+        for ticket in self._pending:  # oldest first
+            if ticket.taken or ticket.lane != lane:
+                continue
+            heft = max(1, self.weight(ticket.item))
+            if batch and total + heft > self.max_slice:
+                break
+            batch.append(ticket)
+            total += heft
         for ticket in batch:
             ticket.taken = True
         return batch

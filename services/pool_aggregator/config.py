@@ -23,11 +23,13 @@ class Settings:
     announce_attempts: int = 3
     upstream_timeout: float = 30.0
     threads: int = 16
-    # Competing FileStored consumers (threads, one connection each): the deliveries in flight
-    # that one grouping slice can gather. A slice holds at most grouping_slice files.
-    # 48: bench/grouping_bench.py groups 1,000 items as fast and keeps another pool's file as
-    # close behind as 64 did, with a quarter fewer connections and threads; at 32 and below
-    # that file waits 1.4-2.2 s instead of 0.5-0.8 s (fewer deliveries per slice). README.
+    # Competing FileStored/UploadStored consumers (threads, one connection each): the deliveries
+    # in flight that one grouping slice can gather. A slice holds at most grouping_slice files
+    # (a batch's UploadStored, up to MAX_ITEMS files, is a slice of its own).
+    # 48: bench/grouping_bench.py --per-file (one FileStored per item, as older file_service_managers
+    # announce batches) groups 1,000 items as fast and keeps another pool's file as close behind
+    # as 64 did, with a quarter fewer connections and threads; at 32 and below that file waits
+    # 1.4-2.2 s instead of 0.5-0.8 s (fewer deliveries per slice). README.
     grouping_consumers: int = 48
     grouping_slice: int = 128
     # Pools grouped at once (batching.SliceRunner's leaders, one slice per pool): another pool's

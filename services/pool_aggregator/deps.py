@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.common.audit import AuditTrail
-from services.common.contracts import FileStored
+from services.common.contracts import FileStored, UploadStored
 from services.common.ports import AuthLookup, Clock, Publisher
 
 from .batching import SliceRunner
@@ -29,8 +29,8 @@ class Deps:
     metrics: AggregatorMetrics
     audit: AuditTrail
     clock: Clock
-    # Concurrent FileStored deliveries grouped in one slice of bulk writes (batching.py).
-    grouper: SliceRunner[FileStored]
+    # Concurrent FileStored/UploadStored deliveries grouped in one slice of bulk writes (batching.py).
+    grouper: SliceRunner[FileStored | UploadStored]
     # Results' staging status, kept by file_service_manager (which delivers them).
     staging: StagingReader
     # The ticker's leader lease: only its holder ticks and announces what the ticker moved.

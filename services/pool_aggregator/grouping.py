@@ -1,11 +1,14 @@
-"""What pool files' ``FileStored`` messages do: each file goes into the group of its window.
+"""What pool files' ``FileStored`` and ``UploadStored`` messages do: each file goes into the group of its window.
 
 decode -> core (window, late rule) -> store (bulk writes per window) -> publish.
 Concurrent deliveries are grouped together in one slice (``batching``), per
 pool, then per window: one ``add_files`` per window (a few writes whatever the
-number of files). Idempotent under redelivery: a file already in a group is
-found by its id (the store's insert clashes on it; no look-up before) and only
-its ``FileGrouped`` is published again.
+number of files). A batch upload arrives as one ``UploadStored`` holding all its
+files (up to ``MAX_ITEMS``): a slice of its own, answered by one ``FilesGrouped``;
+a single file (``FileStored``, also every one an older file_service_manager
+published per item) is answered by its ``FileGrouped``. Idempotent under
+redelivery: a file already in a group is found by its id (the store's insert
+clashes on it; no look-up before) and only its answer is published again.
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ from __future__ import annotations
 import functools
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
-from services.common.contracts import FileGrouped, FileStored
+from services.common.contracts import FileGrouped, FilesGrouped, FileStored, GroupedFiles, UploadStored
 from services.common.timeutil import BadTimestamp, parse
 
 from . import core, ticking
+from .batching import SliceRunner
 from .deps import Deps
 from .ports import CLOSED
 
@@ -28,12 +32,54 @@ log = logging.getLogger(__name__)
 MAX_LATE_STEPS = 16  # windows ahead a late file may be pushed before we give up (requeue)
 
 
+Stored = FileStored | UploadStored  # what the grouping consumers hand to the slice runner
+
+
+def message_key(msg: Stored) -> Hashable:
+    """A delivery's key in its slice's answers: a file's id, or (a batch) its upload's."""
+    return msg.file_id if isinstance(msg, FileStored) else ("upload", msg.upload_id)
+
+
+def message_weight(msg: Stored) -> int:
+    """A delivery's share of a slice: its files."""
+    return len(msg.items) if isinstance(msg, UploadStored) else 1
+
+
+def slice_runner(max_slice: int, max_leaders: int) -> SliceRunner[Stored]:
+    """The grouping consumers' SliceRunner: lanes by pool, slices bounded by files."""
+    return SliceRunner(message_key, max_slice=max_slice, max_leaders=max_leaders,
+                       lane=lambda msg: str(msg.pool_id), weight=message_weight)
+
+
 def group_file(deps: Deps, msg: FileStored) -> None:
     """One pool file into its group, in a slice with whatever other deliveries are in flight;
     then its ``FileGrouped`` (each delivery re-announces, so the index catches up after a crash)."""
-    member = deps.grouper.run(msg, functools.partial(group_files, deps))
+    member = deps.grouper.run(msg, functools.partial(group_messages, deps))
     if member is not None:
         publish_grouped(deps, msg, member["group_id"], bool(member.get("late")))
+
+
+def group_upload(deps: Deps, msg: UploadStored) -> None:
+    """A batch upload's pool files into their groups, in one slice (with whatever else of its
+    pool is in flight and fits); then one ``FilesGrouped`` for all of them (each delivery
+    re-announces, so the index catches up after a crash)."""
+    members = deps.grouper.run(msg, functools.partial(group_messages, deps)) or {}
+    publish_upload_grouped(deps, msg, members)
+
+
+def group_messages(deps: Deps, messages: Sequence[Stored]) -> dict[Hashable, Any]:
+    """A slice's deliveries into groups: ``{message_key: answer}``, the answer being a file's
+    membership (FileStored; None for an unknown pool's file) or a batch's ``{file_id: membership}``.
+    Any failure raises (the slice's messages are retried, each alone)."""
+    files = [f for msg in messages for f in (msg.files() if isinstance(msg, UploadStored) else [msg])]
+    members = group_files(deps, files)
+    answers: dict[Hashable, Any] = {}
+    for msg in messages:
+        if isinstance(msg, UploadStored):
+            answers[message_key(msg)] = {i.file_id: members[i.file_id] for i in msg.items if i.file_id in members}
+        else:
+            answers[message_key(msg)] = members.get(msg.file_id)
+    return answers
 
 
 def group_files(deps: Deps, messages: Sequence[FileStored]) -> dict[str, dict[str, Any]]:
@@ -134,3 +180,16 @@ def counted(deps: Deps, pool: dict[str, Any], group: dict[str, Any], added: list
 
 def publish_grouped(deps: Deps, msg: FileStored, gid: str, late: bool) -> None:
     deps.broker.publish(FileGrouped(file_id=msg.file_id, pool_id=str(msg.pool_id), group_id=gid, late=late))
+
+
+def publish_upload_grouped(deps: Deps, msg: UploadStored, members: dict[str, dict[str, Any]]) -> None:
+    """One confirmed publish for a whole batch (not one per file): its files by (group, late)."""
+    parts: dict[tuple[str, bool], dict[str, None]] = defaultdict(dict)  # ordered sets of file ids
+    for item in msg.items:
+        member = members.get(item.file_id)
+        if member is not None:
+            parts[(member["group_id"], bool(member.get("late")))][item.file_id] = None
+    if not parts:
+        return  # an unknown pool's files: nothing grouped, nothing to announce (logged by group_pool_files)
+    deps.broker.publish(FilesGrouped(pool_id=str(msg.pool_id), upload_id=msg.upload_id, groups=tuple(
+        GroupedFiles(group_id=gid, late=late, file_ids=tuple(ids)) for (gid, late), ids in parts.items())))

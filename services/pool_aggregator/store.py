@@ -59,6 +59,11 @@ TICKED = (core.OPEN, core.PROCESSING)
 # An uncounted membership this old was left by a crash (a live delivery finishes in well under a second).
 SETTLE_AFTER_SECONDS = 30.0
 SETTLE_POLL_SECONDS = 0.1  # how often a redelivery waiting on an uncounted slice looks again
+# Memberships per insert_many (step 1 of a slice). secantusdb (the tests' and bench's MongoDB-wire
+# server) runs inserts into one collection one at a time: another pool's one-file slice waited
+# for a whole 1,000-file insert (0.3-2 s on the loaded bench machine); in chunks it waits for one
+# chunk. Measured with bench/grouping_bench.py (README "Grouping").
+INSERT_CHUNK = 250
 
 
 def fenced(query: dict[str, Any], update: dict[str, Any], fence: int | None) -> None:
@@ -153,7 +158,7 @@ class MongoGroupStore:
     # messages were not acked) settles them by the group's ``pending``: there = the $inc
     # happened, record it; not there = it did not, drop them and group the files afresh.
     # ``pending`` holds only slices between steps 2 and 4: at most one per consumer.
-    # Per slice: one insert_many and three single-document writes, whatever its size. A file
+    # Per slice: one insert_many per INSERT_CHUNK files and three single-document writes. A file
     # grouped before (a redelivery) is found by the insert's duplicate key, not by a look-up
     # first: the look-up (``memberships``) runs only for the clashes, so a slice of new files
     # (nearly all of them) saves that round trip (bench/grouping_bench.py, README).
@@ -256,14 +261,19 @@ class MongoGroupStore:
             entries = [e for e in entries if e["file_id"] not in present]
         docs = [{**e, "_id": e["file_id"], "group_id": gid, "pool_id": pool_id, "slice": sid, "at": now}
                 for e in entries]
-        try:
-            if docs:
-                self.files.insert_many(docs, ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", ())
-            clashes = {err["op"]["_id"] for err in errors if err.get("code") == DUPLICATE_KEY}
-            if len(clashes) != len(errors):
-                raise
+        clashes: set[str] = set()
+        # Step 1 in chunks of INSERT_CHUNK: the one step whose cost grows with the slice (a batch
+        # upload's slice holds up to MAX_ITEMS files). A chunk is still one round trip for many files.
+        for first in range(0, len(docs), INSERT_CHUNK):
+            try:
+                self.files.insert_many(docs[first:first + INSERT_CHUNK], ordered=False)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", ())
+                duplicates = {err["op"]["_id"] for err in errors if err.get("code") == DUPLICATE_KEY}
+                if len(duplicates) != len(errors):
+                    raise
+                clashes |= duplicates
+        if clashes:
             # Grouped before: by a concurrent delivery (counted or about to be), an earlier one
             # (a redelivery), or a slice that crashed before its counters moved. ``memberships``
             # tells them apart: it answers the first two and drops the third's memberships,

@@ -31,6 +31,15 @@ def _examples() -> list[c.Message]:
                      size=4, sha256="ab" * 32, content_type="text/plain", timestamp="2026-01-01T00:00:00Z",
                      created="2026-01-01T00:00:06Z", pool_id="p1", kind="result", group_id="g1"),
         c.FileGrouped(file_id="u1-0000", pool_id="p1", group_id="g1", late=True),
+        c.UploadStored(upload_id="u1", owner_id="7", owner_name="alice", content_type="text/plain",
+                       created="2026-01-01T00:00:06Z", pool_id="p1", kind="file", items=(
+                           c.StoredItem(file_id="u1-0000", file_name="a", size=4, sha256="ab" * 32,
+                                        timestamp="2026-01-01T00:00:00Z"),
+                           c.StoredItem(file_id="u1-0001", file_name="b", size=6, sha256="cd" * 32,
+                                        timestamp="2026-01-01T00:00:05Z"))),
+        c.FilesGrouped(pool_id="p1", upload_id="u1", groups=(
+            c.GroupedFiles(group_id="g1", late=False, file_ids=("u1-0000",)),
+            c.GroupedFiles(group_id="g2", late=True, file_ids=("u1-0001",)))),
         c.ResultPublished(result_id="r1", pool_id="p1", group_id="g1", window_start="a", window_end="b",
                           file_name="r.bin", size=3, sha256="cd" * 32, created="c", download_url="http://x/file/r1"),
         c.GroupChanged(pool_id="p1", group_id="g1", status="ready", window_start="a", window_end="b"),
@@ -64,12 +73,29 @@ def test_nested_parts_come_back_typed():
     assert failed.command.chunk_key(2) == "p:upload:u1:chunk:2"
     status = c.FileStatusChanged(file_id="f", owner_id="1", status=c.RETRYING, attempt=2)
     assert status.key() == "file.status.retrying"
+    batch = c.decode(_examples()[5].encode())
+    assert isinstance(batch, c.UploadStored) and all(isinstance(i, c.StoredItem) for i in batch.items)
+    assert [(f.file_id, f.owner_id, f.pool_id, f.timestamp) for f in batch.files()] == [
+        ("u1-0000", "7", "p1", "2026-01-01T00:00:00Z"), ("u1-0001", "7", "p1", "2026-01-01T00:00:05Z")]
+    later = b'{"type": "UploadStored", "data": {"upload_id": "u", "owner_id": "o", "owner_name": "n", ' \
+        b'"content_type": "t", "created": "c", "items": [{"file_id": "f", "file_name": "a", "size": 1, ' \
+        b'"sha256": "s", "timestamp": "t", "added_later": 1}]}}'
+    assert c.decode(later).items == (c.StoredItem("f", "a", 1, "s", "t"),)  # a later version's extra field
+    grouped = c.decode(_examples()[6].encode())
+    assert isinstance(grouped, c.FilesGrouped) and grouped.groups[1] == c.GroupedFiles("g2", True, ("u1-0001",))
 
 
 @pytest.mark.parametrize("body", [
     b'{"type": "UploadStoreFailed", "data": {"upload_id": "u", "attempt": 1, "reason": "x", "command": {}}}',
     b'{"type": "UploadStoreFailed", "data": {"upload_id": "u", "attempt": 1, "reason": "x", "command": 3}}',
     b'{"type": "FileGrouped", "data": []}',
+    b'{"type": "UploadStored", "data": {"upload_id": "u", "owner_id": "o", "owner_name": "n", "content_type": "t",'
+    b' "created": "c", "items": [3]}}',
+    b'{"type": "UploadStored", "data": {"upload_id": "u", "owner_id": "o", "owner_name": "n", "content_type": "t",'
+    b' "created": "c", "items": [{"file_id": "f"}]}}',
+    b'{"type": "FilesGrouped", "data": {"pool_id": "p", "upload_id": "u", "groups": [{"group_id": "g",'
+    b' "late": false, "file_ids": [1]}]}}',
+    b'{"type": "FilesGrouped", "data": {"pool_id": "p", "upload_id": "u", "groups": "g"}}',
 ])
 def test_malformed_nested_parts_are_refused(body):
     with pytest.raises(c.UnknownMessage):

@@ -48,6 +48,7 @@ class FakeIndex:
         self.files: dict[str, bytes] = {}
         self.opened: list[FakeDownload] = []
         self.audit: dict[str, dict[str, Any]] = {}
+        self.group_writes = 0  # set_groups calls: a batch's FilesGrouped is one write, not one per file
 
     def ping(self) -> bool:
         return True
@@ -96,6 +97,10 @@ class FakeIndex:
             return 0
         self.records[file_id].update(group_id=group_id, late=late)
         return 1
+
+    def set_groups(self, file_ids: list[str], group_id: str, late: bool) -> int:
+        self.group_writes += 1
+        return sum(self.set_group(file_id, group_id, late) for file_id in file_ids)
 
     def mark_deleted(self, file_id: str, actor: str) -> bool:
         record = self.records.get(file_id)

@@ -8,7 +8,15 @@ import os
 import time
 
 from services.common import messaging, mongo
-from services.common.contracts import FileGrouped, FileStatusChanged, FileStored, StoreUpload
+from services.common.contracts import (
+    FileGrouped,
+    FilesGrouped,
+    FileStatusChanged,
+    FileStored,
+    GroupedFiles,
+    StoreUpload,
+    UploadStored,
+)
 from services.common.runtime import runtime_of
 from services.file_uploader import retries
 from tests.integration.file_uploader.helpers import Collector, upload_all
@@ -95,7 +103,14 @@ def test_batch_items_become_records(make_pipeline) -> None:
     command = upload_and_command(p, data, file_name="batch.bin", items=items)
     p.worker.handle_index(FileStatusChanged(file_id=command.upload_id, owner_id="u1", status="cached"))
     assert p.index.record(command.upload_id)["provisional"] is True
-    p.worker.handle_store(command)
+    with Collector(p.amqp_url, messaging.AGGREGATOR_QUEUE) as stored:
+        p.worker.handle_store(command)
+        [announced] = stored.wait_for(lambda m: len(m) >= 1)
+        time.sleep(0.3)
+        assert len(stored.wait_for(lambda m: len(m) >= 1)) == 1  # one message for the whole batch
+    assert isinstance(announced, UploadStored) and announced.upload_id == command.upload_id
+    assert [(i.file_id, i.file_name, i.size) for i in announced.items] == [
+        (f"{command.upload_id}-0000", "a.csv", 1000), (f"{command.upload_id}-0001", "batch.bin.0001", 510)]
     assert p.index.record(command.upload_id) is None  # the provisional record gave way to the items
     second = mongo.bucket(p.index.db).open_download_stream(f"{command.upload_id}-0001").read()
     assert second == data[CHUNK - 10 : CHUNK + 500]
@@ -112,6 +127,11 @@ def test_batch_items_become_records(make_pipeline) -> None:
     assert p.index.record(f"{command.upload_id}-0001")["status"] == "uploaded_successfully"
     first = p.index.record(f"{command.upload_id}-0000")
     assert (first["group_id"], first["late"], first["file_name"]) == ("g1", True, "a.csv")
+    # A batch's FilesGrouped: one update per (group, late) part.
+    p.worker.handle_index(FilesGrouped(pool_id="p1", upload_id=command.upload_id, groups=(
+        GroupedFiles(group_id="g2", late=False, file_ids=(f"{command.upload_id}-0000", f"{command.upload_id}-0001")),)))
+    assert [(r["group_id"], r["late"]) for r in (p.index.record(f"{command.upload_id}-000{n}") for n in (0, 1))] == [
+        ("g2", False), ("g2", False)]
 
 
 def test_missing_chunk_reports_a_failure(make_pipeline) -> None:

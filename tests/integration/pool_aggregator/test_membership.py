@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import bson
 
-from services.common.contracts import FileGrouped
+from services.common.contracts import FileGrouped, FilesGrouped, GroupedFiles, StoredItem, UploadStored
 from services.pool_aggregator import core
+from services.pool_aggregator import store as store_module
 
 from .conftest import POOL, Rig
 
@@ -51,6 +52,32 @@ def test_a_crash_before_the_counters_is_settled_by_the_redelivery(rig: Rig) -> N
     assert (group["file_count"], group["bytes"]) == (2, 200)
     assert rig.store.files.find_one({"_id": "f2"})["slice"] != "crashed-slice"
     assert [e["file_id"] for e in rig.store.files_of(gid)] == ["f1", "f2"]
+
+
+def test_a_batchs_redelivery_settles_a_crashed_slice_and_counts_each_file_once(rig: Rig, monkeypatch) -> None:
+    """UploadStored takes the same four steps: a crash before the counters (step 1 done for some
+    of the batch's files a minute ago) is dropped and grouped afresh, with the rest in one slice,
+    its memberships inserted in several chunks (the leftovers clash in two of them)."""
+    monkeypatch.setattr(store_module, "INSERT_CHUNK", 2)
+    start = _start(rig)
+    gid = core.group_id(POOL, start)
+    rig.handle(rig.stored("before", ts=start + 1))
+    _member(rig, "b2", gid, "crashed-slice", start + 2)
+    _member(rig, "b3", gid, "crashed-slice", start + 3)
+    files = [rig.stored(f"b{n}", ts=start + n) for n in range(1, 6)]
+    batch = UploadStored(upload_id="up1", owner_id="u1", owner_name="u1", content_type="application/octet-stream",
+                         created=files[0].created, pool_id=POOL, items=tuple(
+                             StoredItem(file_id=f.file_id, file_name=f.file_name, size=f.size, sha256=f.sha256,
+                                        timestamp=f.timestamp) for f in files))
+    rig.handle(batch)
+    rig.handle(batch)  # and redelivered once more: nothing counted twice
+    group = rig.store.get(gid)
+    assert (group["file_count"], group["bytes"]) == (6, 600)
+    assert rig.store.files.count_documents({"slice": "crashed-slice"}) == 0
+    assert [e["file_id"] for e in rig.store.files_of(gid)] == ["b1", "before", "b2", "b3", "b4", "b5"]  # by ts, id
+    answers = rig.events.of(FilesGrouped, count=2)
+    assert len(answers) == 2 and all(a.groups == (GroupedFiles(gid, False, tuple(f"b{n}" for n in range(1, 6))),)
+                                     for a in answers)
 
 
 def test_a_crash_after_the_counters_is_not_counted_twice(rig: Rig) -> None:

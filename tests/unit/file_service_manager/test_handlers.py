@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 from services.common import contracts, topology
-from services.common.contracts import AuditRecorded, FileGrouped, FileStatusChanged, FileStored, UploadStoreFailed
+from services.common.contracts import (
+    AuditRecorded,
+    FileGrouped,
+    FilesGrouped,
+    FileStatusChanged,
+    FileStored,
+    GroupedFiles,
+    UploadStored,
+    UploadStoreFailed,
+)
 from services.common.testing import InMemoryBroker
 from services.file_service_manager import handlers, storing
 
@@ -35,7 +45,46 @@ def test_a_batch_stores_every_item_from_chunk_spans(deps) -> None:
     msg = command(deps, b"abcdefghij", items=[(0, 3), (3, 5), (8, 2)])
     broker = _deliver(deps, msg)
     assert [deps.index.files[f"u1-{n:04d}"] for n in range(3)] == [b"abc", b"defgh", b"ij"]
-    assert sorted(m.file_id for m in broker.of_type(FileStored)) == ["u1-0000", "u1-0001", "u1-0002"]
+    # One UploadStored for the whole batch (issue 10), with each item's facts; no FileStored each.
+    [announced] = broker.of_type(UploadStored)
+    assert not broker.of_type(FileStored)
+    assert [(i.file_id, i.file_name, i.size, i.sha256) for i in announced.items] == [
+        (f"u1-{n:04d}", f"a.bin.{n}", size, hashlib.sha256(data).hexdigest())
+        for n, (size, data) in enumerate([(3, b"abc"), (5, b"defgh"), (2, b"ij")])]
+    assert (announced.upload_id, announced.pool_id, announced.owner_id, announced.kind) == ("u1", "p1", "7", "file")
+    assert [f.file_id for f in announced.files()] == ["u1-0000", "u1-0001", "u1-0002"]
+    assert broker.routed_to(topology.AGGREGATOR_QUEUE) == [announced]
+
+
+def test_a_batch_of_max_items_is_one_message_of_sane_size(deps) -> None:
+    """1,000 items (file_uploader's MAX_ITEMS): one publish of a few hundred KB, also in the worst
+    case (255-byte names of 4-byte characters, carried as UTF-8, not as JSON escapes)."""
+    msg = command(deps, bytes(1000), items=[(n, 1) for n in range(1000)])
+    broker = _deliver(deps, msg)
+    [announced] = broker.of_type(UploadStored)
+    assert len(announced.items) == 1000
+    size = len(announced.encode())
+    assert size < 300_000, size
+    worst = dataclasses.replace(announced, items=tuple(
+        dataclasses.replace(i, file_name="\U0001F600" * 63 + ".bin"[:255 - 4 * 63]) for i in announced.items))
+    assert len(worst.encode()) < 500_000, len(worst.encode())
+    assert contracts.decode(worst.encode()) == worst
+    lone = dataclasses.replace(announced, items=(dataclasses.replace(announced.items[0], file_name="a\udc80b"),))
+    assert contracts.decode(lone.encode()) == lone  # a lone surrogate: escaped JSON, still decodable
+
+
+def test_a_redelivered_batch_is_announced_again_whole(deps) -> None:
+    msg = command(deps, b"abcdefghij", items=[(0, 3), (3, 5), (8, 2)])
+    _deliver(deps, msg)
+    _deliver(deps, msg)
+    first, second = deps.broker.of_type(UploadStored)
+    assert first == second  # at-least-once: the consumers are keyed by file id
+
+
+def test_a_one_item_batch_and_a_result_are_announced_as_file_stored(deps) -> None:
+    _deliver(deps, command(deps, b"abc", items=[(0, 3)]))
+    assert [m.file_id for m in deps.broker.of_type(FileStored)] == ["u1-0000"]
+    assert not deps.broker.of_type(UploadStored)
 
 
 def test_a_redelivery_stores_nothing_twice(deps) -> None:
@@ -91,6 +140,19 @@ def test_grouping_is_recorded(deps) -> None:
     _deliver(deps, command(deps, b"0123"))
     _deliver(deps, FileGrouped(file_id="u1", pool_id="p1", group_id="g1", late=True))
     assert (deps.index.record("u1")["group_id"], deps.index.record("u1")["late"]) == ("g1", True)
+
+
+def test_a_batchs_grouping_is_recorded_in_one_write_per_group(deps) -> None:
+    _deliver(deps, command(deps, b"abcdefghij", items=[(0, 3), (3, 5), (8, 2)]))
+    grouped = FilesGrouped(pool_id="p1", upload_id="u1", groups=(
+        GroupedFiles(group_id="g1", late=False, file_ids=("u1-0000", "u1-0002")),
+        GroupedFiles(group_id="g2", late=True, file_ids=("u1-0001",))))
+    for _ in range(2):  # a redelivery writes the same again
+        _deliver(deps, grouped)
+    assert [(deps.index.record(f"u1-{n:04d}")["group_id"], deps.index.record(f"u1-{n:04d}")["late"])
+            for n in range(3)] == [("g1", False), ("g2", True), ("g1", False)]
+    assert deps.index.group_writes == 4  # one per (group, late) part and delivery, not one per file
+    assert deps.broker.routed_to(topology.INDEX_QUEUE).count(grouped) == 2
 
 
 def test_an_audit_record_is_appended_once(deps) -> None:

@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 
 from services.common.authclient import Identity
-from services.common.contracts import FileStored
+from services.common.contracts import FileStored, Message, StoredItem, UploadStored
 from services.common.testing import FakeAuth, FakeClock, InMemoryBroker
 from services.common.testing.pool_aggregator import (
     FakeFiles,
@@ -47,7 +47,7 @@ class Kit:
     def window_start(self) -> int:
         return core.window_for(self.clock.time(), W).start
 
-    def deliver(self, message: FileStored) -> None:
+    def deliver(self, message: Message) -> None:
         """Publish and run it through the real consumer table, as RabbitMQ would."""
         self.broker.publish(message)
         self.broker.deliver(handlers.consumers(self.deps))
@@ -65,6 +65,17 @@ class Kit:
                           file_name=f"{file_id}.bin", size=size, sha256="0" * 64,
                           content_type="application/octet-stream", timestamp=core.epoch_iso(ts),
                           created=core.epoch_iso(self.clock.time()), pool_id=pool_id, kind=kind, group_id=group_id)
+
+
+    def batch(self, upload_id: str, file_ids: list[str], *, ts: float | list[float], owner: str = "u1",
+              pool_id: str | None = POOL) -> UploadStored:
+        """A batch upload's UploadStored (``ts``: one timestamp for all, or one per item)."""
+        stamps = ts if isinstance(ts, list) else [ts] * len(file_ids)
+        return UploadStored(upload_id=upload_id, owner_id=owner, owner_name=owner,
+                            content_type="application/octet-stream", created=core.epoch_iso(self.clock.time()),
+                            pool_id=pool_id, items=tuple(
+                                StoredItem(file_id=f, file_name=f"{f}.bin", size=10, sha256="0" * 64,
+                                           timestamp=core.epoch_iso(t)) for f, t in zip(file_ids, stamps, strict=True)))
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.common.contracts import FileGrouped, FileStored, GroupChanged, PoolDeleted
+from services.common.contracts import FileGrouped, FileStored, GroupChanged, PoolDeleted, UploadStored
 from services.common.handlers import UnhandledMessage
 from services.pool_aggregator import core, handlers, ticking
 
@@ -78,7 +78,7 @@ def test_auth_down_requeues_the_file(kit: Kit) -> None:
 
 def test_each_queue_handles_its_own_messages_only(kit: Kit) -> None:
     stored, pools = handlers.consumers(kit.deps)
-    assert set(stored.handlers) == {FileStored} and set(pools.handlers) == {PoolDeleted}
+    assert set(stored.handlers) == {FileStored, UploadStored} and set(pools.handlers) == {PoolDeleted}
     for spec in (stored, pools):
         with pytest.raises(UnhandledMessage):
             spec.dispatch(GroupChanged(pool_id=POOL, group_id="g", status="ready", window_start="a", window_end="b"))
