@@ -148,6 +148,13 @@ class Fleet:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
 
+    def remove_service(self, name: str) -> None:
+        """Stop an extra instance and forget it: ``urls`` (which later tests of a shared fleet
+        walk, e.g. for every service's /metrics) no longer lists it."""
+        self.stop_service(name)
+        self.procs.pop(name, None)
+        self.ports.pop(name, None)
+
     def stop(self) -> None:
         for name in reversed(list(self.procs)):
             self.stop_service(name)

@@ -5,6 +5,25 @@ import { formatBytes } from "../upload.js";
 import { busy, download, errorBox, fmtTime, h, notify } from "../dom.js";
 import { isAdmin, myPoolRole, poolName, refreshPools, state } from "../state.js";
 
+// An admin sees every pool: one card each, and each card asks for its groups (HTTP) and its
+// results (a socket event). Asked all at once, a few hundred pools passed the gateway's cap on
+// events in flight per socket (64) and the cards past it showed `overloaded`. At most
+// LOADS_AT_ONCE cards load at a time; the rest wait their turn (a queue bounded by the pools).
+const LOADS_AT_ONCE = 4;
+let loading = 0;
+const waiting = [];
+
+function inTurn(task) {
+  return new Promise((resolve) => {
+    waiting.push(() => task().finally(() => {
+      loading -= 1;
+      if (waiting.length) { loading += 1; waiting.shift()(); }
+      resolve();
+    }));
+    if (loading < LOADS_AT_ONCE) { loading += 1; waiting.shift()(); }
+  });
+}
+
 /** One line per staging target: its kind, a status badge, attempts, and where it went or why not. */
 async function loadStaging(box, poolId, resultId) {
   try {
@@ -79,7 +98,7 @@ function poolCard(p) {
   const refresh = h("button", { type: "button", class: "small secondary", "aria-label": `Refresh pool ${p.name}` }, "Refresh");
   refresh.addEventListener("click", () => busy(refresh, null, () => Promise.all([loadGroups(groups, p.pool_id), loadResults(results, p.pool_id)])));
   const canSee = role || isAdmin();
-  if (canSee) { loadGroups(groups, p.pool_id); loadResults(results, p.pool_id); }
+  if (canSee) inTurn(() => Promise.all([loadGroups(groups, p.pool_id), loadResults(results, p.pool_id)]));
   return h("article", { class: "card pool", dataset: { poolId: p.pool_id }, "aria-labelledby": `pool-${p.pool_id}` },
     h("div", { class: "title-row" }, h("h2", { id: `pool-${p.pool_id}` }, p.name || p.pool_id), refresh),
     h("p", { class: "muted" },

@@ -26,7 +26,7 @@ def second_gateway(fleet):
     fleet.fleet.start_service("socket_gateway", instance="socket_gateway_2", port=port)
     fleet.fleet.wait_ready(("socket_gateway_2",), timeout=60)
     yield f"http://127.0.0.1:{port}"
-    fleet.fleet.stop_service("socket_gateway_2")
+    fleet.fleet.remove_service("socket_gateway_2")  # the shared fleet's later users must not see it
 
 
 def test_events_reach_clients_of_every_gateway(fleet, second_gateway):

@@ -296,3 +296,23 @@ def test_admin_sees_a_results_staging_status(fleet, new_page, tmp_path, screensh
     assert "done" in text and "1 attempt" in text and str(stage / pool["pool_id"]) in text, text
     page.screenshot(path=str(screenshots / "staging.png"), full_page=True)
     assert console.errors == []
+
+
+def test_an_admin_with_many_pools_sees_every_card_load(fleet, new_page) -> None:
+    """More pools than the gateway's events in flight per socket (64): every card loads its
+    groups and results (the dashboard loads a few cards at a time), none shows an error."""
+    admin = Admin(fleet)
+    made = [admin.create_pool(unique_name("many"), window_seconds=60)["pool_id"] for _ in range(80)]
+    page, console = new_page()
+    log_in(page, fleet.gateway, *fleet.admin)
+    go(page, "pools")
+    for pool_id in (made[0], made[-1]):
+        card = page.locator(f"article.pool[data-pool-id='{pool_id}']")
+        card.locator("[data-results-for] p", has_text="No results yet.").wait_for(timeout=60_000)
+        card.locator("[data-groups-for] p", has_text="No groups yet.").wait_for(timeout=60_000)
+    # Every card of the page has finished loading, and not one of them with an error.
+    page.wait_for_function("() => ![...document.querySelectorAll('article.pool p.muted')]"
+                           ".some((p) => p.textContent === 'Loading…')", timeout=120_000)
+    errors = page.locator("article.pool .error")
+    assert errors.count() == 0, errors.all_inner_texts()[:5]
+    assert console.errors == []
