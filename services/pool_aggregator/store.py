@@ -158,10 +158,11 @@ class MongoGroupStore:
     # messages were not acked) settles them by the group's ``pending``: there = the $inc
     # happened, record it; not there = it did not, drop them and group the files afresh.
     # ``pending`` holds only slices between steps 2 and 4: at most one per consumer.
-    # Per slice: one insert_many per INSERT_CHUNK files and three single-document writes. A file
-    # grouped before (a redelivery) is found by the insert's duplicate key, not by a look-up
-    # first: the look-up (``memberships``) runs only for the clashes, so a slice of new files
-    # (nearly all of them) saves that round trip (bench/grouping_bench.py, README).
+    # Per slice: one ordered insert_many per INSERT_CHUNK files (in file-id order, see
+    # ``_insert_memberships``) and three single-document writes. A file grouped before (a
+    # redelivery) is found by the insert's duplicate key, not by a look-up first: the look-up
+    # (``memberships``) runs only after a clash, so a slice of new files (nearly all of them)
+    # saves that round trip (bench/grouping_bench.py, README).
 
     def memberships(self, pool_id: str, file_ids: list[str], now: float) -> dict[str, dict]:
         """``{file_id: {group_id, late}}`` for those of ``file_ids`` already in a group (redeliveries).
@@ -259,32 +260,10 @@ class MongoGroupStore:
         if self._has_legacy():  # groups written before group_files: their files are embedded
             present = self._legacy_memberships(pool_id, [e["file_id"] for e in entries])
             entries = [e for e in entries if e["file_id"] not in present]
-        docs = [{**e, "_id": e["file_id"], "group_id": gid, "pool_id": pool_id, "slice": sid, "at": now}
-                for e in entries]
-        clashes: set[str] = set()
-        # Step 1 in chunks of INSERT_CHUNK: the one step whose cost grows with the slice (a batch
-        # upload's slice holds up to MAX_ITEMS files). A chunk is still one round trip for many files.
-        for first in range(0, len(docs), INSERT_CHUNK):
-            try:
-                self.files.insert_many(docs[first:first + INSERT_CHUNK], ordered=False)
-            except BulkWriteError as exc:
-                errors = exc.details.get("writeErrors", ())
-                duplicates = {err["op"]["_id"] for err in errors if err.get("code") == DUPLICATE_KEY}
-                if len(duplicates) != len(errors):
-                    raise
-                clashes |= duplicates
-        if clashes:
-            # Grouped before: by a concurrent delivery (counted or about to be), an earlier one
-            # (a redelivery), or a slice that crashed before its counters moved. ``memberships``
-            # tells them apart: it answers the first two and drops the third's memberships,
-            # whose files are then inserted again here (a clash now is a concurrent delivery:
-            # raised, and the slice's messages are retried).
-            found = self.memberships(pool_id, sorted(clashes), now)
-            dropped = [d for d in docs if d["_id"] in clashes and d["_id"] not in found]
-            if dropped:
-                self.files.insert_many(dropped, ordered=False)
-            present.update(found)
-            entries = [e for e in entries if e["file_id"] not in found]
+        docs = sorted(({**e, "_id": e["file_id"], "group_id": gid, "pool_id": pool_id, "slice": sid, "at": now}
+                       for e in entries), key=lambda d: d["_id"])
+        present.update(self._insert_memberships(pool_id, docs, now))
+        entries = [e for e in entries if e["file_id"] not in present]
         if not entries:
             return ADDED, self.get(gid), present
         group = self._count_in(gid, sid, pool_id, window, close_grace_seconds, min_contributors, entries, now)
@@ -293,6 +272,44 @@ class MongoGroupStore:
             return CLOSED, self.get(gid), {}
         self._settle(gid, sid)
         return ADDED, group, present
+
+    def _insert_memberships(self, pool_id: str, docs: list[dict[str, Any]], now: float) -> dict[str, dict]:
+        """Step 1: insert the slice's memberships (sorted by file id), except files grouped before;
+        returns those ``{file_id: membership}``.
+
+        In file-id order, in ordered chunks of INSERT_CHUNK (each stops at its first clash):
+        two slices holding some of the same files (a redelivered batch on two replicas at once)
+        then meet at their first common file, and the later one waits there (``memberships``)
+        for the earlier one to be counted, holding only smaller ids. Inserted unordered, each
+        could hold some of the other's files and wait for the other; after SETTLE_AFTER_SECONDS
+        each took the other for a crash's leftovers, deleted them and counted every file: files
+        counted twice, and memberships deleted by both (found by review, reproduced on
+        secantusdb). A clash is answered by one look-up for every file still to insert; a crash's
+        leftovers are dropped there (``memberships``) and inserted again. Each round takes at
+        least the clashing file out (found) or inserts it; the bound only stops a livelock.
+        """
+        present: dict[str, dict] = {}
+        todo = docs
+        for _ in range(2 * len(docs) + 4):
+            if not todo:
+                return present
+            chunk = todo[:INSERT_CHUNK]
+            try:
+                self.files.insert_many(chunk, ordered=True)
+                todo = todo[len(chunk):]
+                continue
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", ())
+                if not errors or any(err.get("code") != DUPLICATE_KEY for err in errors):
+                    raise
+                todo = todo[min(int(errors[0].get("index", 0)), len(chunk)):]  # ordered: stopped there
+            # Grouped before: by a concurrent delivery (counted or about to be), an earlier one
+            # (a redelivery), or a slice that crashed before its counters moved. ``memberships``
+            # answers the first two and drops the third's memberships (inserted again next round).
+            found = self.memberships(pool_id, [d["_id"] for d in todo], now)
+            present.update(found)
+            todo = [d for d in todo if d["_id"] not in found]
+        raise RuntimeError(f"could not insert {len(todo)} memberships of {len(docs)}")
 
     def _count_in(self, gid: str, sid: str, pool_id: str, window: core.Window, close_grace_seconds: float,
                   min_contributors: int | None, entries: list[dict[str, Any]], now: float) -> dict | None:

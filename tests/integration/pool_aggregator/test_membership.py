@@ -148,3 +148,42 @@ def test_legacy_groups_with_embedded_files_stay_readable(rig: Rig) -> None:
     assert "files" not in group
     assert (group["file_count"], group["bytes"], sorted(group["contributors"])) == (2, 12, ["u1", "u2"])
     assert [e["file_id"] for e in rig.store.files_of(gid)] == ["old1", "new1"]
+
+
+def test_one_batch_on_two_replicas_at_once_counts_each_file_once(rig: Rig, monkeypatch) -> None:
+    """The same 40 files in two slices of two processes (a redelivered batch), their inserts
+    interleaved one file at a time: each file is counted once and has its one membership. With
+    unordered inserts each slice held some of the other's files, both waited for each other,
+    then each dropped the other's memberships as a crash's leftovers: every file counted twice
+    and some left in no group."""
+    import threading
+
+    from services.pool_aggregator.store import MongoGroupStore
+
+    monkeypatch.setattr(store_module, "INSERT_CHUNK", 1)  # the most interleaving
+    monkeypatch.setattr(store_module, "SETTLE_AFTER_SECONDS", 2.0)  # a wrong guess shows in seconds
+    start = _start(rig)
+    window = core.window_for(start + 1, W)
+    entries = [{"file_id": f"b{i:02d}", "owner_id": f"u{i % 4}", "timestamp": "x", "ts": start + 1 + i / 100,
+                "size": 100, "sha256": "s", "file_name": f"b{i:02d}", "late": False} for i in range(40)]
+    replicas = [rig.store, MongoGroupStore(rig.store.db)]
+    outcomes: list[tuple] = []
+    go = threading.Barrier(2)
+
+    def slice_of(store: MongoGroupStore, order: list[dict]) -> None:
+        go.wait()
+        outcomes.append(store.add_files(pool_id=POOL, window=window, close_grace_seconds=0, min_contributors=None,
+                                        entries=order, now=rig.clock()))
+
+    threads = [threading.Thread(target=slice_of, args=(replicas[0], entries)),
+               threading.Thread(target=slice_of, args=(replicas[1], entries[::-1]))]  # any order in
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(outcomes) == 2, "a slice did not finish"
+    gid = core.group_id(POOL, window.start)
+    group = rig.store.get(gid)
+    assert (group["file_count"], group["bytes"]) == (40, 4000)
+    assert [e["file_id"] for e in rig.store.files_of(gid)] == [e["file_id"] for e in entries]
+    assert rig.store.files.count_documents({"group_id": gid}) == 40
