@@ -170,8 +170,11 @@ def replica_ports(replica: int, base: int = 5000) -> dict[str, int]:
     return {name: base + 100 * replica + offset for name, offset in OFFSETS.items()}
 
 
-def free_base_port(replicas: int, start: int = 20000, stop: int = 60000) -> int:
-    """A base whose front and replica ports are all free (tests run beside ``make run``)."""
+def free_base_port(replicas: int, start: int = 20000, stop: int = 32000) -> int:
+    """A base whose front and replica ports are all free (tests run beside ``make run``).
+
+    Below the kernel's ephemeral range (32768-60999), as ``infra.free_port``: an outgoing
+    connection never takes one of these ports between the check and the bind."""
     for base in range(start, stop, 1000):
         ports = list(front_ports(base).values())
         for k in range(1, replicas + 1):

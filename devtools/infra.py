@@ -43,7 +43,20 @@ def wait_port(host: str, port: int, timeout: float, what: str) -> None:
 # that way: "Address already in use" at fleet start). Above 10000 and below 20000: clear of
 # ``make run`` (5000-5904) and of ``fleet.free_base_port`` (20000 and up).
 FREE_PORTS = range(10000, 20000)
-_next_free = [FREE_PORTS.start + (os.getpid() * 97) % len(FREE_PORTS)]  # pytest runs in parallel: apart by pid
+
+
+def _first_free() -> int:
+    """Where this process starts: pytest-xdist worker gwN at its own eighth of the range (the
+    workers of one run never meet), anything else at an offset by pid (another run beside it);
+    the bind check in ``free_port`` skips what someone else holds either way."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    share = len(FREE_PORTS) // 8
+    if worker.startswith("gw") and worker[2:].isdigit():
+        return FREE_PORTS.start + (int(worker[2:]) % 8) * share + (os.getpid() % 50) * 20
+    return FREE_PORTS.start + (os.getpid() * 97) % len(FREE_PORTS)
+
+
+_next_free = [_first_free()]
 
 
 def free_port() -> int:

@@ -15,7 +15,8 @@ const waiting = [];
 
 function inTurn(task) {
   return new Promise((resolve) => {
-    waiting.push(() => task().finally(() => {
+    // Promise.resolve().then: a task that throws at once still frees its turn.
+    waiting.push(() => Promise.resolve().then(task).finally(() => {
       loading -= 1;
       if (waiting.length) { loading += 1; waiting.shift()(); }
       resolve();
@@ -98,7 +99,11 @@ function poolCard(p) {
   const refresh = h("button", { type: "button", class: "small secondary", "aria-label": `Refresh pool ${p.name}` }, "Refresh");
   refresh.addEventListener("click", () => busy(refresh, null, () => Promise.all([loadGroups(groups, p.pool_id), loadResults(results, p.pool_id)])));
   const canSee = role || isAdmin();
-  if (canSee) inTurn(() => Promise.all([loadGroups(groups, p.pool_id), loadResults(results, p.pool_id)]));
+  // A card no longer on the page (the screen was left meanwhile) gives its turn away unloaded.
+  if (canSee) {
+    inTurn(() => (groups.isConnected ? Promise.all([loadGroups(groups, p.pool_id), loadResults(results, p.pool_id)])
+      : undefined));
+  }
   return h("article", { class: "card pool", dataset: { poolId: p.pool_id }, "aria-labelledby": `pool-${p.pool_id}` },
     h("div", { class: "title-row" }, h("h2", { id: `pool-${p.pool_id}` }, p.name || p.pool_id), refresh),
     h("p", { class: "muted" },

@@ -123,8 +123,9 @@ def _write(deps: Deps, msg: StoreUpload, item: UploadItem, backend: StorageBacke
 
 def announce(deps: Deps, msg: StoreUpload, records: list[dict[str, Any]]) -> None:
     # At-least-once: a redelivery announces again; consumers are keyed by file_id.
-    if len(msg.items) > 1:
-        # A batch: its records in one UploadStored, one confirmed publish (not one per item), so
+    if len(msg.items) > 1 and msg.kind == "file":
+        # A batch (results are single files, announced below with their group_id): its records
+        # in one UploadStored, one confirmed publish (not one per item), so
         # pool_aggregator groups them in one slice and another pool's file does not queue behind
         # a thousand messages of this one (issue 10). Every item deleted meanwhile: no message.
         if records:

@@ -144,11 +144,16 @@ return 0
 # The tombstone says 'cached' from this moment: file_service_manager may store the upload
 # and drop its session as soon as the StoreUpload is published, before the completer gets
 # to write anything more (or if it is killed then), and a retried complete-upload that finds
-# no session answers from the tombstone ('cached', not "no such upload").
+# no session answers from the tombstone ('cached', not "no such upload"). Until the publish is
+# confirmed (``_cached`` then gives the tombstone its own TTL) it lives no longer than the
+# session: a completer killed before publishing leaves a session that expires unstored, and
+# its tombstone must not answer 'cached' after that.
 _MARK_CACHED = """
 if redis.call('HGET', KEYS[1], 'status') == 'uploading' then
   redis.call('HSET', KEYS[1], 'status', 'cached', 'published', '0', 'cached_at', ARGV[3], 'cached_sha256', ARGV[4])
   redis.call('HSET', KEYS[3], 'status', 'cached')
+  local left = redis.call('PTTL', KEYS[1])
+  if left > 0 then redis.call('PEXPIRE', KEYS[3], left) end
   redis.call('HDEL', KEYS[2], ARGV[1])
   if redis.call('HSETNX', KEYS[3], 'quota', ARGV[2]) == 1 then
     redis.call('HINCRBY', KEYS[2], 'stored', ARGV[2])

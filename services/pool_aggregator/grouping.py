@@ -14,9 +14,10 @@ clashes on it; no look-up before) and only its answer is published again.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 from collections import defaultdict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
 from services.common.contracts import FileGrouped, FilesGrouped, FileStored, GroupedFiles, UploadStored
@@ -100,7 +101,7 @@ def group_pool_files(deps: Deps, pool_id: str, messages: list[FileStored]) -> di
     pool = deps.pools.get(pool_id)  # AuthUnavailable -> raise -> requeued
     if pool is None:
         log.warning("files_of_unknown_pool_dropped", extra={"pool_id": pool_id, "files": len(messages),
-                                                            "file_ids": [m.file_id for m in messages]})
+                                                            "file_ids": logged_ids(m.file_id for m in messages)})
         return {}
     unique = {msg.file_id: msg for msg in messages}  # a duplicate in one batch is grouped once
     # No membership look-up first: add_files answers a file grouped before (a redelivery) by
@@ -162,6 +163,14 @@ def place(deps: Deps, pool_id: str, pool: dict[str, Any], entries: list[dict[str
     raise RuntimeError(f"no accepting window found for {len(entries)} files of {pool_id}")
 
 
+LOGGED_IDS = 64  # file ids in one log line (a batch's slice holds up to MAX_ITEMS: ~35 KB of ids)
+
+
+def logged_ids(file_ids: Iterable[str]) -> list[str]:
+    """At most LOGGED_IDS of ``file_ids`` (the line's ``files`` says how many in all)."""
+    return list(itertools.islice(file_ids, LOGGED_IDS))
+
+
 def counted(deps: Deps, pool: dict[str, Any], group: dict[str, Any], added: list[dict[str, Any]],
             late: bool) -> None:
     """Metrics and log for files just added, and readiness by arrival (min_contributors)."""
@@ -170,10 +179,10 @@ def counted(deps: Deps, pool: dict[str, Any], group: dict[str, Any], added: list
     deps.metrics.files_grouped.inc(len(added))
     if late:
         deps.metrics.late_files.inc(len(added))
-    # The file ids too (at most a slice's, SliceRunner.max_slice): a file missing from its group
+    # The file ids too (at most LOGGED_IDS): a file missing from its group
     # is traced by its id through the fleet's logs.
     log.info("files_grouped", extra={"group_id": group["_id"], "late": late, "files": len(added),
-                                     "file_ids": [e["file_id"] for e in added]})
+                                     "file_ids": logged_ids(e["file_id"] for e in added)})
     if group.get("status") == core.OPEN:
         ticking.settle(deps, group, pool)
 
