@@ -27,7 +27,7 @@ def test_settings_defaults_and_limits() -> None:
     s = Settings.from_env({})
     assert s.port == 5000 and s.max_connections == 10000
     assert s.max_http_buffer_size == s.max_chunk_bytes + config.CHUNK_HEADROOM
-    assert (s.catchup_page, s.max_catchups, s.catchup_backlog) == (200, 16, 400)
+    assert (s.catchup_page, s.max_catchups, s.catchup_backlog) == (1000, 16, 400)
     assert Settings.from_env({"GATEWAY_CATCHUP_PAGE": "5000"}).catchup_page == 1000  # pool_aggregator's max
     assert s.frontend_dir == config.REPO_ROOT / "frontend"
     s = Settings.from_env({"SOCKET_GATEWAY_PORT": "6001", "GATEWAY_MAX_CONNECTIONS": "7",
