@@ -14,23 +14,34 @@ the result post to the last member's ``pool-result``, and to the last of
 downloaded the whole result. Targets on a 2-core machine: last notification <= 0.5 s
 after the post; 500 downloads of 5 MB done <= 10 s.
 
-The members are raw Engine.IO v4 / Socket.IO v5 WebSocket clients (websocket-client
-sockets read by one epoll loop): a python-socketio Client costs ~3 threads each, which
-for 1,000 members would cost more CPU than the gateway being measured. Signups are
-argon2 hashes (~0.1 s of auth's CPU each): the users are kept in ``--users-cache`` and
-reused while their tokens are valid for that auth URL.
+The members are raw Engine.IO v4 / Socket.IO v5 WebSocket clients (websocket-client for the
+handshake, then read raw by one epoll loop that cuts the frames out itself and parses only
+``pool-result`` events): a python-socketio Client costs ~3 threads each, which for 1,000
+members would cost more CPU than the gateway being measured. An event's arrival time is when
+the epoll wait that reported its socket readable returned, so the bench's own parsing of
+thousands of sockets is not counted as the fleet's latency (``Members``). Signups are argon2
+hashes (~0.1 s of auth's CPU each): the users are kept in ``--users-cache`` and reused while
+their tokens are valid for that auth URL.
 
 Issue 11 adds two measurements:
 
-- ``--members 5000 --contributors 50 --downloaders 0 --result-mb 0.1``: 5,000 members
-  connected to one gateway receive a result (target: last ``pool-result`` <= 1 s after
-  the post; the gateway's GATEWAY_MAX_CONNECTIONS, default 10,000, already admits them).
-- ``--catchup 10000``: one member, away while its pool got 10,000 results, reconnects;
-  the time from its connect to the last of the 10,000 ``pool-result`` events (target
-  <= 5 s), each once, ``seq`` 1..10,000 in order. The results are made through the
-  SPEC API: 10 batch uploads of 1,000 items, each item stamped in a window of its own
-  one second long (an hour or so back), then the processor's files + result post for
-  every group (threads, ``--catchup-workers``).
+- ``--members 5000 --sockets-per-user 20 --contributors 50 --downloaders 0 --result-mb 0.1``:
+  5,000 member connections on one gateway receive a result (target: last ``pool-result``
+  <= 1 s after the post; the gateway's GATEWAY_MAX_CONNECTIONS, default 10,000, already admits
+  them). Each connect starts a catch-up (two pool_aggregator requests); the window starts once
+  the gateway's ``gateway_catchups`` gauge is back to 0, so what is timed is a result reaching
+  connected members, not the connect storm.
+- ``--catchup 10000``: one member, away while its pool got 10,000 results, reconnects; the
+  time from its connect to the last of the 10,000 ``pool-result`` events (target <= 5 s),
+  each once, in ``seq`` order. Made through the SPEC API: 10 batch uploads of 1,000 items, each
+  item stamped in a window of its own one second long (an hour or so back), then the
+  processor's files + result post for every group (threads, ``--catchup-workers``): hours on
+  a loaded 2-core machine. With ``--seed-results --mongodb-uri URI --mongodb-db DB`` (a SETUP
+  SHORTCUT, as tests/e2e/test_result_feed.py does): result 1 is written straight into
+  pool_aggregator's MongoDB, the member connects, gets it and acknowledges it (``ack-result``),
+  leaves; then the N results are written the same way (seq 2..N+1, the pool's counter moved on)
+  and the member reconnects. The catch-up itself goes through the real path (gateway ->
+  pool_aggregator's ``GET /pools/<id>/results`` -> the socket).
 
 Grouping throughput and fairness (issue 10: 1,000 items in <= 2 s, another pool's
 file <= 1 s behind them) are measured by ``python -m bench.grouping_bench``.
@@ -43,6 +54,7 @@ import hashlib
 import http.client
 import io
 import json
+import os
 import queue
 import random
 import re
@@ -68,6 +80,7 @@ from examples.processor.runner import Processor
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "pool-bench-password"
 UPDATE_VALUES = 25_000  # 200,000 bytes per update
+TOKEN_MARGIN = 600.0  # seconds a cached user's token must still live for a run to reuse it
 
 
 def iso(ts: float) -> str:
@@ -83,6 +96,19 @@ def checked(response: requests.Response, what: str) -> dict:
 # --- users -----------------------------------------------------------------------------
 
 
+def signup(auth_url: str) -> dict:
+    """A new user (its id, name and access token)."""
+    name = f"pb_{uuid.uuid4().hex[:10]}"
+    for _attempt in range(60):  # auth answers 429 while its hashing queue is full: wait it out
+        response = requests.post(f"{auth_url}/auth/signup", timeout=60,
+                                 json={"user_name": name, "password": PASSWORD})
+        if response.status_code != 429:
+            break
+        time.sleep(float(response.json()["error"].get("retry_after") or 1))
+    body = checked(response, "signup")
+    return {k: body[k] for k in ("user_id", "user_name", "access_token")}
+
+
 def load_users(cache: Path, auth_url: str, count: int, http: requests.Session) -> list[dict]:
     """``count`` users with valid tokens: from the cache when it still works, signups for the rest."""
     users: list[dict] = []
@@ -91,28 +117,19 @@ def load_users(cache: Path, auth_url: str, count: int, http: requests.Session) -
     except (OSError, ValueError):
         pass
     if users:
+        # The oldest token of the cache: a run (connects, catch-ups, window) takes minutes, and a
+        # token expiring in the middle of it fails its uploads (access tokens live 15 minutes).
         probe = http.get(f"{auth_url}/auth/validate", timeout=10,
-                         headers={"Authorization": f"Bearer {users[-1]['access_token']}"})
-        if probe.status_code != 200:
-            users = []  # another fleet (or expired tokens): start over
+                         headers={"Authorization": f"Bearer {users[0]['access_token']}"})
+        if probe.status_code != 200 or float(probe.json().get("expires_at") or 0) < time.time() + TOKEN_MARGIN:
+            users = []  # another fleet (or tokens expiring soon): start over
     missing = count - len(users)
     if missing > 0:
         started = time.perf_counter()
 
-        def signup(n: int) -> dict:
-            name = f"pb_{uuid.uuid4().hex[:10]}"
-            for _attempt in range(60):  # auth answers 429 while its hashing queue is full: wait it out
-                response = requests.post(f"{auth_url}/auth/signup", timeout=60,
-                                         json={"user_name": name, "password": PASSWORD})
-                if response.status_code != 429:
-                    break
-                time.sleep(float(response.json()["error"].get("retry_after") or 1))
-            body = checked(response, "signup")
-            return {k: body[k] for k in ("user_id", "user_name", "access_token")}
-
         # auth hashes 4 at a time; more threads only queue there.
         with ThreadPoolExecutor(6) as ex:
-            users += list(ex.map(signup, range(missing)))
+            users += list(ex.map(lambda _n: signup(auth_url), range(missing)))
         print(f"signed up {missing} users in {time.perf_counter() - started:.1f}s", flush=True)
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +148,19 @@ def load_users(cache: Path, auth_url: str, count: int, http: requests.Session) -
 
 
 class Members:
-    """Many Socket.IO connections read by one epoll loop; notes when each got each pool-result."""
+    """Many Socket.IO connections read by one epoll loop; notes when each got each pool-result.
+
+    The loop must cost far less than the gateway it measures (one thread for thousands of
+    sockets): after the handshake (websocket-client) each socket is read raw, ``recv`` of
+    whatever the kernel holds, and the server's unmasked frames are cut out of that buffer here;
+    only ``pool-result`` events are JSON-parsed. An event's arrival time is the moment the
+    epoll wait that reported its socket readable returned (taken once per wait): the data was
+    in the kernel by then, so this never understates the fleet's latency, and the bench's own
+    parsing of the thousands of sockets in that wait is not counted as the fleet's.
+    """
+
+    # Bytes taken from a socket per read (one read per readiness; the rest waits for the next).
+    READ_BYTES = 1 << 18
 
     def __init__(self, gateway_url: str) -> None:
         parts = urlsplit(gateway_url)
@@ -142,8 +171,14 @@ class Members:
         self.arrivals: dict[int, dict[str, tuple[float, dict]]] = {}  # member -> result_id -> (time, event)
         self.on_result: Any = None  # callback(member, event, arrived_at), called on the loop thread
         self.sockets: dict[int, websocket.WebSocket] = {}
+        # Per member: bytes read but not yet a whole frame (at most one frame plus READ_BYTES), and
+        # a fragmented message's parts so far (the gateway does not fragment; bounded by its cap).
+        self.buffers: dict[int, bytearray] = {}
+        self.fragments: dict[int, list[bytes]] = {}
         self.errors: list[str] = []
+        self.answers: list[str] = []  # acks of events sent with an ack id (a few, set-up only)
         self.pings = 0
+        self.frames = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="members", daemon=True)
         self._wake_r, self._wake_w = socket.socketpair()
@@ -164,9 +199,11 @@ class Members:
             elif packet.startswith("44"):
                 raise RuntimeError(f"connection refused: {packet[2:200]}")
             else:
-                self._handle(member, packet)
+                self._handle(member, packet.encode(), time.time())
+        # websocket-client reads a frame's exact length (never ahead): the socket holds the rest.
         with self.lock:
             self.sockets[member] = ws
+            self.buffers[member] = bytearray()
             self.arrivals.setdefault(member, {})
             self.selector.register(ws.sock, selectors.EVENT_READ, member)
         self._wake_w.send(b"x")
@@ -174,42 +211,80 @@ class Members:
     def start(self) -> None:
         self._thread.start()
 
-    def _handle(self, member: int, packet: str) -> None:
-        arrived = time.time()
-        if packet == "2":  # Engine.IO ping: answer or the gateway drops us
+    def _handle(self, member: int, payload: bytes, arrived: float) -> None:
+        if payload == b"2":  # Engine.IO ping: answer or the gateway drops us
             if member in self.sockets:
                 self.sockets[member].send("3")
             self.pings += 1
             return
-        if not packet.startswith("42"):
+        if payload.startswith(b"43"):
+            self.answers.append(payload.decode())
             return
+        if not payload.startswith(b'42["pool-result"'):
+            return  # group-status, file-status, ...: not measured, not parsed
         try:
-            name, data = json.loads(packet[2:])[:2]
+            name, data = json.loads(payload[2:])[:2]
         except (ValueError, TypeError):
             return
-        if name == "pool-result" and isinstance(data, dict):
+        if isinstance(data, dict):
             with self.lock:
                 self.arrivals.setdefault(member, {}).setdefault(str(data.get("result_id")), (arrived, data))
             if self.on_result is not None:
                 self.on_result(member, data, arrived)
 
+    def _frames(self, member: int, buf: bytearray, arrived: float) -> None:
+        """Cut the server's (unmasked) WebSocket frames out of ``buf`` and handle each."""
+        pos, end = 0, len(buf)
+        while end - pos >= 2:
+            b0, b1 = buf[pos], buf[pos + 1]
+            length, head = b1 & 0x7F, 2
+            if length == 126:
+                if end - pos < 4:
+                    break
+                length, head = int.from_bytes(buf[pos + 2:pos + 4], "big"), 4
+            elif length == 127:
+                if end - pos < 10:
+                    break
+                length, head = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
+            if end - pos < head + length:
+                break
+            payload = bytes(buf[pos + head:pos + head + length])
+            pos += head + length
+            self.frames += 1
+            opcode, fin = b0 & 0x0F, b0 & 0x80
+            if opcode == 0x9:  # WebSocket ping
+                self.sockets[member].pong(payload)
+            elif opcode in (0x1, 0x2, 0x0):
+                parts = self.fragments.pop(member, [])
+                if not fin:
+                    self.fragments[member] = [*parts, payload]
+                elif opcode == 0x1 or parts:
+                    self._handle(member, b"".join([*parts, payload]), arrived)
+            elif opcode == 0x8:
+                raise ConnectionError("closed by the gateway")
+        del buf[:pos]
+
     def _loop(self) -> None:
         while not self._stop.is_set():
-            for key, _ in self.selector.select(timeout=0.5):
+            ready = self.selector.select(timeout=0.5)
+            arrived = time.time()  # once per wait: see the class docstring
+            for key, _ in ready:
                 member = key.data
                 if member is None:
                     self._wake_r.recv(4096)
                     continue
                 ws = self.sockets[member]
                 try:
-                    packet = ws.recv()
+                    data = ws.sock.recv(self.READ_BYTES)
+                    if not data:
+                        raise ConnectionError("connection closed")
+                    buf = self.buffers[member]
+                    buf += data
+                    self._frames(member, buf, arrived)
                 except (websocket.WebSocketException, OSError) as exc:
                     self.errors.append(f"member {member}: {exc!r}")
                     with self.lock:
                         self.selector.unregister(ws.sock)
-                    continue
-                if isinstance(packet, str):
-                    self._handle(member, packet)
 
     def close(self) -> None:
         self._stop.set()
@@ -320,8 +395,65 @@ def pct(values: list[float], q: float) -> float:
 # --- catch-up of many results -------------------------------------------------------------
 
 
+# Results written per insert_many while seeding (a batch of documents is held at a time).
+SEED_BATCH = 1000
+
+
+def seed_results(args: argparse.Namespace, pool_id: str, count: int, fsm_url: str) -> None:
+    """SETUP SHORTCUT (``--seed-results``): ``count`` stored, numbered results written straight into
+    pool_aggregator's ``results`` collection, shaped as it stores them (as
+    tests/e2e/test_result_feed.py does), and the pool's seq counter moved past them. Making 10,000
+    results through the API takes hours on this machine (see README); what is measured, the
+    member's catch-up, reads them through pool_aggregator's real route and the gateway either way.
+    Only for a pool no processor posts to while this runs (the counter's compare-and-set checks it)."""
+    import pymongo
+
+    if not args.mongodb_uri or not args.mongodb_db:
+        raise SystemExit("--seed-results needs --mongodb-uri and --mongodb-db (the fleet's MONGODB_URI/_DB)")
+    db = pymongo.MongoClient(args.mongodb_uri)[args.mongodb_db]
+    db.result_counters.update_one({"_id": pool_id}, {"$setOnInsert": {"seq": 0, "pending": None}}, upsert=True)
+    counter = db.result_counters.find_one({"_id": pool_id}) or {}
+    if counter.get("pending"):
+        raise SystemExit(f"pool {pool_id} has a result being numbered; seed a pool nobody posts to")
+    first_seq, now = int(counter.get("seq") or 0) + 1, time.time()
+    for start in range(0, count, SEED_BATCH):
+        docs = []
+        for n in range(start, min(count, start + SEED_BATCH)):
+            rid = uuid.uuid4().hex
+            docs.append({"_id": rid, "result_id": rid, "pool_id": pool_id, "group_id": f"{pool_id}-seed-{n}",
+                         "window_start": iso(now - 120), "window_end": iso(now - 119), "file_name": "seed.bin",
+                         "size": 1, "sha256": "0" * 64, "created": iso(now + n / 1000),
+                         "created_ts": now + n / 1000, "stored": True, "published": True, "seq": first_seq + n,
+                         "download_url": f"{fsm_url}/file/{rid}"})
+        db.results.insert_many(docs)
+    moved = db.result_counters.update_one({"_id": pool_id, "seq": first_seq - 1, "pending": None},
+                                          {"$set": {"seq": first_seq + count - 1}})
+    if moved.modified_count != 1:
+        found = db.result_counters.find_one({"_id": pool_id})
+        raise SystemExit(f"the seq counter of {pool_id} moved while seeding: {found}")
+
+
+def acknowledge_first(args: argparse.Namespace, auth_url: str, pool_id: str, member_user: dict) -> None:
+    """The member connects, gets seq 1 (its catch-up), acknowledges it with ``ack-result`` and leaves."""
+    token = checked(requests.put(f"{auth_url}/auth/login/{member_user['user_name']}", timeout=30,
+                                 json={"password": PASSWORD}), "member login")["access_token"]
+    members = Members(args.gateway)
+    members.start()
+    members.connect(0, token)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(int(e.get("seq") or 0) == 1 for _, e in members.arrivals[0].values()):
+        time.sleep(0.05)
+    members.sockets[0].send("421" + json.dumps(["ack-result", {"pool_id": pool_id, "seq": 1}]))
+    while time.time() < deadline and not members.answers:
+        time.sleep(0.05)
+    members.close()
+    if not members.answers or "error" in members.answers[0]:
+        raise SystemExit(f"ack-result of seq 1 not answered: {members.answers[:1]}")
+    print(f"the member got seq 1 and acknowledged it: {members.answers[0][:80]}", flush=True)
+
+
 def catchup(args: argparse.Namespace, http: requests.Session, auth_url: str, agg_url: str,
-            admin_h: dict[str, str]) -> int:
+            admin_h: dict[str, str], fsm_url: str = "") -> int:
     """One member away while ``args.catchup`` results arrive; time its catch-up on connect."""
     from client.api import DropboxClient
 
@@ -338,12 +470,23 @@ def catchup(args: argparse.Namespace, http: requests.Session, auth_url: str, agg
     pool_id = str(pool["pool_id"])
     key = {"X-API-Key": checked(http.post(f"{auth_url}/auth/pools/{pool_id}/processor-keys", headers=admin_h,
                                           timeout=30), "processor key")["api_key"]}
-    users = load_users(args.users_cache, auth_url, 2, http)
-    uploader_user, member_user = users[0], users[1]
+    # Users of their own: the member catches up in every pool it belongs to (pools sorted by id),
+    # so a cached user, a member of earlier runs' pools, would be sent their results too.
+    uploader_user, member_user = signup(auth_url), signup(auth_url)
     print(f"pool {pool_id}; the member who will catch up: {member_user['user_name']}", flush=True)
     for user, role in ((uploader_user, "contributor"), (member_user, "listener")):
         checked(http.post(f"{auth_url}/auth/pools/{pool_id}/members", headers=admin_h, timeout=30,
                           json={"user_name": user["user_name"], "role": role}), "add member")
+    if args.seed_results:
+        # A reconnecting member: it got result 1 and acknowledged it (ack-result, on the wire), went
+        # away, and N results came meanwhile: on connect it is owed 2..N+1, after its ack.
+        seed_results(args, pool_id, 1, fsm_url)
+        acknowledge_first(args, auth_url, pool_id, member_user)
+        began = time.perf_counter()
+        seed_results(args, pool_id, count, fsm_url)
+        print(f"{count} results SEEDED into pool_aggregator's MongoDB in {time.perf_counter() - began:.1f}s "
+              "(setup shortcut: the results were not made through the API)", flush=True)
+        return measure_catchup(args, http, auth_url, agg_url, pool_id, member_user, acked=1)
 
     # count updates, each in a one-second window of its own, ending a minute ago (well within
     # the pool's 7-day max_late, every window long closed): one group, one result each.
@@ -420,12 +563,13 @@ def catchup(args: argparse.Namespace, http: requests.Session, auth_url: str, agg
 
 
 def measure_catchup(args: argparse.Namespace, http: requests.Session, auth_url: str, agg_url: str,
-                    pool_id: str, member_user: dict) -> int:
-    """The member comes back: every result of the pool (it acknowledged none), streamed on connect."""
+                    pool_id: str, member_user: dict, acked: int = 0) -> int:
+    """The member comes back: every result after the ``acked`` seq it acknowledged (all of the
+    pool's when it acknowledged none), streamed on connect."""
     # A fresh token: making the results may have outlasted the cached one.
     token = checked(http.put(f"{auth_url}/auth/login/{member_user['user_name']}", timeout=30,
                              json={"password": PASSWORD}), "member login")["access_token"]
-    count, after = 0, 0
+    count, after = 0, acked
     while True:  # how many results the pool has (GET /pools/<id>/results, paged by after_seq)
         page = checked(http.get(f"{agg_url}/pools/{pool_id}/results", params={"after_seq": after, "limit": 1000},
                                 headers={"Authorization": f"Bearer {token}"}, timeout=60), "results")
@@ -433,14 +577,14 @@ def measure_catchup(args: argparse.Namespace, http: requests.Session, auth_url: 
         if not page.get("more") or not page["results"]:
             break
         after = int(page["next_seq"])
-    print(f"pool {pool_id}: {count} results; the member connects", flush=True)
+    print(f"pool {pool_id}: {count} results after seq {acked}; the member connects", flush=True)
     members = Members(args.gateway)
     seqs: list[int] = []
     done = threading.Event()
 
     def on_result(member: int, event: dict, arrived: float) -> None:
         seq = int(event.get("seq") or 0)
-        if seq > count:
+        if event.get("pool_id") != pool_id or seq > acked + count:
             return  # a result posted after the count was taken (live, not caught up)
         seqs.append(seq)
         if len(seqs) >= count:
@@ -452,7 +596,8 @@ def measure_catchup(args: argparse.Namespace, http: requests.Session, auth_url: 
     members.connect(0, token)
     done.wait(args.timeout)
     with members.lock:
-        arrivals = sorted(t for t, e in members.arrivals.get(0, {}).values() if int(e.get("seq") or 0) <= count)
+        arrivals = sorted(t for t, e in members.arrivals.get(0, {}).values()
+                          if e.get("pool_id") == pool_id and acked < int(e.get("seq") or 0) <= acked + count)
     members.close()
     if not arrivals:
         print("NOT OK: no pool-result reached the member")
@@ -462,15 +607,16 @@ def measure_catchup(args: argparse.Namespace, http: requests.Session, auth_url: 
     # Delivery is at least once: a result posted just before the connect may also come live (the
     # broadcast reaches the socket once it is in the pool's room), before or amid the catch-up's
     # pages; the client library holds it until the gap before it is filled and drops the second
-    # copy. So: 1..count must appear in order as a subsequence of what arrived.
-    expected = 1
+    # copy. So: acked+1..acked+count must appear in order as a subsequence of what arrived.
+    expected = acked + 1
     for seq in seqs:
         if seq == expected:
             expected += 1
-    in_order = expected == count + 1
+    in_order = expected == acked + count + 1
     outside = len(seqs) - count if in_order else None
     ok = unique == count and in_order and last <= 5.0
-    order = f"1..N in order, {outside} more live or repeated" if in_order else "NOT in order"
+    order = (f"{acked + 1}..{acked + count} in order, {outside} more live or repeated" if in_order
+             else "NOT in order")
     print(f"\ncatch-up: {len(arrivals)}/{count} results ({len(seqs)} events, {unique} distinct seq, "
           f"{order}); first {arrivals[0] - connect_at:.3f}s, "
           f"last {last:.3f}s after the connect (target <= 5); {count / max(last, 1e-9):,.0f} results/s")
@@ -508,6 +654,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure the catch-up only, on this pool made by an earlier --catchup run")
     parser.add_argument("--catchup-user", default=None, help="with --catchup-pool: the member's user name")
     parser.add_argument("--catchup-workers", type=int, default=8)
+    parser.add_argument("--seed-results", action="store_true",
+                        help="with --catchup: SETUP SHORTCUT, write the N results straight into pool_aggregator's "
+                             "MongoDB (as tests/e2e/test_result_feed.py does) instead of making them through the API")
+    parser.add_argument("--mongodb-uri", default=os.environ.get("MONGODB_URI"),
+                        help="with --seed-results: the fleet's MONGODB_URI (default: $MONGODB_URI)")
+    parser.add_argument("--mongodb-db", default=os.environ.get("MONGODB_DB", "dropbox"),
+                        help="with --seed-results: the fleet's MONGODB_DB (default: $MONGODB_DB or dropbox)")
     parser.add_argument("--catchup-timeout", type=float, default=1800.0,
                         help="bound on making the results (s)")
     args = parser.parse_args(argv)
@@ -525,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
                              json={"password": args.admin_password}), "admin login")
     admin_h = {"Authorization": f"Bearer {admin['access_token']}"}
     if args.catchup or args.catchup_pool:
-        return catchup(args, http, auth_url, agg_url, admin_h)
+        return catchup(args, http, auth_url, agg_url, admin_h, config["file_service_manager_url"])
 
     users = load_users(args.users_cache, auth_url, user_count, http)
     hook_port = free_port()
@@ -556,7 +709,17 @@ def main(argv: list[str] | None = None) -> int:
         list(ex.map(lambda n: members.connect(n, users[n % user_count]["access_token"]), range(args.members)))
     print(f"{args.members} member connections ({user_count} users) up in {time.perf_counter() - started:.1f}s",
           flush=True)
-    gw_metrics = http.get(f"{args.gateway.rstrip('/')}/metrics", timeout=10).text
+    # Every connect starts a catch-up (the gateway asks pool_aggregator for the member's ack and its
+    # results: two requests each, GATEWAY_MAX_CATCHUPS at a time); what is measured is a result
+    # reaching members that are connected, so the connect storm's catch-ups finish first.
+    waited = time.perf_counter()
+    while time.perf_counter() - waited < args.timeout * 5:  # bound: 5 x --timeout
+        gw_metrics = http.get(f"{args.gateway.rstrip('/')}/metrics", timeout=10).text
+        if not metric(gw_metrics, "gateway_catchups"):  # 0 (None: a gateway without the gauge)
+            break
+        time.sleep(1.0)
+    print(f"the connects' catch-ups done {time.perf_counter() - waited:.1f}s later "
+          f"(gateway_catchups={metric(gw_metrics, 'gateway_catchups')})", flush=True)
     print(f"gateway /metrics: gateway_connected_sockets={metric(gw_metrics, 'gateway_connected_sockets')} "
           f"gateway_max_connections={metric(gw_metrics, 'gateway_max_connections')}", flush=True)
 
@@ -642,7 +805,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pool-result at {notified}/{args.members} members; after the post's 201: first "
               f"{min(lat):.3f}s, p50 {pct(lat, 0.5):.3f}s, p99 {pct(lat, 0.99):.3f}s, last {last:.3f}s "
               f"(target <= {args.notify_target}){'' if not bad_sha else f'; {bad_sha} with a wrong sha256'}")
-        print(f"  (from the post's start: last {max(times) - post_start:.3f}s)")
+        print(f"  (from the post's start: last {max(times) - post_start:.3f}s; the 201 at epoch {posted:.3f}, "
+              f"to line up with the gateway's log)")
     else:
         ok = False
         print("pool-result reached no member")

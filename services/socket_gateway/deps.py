@@ -33,6 +33,9 @@ class GatewayMetrics:
                                  "Bytes of partial WebSocket messages held (GATEWAY_ASSEMBLY_BUDGET_BYTES bounds it)",
                                  registry=registry)
         self.ws_assembly.set_function(lambda: float(wsfast.BUDGET.used))
+        # Bounded by the open sockets (one catch-up per socket at a time; a newer one stops the older).
+        self.catchups = Gauge("gateway_catchups", "Catch-ups on connect started and not finished "
+                              "(running, or waiting for one of the GATEWAY_MAX_CATCHUPS turns)", registry=registry)
         self.events: Counter = metrics.counter("gateway_events_total", "Socket events handled", ("event", "outcome"))
         self.connects: Counter = metrics.counter("gateway_connects_total", "Connection attempts", ("outcome",))
         self.chunk_bytes: Counter = metrics.counter("gateway_chunk_bytes_total", "Chunk bytes received from sockets")

@@ -171,6 +171,7 @@ def start_catch_up(deps: Deps, sid: str, identity: Identity, client_after: dict[
     if not identity.pools:
         return
     number = deps.local.catch_up_started(sid)
+    deps.metrics.catchups.inc()
     deps.sockets.start_background_task(catch_up, deps, sid, number, identity.user_id, sorted(identity.pools),
                                        client_after, dict(identity.joined))
 
@@ -180,6 +181,14 @@ def catch_up(deps: Deps, sid: str, number: int, user_id: str, pools: list[str], 
     """SPEC's catch-up on connect: every result of the member's pools after its last acknowledged
     seq (since it joined, when it never acknowledged one), all of them, in seq order, a page at a
     time. Returns how many were sent."""
+    try:
+        return _catch_up(deps, sid, number, user_id, pools, client_after, joined)
+    finally:
+        deps.metrics.catchups.dec()
+
+
+def _catch_up(deps: Deps, sid: str, number: int, user_id: str, pools: list[str], client_after: dict[str, int],
+              joined: dict[str, float]) -> int:
     deadline = time.monotonic() + CONNECTED_WAIT_SECONDS
     while not deps.sockets.is_connected(sid):
         if time.monotonic() > deadline or not deps.local.may_catch_up(sid, number):

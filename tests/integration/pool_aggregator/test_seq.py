@@ -104,3 +104,30 @@ def test_acks_only_move_forward_under_racing_writers(mongo_db) -> None:
     assert store.acked(POOL, "u1") == 4
     assert store.ack(POOL, "u1", 1, 2.0) == 4  # never back
     assert store.acked(POOL, "u2") is None and store.ack(POOL, "u2", 0, 2.0) == 0
+
+
+def test_pages_by_seq_range_to_the_end_and_past_a_gap(mongo_db) -> None:
+    """list_results pages by seq ranges (what secantusdb's index serves): every result once, in
+    order, the last page short; and should a gap ever be there, nothing behind it is lost."""
+    store = MongoGroupStore(mongo_db)
+    store.ensure_indexes()
+    for rid in _results(store, 23):
+        store.assign_seq(rid)
+    seen, after = [], 0
+    while True:
+        page = store.list_results(POOL, after_seq=after, limit=5)
+        seen += [d["seq"] for d in page]
+        if len(page) < 5:
+            break
+        after = page[-1]["seq"]
+    assert seen == list(range(1, 24))
+    assert store.list_results(POOL, after_seq=23, limit=5) == []
+    # A gap (seq 8 gone) and an unstored record: skipped, and the page still fills from behind them.
+    store.results.delete_one({"pool_id": POOL, "seq": 8})
+    store.results.update_one({"pool_id": POOL, "seq": 10}, {"$set": {"stored": False}})
+    assert [d["seq"] for d in store.list_results(POOL, after_seq=5, limit=5)] == [6, 7, 9, 11, 12]
+    # A gap at the end of a range: the rest comes from behind it.
+    store.results.delete_many({"pool_id": POOL, "seq": {"$gte": 13, "$lte": 20}})
+    assert [d["seq"] for d in store.list_results(POOL, after_seq=11, limit=5)] == [12, 21, 22, 23]
+    # Created after `since` (a member that never acknowledged): filtered, in seq order.
+    assert [d["seq"] for d in store.list_results(POOL, since=20.5, limit=5)] == [22, 23]

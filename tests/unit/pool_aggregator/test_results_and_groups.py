@@ -47,6 +47,10 @@ def test_post_result_happy_path(kit: Kit) -> None:
     assert kit.store.get_result(rid)["stored"] is True
     # Leased by the post itself (no listing first), then done once its result was numbered.
     assert [m.status for m in kit.broker.of_type(GroupChanged)] == ["ready", "processing", "done"]
+    # The result goes out before its group's `done` (members wait for it, not for the status).
+    order = [type(p.message).__name__ for p in kit.broker.published
+             if isinstance(p.message, ResultPublished | GroupChanged)]
+    assert order[-2:] == ["ResultPublished", "GroupChanged"], order
     assert [a.outcome for a in kit.broker.of_type(AuditRecorded) if a.action == "result_posted"] == ["ok"]
     # Its FileStored redelivered announces nothing twice.
     kit.store_result(rid)

@@ -26,8 +26,9 @@ def broker() -> InMemoryBroker:
 
 @pytest.fixture
 def deps(broker: InMemoryBroker) -> Deps:
+    # Pages of 200 (the default is 1,000): a few hundred results make several pages here.
     settings = Settings.from_env({"MAX_CHUNK_BYTES": "1024", "GATEWAY_PING_INTERVAL": "1",
-                                  "GATEWAY_PING_TIMEOUT": "1"})
+                                  "GATEWAY_PING_TIMEOUT": "1", "GATEWAY_CATCHUP_PAGE": "200"})
     auth = FakeAuth()
     auth.add_user("tok-alice", "7", "alice", pools={"p1": "contributor", "p2": "listener"}, token_id="jti-a")
     auth.add_user("tok-admin", "1", "admin", role="admin", token_id="jti-admin")

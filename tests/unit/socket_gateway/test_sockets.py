@@ -76,9 +76,12 @@ def test_catch_up_sends_every_result_after_the_ack_in_pages_and_in_order(deps: D
     deps.results.add("p1", 450)  # type: ignore[attr-defined]
     deps.results.acks[("p1", "7")] = 20  # type: ignore[attr-defined]
     connect(deps)
+    # Started and not finished: the gauge the pool benchmark waits on (bench/pool_bench.py).
+    assert deps.metrics.catchups._value.get() == 1
     assert deps.sockets.run_background() == [430]  # type: ignore[attr-defined]
+    assert deps.metrics.catchups._value.get() == 0
     assert sent_seqs(deps, pool_id="p1") == list(range(21, 451))  # all of them: no cap, in seq order
-    # One page at a time (GATEWAY_CATCHUP_PAGE = 200), each from where the last ended.
+    # One page at a time (GATEWAY_CATCHUP_PAGE = 200 here), each from where the last ended.
     assert [(a, n) for pool, _, a, n in deps.results.pages if pool == "p1"] == [  # type: ignore[attr-defined]
         (20, 200), (220, 200), (420, 200)]
     # Only this socket gets them, without the message queue; the payload is SPEC's pool-result.
