@@ -283,6 +283,9 @@ def test_admin_sees_a_results_staging_status(fleet, new_page, tmp_path, screensh
     log_in(page, fleet.gateway, *fleet.admin)
     go(page, "pools")
     card = page.locator(f"article.pool[data-pool-id='{pool['pool_id']}']")
+    # Cards load a few at a time, oldest pool first, and the shared fleet holds every pool the
+    # worker's earlier tests made: this card's own Refresh loads it now.
+    card.get_by_role("button", name=f"Refresh pool {pool['name']}").click()
     card.locator(".results li", has_text="staged.bin").wait_for(timeout=30_000)
     # The status is read when asked for; the copy may still be on its way: ask until it is done.
     line = card.locator(".staging li[data-staging-kind=filesystem]")
