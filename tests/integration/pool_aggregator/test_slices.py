@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from services.common.contracts import FileGrouped, FilesGrouped, GroupedFiles, StoredItem, UploadStored
 from services.common.messaging import start_consumers, stop_consumers
@@ -18,12 +19,17 @@ from .conftest import POOL, Rig
 W = 60
 
 
-def test_a_batch_is_grouped_in_shared_slices_once_each(rig: Rig, mongo_db) -> None:
+def _aggregator(rig: Rig, mongo_db, consumers: int) -> tuple[MongoGroupStore, Any]:
+    """pool_aggregator wired to the rig's broker, auth and clock, with ``consumers`` grouping consumers."""
     store = MongoGroupStore(mongo_db)
-    app = create_app(Settings.from_env({"AMQP_URL": rig.amqp_url, "GROUPING_CONSUMERS": "16",
+    app = create_app(Settings.from_env({"AMQP_URL": rig.amqp_url, "GROUPING_CONSUMERS": str(consumers),
                                         "POOL_CACHE_SECONDS": "5"}),
                      store=store, broker=rig.deps.broker, auth=rig.auth, clock=rig.clock)
-    deps = app.extensions["deps"]
+    return store, app.extensions["deps"]
+
+
+def test_a_batch_is_grouped_in_shared_slices_once_each(rig: Rig, mongo_db) -> None:
+    store, deps = _aggregator(rig, mongo_db, consumers=16)
     start = core.window_for(rig.clock(), W).start
     gid = core.group_id(POOL, start)
     batch = [rig.stored(f"item{n:04d}", ts=start + n / 100, owner=f"u{n % 5}", size=10) for n in range(300)]
@@ -51,11 +57,7 @@ def test_a_batch_as_one_upload_stored_is_grouped_once_beside_older_file_stored(r
     arriving as FileStored (an older file_service_manager, or messages queued before the
     upgrade), every file is still counted once; another pool's file goes through beside it."""
     rig.auth.set_pool("pool2")
-    store = MongoGroupStore(mongo_db)
-    app = create_app(Settings.from_env({"AMQP_URL": rig.amqp_url, "GROUPING_CONSUMERS": "8",
-                                        "POOL_CACHE_SECONDS": "5"}),
-                     store=store, broker=rig.deps.broker, auth=rig.auth, clock=rig.clock)
-    deps = app.extensions["deps"]
+    store, deps = _aggregator(rig, mongo_db, consumers=8)
     start = core.window_for(rig.clock(), W).start
     gid, other = core.group_id(POOL, start), core.group_id("pool2", start)
     files = [rig.stored(f"item{n:04d}", ts=start + n / 100, owner="u1", size=10) for n in range(1000)]
