@@ -248,6 +248,11 @@ class StoredItem:
     timestamp: str
 
 
+# A hard cap on one UploadStored's items, whatever MAX_ITEMS a deployment sets (default 1,000):
+# bounds what a consumer decodes and holds from one message.
+MAX_STORED_ITEMS = 10_000
+
+
 @dataclass(frozen=True)
 class UploadStored(Message):
     """Every stored file record of one batch upload, in one message (instead of one ``FileStored``
@@ -293,9 +298,18 @@ class UploadStored(Message):
         items = fields.get("items")
         if not isinstance(items, list | tuple) or not all(isinstance(i, dict | StoredItem) for i in items):
             raise ValueError("items must be a list of StoredItem objects")
+        if not 1 <= len(items) <= MAX_STORED_ITEMS:
+            raise ValueError(f"items: 1 to {MAX_STORED_ITEMS}")
         # Fields a later version may add to an item are left out, as Message.from_dict does.
-        fields["items"] = tuple(i if isinstance(i, StoredItem) else StoredItem(**_known(StoredItem, i))
-                                for i in items)
+        built = tuple(i if isinstance(i, StoredItem) else StoredItem(**_known(StoredItem, i)) for i in items)
+        # A malformed item fails here, at decode (dead-lettered once, as ``unknown``), not in the
+        # grouping slice, where it would fail its whole batch for every delivery (review finding).
+        for item in built:
+            if not (isinstance(item.file_id, str) and isinstance(item.file_name, str) and isinstance(item.sha256, str)
+                    and isinstance(item.timestamp, str) and isinstance(item.size, int)
+                    and not isinstance(item.size, bool) and item.size >= 0):
+                raise ValueError("items: file_id, file_name, sha256, timestamp strings and size an integer >= 0")
+        fields["items"] = built
         return fields
 
 

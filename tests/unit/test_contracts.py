@@ -138,3 +138,22 @@ def test_messages_are_frozen_and_carry_no_bytes():
 def test_unknown_or_incomplete_bodies_are_refused(body):
     with pytest.raises(c.UnknownMessage):
         c.decode(body)
+
+
+def test_a_malformed_or_oversized_batch_is_refused_at_decode():
+    """Such a batch goes aside at once (unknown), not through five failed grouping slices."""
+    import json
+
+    from services.common.contracts import MAX_STORED_ITEMS, UnknownMessage, UploadStored, decode
+
+    item = {"file_id": "f1", "file_name": "a", "size": 1, "sha256": "s", "timestamp": "t"}
+    base = {"upload_id": "u", "owner_id": "1", "owner_name": "a", "content_type": "x", "created": "t"}
+
+    def body(items: list) -> bytes:
+        return json.dumps({"type": "UploadStored", "data": {**base, "items": items}}).encode()
+
+    assert isinstance(decode(body([item])), UploadStored)
+    for bad in ([{**item, "size": "abc"}], [{**item, "size": -1}], [{**item, "file_id": 7}], [],
+                [item] * (MAX_STORED_ITEMS + 1)):
+        with pytest.raises(UnknownMessage):
+            decode(body(bad))
