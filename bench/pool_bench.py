@@ -626,6 +626,194 @@ def measure_catchup(args: argparse.Namespace, http: requests.Session, auth_url: 
     return 0 if ok else 1
 
 
+# --- set-up shared by the measurements -------------------------------------------------------
+
+
+def make_pool(http: requests.Session, auth_url: str, admin_h: dict[str, str], window: int,
+              processor_url: str | None = None) -> tuple[str, str]:
+    """A new pool (``window`` s, no grace) and a processor key for it: ``(pool_id, api_key)``."""
+    body: dict[str, Any] = {"name": f"bench-{uuid.uuid4().hex[:6]}", "window_seconds": window,
+                            "close_grace_seconds": 0, "processing_timeout_seconds": 120}
+    if processor_url:
+        body["processor_url"] = processor_url
+    pool_id = str(checked(http.post(f"{auth_url}/auth/pools", headers=admin_h, timeout=10, json=body),
+                          "create pool")["pool_id"])
+    key = checked(http.post(f"{auth_url}/auth/pools/{pool_id}/processor-keys", headers=admin_h, timeout=10),
+                  "processor key")["api_key"]
+    return pool_id, str(key)
+
+
+def add_members(auth_url: str, admin_h: dict[str, str], pool_id: str, users: list[dict], contributors: int) -> None:
+    """``users`` into the pool: the first ``contributors`` as contributors, the rest as listeners."""
+    started = time.perf_counter()
+
+    def add(n: int) -> None:
+        role = "contributor" if n < contributors else "listener"
+        checked(requests.post(f"{auth_url}/auth/pools/{pool_id}/members", headers=admin_h, timeout=30,
+                              json={"user_name": users[n]["user_name"], "role": role}), "add member")
+
+    with ThreadPoolExecutor(8) as ex:
+        list(ex.map(add, range(len(users))))
+    print(f"pool {pool_id}: {len(users)} members added in {time.perf_counter() - started:.1f}s", flush=True)
+
+
+def connect_members(args: argparse.Namespace, http: requests.Session, users: list[dict], count: int,
+                    members: Members | None = None, first: int = 0) -> Members:
+    """``count`` raw member connections (connection ``first + n`` is user ``n % len(users)``'s), then a
+    wait until the gateway's catch-ups of the connects are done (bounded: 5 x ``--timeout``)."""
+    if members is None:
+        members = Members(args.gateway)
+        members.start()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(args.connect_workers) as ex:
+        list(ex.map(lambda n: members.connect(first + n, users[n % len(users)]["access_token"]), range(count)))
+    print(f"{count} member connections ({len(users)} users) up in {time.perf_counter() - started:.1f}s",
+          flush=True)
+    # Every connect starts a catch-up (the gateway asks pool_aggregator for the member's ack and its
+    # results: two requests each, GATEWAY_MAX_CATCHUPS at a time); what is measured is a result
+    # reaching members that are connected, so the connect storm's catch-ups finish first.
+    waited = time.perf_counter()
+    gw_metrics = ""
+    while time.perf_counter() - waited < args.timeout * 5:
+        gw_metrics = http.get(f"{args.gateway.rstrip('/')}/metrics", timeout=10).text
+        if not metric(gw_metrics, "gateway_catchups"):  # 0 (None: a gateway without the gauge)
+            break
+        time.sleep(1.0)
+    print(f"the connects' catch-ups done {time.perf_counter() - waited:.1f}s later "
+          f"(gateway_catchups={metric(gw_metrics, 'gateway_catchups')})", flush=True)
+    print(f"gateway /metrics: gateway_connected_sockets={metric(gw_metrics, 'gateway_connected_sockets')} "
+          f"gateway_max_connections={metric(gw_metrics, 'gateway_max_connections')}", flush=True)
+    return members
+
+
+# --- fairness: one pool's result fan-out next to another pool's result --------------------------
+
+
+def _ready_groups(http: requests.Session, agg_url: str, pool_id: str, key: str, want: int,
+                  timeout: float) -> list[str]:
+    """The pool's ``ready`` groups, once there are ``want`` of them (polled, at most ``timeout`` s)."""
+    deadline = time.time() + timeout
+    while True:
+        groups = checked(http.get(f"{agg_url}/pools/{pool_id}/groups", params={"status": "ready", "limit": "100"},
+                                  headers={"X-API-Key": key}, timeout=10), "groups")["groups"]
+        if len(groups) >= want or time.time() > deadline:
+            return [str(g["group_id"]) for g in groups]
+        time.sleep(0.2)
+
+
+def _post_result(agg_url: str, pool_id: str, key: str, group_id: str, data: bytes) -> tuple[str, float]:
+    """Lease the group (its files) and post ``data`` as its result: ``(result_id, time of the 201)``."""
+    headers = {"X-API-Key": key}
+    checked(requests.get(f"{agg_url}/pools/{pool_id}/groups/{group_id}/files", headers=headers, timeout=30),
+            "group files")
+    body = checked(requests.post(f"{agg_url}/pools/{pool_id}/groups/{group_id}/result", data=data, timeout=120,
+                                 headers={**headers, "X-File-Name": f"fair_{group_id}.bin"}), "result post")
+    return str(body["result_id"]), time.time()
+
+
+def fairness(args: argparse.Namespace, http: requests.Session, auth_url: str, agg_url: str,
+             uploader_url: str, admin_h: dict[str, str]) -> int:
+    """Issue 10: does one pool's result delivery delay another pool's by more than a second?
+
+    Pool A ("busy") has ``--members`` member connections and ``--fair-busy-results`` groups; pool
+    B ("quiet") one member connection and two groups. Every group is made by one upload stamped
+    in a past window of its own (so the ticker turns it ready at once). Then:
+
+    1. B's first result is posted alone: B's member's latency (post's 201 -> its ``pool-result``)
+       is the baseline.
+    2. A's results are posted all at once (threads), each fanned out to every A connection; as
+       soon as the first of them is answered 201 (its fan-out under way), B's second result is
+       posted. B's member's latency now is what A's work costs B (target: <= 1 s more than the
+       baseline, i.e. no pool's work delays another pool's delivery by more than a second).
+    """
+    user_count = -(-args.members // max(1, args.sockets_per_user))
+    users = load_users(args.users_cache, auth_url, user_count + 1, http)
+    busy_users, quiet_user = users[:user_count], users[user_count]
+    window = 60
+    busy, busy_key = make_pool(http, auth_url, admin_h, window)
+    quiet, quiet_key = make_pool(http, auth_url, admin_h, window)
+    add_members(auth_url, admin_h, busy, busy_users, 1)
+    add_members(auth_url, admin_h, quiet, [quiet_user], 1)
+    members = connect_members(args, http, busy_users, args.members)
+    quiet_member = args.members
+    connect_members(args, http, [quiet_user], 1, members, first=quiet_member)
+
+    rng = random.Random(11)
+    update = encode(rng.uniform(-1, 1) for _ in range(UPDATE_VALUES))
+    now = time.time()
+    base = (now // window - 5 - args.fair_busy_results) * window  # whole windows, all closed
+
+    def upload(user: dict, pool_id: str, ts: float) -> None:
+        checked(requests.post(f"{uploader_url}/file/upload", timeout=60,
+                              headers={"Authorization": f"Bearer {user['access_token']}"},
+                              files={"file": ("update.f64", update, "application/octet-stream")},
+                              data={"pool_id": pool_id, "timestamp": iso(ts)}), "upload")
+
+    for n in range(args.fair_busy_results):
+        upload(busy_users[0], busy, base + n * window + 1)
+    for n in range(2):
+        upload(quiet_user, quiet, base + n * window + 1)
+    busy_groups = _ready_groups(http, agg_url, busy, busy_key, args.fair_busy_results, args.timeout)
+    quiet_groups = _ready_groups(http, agg_url, quiet, quiet_key, 2, args.timeout)
+    if len(busy_groups) < args.fair_busy_results or len(quiet_groups) < 2:
+        print(f"NOT OK: groups not ready in {args.timeout}s (busy {len(busy_groups)}, quiet {len(quiet_groups)})")
+        members.close()
+        return 1
+    result = os.urandom(int(args.result_mb * 1024 * 1024))
+
+    def quiet_latency(result_id: str, posted: float) -> float | None:
+        deadline = posted + args.timeout
+        while time.time() < deadline:
+            with members.lock:
+                got = members.arrivals.get(quiet_member, {}).get(result_id)
+            if got is not None:
+                return got[0] - posted
+            time.sleep(0.005)
+        return None
+
+    baseline_id, baseline_at = _post_result(agg_url, quiet, quiet_key, quiet_groups[0], result)
+    baseline = quiet_latency(baseline_id, baseline_at)
+
+    first_busy = threading.Event()
+    busy_posts: list[tuple[str, float]] = []
+
+    def post_busy(group_id: str) -> None:
+        busy_posts.append(_post_result(agg_url, busy, busy_key, group_id, result))
+        first_busy.set()
+
+    with ThreadPoolExecutor(len(busy_groups)) as ex:
+        futures = [ex.submit(post_busy, g) for g in busy_groups]
+        first_busy.wait(args.timeout)
+        loaded_id, loaded_at = _post_result(agg_url, quiet, quiet_key, quiet_groups[1], result)
+        loaded = quiet_latency(loaded_id, loaded_at)
+        for f in futures:
+            f.result()
+
+    def busy_last(result_id: str, posted: float) -> tuple[int, float | None]:
+        deadline = posted + args.timeout
+        while True:
+            with members.lock:
+                times = [got[result_id][0] for m, got in members.arrivals.items()
+                         if m != quiet_member and result_id in got]
+            if len(times) >= args.members or time.time() > deadline:
+                return len(times), (max(times) - posted if times else None)
+            time.sleep(0.02)
+
+    print(f"\nfairness: pool A {args.members} connections, {len(busy_groups)} results of "
+          f"{len(result):,} bytes posted at once; pool B one member")
+    for result_id, posted in busy_posts:
+        reached, last = busy_last(result_id, posted)
+        print(f"  A result {result_id[:8]}: {reached}/{args.members} members, last "
+              f"{'-' if last is None else f'{last:.3f}s'} after its 201")
+    print(f"  B alone:            pool-result {'-' if baseline is None else f'{baseline:.3f}s'} after the 201")
+    print(f"  B during A's fan-out: pool-result {'-' if loaded is None else f'{loaded:.3f}s'} after the 201 "
+          f"(target: <= 1 s more than alone)")
+    members.close()
+    ok = baseline is not None and loaded is not None and loaded - baseline <= 1.0
+    print("OK" if ok else "NOT OK")
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.pool_bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -661,6 +849,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --seed-results: the fleet's MONGODB_URI (default: $MONGODB_URI)")
     parser.add_argument("--mongodb-db", default=os.environ.get("MONGODB_DB", "dropbox"),
                         help="with --seed-results: the fleet's MONGODB_DB (default: $MONGODB_DB or dropbox)")
+    parser.add_argument("--fairness", action="store_true",
+                        help="issue 10: pool A's result fan-out next to pool B's result (see fairness())")
+    parser.add_argument("--fair-busy-results", type=int, default=4,
+                        help="with --fairness: results posted to pool A at once")
     parser.add_argument("--catchup-timeout", type=float, default=1800.0,
                         help="bound on making the results (s)")
     args = parser.parse_args(argv)
@@ -679,49 +871,15 @@ def main(argv: list[str] | None = None) -> int:
     admin_h = {"Authorization": f"Bearer {admin['access_token']}"}
     if args.catchup or args.catchup_pool:
         return catchup(args, http, auth_url, agg_url, admin_h, config["file_service_manager_url"])
+    if args.fairness:
+        return fairness(args, http, auth_url, agg_url, uploader_url, admin_h)
 
     users = load_users(args.users_cache, auth_url, user_count, http)
     hook_port = free_port()
     window = args.window
-    pool = checked(http.post(f"{auth_url}/auth/pools", headers=admin_h, timeout=10, json={
-        "name": f"bench-{uuid.uuid4().hex[:6]}", "window_seconds": window, "close_grace_seconds": 0,
-        "processing_timeout_seconds": 120, "processor_url": f"http://127.0.0.1:{hook_port}/"}), "create pool")
-    pool_id = str(pool["pool_id"])
-    key = checked(http.post(f"{auth_url}/auth/pools/{pool_id}/processor-keys", headers=admin_h, timeout=10),
-                  "processor key")["api_key"]
-
-    started = time.perf_counter()
-
-    def add(n: int) -> None:
-        role = "contributor" if n < args.contributors else "listener"
-        checked(requests.post(f"{auth_url}/auth/pools/{pool_id}/members", headers=admin_h, timeout=30,
-                              json={"user_name": users[n]["user_name"], "role": role}), "add member")
-
-    with ThreadPoolExecutor(8) as ex:
-        list(ex.map(add, range(user_count)))
-    print(f"pool {pool_id}: {user_count} members added in {time.perf_counter() - started:.1f}s", flush=True)
-
-    members = Members(args.gateway)
-    members.start()
-    started = time.perf_counter()
-    with ThreadPoolExecutor(args.connect_workers) as ex:
-        # Connection n is user n % user_count's (several connections each with --sockets-per-user).
-        list(ex.map(lambda n: members.connect(n, users[n % user_count]["access_token"]), range(args.members)))
-    print(f"{args.members} member connections ({user_count} users) up in {time.perf_counter() - started:.1f}s",
-          flush=True)
-    # Every connect starts a catch-up (the gateway asks pool_aggregator for the member's ack and its
-    # results: two requests each, GATEWAY_MAX_CATCHUPS at a time); what is measured is a result
-    # reaching members that are connected, so the connect storm's catch-ups finish first.
-    waited = time.perf_counter()
-    while time.perf_counter() - waited < args.timeout * 5:  # bound: 5 x --timeout
-        gw_metrics = http.get(f"{args.gateway.rstrip('/')}/metrics", timeout=10).text
-        if not metric(gw_metrics, "gateway_catchups"):  # 0 (None: a gateway without the gauge)
-            break
-        time.sleep(1.0)
-    print(f"the connects' catch-ups done {time.perf_counter() - waited:.1f}s later "
-          f"(gateway_catchups={metric(gw_metrics, 'gateway_catchups')})", flush=True)
-    print(f"gateway /metrics: gateway_connected_sockets={metric(gw_metrics, 'gateway_connected_sockets')} "
-          f"gateway_max_connections={metric(gw_metrics, 'gateway_max_connections')}", flush=True)
+    pool_id, key = make_pool(http, auth_url, admin_h, window, f"http://127.0.0.1:{hook_port}/")
+    add_members(auth_url, admin_h, pool_id, users, args.contributors)
+    members = connect_members(args, http, users, args.members)
 
     result_bytes = int(args.result_mb * 1024 * 1024)
     processor = BenchProcessor(agg_url, pool_id, key, poll_seconds=0.5, timeout=60, result_bytes=result_bytes)

@@ -21,6 +21,7 @@ from services.common.socketcontract import CLIENT_EVENTS
 from . import sockets
 from .config import Settings
 from .deps import Deps
+from .fanout import FairRedisManager
 from .sockets import Session
 
 log = logging.getLogger("services.socket_gateway")
@@ -91,9 +92,10 @@ def server_for(settings: Settings, client_manager: Any = None, async_mode: str =
         # Every gateway process subscribes to one channel: an emit made by any of them (e.g. the
         # one that took a notification off the shared queue) reaches the sockets of all.
         common = settings.common
-        client_manager = socketio.RedisManager(redisconn.socketio_url(common),
-                                               channel=f"{common.redis_prefix}:socketio",
-                                               redis_options=redisconn.socketio_options(common))
+        # Fair: a big pool's fan-out does not hold up another pool's broadcasts (fanout.py).
+        client_manager = FairRedisManager(redisconn.socketio_url(common),
+                                          channel=f"{common.redis_prefix}:socketio",
+                                          redis_options=redisconn.socketio_options(common))
     # WebSocket only (every client of ours uses it): a long-polling POST body, up to
     # max_http_buffer_size each, would be read whole outside the WebSocket assembly budget.
     return GatewayServer(async_mode=async_mode, client_manager=client_manager, serializer=BoundedPacket,
