@@ -334,6 +334,11 @@ class StorageCatalog:
     def all(self) -> list[dict[str, Any]]:
         return list(self.docs.find({}).sort("_id", pymongo.ASCENDING).limit(self.MAX))
 
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        # "updated" is an ISO-8601 UTC instant of fixed shape: its text order is its time order.
+        return list(self.docs.find({}).sort([("updated", pymongo.DESCENDING), ("_id", pymongo.ASCENDING)])
+                    .limit(max(0, min(limit, self.MAX))))
+
     def replace_secrets(self, spec_id: str, old: dict[str, str], new: dict[str, str]) -> bool:
         """Swap the ciphertext only if nobody changed it meanwhile (a concurrent save wins)."""
         result = self.docs.update_one({"_id": spec_id, "secrets": old},

@@ -1,6 +1,8 @@
 """Remove GridFS leftovers (chunks without a file document, files without an index record) and
-the half-written objects of the configured storage backends (filesystem temporary files, S3
-multipart uploads never completed, chunks of other GridFS buckets).
+the half-written objects of every storage backend in use (filesystem temporary files, S3
+multipart uploads never completed, chunks without a file document in GridFS buckets other than
+``fs``): the default, each pool's storage and older locations, as the storage catalog lists them
+(``Storages.in_use``, at most 64 per pass).
 
     python -m services.file_service_manager.sweep [--dry-run] [--grace-seconds N]
 
@@ -38,7 +40,9 @@ def sweep(index: Index, *, grace_seconds: int, dry_run: bool = False,
     """One pass; returns what it removed (or, with dry_run, would remove)."""
     cutoff = timeutil.now() - timedelta(seconds=grace_seconds)
     half_written: dict[str, list[str]] = {}
-    for spec_id, backend in (storages.configured().items() if storages is not None else ()):
+    # Every backend in use (the default, pools' storages, old locations: Storages.in_use, at most
+    # MAX_IN_USE), so a pool's own GridFS bucket, root or S3 bucket is swept too.
+    for spec_id, backend in (storages.in_use().items() if storages is not None else ()):
         try:
             found = backend.leftovers(cutoff, remove=not dry_run)
         except Exception as exc:  # noqa: BLE001 - one backend down must not stop the others' pass

@@ -107,3 +107,27 @@ def test_the_pass_also_sweeps_each_backends_half_written_objects(mongo_db, tmp_p
     done = sweep(FileIndex(mongo_db), grace_seconds=3600, audit=audit, storages=storages)
     assert done["half_written"] == {spec.id: ["ab/.abcdef.1234.tmp"]} and not old.exists()
     assert [(a, f["reason"], f["storage"]) for a, f in audit.records] == [("deleted", "half_written", spec.id)]
+
+
+def test_a_pools_own_gridfs_bucket_is_swept_by_every_replica(mongo_db) -> None:
+    """A half-written file (chunks, no file document) in a pool's bucket, not ``fs`` and not the
+    default: a replica that never wrote there finds the bucket in the storage catalog and sweeps it."""
+    from services.file_service_manager import backends
+    from services.file_service_manager.store import StorageCatalog
+
+    default = backends.parse_spec({"backend": "gridfs"})
+    pool = backends.parse_spec({"backend": "gridfs", "bucket": "pool_bucket"})
+    writer = backends.storages_for(default, db=mongo_db, catalog=StorageCatalog(mongo_db))
+    writer.for_spec(pool).write("complete", [b"stored bytes"], content_type="text/plain")
+    chunks = mongo_db["pool_bucket.chunks"]
+    old = timeutil.now() - timedelta(hours=2)
+    chunks.insert_one({"_id": ObjectId.from_datetime(old), "files_id": "half-written", "n": 0, "data": b"x"})
+    chunks.insert_one({"files_id": "being-written", "n": 0, "data": b"y"})  # newer than the grace: kept
+
+    other = backends.storages_for(default, db=mongo_db, catalog=StorageCatalog(mongo_db))
+    audit = _Audit()
+    done = sweep(FileIndex(mongo_db), grace_seconds=3600, audit=audit, storages=other)
+    assert done["half_written"] == {pool.id: ["half-written"]}
+    assert sorted(chunks.distinct("files_id")) == ["being-written", "complete"]
+    assert [(a, f["storage"], f["object"]) for a, f in audit.records] == [("deleted", pool.id, "half-written")]
+    assert sweep(FileIndex(mongo_db), grace_seconds=3600, storages=other)["half_written"] == {}
