@@ -56,8 +56,8 @@ class FakeIndex:
     def ensure_indexes(self) -> None:
         return None
 
-    def remove_partial(self, file_id: str) -> bool:
-        return self.files.pop(file_id, None) is not None
+    def remove_partial(self, file_id: str, bucket: str = "fs") -> bool:
+        return bucket == "fs" and self.files.pop(file_id, None) is not None
 
     def upsert_stored(self, doc: dict[str, Any]) -> bool:
         if self.records.get(doc["file_id"], {}).get("status") == "deleted":
@@ -136,8 +136,8 @@ class FakeIndex:
     def orphan_chunk_files(self, older_than: datetime) -> list[Any]:
         return []
 
-    def unindexed_files(self, older_than: datetime) -> list[Any]:
-        return [f for f in self.files if f not in self.records]
+    def unindexed_files(self, older_than: datetime, bucket: str = "fs") -> list[Any]:
+        return [f for f in self.files if f not in self.records] if bucket == "fs" else []
 
 
 class FakeBackend:
