@@ -159,8 +159,14 @@ GENERIC_5XX = "the service failed to answer; try again"
 
 def install(app: Flask, service: str, checks: Mapping[str, ReadyCheck],
             metrics: ServiceMetrics | None = None, cors_origins: str | Sequence[str] = (),
-            expose_headers: Sequence[str] = ()) -> ServiceMetrics:
+            expose_headers: Sequence[str] = (),
+            reports: Callable[[], Mapping[str, bool]] | None = None) -> ServiceMetrics:
     """Error handlers, request ids, access metrics, CORS, /health, /ready and /metrics.
+
+    /ready is 200 when every one of ``checks`` passes. ``reports`` (answered at once, from what
+    the service already knows) adds checks that are shown but do not decide readiness: they are
+    merged into ``checks`` and the failing ones are listed under ``degraded`` (a dependency only
+    some requests need, such as one pool's storage backend).
 
     CORS: the dashboard (served by the gateway) calls auth, file_service_manager
     and pool_aggregator from the browser. Only ``cors_origins`` (``CommonSettings.cors_origins``,
@@ -237,7 +243,16 @@ def install(app: Flask, service: str, checks: Mapping[str, ReadyCheck],
             except Exception:  # noqa: BLE001 - a failing check means not ready
                 results[name] = False
         ok = all(results.values())
-        response = jsonify({"status": "ready" if ok else "not_ready", "service": service, "checks": results})
+        body: dict[str, Any] = {"status": "ready" if ok else "not_ready", "service": service, "checks": results}
+        if reports is not None:
+            try:
+                shown = {name: bool(value) for name, value in reports().items() if name not in results}
+            except Exception:  # noqa: BLE001 - a report that fails shows as such, never fails /ready
+                log.exception("ready reports failed")
+                shown = {"reports": False}
+            results.update(shown)
+            body["degraded"] = sorted(name for name, value in shown.items() if not value)
+        response = jsonify(body)
         response.status_code = 200 if ok else 503
         return response
 

@@ -17,13 +17,15 @@ Owns: the bytes, in a storage backend (``backends``: GridFS ``fs`` by default, a
 root or an S3 bucket: a pool's own ``storage`` (auth's internal pool route, kept briefly),
 ``DEFAULT_STORAGE`` for files without a pool; key = file_id; each record names its backend),
 MongoDB ``files`` (the index of file records, ``_id`` = file_id), ``audit``
-(append-only, ``_id`` = audit_id), ``storages`` (storage locations, credentials
-encrypted with STORAGE_SECRETS_KEY) and ``staging`` (each result's status per staging
-target, ``_id`` = ``<result_id>:<target>``), ``sweep_claims`` (a sweep pass's claim on one
-leftover while it removes it). Reads and then
+(append-only, ``_id`` = audit_id), ``storages`` (every storage location written to,
+credentials encrypted with STORAGE_SECRETS_KEY: what the probe and the sweeper cover) and
+``staging`` (each result's status per staging target, ``_id`` = ``<result_id>:<target>``),
+``sweep_claims`` (a sweep pass's claim on one leftover while it removes it). Reads and then
 deletes the Redis chunks named by ``StoreUpload`` (the cache file_uploader filled); its own
 Redis keys beside them: ``{cache_key}:prestore`` (a prestore's outcome) and
 ``{cache_key}:prestore-lease`` (which consumer is prestoring).
-Runs the retention pass (pools' ``retention_days`` from auth, ``RETENTION_DAYS``) and answers
-auth's ``POST /internal/storage/probe`` (a pool's storage checked before it is saved).
+Runs the retention pass (pools' ``retention_days`` from auth, ``RETENTION_DAYS``), the storage
+probe pass (every backend in use, ``health``: /ready's ``storage:<id>`` checks, only the default's
+deciding readiness) and answers auth's ``POST /internal/storage/probe`` (a pool's storage
+checked before it is saved).
 """

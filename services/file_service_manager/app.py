@@ -44,7 +44,7 @@ def create_app(settings: Settings, *, index: Index | None = None, cache: Cache |
     app = Flask("file_service_manager")
     httpkit.install(app, "file_service_manager", {"mongodb": the_index.ping, "redis": the_cache.ping,
                                                   "rabbitmq": the_broker.ping, **probes.checks()}, metrics=registry,
-                    cors_origins=common.cors_origins)
+                    cors_origins=common.cors_origins, reports=probes.reports)
     hot = HotFiles(settings.download_cache_bytes, settings.download_cache_file_bytes)
     metrics.hot_bytes.set_function(lambda: hot.size)
     the_auth = auth or AuthClient(common.auth_url, common.internal_api_key)

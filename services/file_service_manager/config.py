@@ -86,7 +86,7 @@ class Settings:
     default_storage: StorageSpec = LEGACY
     # STORAGE_SECRETS_KEY (+ STORAGE_SECRETS_OLD_KEYS while rotating): storage credentials at rest.
     secrets: SecretBox | None = field(default=None, repr=False)
-    # Each backend's write-read-delete probe (/ready, storage_backend_up) runs at most this often.
+    # Every backend in use gets a write-read-delete probe (/ready, storage_backend_up) this often (health.py).
     storage_probe_seconds: int = 30
     staging: StagingSettings = field(default_factory=lambda: StagingSettings())
     # A pool's storage (auth's internal pool route) is reused this long: a PATCHed storage takes

@@ -31,7 +31,7 @@ class Index(Protocol):
 
     def ensure_indexes(self) -> None: ...
 
-    def remove_partial(self, file_id: str) -> bool: ...
+    def remove_partial(self, file_id: str, bucket: str = "fs") -> bool: ...
 
     def upsert_stored(self, doc: dict[str, Any]) -> bool:
         """False (nothing written) when the record says ``deleted``."""
@@ -69,7 +69,7 @@ class Index(Protocol):
     # The sweeper's questions: leftovers of crashed attempts older than a cutoff.
     def orphan_chunk_files(self, older_than: datetime) -> list[Any]: ...
 
-    def unindexed_files(self, older_than: datetime) -> list[Any]: ...
+    def unindexed_files(self, older_than: datetime, bucket: str = "fs") -> list[Any]: ...
 
 
 class Written(NamedTuple):
@@ -111,13 +111,18 @@ class StorageBackend(Protocol):
 
 class Catalog(Protocol):
     """Every storage this service has written to, by descriptor id, with its credentials encrypted
-    (``secretbox``): how a record's S3 backend is found again after the default or a pool moves on."""
+    (``secretbox``): how a record's S3 backend is found again after the default or a pool moves on,
+    and how the health probe and the sweeper find every location in use."""
 
     def save(self, spec_id: str, descriptor: dict[str, Any], secrets: dict[str, str]) -> None: ...
 
     def load(self, spec_id: str) -> dict[str, Any] | None: ...
 
     def all(self) -> list[dict[str, Any]]: ...
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        """At most ``limit`` entries, the most recently saved first."""
+        ...
 
     def replace_secrets(self, spec_id: str, old: dict[str, str], new: dict[str, str]) -> bool: ...
 

@@ -9,9 +9,13 @@ Webhook addresses: a webhook URL whose host resolves to any address that is not 
 routable (``not ip.is_global``: loopback, private, link-local, shared, documentation, reserved,
 unspecified; and multicast) is refused (a pool admin must not make the fleet call its own
 internal services), unless ``STAGING_WEBHOOK_ALLOW_PRIVATE`` is set (tests, a receiver on the
-same private network). The check resolves the name once before the call; redirects are never
-followed, so a receiver cannot bounce the request elsewhere; proxies and credentials are never
-taken from the environment. Each attempt has one total deadline (not only per socket read).
+same private network). The name is resolved once per attempt, every address checked, and the
+connection goes to those very addresses (``_PinnedAdapter``): a DNS answer that changes between
+the check and the connect (rebinding: a public address first, 127.0.0.1 next) cannot redirect
+the call. The Host header, and for https the TLS SNI and certificate check, still use the URL's
+host name. Redirects are never followed, so a receiver cannot bounce the request elsewhere;
+proxies and credentials are never taken from the environment. Each attempt has one total
+deadline (not only per socket read).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ log = logging.getLogger(__name__)
 PIECE = 1024 * 1024  # bytes read from the source per write: one piece in memory at a time
 S3_PART = 8 * 1024 * 1024  # boto3 multipart part size (its minimum is 5 MiB); one part buffered at a time
 WEBHOOK_RESPONSE_BYTES = 4096  # at most this much of a receiver's answer is read (then closed)
+MAX_ADDRESSES = 16  # addresses of a webhook host tried in turn (each connect is bounded by the timeout)
 
 
 class StagingError(RuntimeError):
@@ -194,21 +199,56 @@ def deliver_s3(target: rules.Target, source: Source, *, client_factory: Callable
     return f"s3://{target.bucket}/{key}"
 
 
-def _internal(host: str) -> bool:
-    """Whether ``host`` resolves to any address that is not globally routable (loopback, private,
-    link-local, shared/CGNAT, multicast, reserved, documentation, unspecified, ...): one such
-    address is enough to refuse, since the connection may pick any of them."""
+Address = tuple[int, Any]  # (socket family, sockaddr) as getaddrinfo answers it
+
+
+def _not_global(address: str) -> bool:
+    """Whether an address is not globally routable (loopback, private, link-local, shared/CGNAT,
+    multicast, reserved, documentation, unspecified, ...)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
+    return not ip.is_global or ip.is_multicast
+
+
+def _addresses(host: str, port: int, allow_private: bool) -> list[Address]:
+    """``host``'s addresses, resolved once: the ones the connection will use, and only those.
+
+    Unless ``allow_private``, one address that is not globally routable is enough to refuse (any
+    of them could be the one connected to)."""
     try:
-        infos = socket.getaddrinfo(host, None)
+        infos = socket.getaddrinfo(host, port)
     except OSError as exc:
         raise StagingError(f"webhook: the host does not resolve ({exc.strerror or 'error'})") from None
-    for info in infos:
-        ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
-        if not ip.is_global or ip.is_multicast:
-            return True
-    return not infos
+    found: list[Address] = []
+    for family, kind, _proto, _name, sockaddr in infos:
+        if kind not in (0, socket.SOCK_STREAM) or family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        if not allow_private and _not_global(str(sockaddr[0])):
+            raise StagingError("webhook: the URL resolves to an internal address (refused)")
+        if (family, sockaddr) not in found:
+            found.append((family, sockaddr))
+    if not found:
+        raise StagingError("webhook: the host does not resolve (no address)")
+    return found[:MAX_ADDRESSES]
+
+
+def _connect(addresses: list[Address], timeout: Any, options: Any) -> socket.socket:
+    """A TCP connection to the first of ``addresses`` that accepts (never a new name lookup)."""
+    failure: OSError = OSError("no address to connect to")
+    for family, sockaddr in addresses:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            for level, option, value in options or ():
+                sock.setsockopt(level, option, value)
+            if isinstance(timeout, (int, float)):  # urllib3's "default" is a sentinel: leave it
+                sock.settimeout(timeout)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            sock.close()
+            failure = exc
+    raise failure
 
 
 class _Watchdog:
@@ -243,26 +283,48 @@ def _shut(sock: socket.socket) -> None:
         pass
 
 
-class _WatchedAdapter(HTTPAdapter):
-    """An adapter whose connections report their socket to a ``_Watchdog`` once connected."""
+def _same_host(a: str, b: str) -> bool:
+    return a.strip("[]").rstrip(".").lower() == b.strip("[]").rstrip(".").lower()
 
-    def __init__(self, watchdog: _Watchdog) -> None:
+
+class _PinnedAdapter(HTTPAdapter):
+    """An adapter whose connections go to the checked ``addresses`` of ``host`` (no second name
+    lookup: DNS rebinding) and report their socket to a ``_Watchdog`` once connected.
+
+    Only the socket's peer is pinned: the connection keeps ``host`` as its name, so http.client
+    sends it in the Host header and urllib3 gives it to TLS as SNI and checks the certificate
+    against it. A connection to any other host (none is expected: redirects are not followed)
+    is refused."""
+
+    def __init__(self, watchdog: _Watchdog, host: str, addresses: list[Address]) -> None:
         self._watchdog = watchdog
+        self._host = host
+        self._addresses = addresses
         super().__init__(max_retries=0)
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **kwargs: Any) -> None:
         super().init_poolmanager(connections, maxsize, block, **kwargs)
-        watchdog = self._watchdog
+        watchdog, host, addresses = self._watchdog, self._host, self._addresses
+
+        def new_conn(conn: urllib3.connection.HTTPConnection) -> socket.socket:
+            if not _same_host(conn.host, host):
+                raise urllib3.exceptions.NewConnectionError(conn, "not the webhook's checked host")
+            try:
+                sock = _connect(addresses, conn.timeout, conn.socket_options)
+            except TimeoutError as exc:
+                raise urllib3.exceptions.ConnectTimeoutError(conn, f"connect timed out: {exc}") from exc
+            except OSError as exc:
+                raise urllib3.exceptions.NewConnectionError(conn, f"connect failed: {exc}") from exc
+            watchdog.opened(sock)
+            return sock
 
         class Http(urllib3.connection.HTTPConnection):
-            def connect(self) -> None:
-                super().connect()
-                watchdog.opened(self.sock)
+            def _new_conn(self) -> socket.socket:
+                return new_conn(self)
 
         class Https(urllib3.connection.HTTPSConnection):
-            def connect(self) -> None:
-                super().connect()
-                watchdog.opened(self.sock)
+            def _new_conn(self) -> socket.socket:
+                return new_conn(self)  # TLS is then wrapped on it for self.host (SNI, certificate)
 
         class HttpPool(urllib3.HTTPConnectionPool):
             ConnectionCls = Http
@@ -282,8 +344,14 @@ def deliver_webhook(target: rules.Target, source: Source, policy: WebhookPolicy,
     credentials from the environment (``trust_env = False``)."""
     url = target.url or ""
     shown = rules.public_url(url)
-    if not policy.allow_private and _internal(urlsplit(url).hostname or ""):
-        raise StagingError("webhook: the URL resolves to an internal address (refused)")
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise StagingError("webhook: the URL's port is not a number") from None
+    # Resolved and checked once; the connection goes to these addresses only (no second lookup).
+    addresses = _addresses(host, port, policy.allow_private)
     body = rules.webhook_body(source.values)
     headers = {"Content-Type": "application/json", "X-Dropbox-Signature": rules.sign(target.secret or "", body),
                "User-Agent": "file-dropbox-staging"}
@@ -291,7 +359,7 @@ def deliver_webhook(target: rules.Target, source: Source, policy: WebhookPolicy,
     own = session is None
     poster = session if session is not None else requests.Session()
     poster.trust_env = False  # no proxy, netrc or CA bundle from the environment
-    adapter = _WatchedAdapter(watchdog)
+    adapter = _PinnedAdapter(watchdog, host, addresses)
     poster.mount("http://", adapter)
     poster.mount("https://", adapter)
     deadline = time.monotonic() + policy.timeout

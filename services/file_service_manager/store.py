@@ -165,27 +165,28 @@ class FileIndex:
             self._indexed = True
 
     # --- GridFS leftovers of the legacy bucket (the sweeper's) ---------------------------
-    def remove_partial(self, file_id: str) -> bool:
-        """Delete what a crashed attempt left in GridFS ``fs`` (chunks without a file doc, or an
-        unindexed file). Whether this call removed anything: of two sweepers (replicas) racing
-        for one leftover, the one that finds it gone already answers False."""
+    def remove_partial(self, file_id: str, bucket: str = "fs") -> bool:
+        """Delete what a crashed attempt left in a GridFS bucket (``fs`` unless named: chunks without
+        a file doc, or an unindexed file). Whether this call removed anything: of two sweepers
+        (replicas) racing for one leftover, the one that finds it gone already answers False."""
         # Deleting the file document and the chunks are two writes, so each of two racing passes
         # may remove a part: a claim document (unique _id) picks the one pass that removes and
         # records it. It is dropped after the removal (a later pass finds nothing left: False);
         # one left by a pass that died holding it is taken over after SWEEP_CLAIM_SECONDS.
         claims = self.db["sweep_claims"]
+        claim = file_id if bucket == "fs" else f"{bucket}/{file_id}"  # one id per leftover and bucket
         now = timeutil.now()
         try:
-            claims.insert_one({"_id": file_id, "at": now})
+            claims.insert_one({"_id": claim, "at": now})
         except DuplicateKeyError:
             stale = now - timedelta(seconds=SWEEP_CLAIM_SECONDS)
-            if not claims.find_one_and_update({"_id": file_id, "at": {"$lt": stale}}, {"$set": {"at": now}}):
+            if not claims.find_one_and_update({"_id": claim, "at": {"$lt": stale}}, {"$set": {"at": now}}):
                 return False  # another pass is removing it
         try:
-            removed = self.db["fs.files"].delete_one({"_id": file_id}).deleted_count
-            removed += self.db["fs.chunks"].delete_many({"files_id": file_id}).deleted_count
+            removed = self.db[f"{bucket}.files"].delete_one({"_id": file_id}).deleted_count
+            removed += self.db[f"{bucket}.chunks"].delete_many({"files_id": file_id}).deleted_count
         finally:
-            claims.delete_one({"_id": file_id, "at": now})
+            claims.delete_one({"_id": claim, "at": now})
         return removed > 0
 
     # --- the index ------------------------------------------------------------
@@ -303,11 +304,12 @@ class FileIndex:
                 found.append(files_id)
         return found
 
-    def unindexed_files(self, older_than: datetime) -> list[str]:
-        """GridFS files without an index record: a store that crashed between the two writes
-        (a redelivery would have finished it well within the grace)."""
+    def unindexed_files(self, older_than: datetime, bucket: str = "fs") -> list[str]:
+        """GridFS files (of bucket ``fs`` unless named) without an index record: a store that
+        crashed between the two writes, or a prestore whose upload never got stored (a
+        redelivery would have finished it well within the grace)."""
         found = []
-        for doc in self.db["fs.files"].find({"uploadDate": {"$lt": older_than}}, {"_id": 1}):
+        for doc in self.db[f"{bucket}.files"].find({"uploadDate": {"$lt": older_than}}, {"_id": 1}):
             if self.files.find_one({"_id": doc["_id"]}, {"_id": 1}) is None:
                 found.append(doc["_id"])
         return found
@@ -333,6 +335,11 @@ class StorageCatalog:
 
     def all(self) -> list[dict[str, Any]]:
         return list(self.docs.find({}).sort("_id", pymongo.ASCENDING).limit(self.MAX))
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        # "updated" is an ISO-8601 UTC instant of fixed shape: its text order is its time order.
+        return list(self.docs.find({}).sort([("updated", pymongo.DESCENDING), ("_id", pymongo.ASCENDING)])
+                    .limit(max(0, min(limit, self.MAX))))
 
     def replace_secrets(self, spec_id: str, old: dict[str, str], new: dict[str, str]) -> bool:
         """Swap the ciphertext only if nobody changed it meanwhile (a concurrent save wins)."""

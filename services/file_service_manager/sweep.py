@@ -1,6 +1,8 @@
 """Remove GridFS leftovers (chunks without a file document, files without an index record) and
-the half-written objects of the configured storage backends (filesystem temporary files, S3
-multipart uploads never completed, chunks of other GridFS buckets).
+the half-written objects of every storage backend in use (filesystem temporary files, S3
+multipart uploads never completed, chunks without a file document and files without an index
+record in GridFS buckets other than ``fs``): the default, each pool's storage and older
+locations, as the storage catalog lists them (``Storages.in_use``, at most 64 per pass).
 
     python -m services.file_service_manager.sweep [--dry-run] [--grace-seconds N]
 
@@ -38,7 +40,19 @@ def sweep(index: Index, *, grace_seconds: int, dry_run: bool = False,
     """One pass; returns what it removed (or, with dry_run, would remove)."""
     cutoff = timeutil.now() - timedelta(seconds=grace_seconds)
     half_written: dict[str, list[str]] = {}
-    for spec_id, backend in (storages.configured().items() if storages is not None else ()):
+    unindexed_by_storage: dict[str, list[str]] = {}
+    # Every backend in use (the default, pools' storages, old locations: Storages.in_use, at most
+    # MAX_IN_USE), so a pool's own GridFS bucket, root or S3 bucket is swept too.
+    for spec_id, backend in (storages.in_use().items() if storages is not None else ()):
+        bucket = backend.descriptor.get("bucket") if backend.descriptor.get("backend") == "gridfs" else None
+        if bucket and bucket != "fs":  # fs: the index-aware pass below
+            try:
+                unindexed = _unindexed(index, str(bucket), spec_id, cutoff, dry_run, audit)
+            except Exception as exc:  # noqa: BLE001 - one backend down must not stop the others' pass
+                log.warning("storage sweep failed", extra={"storage": spec_id, "reason": type(exc).__name__})
+            else:
+                if unindexed:
+                    unindexed_by_storage[spec_id] = unindexed
         try:
             found = backend.leftovers(cutoff, remove=not dry_run)
         except Exception as exc:  # noqa: BLE001 - one backend down must not stop the others' pass
@@ -65,7 +79,22 @@ def sweep(index: Index, *, grace_seconds: int, dry_run: bool = False,
             if audit is not None:
                 audit.record("deleted", actor="file_service_manager.sweep", file_id=str(file_id), reason=why)
     return {"chunks_without_file": [str(f) for f in chunks], "files_without_record": [str(f) for f in files],
-            "half_written": half_written, "dry_run": dry_run}
+            "half_written": half_written, "files_without_record_by_storage": unindexed_by_storage,
+            "dry_run": dry_run}
+
+
+def _unindexed(index: Index, bucket: str, spec_id: str, cutoff: Any, dry_run: bool,
+               audit: AuditTrail | None) -> list[str]:
+    """Complete files in another GridFS bucket without an index record (a store that crashed
+    between its two writes, a prestore whose upload was never stored), removed as in ``fs``."""
+    found = [str(f) for f in index.unindexed_files(cutoff, bucket=bucket)]
+    for file_id in found:
+        log.info("sweeping GridFS leftover", extra={"leftover_id": file_id, "why": "file_without_record",
+                                                    "storage": spec_id, "dry_run": dry_run})
+        if not dry_run and index.remove_partial(file_id, bucket=bucket) and audit is not None:
+            audit.record("deleted", actor="file_service_manager.sweep", file_id=file_id, storage=spec_id,
+                         reason="file_without_record")
+    return found
 
 
 def pass_for(index: Index, *, grace_seconds: int, audit: AuditTrail,

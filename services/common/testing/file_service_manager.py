@@ -56,8 +56,8 @@ class FakeIndex:
     def ensure_indexes(self) -> None:
         return None
 
-    def remove_partial(self, file_id: str) -> bool:
-        return self.files.pop(file_id, None) is not None
+    def remove_partial(self, file_id: str, bucket: str = "fs") -> bool:
+        return bucket == "fs" and self.files.pop(file_id, None) is not None
 
     def upsert_stored(self, doc: dict[str, Any]) -> bool:
         if self.records.get(doc["file_id"], {}).get("status") == "deleted":
@@ -136,8 +136,8 @@ class FakeIndex:
     def orphan_chunk_files(self, older_than: datetime) -> list[Any]:
         return []
 
-    def unindexed_files(self, older_than: datetime) -> list[Any]:
-        return [f for f in self.files if f not in self.records]
+    def unindexed_files(self, older_than: datetime, bucket: str = "fs") -> list[Any]:
+        return [f for f in self.files if f not in self.records] if bucket == "fs" else []
 
 
 class FakeBackend:
@@ -202,6 +202,7 @@ class FakeCatalog:
         self.docs: dict[str, dict[str, Any]] = {}
 
     def save(self, spec_id: str, descriptor: dict[str, Any], secrets: dict[str, str]) -> None:
+        self.docs.pop(spec_id, None)  # the newest save goes last (``recent``)
         self.docs[spec_id] = {"_id": spec_id, "descriptor": dict(descriptor), "secrets": dict(secrets)}
 
     def load(self, spec_id: str) -> dict[str, Any] | None:
@@ -210,6 +211,10 @@ class FakeCatalog:
 
     def all(self) -> list[dict[str, Any]]:
         return [self.load(k) or {} for k in sorted(self.docs)]
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        """Newest saved first (the order of ``save`` calls; a save again moves an entry to the front)."""
+        return [self.load(k) or {} for k in reversed(self.docs)][:limit]
 
     def replace_secrets(self, spec_id: str, old: dict[str, str], new: dict[str, str]) -> bool:
         doc = self.docs.get(spec_id)

@@ -12,21 +12,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from services.common.secretbox import SecretBox, SecretError
 
 from ..ports import BackendError, Catalog, StorageBackend
 
-__all__ = ["LEGACY", "BackendError", "StorageSpec", "Storages", "build", "parse_spec", "storages_for"]
+__all__ = ["LEGACY", "MAX_IN_USE", "BackendError", "Broken", "StorageSpec", "Storages", "build", "parse_spec",
+           "storages_for"]
+
+log = logging.getLogger(__name__)
 
 KINDS = ("gridfs", "filesystem", "s3")
 MAX_FIELD = 1024  # characters of any one spec field (a root, a URL, a key id)
 SECRET_FIELDS = ("access_key_id", "secret_access_key")
+MAX_IN_USE = 64  # backends the health probe and the sweeper look at per pass (Storages.in_use)
 
 
 @dataclass(frozen=True)
@@ -131,10 +137,11 @@ class Storages:
 
     ``default`` receives files without a pool (``DEFAULT_STORAGE``). A record names
     its backend by descriptor; one without (written before backends existed) is in
-    GridFS ``fs``. A storage with credentials is saved in the ``catalog`` before its
-    first write, its credentials encrypted with ``box`` (STORAGE_SECRETS_KEY), so its
-    files stay readable after the default moves on. Backends are built once and
-    kept: one per distinct location (the configured ones plus those records name).
+    GridFS ``fs``. Every storage (the default, each pool's) is saved in the ``catalog``
+    before its first write by this process, its credentials (if any) encrypted with
+    ``box`` (STORAGE_SECRETS_KEY): its files stay readable after the default moves on,
+    and the health probe and the sweeper find every location in use (``in_use``), not
+    only the default. Backends are built once and kept: one per distinct location.
     """
 
     def __init__(self, default: StorageSpec, make: Callable[[StorageSpec], StorageBackend],
@@ -158,8 +165,24 @@ class Storages:
             return backend
 
     def remember(self, spec: StorageSpec) -> None:
-        """Save ``spec`` in the catalog (credentials encrypted) once per process; before its first write."""
-        if spec.id in self.saved or not spec.secrets():
+        """Save ``spec`` in the catalog (credentials encrypted) once per process; before its first write.
+
+        A storage with credentials cannot be written without it (its files could not be read again).
+        One without only needs it to be found by the probe and the sweeper: a catalog that cannot be
+        reached is logged, the write goes on, and the next write tries again."""
+        if spec.id in self.saved:
+            return
+        if not spec.secrets():
+            if self.catalog is None:
+                self.saved.add(spec.id)
+                return
+            try:
+                self.catalog.save(spec.id, spec.descriptor(), {})
+            except Exception as exc:  # noqa: BLE001 - the write does not depend on it
+                log.warning("storage not saved in the catalog", extra={"storage": spec.id,
+                                                                       "reason": type(exc).__name__})
+                return
+            self.saved.add(spec.id)
             return
         if self.catalog is None or self.box is None:
             raise BackendError("STORAGE_SECRETS_KEY is not set: storage credentials cannot be kept")
@@ -191,9 +214,44 @@ class Storages:
         self.remember(self.default_spec)
         return self._get(self.default_spec)
 
-    def configured(self) -> dict[str, StorageBackend]:
-        """Every backend this service is configured with (what /ready probes)."""
-        return {spec_id: self._get(spec) for spec_id, spec in self.specs.items()}
+    def in_use(self, limit: int = MAX_IN_USE) -> dict[str, StorageBackend]:
+        """Every distinct backend in use, at most ``limit``: the default first, then the catalog's,
+        most recently saved first (every location any replica has written to: pools' storages, an
+        old default), then any other this process has built (a record's backend found apart from
+        the catalog). What the health probe and the sweeper look at.
+
+        A catalog entry that cannot be opened (its credentials need another STORAGE_SECRETS_KEY)
+        is a ``Broken`` backend whose probe fails with the reason; a catalog that cannot be read
+        leaves the backends known here."""
+        found: dict[str, StorageBackend] = {self.default_spec.id: self._get(self.default_spec)}
+        for doc in self._catalogued(limit) if limit > 1 else ():
+            if len(found) >= limit:
+                return found
+            descriptor, spec_id = doc.get("descriptor"), str(doc.get("_id"))
+            if spec_id in found or not isinstance(descriptor, Mapping):
+                continue
+            try:
+                found[spec_id] = self.for_record({"storage": descriptor})
+            except BackendError as exc:
+                found[spec_id] = Broken(dict(descriptor), str(exc))
+            except Exception as exc:  # noqa: BLE001 - a driver's own error: its type only (no value quoted)
+                found[spec_id] = Broken(dict(descriptor), f"cannot be built here: {type(exc).__name__}")
+        with self._lock:
+            known = list(self.built.items())
+        for spec_id, backend in known:
+            if len(found) >= limit:
+                break
+            found.setdefault(spec_id, backend)
+        return found
+
+    def _catalogued(self, limit: int) -> list[dict[str, Any]]:
+        if self.catalog is None:
+            return []
+        try:
+            return self.catalog.recent(limit)
+        except Exception as exc:  # noqa: BLE001 - the backends known here are still looked at
+            log.warning("storage catalog not readable", extra={"reason": type(exc).__name__})
+            return []
 
     def for_record(self, record: Mapping[str, Any]) -> StorageBackend:
         """The backend a file record was stored in."""
@@ -223,6 +281,27 @@ class Storages:
             raise BackendError(f"storage {spec_id[:80]!r}: {exc}") from None
         location = {k: v for k, v in doc["descriptor"].items() if k != "id" and v is not None}
         return parse_spec({**location, **secrets})
+
+
+class Broken:
+    """A catalogued storage that cannot be built here (``StorageBackend`` by shape): every call
+    fails with the reason, so the probe reports it down instead of leaving it out."""
+
+    def __init__(self, descriptor: dict[str, Any], reason: str) -> None:
+        self.descriptor = descriptor
+        self.kind = str(descriptor.get("backend", "unknown"))
+        self.reason = reason
+
+    def _fail(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise BackendError(self.reason)
+
+    write = open = read_range = exists = delete = _fail
+
+    def probe(self) -> bool:
+        raise BackendError(self.reason)
+
+    def leftovers(self, older_than: datetime, *, remove: bool) -> list[str]:
+        raise BackendError(self.reason)
 
 
 def storages_for(default: StorageSpec, *, db: Any, catalog: Catalog | None = None, box: SecretBox | None = None,

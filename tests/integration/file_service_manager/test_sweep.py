@@ -107,3 +107,65 @@ def test_the_pass_also_sweeps_each_backends_half_written_objects(mongo_db, tmp_p
     done = sweep(FileIndex(mongo_db), grace_seconds=3600, audit=audit, storages=storages)
     assert done["half_written"] == {spec.id: ["ab/.abcdef.1234.tmp"]} and not old.exists()
     assert [(a, f["reason"], f["storage"]) for a, f in audit.records] == [("deleted", "half_written", spec.id)]
+
+
+def test_a_pools_own_gridfs_bucket_is_swept_by_every_replica(mongo_db) -> None:
+    """A half-written file (chunks, no file document) in a pool's bucket, not ``fs`` and not the
+    default: a replica that never wrote there finds the bucket in the storage catalog and sweeps it."""
+    from services.file_service_manager import backends
+    from services.file_service_manager.store import StorageCatalog
+
+    default = backends.parse_spec({"backend": "gridfs"})
+    pool = backends.parse_spec({"backend": "gridfs", "bucket": "pool_bucket"})
+    writer = backends.storages_for(default, db=mongo_db, catalog=StorageCatalog(mongo_db))
+    writer.for_spec(pool).write("complete", [b"stored bytes"], content_type="text/plain")
+    chunks = mongo_db["pool_bucket.chunks"]
+    old = timeutil.now() - timedelta(hours=2)
+    chunks.insert_one({"_id": ObjectId.from_datetime(old), "files_id": "half-written", "n": 0, "data": b"x"})
+    chunks.insert_one({"files_id": "being-written", "n": 0, "data": b"y"})  # newer than the grace: kept
+
+    other = backends.storages_for(default, db=mongo_db, catalog=StorageCatalog(mongo_db))
+    audit = _Audit()
+    done = sweep(FileIndex(mongo_db), grace_seconds=3600, audit=audit, storages=other)
+    assert done["half_written"] == {pool.id: ["half-written"]}
+    assert sorted(chunks.distinct("files_id")) == ["being-written", "complete"]
+    assert [(a, f["storage"], f["object"]) for a, f in audit.records] == [("deleted", pool.id, "half-written")]
+    assert sweep(FileIndex(mongo_db), grace_seconds=3600, storages=other)["half_written"] == {}
+
+
+def test_a_complete_file_without_a_record_in_a_pools_bucket_is_swept_once(mongo_db) -> None:
+    """A prestore (or a store) that wrote a whole file into a pool's bucket but whose upload was never
+    indexed: removed after the grace like one in ``fs``; a recorded file is kept; two replicas at once
+    remove and record it once."""
+    import threading
+
+    from services.file_service_manager import backends
+    from services.file_service_manager.store import StorageCatalog
+
+    default = backends.parse_spec({"backend": "gridfs"})
+    pool = backends.parse_spec({"backend": "gridfs", "bucket": "pool_bucket"})
+    writer = backends.storages_for(default, db=mongo_db, catalog=StorageCatalog(mongo_db))
+    for key in ("prestored-never-stored", "indexed"):
+        writer.for_spec(pool).write(key, [b"whole file"], content_type="text/plain")
+    FileIndex(mongo_db).files.insert_one({"_id": "indexed", "file_id": "indexed", "status": "uploaded_successfully"})
+    files = mongo_db["pool_bucket.files"]
+    files.update_many({}, {"$set": {"uploadDate": timeutil.now() - timedelta(hours=2)}})
+    writer.for_spec(pool).write("just-written", [b"in progress"], content_type="text/plain")  # within the grace
+
+    audit, passes, barrier = _Audit(), [], threading.Barrier(2)
+
+    def one() -> None:
+        storages = backends.storages_for(default, db=mongo_db, catalog=StorageCatalog(mongo_db))
+        barrier.wait(timeout=10)
+        passes.append(sweep(FileIndex(mongo_db), grace_seconds=3600, audit=audit, storages=storages))
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(passes) == 2
+    assert sorted(f["_id"] for f in files.find()) == ["indexed", "just-written"]
+    assert sorted(mongo_db["pool_bucket.chunks"].distinct("files_id")) == ["indexed", "just-written"]
+    assert [(a, f["file_id"], f["storage"], f["reason"]) for a, f in audit.records] == [
+        ("deleted", "prestored-never-stored", pool.id, "file_without_record")]

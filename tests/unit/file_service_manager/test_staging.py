@@ -342,3 +342,174 @@ def test_a_filesystem_target_outside_filesystem_roots_is_refused_also_through_a_
     placed = staging_targets.deliver_filesystem(staging_targets.rules.Target(kind="filesystem", path=str(allowed)),
                                                 _fs_source(DATA), roots)
     assert Path(placed).read_bytes() == DATA
+
+
+def _read_request(conn: Any) -> bytes:
+    """A request's head and its Content-Length body (bounds: 64 KiB of head, 1 MiB of body). Read
+    whole before answering: closing with unread bytes makes TCP reset, and the client may then lose
+    the answer."""
+    got = b""
+    while b"\r\n\r\n" not in got and len(got) < 65536:
+        piece = conn.recv(4096)
+        if not piece:
+            return got
+        got += piece
+    head, _, body = got.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = min(int(value.strip()), 1024 * 1024)
+    while len(body) < length:
+        piece = conn.recv(min(65536, length - len(body)))
+        if not piece:
+            break
+        body += piece
+    return head + b"\r\n\r\n"
+
+
+def _receiver(host: str) -> tuple[socket.socket, list[bytes]]:
+    """A loopback HTTP receiver on ``host`` answering 204 to every request; returns its listener and
+    the request heads it got (bound: it serves until the listener is closed, one head of 64 KiB each)."""
+    listener = socket.create_server((host, 0))
+    listener.settimeout(0.2)
+    heads: list[bytes] = []
+
+    def run() -> None:
+        while listener.fileno() != -1:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(10)
+                heads.append(_read_request(conn))
+                conn.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    threading.Thread(target=run, daemon=True).start()
+    return listener, heads
+
+
+def _resolver(monkeypatch: pytest.MonkeyPatch, host: str, answers: list[str]) -> list[str]:
+    """socket.getaddrinfo answering ``answers[0]`` for ``host`` the first time, ``answers[1]`` every
+    time after (what a hostile DNS server with a zero TTL does); other names resolve as usual."""
+    real = socket.getaddrinfo
+    asked: list[str] = []
+
+    def getaddrinfo(name: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if name != host:
+            return real(name, port, *args, **kwargs)
+        address = answers[min(len(asked), 1)]
+        asked.append(address)
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        return [(family, socket.SOCK_STREAM, 6, "", (address, int(port or 0)))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)  # the one module urllib3 resolves through too
+    return asked
+
+
+def test_a_webhook_connects_to_the_address_it_checked_not_a_rebound_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: the name answers a public address for the check and 127.0.0.1 for the connect.
+    The call must go to the checked (public) address, never reach the local receiver."""
+    listener, heads = _receiver("127.0.0.1")
+    port = listener.getsockname()[1]
+    asked = _resolver(monkeypatch, "hook.example", ["93.184.215.14", "127.0.0.1"])
+    try:
+        with pytest.raises(staging_targets.StagingError):  # the public address does not answer HTTP here
+            staging_targets.deliver_webhook(_webhook_target(f"http://hook.example:{port}/in"), _fs_source(DATA),
+                                            staging_targets.WebhookPolicy(timeout=2.0))
+        time.sleep(0.3)  # the receiver's accept loop polls every 0.2 s
+    finally:
+        listener.close()
+    assert heads == [], "the rebound name reached the local receiver"
+    assert asked == ["93.184.215.14"], "the name was resolved again after the check"
+
+
+def test_a_webhook_is_posted_to_the_pinned_address_with_its_host_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A normal webhook still works through the pinned connection. allow_private (a receiver on the
+    same network): still one lookup, and the connection goes to its answer (127.0.0.1, where the
+    receiver listens), not to a later one (127.0.0.2, nobody); the Host header keeps the URL's name."""
+    listener, heads = _receiver("127.0.0.1")
+    port = listener.getsockname()[1]
+    asked = _resolver(monkeypatch, "hook.example", ["127.0.0.1", "127.0.0.2"])
+    try:
+        shown = staging_targets.deliver_webhook(_webhook_target(f"http://hook.example:{port}/in?k=v"),
+                                                _fs_source(DATA),
+                                                staging_targets.WebhookPolicy(timeout=5.0, allow_private=True))
+    finally:
+        listener.close()
+    assert shown == f"http://hook.example:{port}/in"
+    assert asked == ["127.0.0.1"]
+    [head] = heads
+    assert head.startswith(b"POST /in?k=v HTTP/1.1\r\n")
+    assert f"\r\nHost: hook.example:{port}\r\n".encode() in head
+    assert b"X-Dropbox-Signature: " in head
+
+
+def _tls_files(tmp_path: Path, name: str) -> tuple[str, str]:
+    """A self-signed certificate for ``name`` (its own CA) and its key, as PEM files."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+@pytest.mark.parametrize("served_name, delivered", [("hook.example", True), ("other.example", False)])
+def test_an_https_webhook_checks_the_certificate_and_sends_sni_for_its_host_name(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, served_name: str, delivered: bool) -> None:
+    """Pinned to 127.0.0.1, an https webhook still sends the URL's name as SNI and checks the
+    certificate against it: a certificate for another name is refused."""
+    import ssl
+
+    cert, key = _tls_files(tmp_path, served_name)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    sni: list[str | None] = []
+    context.sni_callback = lambda sock, name, ctx: sni.append(name)  # type: ignore[assignment,misc,func-returns-value]
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)  # bound: the one client comes at once or the test fails
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        with listener:
+            conn, _ = listener.accept()
+            try:
+                with context.wrap_socket(conn, server_side=True) as tls:
+                    tls.settimeout(10)
+                    _read_request(tls)
+                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            except (OSError, ssl.SSLError):
+                pass  # the client refused the certificate
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    asked = _resolver(monkeypatch, "hook.example", ["127.0.0.1", "127.0.0.2"])
+    session = staging_targets.requests.Session()
+    session.verify = cert  # the test's own CA (trust_env is off: nothing comes from the environment)
+    target, policy = _webhook_target(f"https://hook.example:{port}/in"), staging_targets.WebhookPolicy(
+        timeout=5.0, allow_private=True)
+    if delivered:
+        assert staging_targets.deliver_webhook(target, _fs_source(DATA), policy, session=session) == \
+            f"https://hook.example:{port}/in"
+    else:
+        with pytest.raises(staging_targets.StagingError, match="SSLError"):
+            staging_targets.deliver_webhook(target, _fs_source(DATA), policy, session=session)
+    thread.join(15)
+    assert sni == ["hook.example"] and asked == ["127.0.0.1"]
