@@ -5,7 +5,9 @@ Consumes (``handlers.py``):
   ``file-status`` to ``user:<owner_id>`` and ``admins``; ResultPublished -> ``pool-result``
   to ``pool:<pool_id>``; GroupChanged -> ``group-status`` to ``pool:<pool_id>`` and ``admins``.
   Emits travel through python-socketio's Redis manager, so they reach the sockets of every
-  gateway process.
+  gateway process; each process sends what it receives fairly (``fanout.py``): broadcasts wait
+  per room, in order, and rooms take turns of 200 sockets, so one pool's fan-out to thousands
+  does not hold up another pool's result.
 - a private queue per process bound to ``auth.token_revoked`` / ``auth.membership_changed``:
   disconnects the local sockets of a revoked token, moves local sockets in/out of pool rooms.
 
