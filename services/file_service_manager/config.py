@@ -96,6 +96,11 @@ class Settings:
     # (None: kept forever); pools' retention_days come from auth. The sweep runs every interval.
     retention_days: int | None = None
     retention_interval_seconds: int = 300
+    # A batch upload is announced as one UploadStored (issue 10). ANNOUNCE_BATCHES=false announces
+    # it per item as FileStored, as before: for a rolling upgrade while a pool_aggregator older
+    # than UploadStored still runs (it would dead-letter the batch); turn it back on once every
+    # pool_aggregator is upgraded (docs/OPERATIONS.md "Upgrades").
+    announce_batches: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -133,7 +138,8 @@ class Settings:
                    pool_cache_seconds=env_float(env, "POOL_STORAGE_CACHE_SECONDS", 30.0),
                    retention_days=env_int(env, "RETENTION_DAYS", 0, minimum=0) if env.get("RETENTION_DAYS")
                    else None,
-                   retention_interval_seconds=env_int(env, "RETENTION_INTERVAL_SECONDS", 300, minimum=0))
+                   retention_interval_seconds=env_int(env, "RETENTION_INTERVAL_SECONDS", 300, minimum=0),
+                   announce_batches=env_bool(env, "ANNOUNCE_BATCHES", True))
 
 
 MAX_STORAGE_JSON = 8192  # characters of DEFAULT_STORAGE

@@ -123,7 +123,7 @@ def _write(deps: Deps, msg: StoreUpload, item: UploadItem, backend: StorageBacke
 
 def announce(deps: Deps, msg: StoreUpload, records: list[dict[str, Any]]) -> None:
     # At-least-once: a redelivery announces again; consumers are keyed by file_id.
-    if len(msg.items) > 1 and msg.kind == "file":
+    if len(msg.items) > 1 and msg.kind == "file" and deps.settings.announce_batches:
         # A batch (results are single files, announced below with their group_id): its records
         # in one UploadStored, one confirmed publish (not one per item), so
         # pool_aggregator groups them in one slice and another pool's file does not queue behind
@@ -135,7 +135,8 @@ def announce(deps: Deps, msg: StoreUpload, records: list[dict[str, Any]]) -> Non
                 items=tuple(StoredItem(file_id=r["file_id"], file_name=r["file_name"], size=r["size"],
                                        sha256=r["sha256"], timestamp=r["timestamp"]) for r in records)))
     else:
-        # A single file (or a processor's result): FileStored, as every version announced it.
+        # A single file (or a processor's result): FileStored, as every version announced it; a
+        # batch too while ANNOUNCE_BATCHES is off (a rolling upgrade: see config.py).
         for record in records:
             deps.broker.publish(FileStored(
                 file_id=record["file_id"], upload_id=msg.upload_id, owner_id=msg.owner_id,

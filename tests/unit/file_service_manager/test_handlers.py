@@ -18,6 +18,7 @@ from services.common.contracts import (
 )
 from services.common.testing import InMemoryBroker
 from services.file_service_manager import handlers, storing
+from services.file_service_manager.config import Settings
 
 from .conftest import command
 
@@ -79,6 +80,18 @@ def test_a_redelivered_batch_is_announced_again_whole(deps) -> None:
     _deliver(deps, msg)
     first, second = deps.broker.of_type(UploadStored)
     assert first == second  # at-least-once: the consumers are keyed by file id
+
+
+def test_with_announce_batches_off_a_batch_is_announced_per_item_as_before(deps) -> None:
+    """ANNOUNCE_BATCHES=false: what a pool_aggregator older than UploadStored understands."""
+    deps = dataclasses.replace(deps, settings=Settings.from_env({"INTERNAL_API_KEY": "k" * 32,
+                                                                 "ANNOUNCE_BATCHES": "false"}))
+    broker = _deliver(deps, command(deps, b"abcdefghij", items=[(0, 3), (3, 5), (8, 2)]))
+    assert not broker.of_type(UploadStored)
+    stored = broker.of_type(FileStored)
+    assert [(m.file_id, m.size, m.pool_id) for m in stored] == [("u1-0000", 3, "p1"), ("u1-0001", 5, "p1"),
+                                                               ("u1-0002", 2, "p1")]
+    assert broker.routed_to(topology.AGGREGATOR_QUEUE) == stored
 
 
 def test_a_one_item_batch_and_a_result_are_announced_as_file_stored(deps) -> None:
