@@ -18,6 +18,12 @@ from .core import UploadPlan
 UPLOADING = "uploading"
 CACHED = "cached"
 CANCELLED = "cancelled"  # the tombstone of a cancelled upload (SPEC's cancel-upload answer)
+# How long a failed attempt's claim holds while its handler runs (``claim_attempt``): the handler
+# takes milliseconds (a few Redis writes, two publishes); a redelivery of a handler killed
+# mid-way is retried by its consumer (1 s apart, 5 deliveries) and takes the claim over once it
+# lapses. A handler slower than this may meet a second one: both schedule the same next attempt,
+# which file_service_manager stores once (keyed by file_id).
+CLAIM_LEASE_SECONDS = 2.0
 
 
 class UploadCache(Protocol):
@@ -114,7 +120,12 @@ class UploadCache(Protocol):
 
     def drop(self, file_id: str, chunk_count: int | None = None, owner_id: str | None = None) -> int: ...
 
-    def claim_attempt(self, file_id: str, attempt: int) -> bool: ...
+    def claim_attempt(self, file_id: str, attempt: int, lease_seconds: float = CLAIM_LEASE_SECONDS) -> str:
+        """``claimed`` (handle it, then ``finish_attempt``), ``done`` (handled, or older than the last
+        handled) or ``busy`` (another handler's claim holds: try again later)."""
+        ...
+
+    def finish_attempt(self, file_id: str, attempt: int) -> None: ...
 
     def unclaim_attempt(self, file_id: str, attempt: int) -> None: ...
 

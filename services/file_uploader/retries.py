@@ -15,6 +15,7 @@ from services.common import contracts
 from services.common.contracts import FileStatusChanged, StoreUpload
 
 from . import core
+from .ports import CLAIM_LEASE_SECONDS
 from .uploads import UploadService
 
 log = logging.getLogger(__name__)
@@ -28,20 +29,36 @@ USER_RETRY_REASON = "storing the file failed; trying again"
 USER_FAILED_REASON = "the file could not be stored; upload it again"
 
 
+class AttemptBusy(RuntimeError):
+    """Another handler's claim on this attempt still holds: the consumer retries the message
+    (1 s later, at most MAX_DELIVERIES times), and it takes the claim over once the claim lapses
+    (``CLAIM_LEASE_SECONDS``): the claimant was killed before it finished."""
+
+
 def store_failed(uploads: UploadService, upload_id: str, attempt: int, reason: str, command: StoreUpload) -> str:
-    """Decide on a failed store; returns what was done (``duplicate``, ``retry`` or ``failed``)."""
-    if not uploads.store.claim_attempt(upload_id, attempt):
+    """Decide on a failed store; returns what was done (``duplicate``, ``retry`` or ``failed``).
+
+    The attempt is claimed (with a lease) before and finished after: a handler SIGKILLed in
+    between no longer leaves the upload claimed and waiting in ``retrying`` forever, since its
+    redelivered message takes the lapsed claim over."""
+    claim = uploads.store.claim_attempt(upload_id, attempt, CLAIM_LEASE_SECONDS)
+    if claim == "done":
         return "duplicate"
+    if claim == "busy":
+        raise AttemptBusy(f"attempt {attempt} of {upload_id} is being handled")
     try:
         decision = core.retry_decision(attempt)
         if decision.retry and uploads.store.session(upload_id) is None:
-            return give_up(uploads, upload_id, attempt, f"{reason}; the cached upload is gone", command)
-        if decision.retry and decision.next_attempt is not None:
-            return retry(uploads, upload_id, attempt, decision.next_attempt, reason, command)
-        return give_up(uploads, upload_id, attempt, reason, command)
+            outcome = give_up(uploads, upload_id, attempt, f"{reason}; the cached upload is gone", command)
+        elif decision.retry and decision.next_attempt is not None:
+            outcome = retry(uploads, upload_id, attempt, decision.next_attempt, reason, command)
+        else:
+            outcome = give_up(uploads, upload_id, attempt, reason, command)
     except BaseException:
         uploads.store.unclaim_attempt(upload_id, attempt)  # not handled: a redelivery must do it
         raise
+    uploads.store.finish_attempt(upload_id, attempt)
+    return outcome
 
 
 def retry(uploads: UploadService, upload_id: str, attempt: int, next_attempt: int, reason: str,

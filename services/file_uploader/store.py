@@ -27,7 +27,7 @@ import redis
 from services.common import uploadkeys
 
 from .core import UploadPlan
-from .ports import CACHED, UPLOADING  # noqa: F401 - the cache's session statuses, re-exported
+from .ports import CACHED, CLAIM_LEASE_SECONDS, UPLOADING  # noqa: F401 - the cache's session statuses, re-exported
 
 # An owner's open uploads (a sorted set: upload id -> when its slot was opened). A slot
 # lives exactly as long as its upload: it is removed when the upload completes, is
@@ -208,17 +208,39 @@ return 1
 
 # Claim "failed attempt N is being handled": a redelivered UploadStoreFailed for
 # an attempt already handled (or older) is refused.
+# A failed attempt is claimed before it is handled and finished after (``claim_until`` removed):
+# ``failed_attempt`` is the newest attempt claimed, ``claim_until`` (ms, Redis's clock, shared by
+# every replica) how long its claim holds while unfinished. 0: handled already (or older); 2: a
+# live claim (a concurrent handler -- or one SIGKILLed a moment ago, whose message the broker
+# redelivers at once: the redelivery is retried until the claim lapses, then takes it over);
+# 1: claimed now. ARGV: attempt, the status key's ttl, the lease in ms.
 _CLAIM_ATTEMPT = """
 local cur = tonumber(redis.call('HGET', KEYS[1], 'failed_attempt') or '0')
-if cur >= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'failed_attempt', ARGV[1])
+local attempt = tonumber(ARGV[1])
+if cur > attempt then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if cur == attempt then
+  local claimed_until = tonumber(redis.call('HGET', KEYS[1], 'claim_until') or '0')
+  if claimed_until == 0 then return 0 end
+  if claimed_until > now then return 2 end
+end
+redis.call('HSET', KEYS[1], 'failed_attempt', ARGV[1], 'claim_until', now + tonumber(ARGV[3]))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+_FINISH_ATTEMPT = """
+if tonumber(redis.call('HGET', KEYS[1], 'failed_attempt') or '0') == tonumber(ARGV[1]) then
+  redis.call('HDEL', KEYS[1], 'claim_until')
+end
 return 1
 """
 
 _UNCLAIM_ATTEMPT = """
 if tonumber(redis.call('HGET', KEYS[1], 'failed_attempt') or '0') == tonumber(ARGV[1]) then
   redis.call('HSET', KEYS[1], 'failed_attempt', tonumber(ARGV[1]) - 1)
+  redis.call('HDEL', KEYS[1], 'claim_until')
 end
 return 1
 """
@@ -275,6 +297,7 @@ class UploadStore:
         self._reserve = client.register_script(_RESERVE)
         self._claim = client.register_script(_CLAIM_ATTEMPT)
         self._unclaim = client.register_script(_UNCLAIM_ATTEMPT)
+        self._finish = client.register_script(_FINISH_ATTEMPT)
         self._append_tail = client.register_script(_APPEND_TAIL)
 
     # --- keys --------------------------------------------------------------
@@ -557,8 +580,13 @@ class UploadStore:
         return removed
 
     # --- retries -------------------------------------------------------------
-    def claim_attempt(self, file_id: str, attempt: int) -> bool:
-        return bool(self._claim(keys=[self._status(file_id)], args=[attempt, self.status_ttl]))
+    def claim_attempt(self, file_id: str, attempt: int, lease_seconds: float = CLAIM_LEASE_SECONDS) -> str:
+        outcome = int(self._claim(keys=[self._status(file_id)],
+                                  args=[attempt, self.status_ttl, max(1, int(lease_seconds * 1000))]))
+        return {0: "done", 1: "claimed", 2: "busy"}[outcome]
+
+    def finish_attempt(self, file_id: str, attempt: int) -> None:
+        self._finish(keys=[self._status(file_id)], args=[attempt])
 
     def unclaim_attempt(self, file_id: str, attempt: int) -> None:
         self._unclaim(keys=[self._status(file_id)], args=[attempt])

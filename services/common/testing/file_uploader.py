@@ -43,6 +43,7 @@ class FakeUploadCache:
         self.pending: dict[str, int] = {}
         self.memory = 0  # what used_memory() answers: tests set it to simulate a full cache
         self.touched: list[tuple[str, int]] = []  # (file_id, ttl) per touch, newest last
+        self.now = time.time  # the clock of attempt claims (Redis's TIME in the real cache); tests replace it
         self.owner_bytes: dict[str, dict[str, int]] = {}  # owner -> upload id -> chunk bytes cached
         self.ledgers: dict[str, dict[str, int]] = {}  # owner -> {"stored": n, upload id: reserved size}
         self.republish_claims: set[str] = set()  # uploads whose StoreUpload a second complete re-published
@@ -291,17 +292,31 @@ class FakeUploadCache:
         return 0 if upload is None else 1 + len(upload.chunks)
 
     # --- retries ----------------------------------------------------------------
-    def claim_attempt(self, file_id: str, attempt: int) -> bool:
+    def claim_attempt(self, file_id: str, attempt: int, lease_seconds: float = 2.0) -> str:
         tomb = self.tombs.setdefault(file_id, {})
-        if int(tomb.get("failed_attempt", "0")) >= attempt:
-            return False
+        current = int(tomb.get("failed_attempt", "0"))
+        if current > attempt:
+            return "done"
+        now = self.now()
+        if current == attempt:
+            if "claim_until" not in tomb:
+                return "done"
+            if float(tomb["claim_until"]) > now:
+                return "busy"
         tomb["failed_attempt"] = str(attempt)
-        return True
+        tomb["claim_until"] = str(now + lease_seconds)
+        return "claimed"
+
+    def finish_attempt(self, file_id: str, attempt: int) -> None:
+        tomb = self.tombs.get(file_id, {})
+        if int(tomb.get("failed_attempt", "0")) == attempt:
+            tomb.pop("claim_until", None)
 
     def unclaim_attempt(self, file_id: str, attempt: int) -> None:
         tomb = self.tombs.get(file_id, {})
         if int(tomb.get("failed_attempt", "0")) == attempt:
             tomb["failed_attempt"] = str(attempt - 1)
+            tomb.pop("claim_until", None)
 
     # --- load -------------------------------------------------------------------
     def pending_bytes(self) -> int:

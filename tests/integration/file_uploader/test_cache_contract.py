@@ -7,6 +7,7 @@ exactly-once completion, claimed attempts, the tombstone, owner slots).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -212,12 +213,32 @@ def test_attempts_are_claimed_once(cache) -> None:
     p = plan()
     cache.create(p, "w1")
     fid = p.upload_id
-    assert cache.claim_attempt(fid, 1) is True and cache.claim_attempt(fid, 1) is False
-    assert cache.claim_attempt(fid, 3) is True and cache.claim_attempt(fid, 2) is False
+    assert cache.claim_attempt(fid, 1) == "claimed" and cache.claim_attempt(fid, 1) == "busy"
+    cache.finish_attempt(fid, 1)
+    assert cache.claim_attempt(fid, 1) == "done"
+    assert cache.claim_attempt(fid, 3) == "claimed" and cache.claim_attempt(fid, 2) == "done"
     cache.unclaim_attempt(fid, 2)  # not the last claimed one: no effect
-    assert cache.claim_attempt(fid, 3) is False
+    assert cache.claim_attempt(fid, 3) == "busy"
     cache.unclaim_attempt(fid, 3)
-    assert cache.claim_attempt(fid, 3) is True
+    assert cache.claim_attempt(fid, 3) == "claimed"
+    cache.finish_attempt(fid, 3)
+    assert cache.claim_attempt(fid, 3) == "done"
+
+
+def test_a_claim_whose_handler_died_is_taken_over_once_it_lapses(cache) -> None:
+    """A handler SIGKILLed between its claim and its finish: the redelivery is told ``busy`` while
+    the lease holds (Redis's clock), then claims the attempt itself (the old code answered
+    ``duplicate`` for ever, and the upload stayed ``retrying``)."""
+    p = plan()
+    cache.create(p, "w1")
+    fid = p.upload_id
+    assert cache.claim_attempt(fid, 1, lease_seconds=0.3) == "claimed"  # ... and the handler dies
+    assert cache.claim_attempt(fid, 1, lease_seconds=0.3) == "busy"
+    time.sleep(0.4)
+    assert cache.claim_attempt(fid, 1, lease_seconds=0.3) == "claimed"
+    cache.finish_attempt(fid, 1)
+    time.sleep(0.4)
+    assert cache.claim_attempt(fid, 1, lease_seconds=0.3) == "done"  # finished claims never lapse
 
 
 def test_cancelled_and_cached_exclude_each_other(cache) -> None:

@@ -31,6 +31,24 @@ def test_a_first_failure_schedules_attempt_two_after_the_delay(uploads, cache, b
     assert command.upload_id in cache.uploads
 
 
+def test_a_handler_killed_between_claim_and_publish_is_taken_over_by_the_redelivery(uploads, cache,
+                                                                                     broker) -> None:
+    """The gap docs/SCALING.md named: a SIGKILL after the claim, before the delayed StoreUpload.
+    The redelivery is retried while the claim's lease holds, then does the work itself."""
+    command = cached_upload(uploads, broker)
+    clock = [1000.0]
+    cache.now = lambda: clock[0]
+    assert cache.claim_attempt(command.upload_id, 1, retries.CLAIM_LEASE_SECONDS) == "claimed"  # then killed
+    with pytest.raises(retries.AttemptBusy):
+        retries.store_failed(uploads, command.upload_id, 1, "x", command)
+    assert not broker.delayed()
+    clock[0] += retries.CLAIM_LEASE_SECONDS + 0.1
+    assert retries.store_failed(uploads, command.upload_id, 1, "x", command) == "retry"
+    assert [p.message.attempt for p in broker.delayed()] == [2]
+    clock[0] += 3600
+    assert retries.store_failed(uploads, command.upload_id, 1, "x", command) == "duplicate"
+
+
 def test_a_redelivered_failure_is_handled_once(uploads, broker) -> None:
     command = cached_upload(uploads, broker)
     assert retries.store_failed(uploads, command.upload_id, 1, "x", command) == "retry"
