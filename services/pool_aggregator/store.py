@@ -30,8 +30,10 @@ higher wins whatever the order. MongoDB keeps it on disk for as long as the pool
 (months), unlike the gateway's Redis.
 
 Leader leases (``leases``, ``MongoLeaseStore``): ``{_id: name, holder, term, expires_at, since, renewed}``.
-A group written by the leader's ticker carries ``fence``: the highest leader term that wrote it
-(see ``fenced``).
+The ticker's fencing term (``fences``): ``{_id: "pool_aggregator.ticker", term}``, the highest term
+whose takeover stamp began (``fence_live``). A group carries ``fence``, the highest term that
+stamped or wrote it, and ``fence_pending`` (a nonce) from its creation or ``retry`` until it is
+adopted (see "Fencing" below).
 
 Groups written before ``group_files`` existed carry ``files: [entry]`` instead;
 they are still read (see ``files_of`` and ``_legacy_memberships``).
@@ -39,6 +41,7 @@ they are still read (see ``files_of`` and ``_legacy_memberships``).
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
@@ -46,16 +49,22 @@ from typing import Any
 import pymongo
 from pymongo import ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from . import core
 from .ports import ADDED, CLOSED
 
+log = logging.getLogger(__name__)
+
 DUPLICATE_KEY = 11000
 # Never read with a group: a legacy group's embedded files, and its slices between steps 2 and 4.
 HIDDEN = {"files": 0, "pending": 0}
-# The statuses a leader's ticker moves groups out of: a new leader stamps its term on them (``fence_live``).
-TICKED = (core.OPEN, core.PROCESSING)
+# The statuses from which a group can reach one of the ticker's transitions (open -> ready/failed,
+# processing -> ready/failed) without being created or retried first: ready turns processing by
+# a processor's lease, unfenced. A new leader stamps its term on all of them (``fence_live``).
+FENCED = (core.OPEN, core.READY, core.PROCESSING)
+FENCE_TERM_ID = "pool_aggregator.ticker"  # the ``fences`` document holding the ticker's term
+ADOPT_PAGE = 1000  # groups adopted per tick by the leader's sweep; the rest at the next tick
 # An uncounted membership this old was left by a crash (a live delivery finishes in well under a second).
 SETTLE_AFTER_SECONDS = 30.0
 SETTLE_POLL_SECONDS = 0.1  # how often a redelivery waiting on an uncounted slice looks again
@@ -66,13 +75,43 @@ SETTLE_POLL_SECONDS = 0.1  # how often a redelivery waiting on an uncounted slic
 INSERT_CHUNK = 250
 
 
+# Fencing the ticker's writes (issue 14). A leader's write carries its term ``t`` and applies
+# only to a group whose ``fence`` is set, is <= t, and that is not ``fence_pending``; it sets
+# ``fence`` = t. ``fence`` only ever grows: every write of it is conditional on the lower value
+# (a fenced write, ``fence_live``) or a ``$max`` (adoption).
+#
+# A takeover by term T is, in this order: W1 the ``fences`` document's term raised to T ($max),
+# W2 ``fence`` raised to T on every group in FENCED (``fence_live``); only then does T tick.
+# A group enters the ticker's reach only by E, its creation (``_count_in``) or its ``retry``: E
+# writes ``fence_pending`` = a nonce in the same single-document write, so no fenced write
+# applies to it yet. Adoption then reads the ``fences`` term R (after E) and, if the nonce is
+# still there, unsets it and raises ``fence`` to R ($max). The creator adopts right after E; the
+# leader's tick adopts what a crashed creator left (``adopt_pending``: it reads the pending
+# groups, then R, then adopts each by its nonce, so R is still read after that group's E).
+#
+# Why an old term t < T cannot move a group G once T's W2 is done. Its write needs G adopted and
+# G.fence <= t. G is in open or processing (what the ticker moves), and has been in FENCED ever
+# since its last E (leaving FENCED means failed or done; only ``retry``, an E, leads back).
+#   - If W2 looked at G after that E, G was in FENCED then: W2 raised G.fence to >= T.
+#   - Else that E came after W2 looked at G, so after W1; the adoption since then (G is adopted,
+#     and the nonce pins it to this E) read R after E, after W1: R >= T, G.fence >= T.
+# Either way G.fence >= T > t for good. Unlike a term copied into a new group at its creation,
+# there is no moment where a group created just after W2's scan carries an old term: until
+# adopted it is nobody's. ``fence_live`` of a stale leader (paused inside its own takeover)
+# only raises fences to its lower term (a no-op on what T stamped), and cannot adopt.
+# A group without ``fence`` (written before this scheme, or by an older replica during a
+# rollout) is nobody's either until W2 or ``adopt_pending`` gives it one.
+
+
 def fenced(query: dict[str, Any], update: dict[str, Any], fence: int | None) -> None:
     """A leader's write carries its term: the filter refuses it when a higher term wrote the
-    document (or stamped it at takeover), and the update records the term. ``fence`` None: a
-    write that is not the leader's (a request, a consumer) and is not fenced. In place."""
+    document (or stamped it at takeover) or while it is not adopted (see above), and the update
+    records the term. ``fence`` None: a write that is not the leader's (a request, a consumer)
+    and is not fenced. In place."""
     if fence is None:
         return
-    query["$or"] = [{"fence": {"$exists": False}}, {"fence": {"$lte": fence}}]
+    query["fence"] = {"$lte": fence}  # an absent fence matches no term: the group is not adopted
+    query["fence_pending"] = {"$exists": False}
     update.setdefault("$set", {})["fence"] = fence
 
 
@@ -125,9 +164,12 @@ class MongoGroupStore:
         self.results = db["results"]
         self.counters = db["result_counters"]
         self.acks = db["acks"]
+        self.fences = db["fences"]
 
     def ensure_indexes(self) -> None:
         self.groups.create_index([("pool_id", pymongo.ASCENDING), ("status", pymongo.ASCENDING)])
+        # Only groups between their creation (or retry) and their adoption: a handful at any time.
+        self.groups.create_index([("fence_pending", pymongo.ASCENDING)], sparse=True)
         self.groups.create_index([("status", pymongo.ASCENDING)])
         self.groups.create_index([("files.file_id", pymongo.ASCENDING)])  # legacy embedded files
         self.slices.create_index([("group_id", pymongo.ASCENDING)])
@@ -319,6 +361,7 @@ class MongoGroupStore:
                 "pool_id": pool_id, "window_start": window.start, "window_end": window.end,
                 "status": core.OPEN, "close_at": window.end + float(close_grace_seconds or 0),
                 "min_contributors": min_contributors or None, "created": now, "lease_expiries": 0,
+                "fence_pending": sid,  # E of the fencing protocol: nobody's until adopted (below)
             },
             # contributors is a set of owner ids: idempotent ($addToSet), and bounded by the
             # pool's membership, not by its files.
@@ -344,10 +387,34 @@ class MongoGroupStore:
                 # Seen on secantusdb with ten consumers creating one group at once: the
                 # upsert answered no document. Whether it applied is read back, not guessed.
                 if self.groups.count_documents({"_id": gid, "pending": sid}, limit=1):
-                    return self.get(gid)
+                    doc = self.get(gid)
+                    return self._adopt_created(doc, sid) if doc is not None else None
                 continue
-            return doc
+            return self._adopt_created(doc, sid)
         raise RuntimeError(f"could not add {len(entries)} files to {gid}")
+
+    def _adopt_created(self, doc: dict, sid: str) -> dict:
+        """The group this slice created (its nonce is the slice id) is adopted at once; the
+        group as it is then. A failed adoption is left to the leader's next tick (``adopt_pending``):
+        the files are counted either way."""
+        if doc.get("fence_pending") != sid:
+            return doc  # created by another slice (which adopts it), or adopted already
+        return self._adopt_one(doc, sid)
+
+    def _adopt_one(self, doc: dict, nonce: str) -> dict:
+        """Adopt the group ``doc`` that this process just wrote pending with ``nonce``: the term is
+        read now, after that write (see "Fencing"). The group after, or ``doc`` when it was adopted
+        meanwhile or the adoption failed (the leader's next tick adopts it, ``adopt_pending``)."""
+        try:
+            term = self.fence_term()
+            adopted = self.groups.find_one_and_update(
+                {"_id": doc["_id"], "fence_pending": nonce},
+                {"$max": {"fence": term}, "$unset": {"fence_pending": ""}},
+                return_document=ReturnDocument.AFTER, projection=HIDDEN)
+        except PyMongoError as exc:
+            log.warning("group_adoption_deferred", extra={"group_id": doc["_id"], "error": repr(exc)})
+            return doc
+        return adopted or doc
 
     def _settle(self, gid: str, sid: str) -> None:
         """Steps 3 and 4: the slice is recorded as counted; the group forgets it as pending."""
@@ -381,20 +448,62 @@ class MongoGroupStore:
                                                projection=HIDDEN)
 
     def fence_live(self, term: int) -> int:
-        """A new leader's first write: its term on every group a ticker may still move, so no
-        write of an older term is accepted on them from now on. How many were stamped."""
-        query: dict[str, Any] = {"status": {"$in": list(TICKED)}}
-        update: dict[str, Any] = {}
-        fenced(query, update, term)
-        return self.groups.update_many(query, update).modified_count
+        """A new leader's first writes: W1 its term into ``fences`` (what adoptions read from now
+        on), then W2 its term on every group a ticker may still move (adopted or not), so no
+        write of an older term is accepted on them from now on. How many groups were stamped."""
+        for attempt in range(2):  # two first upserts racing: one inserts, the other's $max runs again
+            try:
+                self.fences.update_one({"_id": FENCE_TERM_ID}, {"$max": {"term": term}}, upsert=True)
+                break
+            except DuplicateKeyError:
+                if attempt:
+                    raise  # W2 must not run before W1 is written: the takeover is tried at the next tick
+        query: dict[str, Any] = {"status": {"$in": list(FENCED)},
+                                 "$or": [{"fence": {"$exists": False}}, {"fence": {"$lt": term}}]}
+        return self.groups.update_many(query, {"$set": {"fence": term}}).modified_count
+
+    def fence_term(self) -> int:
+        """The ticker's term whose takeover stamp began last (0 before any)."""
+        doc = self.fences.find_one({"_id": FENCE_TERM_ID}, {"term": 1})
+        return int(doc["term"]) if doc is not None else 0
+
+    def _adopt(self, pending: list[tuple[str, str | None]], term: int) -> int:
+        """Adopt groups seen pending *before* ``term`` was read: by their nonce (None: a group
+        without any fence, from before this scheme); see "Fencing" above. How many."""
+        adopted = 0
+        for gid, nonce in pending:
+            query: dict[str, Any] = ({"_id": gid, "fence_pending": nonce} if nonce is not None else
+                                     {"_id": gid, "fence_pending": {"$exists": False}, "fence": {"$exists": False}})
+            adopted += self.groups.update_one(query, {"$max": {"fence": term},
+                                                      "$unset": {"fence_pending": ""}}).modified_count
+        return adopted
+
+    def adopt_pending(self, limit: int = ADOPT_PAGE) -> int:
+        """The leader's sweep: groups whose creator (or retry) died before adopting them, and
+        groups without any fence, are adopted (at most ``limit``, oldest first is not needed:
+        the next tick takes the rest). Read first, then the term: the order the proof needs."""
+        found = list(self.groups.find({"fence_pending": {"$exists": True}}, {"fence_pending": 1}).limit(limit))
+        if len(found) < limit:  # written before this scheme (or by an older replica): no fence at all
+            found += self.groups.find({"status": {"$in": list(FENCED)}, "fence": {"$exists": False},
+                                       "fence_pending": {"$exists": False}}, {"_id": 1}).limit(limit - len(found))
+        if not found:
+            return 0
+        return self._adopt([(d["_id"], d.get("fence_pending")) for d in found], self.fence_term())
 
     def retry(self, gid: str, now: float) -> dict | None:
-        """failed -> ready with a fresh count of lease expiries; None if it was not failed."""
-        return self.groups.find_one_and_update(
+        """failed -> ready with a fresh count of lease expiries; None if it was not failed.
+        Back within the ticker's reach, unseen by any takeover stamp (failed groups are not
+        stamped): pending in the same write, then adopted like a new group."""
+        nonce = uuid.uuid4().hex
+        group = self.groups.find_one_and_update(
             {"_id": gid, "status": core.FAILED},
-            {"$set": {"status": core.READY, "ready_at": now, "updated": now, "lease_expiries": 0},
+            {"$set": {"status": core.READY, "ready_at": now, "updated": now, "lease_expiries": 0,
+                      "fence_pending": nonce},
              "$unset": {"reason": "", "failed_at": ""}, "$inc": {"retries": 1}},
             return_document=ReturnDocument.AFTER, projection=HIDDEN)
+        if group is None:
+            return None
+        return self._adopt_one(group, nonce)
 
     # --- reading -----------------------------------------------------------
 

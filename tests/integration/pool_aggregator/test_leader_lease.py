@@ -127,3 +127,118 @@ def test_a_paused_leaders_writes_are_refused_by_the_store(mongo_db: Database) ->
     assert groups.expire_lease(expiring, processing["lease_id"], core.READY, 1, world[0], fence=2) is not None
     late = open_group(groups, 3000, world[0])
     assert groups.mark_ready(late, world[0]) is not None
+
+
+def took_over(db: Database) -> tuple[list[float], MongoGroupStore, dict[str, Leadership]]:
+    """a leads with term 1 and stamped it, then freezes after its local check; b takes over with
+    term 2 and stamps it. a still believes it leads."""
+    world, clocks, leases, _ = electors(db)
+    groups = MongoGroupStore(db)
+    groups.ensure_indexes()
+    leading = {name: Leadership(lease, groups) for name, lease in leases.items()}
+    assert leading["a"].term() == 1
+    clocks["a"].paused = True
+    advance(world, clocks, TTL + 1)
+    assert leases["b"].step() == 2
+    assert leading["b"].term() == 2
+    assert leases["a"].term() == 1
+    return world, groups, leading
+
+
+def test_an_old_term_cannot_move_a_group_created_after_a_newer_term_took_over(mongo_db: Database) -> None:
+    """Issue 14: a group grouped after b's takeover stamp (by a consumer on any replica) is refused
+    to a's term 1 on every ticker transition; b's term moves it."""
+    world, groups, _ = took_over(mongo_db)
+    created = open_group(groups, 1000, world[0])
+    assert groups.mark_ready(created, world[0], fence=1) is None
+    assert groups.mark_failed(created, world[0], core.QUORUM_NOT_MET, fence=1) is None
+    assert groups.get(created)["status"] == core.OPEN  # type: ignore[index]
+    # Another one made ready without the ticker (close), leased by the processor, its lease over.
+    leased = open_group(groups, 2000, world[0])
+    assert groups.mark_ready(leased, world[0]) is not None
+    processing = groups.lease(leased, world[0], 5.0)
+    assert processing is not None
+    assert groups.expire_lease(leased, processing["lease_id"], core.READY, 1, world[0] + 6, fence=1) is None
+    assert groups.get(leased)["status"] == core.PROCESSING  # type: ignore[index]
+    # The new term's writes go through.
+    assert groups.expire_lease(leased, processing["lease_id"], core.READY, 1, world[0] + 6, fence=2) is not None
+    moved = groups.mark_ready(created, world[0], fence=2)
+    assert moved is not None and moved["fence"] == 2
+
+
+class HeldCreator(MongoGroupStore):
+    """A consumer's store that stops right after creating a group, before adopting it (paused, or
+    killed if never resumed)."""
+
+    held: list[tuple[str, str]]
+
+    def _adopt_created(self, doc: dict, sid: str) -> dict:
+        if doc.get("fence_pending") == sid:
+            self.held.append((doc["_id"], sid))
+        return doc
+
+
+def test_a_creation_that_read_the_term_before_a_takeover_cannot_hand_the_group_to_the_old_term(
+        mongo_db: Database) -> None:
+    """The race the adoption order is for: a consumer creates a group, reads the term (1), pauses;
+    b takes over (term 2) and stamps; the consumer wakes and adopts with its stale 1. The group
+    never becomes movable by term 1: pending until adopted, and b's stamp is kept ($max)."""
+    world, clocks, leases, _ = electors(mongo_db)
+    groups = MongoGroupStore(mongo_db)
+    groups.ensure_indexes()
+    creator = HeldCreator(mongo_db)
+    creator.held = []
+    leading = {name: Leadership(lease, groups) for name, lease in leases.items()}
+    assert leading["a"].term() == 1
+    gid = open_group(creator, 1000, world[0])
+    ((held_gid, nonce),) = creator.held
+    assert held_gid == gid
+    stale = creator.fence_term()  # read after the creation, before b's takeover
+    assert stale == 1
+    assert groups.mark_ready(gid, world[0], fence=1) is None  # pending: nobody's yet
+    clocks["a"].paused = True
+    advance(world, clocks, TTL + 1)
+    assert leases["b"].step() == 2
+    assert leading["b"].term() == 2  # stamps the pending group too
+    assert groups.mark_ready(gid, world[0], fence=2) is None  # still pending
+    assert creator._adopt([(gid, nonce)], stale) == 1  # the consumer wakes and adopts
+    group = groups.get(gid)
+    assert group is not None and group["fence"] == 2 and "fence_pending" not in group
+    assert groups.mark_ready(gid, world[0], fence=1) is None
+    assert groups.mark_failed(gid, world[0], core.QUORUM_NOT_MET, fence=1) is None
+    assert groups.mark_ready(gid, world[0], fence=2) is not None
+
+
+def test_the_leaders_sweep_adopts_a_group_whose_creator_died(mongo_db: Database) -> None:
+    world, groups, _ = took_over(mongo_db)
+    creator = HeldCreator(mongo_db)
+    creator.held = []
+    gid = open_group(creator, 1000, world[0])  # its consumer is killed before adopting it
+    assert groups.mark_ready(gid, world[0], fence=2) is None
+    assert groups.adopt_pending() == 1
+    assert groups.adopt_pending() == 0
+    assert groups.mark_ready(gid, world[0], fence=1) is None
+    moved = groups.mark_ready(gid, world[0], fence=2)
+    assert moved is not None and moved["fence"] == 2 and "fence_pending" not in moved
+
+
+def test_a_retry_after_a_takeover_carries_the_new_term(mongo_db: Database) -> None:
+    """A group failed by term 1 (failed groups are not stamped at a takeover), retried after b's
+    takeover, leased, its lease over: term 1 cannot expire it."""
+    world, clocks, leases, _ = electors(mongo_db)
+    groups = MongoGroupStore(mongo_db)
+    groups.ensure_indexes()
+    leading = {name: Leadership(lease, groups) for name, lease in leases.items()}
+    assert leading["a"].term() == 1
+    gid = open_group(groups, 1000, world[0])
+    assert groups.mark_failed(gid, world[0], core.QUORUM_NOT_MET, fence=1) is not None
+    clocks["a"].paused = True
+    advance(world, clocks, TTL + 1)
+    assert leases["b"].step() == 2
+    assert leading["b"].term() == 2
+    assert groups.retry(gid, world[0]) is not None
+    processing = groups.lease(gid, world[0], 5.0)
+    assert processing is not None
+    assert groups.expire_lease(gid, processing["lease_id"], core.READY, 1, world[0] + 6, fence=1) is None
+    assert groups.get(gid)["status"] == core.PROCESSING  # type: ignore[index]
+    assert groups.expire_lease(gid, processing["lease_id"], core.READY, 1, world[0] + 6, fence=2) is not None
