@@ -29,7 +29,7 @@ Acknowledged results (``acks``), one document per (pool, member)::
 higher wins whatever the order. MongoDB keeps it on disk for as long as the pool lives
 (months), unlike the gateway's Redis.
 
-Leader leases (``leases``, ``MongoLeaseStore``): ``{_id: name, holder, term, expires_at, since, renewed}``.
+Leader leases (``leases``, ``MongoLeaseStore``): ``{_id: name, holder, term, version, released, since, renewed}``.
 The ticker's fencing term (``fences``): ``{_id: "pool_aggregator.ticker", term}``, the highest term
 whose takeover stamp began (``fence_live``). A group carries ``fence``, the highest term that
 stamped or wrote it, and ``fence_pending`` (a nonce) from its creation or ``retry`` until it is
@@ -50,6 +50,8 @@ import pymongo
 from pymongo import ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+
+from services.common.leader import LeaseState
 
 from . import core
 from .ports import ADDED, CLOSED
@@ -119,34 +121,47 @@ class MongoLeaseStore:
     """``services.common.leader.LeaseStore`` on MongoDB (collection ``leases``).
 
     Every change is one conditional write, so two replicas racing for the lease cannot both
-    get it: a renewal matches only its own holder *and* term, a takeover only an expired
-    lease (and ``$inc``s the term), the first lease ever is one insert (unique ``_id``).
+    get it: a renewal matches its own holder *and* term, a takeover only the very (term,
+    version) the contender saw unchanged for a whole lease (and ``$inc``s the term), the first
+    lease ever is one insert (unique ``_id``). No time is compared here: ``since`` and
+    ``renewed`` are the writers' wall clocks, for people.
     """
 
     def __init__(self, db: Database) -> None:
         self.leases = db["leases"]
 
-    def acquire(self, name: str, holder: str, term: int | None, now: float, ttl: float) -> int | None:
-        if term is not None and self.leases.find_one_and_update(
-                {"_id": name, "holder": holder, "term": term},
-                {"$set": {"expires_at": now + ttl, "renewed": now}}, projection={"_id": 1}) is not None:
-            return term
+    def read(self, name: str) -> LeaseState | None:
+        doc = self.leases.find_one({"_id": name})
+        if doc is None:
+            return None
+        return LeaseState(str(doc.get("holder")), int(doc.get("term") or 0), int(doc.get("version") or 0),
+                          bool(doc.get("released")))
+
+    def renew(self, name: str, holder: str, term: int, now: float) -> bool:
+        return self.leases.update_one({"_id": name, "holder": holder, "term": term, "released": {"$ne": True}},
+                                      {"$inc": {"version": 1}, "$set": {"renewed": now}}).modified_count == 1
+
+    def take(self, name: str, holder: str, seen: LeaseState | None, now: float) -> int | None:
+        if seen is None:
+            try:
+                self.leases.insert_one({"_id": name, "holder": holder, "term": 1, "version": 0, "released": False,
+                                        "since": now, "renewed": now})
+            except DuplicateKeyError:
+                return None  # created by a process racing us
+            return 1
+        # ``version`` 0 in the filter also matches a lease written before versions existed.
+        version: Any = seen.version if seen.version else {"$in": [0, None]}
         taken = self.leases.find_one_and_update(
-            {"_id": name, "expires_at": {"$lte": now}},
-            {"$set": {"holder": holder, "expires_at": now + ttl, "since": now, "renewed": now},
+            {"_id": name, "holder": seen.holder, "term": seen.term, "version": version,
+             "released": True if seen.released else {"$ne": True}},
+            {"$set": {"holder": holder, "version": 0, "released": False, "since": now, "renewed": now},
              "$inc": {"term": 1}},
             return_document=ReturnDocument.AFTER, projection={"term": 1})
-        if taken is not None:
-            return int(taken["term"])
-        try:
-            self.leases.insert_one({"_id": name, "holder": holder, "term": 1, "expires_at": now + ttl,
-                                    "since": now, "renewed": now})
-        except DuplicateKeyError:
-            return None  # held by another process (or it was created by one racing us)
-        return 1
+        return int(taken["term"]) if taken is not None else None
 
     def release(self, name: str, holder: str, term: int) -> None:
-        self.leases.update_one({"_id": name, "holder": holder, "term": term}, {"$set": {"expires_at": 0.0}})
+        self.leases.update_one({"_id": name, "holder": holder, "term": term},
+                               {"$set": {"released": True}, "$inc": {"version": 1}})
 
     def get(self, name: str) -> dict | None:
         return self.leases.find_one({"_id": name})

@@ -80,6 +80,56 @@ def test_one_holder_then_a_takeover_with_the_next_term(mongo_db: Database) -> No
     assert leases["a"].step() == 3  # released: taken at once, the term still grows
 
 
+def test_racing_takeovers_of_one_seen_lease_get_one(mongo_db: Database) -> None:
+    """Eight contenders that all saw the same expired lease: one takeover wins."""
+    store = MongoLeaseStore(mongo_db)
+    assert store.take(LEASE_NAME, "dead", None, 1000.0) == 1
+    seen = store.read(LEASE_NAME)
+    assert seen is not None
+    got: list[int | None] = []
+    barrier = threading.Barrier(8)
+
+    def race(i: int) -> None:
+        barrier.wait(timeout=10)
+        got.append(store.take(LEASE_NAME, f"h{i}", seen, 1000.0))
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(got, key=lambda t: t or 0) == [None] * 7 + [2]
+    assert not store.renew(LEASE_NAME, "dead", 1, 1001.0)
+
+
+def test_a_contender_whose_wall_clock_runs_ahead_does_not_take_over(mongo_db: Database) -> None:
+    """b's wall clock is an hour ahead of a's: it still waits for a's lease to stop changing."""
+    store = MongoLeaseStore(mongo_db)
+    mono = [0.0]
+    a = LeaderLease(store, LEASE_NAME, ttl=TTL, holder="a", wall=lambda: 1_800_000_000.0, monotonic=lambda: mono[0])
+    b = LeaderLease(store, LEASE_NAME, ttl=TTL, holder="b", wall=lambda: 1_800_003_600.0,
+                    monotonic=lambda: mono[0])
+    assert a.step() == 1
+    for _ in range(6):  # two lease lengths of renewals
+        assert b.step() is None
+        mono[0] += a.interval
+        assert a.step() == 1
+    assert b.step() is None
+    mono[0] += TTL + 0.1  # a died after its last renewal
+    assert b.step() == 2
+    doc = store.get(LEASE_NAME)
+    assert doc is not None and (doc["holder"], doc["term"]) == ("b", 2)
+
+
+def test_a_lease_written_before_versions_is_taken_over_once_unchanged(mongo_db: Database) -> None:
+    mongo_db["leases"].insert_one({"_id": LEASE_NAME, "holder": "old", "term": 7, "expires_at": 0.0})
+    mono = [0.0]
+    b = LeaderLease(MongoLeaseStore(mongo_db), LEASE_NAME, ttl=TTL, holder="b", monotonic=lambda: mono[0])
+    assert b.step() is None
+    mono[0] += TTL
+    assert b.step() == 8
+
+
 def test_racing_electors_get_one_lease(mongo_db: Database) -> None:
     store = MongoLeaseStore(mongo_db)
     got: list[int | None] = []
@@ -87,7 +137,7 @@ def test_racing_electors_get_one_lease(mongo_db: Database) -> None:
 
     def race(i: int) -> None:
         barrier.wait(timeout=10)
-        got.append(store.acquire(LEASE_NAME, f"h{i}", None, 1000.0, TTL))
+        got.append(store.take(LEASE_NAME, f"h{i}", None, 1000.0))
 
     threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
     for thread in threads:
@@ -109,6 +159,7 @@ def test_a_paused_leaders_writes_are_refused_by_the_store(mongo_db: Database) ->
     assert leading["a"].term() == 1
     assert groups.get(ready_one)["fence"] == 1  # type: ignore[index]  # stamped at a's takeover
     # a passed its local check, then froze; b takes over once the lease ran out.
+    assert leases["b"].step() is None  # b sees a's lease; it takes over a lease after that
     clocks["a"].paused = True
     advance(world, clocks, TTL + 1)
     assert leases["b"].step() == 2
@@ -137,6 +188,7 @@ def took_over(db: Database) -> tuple[list[float], MongoGroupStore, dict[str, Lea
     groups.ensure_indexes()
     leading = {name: Leadership(lease, groups) for name, lease in leases.items()}
     assert leading["a"].term() == 1
+    assert leases["b"].step() is None  # b sees a's lease; it takes over a lease after that
     clocks["a"].paused = True
     advance(world, clocks, TTL + 1)
     assert leases["b"].step() == 2
@@ -196,6 +248,7 @@ def test_a_creation_that_read_the_term_before_a_takeover_cannot_hand_the_group_t
     stale = creator.fence_term()  # read after the creation, before b's takeover
     assert stale == 1
     assert groups.mark_ready(gid, world[0], fence=1) is None  # pending: nobody's yet
+    assert leases["b"].step() is None  # b sees a's lease; it takes over a lease after that
     clocks["a"].paused = True
     advance(world, clocks, TTL + 1)
     assert leases["b"].step() == 2
@@ -232,6 +285,7 @@ def test_a_retry_after_a_takeover_carries_the_new_term(mongo_db: Database) -> No
     assert leading["a"].term() == 1
     gid = open_group(groups, 1000, world[0])
     assert groups.mark_failed(gid, world[0], core.QUORUM_NOT_MET, fence=1) is not None
+    assert leases["b"].step() is None  # b sees a's lease; it takes over a lease after that
     clocks["a"].paused = True
     advance(world, clocks, TTL + 1)
     assert leases["b"].step() == 2

@@ -84,6 +84,7 @@ def test_a_paused_old_leader_cannot_move_a_group_after_a_new_leader_took_over(ki
     assert r.deps["a"].leader.term() == 1
     # a is SIGSTOPped right after its local check said it leads: its clock stands still,
     # the world's moves on, its lease runs out and b takes over with the next term.
+    assert r.renew("b") is None  # b's renewal thread sees a's lease (a takeover waits a lease from there)
     r.mono["a"].paused = True
     r.advance(TTL + 1)
     assert r.renew("b") == 2
@@ -107,6 +108,7 @@ def test_a_paused_old_leader_cannot_expire_a_processing_lease(kit: Kit) -> None:
     ticking.tick(r.deps["a"])
     leased = kit.store.lease(gid, kit.clock.time(), 30)
     assert leased is not None
+    assert r.renew("b") is None  # b's renewal thread sees a's lease (a takeover waits a lease from there)
     r.mono["a"].paused = True
     r.advance(31)  # the processing lease ran out, and so did a's leader lease
     assert r.renew("b") == 2
@@ -149,6 +151,7 @@ def took_over(r: Replicas) -> None:
     and writes its takeover stamp. a still believes it leads."""
     assert r.renew("a") == 1
     assert r.deps["a"].leader.term() == 1
+    assert r.renew("b") is None  # b's renewal thread sees a's lease (a takeover waits a lease from there)
     r.mono["a"].paused = True
     r.advance(TTL + 1)
     assert r.renew("b") == 2
@@ -196,6 +199,7 @@ def test_a_group_ready_during_the_takeover_is_stamped_too(kit: Kit) -> None:
     gid = due_group(kit)
     ticking.tick(r.deps["a"])  # ready, written with term 1
     assert kit.store.get(gid)["status"] == core.READY  # type: ignore[index]
+    assert r.renew("b") is None  # b's renewal thread sees a's lease (a takeover waits a lease from there)
     r.mono["a"].paused = True
     r.advance(TTL + 1)
     assert r.renew("b") == 2
@@ -216,6 +220,7 @@ def test_a_group_retried_after_the_takeover_carries_the_new_term(kit: Kit) -> No
     gid = due_group(kit)
     assert r.deps["a"].leader.term() == 1
     assert ticking.fail_short(r.deps["a"], gid, core.QUORUM_NOT_MET, fence=1) is not None
+    assert r.renew("b") is None  # b's renewal thread sees a's lease (a takeover waits a lease from there)
     r.mono["a"].paused = True
     r.advance(TTL + 1)
     assert r.renew("b") == 2
