@@ -52,12 +52,15 @@ MARGIN = 0.2
 @dataclass(frozen=True)
 class LeaseState:
     """A lease as a contender sees it. ``version`` changes with every renewal, takeover and
-    release, so "the same (term, version) for ttl" means "its holder stopped renewing"."""
+    release, so "the same state for ttl" means "its holder stopped renewing". ``renewed`` (the
+    renewer's wall clock) is only compared for equality: a replica of the previous version,
+    during a rolling update, renews without a version but with a new ``renewed``."""
 
     holder: str
     term: int
     version: int
     released: bool = False
+    renewed: float | None = None
 
 
 class LeaseStore(Protocol):
@@ -68,14 +71,15 @@ class LeaseStore(Protocol):
         """The lease as it is, or None when there never was one."""
         ...
 
-    def renew(self, name: str, holder: str, term: int, now: float) -> bool:
-        """Bump the version of the lease ``holder`` holds with ``term`` (not released); whether it did."""
+    def renew(self, name: str, holder: str, term: int, now: float, ttl: float) -> bool:
+        """Bump the version of the lease ``holder`` holds with ``term`` (not released); whether it
+        did. (``ttl``: a store may record ``now + ttl`` for replicas of an older version.)"""
         ...
 
-    def take(self, name: str, holder: str, seen: LeaseState | None, now: float) -> int | None:
-        """Take the lease over with the next term, only if it is still exactly ``seen`` (same term
-        and version; None: only if there is no lease yet, which gets term 1). The new term, or
-        None when it changed meanwhile (another process renewed or took it)."""
+    def take(self, name: str, holder: str, seen: LeaseState | None, now: float, ttl: float) -> int | None:
+        """Take the lease over with the next term, only if it is still exactly ``seen`` (same
+        state; None: only if there is no lease yet, which gets term 1). The new term, or None
+        when it changed meanwhile (another process renewed or took it)."""
         ...
 
     def release(self, name: str, holder: str, term: int) -> None:
@@ -164,18 +168,19 @@ class LeaderLease:
     def _attempt(self, started: float) -> int | None:
         """Renew the term held last; else take the lease over if it was released, never existed,
         or has not changed for ttl since this process first saw it so; else None."""
-        if self._last_term is not None and self.store.renew(self.name, self.holder, self._last_term, self.wall()):
+        if self._last_term is not None and self.store.renew(self.name, self.holder, self._last_term, self.wall(),
+                                                                self.ttl):
             return self._last_term
         state = self.store.read(self.name)
         if state is None or state.released:
-            return self.store.take(self.name, self.holder, state, self.wall())
+            return self.store.take(self.name, self.holder, state, self.wall(), self.ttl)
         if state != self._seen:
             # It changed: its holder is alive. Timed from after the read (not from ``started``),
             # so the wait never begins before the holder's renewal that wrote this version.
             self._seen, self._seen_at = state, self.monotonic()
             return None
         if started - self._seen_at >= self.ttl:
-            return self.store.take(self.name, self.holder, state, self.wall())
+            return self.store.take(self.name, self.holder, state, self.wall(), self.ttl)
         return None
 
     def start(self) -> Callable[[], None]:
@@ -222,28 +227,28 @@ class LocalLeaseStore:
         with self._lock:
             return self._leases.get(name)
 
-    def renew(self, name: str, holder: str, term: int, now: float) -> bool:
+    def renew(self, name: str, holder: str, term: int, now: float, ttl: float) -> bool:
         with self._lock:
             current = self._leases.get(name)
             if current is None or (current.holder, current.term, current.released) != (holder, term, False):
                 return False
-            self._leases[name] = LeaseState(holder, term, current.version + 1)
+            self._leases[name] = LeaseState(holder, term, current.version + 1, renewed=now)
             return True
 
-    def take(self, name: str, holder: str, seen: LeaseState | None, now: float) -> int | None:
+    def take(self, name: str, holder: str, seen: LeaseState | None, now: float, ttl: float) -> int | None:
         with self._lock:
             current = self._leases.get(name)
             if current != seen:
                 return None
             term = current.term + 1 if current is not None else 1
-            self._leases[name] = LeaseState(holder, term, 0)
+            self._leases[name] = LeaseState(holder, term, 0, renewed=now)
             return term
 
     def release(self, name: str, holder: str, term: int) -> None:
         with self._lock:
             current = self._leases.get(name)
             if current is not None and (current.holder, current.term) == (holder, term):
-                self._leases[name] = LeaseState(holder, term, current.version + 1, released=True)
+                self._leases[name] = LeaseState(holder, term, current.version + 1, True, current.renewed)
 
     def peek(self, name: str) -> LeaseState | None:
         """The lease as stored, for tests and diagnostics."""

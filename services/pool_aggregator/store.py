@@ -29,7 +29,8 @@ Acknowledged results (``acks``), one document per (pool, member)::
 higher wins whatever the order. MongoDB keeps it on disk for as long as the pool lives
 (months), unlike the gateway's Redis.
 
-Leader leases (``leases``, ``MongoLeaseStore``): ``{_id: name, holder, term, version, released, since, renewed}``.
+Leader leases (``leases``, ``MongoLeaseStore``): ``{_id: name, holder, term, version, released, since, renewed,
+expires_at}`` (``expires_at`` only for replicas of the previous version).
 The ticker's fencing term (``fences``): ``{_id: "pool_aggregator.ticker", term}``, the highest term
 whose takeover stamp began (``fence_live``). A group carries ``fence``, the highest term that
 stamped or wrote it, and ``fence_pending`` (a nonce) from its creation or ``retry`` until it is
@@ -134,34 +135,40 @@ class MongoLeaseStore:
         doc = self.leases.find_one({"_id": name})
         if doc is None:
             return None
+        renewed = doc.get("renewed")
         return LeaseState(str(doc.get("holder")), int(doc.get("term") or 0), int(doc.get("version") or 0),
-                          bool(doc.get("released")))
+                          bool(doc.get("released")), float(renewed) if renewed is not None else None)
 
-    def renew(self, name: str, holder: str, term: int, now: float) -> bool:
+    # ``expires_at`` (now + ttl) is written for replicas of the previous version during a rolling
+    # update: they take over by comparing it with their own clock; this version never reads it.
+
+    def renew(self, name: str, holder: str, term: int, now: float, ttl: float) -> bool:
         return self.leases.update_one({"_id": name, "holder": holder, "term": term, "released": {"$ne": True}},
-                                      {"$inc": {"version": 1}, "$set": {"renewed": now}}).modified_count == 1
+                                      {"$inc": {"version": 1},
+                                       "$set": {"renewed": now, "expires_at": now + ttl}}).modified_count == 1
 
-    def take(self, name: str, holder: str, seen: LeaseState | None, now: float) -> int | None:
+    def take(self, name: str, holder: str, seen: LeaseState | None, now: float, ttl: float) -> int | None:
         if seen is None:
             try:
                 self.leases.insert_one({"_id": name, "holder": holder, "term": 1, "version": 0, "released": False,
-                                        "since": now, "renewed": now})
+                                        "since": now, "renewed": now, "expires_at": now + ttl})
             except DuplicateKeyError:
                 return None  # created by a process racing us
             return 1
-        # ``version`` 0 in the filter also matches a lease written before versions existed.
-        version: Any = seen.version if seen.version else {"$in": [0, None]}
+        # Exactly what was seen: 0 / None / False also match a lease written before versions existed.
         taken = self.leases.find_one_and_update(
-            {"_id": name, "holder": seen.holder, "term": seen.term, "version": version,
-             "released": True if seen.released else {"$ne": True}},
-            {"$set": {"holder": holder, "version": 0, "released": False, "since": now, "renewed": now},
+            {"_id": name, "holder": seen.holder, "term": seen.term,
+             "version": seen.version if seen.version else {"$in": [0, None]},
+             "released": True if seen.released else {"$ne": True}, "renewed": seen.renewed},
+            {"$set": {"holder": holder, "version": 0, "released": False, "since": now, "renewed": now,
+                      "expires_at": now + ttl},
              "$inc": {"term": 1}},
             return_document=ReturnDocument.AFTER, projection={"term": 1})
         return int(taken["term"]) if taken is not None else None
 
     def release(self, name: str, holder: str, term: int) -> None:
         self.leases.update_one({"_id": name, "holder": holder, "term": term},
-                               {"$set": {"released": True}, "$inc": {"version": 1}})
+                               {"$set": {"released": True, "expires_at": 0.0}, "$inc": {"version": 1}})
 
     def get(self, name: str) -> dict | None:
         return self.leases.find_one({"_id": name})

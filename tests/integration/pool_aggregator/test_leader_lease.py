@@ -83,7 +83,7 @@ def test_one_holder_then_a_takeover_with_the_next_term(mongo_db: Database) -> No
 def test_racing_takeovers_of_one_seen_lease_get_one(mongo_db: Database) -> None:
     """Eight contenders that all saw the same expired lease: one takeover wins."""
     store = MongoLeaseStore(mongo_db)
-    assert store.take(LEASE_NAME, "dead", None, 1000.0) == 1
+    assert store.take(LEASE_NAME, "dead", None, 1000.0, TTL) == 1
     seen = store.read(LEASE_NAME)
     assert seen is not None
     got: list[int | None] = []
@@ -91,7 +91,7 @@ def test_racing_takeovers_of_one_seen_lease_get_one(mongo_db: Database) -> None:
 
     def race(i: int) -> None:
         barrier.wait(timeout=10)
-        got.append(store.take(LEASE_NAME, f"h{i}", seen, 1000.0))
+        got.append(store.take(LEASE_NAME, f"h{i}", seen, 1000.0, TTL))
 
     threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
     for thread in threads:
@@ -99,7 +99,7 @@ def test_racing_takeovers_of_one_seen_lease_get_one(mongo_db: Database) -> None:
     for thread in threads:
         thread.join(timeout=30)
     assert sorted(got, key=lambda t: t or 0) == [None] * 7 + [2]
-    assert not store.renew(LEASE_NAME, "dead", 1, 1001.0)
+    assert not store.renew(LEASE_NAME, "dead", 1, 1001.0, TTL)
 
 
 def test_a_contender_whose_wall_clock_runs_ahead_does_not_take_over(mongo_db: Database) -> None:
@@ -121,13 +121,23 @@ def test_a_contender_whose_wall_clock_runs_ahead_does_not_take_over(mongo_db: Da
     assert doc is not None and (doc["holder"], doc["term"]) == ("b", 2)
 
 
-def test_a_lease_written_before_versions_is_taken_over_once_unchanged(mongo_db: Database) -> None:
-    mongo_db["leases"].insert_one({"_id": LEASE_NAME, "holder": "old", "term": 7, "expires_at": 0.0})
+def test_a_lease_renewed_by_a_replica_of_the_previous_version_is_left_alone(mongo_db: Database) -> None:
+    """A rolling update: the leader still runs the previous version (its renewals set ``renewed``
+    and ``expires_at``, no ``version``). A new replica takes over only once those stop."""
+    leases = mongo_db["leases"]
+    leases.insert_one({"_id": LEASE_NAME, "holder": "old", "term": 7, "expires_at": 1010.0, "renewed": 1000.0})
     mono = [0.0]
     b = LeaderLease(MongoLeaseStore(mongo_db), LEASE_NAME, ttl=TTL, holder="b", monotonic=lambda: mono[0])
+    for i in range(1, 7):  # two lease lengths of the old leader's renewals
+        assert b.step() is None
+        mono[0] += TTL / 3
+        leases.update_one({"_id": LEASE_NAME, "holder": "old", "term": 7},
+                          {"$set": {"expires_at": 1010.0 + i, "renewed": 1000.0 + i}})
     assert b.step() is None
     mono[0] += TTL
-    assert b.step() == 8
+    assert b.step() == 8  # the old leader stopped renewing a lease ago
+    doc = leases.find_one({"_id": LEASE_NAME})
+    assert doc is not None and doc["holder"] == "b" and doc["expires_at"] > doc["renewed"]  # read by old replicas
 
 
 def test_racing_electors_get_one_lease(mongo_db: Database) -> None:
@@ -137,7 +147,7 @@ def test_racing_electors_get_one_lease(mongo_db: Database) -> None:
 
     def race(i: int) -> None:
         barrier.wait(timeout=10)
-        got.append(store.take(LEASE_NAME, f"h{i}", None, 1000.0))
+        got.append(store.take(LEASE_NAME, f"h{i}", None, 1000.0, TTL))
 
     threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
     for thread in threads:

@@ -27,10 +27,10 @@ class DownStore(LocalLeaseStore):
         super().__init__()
         self.down = False
 
-    def renew(self, name: str, holder: str, term: int, now: float) -> bool:
+    def renew(self, name: str, holder: str, term: int, now: float, ttl: float) -> bool:
         if self.down:
             raise ConnectionError("store down")
-        return super().renew(name, holder, term, now)
+        return super().renew(name, holder, term, now, ttl)
 
 
 def lease(store: LocalLeaseStore, name: str, clocks: Clocks, holder: str, ttl: float = 10.0,
@@ -41,21 +41,21 @@ def lease(store: LocalLeaseStore, name: str, clocks: Clocks, holder: str, ttl: f
 
 def test_local_store_renews_the_same_term_and_takes_over_only_the_lease_it_saw() -> None:
     store = LocalLeaseStore()
-    assert store.take("t", "a", None, 0.0) == 1
-    assert store.take("t", "b", None, 0.0) is None  # there is a lease already
+    assert store.take("t", "a", None, 0.0, 10.0) == 1
+    assert store.take("t", "b", None, 0.0, 10.0) is None  # there is a lease already
     seen = store.read("t")
-    assert seen == LeaseState("a", 1, 0)
-    assert store.renew("t", "a", 1, 1.0)
-    assert store.take("t", "b", seen, 2.0) is None  # a renewed since b saw it: alive
-    assert store.take("t", "b", store.read("t"), 3.0) == 2
-    assert not store.renew("t", "a", 1, 4.0)  # a's term is gone: no renewal
+    assert seen == LeaseState("a", 1, 0, renewed=0.0)
+    assert store.renew("t", "a", 1, 1.0, 10.0)
+    assert store.take("t", "b", seen, 2.0, 10.0) is None  # a renewed since b saw it: alive
+    assert store.take("t", "b", store.read("t"), 3.0, 10.0) == 2
+    assert not store.renew("t", "a", 1, 4.0, 10.0)  # a's term is gone: no renewal
     store.release("t", "a", 1)  # not a's any more: nothing happens
-    assert store.peek("t") == LeaseState("b", 2, 0)
+    assert store.peek("t") == LeaseState("b", 2, 0, renewed=3.0)
     store.release("t", "b", 2)
-    assert not store.renew("t", "b", 2, 5.0)
+    assert not store.renew("t", "b", 2, 5.0, 10.0)
     released = store.read("t")
     assert released is not None and released.released
-    assert store.take("t", "a", released, 5.0) == 3
+    assert store.take("t", "a", released, 5.0, 10.0) == 3
 
 
 def test_one_leader_of_two_and_a_quick_takeover_when_it_dies() -> None:
