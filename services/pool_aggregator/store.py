@@ -33,8 +33,8 @@ Leader leases (``leases``, ``MongoLeaseStore``): ``{_id: name, holder, term, ver
 expires_at}`` (``expires_at`` only for replicas of the previous version).
 The ticker's fencing term (``fences``): ``{_id: "pool_aggregator.ticker", term}``, the highest term
 whose takeover stamp began (``fence_live``). A group carries ``fence``, the highest term that
-stamped or wrote it, and ``fence_pending`` (a nonce) from its creation or ``retry`` until it is
-adopted (see "Fencing" below).
+stamped or wrote it, and ``fence_pending`` (a nonce) from its creation or a processor's lease
+until it is adopted (see "Fencing" below).
 
 Groups written before ``group_files`` existed carry ``files: [entry]`` instead;
 they are still read (see ``files_of`` and ``_legacy_memberships``).
@@ -62,10 +62,10 @@ log = logging.getLogger(__name__)
 DUPLICATE_KEY = 11000
 # Never read with a group: a legacy group's embedded files, and its slices between steps 2 and 4.
 HIDDEN = {"files": 0, "pending": 0}
-# The statuses from which a group can reach one of the ticker's transitions (open -> ready/failed,
-# processing -> ready/failed) without being created or retried first: ready turns processing by
-# a processor's lease, unfenced. A new leader stamps its term on all of them (``fence_live``).
-FENCED = (core.OPEN, core.READY, core.PROCESSING)
+# The statuses a leader's ticker moves groups out of: a new leader stamps its term on them
+# (``fence_live``). A group enters them only by its creation (open) or a processor's lease
+# (ready -> processing), and no transition leads from one to the other: see "Fencing".
+TICKED = (core.OPEN, core.PROCESSING)
 FENCE_TERM_ID = "pool_aggregator.ticker"  # the ``fences`` document holding the ticker's term
 ADOPT_PAGE = 1000  # groups adopted per tick by the leader's sweep; the rest at the next tick
 # An uncounted membership this old was left by a crash (a live delivery finishes in well under a second).
@@ -84,24 +84,29 @@ INSERT_CHUNK = 250
 # (a fenced write, ``fence_live``) or a ``$max`` (adoption).
 #
 # A takeover by term T is, in this order: W1 the ``fences`` document's term raised to T ($max),
-# W2 ``fence`` raised to T on every group in FENCED (``fence_live``); only then does T tick.
-# A group enters the ticker's reach only by E, its creation (``_count_in``) or its ``retry``: E
-# writes ``fence_pending`` = a nonce in the same single-document write, so no fenced write
-# applies to it yet. Adoption then reads the ``fences`` term R (after E) and, if the nonce is
-# still there, unsets it and raises ``fence`` to R ($max). The creator adopts right after E; the
-# leader's tick adopts what a crashed creator left (``adopt_pending``: it reads the pending
-# groups, then R, then adopts each by its nonce, so R is still read after that group's E).
+# W2 ``fence`` raised to T on every group in TICKED (``fence_live``); only then does T tick.
+# A group enters TICKED only by E: its creation (``_count_in``, open) or a processor's lease
+# (``lease``, ready -> processing; a ``retry`` leads to ready, so through a lease too). E writes
+# ``fence_pending`` = a nonce in the same single-document write, so no fenced write applies to
+# the group yet. Adoption then reads the ``fences`` term R (after E) and, if the nonce is still
+# there, unsets it and raises ``fence`` to R ($max). The writer of E adopts right after it; the
+# leader's tick adopts what a writer that died in between left (``adopt_pending``: it reads the
+# pending groups, then R, then adopts each by its nonce, so R is still read after that E).
 #
-# Why an old term t < T cannot move a group G once T's W2 is done. Its write needs G adopted and
-# G.fence <= t. G is in open or processing (what the ticker moves), and has been in FENCED ever
-# since its last E (leaving FENCED means failed or done; only ``retry``, an E, leads back).
-#   - If W2 looked at G after that E, G was in FENCED then: W2 raised G.fence to >= T.
-#   - Else that E came after W2 looked at G, so after W1; the adoption since then (G is adopted,
-#     and the nonce pins it to this E) read R after E, after W1: R >= T, G.fence >= T.
+# Why an old term t < T cannot move a group G once T's W2 is done. Its write needs G adopted,
+# G.fence <= t, and G open or processing. G has had that status (its index key for W2's scan)
+# without a break since its last E: open is left only for ready or failed, processing only for
+# ready, failed or done, and neither is entered again without an E.
+#   - If W2's scan visited G after that E, it raised G.fence to >= T.
+#   - Else that E came after the scan had passed G's key (its key stayed in the scanned range
+#     from E on), so after W1; the adoption since then (G is adopted, and the nonce pins it to
+#     this E) read R after E, after W1: R >= T, so G.fence >= T.
 # Either way G.fence >= T > t for good. Unlike a term copied into a new group at its creation,
 # there is no moment where a group created just after W2's scan carries an old term: until
-# adopted it is nobody's. ``fence_live`` of a stale leader (paused inside its own takeover)
-# only raises fences to its lower term (a no-op on what T stamped), and cannot adopt.
+# adopted it is nobody's. (Stamping ready groups instead of adopting at the lease would not do:
+# a lease moving a group from ready to processing during W2's scan could be missed by it.)
+# ``fence_live`` of a stale leader (paused inside its own takeover) only raises fences to its
+# lower term (a no-op on what T stamped), and its sweep adopts with the term read from ``fences``.
 # A group without ``fence`` (written before this scheme, or by an older replica during a
 # rollout) is nobody's either until W2 or ``adopt_pending`` gives it one.
 
@@ -190,7 +195,7 @@ class MongoGroupStore:
 
     def ensure_indexes(self) -> None:
         self.groups.create_index([("pool_id", pymongo.ASCENDING), ("status", pymongo.ASCENDING)])
-        # Only groups between their creation (or retry) and their adoption: a handful at any time.
+        # Only groups between their creation (or lease) and their adoption: a handful at any time.
         self.groups.create_index([("fence_pending", pymongo.ASCENDING)], sparse=True)
         self.groups.create_index([("status", pymongo.ASCENDING)])
         self.groups.create_index([("files.file_id", pymongo.ASCENDING)])  # legacy embedded files
@@ -383,7 +388,7 @@ class MongoGroupStore:
                 "pool_id": pool_id, "window_start": window.start, "window_end": window.end,
                 "status": core.OPEN, "close_at": window.end + float(close_grace_seconds or 0),
                 "min_contributors": min_contributors or None, "created": now, "lease_expiries": 0,
-                "fence_pending": sid,  # E of the fencing protocol: nobody's until adopted (below)
+                "fence_pending": sid,  # an E of "Fencing": nobody's until adopted (below)
             },
             # contributors is a set of owner ids: idempotent ($addToSet), and bounded by the
             # pool's membership, not by its files.
@@ -471,7 +476,7 @@ class MongoGroupStore:
 
     def fence_live(self, term: int) -> int:
         """A new leader's first writes: W1 its term into ``fences`` (what adoptions read from now
-        on), then W2 its term on every group a ticker may still move (adopted or not), so no
+        on), then W2 its term on every open and processing group (adopted or not), so no
         write of an older term is accepted on them from now on. How many groups were stamped."""
         for attempt in range(2):  # two first upserts racing: one inserts, the other's $max runs again
             try:
@@ -480,7 +485,7 @@ class MongoGroupStore:
             except DuplicateKeyError:
                 if attempt:
                     raise  # W2 must not run before W1 is written: the takeover is tried at the next tick
-        query: dict[str, Any] = {"status": {"$in": list(FENCED)},
+        query: dict[str, Any] = {"status": {"$in": list(TICKED)},
                                  "$or": [{"fence": {"$exists": False}}, {"fence": {"$lt": term}}]}
         return self.groups.update_many(query, {"$set": {"fence": term}}).modified_count
 
@@ -501,31 +506,24 @@ class MongoGroupStore:
         return adopted
 
     def adopt_pending(self, limit: int = ADOPT_PAGE) -> int:
-        """The leader's sweep: groups whose creator (or retry) died before adopting them, and
+        """The leader's sweep: groups whose creator (or leaser) died before adopting them, and
         groups without any fence, are adopted (at most ``limit``, oldest first is not needed:
         the next tick takes the rest). Read first, then the term: the order the proof needs."""
         found = list(self.groups.find({"fence_pending": {"$exists": True}}, {"fence_pending": 1}).limit(limit))
         if len(found) < limit:  # written before this scheme (or by an older replica): no fence at all
-            found += self.groups.find({"status": {"$in": list(FENCED)}, "fence": {"$exists": False},
+            found += self.groups.find({"status": {"$in": list(TICKED)}, "fence": {"$exists": False},
                                        "fence_pending": {"$exists": False}}, {"_id": 1}).limit(limit - len(found))
         if not found:
             return 0
         return self._adopt([(d["_id"], d.get("fence_pending")) for d in found], self.fence_term())
 
     def retry(self, gid: str, now: float) -> dict | None:
-        """failed -> ready with a fresh count of lease expiries; None if it was not failed.
-        Back within the ticker's reach, unseen by any takeover stamp (failed groups are not
-        stamped): pending in the same write, then adopted like a new group."""
-        nonce = uuid.uuid4().hex
-        group = self.groups.find_one_and_update(
+        """failed -> ready with a fresh count of lease expiries; None if it was not failed."""
+        return self.groups.find_one_and_update(
             {"_id": gid, "status": core.FAILED},
-            {"$set": {"status": core.READY, "ready_at": now, "updated": now, "lease_expiries": 0,
-                      "fence_pending": nonce},
+            {"$set": {"status": core.READY, "ready_at": now, "updated": now, "lease_expiries": 0},
              "$unset": {"reason": "", "failed_at": ""}, "$inc": {"retries": 1}},
             return_document=ReturnDocument.AFTER, projection=HIDDEN)
-        if group is None:
-            return None
-        return self._adopt_one(group, nonce)
 
     # --- reading -----------------------------------------------------------
 
@@ -566,12 +564,16 @@ class MongoGroupStore:
     # --- leases ------------------------------------------------------------
 
     def lease(self, gid: str, now: float, timeout_seconds: float) -> dict | None:
-        """ready -> processing with a lease; None when the group was not ready (or another won)."""
-        return self.groups.find_one_and_update(
+        """ready -> processing with a lease; None when the group was not ready (or another won).
+        Back within the ticker's reach (a lease can expire): pending in the same write, then
+        adopted like a new group ("Fencing"), so an old term cannot expire this lease."""
+        nonce = uuid.uuid4().hex
+        group = self.groups.find_one_and_update(
             {"_id": gid, "status": core.READY},
             {"$set": {"status": core.PROCESSING, "leased_at": now, "lease_expires_at": now + timeout_seconds,
-                      "lease_id": uuid.uuid4().hex, "updated": now}},
+                      "lease_id": uuid.uuid4().hex, "updated": now, "fence_pending": nonce}},
             return_document=ReturnDocument.AFTER, projection=HIDDEN)
+        return self._adopt_one(group, nonce) if group is not None else None
 
     def extend_lease(self, gid: str, now: float, timeout_seconds: float) -> dict | None:
         """A processing group's lease runs ``timeout_seconds`` from now; None if not processing."""

@@ -39,7 +39,7 @@ class FakeGroupStore:
         self.acks: dict[tuple[str, str], int] = {}  # (pool id, user id) -> acknowledged seq
         self.fenced_off = 0  # leader writes refused because a newer term wrote the group (or not adopted)
         self.fence_term = 0  # the ticker's term new groups are adopted with (the store's ``fences``)
-        # True: creations and retries leave their group pending, as a writer that died between
+        # True: creations and leases leave their group pending, as a writer that died between
         # its write and the adoption would (the leader's ``adopt_pending`` adopts it).
         self.hold_adoption = False
         self._failures: dict[str, int] = {}
@@ -153,7 +153,7 @@ class FakeGroupStore:
         self.fence_term = max(self.fence_term, term)
         stamped = 0
         for group in self.groups.values():
-            if group["status"] in (OPEN, READY, PROCESSING) and ("fence" not in group or group["fence"] < term):
+            if group["status"] in (OPEN, PROCESSING) and ("fence" not in group or group["fence"] < term):
                 group["fence"] = term
                 stamped += 1
         return stamped
@@ -172,26 +172,29 @@ class FakeGroupStore:
 
     def adopt_pending(self) -> int:
         return sum(self._adopt(gid) for gid, g in self.groups.items()
-                   if "fence_pending" in g or ("fence" not in g and g["status"] in (OPEN, READY, PROCESSING)))
+                   if "fence_pending" in g or ("fence" not in g and g["status"] in (OPEN, PROCESSING)))
 
     def retry(self, gid: str, now: float) -> Doc | None:
         moved = self._move(gid, (FAILED,), {"status": READY, "ready_at": now, "updated": now, "lease_expiries": 0,
-                                            "retries": int(self.groups.get(gid, {}).get("retries") or 0) + 1,
-                                            "fence_pending": uuid.uuid4().hex})
+                                            "retries": int(self.groups.get(gid, {}).get("retries") or 0) + 1})
         if moved is not None:
             for key in ("reason", "failed_at"):
                 self.groups[gid].pop(key, None)
-            self._adopt_now(gid)
-            moved = copy.deepcopy(self.groups[gid])
+                moved.pop(key, None)
         return moved
 
     def extend_lease(self, gid: str, now: float, timeout_seconds: float) -> Doc | None:
         return self._move(gid, (PROCESSING,), {"lease_expires_at": now + timeout_seconds, "updated": now})
 
     def lease(self, gid: str, now: float, timeout_seconds: float) -> Doc | None:
-        return self._move(gid, (READY,), {"status": PROCESSING, "leased_at": now,
-                                          "lease_expires_at": now + timeout_seconds,
-                                          "lease_id": uuid.uuid4().hex, "updated": now})
+        moved = self._move(gid, (READY,), {"status": PROCESSING, "leased_at": now,
+                                           "lease_expires_at": now + timeout_seconds,
+                                           "lease_id": uuid.uuid4().hex, "updated": now,
+                                           "fence_pending": uuid.uuid4().hex})
+        if moved is not None:
+            self._adopt_now(gid)
+            moved = copy.deepcopy(self.groups[gid])
+        return moved
 
     def expire_lease(self, gid: str, lease_id: str | None, target: str, expiries: int, now: float,
                      fence: int | None = None) -> Doc | None:

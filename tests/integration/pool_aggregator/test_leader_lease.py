@@ -287,7 +287,8 @@ def test_the_leaders_sweep_adopts_a_group_whose_creator_died(mongo_db: Database)
 
 def test_a_retry_after_a_takeover_carries_the_new_term(mongo_db: Database) -> None:
     """A group failed by term 1 (failed groups are not stamped at a takeover), retried after b's
-    takeover, leased, its lease over: term 1 cannot expire it."""
+    takeover, leased (which adopts it with the current term), its lease over: term 1 cannot
+    expire it."""
     world, clocks, leases, _ = electors(mongo_db)
     groups = MongoGroupStore(mongo_db)
     groups.ensure_indexes()
@@ -305,4 +306,23 @@ def test_a_retry_after_a_takeover_carries_the_new_term(mongo_db: Database) -> No
     assert processing is not None
     assert groups.expire_lease(gid, processing["lease_id"], core.READY, 1, world[0] + 6, fence=1) is None
     assert groups.get(gid)["status"] == core.PROCESSING  # type: ignore[index]
+    assert groups.expire_lease(gid, processing["lease_id"], core.READY, 1, world[0] + 6, fence=2) is not None
+
+
+def test_a_group_ready_during_a_takeover_and_leased_after_it_carries_the_new_term(mongo_db: Database) -> None:
+    world, clocks, leases, _ = electors(mongo_db)
+    groups = MongoGroupStore(mongo_db)
+    groups.ensure_indexes()
+    leading = {name: Leadership(lease, groups) for name, lease in leases.items()}
+    assert leading["a"].term() == 1
+    gid = open_group(groups, 1000, world[0])
+    assert groups.mark_ready(gid, world[0], fence=1) is not None
+    assert leases["b"].step() is None
+    clocks["a"].paused = True
+    advance(world, clocks, TTL + 1)
+    assert leases["b"].step() == 2
+    assert leading["b"].term() == 2
+    processing = groups.lease(gid, world[0], 5.0)
+    assert processing is not None and processing["fence"] == 2 and "fence_pending" not in processing
+    assert groups.expire_lease(gid, processing["lease_id"], core.READY, 1, world[0] + 6, fence=1) is None
     assert groups.expire_lease(gid, processing["lease_id"], core.READY, 1, world[0] + 6, fence=2) is not None

@@ -191,9 +191,10 @@ def test_a_paused_old_leader_cannot_expire_the_lease_of_a_group_created_after_th
     assert kit.store.get(gid)["status"] == core.READY  # type: ignore[index]
 
 
-def test_a_group_ready_during_the_takeover_is_stamped_too(kit: Kit) -> None:
-    """A group that was ``ready`` when b took over (not ticked yet, but a processor's lease turns
-    it ``processing`` later) carries b's term: a's ``expire_lease`` on it is refused."""
+def test_a_group_ready_during_the_takeover_and_leased_after_it_carries_the_new_term(kit: Kit) -> None:
+    """A group that was ``ready`` when b took over (the ticker does not move ready groups, so the
+    stamp skips it) turns ``processing`` by a processor's lease: the lease adopts it with the
+    current term, so a's ``expire_lease`` on it is refused."""
     r = Replicas(kit)
     assert r.renew("a") == 1
     gid = due_group(kit)
@@ -204,17 +205,35 @@ def test_a_group_ready_during_the_takeover_is_stamped_too(kit: Kit) -> None:
     r.advance(TTL + 1)
     assert r.renew("b") == 2
     assert r.deps["b"].leader.term() == 2
-    assert kit.store.get(gid)["fence"] == 2  # type: ignore[index]
-    assert kit.store.lease(gid, kit.clock.time(), 30) is not None
+    assert kit.store.get(gid)["fence"] == 1  # type: ignore[index]
+    leased = kit.store.lease(gid, kit.clock.time(), 30)
+    assert leased is not None and leased["fence"] == 2
     r.advance(31)
     assert r.renew("b") == 2
     assert ticking.expire_leases(r.deps["a"], 1) == 0
     assert kit.store.get(gid)["status"] == core.PROCESSING  # type: ignore[index]
+    assert ticking.expire_leases(r.deps["b"], 2) == 1
+
+
+def test_a_group_whose_leaser_died_before_adopting_it_is_expired_by_no_term_until_adopted(kit: Kit) -> None:
+    r = Replicas(kit)
+    took_over(r)
+    gid = due_group(kit)
+    ticking.tick(r.deps["b"])
+    kit.store.hold_adoption = True
+    assert kit.store.lease(gid, kit.clock.time(), 30) is not None  # the fetch's replica dies here
+    r.advance(31)
+    assert r.renew("b") == 2
+    assert ticking.expire_leases(r.deps["a"], 1) == 0
+    assert ticking.expire_leases(r.deps["b"], 2) == 0  # pending: not even the new term's
+    ticking.tick(r.deps["b"])  # adopts it (term 2), then expires its lease
+    group = kit.store.get(gid)
+    assert group is not None and group["status"] == core.READY and group["fence"] == 2
 
 
 def test_a_group_retried_after_the_takeover_carries_the_new_term(kit: Kit) -> None:
     """failed -> ready (``retry``) is a way back into the ticker's reach that no takeover stamp
-    saw (failed groups are not stamped): the retry stamps the current term."""
+    saw (failed groups are not stamped): the next lease adopts it with the current term."""
     r = Replicas(kit)
     assert r.renew("a") == 1
     gid = due_group(kit)
