@@ -7,7 +7,7 @@ fencing token: a new leader first records its term as the one new groups are ado
 and stamps it on every group a ticker may move (``GroupStore.fence_live``), and each of its
 writes carries the term, so the writes of an old leader that was paused past its lease are
 refused by the store, on the groups that existed at the takeover and on those created (or
-retried) after it alike (``store.py``, "Fencing").
+leased) after it alike (``store.py``, "Fencing").
 """
 
 from __future__ import annotations

@@ -70,11 +70,11 @@ class GroupStore(Protocol):
 
     def fence_live(self, term: int) -> int:
         """A new leader's takeover stamp: its term becomes the one new groups are adopted with,
-        then it is stamped on every group a ticker may still move (open, ready, processing)."""
+        then it is stamped on every group a ticker may still move (open, processing)."""
         ...
 
     def adopt_pending(self) -> int:
-        """The leader's sweep: groups created (or retried) but not adopted, because their writer
+        """The leader's sweep: groups created (or leased) but not adopted, because their writer
         died in between, get the current term; a bounded batch per call. How many."""
         ...
 
@@ -82,7 +82,10 @@ class GroupStore(Protocol):
 
     def extend_lease(self, gid: str, now: float, timeout_seconds: float) -> Doc | None: ...
 
-    def lease(self, gid: str, now: float, timeout_seconds: float) -> Doc | None: ...
+    def lease(self, gid: str, now: float, timeout_seconds: float) -> Doc | None:
+        """ready -> processing; the group enters the ticker's reach, so it is adopted with the
+        current term (like a new group) before this returns, or left to ``adopt_pending``."""
+        ...
 
     def expire_lease(self, gid: str, lease_id: str | None, target: str, expiries: int,
                      now: float, fence: int | None = None) -> Doc | None: ...

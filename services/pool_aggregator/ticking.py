@@ -6,7 +6,7 @@ of the runtime), but only the holder of the ticker's leader lease
 leader's writes carry its term (``fence``), so an old leader paused past its
 lease cannot move a group after a new leader took over, including a group
 created after the takeover (it is adopted with the current term: store.py
-"Fencing"; the leader's tick adopts what a dead creator left); each transition is
+"Fencing"; the leader's tick adopts what a dead writer left); each transition is
 also a conditional update on the state it leaves, so whoever moves a group
 (the leader's ticker, an arrival reaching quorum, a ``close``) does it once,
 and only that winner publishes ``GroupChanged`` and announces to the processor.
@@ -139,7 +139,7 @@ def expire_leases(deps: Deps, term: int | None = None) -> int:
 
 
 def adopt_groups(deps: Deps, term: int | None = None) -> int:
-    """Groups whose creator (a consumer) or retry died before adopting them get the current
+    """Groups whose creator (a consumer) or leaser (a fetch) died before adopting them get the current
     term (store.py "Fencing"); until then no term's tick may move them."""
     adopted = deps.store.adopt_pending()
     if adopted:
