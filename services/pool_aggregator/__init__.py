@@ -14,13 +14,15 @@ Publishes: ``FileGrouped`` (answers a ``FileStored``), ``FilesGrouped`` (answers
 Owns: MongoDB collections ``groups`` (one document per pool window, with counters),
 ``group_files`` (a group's files, one document per file), ``group_slices`` (which
 slices of files are counted in their group), ``results`` (numbered by ``seq`` per pool),
-``result_counters`` (each pool's last ``seq``), ``leases`` (the ticker's leader lease) and
+``result_counters`` (each pool's last ``seq``), ``leases`` (the ticker's leader lease),
+``fences`` (the ticker's term that new and newly leased groups are adopted with) and
 ``acks`` (each member's acknowledged ``seq`` per pool, moved forward only; internal routes
 ``/internal/pools/<id>/acks/<user_id>`` called by the gateway for ``ack-result`` and the
 catch-up on connect).
 Replicas: every one serves HTTP and consumes; only the holder of the ticker's leader lease
 (``leadership.py``, ``LEADER_LEASE_SECONDS``) ticks and announces what its ticks moved, its
-writes fenced by the lease's term so a paused old leader cannot act after a takeover.
+writes fenced by the lease's term so a paused old leader cannot act after a takeover, on
+the groups that existed then or on those created or leased later (``store.py``, "Fencing").
 Transitions: open -> ready (time, quorum, ``close``) or failed (quorum not met);
 ready -> processing (a lease); processing -> done (result stored and numbered), ready
 (lease expired) or failed; failed -> ready (``retry``). Each publishes ``GroupChanged``.

@@ -3,9 +3,11 @@
 Every replica consumes and serves HTTP; only the holder of the ``pool_aggregator.ticker``
 lease (``services.common.leader``, kept in MongoDB by ``store.MongoLeaseStore``) runs the
 time-driven transitions and their announcements (``ticking.tick``). Its term is the
-fencing token: a new leader first stamps its term on every group a ticker may move
-(``GroupStore.fence_live``), and each of its writes carries the term, so the writes of an
-old leader that was paused past its lease are refused by the store.
+fencing token: a new leader first records its term as the one new groups are adopted with
+and stamps it on every group a ticker may move (``GroupStore.fence_live``), and each of its
+writes carries the term, so the writes of an old leader that was paused past its lease are
+refused by the store, on the groups that existed at the takeover and on those created (or
+leased) after it alike (``store.py``, "Fencing").
 """
 
 from __future__ import annotations

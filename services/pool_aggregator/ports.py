@@ -61,21 +61,31 @@ class GroupStore(Protocol):
     def count_by_status(self) -> dict[str, int]: ...
 
     # --- transitions (``fence``: the leader's term on the ticker's writes; a write whose term
-    # is lower than one that wrote or stamped the group is refused, answering None)
+    # is lower than one that wrote or stamped the group, or on a group not adopted yet, is
+    # refused, answering None; see store.py "Fencing")
     def mark_ready(self, gid: str, now: float, short: bool = False, fence: int | None = None) -> Doc | None: ...
 
     def mark_failed(self, gid: str, now: float, reason: str,
                     from_statuses: tuple[str, ...] = ..., fence: int | None = None) -> Doc | None: ...
 
     def fence_live(self, term: int) -> int:
-        """A new leader stamps its term on the groups a ticker moves (open, processing)."""
+        """A new leader's takeover stamp: its term becomes the one new groups are adopted with,
+        then it is stamped on every group a ticker may still move (open, processing)."""
+        ...
+
+    def adopt_pending(self) -> int:
+        """The leader's sweep: groups created (or leased) but not adopted, because their writer
+        died in between, get the current term; a bounded batch per call. How many."""
         ...
 
     def retry(self, gid: str, now: float) -> Doc | None: ...
 
     def extend_lease(self, gid: str, now: float, timeout_seconds: float) -> Doc | None: ...
 
-    def lease(self, gid: str, now: float, timeout_seconds: float) -> Doc | None: ...
+    def lease(self, gid: str, now: float, timeout_seconds: float) -> Doc | None:
+        """ready -> processing; the group enters the ticker's reach, so it is adopted with the
+        current term (like a new group) before this returns, or left to ``adopt_pending``."""
+        ...
 
     def expire_lease(self, gid: str, lease_id: str | None, target: str, expiries: int,
                      now: float, fence: int | None = None) -> Doc | None: ...

@@ -29,9 +29,12 @@ Acknowledged results (``acks``), one document per (pool, member)::
 higher wins whatever the order. MongoDB keeps it on disk for as long as the pool lives
 (months), unlike the gateway's Redis.
 
-Leader leases (``leases``, ``MongoLeaseStore``): ``{_id: name, holder, term, expires_at, since, renewed}``.
-A group written by the leader's ticker carries ``fence``: the highest leader term that wrote it
-(see ``fenced``).
+Leader leases (``leases``, ``MongoLeaseStore``): ``{_id: name, holder, term, version, released, since, renewed,
+expires_at}`` (``expires_at`` only for replicas of the previous version).
+The ticker's fencing term (``fences``): ``{_id: "pool_aggregator.ticker", term}``, the highest term
+whose takeover stamp began (``fence_live``). A group carries ``fence``, the highest term that
+stamped or wrote it, and ``fence_pending`` (a nonce) from its creation or a processor's lease
+until it is adopted (see "Fencing" below).
 
 Groups written before ``group_files`` existed carry ``files: [entry]`` instead;
 they are still read (see ``files_of`` and ``_legacy_memberships``).
@@ -39,6 +42,7 @@ they are still read (see ``files_of`` and ``_legacy_memberships``).
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
@@ -46,16 +50,24 @@ from typing import Any
 import pymongo
 from pymongo import ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+
+from services.common.leader import LeaseState
 
 from . import core
 from .ports import ADDED, CLOSED
 
+log = logging.getLogger(__name__)
+
 DUPLICATE_KEY = 11000
 # Never read with a group: a legacy group's embedded files, and its slices between steps 2 and 4.
 HIDDEN = {"files": 0, "pending": 0}
-# The statuses a leader's ticker moves groups out of: a new leader stamps its term on them (``fence_live``).
+# The statuses a leader's ticker moves groups out of: a new leader stamps its term on them
+# (``fence_live``). A group enters them only by its creation (open) or a processor's lease
+# (ready -> processing), and no transition leads from one to the other: see "Fencing".
 TICKED = (core.OPEN, core.PROCESSING)
+FENCE_TERM_ID = "pool_aggregator.ticker"  # the ``fences`` document holding the ticker's term
+ADOPT_PAGE = 1000  # groups adopted per tick by the leader's sweep; the rest at the next tick
 # An uncounted membership this old was left by a crash (a live delivery finishes in well under a second).
 SETTLE_AFTER_SECONDS = 30.0
 SETTLE_POLL_SECONDS = 0.1  # how often a redelivery waiting on an uncounted slice looks again
@@ -66,13 +78,48 @@ SETTLE_POLL_SECONDS = 0.1  # how often a redelivery waiting on an uncounted slic
 INSERT_CHUNK = 250
 
 
+# Fencing the ticker's writes (issue 14). A leader's write carries its term ``t`` and applies
+# only to a group whose ``fence`` is set, is <= t, and that is not ``fence_pending``; it sets
+# ``fence`` = t. ``fence`` only ever grows: every write of it is conditional on the lower value
+# (a fenced write, ``fence_live``) or a ``$max`` (adoption).
+#
+# A takeover by term T is, in this order: W1 the ``fences`` document's term raised to T ($max),
+# W2 ``fence`` raised to T on every group in TICKED (``fence_live``); only then does T tick.
+# A group enters TICKED only by E: its creation (``_count_in``, open) or a processor's lease
+# (``lease``, ready -> processing; a ``retry`` leads to ready, so through a lease too). E writes
+# ``fence_pending`` = a nonce in the same single-document write, so no fenced write applies to
+# the group yet. Adoption then reads the ``fences`` term R (after E) and, if the nonce is still
+# there, unsets it and raises ``fence`` to R ($max). The writer of E adopts right after it; the
+# leader's tick adopts what a writer that died in between left (``adopt_pending``: it reads the
+# pending groups, then R, then adopts each by its nonce, so R is still read after that E).
+#
+# Why an old term t < T cannot move a group G once T's W2 is done. Its write needs G adopted,
+# G.fence <= t, and G open or processing. G has had that status (its index key for W2's scan)
+# without a break since its last E: open is left only for ready or failed, processing only for
+# ready, failed or done, and neither is entered again without an E.
+#   - If W2's scan visited G after that E, it raised G.fence to >= T.
+#   - Else that E came after the scan had passed G's key (its key stayed in the scanned range
+#     from E on), so after W1; the adoption since then (G is adopted, and the nonce pins it to
+#     this E) read R after E, after W1: R >= T, so G.fence >= T.
+# Either way G.fence >= T > t for good. Unlike a term copied into a new group at its creation,
+# there is no moment where a group created just after W2's scan carries an old term: until
+# adopted it is nobody's. (Stamping ready groups instead of adopting at the lease would not do:
+# a lease moving a group from ready to processing during W2's scan could be missed by it.)
+# ``fence_live`` of a stale leader (paused inside its own takeover) only raises fences to its
+# lower term (a no-op on what T stamped), and its sweep adopts with the term read from ``fences``.
+# A group without ``fence`` (written before this scheme, or by an older replica during a
+# rollout) is nobody's either until W2 or ``adopt_pending`` gives it one.
+
+
 def fenced(query: dict[str, Any], update: dict[str, Any], fence: int | None) -> None:
     """A leader's write carries its term: the filter refuses it when a higher term wrote the
-    document (or stamped it at takeover), and the update records the term. ``fence`` None: a
-    write that is not the leader's (a request, a consumer) and is not fenced. In place."""
+    document (or stamped it at takeover) or while it is not adopted (see above), and the update
+    records the term. ``fence`` None: a write that is not the leader's (a request, a consumer)
+    and is not fenced. In place."""
     if fence is None:
         return
-    query["$or"] = [{"fence": {"$exists": False}}, {"fence": {"$lte": fence}}]
+    query["fence"] = {"$lte": fence}  # an absent fence matches no term: the group is not adopted
+    query["fence_pending"] = {"$exists": False}
     update.setdefault("$set", {})["fence"] = fence
 
 
@@ -80,34 +127,53 @@ class MongoLeaseStore:
     """``services.common.leader.LeaseStore`` on MongoDB (collection ``leases``).
 
     Every change is one conditional write, so two replicas racing for the lease cannot both
-    get it: a renewal matches only its own holder *and* term, a takeover only an expired
-    lease (and ``$inc``s the term), the first lease ever is one insert (unique ``_id``).
+    get it: a renewal matches its own holder *and* term, a takeover only the very (term,
+    version) the contender saw unchanged for a whole lease (and ``$inc``s the term), the first
+    lease ever is one insert (unique ``_id``). No time is compared here: ``since`` and
+    ``renewed`` are the writers' wall clocks, for people.
     """
 
     def __init__(self, db: Database) -> None:
         self.leases = db["leases"]
 
-    def acquire(self, name: str, holder: str, term: int | None, now: float, ttl: float) -> int | None:
-        if term is not None and self.leases.find_one_and_update(
-                {"_id": name, "holder": holder, "term": term},
-                {"$set": {"expires_at": now + ttl, "renewed": now}}, projection={"_id": 1}) is not None:
-            return term
+    def read(self, name: str) -> LeaseState | None:
+        doc = self.leases.find_one({"_id": name})
+        if doc is None:
+            return None
+        renewed = doc.get("renewed")
+        return LeaseState(str(doc.get("holder")), int(doc.get("term") or 0), int(doc.get("version") or 0),
+                          bool(doc.get("released")), float(renewed) if renewed is not None else None)
+
+    # ``expires_at`` (now + ttl) is written for replicas of the previous version during a rolling
+    # update: they take over by comparing it with their own clock; this version never reads it.
+
+    def renew(self, name: str, holder: str, term: int, now: float, ttl: float) -> bool:
+        return self.leases.update_one({"_id": name, "holder": holder, "term": term, "released": {"$ne": True}},
+                                      {"$inc": {"version": 1},
+                                       "$set": {"renewed": now, "expires_at": now + ttl}}).modified_count == 1
+
+    def take(self, name: str, holder: str, seen: LeaseState | None, now: float, ttl: float) -> int | None:
+        if seen is None:
+            try:
+                self.leases.insert_one({"_id": name, "holder": holder, "term": 1, "version": 0, "released": False,
+                                        "since": now, "renewed": now, "expires_at": now + ttl})
+            except DuplicateKeyError:
+                return None  # created by a process racing us
+            return 1
+        # Exactly what was seen: 0 / None / False also match a lease written before versions existed.
         taken = self.leases.find_one_and_update(
-            {"_id": name, "expires_at": {"$lte": now}},
-            {"$set": {"holder": holder, "expires_at": now + ttl, "since": now, "renewed": now},
+            {"_id": name, "holder": seen.holder, "term": seen.term,
+             "version": seen.version if seen.version else {"$in": [0, None]},
+             "released": True if seen.released else {"$ne": True}, "renewed": seen.renewed},
+            {"$set": {"holder": holder, "version": 0, "released": False, "since": now, "renewed": now,
+                      "expires_at": now + ttl},
              "$inc": {"term": 1}},
             return_document=ReturnDocument.AFTER, projection={"term": 1})
-        if taken is not None:
-            return int(taken["term"])
-        try:
-            self.leases.insert_one({"_id": name, "holder": holder, "term": 1, "expires_at": now + ttl,
-                                    "since": now, "renewed": now})
-        except DuplicateKeyError:
-            return None  # held by another process (or it was created by one racing us)
-        return 1
+        return int(taken["term"]) if taken is not None else None
 
     def release(self, name: str, holder: str, term: int) -> None:
-        self.leases.update_one({"_id": name, "holder": holder, "term": term}, {"$set": {"expires_at": 0.0}})
+        self.leases.update_one({"_id": name, "holder": holder, "term": term},
+                               {"$set": {"released": True, "expires_at": 0.0}, "$inc": {"version": 1}})
 
     def get(self, name: str) -> dict | None:
         return self.leases.find_one({"_id": name})
@@ -125,9 +191,12 @@ class MongoGroupStore:
         self.results = db["results"]
         self.counters = db["result_counters"]
         self.acks = db["acks"]
+        self.fences = db["fences"]
 
     def ensure_indexes(self) -> None:
         self.groups.create_index([("pool_id", pymongo.ASCENDING), ("status", pymongo.ASCENDING)])
+        # Only groups between their creation (or lease) and their adoption: a handful at any time.
+        self.groups.create_index([("fence_pending", pymongo.ASCENDING)], sparse=True)
         self.groups.create_index([("status", pymongo.ASCENDING)])
         self.groups.create_index([("files.file_id", pymongo.ASCENDING)])  # legacy embedded files
         self.slices.create_index([("group_id", pymongo.ASCENDING)])
@@ -319,6 +388,7 @@ class MongoGroupStore:
                 "pool_id": pool_id, "window_start": window.start, "window_end": window.end,
                 "status": core.OPEN, "close_at": window.end + float(close_grace_seconds or 0),
                 "min_contributors": min_contributors or None, "created": now, "lease_expiries": 0,
+                "fence_pending": sid,  # an E of "Fencing": nobody's until adopted (below)
             },
             # contributors is a set of owner ids: idempotent ($addToSet), and bounded by the
             # pool's membership, not by its files.
@@ -344,10 +414,34 @@ class MongoGroupStore:
                 # Seen on secantusdb with ten consumers creating one group at once: the
                 # upsert answered no document. Whether it applied is read back, not guessed.
                 if self.groups.count_documents({"_id": gid, "pending": sid}, limit=1):
-                    return self.get(gid)
+                    doc = self.get(gid)
+                    return self._adopt_created(doc, sid) if doc is not None else None
                 continue
-            return doc
+            return self._adopt_created(doc, sid)
         raise RuntimeError(f"could not add {len(entries)} files to {gid}")
+
+    def _adopt_created(self, doc: dict, sid: str) -> dict:
+        """The group this slice created (its nonce is the slice id) is adopted at once; the
+        group as it is then. A failed adoption is left to the leader's next tick (``adopt_pending``):
+        the files are counted either way."""
+        if doc.get("fence_pending") != sid:
+            return doc  # created by another slice (which adopts it), or adopted already
+        return self._adopt_one(doc, sid)
+
+    def _adopt_one(self, doc: dict, nonce: str) -> dict:
+        """Adopt the group ``doc`` that this process just wrote pending with ``nonce``: the term is
+        read now, after that write (see "Fencing"). The group after, or ``doc`` when it was adopted
+        meanwhile or the adoption failed (the leader's next tick adopts it, ``adopt_pending``)."""
+        try:
+            term = self.fence_term()
+            adopted = self.groups.find_one_and_update(
+                {"_id": doc["_id"], "fence_pending": nonce},
+                {"$max": {"fence": term}, "$unset": {"fence_pending": ""}},
+                return_document=ReturnDocument.AFTER, projection=HIDDEN)
+        except PyMongoError as exc:
+            log.warning("group_adoption_deferred", extra={"group_id": doc["_id"], "error": repr(exc)})
+            return doc
+        return adopted or doc
 
     def _settle(self, gid: str, sid: str) -> None:
         """Steps 3 and 4: the slice is recorded as counted; the group forgets it as pending."""
@@ -381,12 +475,47 @@ class MongoGroupStore:
                                                projection=HIDDEN)
 
     def fence_live(self, term: int) -> int:
-        """A new leader's first write: its term on every group a ticker may still move, so no
-        write of an older term is accepted on them from now on. How many were stamped."""
-        query: dict[str, Any] = {"status": {"$in": list(TICKED)}}
-        update: dict[str, Any] = {}
-        fenced(query, update, term)
-        return self.groups.update_many(query, update).modified_count
+        """A new leader's first writes: W1 its term into ``fences`` (what adoptions read from now
+        on), then W2 its term on every open and processing group (adopted or not), so no
+        write of an older term is accepted on them from now on. How many groups were stamped."""
+        for attempt in range(2):  # two first upserts racing: one inserts, the other's $max runs again
+            try:
+                self.fences.update_one({"_id": FENCE_TERM_ID}, {"$max": {"term": term}}, upsert=True)
+                break
+            except DuplicateKeyError:
+                if attempt:
+                    raise  # W2 must not run before W1 is written: the takeover is tried at the next tick
+        query: dict[str, Any] = {"status": {"$in": list(TICKED)},
+                                 "$or": [{"fence": {"$exists": False}}, {"fence": {"$lt": term}}]}
+        return self.groups.update_many(query, {"$set": {"fence": term}}).modified_count
+
+    def fence_term(self) -> int:
+        """The ticker's term whose takeover stamp began last (0 before any)."""
+        doc = self.fences.find_one({"_id": FENCE_TERM_ID}, {"term": 1})
+        return int(doc["term"]) if doc is not None else 0
+
+    def _adopt(self, pending: list[tuple[str, str | None]], term: int) -> int:
+        """Adopt groups seen pending *before* ``term`` was read: by their nonce (None: a group
+        without any fence, from before this scheme); see "Fencing" above. How many."""
+        adopted = 0
+        for gid, nonce in pending:
+            query: dict[str, Any] = ({"_id": gid, "fence_pending": nonce} if nonce is not None else
+                                     {"_id": gid, "fence_pending": {"$exists": False}, "fence": {"$exists": False}})
+            adopted += self.groups.update_one(query, {"$max": {"fence": term},
+                                                      "$unset": {"fence_pending": ""}}).modified_count
+        return adopted
+
+    def adopt_pending(self, limit: int = ADOPT_PAGE) -> int:
+        """The leader's sweep: groups whose creator (or leaser) died before adopting them, and
+        groups without any fence, are adopted (at most ``limit``, oldest first is not needed:
+        the next tick takes the rest). Read first, then the term: the order the proof needs."""
+        found = list(self.groups.find({"fence_pending": {"$exists": True}}, {"fence_pending": 1}).limit(limit))
+        if len(found) < limit:  # written before this scheme (or by an older replica): no fence at all
+            found += self.groups.find({"status": {"$in": list(TICKED)}, "fence": {"$exists": False},
+                                       "fence_pending": {"$exists": False}}, {"_id": 1}).limit(limit - len(found))
+        if not found:
+            return 0
+        return self._adopt([(d["_id"], d.get("fence_pending")) for d in found], self.fence_term())
 
     def retry(self, gid: str, now: float) -> dict | None:
         """failed -> ready with a fresh count of lease expiries; None if it was not failed."""
@@ -435,12 +564,16 @@ class MongoGroupStore:
     # --- leases ------------------------------------------------------------
 
     def lease(self, gid: str, now: float, timeout_seconds: float) -> dict | None:
-        """ready -> processing with a lease; None when the group was not ready (or another won)."""
-        return self.groups.find_one_and_update(
+        """ready -> processing with a lease; None when the group was not ready (or another won).
+        Back within the ticker's reach (a lease can expire): pending in the same write, then
+        adopted like a new group ("Fencing"), so an old term cannot expire this lease."""
+        nonce = uuid.uuid4().hex
+        group = self.groups.find_one_and_update(
             {"_id": gid, "status": core.READY},
             {"$set": {"status": core.PROCESSING, "leased_at": now, "lease_expires_at": now + timeout_seconds,
-                      "lease_id": uuid.uuid4().hex, "updated": now}},
+                      "lease_id": uuid.uuid4().hex, "updated": now, "fence_pending": nonce}},
             return_document=ReturnDocument.AFTER, projection=HIDDEN)
+        return self._adopt_one(group, nonce) if group is not None else None
 
     def extend_lease(self, gid: str, now: float, timeout_seconds: float) -> dict | None:
         """A processing group's lease runs ``timeout_seconds`` from now; None if not processing."""

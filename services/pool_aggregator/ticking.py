@@ -4,7 +4,9 @@ Every aggregator process runs ``tick`` every ``tick_seconds`` (a ``Periodic``
 of the runtime), but only the holder of the ticker's leader lease
 (``leadership.py``) moves groups: followers only refresh their gauges. The
 leader's writes carry its term (``fence``), so an old leader paused past its
-lease cannot move a group after a new leader took over; each transition is
+lease cannot move a group after a new leader took over, including a group
+created after the takeover (it is adopted with the current term: store.py
+"Fencing"; the leader's tick adopts what a dead writer left); each transition is
 also a conditional update on the state it leaves, so whoever moves a group
 (the leader's ticker, an arrival reaching quorum, a ``close``) does it once,
 and only that winner publishes ``GroupChanged`` and announces to the processor.
@@ -136,6 +138,15 @@ def expire_leases(deps: Deps, term: int | None = None) -> int:
     return moved
 
 
+def adopt_groups(deps: Deps, term: int | None = None) -> int:
+    """Groups whose creator (a consumer) or leaser (a fetch) died before adopting them get the current
+    term (store.py "Fencing"); until then no term's tick may move them."""
+    adopted = deps.store.adopt_pending()
+    if adopted:
+        log.info("groups_adopted", extra={"groups": adopted, "term": term})
+    return adopted
+
+
 def update_gauges(deps: Deps) -> None:
     for status, count in deps.store.count_by_status().items():
         deps.metrics.groups.labels(status).set(count)
@@ -152,7 +163,7 @@ def tick(deps: Deps) -> None:
     deps.metrics.leader.set(1 if term is not None else 0)
     if term is not None:
         deps.metrics.leader_term.set(term)
-        for step in (promote_ready, expire_leases):
+        for step in (adopt_groups, promote_ready, expire_leases):
             try:
                 step(deps, term)
             except Exception:  # noqa: BLE001 - the next tick tries again

@@ -37,7 +37,11 @@ class FakeGroupStore:
         self.results: dict[str, Doc] = {}
         self.counters: dict[str, int] = {}  # pool id -> the last seq given
         self.acks: dict[tuple[str, str], int] = {}  # (pool id, user id) -> acknowledged seq
-        self.fenced_off = 0  # leader writes refused because a newer term wrote the group
+        self.fenced_off = 0  # leader writes refused because a newer term wrote the group (or not adopted)
+        self.fence_term = 0  # the ticker's term new groups are adopted with (the store's ``fences``)
+        # True: creations and leases leave their group pending, as a writer that died between
+        # its write and the adoption would (the leader's ``adopt_pending`` adopts it).
+        self.hold_adoption = False
         self._failures: dict[str, int] = {}
 
     def fail(self, method: str, times: int = 1) -> None:
@@ -77,8 +81,10 @@ class FakeGroupStore:
                 "_id": gid, "pool_id": pool_id, "window_start": window.start, "window_end": window.end,
                 "status": OPEN, "close_at": window.end + float(close_grace_seconds or 0),
                 "min_contributors": min_contributors or None, "created": now, "lease_expiries": 0,
-                "contributors": [], "file_count": 0, "bytes": 0, "late_count": 0}
+                "contributors": [], "file_count": 0, "bytes": 0, "late_count": 0,
+                "fence_pending": uuid.uuid4().hex}
             self.entries[gid] = []
+            self._adopt_now(gid)
         elif group["status"] not in ACCEPTING:
             return CLOSED, copy.deepcopy(group), {}
         present = self.memberships(pool_id, [e["file_id"] for e in entries], now)
@@ -126,9 +132,9 @@ class FakeGroupStore:
         if group is None or group["status"] not in allowed or any(group.get(k) != v for k, v in match.items()):
             return None
         if fence is not None:
-            if int(group.get("fence") or 0) > fence:
+            if "fence" not in group or group["fence"] > fence or "fence_pending" in group:
                 self.fenced_off += 1
-                return None  # a newer leader wrote (or stamped) it: this write's term is stale
+                return None  # a newer leader wrote (or stamped) it, or it is not adopted yet
             changes = {**changes, "fence": fence}
         old = copy.deepcopy(group)
         group.update(changes)
@@ -144,12 +150,29 @@ class FakeGroupStore:
                           fence=fence)
 
     def fence_live(self, term: int) -> int:
+        self.fence_term = max(self.fence_term, term)
         stamped = 0
         for group in self.groups.values():
-            if group["status"] in (OPEN, PROCESSING) and int(group.get("fence") or 0) < term:
+            if group["status"] in (OPEN, PROCESSING) and ("fence" not in group or group["fence"] < term):
                 group["fence"] = term
                 stamped += 1
         return stamped
+
+    def _adopt(self, gid: str) -> bool:
+        group = self.groups[gid]
+        if "fence_pending" not in group and "fence" in group:
+            return False
+        group.pop("fence_pending", None)
+        group["fence"] = max(int(group.get("fence", 0)), self.fence_term)
+        return True
+
+    def _adopt_now(self, gid: str) -> None:
+        if not self.hold_adoption:
+            self._adopt(gid)
+
+    def adopt_pending(self) -> int:
+        return sum(self._adopt(gid) for gid, g in self.groups.items()
+                   if "fence_pending" in g or ("fence" not in g and g["status"] in (OPEN, PROCESSING)))
 
     def retry(self, gid: str, now: float) -> Doc | None:
         moved = self._move(gid, (FAILED,), {"status": READY, "ready_at": now, "updated": now, "lease_expiries": 0,
@@ -164,9 +187,14 @@ class FakeGroupStore:
         return self._move(gid, (PROCESSING,), {"lease_expires_at": now + timeout_seconds, "updated": now})
 
     def lease(self, gid: str, now: float, timeout_seconds: float) -> Doc | None:
-        return self._move(gid, (READY,), {"status": PROCESSING, "leased_at": now,
-                                          "lease_expires_at": now + timeout_seconds,
-                                          "lease_id": uuid.uuid4().hex, "updated": now})
+        moved = self._move(gid, (READY,), {"status": PROCESSING, "leased_at": now,
+                                           "lease_expires_at": now + timeout_seconds,
+                                           "lease_id": uuid.uuid4().hex, "updated": now,
+                                           "fence_pending": uuid.uuid4().hex})
+        if moved is not None:
+            self._adopt_now(gid)
+            moved = copy.deepcopy(self.groups[gid])
+        return moved
 
     def expire_lease(self, gid: str, lease_id: str | None, target: str, expiries: int, now: float,
                      fence: int | None = None) -> Doc | None:

@@ -80,6 +80,66 @@ def test_one_holder_then_a_takeover_with_the_next_term(mongo_db: Database) -> No
     assert leases["a"].step() == 3  # released: taken at once, the term still grows
 
 
+def test_racing_takeovers_of_one_seen_lease_get_one(mongo_db: Database) -> None:
+    """Eight contenders that all saw the same expired lease: one takeover wins."""
+    store = MongoLeaseStore(mongo_db)
+    assert store.take(LEASE_NAME, "dead", None, 1000.0, TTL) == 1
+    seen = store.read(LEASE_NAME)
+    assert seen is not None
+    got: list[int | None] = []
+    barrier = threading.Barrier(8)
+
+    def race(i: int) -> None:
+        barrier.wait(timeout=10)
+        got.append(store.take(LEASE_NAME, f"h{i}", seen, 1000.0, TTL))
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(got, key=lambda t: t or 0) == [None] * 7 + [2]
+    assert not store.renew(LEASE_NAME, "dead", 1, 1001.0, TTL)
+
+
+def test_a_contender_whose_wall_clock_runs_ahead_does_not_take_over(mongo_db: Database) -> None:
+    """b's wall clock is an hour ahead of a's: it still waits for a's lease to stop changing."""
+    store = MongoLeaseStore(mongo_db)
+    mono = [0.0]
+    a = LeaderLease(store, LEASE_NAME, ttl=TTL, holder="a", wall=lambda: 1_800_000_000.0, monotonic=lambda: mono[0])
+    b = LeaderLease(store, LEASE_NAME, ttl=TTL, holder="b", wall=lambda: 1_800_003_600.0,
+                    monotonic=lambda: mono[0])
+    assert a.step() == 1
+    for _ in range(6):  # two lease lengths of renewals
+        assert b.step() is None
+        mono[0] += a.interval
+        assert a.step() == 1
+    assert b.step() is None
+    mono[0] += TTL + 0.1  # a died after its last renewal
+    assert b.step() == 2
+    doc = store.get(LEASE_NAME)
+    assert doc is not None and (doc["holder"], doc["term"]) == ("b", 2)
+
+
+def test_a_lease_renewed_by_a_replica_of_the_previous_version_is_left_alone(mongo_db: Database) -> None:
+    """A rolling update: the leader still runs the previous version (its renewals set ``renewed``
+    and ``expires_at``, no ``version``). A new replica takes over only once those stop."""
+    leases = mongo_db["leases"]
+    leases.insert_one({"_id": LEASE_NAME, "holder": "old", "term": 7, "expires_at": 1010.0, "renewed": 1000.0})
+    mono = [0.0]
+    b = LeaderLease(MongoLeaseStore(mongo_db), LEASE_NAME, ttl=TTL, holder="b", monotonic=lambda: mono[0])
+    for i in range(1, 7):  # two lease lengths of the old leader's renewals
+        assert b.step() is None
+        mono[0] += TTL / 3
+        leases.update_one({"_id": LEASE_NAME, "holder": "old", "term": 7},
+                          {"$set": {"expires_at": 1010.0 + i, "renewed": 1000.0 + i}})
+    assert b.step() is None
+    mono[0] += TTL
+    assert b.step() == 8  # the old leader stopped renewing a lease ago
+    doc = leases.find_one({"_id": LEASE_NAME})
+    assert doc is not None and doc["holder"] == "b" and doc["expires_at"] > doc["renewed"]  # read by old replicas
+
+
 def test_racing_electors_get_one_lease(mongo_db: Database) -> None:
     store = MongoLeaseStore(mongo_db)
     got: list[int | None] = []
@@ -87,7 +147,7 @@ def test_racing_electors_get_one_lease(mongo_db: Database) -> None:
 
     def race(i: int) -> None:
         barrier.wait(timeout=10)
-        got.append(store.acquire(LEASE_NAME, f"h{i}", None, 1000.0, TTL))
+        got.append(store.take(LEASE_NAME, f"h{i}", None, 1000.0, TTL))
 
     threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
     for thread in threads:
@@ -109,6 +169,7 @@ def test_a_paused_leaders_writes_are_refused_by_the_store(mongo_db: Database) ->
     assert leading["a"].term() == 1
     assert groups.get(ready_one)["fence"] == 1  # type: ignore[index]  # stamped at a's takeover
     # a passed its local check, then froze; b takes over once the lease ran out.
+    assert leases["b"].step() is None  # b sees a's lease; it takes over a lease after that
     clocks["a"].paused = True
     advance(world, clocks, TTL + 1)
     assert leases["b"].step() == 2
@@ -127,3 +188,141 @@ def test_a_paused_leaders_writes_are_refused_by_the_store(mongo_db: Database) ->
     assert groups.expire_lease(expiring, processing["lease_id"], core.READY, 1, world[0], fence=2) is not None
     late = open_group(groups, 3000, world[0])
     assert groups.mark_ready(late, world[0]) is not None
+
+
+def took_over(db: Database) -> tuple[list[float], MongoGroupStore, dict[str, Leadership]]:
+    """a leads with term 1 and stamped it, then freezes after its local check; b takes over with
+    term 2 and stamps it. a still believes it leads."""
+    world, clocks, leases, _ = electors(db)
+    groups = MongoGroupStore(db)
+    groups.ensure_indexes()
+    leading = {name: Leadership(lease, groups) for name, lease in leases.items()}
+    assert leading["a"].term() == 1
+    assert leases["b"].step() is None  # b sees a's lease; it takes over a lease after that
+    clocks["a"].paused = True
+    advance(world, clocks, TTL + 1)
+    assert leases["b"].step() == 2
+    assert leading["b"].term() == 2
+    assert leases["a"].term() == 1
+    return world, groups, leading
+
+
+def test_an_old_term_cannot_move_a_group_created_after_a_newer_term_took_over(mongo_db: Database) -> None:
+    """Issue 14: a group grouped after b's takeover stamp (by a consumer on any replica) is refused
+    to a's term 1 on every ticker transition; b's term moves it."""
+    world, groups, _ = took_over(mongo_db)
+    created = open_group(groups, 1000, world[0])
+    assert groups.mark_ready(created, world[0], fence=1) is None
+    assert groups.mark_failed(created, world[0], core.QUORUM_NOT_MET, fence=1) is None
+    assert groups.get(created)["status"] == core.OPEN  # type: ignore[index]
+    # Another one made ready without the ticker (close), leased by the processor, its lease over.
+    leased = open_group(groups, 2000, world[0])
+    assert groups.mark_ready(leased, world[0]) is not None
+    processing = groups.lease(leased, world[0], 5.0)
+    assert processing is not None
+    assert groups.expire_lease(leased, processing["lease_id"], core.READY, 1, world[0] + 6, fence=1) is None
+    assert groups.get(leased)["status"] == core.PROCESSING  # type: ignore[index]
+    # The new term's writes go through.
+    assert groups.expire_lease(leased, processing["lease_id"], core.READY, 1, world[0] + 6, fence=2) is not None
+    moved = groups.mark_ready(created, world[0], fence=2)
+    assert moved is not None and moved["fence"] == 2
+
+
+class HeldCreator(MongoGroupStore):
+    """A consumer's store that stops right after creating a group, before adopting it (paused, or
+    killed if never resumed)."""
+
+    held: list[tuple[str, str]]
+
+    def _adopt_created(self, doc: dict, sid: str) -> dict:
+        if doc.get("fence_pending") == sid:
+            self.held.append((doc["_id"], sid))
+        return doc
+
+
+def test_a_creation_that_read_the_term_before_a_takeover_cannot_hand_the_group_to_the_old_term(
+        mongo_db: Database) -> None:
+    """The race the adoption order is for: a consumer creates a group, reads the term (1), pauses;
+    b takes over (term 2) and stamps; the consumer wakes and adopts with its stale 1. The group
+    never becomes movable by term 1: pending until adopted, and b's stamp is kept ($max)."""
+    world, clocks, leases, _ = electors(mongo_db)
+    groups = MongoGroupStore(mongo_db)
+    groups.ensure_indexes()
+    creator = HeldCreator(mongo_db)
+    creator.held = []
+    leading = {name: Leadership(lease, groups) for name, lease in leases.items()}
+    assert leading["a"].term() == 1
+    gid = open_group(creator, 1000, world[0])
+    ((held_gid, nonce),) = creator.held
+    assert held_gid == gid
+    stale = creator.fence_term()  # read after the creation, before b's takeover
+    assert stale == 1
+    assert groups.mark_ready(gid, world[0], fence=1) is None  # pending: nobody's yet
+    assert leases["b"].step() is None  # b sees a's lease; it takes over a lease after that
+    clocks["a"].paused = True
+    advance(world, clocks, TTL + 1)
+    assert leases["b"].step() == 2
+    assert leading["b"].term() == 2  # stamps the pending group too
+    assert groups.mark_ready(gid, world[0], fence=2) is None  # still pending
+    assert creator._adopt([(gid, nonce)], stale) == 1  # the consumer wakes and adopts
+    group = groups.get(gid)
+    assert group is not None and group["fence"] == 2 and "fence_pending" not in group
+    assert groups.mark_ready(gid, world[0], fence=1) is None
+    assert groups.mark_failed(gid, world[0], core.QUORUM_NOT_MET, fence=1) is None
+    assert groups.mark_ready(gid, world[0], fence=2) is not None
+
+
+def test_the_leaders_sweep_adopts_a_group_whose_creator_died(mongo_db: Database) -> None:
+    world, groups, _ = took_over(mongo_db)
+    creator = HeldCreator(mongo_db)
+    creator.held = []
+    gid = open_group(creator, 1000, world[0])  # its consumer is killed before adopting it
+    assert groups.mark_ready(gid, world[0], fence=2) is None
+    assert groups.adopt_pending() == 1
+    assert groups.adopt_pending() == 0
+    assert groups.mark_ready(gid, world[0], fence=1) is None
+    moved = groups.mark_ready(gid, world[0], fence=2)
+    assert moved is not None and moved["fence"] == 2 and "fence_pending" not in moved
+
+
+def test_a_retry_after_a_takeover_carries_the_new_term(mongo_db: Database) -> None:
+    """A group failed by term 1 (failed groups are not stamped at a takeover), retried after b's
+    takeover, leased (which adopts it with the current term), its lease over: term 1 cannot
+    expire it."""
+    world, clocks, leases, _ = electors(mongo_db)
+    groups = MongoGroupStore(mongo_db)
+    groups.ensure_indexes()
+    leading = {name: Leadership(lease, groups) for name, lease in leases.items()}
+    assert leading["a"].term() == 1
+    gid = open_group(groups, 1000, world[0])
+    assert groups.mark_failed(gid, world[0], core.QUORUM_NOT_MET, fence=1) is not None
+    assert leases["b"].step() is None  # b sees a's lease; it takes over a lease after that
+    clocks["a"].paused = True
+    advance(world, clocks, TTL + 1)
+    assert leases["b"].step() == 2
+    assert leading["b"].term() == 2
+    assert groups.retry(gid, world[0]) is not None
+    processing = groups.lease(gid, world[0], 5.0)
+    assert processing is not None
+    assert groups.expire_lease(gid, processing["lease_id"], core.READY, 1, world[0] + 6, fence=1) is None
+    assert groups.get(gid)["status"] == core.PROCESSING  # type: ignore[index]
+    assert groups.expire_lease(gid, processing["lease_id"], core.READY, 1, world[0] + 6, fence=2) is not None
+
+
+def test_a_group_ready_during_a_takeover_and_leased_after_it_carries_the_new_term(mongo_db: Database) -> None:
+    world, clocks, leases, _ = electors(mongo_db)
+    groups = MongoGroupStore(mongo_db)
+    groups.ensure_indexes()
+    leading = {name: Leadership(lease, groups) for name, lease in leases.items()}
+    assert leading["a"].term() == 1
+    gid = open_group(groups, 1000, world[0])
+    assert groups.mark_ready(gid, world[0], fence=1) is not None
+    assert leases["b"].step() is None
+    clocks["a"].paused = True
+    advance(world, clocks, TTL + 1)
+    assert leases["b"].step() == 2
+    assert leading["b"].term() == 2
+    processing = groups.lease(gid, world[0], 5.0)
+    assert processing is not None and processing["fence"] == 2 and "fence_pending" not in processing
+    assert groups.expire_lease(gid, processing["lease_id"], core.READY, 1, world[0] + 6, fence=1) is None
+    assert groups.expire_lease(gid, processing["lease_id"], core.READY, 1, world[0] + 6, fence=2) is not None

@@ -6,12 +6,12 @@ import time
 
 import pytest
 
-from services.common.leader import MARGIN, LeaderLease, LocalLeaseStore
+from services.common.leader import MARGIN, LeaderLease, LeaseState, LocalLeaseStore
 
 
 class Clocks:
-    """A wall clock shared by every process (the store compares it) and one process's
-    monotonic clock; a paused process is one whose clock is not advanced."""
+    """A wall clock (only recorded in the store, never compared) and the processes' monotonic
+    clock; a paused process is one whose clock is not advanced."""
 
     def __init__(self) -> None:
         self.wall = 1_800_000_000.0
@@ -27,10 +27,10 @@ class DownStore(LocalLeaseStore):
         super().__init__()
         self.down = False
 
-    def acquire(self, name: str, holder: str, term: int | None, now: float, ttl: float) -> int | None:
+    def renew(self, name: str, holder: str, term: int, now: float, ttl: float) -> bool:
         if self.down:
             raise ConnectionError("store down")
-        return super().acquire(name, holder, term, now, ttl)
+        return super().renew(name, holder, term, now, ttl)
 
 
 def lease(store: LocalLeaseStore, name: str, clocks: Clocks, holder: str, ttl: float = 10.0,
@@ -39,18 +39,23 @@ def lease(store: LocalLeaseStore, name: str, clocks: Clocks, holder: str, ttl: f
                        monotonic=lambda: clocks.mono, on_change=changes.append if changes is not None else None)
 
 
-def test_local_store_renews_the_same_term_and_takes_over_with_the_next() -> None:
+def test_local_store_renews_the_same_term_and_takes_over_only_the_lease_it_saw() -> None:
     store = LocalLeaseStore()
-    assert store.acquire("t", "a", None, 0.0, 10.0) == 1
-    assert store.acquire("t", "b", None, 5.0, 10.0) is None  # a's lease runs until 10
-    assert store.acquire("t", "a", 1, 5.0, 10.0) == 1  # renewed until 15
-    assert store.acquire("t", "b", None, 14.9, 10.0) is None
-    assert store.acquire("t", "b", None, 15.0, 10.0) == 2  # expired: taken over, next term
-    assert store.acquire("t", "a", 1, 15.5, 10.0) is None  # a's term is gone: no renewal
+    assert store.take("t", "a", None, 0.0, 10.0) == 1
+    assert store.take("t", "b", None, 0.0, 10.0) is None  # there is a lease already
+    seen = store.read("t")
+    assert seen == LeaseState("a", 1, 0, renewed=0.0)
+    assert store.renew("t", "a", 1, 1.0, 10.0)
+    assert store.take("t", "b", seen, 2.0, 10.0) is None  # a renewed since b saw it: alive
+    assert store.take("t", "b", store.read("t"), 3.0, 10.0) == 2
+    assert not store.renew("t", "a", 1, 4.0, 10.0)  # a's term is gone: no renewal
     store.release("t", "a", 1)  # not a's any more: nothing happens
-    assert store.peek("t") == ("b", 2, 25.0)
+    assert store.peek("t") == LeaseState("b", 2, 0, renewed=3.0)
     store.release("t", "b", 2)
-    assert store.acquire("t", "a", 1, 16.0, 10.0) == 3  # released: taken at once
+    assert not store.renew("t", "b", 2, 5.0, 10.0)
+    released = store.read("t")
+    assert released is not None and released.released
+    assert store.take("t", "a", released, 5.0, 10.0) == 3
 
 
 def test_one_leader_of_two_and_a_quick_takeover_when_it_dies() -> None:
@@ -78,7 +83,8 @@ def test_a_paused_leader_stops_trusting_its_lease_before_it_can_be_taken_over() 
     assert a.term() == 1
     clocks.advance(0.02)  # its renewals stalled: it stops acting while the store still says it leads
     assert a.term() is None
-    assert store.peek("t")[:2] == ("a", 1)  # type: ignore[index]
+    held = store.peek("t")
+    assert held is not None and (held.holder, held.term) == ("a", 1)
     assert changes == [1]
 
 
@@ -118,3 +124,23 @@ def test_the_renewal_thread_keeps_the_lease_and_stop_releases_it() -> None:
 def test_ttl_must_be_positive() -> None:
     with pytest.raises(ValueError):
         LeaderLease(LocalLeaseStore(), "t", ttl=0)
+
+
+def test_a_contender_whose_wall_clock_runs_ahead_does_not_take_over_a_live_lease() -> None:
+    """Replicas' wall clocks differ (here by an hour): expiry is measured by the contender's own
+    monotonic clock from the last change it saw, so b never takes a lease that a keeps renewing,
+    and takes it one lease after a's last renewal once a dies."""
+    store = LocalLeaseStore()
+    mono = [100.0]
+    a = LeaderLease(store, "t", ttl=10.0, holder="a", wall=lambda: 1_800_000_000.0, monotonic=lambda: mono[0])
+    b = LeaderLease(store, "t", ttl=10.0, holder="b", wall=lambda: 1_800_003_600.0, monotonic=lambda: mono[0])
+    assert a.step() == 1
+    for _ in range(9):  # three lease lengths
+        assert b.step() is None
+        mono[0] += a.interval
+        assert a.step() == 1
+    assert b.step() is None  # sees a's last renewal
+    mono[0] += 9.9
+    assert b.step() is None
+    mono[0] += 0.2
+    assert b.step() == 2
