@@ -312,10 +312,14 @@ class ServerLimits:
       per connection stay in memory (the rest spills to temporary files, at most the
       body bound and the watermark): 400 x 320 KiB = 125 MiB in the worst case, within
       the smallest pod's 512 MiB.
-    - Reads: the loop takes up to ``recv_bytes`` from a socket per read. waitress's 8 KiB
-      made a 1 MiB tus PATCH 128 passes of the loop (recv, parse, spill) on the one
-      thread that serves every connection -- a third of file_uploader's CPU in a 50 MB
-      upload (py-spy). One read's buffer is transient: one loop thread, one read at a time.
+    - Reads: while the rest of a Content-Length body is read, the loop takes up to
+      ``recv_bytes`` (and never past the body's end) per read; waitress's 8 KiB made a
+      1 MiB tus PATCH 128 passes of the loop (recv, parse, spill) on the one thread that
+      serves every connection -- a third of file_uploader's CPU in a 50 MB upload
+      (py-spy). Headers, chunked bodies and whatever follows a body are read 8 KiB at a
+      time, as waitress does (its chunked parser is quadratic in the read's size, and a
+      large read of tiny pipelined requests would queue thousands of them at once). One
+      read's buffer is transient: one loop thread, one read at a time.
     """
 
     header_timeout: float = 10.0
@@ -328,6 +332,9 @@ class ServerLimits:
     # How often the loop looks for connections past their timeouts (the timeouts' granularity).
     cleanup_interval: int = 5
     recv_bytes: int = 256 * 1024
+
+
+SMALL_READ = 8192  # waitress's own recv_bytes: headers, chunked bodies, pipelined requests
 
 
 def _waitress_classes(limits: ServerLimits) -> type[Any]:
@@ -372,6 +379,21 @@ def _waitress_classes(limits: ServerLimits) -> type[Any]:
             elif self.request is not before:
                 self.request_began = time.time()
             return result
+
+        def recv(self, buffer_size: int) -> bytes:
+            # Large reads only for the rest of a Content-Length body, never past its end: waitress's
+            # chunked-body parser copies the rest of its buffer after every chunk (quadratic in the
+            # read: one 256 KiB read of 1-byte chunks held the loop thread 0.6 s, 5 s over a body),
+            # and one large read of tiny pipelined requests would parse thousands at once.
+            # Headers, chunked bodies and pipelining get waitress's 8 KiB.
+            request = self.request
+            remain = getattr(getattr(request, "body_rcv", None), "remain", None)
+            if request is not None and request.headers_finished and not request.chunked and isinstance(remain, int):
+                size = max(SMALL_READ, min(buffer_size, remain))
+            else:
+                size = SMALL_READ
+            data: bytes = super().recv(size)
+            return data
 
         def headers_overdue(self, now: float) -> bool:
             reading = self.request is None or not self.request.headers_finished

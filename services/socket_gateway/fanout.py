@@ -18,7 +18,9 @@ turns of rooms that have something to send.
 
 Bounds: at most ``max_queued`` broadcasts wait (10,000: each holds its encoded packet,
 one result event is ~0.5 KB); past that the listener sends in place, as python-socketio
-does (first come, first served again, nothing dropped). A room's socket list is copied
+does (first come, first served again, nothing dropped), after sending what waits for the
+same room so the room's order holds. A socket that left the room after its broadcast's
+socket list was copied (a member removed, a token expired) is skipped at its turn. A room's socket list is copied
 when its broadcast's turn first comes (one copy per room at a time: at most every local
 socket once per room it is in). Broadcasts with an acknowledgement callback or binary
 attachments (the gateway sends neither) keep python-socketio's path.
@@ -75,22 +77,30 @@ class FairRedisManager(socketio.RedisManager):
     # --- the listener's side ---------------------------------------------------------------
     def _handle_emit(self, message: dict[str, Any]) -> None:
         namespace = message.get("namespace") or "/"
-        if self._wake is None or message.get("callback") is not None or message.get("binary") \
-                or self._queued >= self.max_queued:
+        if self._wake is None or message.get("callback") is not None or message.get("binary"):
+            super()._handle_emit(message)
+            return
+        room = message.get("room")
+        key = tuple(room) if isinstance(room, list) else room
+        if self._queued >= self.max_queued:
+            # Past the bound: sent in place, as python-socketio does -- after what waits for the
+            # same room, sent in place first, so the room's order holds (seq 5 before seq 6).
+            self._flush(key)
             super()._handle_emit(message)
             return
         if namespace not in self.rooms:
             return
-        # The event's arguments as Manager.emit makes them from what PubSubManager published.
+        # The event's arguments exactly as PubSubManager._handle_emit and Manager.emit make them
+        # from what was published: a one-element list is one argument (None: no argument).
         data = message.get("data")
-        args = list(data) if isinstance(data, list | tuple) else ([] if data is None else [data])
+        if isinstance(data, list):
+            data = data[0] if len(data) == 1 else tuple(data)
+        args = list(data) if isinstance(data, tuple) else ([] if data is None else [data])
         encoded = self.server.packet_class(packet.EVENT, namespace=namespace,
                                            data=[message["event"], *args]).encode()
         packets = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in (encoded if isinstance(encoded, list)
                                                                          else [encoded])]
         skip = message.get("skip_sid")
-        room = message.get("room")
-        key = tuple(room) if isinstance(room, list) else room
         with self._lock:
             self._rooms.setdefault(key, deque()).append(
                 _Broadcast(namespace, room, packets, skip if isinstance(skip, list) else [skip]))
@@ -100,9 +110,13 @@ class FairRedisManager(socketio.RedisManager):
     # --- the sender ------------------------------------------------------------------------
     def _serve(self) -> None:
         while True:
-            self._wake.clear()
-            if not self.serve_turn():
-                self._wake.wait(timeout=1.0)
+            try:
+                self._wake.clear()
+                if not self.serve_turn():
+                    self._wake.wait(timeout=1.0)
+            except Exception:  # noqa: BLE001 - the sender must outlive any one failure, or every room stalls
+                log.exception("fan-out turn failed")
+                self.server.sleep(0.1)
 
     def serve_turn(self) -> bool:
         """One turn: a slice of the oldest broadcast of the room whose turn it is; False if idle."""
@@ -117,15 +131,26 @@ class FairRedisManager(socketio.RedisManager):
             log.exception("broadcast dropped", extra={"room": str(key)[:80]})
             finished = True
         with self._lock:
-            if finished:
+            if finished and queue and queue[0] is broadcast:
                 queue.popleft()
                 self._queued -= 1
-            if queue:
-                self._rooms.move_to_end(key)
-            else:
-                del self._rooms[key]
+            if self._rooms.get(key) is queue:  # not flushed meanwhile (see _flush)
+                if queue:
+                    self._rooms.move_to_end(key)
+                else:
+                    del self._rooms[key]
         self.server.sleep(0)  # the sockets' writer tasks (and the listener) run between turns
         return True
+
+    def _flush(self, key: Any) -> None:
+        """Send what waits for ``key``'s room now, in order (the listener, past the bound)."""
+        with self._lock:
+            queue = self._rooms.pop(key, None)
+            if queue:
+                self._queued -= len(queue)
+        for broadcast in queue or ():
+            while not self._send_slice(broadcast):
+                pass
 
     def _send_slice(self, broadcast: _Broadcast) -> bool:
         if broadcast.targets is None:
@@ -133,11 +158,20 @@ class FairRedisManager(socketio.RedisManager):
             broadcast.targets = [(sid, eio_sid) for sid, eio_sid in
                                  self.get_participants(broadcast.namespace, broadcast.room) if sid not in skip]
         end = min(len(broadcast.targets), broadcast.sent + self.slice_size)
-        for _sid, eio_sid in broadcast.targets[broadcast.sent:end]:
-            for p in broadcast.packets:
-                self.server._send_eio_packet(eio_sid, p)  # a socket gone meanwhile: engine.io skips it
+        for sid, eio_sid in broadcast.targets[broadcast.sent:end]:
+            # The list was copied at the broadcast's first turn; a socket that has left the room
+            # since (a member removed, a token expired: guard.py leaves the rooms, then sends
+            # token-expired) must not get it, as it would not have from python-socketio's one-go emit.
+            if self._still_in(broadcast, sid):
+                for p in broadcast.packets:
+                    self.server._send_eio_packet(eio_sid, p)  # a socket gone meanwhile: engine.io skips it
         broadcast.sent = end
         return end >= len(broadcast.targets)
+
+    def _still_in(self, broadcast: _Broadcast, sid: str) -> bool:
+        rooms = self.rooms.get(broadcast.namespace, {})
+        names = broadcast.room if isinstance(broadcast.room, list | tuple) else [broadcast.room]
+        return any(sid in rooms.get(name, ()) for name in names)
 
     def queued(self) -> int:
         return self._queued

@@ -228,3 +228,53 @@ def test_5xx_http_errors_answer_a_generic_message() -> None:
         assert "db-7" not in response.get_data(as_text=True) and "10.0.0.5" not in response.get_data(as_text=True)
     # 4xx descriptions are ours and useful: kept.
     assert client.get("/nope").get_json()["error"]["code"] == "not_found"
+
+
+def test_reads_are_large_only_inside_a_content_length_body(monkeypatch) -> None:
+    """256 KiB reads for a Content-Length body (never past its end); waitress's 8 KiB for headers,
+    chunked bodies and what follows a body. Large reads of a chunked body held the loop thread
+    for seconds (waitress's chunked parser is quadratic in the read), and a large read of tiny
+    pipelined requests parsed thousands at once (review of the read-size change)."""
+    from waitress import wasyncore
+
+    sizes: list[int] = []
+    reads: list[tuple[int, int]] = []  # (asked for, got), in order
+    real_recv = wasyncore.dispatcher.recv
+
+    def spy(self: Any, buffer_size: int) -> bytes:
+        data = bytes(real_recv(self, buffer_size))
+        sizes.append(buffer_size)
+        reads.append((buffer_size, len(data)))
+        return data
+
+    monkeypatch.setattr(wasyncore.dispatcher, "recv", spy)
+    app = Flask("t")
+    httpkit.install(app, "t", {})
+
+    @app.post("/sink")
+    def sink() -> Any:
+        from flask import request
+        return jsonify({"read": len(request.get_data())})
+
+    running = Running(httpkit.make_server(app, "127.0.0.1", 0, threads=2, max_body=4 << 20))
+    try:
+        body = b"x" * (1 << 20) + b"y" * 1000  # 1 MiB and a tail shorter than a large read
+        raw = (b"POST /sink HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+               + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        status, _, answer = exchange(running.port, raw)
+        assert status == 200 and json.loads(answer)["read"] == len(body)
+        big = [s for s in sizes if s > httpkit.SMALL_READ]
+        assert big and max(big) <= httpkit.ServerLimits().recv_bytes
+        taken = 0
+        for asked, got in reads:
+            if asked > httpkit.SMALL_READ:
+                assert asked <= len(raw) - taken  # never past the body's end
+            taken += got
+        sizes.clear()
+        chunked = b"1\r\nx\r\n" * 20_000 + b"0\r\n\r\n"
+        status, _, answer = exchange(running.port, b"POST /sink HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                                     b"Transfer-Encoding: chunked\r\n\r\n" + chunked)
+        assert status == 200 and json.loads(answer)["read"] == 20_000
+        assert sizes and set(sizes) == {httpkit.SMALL_READ}
+    finally:
+        running.stop()

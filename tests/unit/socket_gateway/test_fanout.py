@@ -7,6 +7,7 @@ one-member room's packet goes out after all 2 x 1,000 of the big room's.
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -149,3 +150,42 @@ def test_python_socketios_manager_is_first_come_first_served(cls: type) -> None:
     _publish(manager, "pool:A", "pool-result", {"seq": 1})
     _publish(manager, "pool:B", "pool-result", {"seq": 1})
     assert [sid for sid, _ in server.sent].index(small) == len(big)
+
+
+def _seqs(server: _Server, eio_sid: str) -> list[int]:
+    return [json.loads(data[1:])[1]["seq"] for sid, data in server.sent if sid == eio_sid]
+
+
+def test_past_the_bound_a_room_keeps_its_order() -> None:
+    """A broadcast sent in place (over the bound) first sends what waits for its room."""
+    manager, server = _manager(slice_size=10, max_queued=1)
+    (member,) = _room(manager, "pool:A", 1, "a")
+    _publish(manager, "pool:A", "pool-result", {"seq": 5})  # queued
+    _publish(manager, "pool:A", "pool-result", {"seq": 6})  # over the bound: in place, after 5
+    _drain(manager)
+    assert _seqs(server, member) == [5, 6] and manager.queued() == 0
+
+
+def test_a_socket_that_left_the_room_after_the_list_was_copied_is_skipped() -> None:
+    """A member removed, or a token expired (guard.py leaves the rooms, then emits token-expired
+    to the sid), between two turns of a broadcast: no pool-result after it (SPEC: no event is
+    served for an expired token), as python-socketio's one-go emit would not have sent one."""
+    manager, server = _manager(slice_size=10)
+    members = _room(manager, "pool:A", 30, "a")
+    _publish(manager, "pool:A", "pool-result", {"seq": 1})
+    assert manager.serve_turn()  # the first 10 of 30
+    late = members[-1]
+    sid = manager.sid_from_eio_sid(late, NS)
+    manager.leave_room(sid, NS, "pool:A")
+    _publish(manager, sid, "token-expired", {})
+    _drain(manager)
+    assert [json.loads(data[1:])[0] for eio_sid, data in server.sent if eio_sid == late] == ["token-expired"]
+    assert len(server.sent) == 29 + 1
+
+
+def test_an_event_without_arguments_is_encoded_as_python_socketio_does() -> None:
+    manager, server = _manager()
+    (member,) = _room(manager, "r", 1, "a")
+    _publish(manager, "r", "x", None)  # type: ignore[arg-type]  # PubSubManager publishes [None]
+    _drain(manager)
+    assert server.sent == [(member, '2["x"]')]
