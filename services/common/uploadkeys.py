@@ -21,6 +21,16 @@ def session_key(prefix: str, file_id: str) -> str:
     return f"{prefix}:upload:{file_id}"
 
 
+def upload_ids_of(file_id: str) -> list[str]:
+    """The uploads a stored file may come from: its own id (a single file) and, for a batch's item
+    (``{upload_id}-{n:04d}``, file_uploader's ``item_file_id``), the batch's id."""
+    ids = [file_id]
+    head, dash, tail = file_id.rpartition("-")
+    if dash and head and len(tail) == 4 and tail.isdigit():
+        ids.append(head)
+    return ids
+
+
 def session_pattern(prefix: str) -> str:
     """A SCAN pattern over every upload key (sessions and their parts)."""
     return f"{prefix}:upload:*"

@@ -39,7 +39,7 @@ def create_app(settings: Settings, *, index: Index | None = None, cache: Cache |
                                                    box=settings.secrets, meters=metrics.storage_meters())
     probes = StorageProbes(the_storage, metrics.storage_up, settings.storage_probe_seconds)
     the_cache = cache or UploadCache(redisconn.redis_client(common, socket_timeout=10,
-                                                          health_check_interval=30))
+                                                          health_check_interval=30), common.redis_prefix)
     the_broker = broker or messaging.Broker(common.amqp_url)
     app = Flask("file_service_manager")
     httpkit.install(app, "file_service_manager", {"mongodb": the_index.ping, "redis": the_cache.ping,
@@ -62,7 +62,7 @@ def create_app(settings: Settings, *, index: Index | None = None, cache: Cache |
                                         periodic=[
         Periodic("gridfs-sweeper", settings.sweep_interval_seconds,
                  sweep.pass_for(the_index, grace_seconds=settings.sweep_grace_seconds, audit=deps.audit,
-                                storages=the_storage)),
+                                storages=the_storage, waiting=the_cache.upload_waiting)),
         Periodic("storage-probe", settings.storage_probe_seconds, probes.run_all),
         Periodic("retention", settings.retention_interval_seconds,
                  lambda: retention.sweep(deps, directory))])

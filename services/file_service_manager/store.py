@@ -78,9 +78,10 @@ def prestore_lease_key(cache_key: str) -> str:
 class UploadCache:
     """The cached chunks of an upload (file_uploader's layout, ARCHITECTURE)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "dropbox") -> None:
         # redis-py types the sync client's answers as ``T | Awaitable[T]``; this one is sync.
         self.r: Any = client
+        self.prefix = prefix  # REDIS_PREFIX: where file_uploader's sessions are (uploadkeys)
         self._claim_prestore = client.register_script(_CLAIM_PRESTORE)
         self._next_prestore_chunk = client.register_script(_NEXT_PRESTORE_CHUNK)
         self._prestore_done = client.register_script(_PRESTORE_DONE)
@@ -88,6 +89,12 @@ class UploadCache:
 
     def ping(self) -> bool:
         return bool(self.r.ping())
+
+    def upload_waiting(self, file_id: str) -> bool:
+        """Whether the upload a stored file comes from is still cached (its StoreUpload may yet index
+        the file: a completed upload waits up to file_uploader's CACHED_TTL_SECONDS to be stored)."""
+        keys = [uploadkeys.session_key(self.prefix, upload_id) for upload_id in uploadkeys.upload_ids_of(file_id)]
+        return bool(self.r.exists(*keys))
 
     # --- prestores (``prestoring``) -----------------------------------------------
     def claim_prestore(self, msg: PrestoreUpload, token: str, lease_seconds: int) -> bool:
@@ -306,13 +313,29 @@ class FileIndex:
 
     def unindexed_files(self, older_than: datetime, bucket: str = "fs") -> list[str]:
         """GridFS files (of bucket ``fs`` unless named) without an index record: a store that
-        crashed between the two writes, or a prestore whose upload never got stored (a
-        redelivery would have finished it well within the grace)."""
-        found = []
-        for doc in self.db[f"{bucket}.files"].find({"uploadDate": {"$lt": older_than}}, {"_id": 1}):
-            if self.files.find_one({"_id": doc["_id"]}, {"_id": 1}) is None:
-                found.append(doc["_id"])
-        return found
+        crashed between the two writes, or a prestore whose upload never got stored.
+
+        Bounded: at most SWEEP_SCAN files (one index look-up each) per call, in (uploadDate, _id)
+        order from where the previous call stopped (``sweep_cursors``, shared by the replicas);
+        after the newest file older than the grace the next call starts again from the oldest.
+        The caller still checks each one (``sweep``): its upload may be waiting to be stored."""
+        cursors = self.db["sweep_cursors"]
+        mark = cursors.find_one({"_id": bucket})
+        query: dict[str, Any] = {"uploadDate": {"$lt": older_than}}
+        if mark is not None:
+            query = {"$and": [query, {"$or": [{"uploadDate": {"$gt": mark["date"]}},
+                                               {"uploadDate": mark["date"], "_id": {"$gt": mark["id"]}}]}]}
+        docs = list(self.db[f"{bucket}.files"].find(query, {"_id": 1, "uploadDate": 1})
+                    .sort([("uploadDate", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)]).limit(SWEEP_SCAN))
+        if len(docs) == SWEEP_SCAN:
+            cursors.update_one({"_id": bucket}, {"$set": {"date": docs[-1]["uploadDate"], "id": docs[-1]["_id"]}},
+                               upsert=True)
+        else:
+            cursors.delete_one({"_id": bucket})
+        return [doc["_id"] for doc in docs if self.files.find_one({"_id": doc["_id"]}, {"_id": 1}) is None]
+
+
+SWEEP_SCAN = 5_000  # GridFS files looked at per bucket per sweep pass (one index look-up each)
 
 
 class StorageCatalog:

@@ -36,9 +36,21 @@ log = logging.getLogger(__name__)
 
 
 def sweep(index: Index, *, grace_seconds: int, dry_run: bool = False,
-          audit: AuditTrail | None = None, storages: Storages | None = None) -> dict[str, Any]:
-    """One pass; returns what it removed (or, with dry_run, would remove)."""
+          audit: AuditTrail | None = None, storages: Storages | None = None,
+          waiting: Callable[[str], bool] | None = None) -> dict[str, Any]:
+    """One pass; returns what it removed (or, with dry_run, would remove).
+
+    ``waiting(file_id)``: whether the file's upload is still cached in Redis. A complete file
+    without an index record is kept while it is: its StoreUpload may still come (a completed
+    upload waits up to CACHED_TTL_SECONDS, 24 h, through retries), find the prestored file and
+    index it -- removing it then would lose the upload once the cache is dropped. The record is
+    looked up again right before the removal: once the upload's session is gone its StoreUpload
+    has indexed the file (the record is written before the cache is dropped) or never will."""
     cutoff = timeutil.now() - timedelta(seconds=grace_seconds)
+
+    def unclaimed(file_id: Any) -> bool:
+        return not (waiting is not None and waiting(str(file_id))) and index.record(str(file_id)) is None
+
     half_written: dict[str, list[str]] = {}
     unindexed_by_storage: dict[str, list[str]] = {}
     # Every backend in use (the default, pools' storages, old locations: Storages.in_use, at most
@@ -47,7 +59,7 @@ def sweep(index: Index, *, grace_seconds: int, dry_run: bool = False,
         bucket = backend.descriptor.get("bucket") if backend.descriptor.get("backend") == "gridfs" else None
         if bucket and bucket != "fs":  # fs: the index-aware pass below
             try:
-                unindexed = _unindexed(index, str(bucket), spec_id, cutoff, dry_run, audit)
+                unindexed = _unindexed(index, str(bucket), spec_id, cutoff, dry_run, audit, unclaimed)
             except Exception as exc:  # noqa: BLE001 - one backend down must not stop the others' pass
                 log.warning("storage sweep failed", extra={"storage": spec_id, "reason": type(exc).__name__})
             else:
@@ -67,7 +79,7 @@ def sweep(index: Index, *, grace_seconds: int, dry_run: bool = False,
                     audit.record("deleted", actor="file_service_manager.sweep", storage=spec_id, object=name,
                                  reason="half_written")
     chunks = index.orphan_chunk_files(cutoff)
-    files = index.unindexed_files(cutoff)
+    files = [f for f in index.unindexed_files(cutoff) if unclaimed(f)]
     doomed = [(f, "chunks_without_file") for f in chunks] + [(f, "file_without_record") for f in files]
     for file_id, why in doomed:
         log.info("sweeping GridFS leftover",
@@ -84,10 +96,10 @@ def sweep(index: Index, *, grace_seconds: int, dry_run: bool = False,
 
 
 def _unindexed(index: Index, bucket: str, spec_id: str, cutoff: Any, dry_run: bool,
-               audit: AuditTrail | None) -> list[str]:
+               audit: AuditTrail | None, unclaimed: Callable[[Any], bool]) -> list[str]:
     """Complete files in another GridFS bucket without an index record (a store that crashed
     between its two writes, a prestore whose upload was never stored), removed as in ``fs``."""
-    found = [str(f) for f in index.unindexed_files(cutoff, bucket=bucket)]
+    found = [str(f) for f in index.unindexed_files(cutoff, bucket=bucket) if unclaimed(f)]
     for file_id in found:
         log.info("sweeping GridFS leftover", extra={"leftover_id": file_id, "why": "file_without_record",
                                                     "storage": spec_id, "dry_run": dry_run})
@@ -97,10 +109,10 @@ def _unindexed(index: Index, bucket: str, spec_id: str, cutoff: Any, dry_run: bo
     return found
 
 
-def pass_for(index: Index, *, grace_seconds: int, audit: AuditTrail,
-             storages: Storages | None = None) -> Callable[[], object]:
+def pass_for(index: Index, *, grace_seconds: int, audit: AuditTrail, storages: Storages | None = None,
+             waiting: Callable[[str], bool] | None = None) -> Callable[[], object]:
     """One background pass, for the service's Runtime (every GRIDFS_SWEEP_INTERVAL_SECONDS)."""
-    return lambda: sweep(index, grace_seconds=grace_seconds, audit=audit, storages=storages)
+    return lambda: sweep(index, grace_seconds=grace_seconds, audit=audit, storages=storages, waiting=waiting)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,7 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     storages = backends.storages_for(settings.default_storage, db=db, catalog=StorageCatalog(db),
                                      box=settings.secrets)
     grace = settings.sweep_grace_seconds if args.grace_seconds is None else args.grace_seconds
-    print(json.dumps(sweep(index, grace_seconds=grace, dry_run=args.dry_run, storages=storages)))
+    from services.common import redisconn
+
+    from .store import UploadCache
+
+    cache = UploadCache(redisconn.redis_client(settings.common), settings.common.redis_prefix)
+    print(json.dumps(sweep(index, grace_seconds=grace, dry_run=args.dry_run, storages=storages,
+                           waiting=cache.upload_waiting)))
     return 0
 
 

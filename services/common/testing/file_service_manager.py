@@ -234,9 +234,13 @@ class FakeCache:
         self.uploading: set[str] = set()
         self.leases: dict[str, str] = {}
         self.prestores: dict[str, dict[str, str]] = {}
+        self.waiting: set[str] = set()  # file ids whose upload a test says is still cached
 
     def ping(self) -> bool:
         return True
+
+    def upload_waiting(self, file_id: str) -> bool:
+        return file_id in self.waiting
 
     def put(self, cache_key: str, data: bytes, chunk_size: int) -> int:
         """Cache ``data`` as file_uploader would; returns the chunk count."""

@@ -169,3 +169,56 @@ def test_a_complete_file_without_a_record_in_a_pools_bucket_is_swept_once(mongo_
     assert sorted(mongo_db["pool_bucket.chunks"].distinct("files_id")) == ["indexed", "just-written"]
     assert [(a, f["file_id"], f["storage"], f["reason"]) for a, f in audit.records] == [
         ("deleted", "prestored-never-stored", pool.id, "file_without_record")]
+
+
+def test_a_file_whose_upload_is_still_cached_is_kept_until_its_session_is_gone(mongo_db, redis_prefix) -> None:
+    """A prestored file (complete in GridFS, no index record yet) whose completed upload still waits
+    in Redis to be stored (a StoreUpload retried for hours): the sweeper keeps it while the
+    upload's session exists -- its StoreUpload will index it -- and removes it only once the
+    session is gone without a record. Batch items (``{upload_id}-0001``) follow their upload's
+    session. Without the check, the file was removed after the 1 h grace and the upload lost
+    when its StoreUpload later indexed a file that was no longer there."""
+    import redis
+
+    from services.common import uploadkeys
+    from services.file_service_manager.store import UploadCache
+
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    cache = UploadCache(client, redis_prefix)
+    index = FileIndex(mongo_db)
+    index.ensure_indexes()
+    old = timeutil.now() - timedelta(hours=2)
+    files, chunks = mongo_db["fs.files"], mongo_db["fs.chunks"]
+    for file_id in ("u" * 32, "b" * 32 + "-0001"):
+        files.insert_one({"_id": file_id, "length": 1, "chunkSize": 261120, "uploadDate": old})
+        chunks.insert_one({"files_id": file_id, "n": 0, "data": b"z"})
+    sessions = [uploadkeys.session_key(redis_prefix, "u" * 32), uploadkeys.session_key(redis_prefix, "b" * 32)]
+    for key in sessions:
+        client.hset(key, mapping={"status": "cached"})
+    try:
+        kept = sweep(index, grace_seconds=3600, waiting=cache.upload_waiting)
+        assert kept["files_without_record"] == [] and files.count_documents({}) == 2
+        client.delete(sessions[1])  # the batch's session dropped without a record: garbage now
+        swept = sweep(index, grace_seconds=3600, waiting=cache.upload_waiting)
+        assert swept["files_without_record"] == ["b" * 32 + "-0001"]
+        assert [f["_id"] for f in files.find()] == ["u" * 32]
+    finally:
+        client.delete(*sessions)
+
+
+def test_the_unindexed_scan_is_bounded_and_resumes_where_it_stopped(mongo_db, monkeypatch) -> None:
+    """At most SWEEP_SCAN files looked at per pass, from where the last pass stopped; after the
+    newest, the next pass starts over: every leftover is found within a few passes."""
+    from services.file_service_manager import store
+
+    monkeypatch.setattr(store, "SWEEP_SCAN", 3)
+    index = FileIndex(mongo_db)
+    index.ensure_indexes()
+    old = timeutil.now() - timedelta(hours=2)
+    files = mongo_db["fs.files"]
+    for n in range(8):
+        files.insert_one({"_id": f"f{n}", "length": 1, "chunkSize": 261120, "uploadDate": old + timedelta(seconds=n)})
+    for n in (0, 1, 2, 4, 5):
+        mongo_db["files"].insert_one({"_id": f"f{n}", "file_id": f"f{n}", "status": "uploaded_successfully"})
+    seen = [index.unindexed_files(timeutil.now() - timedelta(hours=1)) for _ in range(4)]
+    assert seen == [[], ["f3"], ["f6", "f7"], []]  # f0-f2, f3-f5, f6-f7 (end: start over), f0-f2
