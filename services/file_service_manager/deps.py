@@ -41,8 +41,10 @@ class FsmMetrics:
         self.storage_latency = metrics.histogram("storage_seconds", "storage backend operation latency",
                                                  ("backend", "op"),
                                                  buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        # role: "default" (DEFAULT_STORAGE: the service's own, alerts critical) or "pool" (a pool's or an
+        # old location's, often run by the pool's owner: alerts as a warning).
         self.storage_up = Gauge("storage_backend_up", "1 when the storage backend passed its last probe",
-                                ("backend", "kind"), registry=metrics.registry)
+                                ("backend", "kind", "role"), registry=metrics.registry)
         # Staging (SPEC "Staging"): attempts by target kind and outcome (done, retry, failed).
         self.staging_attempts = metrics.counter("staging_attempts_total",
                                                 "staging attempts per target kind and outcome", ("kind", "outcome"))

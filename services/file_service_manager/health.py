@@ -105,7 +105,7 @@ class StorageProbes:
             self._running.pop(spec_id, None)
             before = self.results.get(spec_id)
             self.results[spec_id] = Result(self.clock(), ok, reason, backend.kind)
-        self.up.labels(spec_id, backend.kind).set(1 if ok else 0)
+        self.up.labels(spec_id, backend.kind, self._role(spec_id)).set(1 if ok else 0)
         if before is None or before.ok != ok:  # log changes, not every probe
             if ok:
                 log.info("storage backend healthy", extra={"storage": spec_id})
@@ -128,7 +128,7 @@ class StorageProbes:
                 started = self._running.get(spec_id)
                 if started is not None:
                     if now - started > self.ttl:  # hung: down until it returns
-                        self.up.labels(spec_id, backend.kind).set(0)
+                        self.up.labels(spec_id, backend.kind, self._role(spec_id)).set(0)
                     continue
                 self._running[spec_id] = now
                 threads[spec_id] = threading.Thread(target=self._probe, args=(spec_id, backend),
@@ -142,8 +142,11 @@ class StorageProbes:
             return {spec_id: self.results[spec_id].ok for spec_id, thread in threads.items()
                     if not thread.is_alive() and spec_id in self.results}
 
+    def _role(self, spec_id: str) -> str:
+        return "default" if spec_id == self.default_id else "pool"
+
     def _forget_gauge(self, spec_id: str, kind: str) -> None:
         try:
-            self.up.remove(spec_id, kind)
+            self.up.remove(spec_id, kind, self._role(spec_id))
         except KeyError:
             pass

@@ -14,6 +14,7 @@ and a connection pool sized for the store consumers and download threads.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -28,6 +29,9 @@ from . import streams
 
 MIN_PART = 5 * 1024 * 1024  # S3 refuses smaller parts (except the last)
 PART = 8 * 1024 * 1024  # bytes buffered per part: the memory one upload holds
+# How this service names objects (after the prefix): a file id -- file_uploader's upload id, a
+# uuid4 hex, or a batch item's ``{upload_id}-{n:04d}``. Only such multipart uploads are swept.
+OUR_KEY = re.compile(r"[0-9a-f]{32}(-[0-9]{4})?")
 MAX_PARTS = 10_000  # S3's limit: 80 GB at 8 MiB parts, far above the 50 MB file limit
 
 
@@ -151,12 +155,18 @@ class S3Backend:
         return existed
 
     def leftovers(self, older_than: datetime, *, remove: bool) -> list[str]:
-        """Multipart uploads under the prefix begun before the cutoff and never completed (a writer
-        killed before it could abort); at most 1,000 per pass (one listing page)."""
+        """Multipart uploads of ours begun before the cutoff and never completed (a writer killed
+        before it could abort); at most 1,000 per pass (one listing page).
+
+        Ours: under the storage's prefix, and named as this service names objects (a file id,
+        ``OUR_KEY``). A pool's bucket may be shared with its owner's own tools, whose long
+        multipart uploads (backups) must never be aborted here -- with an empty prefix only the
+        name tells them apart. (A bucket lifecycle rule AbortIncompleteMultipartUpload is the
+        operator's catch-all; docs/OPERATIONS.md.)"""
         answer = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=self.prefix, MaxUploads=1000)
         found: list[str] = []
         for upload in answer.get("Uploads", []):
-            if upload["Initiated"] >= older_than:
+            if upload["Initiated"] >= older_than or not OUR_KEY.fullmatch(upload["Key"][len(self.prefix):]):
                 continue
             found.append(upload["Key"])
             if remove:

@@ -219,9 +219,13 @@ def test_half_written_leftovers_are_swept_after_the_grace(backend: StorageBacken
         os.utime(old, (past, past))
         expected, cutoff = ["ki/.killed.0a.tmp"], hour_ago
     else:
-        backend.client.create_multipart_upload(Bucket=backend.bucket, Key="killed")  # type: ignore[attr-defined]
+        killed = key()  # named as the service names objects (a file id)
+        backend.client.create_multipart_upload(Bucket=backend.bucket, Key=killed)  # type: ignore[attr-defined]
+        # Another tool's upload in the same bucket (a pool's bucket may be shared): never aborted.
+        foreign = backend.client.create_multipart_upload(  # type: ignore[attr-defined]
+            Bucket=backend.bucket, Key="backups/nightly.tar")
         # moto stamps uploads with its own clock: a cutoff a minute ahead makes this one "old"
-        expected, cutoff = ["killed"], now + timedelta(minutes=1)
+        expected, cutoff = [killed], now + timedelta(minutes=1)
     assert backend.leftovers(cutoff, remove=False) == expected
     assert backend.leftovers(cutoff, remove=True) == expected
     assert backend.leftovers(cutoff, remove=True) == []
@@ -229,4 +233,6 @@ def test_half_written_leftovers_are_swept_after_the_grace(backend: StorageBacken
     if backend.kind == "filesystem":
         assert fresh.exists() and not old.exists()
     if backend.kind == "s3":
-        assert backend.client.list_multipart_uploads(Bucket=backend.bucket).get("Uploads", []) == []  # type: ignore
+        uploads = backend.client.list_multipart_uploads(Bucket=backend.bucket)  # type: ignore[attr-defined]
+        assert [(u["Key"], u["UploadId"]) for u in uploads.get("Uploads", [])] == [
+            ("backups/nightly.tar", foreign["UploadId"])]

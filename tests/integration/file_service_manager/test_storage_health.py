@@ -42,7 +42,7 @@ def test_ready_and_metrics_per_backend(make_pipeline, tmp_path) -> None:
     assert ready.status_code == 503 and ready.get_json()["checks"][name] is False
     assert p.fsm.get(f"/file/{file_id}", headers=bearer("alice")).status_code == 404
     text = p.fsm.get("/metrics").get_data(as_text=True)
-    assert f'storage_backend_up{{backend="{backend_id}",kind="filesystem"}} 0.0' in text
+    assert f'storage_backend_up{{backend="{backend_id}",kind="filesystem",role="default"}} 0.0' in text
     assert f'storage_bytes_written_total{{backend="{backend_id}"}} 5000.0' in text
     assert f'storage_errors_total{{backend="{backend_id}",op="probe"}} 1.0' in text
     assert f'storage_seconds_count{{backend="{backend_id}",op="write"}}' in text
@@ -89,8 +89,8 @@ def test_a_pool_backend_is_probed_by_every_replica_and_a_broken_one_is_reported_
     assert body["checks"][f"storage:{pool_id}"] is False and body["degraded"] == [f"storage:{pool_id}"]
     assert body["checks"][f"storage:{default_id}"] is True
     text = other.fsm.get("/metrics").get_data(as_text=True)
-    assert f'storage_backend_up{{backend="{pool_id}",kind="filesystem"}} 0.0' in text
-    assert f'storage_backend_up{{backend="{default_id}",kind="filesystem"}} 1.0' in text
+    assert f'storage_backend_up{{backend="{pool_id}",kind="filesystem",role="pool"}} 0.0' in text
+    assert f'storage_backend_up{{backend="{default_id}",kind="filesystem",role="default"}} 1.0' in text
 
     (tmp_path / "gone").rename(pool_root)
     time.sleep(1.1)

@@ -39,13 +39,13 @@ def test_the_probe_sets_the_gauge_and_is_kept_for_its_ttl(setup) -> None:
     probes = StorageProbes(storages, metrics.storage_up, ttl=30, clock=clock.time)
     check = probes.checks()[f"storage:{spec_id}"]
     assert check() is True
-    assert _sample(metrics, "storage_backend_up", {"backend": spec_id, "kind": "filesystem"}) == 1
+    assert _sample(metrics, "storage_backend_up", {"backend": spec_id, "kind": "filesystem", "role": "default"}) == 1
     inner = storages.default.inner  # type: ignore[attr-defined]
     inner.healthy = False
     assert check() is True  # still within the ttl: no new probe
     clock.advance(31)
     assert check() is False
-    assert _sample(metrics, "storage_backend_up", {"backend": spec_id, "kind": "filesystem"}) == 0
+    assert _sample(metrics, "storage_backend_up", {"backend": spec_id, "kind": "filesystem", "role": "default"}) == 0
     assert _sample(metrics, "storage_errors_total", {"backend": spec_id, "op": "probe"}) == 1
     inner.healthy = True
     assert probes.run_all() == {spec_id: True}
@@ -92,8 +92,8 @@ def test_pool_backends_another_replica_wrote_to_are_probed_and_reported_without_
     assert probes.run_all() == {default.id: True, pool.id: False}
     assert probes.reports() == {f"storage:{pool.id}": False}
     assert probes.checks()[f"storage:{default.id}"]() is True
-    assert _sample(metrics, "storage_backend_up", {"backend": pool.id, "kind": "gridfs"}) == 0
-    assert _sample(metrics, "storage_backend_up", {"backend": default.id, "kind": "filesystem"}) == 1
+    assert _sample(metrics, "storage_backend_up", {"backend": pool.id, "kind": "gridfs", "role": "pool"}) == 0
+    assert _sample(metrics, "storage_backend_up", {"backend": default.id, "kind": "filesystem", "role": "default"}) == 1
 
 
 def test_a_hung_probe_delays_neither_the_pass_nor_ready_and_counts_as_down() -> None:
@@ -122,7 +122,7 @@ def test_a_hung_probe_delays_neither_the_pass_nor_ready_and_counts_as_down() -> 
     clock.advance(31)
     assert probes.run_all(wait=0.3) == {default.id: True}  # the hung one is not started a second time
     assert len(calls) == 1
-    assert _sample(metrics, "storage_backend_up", {"backend": slow.id, "kind": "filesystem"}) == 0
+    assert _sample(metrics, "storage_backend_up", {"backend": slow.id, "kind": "filesystem", "role": "pool"}) == 0
     started = time.monotonic()
     assert probes.checks()[f"storage:{default.id}"]() is True
     assert time.monotonic() - started < 1, "/ready never waits on a pool's backend"
@@ -131,7 +131,7 @@ def test_a_hung_probe_delays_neither_the_pass_nor_ready_and_counts_as_down() -> 
     while probes.reports() != {f"storage:{slow.id}": True} and time.monotonic() < deadline:
         time.sleep(0.05)
     assert probes.reports() == {f"storage:{slow.id}": True}
-    assert _sample(metrics, "storage_backend_up", {"backend": slow.id, "kind": "filesystem"}) == 1
+    assert _sample(metrics, "storage_backend_up", {"backend": slow.id, "kind": "filesystem", "role": "pool"}) == 1
 
 
 def test_at_most_the_bound_of_backends_are_probed_newest_first() -> None:
