@@ -206,9 +206,31 @@ def _not_global(address: str) -> bool:
     """Whether an address is not globally routable (loopback, private, link-local, shared/CGNAT,
     multicast, reserved, documentation, unspecified, ...)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None and (not embedded.is_global or embedded.is_multicast):
+            return True  # an IPv6 form that reaches an internal IPv4 address
     return not ip.is_global or ip.is_multicast
+
+
+NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries to (mapped ``::ffff:a.b.c.d``, compatible
+    ``::a.b.c.d``, 6to4 ``2002:AABB:CCDD::``, Teredo's client, NAT64 ``64:ff9b::a.b.c.d``): on a
+    network with such a gateway, connecting to it reaches that IPv4 address."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if int(ip) >> 32 == 0 and int(ip) > 1:  # ::a.b.c.d (not :: or ::1, which is_global already refuses)
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if any(ip in net for net in NAT64):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
 
 
 def _addresses(host: str, port: int, allow_private: bool) -> list[Address]:
@@ -233,16 +255,25 @@ def _addresses(host: str, port: int, allow_private: bool) -> list[Address]:
     return found[:MAX_ADDRESSES]
 
 
-def _connect(addresses: list[Address], timeout: Any, options: Any) -> socket.socket:
-    """A TCP connection to the first of ``addresses`` that accepts (never a new name lookup)."""
+def _connect(addresses: list[Address], timeout: Any, options: Any, deadline: float | None = None) -> socket.socket:
+    """A TCP connection to the first of ``addresses`` that accepts (never a new name lookup).
+
+    ``deadline`` (monotonic): the attempt's; each address gets at most what is left of it, so 16
+    addresses that drop SYNs cannot hold one attempt 16 timeouts long."""
     failure: OSError = OSError("no address to connect to")
     for family, sockaddr in addresses:
+        limit = timeout if isinstance(timeout, (int, float)) else None  # urllib3's "default": a sentinel
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the attempt's deadline passed while connecting")
+            limit = left if limit is None else min(limit, left)
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             for level, option, value in options or ():
                 sock.setsockopt(level, option, value)
-            if isinstance(timeout, (int, float)):  # urllib3's "default" is a sentinel: leave it
-                sock.settimeout(timeout)
+            if limit is not None:
+                sock.settimeout(limit)
             sock.connect(sockaddr)
             return sock
         except OSError as exc:
@@ -284,7 +315,17 @@ def _shut(sock: socket.socket) -> None:
 
 
 def _same_host(a: str, b: str) -> bool:
-    return a.strip("[]").rstrip(".").lower() == b.strip("[]").rstrip(".").lower()
+    return _ascii_host(a) == _ascii_host(b)
+
+
+def _ascii_host(host: str) -> str:
+    """The name as it goes on the wire: requests gives the connection an internationalised name
+    in its IDNA (punycode) form, urlsplit keeps it in Unicode."""
+    host = host.strip("[]").rstrip(".")
+    try:
+        return host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return host.lower()
 
 
 class _PinnedAdapter(HTTPAdapter):
@@ -296,21 +337,22 @@ class _PinnedAdapter(HTTPAdapter):
     against it. A connection to any other host (none is expected: redirects are not followed)
     is refused."""
 
-    def __init__(self, watchdog: _Watchdog, host: str, addresses: list[Address]) -> None:
+    def __init__(self, watchdog: _Watchdog, host: str, addresses: list[Address], deadline: float | None = None) -> None:
         self._watchdog = watchdog
         self._host = host
         self._addresses = addresses
+        self._deadline = deadline
         super().__init__(max_retries=0)
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **kwargs: Any) -> None:
         super().init_poolmanager(connections, maxsize, block, **kwargs)
-        watchdog, host, addresses = self._watchdog, self._host, self._addresses
+        watchdog, host, addresses, deadline = self._watchdog, self._host, self._addresses, self._deadline
 
         def new_conn(conn: urllib3.connection.HTTPConnection) -> socket.socket:
             if not _same_host(conn.host, host):
                 raise urllib3.exceptions.NewConnectionError(conn, "not the webhook's checked host")
             try:
-                sock = _connect(addresses, conn.timeout, conn.socket_options)
+                sock = _connect(addresses, conn.timeout, conn.socket_options, deadline)
             except TimeoutError as exc:
                 raise urllib3.exceptions.ConnectTimeoutError(conn, f"connect timed out: {exc}") from exc
             except OSError as exc:
@@ -359,10 +401,10 @@ def deliver_webhook(target: rules.Target, source: Source, policy: WebhookPolicy,
     own = session is None
     poster = session if session is not None else requests.Session()
     poster.trust_env = False  # no proxy, netrc or CA bundle from the environment
-    adapter = _PinnedAdapter(watchdog, host, addresses)
+    deadline = time.monotonic() + policy.timeout
+    adapter = _PinnedAdapter(watchdog, host, addresses, deadline)
     poster.mount("http://", adapter)
     poster.mount("https://", adapter)
-    deadline = time.monotonic() + policy.timeout
     timer = threading.Timer(policy.timeout, watchdog.expire)
     timer.daemon = True
     timer.start()

@@ -254,7 +254,11 @@ def _webhook_target(url: str) -> staging_targets.rules.Target:
     return staging_targets.rules.Target(kind="webhook", url=url, secret=SECRET)
 
 
-@pytest.mark.parametrize("address", ["100.64.0.7", "192.0.2.1", "::ffff:10.0.0.1", "fc00::1", "127.0.0.1"])
+# The IPv6 forms that carry an internal IPv4 address: NAT64 (well-known and local-use prefixes),
+# 6to4, IPv4-compatible, Teredo (its client address is stored inverted: 10.0.0.1 here).
+@pytest.mark.parametrize("address", ["100.64.0.7", "192.0.2.1", "::ffff:10.0.0.1", "fc00::1", "127.0.0.1",
+                                     "64:ff9b::a00:1", "64:ff9b:1::a00:1", "2002:a00:1::1", "::a00:1",
+                                     "2001:0:4136:e378:8000:63bf:f5ff:fffe"])
 def test_a_webhook_resolving_to_a_non_global_address_is_refused(monkeypatch: pytest.MonkeyPatch,
                                                                 address: str) -> None:
     family = staging_targets.socket.AF_INET6 if ":" in address else staging_targets.socket.AF_INET
@@ -513,3 +517,69 @@ def test_an_https_webhook_checks_the_certificate_and_sends_sni_for_its_host_name
             staging_targets.deliver_webhook(target, _fs_source(DATA), policy, session=session)
     thread.join(15)
     assert sni == ["hook.example"] and asked == ["127.0.0.1"]
+
+
+def test_public_addresses_in_the_same_ipv6_forms_are_allowed() -> None:
+    for address in ("8.8.8.8", "2001:4860:4860::8888", "64:ff9b::808:808", "2002:808:808::1"):
+        assert not staging_targets._not_global(address), address
+
+
+def test_an_internationalised_host_name_is_delivered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """requests gives the connection the IDNA form of the name; the pin compares it with the URL's
+    Unicode form (a mismatch refused every IDN webhook)."""
+    listener, heads = _receiver("127.0.0.1")
+    port = listener.getsockname()[1]
+    real = socket.getaddrinfo
+
+    def getaddrinfo(name: Any, p: Any, *args: Any, **kwargs: Any) -> Any:
+        if name in ("bücher.example", "xn--bcher-kva.example"):
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", int(p or 0)))]
+        return real(name, p, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    try:
+        staging_targets.deliver_webhook(_webhook_target(f"http://bücher.example:{port}/in"), _fs_source(DATA),
+                                        staging_targets.WebhookPolicy(timeout=5.0, allow_private=True))
+    finally:
+        listener.close()
+    [head] = heads
+    assert f"\r\nHost: xn--bcher-kva.example:{port}\r\n".encode() in head
+
+
+def test_connecting_to_many_silent_addresses_keeps_the_attempts_one_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four addresses whose SYNs go unanswered (listeners with a full accept queue), timeout 1 s: the
+    attempt ends within about a second, not four (each address got the whole timeout before)."""
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        for _ in range(4):
+            server = socket.socket()
+            server.bind(("127.0.0.1", 0))
+            server.listen(0)
+            held.append(server)
+            ports.append(server.getsockname()[1])
+            for _ in range(3):  # fill the accept queue: further SYNs are dropped
+                client = socket.socket()
+                client.setblocking(False)
+                try:
+                    client.connect(server.getsockname())
+                except BlockingIOError:
+                    pass
+                held.append(client)
+        time.sleep(0.2)
+        real = socket.getaddrinfo
+
+        def getaddrinfo(name: Any, p: Any, *args: Any, **kwargs: Any) -> Any:
+            if name == "slow.example":
+                return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)) for port in ports]
+            return real(name, p, *args, **kwargs)
+
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+        started = time.monotonic()
+        with pytest.raises(staging_targets.StagingError):
+            staging_targets.deliver_webhook(_webhook_target("http://slow.example/in"), _fs_source(DATA),
+                                            staging_targets.WebhookPolicy(timeout=1.0, allow_private=True))
+        assert time.monotonic() - started < 2.5
+    finally:
+        for sock in held:
+            sock.close()
