@@ -197,7 +197,7 @@ def grouping_time(ts: float, stored_at: float, max_skew: float = MAX_CLOCK_SKEW_
 # A result's ``created_ts`` is taken when its post records it, its seq when its FileStored is
 # handled (after the upload, the storage, the queue: seconds, or far longer after a crash between
 # "stored" and "numbered", whose redelivery or next start's backfill numbers it late). So
-# created_ts is not monotonic in seq, and by no bound in count or time a slack could trust.
+# created_ts is not monotonic in seq, with no bound (in count or in time) a slack could trust.
 # Each numbered result therefore carries ``created_max``: the highest created_ts of seqs 1..its
 # own (the previous seq's created_max and its own created_ts, written with its seq). That IS
 # monotonic, and "created_max(k) <= since" proves every seq <= k was created at or before since.
