@@ -416,6 +416,10 @@ def seed_results(args: argparse.Namespace, pool_id: str, count: int, fsm_url: st
     if counter.get("pending"):
         raise SystemExit(f"pool {pool_id} has a result being numbered; seed a pool nobody posts to")
     first_seq, now = int(counter.get("seq") or 0) + 1, time.time()
+    # created_max: the running maximum of created_ts (MongoGroupStore numbers results with it),
+    # carried on from the pool's last result; none if that has none (the store's rule).
+    before = db.results.find_one({"pool_id": pool_id, "seq": first_seq - 1}, {"created_max": 1}) or {}
+    high = before.get("created_max") if first_seq > 1 else float("-inf")
     for start in range(0, count, SEED_BATCH):
         docs = []
         for n in range(start, min(count, start + SEED_BATCH)):
@@ -425,6 +429,8 @@ def seed_results(args: argparse.Namespace, pool_id: str, count: int, fsm_url: st
                          "size": 1, "sha256": "0" * 64, "created": iso(now + n / 1000),
                          "created_ts": now + n / 1000, "stored": True, "published": True, "seq": first_seq + n,
                          "download_url": f"{fsm_url}/file/{rid}"})
+            if high is not None:
+                high = docs[-1]["created_max"] = max(high, now + n / 1000)
         db.results.insert_many(docs)
     moved = db.result_counters.update_one({"_id": pool_id, "seq": first_seq - 1, "pending": None},
                                           {"$set": {"seq": first_seq + count - 1}})

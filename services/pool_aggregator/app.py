@@ -76,6 +76,8 @@ def create_app(settings: Settings, *, store: GroupStore | None = None, broker: P
 
 
 def prepare(deps: Deps) -> None:
-    """Before consuming: indexes, then the one-off seq backfill of results from before seq."""
+    """Before consuming: indexes, then the one-off backfills of results from before seq and
+    from before created_max (in that order: a result numbered by the first gets its created_max)."""
     deps.store.ensure_indexes()
     results.backfill_seq(deps)
+    results.backfill_created_max(deps)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -189,3 +190,61 @@ def grouping_time(ts: float, stored_at: float, max_skew: float = MAX_CLOCK_SKEW_
     further in the future than clocks can disagree (the uploader refuses those; one stored
     before that check must not open a group of a far-future window that never closes)."""
     return stored_at if ts > stored_at + max_skew else ts
+
+
+# --- a catch-up "since" a time, over the seq index ---------------------------------------------
+#
+# A result's ``created_ts`` is taken when its post records it, its seq when its FileStored is
+# handled (after the upload, the storage, the queue: seconds, or far longer after a crash between
+# "stored" and "numbered", whose redelivery or next start's backfill numbers it late). So
+# created_ts is not monotonic in seq, with no bound (in count or in time) a slack could trust.
+# Each numbered result therefore carries ``created_max``: the highest created_ts of seqs 1..its
+# own (the previous seq's created_max and its own created_ts, written with its seq). That IS
+# monotonic, and "created_max(k) <= since" proves every seq <= k was created at or before since.
+
+def first_seq_after(since: float, after_seq: int, last: int,
+                    created_max: Callable[[int], float | None]) -> int:
+    """The seq in (after_seq, last + 1] from which a catch-up ``since`` must read: every seq in
+    (after_seq, answer) is proven created at or before ``since``.
+
+    ``created_max(k)`` answers seq k's running maximum, or None when unknown (a result numbered
+    before the field existed, a seq being numbered): unknown counts as "maybe after", which can
+    only move the answer earlier (more read and filtered), never skip a result. A binary search:
+    at most log2(last - after_seq) + 1 look-ups."""
+    lo, hi = after_seq + 1, max(after_seq + 1, last + 1)
+    while lo < hi:  # bounded: the interval halves each turn
+        mid = (lo + hi) // 2
+        high = created_max(mid)
+        if high is not None and high <= since:
+            lo = mid + 1  # seqs <= mid all created at or before since
+        else:
+            hi = mid
+    return lo
+
+
+def results_since(since: float, after_seq: int, limit: int, last: int,
+                  created_max: Callable[[int], float | None],
+                  read_range: Callable[[int, int], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The first ``limit`` stored results with seq > after_seq and created_ts > since, in seq order
+    (the open query's answer), read as bounded seq ranges of the (pool_id, seq) index from
+    ``first_seq_after`` on, filtered, ``limit`` seqs a range (so at most two pages are held).
+
+    ``last`` is the pool's counter, the highest seq given: seqs come from it only, so no result
+    has a higher one, and the ranges go on up to it whatever gaps they meet (none are expected).
+    ``read_range(low, high)`` answers the documents with seq in (low, high], in seq order."""
+    low = first_seq_after(since, after_seq, last, created_max) - 1
+    found: list[dict[str, Any]] = []
+    width = max(1, limit)
+    # Bounded: each turn moves ``width`` seqs on, and the one reaching ``last`` is the last.
+    for _ in range(max(0, last - low) // width + 1):
+        high = low + width
+        found += [d for d in read_range(low, high) if d.get("stored") is True and _created_after(d, since)]
+        if len(found) >= limit or high >= last:
+            break
+        low = high
+    return found[:limit]
+
+
+def _created_after(doc: dict[str, Any], since: float) -> bool:
+    created = doc.get("created_ts")
+    return isinstance(created, int | float) and not isinstance(created, bool) and created > since

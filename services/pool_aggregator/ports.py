@@ -119,8 +119,19 @@ class GroupStore(Protocol):
 
     def unnumbered_results(self, limit: int = 100000) -> list[Doc]: ...
 
+    def result_pools(self, limit: int = 100000) -> list[str]:
+        """Every pool that numbered a result."""
+        ...
+
+    def backfill_created_max(self, pool_id: str, limit: int = 1000000) -> int:
+        """The pool's results without ``created_max`` (numbered before it existed) get theirs."""
+        ...
+
     def list_results(self, pool_id: str, *, since: float | None = None, after_seq: int = 0,
-                     limit: int = 100) -> list[Doc]: ...
+                     limit: int = 100) -> list[Doc]:
+        """Stored, numbered results with seq > after_seq (and created_ts > since), the first
+        ``limit`` in seq order."""
+        ...
 
     def last_seq(self, pool_id: str) -> int:
         """The highest seq a reader can see in the pool (0 before its first result)."""

@@ -291,3 +291,15 @@ def backfill_seq(deps: Deps) -> int:
     if count:
         log.info("results_backfilled", extra={"count": count})
     return count
+
+
+def backfill_created_max(deps: Deps) -> int:
+    """At start: each pool's results numbered before ``created_max`` existed get theirs (one
+    look-up for a pool that has them), so its catch-ups ``since`` a time search instead of reading
+    every result. Never needed for correctness (core.results_since); bounded (the store's limits)."""
+    count = 0
+    for pool_id in deps.store.result_pools():
+        count += deps.store.backfill_created_max(pool_id)
+    if count:
+        log.info("results_created_max_backfilled", extra={"count": count})
+    return count

@@ -76,6 +76,7 @@ SETTLE_POLL_SECONDS = 0.1  # how often a redelivery waiting on an uncounted slic
 # for a whole 1,000-file insert (0.3-2 s on the loaded bench machine); in chunks it waits for one
 # chunk. Measured with bench/grouping_bench.py (README "Grouping").
 INSERT_CHUNK = 250
+BACKFILL_RANGE = 1000  # results read per turn of ``backfill_created_max`` (documents held at once)
 
 
 # Fencing the ticker's writes (issue 14). A leader's write carries its term ``t`` and applies
@@ -658,6 +659,10 @@ class MongoGroupStore:
     # it set (after a crash, or a concurrent replica) rolls it forward first: the seq goes to its
     # result, or, if that result is gone or already numbered (a duplicate delivery), the counter
     # steps back. So no seq is ever burnt nor given twice, under replicas, retries and crashes.
+    # With its seq a result gets ``created_max``, the highest created_ts of seqs 1..its own (see
+    # core.results_since): seq - 1 is numbered by then (the counter was not free before it was),
+    # with its created_max in the same write; whoever rolls forward computes the same value.
+    # Without seq - 1's (numbered before the field existed) it gets none, until the backfill.
 
     def assign_seq(self, result_id: str) -> dict | None:
         """The result numbered (the same seq if it already had one); None if it does not exist."""
@@ -681,7 +686,11 @@ class MongoGroupStore:
 
     def _roll_forward(self, pool_id: str, pending: dict[str, Any]) -> None:
         rid, seq = pending["result_id"], int(pending["seq"])
-        self.results.update_one({"_id": rid, "seq": None}, {"$set": {"seq": seq}})
+        numbered: dict[str, Any] = {"seq": seq}
+        high = self._created_max(pool_id, rid, seq)
+        if high is not None:
+            numbered["created_max"] = high
+        self.results.update_one({"_id": rid, "seq": None}, {"$set": numbered})
         doc = self.results.find_one({"_id": rid}, {"seq": 1})
         if doc is not None and doc.get("seq") == seq:
             self.counters.update_one({"_id": pool_id, "pending.result_id": rid, "pending.seq": seq},
@@ -689,6 +698,55 @@ class MongoGroupStore:
         else:  # gone, or numbered before: this seq goes back (nobody took one since: pending held it)
             self.counters.update_one({"_id": pool_id, "seq": seq, "pending.result_id": rid},
                                      {"$set": {"seq": seq - 1, "pending": None}})
+
+    def _created_max(self, pool_id: str, rid: str, seq: int) -> float | None:
+        doc = self.results.find_one({"_id": rid}, {"created_ts": 1}) or {}
+        own = doc.get("created_ts")
+        if not isinstance(own, int | float):
+            return None
+        if seq <= 1:
+            return float(own)
+        before = self.results.find_one({"pool_id": pool_id, "seq": seq - 1}, {"created_max": 1}) or {}
+        high = before.get("created_max")
+        return max(float(high), float(own)) if isinstance(high, int | float) else None
+
+    def backfill_created_max(self, pool_id: str, limit: int = 1000000) -> int:
+        """One pool's results numbered before ``created_max`` existed get theirs, in seq order;
+        answers how many were written. A no-op (one look-up) when the pool's last result has one:
+        a result gets it only after every lower seq has it. Bounded per call (``limit`` seqs
+        walked). Racing replicas and numberings compute the same values; a result numbered while
+        this walks, without one (its seq - 1 was not filled yet), is filled too, as the walk goes
+        on to the counter's end -- but for one numbered right after the walk ended (then its pool
+        stays on the slower full read until the next start's walk: never wrong, see core)."""
+        counter = self.counters.find_one({"_id": pool_id}) or {}
+        last = int(counter.get("seq") or 0) - (1 if counter.get("pending") else 0)
+        if last <= 0 or self._created_max_at(pool_id, last) is not None:
+            return 0
+        high: float | None = None
+        written = low = 0
+        while low < limit:  # bounded: each turn moves on by what it read, or ends
+            before = low
+            docs = list(self.results.find({"pool_id": pool_id, "seq": {"$gt": low, "$lte": low + BACKFILL_RANGE}},
+                                          {"seq": 1, "created_ts": 1, "created_max": 1})
+                        .sort("seq", pymongo.ASCENDING))
+            for doc in docs:
+                created = doc.get("created_ts")
+                if int(doc["seq"]) != low + 1 or not isinstance(created, int | float):
+                    return written  # a gap (never expected) or no created_ts: nothing above is provable
+                high = float(created) if high is None else max(high, float(created))
+                if doc.get("created_max") != high:
+                    self.results.update_one({"_id": doc["_id"], "seq": doc["seq"]}, {"$set": {"created_max": high}})
+                    written += 1
+                low += 1
+            if len(docs) < BACKFILL_RANGE:
+                counter = self.counters.find_one({"_id": pool_id}, {"seq": 1}) or {}
+                if low == before or int(counter.get("seq") or 0) <= low:
+                    return written
+        return written
+
+    def result_pools(self, limit: int = 100000) -> list[str]:
+        """Every pool that numbered a result (its counter), at most ``limit``."""
+        return [str(doc["_id"]) for doc in self.counters.find({}, {"_id": 1}).limit(limit)]
 
     def unnumbered_results(self, limit: int = 100000) -> list[dict]:
         """Stored results written before seq existed, oldest first (for the one-off backfill)."""
@@ -699,9 +757,13 @@ class MongoGroupStore:
                      limit: int = 100) -> list[dict]:
         """Numbered results after ``after_seq`` (and created after ``since``), in seq order."""
         if since is not None:
-            query: dict[str, Any] = {"pool_id": pool_id, "stored": True, "seq": {"$gt": after_seq},
-                                     "created_ts": {"$gt": since}}
-            return list(self.results.find(query).sort("seq", pymongo.ASCENDING).limit(limit))
+            # Was one open query {pool_id, stored, seq > after_seq, created_ts > since}: a collection
+            # scan on secantusdb (~0.5-1 s a page at 10,000 results). Now a binary search of point
+            # look-ups on created_max, then bounded seq ranges, as below (core.results_since).
+            counter = self.counters.find_one({"_id": pool_id}, {"seq": 1}) or {}
+            return core.results_since(since, after_seq, limit, int(counter.get("seq") or 0),
+                                      lambda seq: self._created_max_at(pool_id, seq),
+                                      lambda low, high: self._seq_range(pool_id, low, high))
         # A pool's seqs are 1, 2, 3, ... with no gap, so the next ``limit`` results are the seq range
         # (after_seq, after_seq + limit]: a bounded range of the (pool_id, seq) index, which
         # secantusdb walks (~25 ms a page of 200 at 10,000 results); with ``stored`` in the filter
@@ -727,6 +789,15 @@ class MongoGroupStore:
                 break
             low = high
         return found[:limit]
+
+    def _created_max_at(self, pool_id: str, seq: int) -> float | None:
+        doc = self.results.find_one({"pool_id": pool_id, "seq": seq}, {"created_max": 1}) or {}
+        high = doc.get("created_max")
+        return float(high) if isinstance(high, int | float) else None
+
+    def _seq_range(self, pool_id: str, low: int, high: int) -> list[dict]:
+        return list(self.results.find({"pool_id": pool_id, "seq": {"$gt": low, "$lte": high}})
+                    .sort("seq", pymongo.ASCENDING))
 
     def last_seq(self, pool_id: str) -> int:
         """The highest seq a reader can see in the pool (0 before its first result)."""

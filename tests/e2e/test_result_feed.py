@@ -66,6 +66,10 @@ def seed_results(env: dict[str, str], pool_id: str, first_seq: int, count: int, 
     db = pymongo.MongoClient(env["MONGODB_URI"])[env["MONGODB_DB"]]
     now = time.time()
     docs = []
+    # created_max: the running maximum of created_ts, carried on from the pool's last result (none
+    # if that has none), as MongoGroupStore numbers them.
+    before = db.results.find_one({"pool_id": pool_id, "seq": first_seq - 1}, {"created_max": 1}) or {}
+    high = before.get("created_max") if first_seq > 1 else float("-inf")
     for n in range(count):
         rid = uuid.uuid4().hex
         created = iso(now + n / 1000)
@@ -74,6 +78,8 @@ def seed_results(env: dict[str, str], pool_id: str, first_seq: int, count: int, 
                      "size": 1, "sha256": "0" * 64, "created": created, "created_ts": now + n / 1000,
                      "stored": True, "published": True, "seq": first_seq + n,
                      "download_url": f"{fsm_url}/file/{rid}"})
+        if high is not None:
+            high = docs[-1]["created_max"] = max(high, now + n / 1000)
     db.results.insert_many(docs)
     moved = db.result_counters.update_one({"_id": pool_id, "seq": first_seq - 1, "pending": None},
                                           {"$set": {"seq": first_seq + count - 1}})

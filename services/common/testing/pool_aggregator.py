@@ -270,8 +270,45 @@ class FakeGroupStore:
         if found is None:
             return None
         if found.get("seq") is None:
-            self.counters[found["pool_id"]] = found["seq"] = self.counters.get(found["pool_id"], 0) + 1
+            pool_id = found["pool_id"]
+            self.counters[pool_id] = found["seq"] = seq = self.counters.get(pool_id, 0) + 1
+            high = self._created_max(pool_id, found, seq)
+            if high is not None:
+                found["created_max"] = high
         return dict(found)
+
+    def _created_max(self, pool_id: str, found: Doc, seq: int) -> float | None:
+        """As the real store: the highest created_ts of seqs 1..seq, when seq - 1 has its own."""
+        own = found.get("created_ts")
+        if not isinstance(own, int | float):
+            return None
+        if seq <= 1:
+            return float(own)
+        before = self.result_at(pool_id, seq - 1) or {}
+        high = before.get("created_max")
+        return max(float(high), float(own)) if isinstance(high, int | float) else None
+
+    def result_at(self, pool_id: str, seq: int) -> Doc | None:
+        """The pool's result numbered ``seq`` (a copy), or None."""
+        for r in self.results.values():
+            if r["pool_id"] == pool_id and r.get("seq") == seq:
+                return dict(r)
+        return None
+
+    def result_pools(self, limit: int = 100000) -> list[str]:
+        return list(self.counters)[:limit]
+
+    def backfill_created_max(self, pool_id: str, limit: int = 1000000) -> int:
+        written, high = 0, None
+        for seq in range(1, min(self.counters.get(pool_id, 0), limit) + 1):
+            doc = next((r for r in self.results.values() if r["pool_id"] == pool_id and r.get("seq") == seq), None)
+            if doc is None or not isinstance(doc.get("created_ts"), int | float):
+                break  # a gap, or no created_ts: nothing above is provable (as the real store)
+            high = float(doc["created_ts"]) if high is None else max(high, float(doc["created_ts"]))
+            if doc.get("created_max") != high:
+                doc["created_max"] = high
+                written += 1
+        return written
 
     def unnumbered_results(self, limit: int = 100000) -> list[Doc]:
         found = [dict(r) for r in self.results.values() if r.get("stored") and r.get("seq") is None]
