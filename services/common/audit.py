@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 CAPACITY = 10_000  # records buffered at most (~0.5 KB each: ~5 MB); past it, published in place
 LINGER_SECONDS = 0.05  # the oldest buffered record waits at most this long for others to join it
-STOP_SECONDS = 20.0  # stop waits this long for the buffer to be published (a broker that is down: lost)
+STOP_SECONDS = 5.0  # stop waits this long for the buffer (inside docker stop's 10-s grace); then lost
 OVERFLOW_LOG_EVERY = 1_000  # an overflowing buffer logs its first record in place, then every 1,000th
 
 
