@@ -15,6 +15,7 @@ Publishes: ``TokenRevoked`` (auth.token_revoked) on logout and refresh-token reu
 ``MembershipChanged`` (auth.membership_changed) on every pool membership change
 (a deleted pool's members included): every socket_gateway process listens on its own
 exclusive queue; ``PoolDeleted`` (auth.pool_deleted, queue ``pool_aggregator.pools``)
-when an admin deletes a pool; ``AuditRecorded`` (audit.recorded) for every signup, login,
-failed login, refresh reuse, logout, user, pool, membership and processor-key change.
+when an admin deletes a pool; audit records (audit.recorded: ``AuditsRecorded`` batches, a lone
+record as ``AuditRecorded``; ``services.common.audit``) for every signup, login, failed login,
+refresh reuse, logout, user, pool, membership and processor-key change.
 """

@@ -60,5 +60,5 @@ def create_app(settings: Settings, *, store: AuthStore | None = None, broker: Pu
                                                                   settings.common.internal_api_key))
     app.extensions["deps"] = deps
     app.register_blueprint(bp)
-    app.extensions["runtime"] = Runtime(prepare=lambda: startup.prepare(deps))
+    app.extensions["runtime"] = Runtime(prepare=lambda: startup.prepare(deps), audit=deps.audit)
     return app

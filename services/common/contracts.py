@@ -453,6 +453,67 @@ class AuditRecorded(Message):
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+# Records per ``AuditsRecorded`` an ``AuditTrail`` sends (``services.common.audit``): ~0.3-0.5 KB
+# each on the wire, so 150-250 KB a message, one confirmed publish and one insert_many for 500.
+AUDIT_BATCH = 500
+# What a consumer decodes from one message: twice AUDIT_BATCH, so a later version may send more
+# per message without an older consumer dead-lettering them; bounds what one message holds.
+MAX_AUDIT_RECORDS = 1_000
+# BSON integers are 64-bit: a larger byte count decodes from JSON but can never be stored.
+_BSON_INT = range(-(2 ** 63), 2 ** 63)
+
+
+def _check_audit(record: AuditRecorded) -> None:
+    """An audit record every field of which file_service_manager can store (``AuditsRecorded``)."""
+    if not all(isinstance(v, str) for v in (record.audit_id, record.time, record.service, record.actor,
+                                              record.action, record.outcome)) or not record.audit_id:
+        raise ValueError("records: audit_id, time, service, actor, action and outcome strings")
+    if not all(v is None or isinstance(v, str) for v in (record.file_id, record.group_id, record.pool_id,
+                                                        record.sha256)):
+        raise ValueError("records: file_id, group_id, pool_id and sha256 strings or null")
+    if record.bytes is not None and (not isinstance(record.bytes, int) or isinstance(record.bytes, bool)
+                                     or record.bytes not in _BSON_INT):
+        raise ValueError("records: bytes a 64-bit integer or null")
+    if not isinstance(record.detail, dict):
+        raise ValueError("records: detail an object")
+
+
+@dataclass(frozen=True)
+class AuditsRecorded(Message):
+    """Audit records of one service, published together (``AuditTrail``'s background thread):
+    one confirmed publish, one delivery and one MongoDB insert for up to ``AUDIT_BATCH`` records
+    instead of one each (issue 13).
+
+    Same routing key as ``AuditRecorded``, so the one audit queue takes both: a single record of
+    an older replica during an upgrade (or one published in place, ``AuditTrail``) and a batch.
+    Decoding checks every record's fields (strings, a 64-bit byte count), so a malformed record
+    is refused at once (dead-lettered as ``unknown``) instead of failing its batch's insert on
+    every delivery.
+    """
+
+    routing_key: ClassVar[str] = "audit.recorded"
+
+    records: tuple[AuditRecorded, ...]
+
+    @classmethod
+    def _rebuild(cls, fields: dict[str, Any]) -> dict[str, Any]:
+        records = fields.get("records")
+        if not isinstance(records, list | tuple) or not all(isinstance(r, dict | AuditRecorded) for r in records):
+            raise ValueError("records must be a list of AuditRecorded objects")
+        if not 1 <= len(records) <= MAX_AUDIT_RECORDS:
+            raise ValueError(f"records: 1 to {MAX_AUDIT_RECORDS}")
+        built = []
+        for record in records:
+            # A later version's extra fields are left out, as Message.from_dict does.
+            one = record if isinstance(record, AuditRecorded) else AuditRecorded.from_dict(record)
+            if not isinstance(one, AuditRecorded):
+                raise ValueError("records must be AuditRecorded objects")
+            _check_audit(one)
+            built.append(one)
+        fields["records"] = tuple(built)
+        return fields
+
+
 @dataclass(frozen=True)
 class StageResult(Message):
     """Deliver one pool result to one of its pool's staging targets (SPEC "Staging").

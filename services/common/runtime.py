@@ -16,12 +16,14 @@ passes (sweepers, tickers). Every ``__main__`` is then the same five lines::
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .audit import AuditTrail
 from .handlers import ConsumerSpec
 from .periodic import start_periodic
 
@@ -48,6 +50,9 @@ class Runtime:
     periodic: Sequence[Periodic] = ()
     # Started after prepare; each returns a stop function (the pool ticker, for one).
     services: Sequence[Callable[[], Callable[[], None]]] = field(default_factory=tuple)
+    # The service's audit trail: started before the consumers, so their records are batched
+    # too, and stopped last, after everything that records (its stop publishes the buffer).
+    audit: AuditTrail | None = None
 
 
 def runtime_of(app: Any) -> Runtime:
@@ -88,6 +93,7 @@ def start(app: Any, amqp_url: str) -> Callable[[], None]:
         def on_dead_letter(queue: str, reason: str) -> None:
             dead_lettered.labels(queue, reason).inc()
 
+    stop_audit = runtime.audit.start() if runtime.audit is not None else None
     consumers = messaging.start_consumers(amqp_url, runtime.consumers, on_dead_letter)
     stop_event = threading.Event()
     for task in runtime.periodic:
@@ -99,14 +105,30 @@ def start(app: Any, amqp_url: str) -> Callable[[], None]:
         for stopper in stoppers:
             stopper()
         messaging.stop_consumers(consumers)
+        if stop_audit is not None:
+            # Last: the records of everything above are in the buffer. A handler still running
+            # (stop_consumers only asks) records after this in place, not into a dead buffer.
+            stop_audit()
 
     return stop
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM (``docker stop``, Kubernetes, ``devtools.fleet``) ends ``serve`` as Ctrl-C does, so
+    its ``stop`` runs: the audit trail's buffer is published instead of dying with the process.
+    Not for socket_gateway: eventlet's server waits for every open socket on the way out."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def serve(app: Any, host: str, port: int, stop: Callable[[], None], **options: Any) -> None:
-    """Serve HTTP under waitress until signalled, then stop what ``start`` started."""
+    """Serve HTTP under waitress until signalled (SIGINT or SIGTERM), then stop what ``start`` started."""
     from .httpkit import serve as serve_http
 
+    exit_on_sigterm()
     try:
         serve_http(app, host, port, **options)
     finally:

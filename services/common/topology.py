@@ -57,6 +57,9 @@ PRESTORE_QUEUE = QueueSpec("file_service_manager.prestore", ("upload.prestore",)
 # files.grouped: FilesGrouped, a batch upload's files in their groups (one message per batch).
 INDEX_QUEUE = QueueSpec("file_service_manager.index", ("file.status.*", "file.grouped", "files.grouped"),
                         arguments=quorum())
+# audit.recorded: AuditsRecorded, a service's records in batches of up to 500 (issue 13), and the
+# single AuditRecorded (an older replica's during an upgrade, or one published in place when the
+# trail's buffer is full): one key, one binding, so both reach the same consumer.
 AUDIT_QUEUE = QueueSpec("file_service_manager.audit", ("audit.recorded",), arguments=quorum())
 STORE_FAILED_QUEUE = QueueSpec("file_uploader.store_failed", ("upload.store_failed",), arguments=quorum())
 # file.stored: FileStored, one per single-file upload or result; upload.stored: UploadStored, a

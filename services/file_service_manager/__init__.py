@@ -5,14 +5,16 @@ Consumes: ``upload.store`` (``StoreUpload``, queue ``file_service_manager.store`
 written to GridFS while its chunks arrive, ``prestoring``),
 ``file.status.*``, ``file.grouped`` and ``files.grouped`` (``FilesGrouped``: a batch's files
 at once) (queue ``file_service_manager.index``),
-``audit.recorded`` (queue ``file_service_manager.audit``), ``pool.result_published``
+``audit.recorded`` (``AuditsRecorded``: one insert per batch, and ``AuditRecorded``) (queue
+``file_service_manager.audit``), ``pool.result_published``
 (``ResultPublished``) and ``staging.deliver`` (``StageResult``) (queue
 ``file_service_manager.staging``: results delivered to their pool's staging targets).
 Publishes: ``FileStored`` (a single-file upload or a result), ``UploadStored`` (a batch
 upload: all its stored items in one message), ``FileStatusChanged`` (uploaded_successfully),
 ``UploadStoreFailed`` (file_uploader decides on a retry), ``StageResult`` (one per staging
-target and attempt; retries through ``dropbox.staging_delay``), ``AuditRecorded`` (stored,
-downloaded, deleted, staging_done/staging_attempt_failed/staging_failed).
+target and attempt; retries through ``dropbox.staging_delay``), audit records as
+``AuditsRecorded`` batches or a lone ``AuditRecorded`` (stored, downloaded, deleted,
+staging_done/staging_attempt_failed/staging_failed).
 Owns: the bytes, in a storage backend (``backends``: GridFS ``fs`` by default, a filesystem
 root or an S3 bucket: a pool's own ``storage`` (auth's internal pool route, kept briefly),
 ``DEFAULT_STORAGE`` for files without a pool; key = file_id; each record names its backend),

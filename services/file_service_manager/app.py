@@ -59,6 +59,7 @@ def create_app(settings: Settings, *, index: Index | None = None, cache: Cache |
     app.extensions["deps"] = deps
     app.register_blueprint(bp)
     app.extensions["runtime"] = Runtime(prepare=deps.staging.ensure_indexes, consumers=handlers.consumers(deps),
+                                        audit=deps.audit,
                                         periodic=[
         Periodic("gridfs-sweeper", settings.sweep_interval_seconds,
                  sweep.pass_for(the_index, grace_seconds=settings.sweep_grace_seconds, audit=deps.audit,

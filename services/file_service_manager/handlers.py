@@ -4,9 +4,10 @@ STORE_QUEUE: ``StoreUpload`` -> store it (``storing``). PRESTORE_QUEUE: ``Presto
 write it while its chunks arrive (``prestoring``). INDEX_QUEUE:
 ``FileStatusChanged``, ``FileGrouped`` and ``FilesGrouped`` (a batch's files at once) -> the
 file index. AUDIT_QUEUE:
-``AuditRecorded`` -> the append-only audit trail. STAGING_QUEUE: ``ResultPublished`` ->
-the result's staging planned, one ``StageResult`` per target of its pool; ``StageResult`` ->
-one attempt at one target (``staging``).
+``AuditsRecorded`` (a service's records in one batch: one insert) and ``AuditRecorded`` (one
+record: an older replica's, or one published in place) -> the append-only audit trail.
+STAGING_QUEUE: ``ResultPublished`` -> the result's staging planned, one ``StageResult`` per
+target of its pool; ``StageResult`` -> one attempt at one target (``staging``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from services.common import contracts, topology
 from services.common.contracts import (
     AuditRecorded,
+    AuditsRecorded,
     FileGrouped,
     FilesGrouped,
     FileStatusChanged,
@@ -60,10 +62,20 @@ def on_files_grouped(deps: Deps, message: FilesGrouped) -> None:
         deps.index.set_groups(list(part.file_ids), part.group_id, part.late)
 
 
+def _audit_doc(record: AuditRecorded) -> dict[str, Any]:
+    doc = record.to_dict()
+    doc["_id"] = record.audit_id  # the id makes a redelivered record a no-op
+    return doc
+
+
 def on_audit_recorded(deps: Deps, message: AuditRecorded) -> None:
-    doc = message.to_dict()
-    doc["_id"] = message.audit_id  # the id makes a redelivered record a no-op
-    deps.index.add_audit(doc)
+    deps.index.add_audit(_audit_doc(message))
+
+
+def on_audits_recorded(deps: Deps, message: AuditsRecorded) -> None:
+    # One insert_many for the batch; a redelivery skips what is there (duplicate _id) and
+    # writes the rest, so nothing is doubled and nothing is missed.
+    deps.index.add_audits([_audit_doc(record) for record in message.records])
 
 
 def on_result_published(deps: Deps, message: ResultPublished) -> None:
@@ -78,7 +90,8 @@ STORE_HANDLERS = {StoreUpload: on_store_upload}
 PRESTORE_HANDLERS = {PrestoreUpload: on_prestore_upload}
 INDEX_HANDLERS: dict[type[Message], Callable[[Deps, Any], None]] = {
     FileStatusChanged: on_file_status_changed, FileGrouped: on_file_grouped, FilesGrouped: on_files_grouped}
-AUDIT_HANDLERS = {AuditRecorded: on_audit_recorded}
+AUDIT_HANDLERS: dict[type[Message], Callable[[Deps, Any], None]] = {
+    AuditRecorded: on_audit_recorded, AuditsRecorded: on_audits_recorded}
 STAGING_HANDLERS: dict[type[Message], Callable[[Deps, Any], None]] = {
     ResultPublished: on_result_published, StageResult: on_stage_result}
 

@@ -63,6 +63,11 @@ class Index(Protocol):
 
     def add_audit(self, doc: dict[str, Any]) -> bool: ...
 
+    def add_audits(self, docs: list[dict[str, Any]]) -> int:
+        """Append audit documents in one write; one whose ``_id`` is already there (a redelivered
+        batch) is skipped, any other failure raises. Returns how many were new."""
+        ...
+
     def find_audit(self, query: dict[str, Any], after: tuple[str, str] | None,
                    limit: int) -> list[dict[str, Any]]: ...
 

@@ -17,7 +17,7 @@ import pymongo
 import redis
 from bson import ObjectId
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.common import contracts, mongo, timeutil, uploadkeys
 from services.common.contracts import PrestoreUpload, StoreUpload, UploadItem
@@ -27,6 +27,7 @@ from .core import StoreFailure
 
 # A sweep pass's claim on one leftover (remove_partial) is taken over after this long.
 SWEEP_CLAIM_SECONDS = 600
+DUPLICATE_KEY = 11000  # MongoDB's error code for a unique index clash (E11000)
 
 # A prestore starts (KEYS: session, lease, state) only while the upload is still arriving
 # (a redelivered PrestoreUpload after completion must not touch what a StoreUpload writes)
@@ -286,6 +287,26 @@ class FileIndex:
             return True
         except DuplicateKeyError:  # a redelivered AuditRecorded: already appended
             return False
+
+    def add_audits(self, docs: list[dict[str, Any]]) -> int:
+        """One insert_many for a whole ``AuditsRecorded`` (up to MAX_AUDIT_RECORDS documents).
+
+        Unordered: a redelivered batch (or a record already appended) fails only its own
+        documents on the unique ``_id`` and the others are written. Those duplicate-key errors
+        (11000) are the only ones ignored: any other write error, or a write concern error,
+        raises, so the consumer retries the message (and dead-letters it at the limit)."""
+        self.ensure_indexes()
+        if not docs:
+            return 0
+        try:
+            return len(self.audit.insert_many(docs, ordered=False).inserted_ids)
+        except BulkWriteError as exc:
+            details = exc.details or {}
+            if details.get("writeConcernErrors") or any(e.get("code") != DUPLICATE_KEY
+                                                         for e in details.get("writeErrors", [])):
+                raise
+            inserted = details.get("nInserted", 0)
+            return inserted if isinstance(inserted, int) else 0
 
     def find_audit(self, query: dict[str, Any], after: tuple[str, str] | None, limit: int) -> list[dict]:
         if after is not None:

@@ -9,7 +9,8 @@ to decide on a retry. Reads a pool's ``max_late_seconds`` from auth's internal p
 Publishes: ``PrestoreUpload`` (``upload.prestore``, when an upload of several chunks starts),
 ``StoreUpload`` (``upload.store``; retries through the ``dropbox.retry`` delay queue),
 ``FileStatusChanged`` (cached, retrying, upload_failed; and the statuses PUT /file/update/status
-is told), ``AuditRecorded``.
+is told), audit records (``AuditsRecorded`` batches or a lone ``AuditRecorded``, published off the
+request path by ``services.common.audit``).
 Owns: Redis ``{REDIS_PREFIX}:upload:*`` (sessions, chunks, received sets, writer locks, the
 per-upload status/retry tombstone, the tus door's partial tail ``{cache_key}:tail``),
 ``{REDIS_PREFIX}:upload-owner:*`` (per-user unfinished uploads, each slot living as long as its

@@ -48,7 +48,7 @@ def create_app(settings: Settings, *, store: UploadCache | None = None, broker: 
     periodic = [Periodic("upload-sweeper", settings.sweep_interval_seconds,
                          sweep.pass_for(the_store, upload_ttl=settings.upload_ttl_seconds))] \
         if isinstance(the_store, UploadStore) else []
-    app.extensions["runtime"] = Runtime(consumers=handlers.consumers(deps), periodic=periodic)
+    app.extensions["runtime"] = Runtime(consumers=handlers.consumers(deps), periodic=periodic, audit=uploads.audit)
     return app
 
 

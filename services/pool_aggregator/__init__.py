@@ -10,7 +10,7 @@ published, is still grouped.
 (``failed``, reason ``pool_deleted``).
 Publishes: ``FileGrouped`` (answers a ``FileStored``), ``FilesGrouped`` (answers an
 ``UploadStored``: its files by group, one message), ``GroupChanged``, ``ResultPublished``,
-``AuditRecorded``.
+audit records (``AuditsRecorded`` batches or a lone ``AuditRecorded``).
 Owns: MongoDB collections ``groups`` (one document per pool window, with counters),
 ``group_files`` (a group's files, one document per file), ``group_slices`` (which
 slices of files are counted in their group), ``results`` (numbered by ``seq`` per pool),

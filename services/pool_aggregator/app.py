@@ -71,7 +71,7 @@ def create_app(settings: Settings, *, store: GroupStore | None = None, broker: P
         prepare=functools.partial(prepare, deps), consumers=handlers.consumers(deps),
         periodic=[Periodic("ticker", settings.tick_seconds, functools.partial(ticking.tick, deps))],
         # The lease is renewed in its own thread: a slow tick must not let it lapse.
-        services=[deps.leader.lease.start])
+        services=[deps.leader.lease.start], audit=deps.audit)
     return app
 
 

@@ -30,8 +30,8 @@ file_uploader's internal ``/uploads`` routes (one writer = one socket sid; cance
 file_service_manager ``GET /files``; pool_aggregator ``GET /pools/<id>/results`` (as the member)
 and its internal ``/internal/pools/<id>/acks/<user_id>`` (``ack-result``, catch-up start).
 
-Publishes: ``AuditRecorded`` (``result_delivered``: one per live broadcast, one per catch-up page);
-no other message.
+Publishes: audit records (``result_delivered``: one per live broadcast, one per catch-up page),
+batched as ``AuditsRecorded`` (a lone one as ``AuditRecorded``); no other message.
 
 Owns: only short-lived Redis keys ``{prefix}:gw:sent:*`` (which once-only notifications a
 replica already emitted: ``uploaded_successfully``/``upload_failed``, ``pool-result``; 10 minutes).

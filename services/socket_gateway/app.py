@@ -66,7 +66,8 @@ def create_app(settings: Settings, *, auth: AuthLookup | None = None, uploader: 
     app.register_blueprint(bp)
     # Every second: token-expired for idle sockets whose token expired, disconnect after the grace.
     app.extensions["runtime"] = Runtime(consumers=handlers.consumers(deps),
-                                        periodic=[Periodic("gateway-token-sweep", 1.0, lambda: guard.sweep(deps))])
+                                        periodic=[Periodic("gateway-token-sweep", 1.0, lambda: guard.sweep(deps))],
+                                        audit=deps.audit)
     app.wsgi_app = socketio.WSGIApp(server, app.wsgi_app)  # type: ignore[method-assign]
     return app
 

@@ -288,5 +288,8 @@ def test_retention_of_zero_days_empties_every_backend_with_audit_records(make_fl
         wait_for(lambda f=file_id: alice.status(f) == "deleted", f"{file_id} deleted by retention")
         assert stores.where(file_id) == []
         assert alice.get(file_id).status_code == 404
+        # The record leaves file_service_manager's audit buffer within ~50 ms, then its consumer appends it.
+        wait_for(lambda f=file_id: any(e.get("action") == "deleted" for e in audit_of(running, admin.token, f)),
+                 f"{file_id}'s deletion in the audit trail")
         deleted = [e for e in audit_of(running, admin.token, file_id) if e.get("action") == "deleted"]
         assert len(deleted) == 1 and deleted[0]["detail"].get("reason") == "retention", deleted

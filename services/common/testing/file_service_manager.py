@@ -125,6 +125,9 @@ class FakeIndex:
         self.audit[doc["_id"]] = dict(doc)
         return True
 
+    def add_audits(self, docs: list[dict[str, Any]]) -> int:
+        return sum(self.add_audit(doc) for doc in docs)
+
     def find_audit(self, query: dict[str, Any], after: tuple[str, str] | None,
                    limit: int) -> list[dict[str, Any]]:
         found = [d for d in self.audit.values() if all(d.get(k) == v for k, v in query.items())]

@@ -55,6 +55,10 @@ def test_create_app_wires_deps_without_connecting() -> None:
     assert client.get("/ready").get_json()["checks"] == {"postgres": True, "rabbitmq": True}
     missing = client.get("/auth/validate")
     assert missing.status_code == 401 and missing.get_json()["error"]["code"] == "unauthorized"
+    # runtime.start starts the trail the use cases record into (batched, off the request path).
+    from services.common.runtime import runtime_of
+
+    assert runtime_of(flask_app).audit is flask_app.extensions["deps"].audit
 
 
 def _client() -> Any:

@@ -126,3 +126,10 @@ def test_the_original_name_survives_in_filename_star(client: Any) -> None:
     client.index.records["f1"]["file_name"] = "数据 \"v2\".bin"
     disposition = get(client).headers["Content-Disposition"]
     assert "filename*=UTF-8''%E6%95%B0%E6%8D%AE%20%22v2%22.bin" in disposition
+
+
+def test_the_runtime_starts_the_audit_trail_the_service_records_into(client) -> None:
+    from services.common.runtime import runtime_of
+
+    app = client.application
+    assert runtime_of(app).audit is app.extensions["deps"].audit

@@ -8,6 +8,7 @@ import hashlib
 from services.common import contracts, topology
 from services.common.contracts import (
     AuditRecorded,
+    AuditsRecorded,
     FileGrouped,
     FilesGrouped,
     FileStatusChanged,
@@ -174,6 +175,21 @@ def test_an_audit_record_is_appended_once(deps) -> None:
     spec.dispatch(event)
     spec.dispatch(event)
     assert list(deps.index.audit) == ["a1"]
+
+
+def test_an_audit_batch_is_appended_once_beside_single_records(deps) -> None:
+    """The audit queue takes both contracts; a redelivered batch (or one overlapping a record that is
+    already there) appends each record once."""
+    records = tuple(AuditRecorded(audit_id=f"b{n}", time=f"t{n}", service="file_uploader", actor="7",
+                                  action="upload_started", outcome="ok", file_id=f"f{n}") for n in range(3))
+    single = AuditRecorded(audit_id="b1", time="t1", service="file_uploader", actor="7", action="upload_started",
+                           outcome="ok", file_id="f1")
+    _deliver(deps, single)  # an older replica's single record, already appended
+    for _ in range(2):
+        _deliver(deps, AuditsRecorded(records=records))
+    assert sorted(deps.index.audit) == ["b0", "b1", "b2"]
+    assert deps.index.audit["b2"]["file_id"] == "f2" and deps.index.audit["b2"]["_id"] == "b2"
+    assert len(deps.broker.routed_to(topology.AUDIT_QUEUE)) == 3
 
 
 def test_every_queue_has_the_settings_consumer_count(deps) -> None:

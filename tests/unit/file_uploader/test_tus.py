@@ -340,3 +340,10 @@ def test_a_contributor_removed_mid_upload_cannot_patch_on(client, auth) -> None:
     assert patch(client, file_id, 0, b"0123456789").status_code == 204
     auth.add_user("tok", "9", "bob", pools={"p2": "listener"})  # removed from p1
     assert code(patch(client, file_id, 10, b"0123456789")) == (403, "forbidden")
+
+
+def test_the_runtime_starts_the_audit_trail_uploads_record_into(client) -> None:
+    from services.common.runtime import runtime_of
+
+    app = client.application
+    assert runtime_of(app).audit is app.extensions["deps"].uploads.audit

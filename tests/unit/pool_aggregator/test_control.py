@@ -148,3 +148,9 @@ def test_deleting_a_pool_leaves_other_pools_alone(kit: Kit) -> None:
     kit.broker.publish(PoolDeleted(pool_id="another-pool"))
     kit.broker.deliver(handlers.consumers(kit.deps))
     assert kit.store.get(gid)["status"] == core.OPEN
+
+
+def test_the_runtime_starts_the_audit_trail_the_service_records_into(kit: Kit) -> None:
+    from services.common.runtime import runtime_of
+
+    assert runtime_of(kit.app).audit is kit.deps.audit

@@ -134,3 +134,10 @@ def test_serving_tunes_the_collector_for_thousands_of_sockets() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_the_runtime_starts_the_audit_trail_result_deliveries_record_into(frontend: Path) -> None:
+    from services.common.runtime import runtime_of
+
+    app = make_app(frontend)
+    assert runtime_of(app).audit is deps_of(app).audit

@@ -1,0 +1,75 @@
+"""A service stopped with SIGTERM (docker stop, Kubernetes, devtools.fleet) publishes the audit
+records still buffered (issue 13): ``runtime.serve`` turns SIGTERM into the same orderly stop as
+Ctrl-C, and that stop flushes the trail last."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pika
+
+from services.common.contracts import AuditRecorded, AuditsRecorded, decode
+from services.common.topology import AUDIT_QUEUE
+
+# A process shaped like every service's __main__: runtime.start, records (buffered: the linger is
+# an hour, so only the stop can send them), then runtime.serve until signalled.
+SERVICE = textwrap.dedent("""
+    import sys
+    from flask import Flask
+    from services.common import messaging, runtime
+    from services.common.audit import AuditTrail
+
+    url = sys.argv[1]
+    broker = messaging.Broker(url)
+    trail = AuditTrail(broker, "stopping_service", linger=3600)
+    app = Flask("stopping_service")
+    app.extensions["runtime"] = runtime.Runtime(audit=trail)
+    stop = runtime.start(app, url)
+    for n in range(3):
+        trail.record("downloaded", actor="7", file_id=f"f{n}")
+    print("buffered", trail.buffered, flush=True)
+    runtime.serve(app, "127.0.0.1", 0, stop)
+""")
+
+
+def audit_records(amqp_url: str, timeout: float = 10.0) -> list[AuditRecorded]:
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    found: list[AuditRecorded] = []
+    try:
+        channel = connection.channel()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            method, _props, body = channel.basic_get(AUDIT_QUEUE.name, auto_ack=True)
+            if method is None:
+                if found:
+                    break
+                time.sleep(0.05)
+                continue
+            message = decode(body)
+            found.extend(message.records if isinstance(message, AuditsRecorded) else [message])  # type: ignore[list-item]
+    finally:
+        connection.close()
+    return found
+
+
+def test_sigterm_publishes_what_the_trail_buffered(amqp_url: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", SERVICE, amqp_url], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until the records are buffered (or the process died)
+        assert line.strip() == "buffered 3", (line, proc.stderr.read() if proc.poll() is not None else "")
+        time.sleep(0.3)  # into waitress's loop, where a real SIGTERM arrives
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    records = audit_records(amqp_url)
+    assert [(r.service, r.file_id) for r in records] == [("stopping_service", f"f{n}") for n in range(3)]
