@@ -2,7 +2,7 @@
 
 Consumes: ``upload.store`` (``StoreUpload``, queue ``file_service_manager.store``, prefetch 2),
 ``upload.prestore`` (``PrestoreUpload``, queue ``file_service_manager.prestore``: a big upload
-written to its GridFS or filesystem backend while its chunks arrive, ``prestoring``),
+written to its storage backend while its chunks arrive, ``prestoring``),
 ``file.status.*``, ``file.grouped`` and ``files.grouped`` (``FilesGrouped``: a batch's files
 at once) (queue ``file_service_manager.index``),
 ``audit.recorded`` (queue ``file_service_manager.audit``), ``pool.result_published``

@@ -14,9 +14,13 @@ file's object and indexes them:
 - filesystem: written to a temporary name beside the final one
   (``.<key>.<lease token>.tmp``), fsynced (and flushed every 8 MiB meanwhile, so the
   fsync after the last chunk is short); adopting it is the atomic rename to the final
-  name and the directory's fsync.
+  name and the directory's fsync;
+- S3: written as a multipart upload (8 MiB parts; a small file is one part) that the
+  prestore never completes; adopting it is ``CompleteMultipartUpload`` (the object
+  appears whole, at once).
 
-The outcome (size, sha256, backend id, ``ref``: the temporary name) is kept in Redis
+The outcome (size, sha256, backend id, ``ref``: the temporary name, the multipart upload id)
+is kept in Redis
 beside the upload's cache (``{cache_key}:prestore``), where the ``StoreUpload`` finds it.
 
 Guarantees kept:
@@ -24,14 +28,15 @@ Guarantees kept:
 - nothing is visible early: a file is visible once its index record says
   ``uploaded_successfully``, which only the ``StoreUpload`` writes, after comparing
   the prestored size and sha256 with the upload's (on the filesystem nothing is at
-  the final name before that either);
+  the final name, nor an S3 object, before that either);
 - one writer: a prestore starts only while the upload is ``uploading`` and holds a
   lease (``{cache_key}:prestore-lease``, ``LEASE_SECONDS``, renewed on every read);
   the ``StoreUpload`` waits while the lease lives and otherwise writes the bytes
   itself. A prestore that stalled past its lease stops and deletes nothing another
   writer may own (GridFS chunks under the key); it removes only its own temporary
-  file, a name nobody else knows (also when the lease lapsed after the write, before
-  the outcome was recorded: no ``StoreUpload`` would ever adopt it). While it holds
+  file or multipart upload, which nobody else knows of (also when the lease lapsed
+  after the write, before the outcome was recorded: no ``StoreUpload`` would ever
+  adopt it). While it holds
   the lease it deletes what it wrote when it gives up;
 - falls back: prestored bytes whose size or sha256 are not the upload's, or that are
   gone (swept, adopted by an earlier attempt), are removed and written again from the
@@ -40,13 +45,15 @@ Guarantees kept:
   client: the ``StoreUpload`` writes the file later, as without prestores), runs in
   ``PRESTORE_CONSUMERS`` threads with prefetch 1 (each with one reader thread that
   fetches the next chunk meanwhile), and holds two cached chunks plus one GridFS
-  batch (about 3 x 4 MiB) at a time (the filesystem: the two chunks);
+  batch (about 3 x 4 MiB) at a time (the filesystem: the two chunks; S3: the two
+  chunks and one 8 MiB part);
 - a crash leaves GridFS chunks without a file document (never readable) that the
   ``StoreUpload``'s write replaces (``LeftoverAttempt``) or the sweeper removes, or a
   filesystem ``.tmp`` file the sweeper removes once older than its grace (the
-  backend's ``leftovers``: every write moves the file's modification time).
-
-S3 is not prestored (its ``StoreUpload`` writes it, as before): see ARCHITECTURE "Prestores".
+  backend's ``leftovers``: every write moves the file's modification time), or an S3
+  multipart upload never completed, which the sweeper aborts once initiated longer ago
+  than its grace. Whatever the sweeper removed before its ``StoreUpload`` came is
+  written by that ``StoreUpload`` from the cache.
 """
 
 from __future__ import annotations
