@@ -136,12 +136,13 @@ class FilesystemBackend:
         return Written(size, digest.hexdigest())
 
     # --- prestores (``ports.Prestorable``; see the module's docstring) ------------------
-    def _prestored(self, key: str, ref: str) -> Path:
+    def _prestored(self, key: str, ref: str) -> Path | None:
         """The temporary file ``ref`` names for ``key`` (Redis says which: only a name of this
-        shape in ``key``'s directory is ever touched)."""
+        shape in ``key``'s directory is ever touched; None for any other, which is ignored --
+        the StoreUpload writes the file itself -- rather than failing every retry)."""
         match = re.fullmatch(r"\.(.+)\.([0-9a-f]{32})\.tmp", ref)
         if match is None or match.group(1) != key:
-            raise BackendError(f"refused prestore reference {ref[:80]!r} for key {key[:80]!r}")
+            return None
         return self.path(key).parent / ref
 
     def prestore_write(self, key: str, pieces: Iterable[bytes], *, content_type: str, name: str | None,
@@ -155,11 +156,14 @@ class FilesystemBackend:
 
     def prestore_clear(self, key: str, ref: str, *, owned: bool) -> None:
         # Only the temporary file: the final name is never written by a prestore.
-        if ref:
-            self._prestored(key, ref).unlink(missing_ok=True)
+        temp = self._prestored(key, ref)
+        if temp is not None:
+            temp.unlink(missing_ok=True)
 
     def prestore_adopt(self, key: str, ref: str, size: int) -> bool:
         temp, target = self._prestored(key, ref), self.path(key)
+        if temp is None:
+            return False
         try:
             found = os.lstat(temp)
             if not stat.S_ISREG(found.st_mode) or found.st_size != size:

@@ -170,3 +170,33 @@ def test_a_crashed_prestore_is_stored_by_the_store_and_its_file_swept(make_pipel
     swept = sweep(FileIndex(mongo_db), grace_seconds=3600, storages=storages)
     assert swept["half_written"] == {spec.id: [str(leftover.relative_to(root))]}
     assert not leftover.exists() and final.read_bytes() == data
+
+
+def test_only_a_prestore_s_own_temporary_file_of_the_recorded_size_is_adopted(tmp_path) -> None:
+    """What Redis names is checked: another shape of name, a file of another length or a symlink
+    planted at the name is never renamed to the final name (the StoreUpload writes it instead)."""
+    from services.file_service_manager.backends.filesystem import FilesystemBackend
+
+    root = tmp_path / "files"
+    root.mkdir()
+    backend = FilesystemBackend(str(root))
+    key, outside = "abc123", tmp_path / "secret"
+    outside.write_bytes(b"not under the root")
+    written, ref = backend.prestore_write(key, [b"0123", b"456789"], content_type="x", name=None, tag="cd" * 16)
+    assert written.size == 10 and ref == f".{key}.{'cd' * 16}.tmp" and not backend.exists(key)
+    for wrong in ("../../secret", f".other.{'cd' * 16}.tmp", f".{key}.nothex.tmp", "abc123"):
+        assert backend.prestore_adopt(key, wrong, 10) is False
+        backend.prestore_clear(key, wrong, owned=True)
+    assert outside.exists() and (root / "ab" / ref).exists() and not backend.exists(key)
+    assert backend.prestore_adopt(key, ref, 11) is False, "not the recorded length"
+    assert not (root / "ab" / ref).exists() and not backend.exists(key)
+
+    link = root / "ab" / f".{key}.{'ef' * 16}.tmp"
+    link.symlink_to(outside)
+    assert backend.prestore_adopt(key, link.name, outside.stat().st_size) is False
+    assert outside.read_bytes() == b"not under the root" and not backend.exists(key)
+
+    written, ref = backend.prestore_write(key, [b"whole"], content_type="x", name=None, tag="01" * 16)
+    assert backend.prestore_adopt(key, ref, 5) is True
+    assert backend.open(key).read() == b"whole" and not (root / "ab" / ref).exists()
+    assert backend.prestore_adopt(key, ref, 5) is False, "adopted once: a second attempt writes it itself"
