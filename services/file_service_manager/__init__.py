@@ -2,7 +2,7 @@
 
 Consumes: ``upload.store`` (``StoreUpload``, queue ``file_service_manager.store``, prefetch 2),
 ``upload.prestore`` (``PrestoreUpload``, queue ``file_service_manager.prestore``: a big upload
-written to GridFS while its chunks arrive, ``prestoring``),
+written to its storage backend while its chunks arrive, ``prestoring``),
 ``file.status.*``, ``file.grouped`` and ``files.grouped`` (``FilesGrouped``: a batch's files
 at once) (queue ``file_service_manager.index``),
 ``audit.recorded`` (``AuditsRecorded``: one insert per batch, and ``AuditRecorded``) (queue

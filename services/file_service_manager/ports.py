@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from services.common.contracts import PrestoreUpload, StoreUpload, UploadItem
 
@@ -114,6 +114,37 @@ class StorageBackend(Protocol):
         ...
 
 
+@runtime_checkable
+class Prestorable(Protocol):
+    """A backend a prestore (``prestoring``) can write into while the upload still arrives.
+
+    The bytes a prestore writes are never what a read of ``key`` finds before the StoreUpload
+    adopts them: GridFS writes them under ``key`` (a file is visible only through its index
+    record, which only the StoreUpload writes); the filesystem into a temporary name beside
+    the final one, renamed by ``prestore_adopt``.
+    """
+
+    def prestore_write(self, key: str, pieces: Iterable[bytes], *, content_type: str, name: str | None,
+                       tag: str) -> tuple[Written, str]:
+        """Write ``pieces`` for ``key`` (the caller holds the upload's prestore lease; ``tag`` is its
+        token, unique); returns what was written and where (``ref``, for ``prestore_adopt``). A
+        failure removes what only this write knows of (a temporary file); what it wrote under
+        ``key`` itself (GridFS's chunks) stays: another writer may own ``key`` by then, so the
+        caller removes it (``prestore_clear(key, "", owned=True)``) only while its lease lives."""
+        ...
+
+    def prestore_clear(self, key: str, ref: str, *, owned: bool) -> None:
+        """Remove what a prestore wrote: always its ``ref`` (a name only it knows), and what is
+        under ``key`` only when ``owned`` (no other writer of ``key`` can be running)."""
+        ...
+
+    def prestore_adopt(self, key: str, ref: str, size: int) -> bool:
+        """Make the prestored ``size`` bytes at ``ref`` the object ``key`` (the filesystem: an
+        atomic rename, fsynced); False when they are not there any more (swept, adopted by an
+        earlier attempt, the wrong length): the StoreUpload then writes the file itself."""
+        ...
+
+
 class Catalog(Protocol):
     """Every storage this service has written to, by descriptor id, with its credentials encrypted
     (``secretbox``): how a record's S3 backend is found again after the default or a pool moves on,
@@ -166,11 +197,16 @@ class Cache(Protocol):
         """("ok", bytes), or ("wait" | "gone" | "lost", None); renews the lease."""
         ...
 
-    def prestore_done(self, msg: PrestoreUpload, token: str, size: int, sha256: str, backend: str) -> bool: ...
+    def prestore_done(self, msg: PrestoreUpload, token: str, size: int, sha256: str, backend: str,
+                      ref: str) -> bool:
+        """Record the outcome (``ref``: where the backend put the bytes) while the lease is ``token``'s."""
+        ...
 
     def release_prestore(self, msg: PrestoreUpload, token: str) -> None: ...
 
-    def prestore_state(self, cache_key: str) -> tuple[bool, dict[str, str]]: ...
+    def prestore_state(self, cache_key: str) -> tuple[bool, dict[str, str]]:
+        """(a prestore's lease is alive, its outcome: ``{size, sha256, backend, ref}`` or {})."""
+        ...
 
 
 class LeftoverAttempt(RuntimeError):

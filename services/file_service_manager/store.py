@@ -52,10 +52,11 @@ if not data then return {'wait'} end
 return {'ok', data}
 """
 
-# The outcome, written only by the lease holder (KEYS: lease, state).
+# The outcome, written only by the lease holder (KEYS: lease, state); ``ref`` is where the backend
+# put the bytes (a filesystem temporary name; empty for GridFS, whose bytes are under the key).
 _PRESTORE_DONE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[2], 'size', ARGV[2], 'sha256', ARGV[3], 'backend', ARGV[4])
+redis.call('HSET', KEYS[2], 'size', ARGV[2], 'sha256', ARGV[3], 'backend', ARGV[4], 'ref', ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 return 1
 """
@@ -111,15 +112,16 @@ class UploadCache:
         outcome = answer[0].decode() if isinstance(answer[0], bytes) else str(answer[0])
         return outcome, (bytes(answer[1]) if outcome == "ok" else None)
 
-    def prestore_done(self, msg: PrestoreUpload, token: str, size: int, sha256: str, backend: str) -> bool:
+    def prestore_done(self, msg: PrestoreUpload, token: str, size: int, sha256: str, backend: str,
+                      ref: str) -> bool:
         return bool(self._prestore_done(keys=[prestore_lease_key(msg.cache_key), prestore_key(msg.cache_key)],
-                                        args=[token, size, sha256, backend, PRESTORE_STATE_TTL]))
+                                        args=[token, size, sha256, backend, PRESTORE_STATE_TTL, ref]))
 
     def release_prestore(self, msg: PrestoreUpload, token: str) -> None:
         self._release_prestore(keys=[prestore_lease_key(msg.cache_key)], args=[token])
 
     def prestore_state(self, cache_key: str) -> tuple[bool, dict[str, str]]:
-        """(is a prestore running -- its lease alive --, its outcome: {size, sha256, backend} or {})."""
+        """(is a prestore running -- its lease alive --, its outcome: {size, sha256, backend, ref} or {})."""
         pipe = self.r.pipeline(transaction=False)
         pipe.exists(prestore_lease_key(cache_key))
         pipe.hgetall(prestore_key(cache_key))

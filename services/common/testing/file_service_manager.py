@@ -17,7 +17,8 @@ from .. import contracts, uploadkeys
 from ..contracts import PrestoreUpload, StoreUpload, UploadItem
 from ..errors import ShownToUsers
 
-__all__ = ["FakeBackend", "FakeCache", "FakeCatalog", "FakeDownload", "FakeIndex", "FakeStaging"]
+__all__ = ["FakeBackend", "FakeCache", "FakeCatalog", "FakeDownload", "FakeIndex", "FakePrestorable",
+           "FakeStaging"]
 
 
 class FakeDownload:
@@ -198,6 +199,41 @@ class FakeBackend:
         return True
 
 
+class FakePrestorable(FakeBackend):
+    """A ``FakeBackend`` a prestore can write into (``ports.Prestorable``), as the filesystem does:
+    the bytes wait under a temporary name (``temps``, never read) until ``prestore_adopt`` moves
+    them to the key."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.temps: dict[str, bytes] = {}
+        self.adopted: list[str] = []  # keys whose prestored bytes became the object
+
+    def prestore_write(self, key: str, pieces: Iterable[bytes], *, content_type: str, name: str | None,
+                       tag: str) -> tuple[tuple[int, str], str]:
+        ref = f".{key}.{tag}.tmp"
+        self.temps[ref] = b""
+        try:
+            for piece in pieces:  # piece by piece: a test sees a prestore half-way in ``temps``
+                self.temps[ref] += piece
+        except BaseException:
+            del self.temps[ref]
+            raise
+        data = self.temps[ref]
+        return (len(data), hashlib.sha256(data).hexdigest()), ref
+
+    def prestore_clear(self, key: str, ref: str, *, owned: bool) -> None:
+        self.temps.pop(ref, None)
+
+    def prestore_adopt(self, key: str, ref: str, size: int) -> bool:
+        data = self.temps.pop(ref, None)
+        if data is None or len(data) != size:
+            return False
+        self.files[key] = data
+        self.adopted.append(key)
+        return True
+
+
 class FakeCatalog:
     """The storages catalog in a dict (``ports.Catalog`` by shape)."""
 
@@ -287,10 +323,11 @@ class FakeCache:
         data = self.chunks.get(msg.chunk_key(index))
         return ("ok", data) if data is not None else ("wait", None)
 
-    def prestore_done(self, msg: PrestoreUpload, token: str, size: int, sha256: str, backend: str) -> bool:
+    def prestore_done(self, msg: PrestoreUpload, token: str, size: int, sha256: str, backend: str,
+                      ref: str) -> bool:
         if self.leases.get(msg.cache_key) != token:
             return False
-        self.prestores[msg.cache_key] = {"size": str(size), "sha256": sha256, "backend": backend}
+        self.prestores[msg.cache_key] = {"size": str(size), "sha256": sha256, "backend": backend, "ref": ref}
         return True
 
     def release_prestore(self, msg: PrestoreUpload, token: str) -> None:

@@ -10,6 +10,14 @@ renamed over the final name (atomic on one filesystem), and the directory is
 fsynced so the rename itself survives a crash. Only then is the file
 "stored"; a writer that fails half-way deletes its temporary file, and a
 crash leaves only a ``.tmp`` name that ``exists``/``open`` never see.
+
+A prestore (``prestoring``) writes the same way but stops before the rename:
+``prestore_write`` leaves the fsynced temporary file (``.<key>.<lease token>.tmp``)
+and the StoreUpload, once it has compared size and sha256 with the upload's,
+renames it over the final name (``prestore_adopt``: the rename, then the
+directory's fsync). A crashed prestore's temporary file is a ``.tmp`` leftover
+like a crashed write's: ``leftovers`` removes it once its modification time
+(every write moves it) is older than the sweeper's grace.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -28,6 +37,11 @@ from . import streams
 
 MAX_LEFTOVERS = 10_000  # temporary files removed per sweep pass
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")  # file_ids are server-made; anything else is refused
+TAG = re.compile(r"[0-9a-f]{32}")  # a temporary name's tag: a uuid4's hex (a prestore's lease token)
+# A prestore flushes its temporary file every this many bytes while the upload arrives (the
+# prestore mostly waits for chunks meanwhile), so the fsync after the last chunk -- which the
+# owner waits for -- has at most this much left to write instead of the whole file.
+PRESTORE_SYNC_BYTES = 8 * 1024 * 1024
 
 
 class FileDownload:
@@ -76,13 +90,31 @@ class FilesystemBackend:
 
     def write(self, key: str, pieces: Iterable[bytes], *, content_type: str,
               name: str | None = None) -> Written:
+        target = self._target(key)
+        temp = target.parent / f".{key}.{uuid.uuid4().hex}.tmp"
+        written = self._write_temp(temp, pieces, sync_every=0)
+        try:
+            os.replace(temp, target)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(target.parent)  # the rename is durable only once its directory is
+        return written
+
+    def _target(self, key: str) -> Path:
+        """``key``'s path, its directory made (under the root, never outside it)."""
         target = self.path(key)
         target.parent.mkdir(exist_ok=True)  # not parents: a missing root is an error, not created
         if not target.parent.resolve().is_relative_to(self.root.resolve()):
             raise BackendError(f"refused key {key[:80]!r}: its directory leaves the root")
-        temp = target.parent / f".{key}.{uuid.uuid4().hex}.tmp"
+        return target
+
+    @staticmethod
+    def _write_temp(temp: Path, pieces: Iterable[bytes], *, sync_every: int) -> Written:
+        """``pieces`` into the new file ``temp``, fsynced; a failure deletes it. ``sync_every`` > 0:
+        also flushed every that many bytes (a prestore: see PRESTORE_SYNC_BYTES)."""
         digest = hashlib.sha256()
-        size = 0
+        size = unsynced = 0
         # O_EXCL|O_NOFOLLOW: never write through a file or link someone else put at this name.
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
         try:
@@ -91,14 +123,57 @@ class FilesystemBackend:
                     digest.update(piece)
                     size += len(piece)
                     out.write(piece)
+                    unsynced += len(piece)
+                    if sync_every and unsynced >= sync_every:
+                        out.flush()
+                        os.fdatasync(out.fileno())
+                        unsynced = 0
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(temp, target)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        _fsync_dir(target.parent)  # the rename is durable only once its directory is
         return Written(size, digest.hexdigest())
+
+    # --- prestores (``ports.Prestorable``; see the module's docstring) ------------------
+    def _prestored(self, key: str, ref: str) -> Path | None:
+        """The temporary file ``ref`` names for ``key`` (Redis says which: only a name of this
+        shape in ``key``'s directory is ever touched; None for any other, which is ignored --
+        the StoreUpload writes the file itself -- rather than failing every retry)."""
+        match = re.fullmatch(r"\.(.+)\.([0-9a-f]{32})\.tmp", ref)
+        if match is None or match.group(1) != key:
+            return None
+        return self.path(key).parent / ref
+
+    def prestore_write(self, key: str, pieces: Iterable[bytes], *, content_type: str, name: str | None,
+                       tag: str) -> tuple[Written, str]:
+        if not TAG.fullmatch(tag):
+            raise BackendError("a prestore's tag is 32 hex digits")
+        temp = self._target(key).parent / f".{key}.{tag}.tmp"
+        # The temporary name is this prestore's alone (its lease token): a failure deletes it
+        # (``_write_temp``) even when the lease is lost by then -- nobody else knows the name.
+        return self._write_temp(temp, pieces, sync_every=PRESTORE_SYNC_BYTES), temp.name
+
+    def prestore_clear(self, key: str, ref: str, *, owned: bool) -> None:
+        # Only the temporary file: the final name is never written by a prestore.
+        temp = self._prestored(key, ref)
+        if temp is not None:
+            temp.unlink(missing_ok=True)
+
+    def prestore_adopt(self, key: str, ref: str, size: int) -> bool:
+        temp, target = self._prestored(key, ref), self.path(key)
+        if temp is None:
+            return False
+        try:
+            found = os.lstat(temp)
+            if not stat.S_ISREG(found.st_mode) or found.st_size != size:
+                temp.unlink(missing_ok=True)  # not what the prestore recorded: written again
+                return False
+            os.replace(temp, target)  # atomic: readers see no file or the whole one
+        except FileNotFoundError:
+            return False  # swept, or an earlier attempt of this StoreUpload renamed it already
+        _fsync_dir(target.parent)  # the rename is durable only once its directory is
+        return True
 
     def open(self, key: str) -> FileDownload | None:
         try:

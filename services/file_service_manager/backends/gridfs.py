@@ -111,6 +111,24 @@ class GridFsBackend:
             raise
         return Written(size, digest.hexdigest())
 
+    # --- prestores (``ports.Prestorable``) ---------------------------------------------
+    # GridFS has no rename: a prestore writes under ``key`` itself. That is invisible all the same
+    # (a file is read only through its index record, which only the StoreUpload writes).
+    def prestore_write(self, key: str, pieces: Iterable[bytes], *, content_type: str, name: str | None,
+                       tag: str) -> tuple[Written, str]:
+        # A crashed prestore's leftovers first: the caller holds the upload's lease, and nothing
+        # else writes this key while the upload still arrives.
+        self.delete(key)
+        return self.write_keeping_partial(key, pieces, content_type=content_type, name=name), ""
+
+    def prestore_clear(self, key: str, ref: str, *, owned: bool) -> None:
+        if owned:  # else another writer may be writing this key's chunks by now: touch nothing
+            self.delete(key)
+
+    def prestore_adopt(self, key: str, ref: str, size: int) -> bool:
+        found = self.db[f"{self.name}.files"].find_one({"_id": key}, {"length": 1})
+        return found is not None and int(found.get("length", -1)) == size
+
     def open(self, key: str) -> gridfs.GridOut | None:
         try:
             return self.bucket.open_download_stream(key)

@@ -7,6 +7,13 @@ part is a single PUT. A writer that fails half-way aborts the multipart
 upload: no object becomes visible (S3 shows an object only once the upload
 is completed). Reads are ranged GETs streamed from the response body.
 
+A prestore (``prestoring``) writes a multipart upload the same way, even a small
+file (one part), but does not complete it: ``prestore_write`` answers the upload
+id, and the StoreUpload, once it has compared size and sha256 with the upload's,
+completes it (``prestore_adopt``: the object appears whole, at once). A crashed
+prestore's upload is one never completed, which ``leftovers`` aborts once it
+was initiated longer ago than the sweeper's grace.
+
 The client is bounded: connect/read timeouts, a few retries in standard mode,
 and a connection pool sized for the store consumers and download threads.
 """
@@ -38,6 +45,10 @@ MAX_PARTS = 10_000  # S3's limit: 80 GB at 8 MiB parts, far above the 50 MB file
 def _missing(exc: ClientError) -> bool:
     code = str(exc.response.get("Error", {}).get("Code", ""))
     return code in ("404", "NoSuchKey", "NotFound")
+
+
+def _no_upload(exc: ClientError) -> bool:
+    return str(exc.response.get("Error", {}).get("Code", "")) in ("NoSuchUpload", "404", "NotFound")
 
 
 class S3Download:
@@ -126,6 +137,71 @@ class S3Backend:
                     pass  # a bucket lifecycle rule should expire abandoned uploads (docs/OPERATIONS.md)
             raise
         return Written(size, digest.hexdigest())
+
+    # --- prestores (``ports.Prestorable``; see the module's docstring) ------------------
+    def prestore_write(self, key: str, pieces: Iterable[bytes], *, content_type: str, name: str | None,
+                       tag: str) -> tuple[Written, str]:
+        name = self.object_key(key)
+        digest = hashlib.sha256()
+        size = 0
+        buffer = bytearray()  # at most part_size + one piece (a cache chunk)
+        parts = 0
+        upload_id: str = self.client.create_multipart_upload(Bucket=self.bucket, Key=name,
+                                                             ContentType=content_type)["UploadId"]
+        try:
+            for piece in pieces:
+                digest.update(piece)
+                size += len(piece)
+                buffer += piece
+                if len(buffer) >= self.part_size:
+                    parts += 1
+                    self._part(name, upload_id, parts, bytes(buffer))
+                    buffer.clear()
+            if buffer or not parts:  # the last part may be smaller than MIN_PART (or the only one)
+                self._part(name, upload_id, parts + 1, bytes(buffer))
+        except BaseException:
+            # The upload id is this prestore's alone (nobody else knows it): aborted even when
+            # the lease is lost by then.
+            self._abort(name, upload_id)
+            raise
+        return Written(size, digest.hexdigest()), upload_id
+
+    def prestore_clear(self, key: str, ref: str, *, owned: bool) -> None:
+        # Only the multipart upload: a prestore never writes the object itself.
+        if ref:
+            self._abort(self.object_key(key), ref)
+
+    def prestore_adopt(self, key: str, ref: str, size: int) -> bool:
+        name = self.object_key(key)
+        parts: list[dict[str, Any]] = []
+        marker = 0
+        try:
+            while True:  # bounded: MAX_PARTS parts, 1,000 a page
+                page = self.client.list_parts(Bucket=self.bucket, Key=name, UploadId=ref,
+                                              PartNumberMarker=marker, MaxParts=1000)
+                parts += [{"ETag": p["ETag"], "PartNumber": p["PartNumber"], "Size": p["Size"]}
+                          for p in page.get("Parts", [])]
+                if not page.get("IsTruncated") or len(parts) >= MAX_PARTS:
+                    break
+                marker = int(page["NextPartNumberMarker"])
+            if sum(p["Size"] for p in parts) != size \
+                    or [p["PartNumber"] for p in parts] != list(range(1, len(parts) + 1)):
+                self._abort(name, ref)  # not what the prestore recorded: written again
+                return False
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=name, UploadId=ref,
+                MultipartUpload={"Parts": [{"ETag": p["ETag"], "PartNumber": p["PartNumber"]} for p in parts]})
+        except ClientError as exc:
+            if _no_upload(exc):
+                return False  # aborted by the sweeper, or completed by an earlier attempt
+            raise
+        return True
+
+    def _abort(self, name: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id)
+        except (BotoCoreError, ClientError):
+            pass  # gone already, or left to the sweeper (``leftovers``) and the bucket's lifecycle rule
 
     def _part(self, name: str, upload_id: str, number: int, data: bytes) -> dict[str, Any]:
         if number > MAX_PARTS:

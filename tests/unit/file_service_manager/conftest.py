@@ -11,7 +11,7 @@ from services.common.authclient import Identity
 from services.common.contracts import StoreUpload, UploadItem
 from services.common.httpkit import ServiceMetrics
 from services.common.testing import FakeAuth, FakeClock, InMemoryBroker
-from services.common.testing.file_service_manager import FakeBackend, FakeCache, FakeIndex, FakeStaging
+from services.common.testing.file_service_manager import FakeCache, FakeIndex, FakePrestorable, FakeStaging
 from services.file_service_manager import backends
 from services.file_service_manager.config import Settings
 from services.file_service_manager.deps import Deps, FsmMetrics
@@ -27,7 +27,8 @@ def deps() -> Deps:
     broker = InMemoryBroker()
     metrics = FsmMetrics(ServiceMetrics("file_service_manager"))
     index = FakeIndex()
-    default = FakeBackend.over(index)  # the default backend's bytes are index.files
+    # The default backend's bytes are index.files; a prestore writes into it as into the filesystem.
+    default = FakePrestorable.over(index)
     storage = backends.Storages(settings.default_storage, lambda spec: default)
     auth = FakeAuth()
     return Deps(settings=settings, index=index, cache=FakeCache(), broker=broker, auth=auth,
