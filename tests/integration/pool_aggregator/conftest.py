@@ -256,3 +256,30 @@ def rig(mongo_db, amqp_url: str) -> Iterator[Rig]:
         up_stop()
         events.consumer.stop()
         broker.close()
+
+
+def number_on_replicas(store: Any, ids: list[str], replicas: int) -> None:
+    """``replicas`` threads, each numbering every result of ``ids`` (``assign_seq``) in its own
+    shuffled order, all at once: what N pool_aggregator replicas handling redeliveries do.
+    Fails with the first error a replica met."""
+    import random
+
+    barrier = threading.Barrier(replicas)
+    errors: list[BaseException] = []
+
+    def replica(seed: int) -> None:
+        order = list(ids)
+        random.Random(seed).shuffle(order)
+        barrier.wait()
+        try:
+            for rid in order:
+                store.assign_seq(rid)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=replica, args=(n,)) for n in range(replicas)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []

@@ -7,6 +7,7 @@ frozen and whose renewals stopped (what SIGSTOP does), while the shared wall clo
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from pymongo.database import Database
 
@@ -86,19 +87,7 @@ def test_racing_takeovers_of_one_seen_lease_get_one(mongo_db: Database) -> None:
     assert store.take(LEASE_NAME, "dead", None, 1000.0, TTL) == 1
     seen = store.read(LEASE_NAME)
     assert seen is not None
-    got: list[int | None] = []
-    barrier = threading.Barrier(8)
-
-    def race(i: int) -> None:
-        barrier.wait(timeout=10)
-        got.append(store.take(LEASE_NAME, f"h{i}", seen, 1000.0, TTL))
-
-    threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert sorted(got, key=lambda t: t or 0) == [None] * 7 + [2]
+    assert _race_for(store, seen) == [None] * 7 + [2]
     assert not store.renew(LEASE_NAME, "dead", 1, 1001.0, TTL)
 
 
@@ -140,21 +129,25 @@ def test_a_lease_renewed_by_a_replica_of_the_previous_version_is_left_alone(mong
     assert doc is not None and doc["holder"] == "b" and doc["expires_at"] > doc["renewed"]  # read by old replicas
 
 
-def test_racing_electors_get_one_lease(mongo_db: Database) -> None:
-    store = MongoLeaseStore(mongo_db)
+def _race_for(store: MongoLeaseStore, seen: Any) -> list[int | None]:
+    """Eight contenders take the lease at once, each having seen ``seen``: the terms they got, sorted."""
     got: list[int | None] = []
     barrier = threading.Barrier(8)
 
     def race(i: int) -> None:
         barrier.wait(timeout=10)
-        got.append(store.take(LEASE_NAME, f"h{i}", None, 1000.0, TTL))
+        got.append(store.take(LEASE_NAME, f"h{i}", seen, 1000.0, TTL))
 
     threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
-    assert sorted(got, key=lambda t: t or 0) == [None] * 7 + [1]
+    return sorted(got, key=lambda t: t or 0)
+
+
+def test_racing_electors_get_one_lease(mongo_db: Database) -> None:
+    assert _race_for(MongoLeaseStore(mongo_db), None) == [None] * 7 + [1]
 
 
 def test_a_paused_leaders_writes_are_refused_by_the_store(mongo_db: Database) -> None:

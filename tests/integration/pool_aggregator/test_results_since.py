@@ -5,13 +5,14 @@ look-ups only."""
 from __future__ import annotations
 
 import random
-import threading
 from typing import Any
 
 import pymongo
 from pymongo import monitoring
 
 from services.pool_aggregator.store import MongoGroupStore
+
+from .conftest import number_on_replicas
 
 T0 = 1_800_000_000.0
 
@@ -115,25 +116,7 @@ def test_created_max_is_the_running_maximum_under_racing_replicas(mongo_db) -> N
     ids = [f"r{n}" for n in range(30)]
     store.results.insert_many([{"_id": rid, "result_id": rid, "pool_id": "p", "created_ts": T0 + rng.randint(0, 9),
                                 "stored": True} for rid in ids])
-    barrier = threading.Barrier(4)
-    errors: list[BaseException] = []
-
-    def replica(seed: int) -> None:
-        order = list(ids)
-        random.Random(seed).shuffle(order)  # every replica numbers every result, in its own order
-        barrier.wait()
-        try:
-            for rid in order:
-                store.assign_seq(rid)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=replica, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert errors == []
+    number_on_replicas(store, ids, 4)  # every replica numbers every result, in its own order
     docs = sorted(store.results.find({"pool_id": "p"}), key=lambda d: d["seq"])
     assert [d["seq"] for d in docs] == list(range(1, 31))
     high = float("-inf")

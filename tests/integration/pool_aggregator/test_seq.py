@@ -7,6 +7,8 @@ import threading
 
 from services.pool_aggregator.store import MongoGroupStore
 
+from .conftest import number_on_replicas
+
 POOL = "seq-pool"
 
 
@@ -22,25 +24,7 @@ def test_replicas_racing_number_every_result_once_with_no_gap(mongo_db) -> None:
     store.ensure_indexes()
     ids = _results(store, 30)
     other = _results(store, 5, pool_id="other-pool")
-    barrier = threading.Barrier(6)
-    errors: list[BaseException] = []
-
-    def replica(seed: int) -> None:
-        order = ids + other
-        random.Random(seed).shuffle(order)  # every replica numbers every result: duplicates galore
-        barrier.wait()
-        try:
-            for rid in order:
-                store.assign_seq(rid)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=replica, args=(n,)) for n in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert errors == []
+    number_on_replicas(store, ids + other, 6)  # every replica numbers every result: duplicates galore
     seqs = sorted(d["seq"] for d in store.results.find({"pool_id": POOL}))
     assert seqs == list(range(1, 31))
     assert sorted(d["seq"] for d in store.results.find({"pool_id": "other-pool"})) == [1, 2, 3, 4, 5]
