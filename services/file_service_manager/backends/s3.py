@@ -82,6 +82,24 @@ class S3Download:
             self.body = None
 
 
+class _Counted:
+    """``pieces`` passed through, their size and sha256 taken on the way."""
+
+    def __init__(self, pieces: Iterable[bytes]) -> None:
+        self.pieces = pieces
+        self.size = 0
+        self.digest = hashlib.sha256()
+
+    def __iter__(self) -> Iterator[bytes]:
+        for piece in self.pieces:
+            self.digest.update(piece)
+            self.size += len(piece)
+            yield piece
+
+    def written(self) -> Written:
+        return Written(self.size, self.digest.hexdigest())
+
+
 class S3Backend:
     kind = "s3"
 
@@ -105,28 +123,22 @@ class S3Backend:
     def write(self, key: str, pieces: Iterable[bytes], *, content_type: str,
               name: str | None = None) -> Written:
         name = self.object_key(key)
-        digest = hashlib.sha256()
-        size = 0
-        buffer = bytearray()  # at most part_size + one piece (a cache chunk, 1 MiB)
+        counted = _Counted(pieces)
         upload_id: str | None = None
         parts: list[dict[str, Any]] = []
         try:
-            for piece in pieces:
-                digest.update(piece)
-                size += len(piece)
-                buffer += piece
-                if len(buffer) >= self.part_size:
-                    if upload_id is None:
-                        upload_id = self.client.create_multipart_upload(
-                            Bucket=self.bucket, Key=name, ContentType=content_type)["UploadId"]
-                    parts.append(self._part(name, upload_id, len(parts) + 1, bytes(buffer)))
-                    buffer.clear()
-            if upload_id is None:  # smaller than one part: a single PUT
-                self.client.put_object(Bucket=self.bucket, Key=name, Body=bytes(buffer), ContentType=content_type)
-                return Written(size, digest.hexdigest())
-            if buffer:
-                parts.append(self._part(name, upload_id, len(parts) + 1, bytes(buffer)))
-                buffer.clear()
+            for block in self._blocks(counted):
+                if upload_id is None and len(block) < self.part_size:  # smaller than one part: a single PUT
+                    self.client.put_object(Bucket=self.bucket, Key=name, Body=block, ContentType=content_type)
+                    return counted.written()
+                if upload_id is None:
+                    upload_id = self.client.create_multipart_upload(
+                        Bucket=self.bucket, Key=name, ContentType=content_type)["UploadId"]
+                parts.append(self._part(name, upload_id, len(parts) + 1, block))
+                del block  # not held while the next block fills
+            if upload_id is None:  # nothing at all: an empty object
+                self.client.put_object(Bucket=self.bucket, Key=name, Body=b"", ContentType=content_type)
+                return counted.written()
             self.client.complete_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id,
                                                   MultipartUpload={"Parts": parts})
         except BaseException:
@@ -136,35 +148,43 @@ class S3Backend:
                 except (BotoCoreError, ClientError):
                     pass  # a bucket lifecycle rule should expire abandoned uploads (docs/OPERATIONS.md)
             raise
-        return Written(size, digest.hexdigest())
+        return counted.written()
+
+    def _blocks(self, pieces: Iterable[bytes]) -> Iterator[bytes]:
+        """``pieces`` regrouped into ``part_size`` blocks, the last one shorter (none for no bytes);
+        at most part_size + one piece (a cache chunk) held at a time."""
+        buffer = bytearray()
+        for piece in pieces:
+            buffer += piece
+            if len(buffer) >= self.part_size:
+                block = bytes(buffer)
+                buffer.clear()  # before the yield: the caller's part upload runs with one copy held
+                yield block
+                del block
+        if buffer:
+            yield bytes(buffer)
 
     # --- prestores (``ports.Prestorable``; see the module's docstring) ------------------
     def prestore_write(self, key: str, pieces: Iterable[bytes], *, content_type: str, name: str | None,
                        tag: str) -> tuple[Written, str]:
         name = self.object_key(key)
-        digest = hashlib.sha256()
-        size = 0
-        buffer = bytearray()  # at most part_size + one piece (a cache chunk)
+        counted = _Counted(pieces)
         parts = 0
         upload_id: str = self.client.create_multipart_upload(Bucket=self.bucket, Key=name,
                                                              ContentType=content_type)["UploadId"]
         try:
-            for piece in pieces:
-                digest.update(piece)
-                size += len(piece)
-                buffer += piece
-                if len(buffer) >= self.part_size:
-                    parts += 1
-                    self._part(name, upload_id, parts, bytes(buffer))
-                    buffer.clear()
-            if buffer or not parts:  # the last part may be smaller than MIN_PART (or the only one)
-                self._part(name, upload_id, parts + 1, bytes(buffer))
+            for block in self._blocks(counted):  # the last part may be smaller than MIN_PART
+                parts += 1
+                self._part(name, upload_id, parts, block)
+                del block  # not held while the next block fills
+            if not parts:  # no bytes: one empty part
+                self._part(name, upload_id, 1, b"")
         except BaseException:
             # The upload id is this prestore's alone (nobody else knows it): aborted even when
             # the lease is lost by then.
             self._abort(name, upload_id)
             raise
-        return Written(size, digest.hexdigest()), upload_id
+        return counted.written(), upload_id
 
     def prestore_clear(self, key: str, ref: str, *, owned: bool) -> None:
         # Only the multipart upload: a prestore never writes the object itself.
