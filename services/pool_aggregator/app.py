@@ -69,15 +69,22 @@ def create_app(settings: Settings, *, store: GroupStore | None = None, broker: P
     app.register_blueprint(bp)
     app.extensions["runtime"] = Runtime(
         prepare=functools.partial(prepare, deps), consumers=handlers.consumers(deps),
-        periodic=[Periodic("ticker", settings.tick_seconds, functools.partial(ticking.tick, deps))],
+        periodic=[Periodic("ticker", settings.tick_seconds, functools.partial(ticking.tick, deps)),
+                  # In the background, never before serving (a walk over a big database took ~2 ms
+                  # a result); a pass is one look-up per pool once every result has created_max,
+                  # and it mends a chain an older replica's numbering broke during an upgrade.
+                  Periodic("created-max-backfill", BACKFILL_SECONDS,
+                           functools.partial(results.backfill_created_max, deps))],
         # The lease is renewed in its own thread: a slow tick must not let it lapse.
         services=[deps.leader.lease.start], audit=deps.audit)
     return app
 
 
+BACKFILL_SECONDS = 300  # between background passes giving old results their created_max
+
+
 def prepare(deps: Deps) -> None:
-    """Before consuming: indexes, then the one-off backfills of results from before seq and
-    from before created_max (in that order: a result numbered by the first gets its created_max)."""
+    """Before consuming: indexes, then the one-off backfill of results from before seq (their
+    created_max comes later, in the background: BACKFILL_SECONDS)."""
     deps.store.ensure_indexes()
     results.backfill_seq(deps)
-    results.backfill_created_max(deps)

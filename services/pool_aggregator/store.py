@@ -124,6 +124,9 @@ def fenced(query: dict[str, Any], update: dict[str, Any], fence: int | None) -> 
     update.setdefault("$set", {})["fence"] = fence
 
 
+RELEASED = ""  # the holder of a released lease (see MongoLeaseStore.read)
+
+
 class MongoLeaseStore:
     """``services.common.leader.LeaseStore`` on MongoDB (collection ``leases``).
 
@@ -137,13 +140,20 @@ class MongoLeaseStore:
     def __init__(self, db: Database) -> None:
         self.leases = db["leases"]
 
+    # A released lease names no holder (RELEASED): a replica of the previous version takes a lease
+    # over by its ``expires_at`` alone and sets its own holder without clearing ``released``, so
+    # ``released`` with a holder is that replica's live lease, not a released one (read as held,
+    # and taken over only once it stops changing for a whole lease).
+
     def read(self, name: str) -> LeaseState | None:
         doc = self.leases.find_one({"_id": name})
         if doc is None:
             return None
         renewed = doc.get("renewed")
-        return LeaseState(str(doc.get("holder")), int(doc.get("term") or 0), int(doc.get("version") or 0),
-                          bool(doc.get("released")), float(renewed) if renewed is not None else None)
+        holder = doc.get("holder")
+        released = bool(doc.get("released")) and holder == RELEASED
+        return LeaseState(str(holder), int(doc.get("term") or 0), int(doc.get("version") or 0),
+                          released, float(renewed) if renewed is not None else None)
 
     # ``expires_at`` (now + ttl) is written for replicas of the previous version during a rolling
     # update: they take over by comparing it with their own clock; this version never reads it.
@@ -162,10 +172,11 @@ class MongoLeaseStore:
                 return None  # created by a process racing us
             return 1
         # Exactly what was seen: 0 / None / False also match a lease written before versions existed.
+        # (``released`` is not matched: a release bumps the version, and an older replica's takeover
+        # leaves it set -- the holder tells them apart, see ``read``.)
         taken = self.leases.find_one_and_update(
             {"_id": name, "holder": seen.holder, "term": seen.term,
-             "version": seen.version if seen.version else {"$in": [0, None]},
-             "released": True if seen.released else {"$ne": True}, "renewed": seen.renewed},
+             "version": seen.version if seen.version else {"$in": [0, None]}, "renewed": seen.renewed},
             {"$set": {"holder": holder, "version": 0, "released": False, "since": now, "renewed": now,
                       "expires_at": now + ttl},
              "$inc": {"term": 1}},
@@ -174,7 +185,8 @@ class MongoLeaseStore:
 
     def release(self, name: str, holder: str, term: int) -> None:
         self.leases.update_one({"_id": name, "holder": holder, "term": term},
-                               {"$set": {"released": True, "expires_at": 0.0}, "$inc": {"version": 1}})
+                               {"$set": {"released": True, "holder": RELEASED, "expires_at": 0.0},
+                                "$inc": {"version": 1}})
 
     def get(self, name: str) -> dict | None:
         return self.leases.find_one({"_id": name})
@@ -717,7 +729,9 @@ class MongoGroupStore:
         walked). Racing replicas and numberings compute the same values; a result numbered while
         this walks, without one (its seq - 1 was not filled yet), is filled too, as the walk goes
         on to the counter's end -- but for one numbered right after the walk ended (then its pool
-        stays on the slower full read until the next start's walk: never wrong, see core)."""
+        stays on the slower full read until the next pass: never wrong, see core). Runs in the
+        background (``results.backfill_created_max``, every BACKFILL_SECONDS), never before
+        serving: a start must not wait for a walk over millions of results."""
         counter = self.counters.find_one({"_id": pool_id}) or {}
         last = int(counter.get("seq") or 0) - (1 if counter.get("pending") else 0)
         if last <= 0 or self._created_max_at(pool_id, last) is not None:
@@ -729,15 +743,24 @@ class MongoGroupStore:
             docs = list(self.results.find({"pool_id": pool_id, "seq": {"$gt": low, "$lte": low + BACKFILL_RANGE}},
                                           {"seq": 1, "created_ts": 1, "created_max": 1})
                         .sort("seq", pymongo.ASCENDING))
+            updates = []  # one bulk write per range (one round trip for up to BACKFILL_RANGE results)
+            gap = False
             for doc in docs:
+                if int(doc["seq"]) != low + 1:
+                    gap = True  # a gap (never expected): nothing above is provable
+                    break
                 created = doc.get("created_ts")
-                if int(doc["seq"]) != low + 1 or not isinstance(created, int | float):
-                    return written  # a gap (never expected) or no created_ts: nothing above is provable
-                high = float(created) if high is None else max(high, float(created))
-                if doc.get("created_max") != high:
-                    self.results.update_one({"_id": doc["_id"], "seq": doc["seq"]}, {"$set": {"created_max": high}})
-                    written += 1
+                if isinstance(created, int | float):  # a result without one never matches ``since``
+                    high = float(created) if high is None else max(high, float(created))
+                if high is not None and doc.get("created_max") != high:
+                    updates.append(pymongo.UpdateOne({"_id": doc["_id"], "seq": doc["seq"]},
+                                                     {"$set": {"created_max": high}}))
                 low += 1
+            if updates:
+                self.results.bulk_write(updates, ordered=False)
+                written += len(updates)
+            if gap:
+                return written
             if len(docs) < BACKFILL_RANGE:
                 counter = self.counters.find_one({"_id": pool_id}, {"seq": 1}) or {}
                 if low == before or int(counter.get("seq") or 0) <= low:

@@ -302,10 +302,11 @@ class FakeGroupStore:
         written, high = 0, None
         for seq in range(1, min(self.counters.get(pool_id, 0), limit) + 1):
             doc = next((r for r in self.results.values() if r["pool_id"] == pool_id and r.get("seq") == seq), None)
-            if doc is None or not isinstance(doc.get("created_ts"), int | float):
-                break  # a gap, or no created_ts: nothing above is provable (as the real store)
-            high = float(doc["created_ts"]) if high is None else max(high, float(doc["created_ts"]))
-            if doc.get("created_max") != high:
+            if doc is None:
+                break  # a gap: nothing above is provable (as the real store)
+            if isinstance(doc.get("created_ts"), int | float):  # without one: never matches ``since``
+                high = float(doc["created_ts"]) if high is None else max(high, float(doc["created_ts"]))
+            if high is not None and doc.get("created_max") != high:
                 doc["created_max"] = high
                 written += 1
         return written

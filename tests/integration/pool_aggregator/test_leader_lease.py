@@ -319,3 +319,27 @@ def test_a_group_ready_during_a_takeover_and_leased_after_it_carries_the_new_ter
     assert processing is not None and processing["fence"] == 2 and "fence_pending" not in processing
     assert groups.expire_lease(gid, processing["lease_id"], core.READY, 1, world[0] + 6, fence=1) is None
     assert groups.expire_lease(gid, processing["lease_id"], core.READY, 1, world[0] + 6, fence=2) is not None
+
+
+def test_a_released_lease_taken_by_a_previous_version_replica_is_not_stolen_at_once(mongo_db: Database) -> None:
+    """A rolling update: a new replica releases on stop, an old-version replica takes the lease
+    by its expires_at (setting its holder, leaving ``released`` as it was); a new contender must
+    treat that as a live lease -- before, it saw ``released`` and took it at once: two tickers."""
+    from pymongo import ReturnDocument
+
+    store = MongoLeaseStore(mongo_db)
+    mono = [0.0]
+    a = LeaderLease(store, LEASE_NAME, ttl=TTL, holder="new-a", monotonic=lambda: mono[0])
+    assert a.step() == 1
+    a.release()
+    now = 1_800_000_000.0
+    # The previous version's takeover, as it was written (by expires_at alone).
+    taken = mongo_db["leases"].find_one_and_update(
+        {"_id": LEASE_NAME, "expires_at": {"$lte": now}},
+        {"$set": {"holder": "old-x", "expires_at": now + TTL, "since": now, "renewed": now}, "$inc": {"term": 1}},
+        return_document=ReturnDocument.AFTER, projection={"term": 1})
+    assert taken is not None and taken["term"] == 2
+    b = LeaderLease(store, LEASE_NAME, ttl=TTL, holder="new-b", monotonic=lambda: mono[0])
+    assert b.step() is None, "a new replica took a previous-version replica's live lease at once"
+    mono[0] += TTL + 0.1  # the old replica stopped renewing
+    assert b.step() == 3
