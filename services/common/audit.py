@@ -42,7 +42,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .contracts import AUDIT_BATCH, MAX_AUDIT_RECORDS, AuditRecorded, AuditsRecorded
+from .contracts import AUDIT_BATCH, MAX_AUDIT_RECORDS, AuditRecorded, AuditsRecorded, check_audit_record
 from .timeutil import now_iso
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,13 @@ class AuditTrail:
             outcome=outcome, file_id=file_id, group_id=group_id, pool_id=pool_id, bytes=size, sha256=sha256,
             detail={k: v for k, v in detail.items() if v is not None},
         )
+        try:
+            # Checked here as file_service_manager's decode checks it: one malformed record in a
+            # batch would have the whole batch (up to AUDIT_BATCH good records) dead-lettered.
+            check_audit_record(event)
+        except ValueError as exc:
+            self._lost(1, f"malformed record: {exc}", event)
+            return
         with self._cond:
             if self._accepting:
                 if len(self._buffer) < self.capacity:

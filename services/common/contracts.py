@@ -463,7 +463,7 @@ MAX_AUDIT_RECORDS = 1_000
 _BSON_INT = range(-(2 ** 63), 2 ** 63)
 
 
-def _check_audit(record: AuditRecorded) -> None:
+def check_audit_record(record: AuditRecorded) -> None:
     """An audit record every field of which file_service_manager can store (``AuditsRecorded``)."""
     if not all(isinstance(v, str) for v in (record.audit_id, record.time, record.service, record.actor,
                                               record.action, record.outcome)) or not record.audit_id:
@@ -508,7 +508,7 @@ class AuditsRecorded(Message):
             one = record if isinstance(record, AuditRecorded) else AuditRecorded.from_dict(record)
             if not isinstance(one, AuditRecorded):
                 raise ValueError("records must be AuditRecorded objects")
-            _check_audit(one)
+            check_audit_record(one)
             built.append(one)
         fields["records"] = tuple(built)
         return fields

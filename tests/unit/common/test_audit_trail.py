@@ -215,3 +215,21 @@ def test_the_runtime_starts_the_trail_and_its_stop_flushes_it_last() -> None:
 def test_a_batch_larger_than_a_consumer_decodes_is_refused() -> None:
     with pytest.raises(ValueError):
         AuditTrail(InMemoryBroker(), "auth", batch=1_001)
+
+
+def test_a_malformed_record_is_counted_lost_alone_and_its_batch_still_decodes() -> None:
+    """One record file_service_manager's decode would refuse (a byte count that is not an int)
+    would have its whole batch dead-lettered, uncounted (review): refused at record time instead."""
+    from services.common import contracts
+
+    broker = InMemoryBroker()
+    lost = Count()
+    trail = AuditTrail(broker, "file_uploader", lost, linger=NEVER)
+    stop = trail.start()
+    trail.record("stored", actor="7", file_id="f1", size=3)
+    trail.record("stored", actor="7", file_id="bad", size="3")  # type: ignore[arg-type]
+    trail.record("stored", actor="7", file_id="f2", size=5)
+    stop()
+    [batch] = broker.of_type(AuditsRecorded)
+    assert [r.file_id for r in batch.records] == ["f1", "f2"] and lost.value == 1
+    assert contracts.decode(batch.encode()) == batch
