@@ -70,9 +70,6 @@ def create_app(settings: Settings, *, store: GroupStore | None = None, broker: P
     app.extensions["runtime"] = Runtime(
         prepare=functools.partial(prepare, deps), consumers=handlers.consumers(deps),
         periodic=[Periodic("ticker", settings.tick_seconds, functools.partial(ticking.tick, deps)),
-                  # In the background, never before serving (a walk over a big database took ~2 ms
-                  # a result); a pass is one look-up per pool once every result has created_max,
-                  # and it mends a chain an older replica's numbering broke during an upgrade.
                   Periodic("created-max-backfill", BACKFILL_SECONDS,
                            functools.partial(results.backfill_created_max, deps))],
         # The lease is renewed in its own thread: a slow tick must not let it lapse.
@@ -80,7 +77,10 @@ def create_app(settings: Settings, *, store: GroupStore | None = None, broker: P
     return app
 
 
-BACKFILL_SECONDS = 300  # between background passes giving old results their created_max
+# Between background passes giving old results their created_max: in the background, never
+# before serving (a walk over a big database took ~2 ms a result); a pass is one look-up per
+# pool once every result has it, and mends a chain an older replica's numbering broke.
+BACKFILL_SECONDS = 300
 
 
 def prepare(deps: Deps) -> None:
