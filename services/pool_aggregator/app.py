@@ -69,9 +69,7 @@ def create_app(settings: Settings, *, store: GroupStore | None = None, broker: P
     app.register_blueprint(bp)
     app.extensions["runtime"] = Runtime(
         prepare=functools.partial(prepare, deps), consumers=handlers.consumers(deps),
-        periodic=[Periodic("ticker", settings.tick_seconds, functools.partial(ticking.tick, deps)),
-                  Periodic("created-max-backfill", BACKFILL_SECONDS,
-                           functools.partial(results.backfill_created_max, deps))],
+        periodic=passes(settings, deps),
         # The lease is renewed in its own thread: a slow tick must not let it lapse.
         services=[deps.leader.lease.start], audit=deps.audit)
     return app
@@ -81,6 +79,12 @@ def create_app(settings: Settings, *, store: GroupStore | None = None, broker: P
 # before serving (a walk over a big database took ~2 ms a result); a pass is one look-up per
 # pool once every result has it, and mends a chain an older replica's numbering broke.
 BACKFILL_SECONDS = 300
+
+
+def passes(settings: Settings, deps: Deps) -> list[Periodic]:
+    """The background passes: the ticker (it acts only while this replica leads) and the backfill."""
+    return [Periodic("ticker", settings.tick_seconds, functools.partial(ticking.tick, deps)),
+            Periodic("created-max-backfill", BACKFILL_SECONDS, functools.partial(results.backfill_created_max, deps))]
 
 
 def prepare(deps: Deps) -> None:
