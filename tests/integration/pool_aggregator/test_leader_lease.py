@@ -211,14 +211,20 @@ def test_an_old_term_cannot_move_a_group_created_after_a_newer_term_took_over(mo
     # Another one made ready without the ticker (close), leased by the processor, its lease over.
     leased = open_group(groups, 2000, world[0])
     assert groups.mark_ready(leased, world[0]) is not None
-    processing = groups.lease(leased, world[0], 5.0)
-    assert processing is not None
-    assert groups.expire_lease(leased, processing["lease_id"], core.READY, 1, world[0] + 6, fence=1) is None
-    assert groups.get(leased)["status"] == core.PROCESSING  # type: ignore[index]
+    _only_the_new_term_expires(groups, leased, world[0])
     # The new term's writes go through.
-    assert groups.expire_lease(leased, processing["lease_id"], core.READY, 1, world[0] + 6, fence=2) is not None
     moved = groups.mark_ready(created, world[0], fence=2)
     assert moved is not None and moved["fence"] == 2
+
+
+def _only_the_new_term_expires(groups: MongoGroupStore, gid: str, now: float) -> None:
+    """Lease ``gid`` (ready) as a processor would; once the lease is over, term 1's expire_lease is
+    refused (the group stays processing) and term 2's goes through."""
+    processing = groups.lease(gid, now, 5.0)
+    assert processing is not None
+    assert groups.expire_lease(gid, processing["lease_id"], core.READY, 1, now + 6, fence=1) is None
+    assert groups.get(gid)["status"] == core.PROCESSING  # type: ignore[index]
+    assert groups.expire_lease(gid, processing["lease_id"], core.READY, 1, now + 6, fence=2) is not None
 
 
 class HeldCreator(MongoGroupStore):
@@ -295,11 +301,7 @@ def test_a_retry_after_a_takeover_carries_the_new_term(mongo_db: Database) -> No
     assert leases["b"].step() == 2
     assert leading["b"].term() == 2
     assert groups.retry(gid, world[0]) is not None
-    processing = groups.lease(gid, world[0], 5.0)
-    assert processing is not None
-    assert groups.expire_lease(gid, processing["lease_id"], core.READY, 1, world[0] + 6, fence=1) is None
-    assert groups.get(gid)["status"] == core.PROCESSING  # type: ignore[index]
-    assert groups.expire_lease(gid, processing["lease_id"], core.READY, 1, world[0] + 6, fence=2) is not None
+    _only_the_new_term_expires(groups, gid, world[0])
 
 
 def test_a_group_ready_during_a_takeover_and_leased_after_it_carries_the_new_term(mongo_db: Database) -> None:

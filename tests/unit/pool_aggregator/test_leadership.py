@@ -175,6 +175,17 @@ def test_a_paused_old_leader_cannot_move_a_group_created_after_the_takeover(kit:
     assert [g for _, g in kit.announcer.announced] == [gid]
 
 
+def _only_the_new_leader_expires(kit: Kit, r: Replicas, gid: str) -> None:
+    """Lease ``gid`` as a processor would and let the lease run out: the old leader (term 1)
+    expires nothing, the new one (term 2) moves it back."""
+    assert kit.store.lease(gid, kit.clock.time(), 30) is not None
+    r.advance(31)
+    assert r.renew("b") == 2
+    assert ticking.expire_leases(r.deps["a"], 1) == 0
+    assert kit.store.get(gid)["status"] == core.PROCESSING  # type: ignore[index]
+    assert ticking.expire_leases(r.deps["b"], 2) == 1
+
+
 def test_a_paused_old_leader_cannot_expire_the_lease_of_a_group_created_after_the_takeover(kit: Kit) -> None:
     """Made ready without the ticker (``close``), leased by the processor, its lease run out:
     the old term's ``expire_lease`` is refused, the new leader's goes through (announced once)."""
@@ -182,12 +193,7 @@ def test_a_paused_old_leader_cannot_expire_the_lease_of_a_group_created_after_th
     took_over(r)
     gid = due_group(kit)
     assert ticking.make_ready(kit.deps, gid) is not None  # a close: unfenced
-    assert kit.store.lease(gid, kit.clock.time(), 30) is not None
-    r.advance(31)
-    assert r.renew("b") == 2
-    assert ticking.expire_leases(r.deps["a"], 1) == 0
-    assert kit.store.get(gid)["status"] == core.PROCESSING  # type: ignore[index]
-    assert ticking.expire_leases(r.deps["b"], 2) == 1
+    _only_the_new_leader_expires(kit, r, gid)
     assert kit.store.get(gid)["status"] == core.READY  # type: ignore[index]
 
 
@@ -245,12 +251,7 @@ def test_a_group_retried_after_the_takeover_carries_the_new_term(kit: Kit) -> No
     assert r.renew("b") == 2
     assert r.deps["b"].leader.term() == 2
     assert kit.store.retry(gid, kit.clock.time()) is not None
-    assert kit.store.lease(gid, kit.clock.time(), 30) is not None
-    r.advance(31)
-    assert r.renew("b") == 2
-    assert ticking.expire_leases(r.deps["a"], 1) == 0
-    assert kit.store.get(gid)["status"] == core.PROCESSING  # type: ignore[index]
-    assert ticking.expire_leases(r.deps["b"], 2) == 1
+    _only_the_new_leader_expires(kit, r, gid)
 
 
 def test_a_group_whose_creator_died_before_adopting_it_is_moved_by_no_term_until_the_leader_adopts_it(
