@@ -15,6 +15,8 @@ passes (sweepers, tickers). Every ``__main__`` is then the same five lines::
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import signal
 import threading
@@ -75,10 +77,20 @@ def prepare(step: Callable[[], object], *, wait: float = PREPARE_WAIT_SECONDS,
             time.sleep(pause)
 
 
-def start(app: Any, amqp_url: str) -> Callable[[], None]:
-    """Prepare, then start the app's consumers, periodic passes and services; returns ``stop``."""
+def start(app: Any, amqp_url: str, *, sigterm: bool = True) -> Callable[[], None]:
+    """Prepare, then start the app's consumers, periodic passes and services; returns ``stop``.
+
+    ``stop`` may be called more than once (``serve``'s ``finally``, the ``atexit`` hook, a
+    signal): only the first call stops. With ``sigterm`` (every waitress service), SIGTERM turns
+    into ``SystemExit`` from here on, so a SIGTERM that arrives between ``start`` and ``serve``
+    (or in the middle of ``start``) still unwinds through ``stop`` and publishes the audit
+    buffer instead of killing the process with it. socket_gateway passes False: under eventlet
+    an exception raised by a signal lands in whichever green thread runs, so its server installs
+    its own handler (``socket_gateway.server``)."""
     from . import messaging  # pika is imported by messaging only, and only when a process starts
 
+    if sigterm:
+        exit_on_sigterm()
     runtime = runtime_of(app)
     if runtime.prepare is not None:
         prepare(runtime.prepare)
@@ -93,14 +105,19 @@ def start(app: Any, amqp_url: str) -> Callable[[], None]:
         def on_dead_letter(queue: str, reason: str) -> None:
             dead_lettered.labels(queue, reason).inc()
 
-    stop_audit = runtime.audit.start() if runtime.audit is not None else None
-    consumers = messaging.start_consumers(amqp_url, runtime.consumers, on_dead_letter)
     stop_event = threading.Event()
-    for task in runtime.periodic:
-        start_periodic(task.name, task.interval, task.work, stop_event)
-    stoppers = [begin() for begin in runtime.services]
+    stoppers: list[Callable[[], None]] = []
+    consumers: list[Any] = []
+    stop_audit = runtime.audit.start() if runtime.audit is not None else None
+    stopping = threading.Lock()
+    stopped = False
 
     def stop() -> None:
+        nonlocal stopped
+        with stopping:
+            if stopped:
+                return
+            stopped = True
         stop_event.set()
         for stopper in stoppers:
             stopper()
@@ -110,25 +127,37 @@ def start(app: Any, amqp_url: str) -> Callable[[], None]:
             # (stop_consumers only asks) records after this in place, not into a dead buffer.
             stop_audit()
 
+    # A SystemExit anywhere later (a SIGTERM before serve, a fatal error in __main__) still
+    # flushes: the interpreter runs atexit hooks on the way out.
+    atexit.register(stop)
+    try:
+        consumers.extend(messaging.start_consumers(amqp_url, runtime.consumers, on_dead_letter))
+        for task in runtime.periodic:
+            start_periodic(task.name, task.interval, task.work, stop_event)
+        stoppers.extend(begin() for begin in runtime.services)
+    except BaseException:
+        stop()  # what did start: the audit thread with its records, consumers, passes
+        raise
     return stop
 
 
 def exit_on_sigterm() -> None:
     """SIGTERM (``docker stop``, Kubernetes, ``devtools.fleet``) ends ``serve`` as Ctrl-C does, so
     its ``stop`` runs: the audit trail's buffer is published instead of dying with the process.
-    Not for socket_gateway: eventlet's server waits for every open socket on the way out."""
+    Not for socket_gateway (see ``start``)."""
 
     def handler(signum: int, frame: Any) -> None:
         raise SystemExit(0)
 
-    signal.signal(signal.SIGTERM, handler)
+    with contextlib.suppress(ValueError):  # signal.signal works in the main thread only (not in a test's)
+        signal.signal(signal.SIGTERM, handler)
 
 
 def serve(app: Any, host: str, port: int, stop: Callable[[], None], **options: Any) -> None:
     """Serve HTTP under waitress until signalled (SIGINT or SIGTERM), then stop what ``start`` started."""
     from .httpkit import serve as serve_http
 
-    exit_on_sigterm()
+    exit_on_sigterm()  # already, by start; again for an app started without it
     try:
         serve_http(app, host, port, **options)
     finally:

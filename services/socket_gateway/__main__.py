@@ -20,7 +20,7 @@ def main() -> None:
     settings = load_or_exit(SERVICE, Settings.from_env)
     logs.configure_service(SERVICE, settings.common)
     app = create_app(settings)
-    stop = runtime.start(app, settings.common.amqp_url)
+    stop = runtime.start(app, settings.common.amqp_url, sigterm=False)  # server.serve's own
     server.serve(app, settings, stop)
 
 

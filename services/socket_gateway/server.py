@@ -5,8 +5,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -34,12 +37,56 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+# SIGTERM (a rolling update, a scale-down) must publish the audit trail's buffer (the
+# ``result_delivered`` records of the last ~50 ms) before the process goes. Not by raising from
+# the signal handler: under eventlet the handler runs in whichever green thread is current, and
+# eventlet's server waits for every open socket on its way out. The handler only sets a flag; a
+# green thread that looks every SIGTERM_POLL_SECONDS runs ``stop`` (bounded by
+# STOP_SECONDS: consumers, then the trail) and ends the process; clients reconnect elsewhere.
+SIGTERM_POLL_SECONDS = 0.2
+STOP_SECONDS = 10.0
+
+
+class Signalled:
+    """A bare flag: the signal handler may interrupt any code, so it takes no lock (a green
+    ``threading.Event`` would)."""
+
+    def __init__(self) -> None:
+        self.raised = False
+
+    def set(self) -> None:
+        self.raised = True
+
+
+def stop_on_sigterm(stop: Callable[[], None], exit: Callable[[int], None] = os._exit) -> Signalled:
+    """Install the gateway's SIGTERM handler; returns the flag it sets (tests set it directly)."""
+    import eventlet
+
+    signalled = Signalled()
+
+    def watch() -> None:
+        while not signalled.raised:
+            eventlet.sleep(SIGTERM_POLL_SECONDS)
+        log.info("stopping", extra={"signal": "SIGTERM"})
+        try:
+            with eventlet.Timeout(STOP_SECONDS, False):
+                stop()
+        finally:
+            exit(0)
+
+    eventlet.spawn_n(watch)
+    with contextlib.suppress(ValueError):  # outside the main thread (a test): no handler, the flag only
+        signal.signal(signal.SIGTERM, lambda signum, frame: signalled.set())
+    return signalled
+
+
 def serve(app: Any, settings: Settings, stop: Callable[[], None]) -> None:
     """Serve ``app`` under eventlet until signalled, then stop what ``runtime.start`` started."""
     import eventlet
     import eventlet.wsgi
 
     try:
+        stop_on_sigterm(stop)
         try:
             implementation = wsfast.install()
         except wsfast.FastUnmaskUnavailable as exc:

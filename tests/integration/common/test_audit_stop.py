@@ -11,6 +11,7 @@ import textwrap
 import time
 
 import pika
+import pytest
 
 from services.common.contracts import AuditRecorded, AuditsRecorded, decode
 from services.common.topology import AUDIT_QUEUE
@@ -66,6 +67,56 @@ def test_sigterm_publishes_what_the_trail_buffered(amqp_url: str) -> None:
         time.sleep(0.3)  # into waitress's loop, where a real SIGTERM arrives
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    records = audit_records(amqp_url)
+    assert [(r.service, r.file_id) for r in records] == [("stopping_service", f"f{n}") for n in range(3)]
+
+
+# The same, with SIGTERM arriving before serve: between runtime.start and runtime.serve (a
+# process told to stop while it starts). Before, the default action killed it with its buffer.
+EARLY_STOP = SERVICE.replace('print("buffered", trail.buffered, flush=True)',
+                             'print("buffered", trail.buffered, flush=True)\nimport time\ntime.sleep(30)')
+
+# socket_gateway: eventlet, its own SIGTERM handler (server.stop_on_sigterm), runtime.start
+# without one. The records of the last ~50 ms (result_delivered) are published on the way out.
+GATEWAY = textwrap.dedent("""
+    import eventlet
+    eventlet.monkey_patch()
+    import sys
+    from flask import Flask
+    from services.common import messaging, runtime
+    from services.common.audit import AuditTrail
+    from services.socket_gateway import server
+    from services.socket_gateway.config import Settings
+
+    url = sys.argv[1]
+    broker = messaging.Broker(url)
+    trail = AuditTrail(broker, "stopping_service", linger=3600)
+    app = Flask("stopping_service")
+    app.extensions["runtime"] = runtime.Runtime(audit=trail)
+    stop = runtime.start(app, url, sigterm=False)
+    for n in range(3):
+        trail.record("downloaded", actor="7", file_id=f"f{n}")
+    print("buffered", trail.buffered, flush=True)
+    server.serve(app, Settings.from_env({"PORT": "0", "AMQP_URL": url}), stop)
+""")
+
+
+@pytest.mark.parametrize("script", [EARLY_STOP, GATEWAY], ids=["before_serve", "socket_gateway"])
+def test_sigterm_publishes_what_the_trail_buffered_also(amqp_url: str, script: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", script, amqp_url], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip() == "buffered 3", (line, proc.stderr.read() if proc.poll() is not None else "")
+        time.sleep(1.0)  # past startup, into the sleep or eventlet's accept loop
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -212,6 +212,49 @@ def test_the_runtime_starts_the_trail_and_its_stop_flushes_it_last() -> None:
     assert order == ["service stopped"]
 
 
+def test_stop_runs_once_however_often_it_is_called() -> None:
+    """serve's finally, the atexit hook and a signal may all call it: one flush, one stop each."""
+    broker = InMemoryBroker()
+    trail = AuditTrail(broker, "file_service_manager", linger=NEVER)
+    stopped: list[str] = []
+
+    class App:
+        extensions = {"runtime": Runtime(services=[lambda: lambda: stopped.append("service")], audit=trail)}
+
+    stop = runtime_start(App(), "amqp://guest:guest@127.0.0.1:1/%2F", sigterm=False)
+    trail.record("downloaded", actor="7")
+    trail.record("downloaded", actor="8")
+    stop()
+    stop()
+    assert stopped == ["service"]
+    assert len(broker.published) == 1, "one batch, flushed once"
+
+
+def test_a_start_that_fails_midway_stops_what_it_started_and_flushes() -> None:
+    """A service whose start fails (or is interrupted by SIGTERM's SystemExit) after the trail
+    started must not leave the trail's thread running with its records."""
+    broker = InMemoryBroker()
+    trail = AuditTrail(broker, "file_service_manager", linger=NEVER)
+    stopped: list[str] = []
+
+    def fine() -> object:
+        trail.record("stopping", actor="system")
+        trail.record("stopping", actor="system")
+        return lambda: stopped.append("fine")
+
+    def broken() -> object:
+        raise SystemExit(0)
+
+    class App:
+        extensions = {"runtime": Runtime(services=[fine, broken], audit=trail)}
+
+    with pytest.raises(SystemExit):
+        runtime_start(App(), "amqp://guest:guest@127.0.0.1:1/%2F", sigterm=False)
+    assert stopped == ["fine"], "the service that had started is stopped"
+    [batch] = broker.of_type(AuditsRecorded)
+    assert [r.action for r in batch.records] == ["stopping", "stopping"]
+
+
 def test_a_batch_larger_than_a_consumer_decodes_is_refused() -> None:
     with pytest.raises(ValueError):
         AuditTrail(InMemoryBroker(), "auth", batch=1_001)
