@@ -36,7 +36,7 @@ Guarantees kept:
   writer may own (GridFS chunks under the key); it removes only its own temporary
   file or multipart upload, which nobody else knows of (also when the lease lapsed
   after the write, before the outcome was recorded: no ``StoreUpload`` would ever
-  adopt it). While it holds
+  adopt it, or when Redis failed as it was recorded). While it holds
   the lease it deletes what it wrote when it gives up;
 - falls back: prestored bytes whose size or sha256 are not the upload's, or that are
   gone (swept, adopted by an earlier attempt), are removed and written again from the
@@ -127,7 +127,15 @@ def prestore(deps: Deps, msg: PrestoreUpload) -> None:
                 target.prestore_clear(msg.upload_id, "", owned=True)
         else:
             size, sha256 = written
-            if deps.cache.prestore_done(msg, token, size, sha256, _label(backend), ref):
+            try:
+                recorded = deps.cache.prestore_done(msg, token, size, sha256, _label(backend), ref)
+            except Exception as exc:  # noqa: BLE001 - Redis failed: handled as a lease lost below
+                # Whether the outcome was kept is unknown. Removing ``ref`` is safe either way: a
+                # StoreUpload that finds an outcome whose bytes are gone writes the file from the
+                # cache; kept, ``ref`` would wait for the sweeper's grace (an hour), uncounted.
+                log.warning("prestore outcome not recorded", extra={"reason": f"{type(exc).__name__}: {exc}"})
+                recorded = False
+            if recorded:
                 deps.metrics.storage_bytes.labels(_label(backend)).inc(size)
             else:
                 # Stalled past the lease after writing: no StoreUpload will learn of ``ref``, so

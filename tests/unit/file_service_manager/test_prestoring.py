@@ -113,6 +113,25 @@ def test_a_prestore_that_lost_its_lease_before_recording_removes_its_file(deps) 
     assert not deps.storage.default.temps and "u1" not in deps.index.files
 
 
+def test_a_prestore_whose_outcome_redis_failed_to_record_removes_its_file(deps) -> None:
+    """Redis failed as the outcome was recorded (review): the temporary file would otherwise wait an
+    hour for the sweeper; the StoreUpload, finding no outcome (or one whose bytes are gone), writes
+    the file from the cache."""
+    data = b"0123456789"
+    msg = command(deps, data)
+    deps.cache.uploading.add(msg.cache_key)
+
+    def redis_down(*args):
+        raise ConnectionError("Redis went away")
+
+    deps.cache.prestore_done = redis_down
+    prestoring.prestore(deps, _prestore_of(msg))
+    assert not deps.storage.default.temps, "its temporary file is removed"
+    deps.cache.uploading.discard(msg.cache_key)
+    _deliver(deps, msg)
+    assert deps.index.files["u1"] == data and deps.index.record("u1")["status"] == contracts.UPLOADED
+
+
 def test_a_paused_upload_is_given_up_and_its_file_removed(deps, monkeypatch) -> None:
     monkeypatch.setattr(prestoring, "IDLE_SECONDS", 0.05)
     data = b"0123456789"
