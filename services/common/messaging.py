@@ -374,6 +374,12 @@ class Consumer:
             log.error("dead-lettering an unknown message", extra={"queue": self.name, "error": str(exc)})
             self._dead_letter(channel, method, "unknown")
             return
+        if method.redelivered:
+            # Rare (a consumer died or failed it): one line, so a message's path through a crash
+            # can be followed by its id in the logs.
+            log.info("redelivered", extra={"queue": self.name, "message_type": type(message).__name__,
+                                           "file_id": getattr(message, "file_id", None)
+                                           or getattr(message, "upload_id", None)})
         try:
             self.handler(message)
         except UnhandledMessage as exc:

@@ -259,7 +259,7 @@ class MongoGroupStore:
         ``SETTLE_AFTER_SECONDS`` of real time; a live delivery finishes in well under a second.
         """
         found: dict[str, dict] = {}
-        pending = list(file_ids)
+        pending = file_ids = list(file_ids)
         started = time.monotonic()
         while pending:
             waited = time.monotonic() - started
@@ -267,6 +267,9 @@ class MongoGroupStore:
             found.update(settled)
             if not unsettled:
                 break
+            if pending is file_ids or len(unsettled) != len(pending):
+                # Once per wait (and when it shrinks): a file held up here, by its id (at most 64).
+                log.info("memberships_unsettled", extra={"files": len(unsettled), "file_ids": unsettled[:64]})
             pending = unsettled
             time.sleep(SETTLE_POLL_SECONDS)
         missing = [f for f in file_ids if f not in found]
@@ -295,6 +298,8 @@ class MongoGroupStore:
             elif now - float(doc.get("at") or 0) < SETTLE_AFTER_SECONDS:
                 unsettled.append(doc["_id"])  # in flight elsewhere, or its consumer died: wait and see
             else:
+                log.info("leftover_membership_dropped", extra={"file_id": doc["_id"], "group_id": doc["group_id"],
+                                                                "slice": sid})
                 self.files.delete_many({"slice": sid, "group_id": doc["group_id"]})
         return found, unsettled
 

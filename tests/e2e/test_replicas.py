@@ -216,6 +216,34 @@ def _logged(log_dir: Path, file_ids: list[str], most: int = 60) -> str:
     return "\n".join(lines[-most:]) or "(nothing)"
 
 
+def _where_it_waits(fleet: ReplicatedFleet, most: int = 80) -> str:
+    """For a lost file: the grouping queue's counts in the fleet's vhost (a message still queued,
+    or held unacked by a live consumer) and the stacks of the live pool_aggregators' threads that
+    are inside our code (a consumer stuck in a wait), at most ``most`` lines."""
+    import shutil
+    import subprocess
+    import sys
+    from urllib.parse import unquote, urlparse
+
+    out: list[str] = []
+    vhost = unquote(urlparse(fleet.env.get("AMQP_URL", "")).path.lstrip("/")) or "/"
+    if shutil.which("rabbitmqctl"):
+        run = subprocess.run(["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", "messages_ready",
+                              "messages_unacknowledged", "consumers"], capture_output=True, text=True, timeout=30)
+        out += [f"queues: {line}" for line in run.stdout.splitlines() if "pool_aggregator" in line or "dead" in line]
+    spy = Path(sys.executable).with_name("py-spy")
+    for name in fleet.instances("pool_aggregator"):
+        proc = fleet.procs[name]
+        if proc.poll() is not None or not spy.exists():
+            continue
+        run = subprocess.run([str(spy), "dump", "--pid", str(proc.pid)], capture_output=True, text=True, timeout=60)
+        threads = run.stdout.split("\nThread ")
+        out += [f"{name}: Thread {t.strip()}" for t in threads
+                if "services/pool_aggregator" in t and ("memberships" in t or "batching" in t or "grouping" in t)]
+    text = "\n".join(out)
+    return "\n".join(text.splitlines()[:most]) or "(nothing)"
+
+
 @pytest.fixture
 def replicated_pools(mongo_uri: str, tmp_path) -> Iterator[ReplicatedFleet]:
     # INFO: a lost or doubled upload is then traceable by its file_id in artifacts/fleet-logs.
@@ -330,7 +358,8 @@ def test_sigkill_one_replica_of_every_service_during_100_pool_uploads(replicated
             ungrouped = sorted({fid for _, fid in uploaded} - grouped)
             raise AssertionError(f"{exc}: {[(g['group_id'], g['status'], g['file_count']) for g in seen[0]]}; "
                                  f"posted {processor.posted}; stored but in no group: {ungrouped}; "
-                                 f"what the fleet logged of them:\n{_logged(fleet.log_dir, ungrouped)}") from None
+                                 f"what the fleet logged of them:\n{_logged(fleet.log_dir, ungrouped)}\n"
+                                 f"where it may wait:\n{_where_it_waits(fleet)}") from None
         gids = {g["group_id"] for g in groups}
         assert len(gids) >= 2, groups  # at least two pool windows
         time.sleep(2)  # a duplicate announcement in flight would land by now
