@@ -9,7 +9,8 @@ at once) (queue ``file_service_manager.index``),
 ``file_service_manager.audit``), ``pool.result_published``
 (``ResultPublished``) and ``staging.deliver`` (``StageResult``) (queue
 ``file_service_manager.staging``: results delivered to their pool's staging targets).
-Publishes: ``FileStored`` (a single-file upload or a result), ``UploadStored`` (a batch
+Publishes: ``FileStored`` (a single-file upload or a result; and again, per file, for a stored
+pool file whose group is not known in time: ``regrouping``), ``UploadStored`` (a batch
 upload: all its stored items in one message), ``FileStatusChanged`` (uploaded_successfully),
 ``UploadStoreFailed`` (file_uploader decides on a retry), ``StageResult`` (one per staging
 target and attempt; retries through ``dropbox.staging_delay``), audit records as

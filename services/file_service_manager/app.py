@@ -1,4 +1,4 @@
-"""file_service_manager's wiring: one Deps, the routes, the consumers and the sweeper."""
+"""file_service_manager's wiring: one Deps, the routes, the consumers and the background passes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from services.common.httpkit import ServiceMetrics
 from services.common.ports import AuthLookup, Clock, Publisher, SystemClock
 from services.common.runtime import Periodic, Runtime
 
-from . import backends, handlers, retention, sweep
+from . import backends, handlers, regrouping, retention, sweep
 from .config import Settings
 from .deps import Deps, FsmMetrics
 from .health import StorageProbes
@@ -59,12 +59,17 @@ def create_app(settings: Settings, *, index: Index | None = None, cache: Cache |
     app.extensions["deps"] = deps
     app.register_blueprint(bp)
     app.extensions["runtime"] = Runtime(prepare=deps.staging.ensure_indexes, consumers=handlers.consumers(deps),
-                                        audit=deps.audit,
-                                        periodic=[
-        Periodic("gridfs-sweeper", settings.sweep_interval_seconds,
-                 sweep.pass_for(the_index, grace_seconds=settings.sweep_grace_seconds, audit=deps.audit,
-                                storages=the_storage, waiting=the_cache.upload_waiting)),
-        Periodic("storage-probe", settings.storage_probe_seconds, probes.run_all),
-        Periodic("retention", settings.retention_interval_seconds,
-                 lambda: retention.sweep(deps, directory))])
+                                        audit=deps.audit, periodic=passes(deps, probes, directory))
     return app
+
+
+def passes(deps: Deps, probes: StorageProbes, directory: PoolDirectory) -> list[Periodic]:
+    """The background passes: leftovers swept, backends probed, retention, files regrouped."""
+    settings = deps.settings
+    return [
+        Periodic("gridfs-sweeper", settings.sweep_interval_seconds,
+                 sweep.pass_for(deps.index, grace_seconds=settings.sweep_grace_seconds, audit=deps.audit,
+                                storages=deps.storage, waiting=deps.cache.upload_waiting)),
+        Periodic("storage-probe", settings.storage_probe_seconds, probes.run_all),
+        Periodic("retention", settings.retention_interval_seconds, lambda: retention.sweep(deps, directory)),
+        Periodic("regroup", settings.regroup_interval_seconds, lambda: regrouping.regroup_pass(deps))]

@@ -101,6 +101,10 @@ class Settings:
     # than UploadStored still runs (it would dead-letter the batch); turn it back on once every
     # pool_aggregator is upgraded (docs/OPERATIONS.md "Upgrades").
     announce_batches: bool = True
+    # A stored pool file whose group is not known this long after its store is announced again
+    # (regrouping.py), checked every interval (0 turns the pass off).
+    regroup_after_seconds: float = 120.0
+    regroup_interval_seconds: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -139,7 +143,9 @@ class Settings:
                    retention_days=env_int(env, "RETENTION_DAYS", 0, minimum=0) if env.get("RETENTION_DAYS")
                    else None,
                    retention_interval_seconds=env_int(env, "RETENTION_INTERVAL_SECONDS", 300, minimum=0),
-                   announce_batches=env_bool(env, "ANNOUNCE_BATCHES", True))
+                   announce_batches=env_bool(env, "ANNOUNCE_BATCHES", True),
+                   regroup_after_seconds=float(env_int(env, "REGROUP_AFTER_SECONDS", 120, minimum=1)),
+                   regroup_interval_seconds=env_int(env, "REGROUP_INTERVAL_SECONDS", 30, minimum=0))
 
 
 MAX_STORAGE_JSON = 8192  # characters of DEFAULT_STORAGE

@@ -26,6 +26,10 @@ class FsmMetrics:
         self.store_latency = metrics.histogram("store_seconds", "time to store one upload",
                                                buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
         self.store_failures = metrics.counter("store_failures_total", "store attempts that failed")
+        self.regrouped = metrics.counter("files_announced_again_total",
+                                         "stored pool files announced again: no group known in time (regrouping)")
+        self.never_grouped = metrics.counter("files_never_grouped_total",
+                                             "stored pool files given up after every announcement went unanswered")
         self.downloads = metrics.counter("downloads_total", "downloads served", ("status",))
         self.bytes_served = metrics.counter("download_bytes_total", "bytes served by downloads")
         self.audit_lost = metrics.counter("audit_write_lost_total",

@@ -54,6 +54,17 @@ class Index(Protocol):
         """The record says ``deleted`` (once: False when it already did)."""
         ...
 
+    def due_for_regroup(self, now: float, limit: int) -> list[dict[str, Any]]:
+        """Stored records still waiting for their group whose ``regroup_at`` is at or before
+        ``now``, soonest first, at most ``limit`` (regrouping)."""
+        ...
+
+    def reschedule_regroup(self, file_id: str, seen: float, next_at: float | None) -> bool:
+        """Move ``regroup_at`` from ``seen`` to ``next_at`` and count the announcement (None: give
+        the file up, ``never_grouped``). False when it was not ``seen`` any more (another pass
+        took it, or the file was grouped meanwhile)."""
+        ...
+
     def find_files(self, query: dict[str, Any], limit: int) -> list[dict[str, Any]]: ...
 
     def expired(self, pool_id: str | None, created_before: str, limit: int) -> list[dict[str, Any]]:

@@ -171,6 +171,8 @@ class FileIndex:
             self.files.create_index([("owner_id", pymongo.ASCENDING), ("created", pymongo.DESCENDING)])
             self.files.create_index([("upload_id", pymongo.ASCENDING)])
             self.files.create_index([("pool_id", pymongo.ASCENDING), ("created", pymongo.DESCENDING)])
+            # Sparse: only the files still waiting for their group are in it (regrouping).
+            self.files.create_index([("regroup_at", pymongo.ASCENDING)], sparse=True)
             self.audit.create_index([("time", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)])
             self._indexed = True
 
@@ -252,7 +254,8 @@ class FileIndex:
 
     def set_group(self, file_id: str, group_id: str, late: bool) -> int:
         self.ensure_indexes()
-        result = self.files.update_one({"_id": file_id}, {"$set": {"group_id": group_id, "late": late}})
+        result = self.files.update_one({"_id": file_id}, {"$set": {"group_id": group_id, "late": late},
+                                                          "$unset": {"regroup_at": ""}})
         return result.matched_count
 
     def set_groups(self, file_ids: list[str], group_id: str, late: bool) -> int:
@@ -262,13 +265,23 @@ class FileIndex:
         if not file_ids:
             return 0
         result = self.files.update_many({"_id": {"$in": list(file_ids)}},
-                                        {"$set": {"group_id": group_id, "late": late}})
+                                        {"$set": {"group_id": group_id, "late": late},
+                                         "$unset": {"regroup_at": ""}})
         return result.matched_count
+
+    def due_for_regroup(self, now: float, limit: int) -> list[dict[str, Any]]:
+        return list(self.files.find({"regroup_at": {"$lte": now}, "status": contracts.UPLOADED})
+                    .sort("regroup_at", pymongo.ASCENDING).limit(limit))
+
+    def reschedule_regroup(self, file_id: str, seen: float, next_at: float | None) -> bool:
+        update: dict[str, Any] = ({"$set": {"regroup_at": next_at}, "$inc": {"regroups": 1}} if next_at is not None
+                                  else {"$unset": {"regroup_at": ""}, "$set": {"never_grouped": True}})
+        return self.files.update_one({"_id": file_id, "regroup_at": seen}, update).modified_count == 1
 
     def mark_deleted(self, file_id: str, actor: str) -> bool:
         result = self.files.update_one({"_id": file_id, "status": {"$ne": core.DELETED}},
                                        {"$set": {"status": core.DELETED, "deleted": timeutil.now_iso(),
-                                                 "deleted_by": actor}})
+                                                 "deleted_by": actor}, "$unset": {"regroup_at": ""}})
         return result.modified_count == 1
 
     def expired(self, pool_id: str | None, created_before: str, limit: int) -> list[dict[str, Any]]:

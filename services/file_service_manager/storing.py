@@ -24,7 +24,7 @@ from services.common.contracts import (
 )
 from services.common.errors import ShownToUsers
 
-from . import core, prestoring
+from . import core, prestoring, regrouping
 from .core import StoreFailure
 from .deps import Deps
 from .ports import LeftoverAttempt, StorageBackend, Written
@@ -99,6 +99,9 @@ def _store_item(deps: Deps, msg: StoreUpload, item: UploadItem) -> dict[str, Any
     doc = core.stored_record(msg, item, sha256)
     # Where the bytes are (non-secret): reads and deletions go there even after the default changes.
     doc["storage"] = dict(backend.descriptor)
+    if doc.get("kind") == "file" and doc.get("pool_id") and not doc.get("group_id"):
+        # Until its group is known (FileGrouped): announced again if that takes too long (regrouping).
+        doc["regroup_at"] = regrouping.due_at(deps.clock.time(), deps.settings.regroup_after_seconds)
     if not index.upsert_stored(doc):
         backend.delete(item.file_id)  # deleted while this store ran: the bytes go too
         return None

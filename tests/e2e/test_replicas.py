@@ -247,8 +247,11 @@ def _where_it_waits(fleet: ReplicatedFleet, most: int = 80) -> str:
 @pytest.fixture
 def replicated_pools(mongo_uri: str, tmp_path) -> Iterator[ReplicatedFleet]:
     # INFO: a lost or doubled upload is then traceable by its file_id in artifacts/fleet-logs.
+    # A file whose group is not known 20 s after its store is announced again (regrouping), so a
+    # lost announcement is recovered within the test's wait; each one is counted and printed.
     yield from _replicated(mongo_uri, tmp_path, LEADER_LEASE_SECONDS=str(LEASE), TICK_SECONDS="0.5",
-                           POOL_CACHE_SECONDS="1", LOG_LEVEL="INFO")
+                           POOL_CACHE_SECONDS="1", LOG_LEVEL="INFO", REGROUP_AFTER_SECONDS="20",
+                           REGROUP_INTERVAL_SECONDS="5")
 
 
 def test_sigkill_one_replica_of_every_service_during_100_pool_uploads(replicated_pools: ReplicatedFleet):
@@ -380,7 +383,8 @@ def test_sigkill_one_replica_of_every_service_during_100_pool_uploads(replicated
         resent = sum(c.duplicate_results for c in members)
         print(f"\n{UPLOADS} uploads in {upload_seconds:.0f}s over {len(gids)} groups; killed {killed}; "
               f"ticker takeover {takeover[0]:.1f}s after the leader's SIGKILL (lease {LEASE}s); "
-              f"results re-sent after a reconnect (dropped by the client): {resent}")
+              f"results re-sent after a reconnect (dropped by the client): {resent}; files announced again "
+              f"(regrouping): {_logged(fleet.log_dir, ['file_announced_again'])}")
     finally:
         processor.stop.set()
         for client in members:

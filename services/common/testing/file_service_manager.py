@@ -97,6 +97,7 @@ class FakeIndex:
         if file_id not in self.records:
             return 0
         self.records[file_id].update(group_id=group_id, late=late)
+        self.records[file_id].pop("regroup_at", None)
         return 1
 
     def set_groups(self, file_ids: list[str], group_id: str, late: bool) -> int:
@@ -108,6 +109,23 @@ class FakeIndex:
         if record is None or record.get("status") == "deleted":
             return False
         record.update(status="deleted", deleted="2026-01-01T00:00:00.000Z", deleted_by=actor)
+        record.pop("regroup_at", None)
+        return True
+
+    def due_for_regroup(self, now: float, limit: int) -> list[dict[str, Any]]:
+        due = [dict(r) for r in self.records.values()
+               if r.get("regroup_at") is not None and r["regroup_at"] <= now and r.get("status") == contracts.UPLOADED]
+        return sorted(due, key=lambda r: r["regroup_at"])[:limit]
+
+    def reschedule_regroup(self, file_id: str, seen: float, next_at: float | None) -> bool:
+        record = self.records.get(file_id)
+        if record is None or record.get("regroup_at") != seen:
+            return False
+        if next_at is None:
+            record.pop("regroup_at")
+            record["never_grouped"] = True
+        else:
+            record.update(regroup_at=next_at, regroups=int(record.get("regroups") or 0) + 1)
         return True
 
     def expired(self, pool_id: str | None, created_before: str, limit: int) -> list[dict[str, Any]]:
