@@ -26,7 +26,7 @@ from services.common.timeutil import BadTimestamp, parse
 from . import core, ticking
 from .batching import SliceRunner
 from .deps import Deps
-from .ports import CLOSED
+from .ports import CLOSED, UNSETTLED
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,16 @@ def slice_runner(max_slice: int, max_leaders: int) -> SliceRunner[Stored]:
                        lane=lambda msg: str(msg.pool_id), weight=message_weight)
 
 
+# Rounds of "wait for another slice's uncounted membership, then group again" per delivery. Each
+# round's wait ends with the membership counted (found) or dropped as a leftover (then this
+# delivery inserts it: only a new duplicate in flight could make it unsettled again).
+SETTLE_ROUNDS = 3
+
+
 def group_file(deps: Deps, msg: FileStored) -> None:
     """One pool file into its group, in a slice with whatever other deliveries are in flight;
     then its ``FileGrouped`` (each delivery re-announces, so the index catches up after a crash)."""
-    member = deps.grouper.run(msg, functools.partial(group_messages, deps))
+    member = _grouped(deps, msg).get(msg.file_id)
     if member is not None:
         publish_grouped(deps, msg, member["group_id"], bool(member.get("late")))
 
@@ -64,8 +70,30 @@ def group_upload(deps: Deps, msg: UploadStored) -> None:
     """A batch upload's pool files into their groups, in one slice (with whatever else of its
     pool is in flight and fits); then one ``FilesGrouped`` for all of them (each delivery
     re-announces, so the index catches up after a crash)."""
-    members = deps.grouper.run(msg, functools.partial(group_messages, deps)) or {}
-    publish_upload_grouped(deps, msg, members)
+    publish_upload_grouped(deps, msg, _grouped(deps, msg))
+
+
+def _grouped(deps: Deps, msg: Stored) -> dict[str, dict[str, Any]]:
+    """``{file_id: membership}`` of the delivery's files, through the slice runner. A file another
+    slice holds uncounted (UNSETTLED: a duplicate in flight, or a crashed replica's leftover) is
+    waited for here, after the slice and outside its pool's lane (``store.memberships``: until
+    counted, or dropped as a leftover), then grouped again."""
+    run = functools.partial(group_messages, deps)
+    members: dict[str, dict[str, Any]] = {}
+    for _ in range(SETTLE_ROUNDS):
+        answer = deps.grouper.run(msg, run)
+        answered = ({msg.file_id: answer} if answer is not None else {}) if isinstance(msg, FileStored) \
+            else dict(answer or {})
+        members.update({f: m for f, m in answered.items() if not m.get(UNSETTLED)})
+        unsettled = [f for f, m in answered.items() if m.get(UNSETTLED)]
+        if not unsettled:
+            return members
+        log.info("waiting_for_unsettled", extra={"files": len(unsettled), "file_ids": logged_ids(unsettled)})
+        found = deps.store.memberships(str(msg.pool_id), unsettled, deps.clock.time())
+        members.update(found)
+        if all(f in found for f in unsettled):
+            return members
+    raise RuntimeError(f"{msg.pool_id}: files still held uncounted by another slice after {SETTLE_ROUNDS} rounds")
 
 
 def group_messages(deps: Deps, messages: Sequence[Stored]) -> dict[Hashable, Any]:

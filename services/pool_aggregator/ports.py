@@ -17,6 +17,9 @@ from . import core
 # What ``GroupStore.add_files`` did: put the files in, or found the group no longer
 # accepting files (they go late to a later window).
 ADDED, CLOSED = "added", "closed"
+# In ``add_files``'s ``present``: a file another slice inserted but has not counted yet (in flight,
+# or left by a crash). It was not added; its delivery waits for it (``memberships``) outside the slice.
+UNSETTLED = "unsettled"
 
 Doc = dict[str, Any]
 
@@ -39,7 +42,8 @@ class GroupStore(Protocol):
                   now: float) -> tuple[str, Doc | None, dict[str, Doc]]:
         """Files not yet in any group into the group of ``window``, counted once each:
         (ADDED, group, present) or (CLOSED, group, {}); ``present`` names the entries a
-        concurrent delivery grouped first (their memberships), which were not added."""
+        concurrent delivery grouped first (their memberships), which were not added, and those
+        another slice holds uncounted (``{UNSETTLED: True}``: wait with ``memberships``)."""
         ...
 
     # --- reading (group documents never carry their files: ``files_of`` reads those)

@@ -17,7 +17,7 @@ Group document::
 
 Group membership (``group_files``), one document per file::
 
-    {_id: file_id, group_id, pool_id, owner_id, timestamp, ts, size, sha256, file_name, late, slice, at}
+    {_id: file_id, group_id, pool_id, owner_id, timestamp, ts, size, sha256, file_name, late, slice, at, owner}
 
 Recorded slices (``group_slices``): ``{_id: slice id, group_id}``.
 
@@ -43,6 +43,9 @@ they are still read (see ``files_of`` and ``_legacy_memberships``).
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
 import time
 import uuid
 from typing import Any
@@ -55,7 +58,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from services.common.leader import LeaseState
 
 from . import core
-from .ports import ADDED, CLOSED
+from .ports import ADDED, CLOSED, UNSETTLED
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,16 @@ TICKED = (core.OPEN, core.PROCESSING)
 FENCE_TERM_ID = "pool_aggregator.ticker"  # the ``fences`` document holding the ticker's term
 ADOPT_PAGE = 1000  # groups adopted per tick by the leader's sweep; the rest at the next tick
 # An uncounted membership this old was left by a crash (a live delivery finishes in well under a second).
+# The rule for a membership whose owner is not known to be dead (see "Owners" below).
 SETTLE_AFTER_SECONDS = 30.0
+# Owners (issue 14): a membership names the process that inserted it (``owner``). An uncounted
+# membership of this process whose slice is no longer running here (it failed between steps 1
+# and 2) is dropped at once; one of another process waits SETTLE_AFTER_SECONDS as before (a
+# live process's slice may still count it: only time tells). That wait no longer holds the
+# pool's lane: a slice that meets an uncounted membership leaves that file out (``UNSETTLED``)
+# and groups the rest; only the delivery of that file waits, outside the slice (grouping.py).
+# Before, in the replica kill test, a SIGKILLed replica's leftover held 47 files of its pool for
+# 30 s behind one redelivery, and their windows closed without them (late).
 SETTLE_POLL_SECONDS = 0.1  # how often a redelivery waiting on an uncounted slice looks again
 # Memberships per insert_many (step 1 of a slice). secantusdb (the tests' and bench's MongoDB-wire
 # server) runs inserts into one collection one at a time: another pool's one-file slice waited
@@ -205,6 +217,12 @@ class MongoGroupStore:
         self.counters = db["result_counters"]
         self.acks = db["acks"]
         self.fences = db["fences"]
+        # This process, as the owner of the memberships it inserts (see "Owners").
+        self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # Slices of this process between their first insert and their end (add_files), by id:
+        # at most one per running slice (bounded by the grouping threads).
+        self._running: set[str] = set()
+        self._running_lock = threading.Lock()
 
     def ensure_indexes(self) -> None:
         self.groups.create_index([("pool_id", pymongo.ASCENDING), ("status", pymongo.ASCENDING)])
@@ -222,6 +240,7 @@ class MongoGroupStore:
     def ping(self) -> bool:
         self.db.command("ping")
         return True
+
 
     # --- files into groups -------------------------------------------------
     #
@@ -278,11 +297,15 @@ class MongoGroupStore:
         return found
 
     def _memberships_once(self, pool_id: str, file_ids: list[str], now: float) -> tuple[dict[str, dict], list[str]]:
-        """One look: (memberships, file ids whose slice is neither counted nor old enough to drop)."""
+        """One look: (memberships, file ids whose slice is neither counted nor known to be abandoned)."""
         if not file_ids:
             return {}, []
+        # Which of this process's slices run, read before the memberships and their slices: a
+        # slice that ends after this snapshot is seen recorded (or pending) below, never dropped.
+        with self._running_lock:
+            running = set(self._running)
         docs = list(self.files.find({"_id": {"$in": list(file_ids)}, "pool_id": pool_id},
-                                    {"group_id": 1, "late": 1, "slice": 1, "at": 1}))
+                                    {"group_id": 1, "late": 1, "slice": 1, "at": 1, "owner": 1}))
         recorded = self._recorded({d.get("slice") for d in docs})
         found: dict[str, dict] = {}
         unsettled: list[str] = []
@@ -295,11 +318,12 @@ class MongoGroupStore:
                 self._settle(doc["group_id"], sid)  # step 2 happened: counted, record it
                 recorded.add(sid)
                 found[doc["_id"]] = member
-            elif now - float(doc.get("at") or 0) < SETTLE_AFTER_SECONDS:
+            elif not (doc.get("owner") == self.instance and sid not in running) \
+                    and now - float(doc.get("at") or 0) < SETTLE_AFTER_SECONDS:
                 unsettled.append(doc["_id"])  # in flight elsewhere, or its consumer died: wait and see
             else:
                 log.info("leftover_membership_dropped", extra={"file_id": doc["_id"], "group_id": doc["group_id"],
-                                                                "slice": sid})
+                                                                "slice": sid, "owner": doc.get("owner")})
                 self.files.delete_many({"slice": sid, "group_id": doc["group_id"]})
         return found, unsettled
 
@@ -347,18 +371,26 @@ class MongoGroupStore:
         if self._has_legacy():  # groups written before group_files: their files are embedded
             present = self._legacy_memberships(pool_id, [e["file_id"] for e in entries])
             entries = [e for e in entries if e["file_id"] not in present]
-        docs = sorted(({**e, "_id": e["file_id"], "group_id": gid, "pool_id": pool_id, "slice": sid, "at": now}
-                       for e in entries), key=lambda d: d["_id"])
-        present.update(self._insert_memberships(pool_id, docs, now))
-        entries = [e for e in entries if e["file_id"] not in present]
-        if not entries:
-            return ADDED, self.get(gid), present
-        group = self._count_in(gid, sid, pool_id, window, close_grace_seconds, min_contributors, entries, now)
-        if group is None:
-            self.files.delete_many({"slice": sid})
-            return CLOSED, self.get(gid), {}
-        self._settle(gid, sid)
-        return ADDED, group, present
+        docs = sorted(({**e, "_id": e["file_id"], "group_id": gid, "pool_id": pool_id, "slice": sid, "at": now,
+                        "owner": self.instance} for e in entries), key=lambda d: d["_id"])
+        with self._running_lock:
+            self._running.add(sid)
+        try:
+            present.update(self._insert_memberships(pool_id, docs, now))
+            entries = [e for e in entries if e["file_id"] not in present]
+            if not entries:
+                return ADDED, self.get(gid), present
+            group = self._count_in(gid, sid, pool_id, window, close_grace_seconds, min_contributors, entries, now)
+            if group is None:
+                self.files.delete_many({"slice": sid})
+                return CLOSED, self.get(gid), {}
+            self._settle(gid, sid)
+            return ADDED, group, present
+        finally:
+            # From here this slice's memberships, if uncounted (it failed between steps 1 and 2),
+            # are a leftover to this process's next look, not a slice in flight.
+            with self._running_lock:
+                self._running.discard(sid)
 
     def _insert_memberships(self, pool_id: str, docs: list[dict[str, Any]], now: float) -> dict[str, dict]:
         """Step 1: insert the slice's memberships (sorted by file id), except files grouped before;
@@ -391,11 +423,14 @@ class MongoGroupStore:
                     raise
                 todo = todo[min(int(errors[0].get("index", 0)), len(chunk)):]  # ordered: stopped there
             # Grouped before: by a concurrent delivery (counted or about to be), an earlier one
-            # (a redelivery), or a slice that crashed before its counters moved. ``memberships``
-            # answers the first two and drops the third's memberships (inserted again next round).
-            found = self.memberships(pool_id, [d["_id"] for d in todo], now)
+            # (a redelivery), or a slice that crashed before its counters moved. One look answers
+            # what is settled, drops what is known abandoned (inserted again next round), and
+            # leaves the rest out of this slice as UNSETTLED: its delivery waits for it outside
+            # the slice (grouping.py), not the slice and its pool's lane (see "Owners").
+            found, unsettled = self._memberships_once(pool_id, [d["_id"] for d in todo], now)
             present.update(found)
-            todo = [d for d in todo if d["_id"] not in found]
+            present.update({f: {"group_id": None, "late": False, UNSETTLED: True} for f in unsettled})
+            todo = [d for d in todo if d["_id"] not in present]
         raise RuntimeError(f"could not insert {len(todo)} memberships of {len(docs)}")
 
     def _count_in(self, gid: str, sid: str, pool_id: str, window: core.Window, close_grace_seconds: float,

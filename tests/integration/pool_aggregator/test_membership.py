@@ -187,3 +187,52 @@ def test_one_batch_on_two_replicas_at_once_counts_each_file_once(rig: Rig, monke
     assert (group["file_count"], group["bytes"]) == (40, 4000)
     assert [e["file_id"] for e in rig.store.files_of(gid)] == [e["file_id"] for e in entries]
     assert rig.store.files.count_documents({"group_id": gid}) == 40
+
+
+def test_a_killed_replicas_leftover_holds_only_its_own_file_not_the_pools_slice(rig: Rig, monkeypatch) -> None:
+    """A replica SIGKILLed between steps 1 and 2 left a young membership (another owner). A slice of
+    that file and others groups the others at once and leaves that file UNSETTLED; only that
+    file's delivery waits (outside the slice, so the pool's other deliveries are not held: in
+    the replica kill test 47 files waited 30 s behind one and went late)."""
+    import time
+
+    from services.pool_aggregator.ports import ADDED, UNSETTLED
+
+    monkeypatch.setattr(store_module, "SETTLE_AFTER_SECONDS", 3.0)
+    start = _start(rig)
+    gid = core.group_id(POOL, start)
+    rig.handle(rig.stored("f0", ts=start + 0.5))
+    _member(rig, "f2", gid, "killed-slice", start + 2, age=0)
+    rig.store.files.update_one({"_id": "f2"}, {"$set": {"owner": "another-host:1:dead"}})
+    entries = [{"file_id": f, "owner_id": "u1", "timestamp": "x", "ts": start + n, "size": 100, "sha256": "s",
+                "file_name": f, "late": False} for n, f in ((1, "f1"), (2, "f2"), (3, "f3"))]
+    began = time.monotonic()
+    outcome, group, present = rig.store.add_files(pool_id=POOL, window=core.window_for(start + 1, W),
+                                                  close_grace_seconds=0, min_contributors=None,
+                                                  entries=entries, now=rig.clock())
+    assert time.monotonic() - began < 1.5, "the slice did not wait for the leftover"
+    assert outcome == ADDED and present == {"f2": {"group_id": None, "late": False, UNSETTLED: True}}
+    assert group["file_count"] == 3, "f0, f1, f3 counted; f2 not yet"
+    # The delivery of f2 itself waits for the leftover, drops it and groups the file: counted once.
+    rig.handle(rig.stored("f2", ts=start + 2))
+    raw = rig.store.groups.find_one({"_id": gid})
+    assert (raw["file_count"], raw["pending"]) == (4, [])
+    assert [e["file_id"] for e in rig.store.files_of(gid)] == ["f0", "f1", "f2", "f3"]
+
+
+def test_a_leftover_of_this_process_is_dropped_at_once(rig: Rig, monkeypatch) -> None:
+    """This process's slice failed between steps 1 and 2 (it is no longer running here): its
+    redelivery does not wait SETTLE_AFTER_SECONDS for what will never be counted."""
+    import time
+
+    start = _start(rig)
+    gid = core.group_id(POOL, start)
+    rig.handle(rig.stored("f1", ts=start + 1))
+    _member(rig, "f2", gid, "failed-slice", start + 2, age=0)
+    rig.store.files.update_one({"_id": "f2"}, {"$set": {"owner": rig.store.instance}})
+    began = time.monotonic()
+    rig.handle(rig.stored("f2", ts=start + 2))
+    assert time.monotonic() - began < store_module.SETTLE_AFTER_SECONDS / 3
+    raw = rig.store.groups.find_one({"_id": gid})
+    assert (raw["file_count"], raw["pending"]) == (2, [])
+    assert rig.store.files.find_one({"_id": "f2"})["slice"] != "failed-slice"

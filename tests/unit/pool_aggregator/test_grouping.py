@@ -177,3 +177,35 @@ def test_a_far_future_timestamp_is_grouped_by_its_storing_time(kit: Kit) -> None
     (0.0, "1970-01-01T00:00:00.000Z"), (1_700_000_000.5, "2023-11-14T22:13:20.500Z")])
 def test_epoch_iso_clamps_to_what_iso_can_show(ts: float, shown: str) -> None:
     assert core.epoch_iso(ts) == shown
+
+
+def test_a_file_another_slice_holds_uncounted_is_waited_for_outside_the_slice(kit: Kit) -> None:
+    """add_files answered the file UNSETTLED (another slice's membership, not counted yet): the
+    delivery asks ``memberships`` (which waits) and announces what it finds; if the leftover was
+    dropped meanwhile, it groups the file again."""
+    from services.pool_aggregator.ports import ADDED, UNSETTLED
+
+    start = kit.window_start()
+    gid = core.group_id(POOL, start)
+    real_add, real_members = kit.store.add_files, kit.store.memberships
+    calls: list[str] = []
+
+    def first_unsettled(**kwargs):
+        calls.append("add")
+        if len(calls) == 1:
+            group = real_add(**{**kwargs, "entries": []})[1]
+            return ADDED, group, {e["file_id"]: {"group_id": None, "late": False, UNSETTLED: True}
+                                  for e in kwargs["entries"]}
+        return real_add(**kwargs)
+
+    def leftover_dropped(pool_id, file_ids, now):
+        calls.append("wait")
+        return real_members(pool_id, file_ids, now)  # nothing there: dropped as a leftover
+
+    kit.store.add_files, kit.store.memberships = first_unsettled, leftover_dropped
+    kit.deliver(kit.stored("f1", ts=start + 1, size=100))
+    # (the fake's own add_files asks memberships too: only the order of the first two and the
+    # second slice matter)
+    assert calls[:2] == ["add", "wait"] and calls.count("add") == 2
+    assert kit.store.get(gid)["file_count"] == 1
+    assert [(m.file_id, m.group_id) for m in kit.broker.of_type(FileGrouped)] == [("f1", gid)]
