@@ -39,6 +39,7 @@ from .handlers import ConsumerSpec, UnhandledMessage
 from .settings import broker_urls
 from .topology import (  # noqa: F401 - re-exported: callers name queues through messaging too
     AGGREGATOR_QUEUE,
+    AGGREGATOR_SHARD_QUEUES,
     AUDIT_QUEUE,
     CONTROL_BINDINGS,
     DEAD_LETTER_EXCHANGE,
@@ -60,7 +61,8 @@ from .topology import (  # noqa: F401 - re-exported: callers name queues through
 )
 
 __all__ = [
-    "AGGREGATOR_QUEUE", "AUDIT_QUEUE", "CONTROL_BINDINGS", "DEAD_LETTER_EXCHANGE", "DEAD_LETTER_QUEUE",
+    "AGGREGATOR_QUEUE", "AGGREGATOR_SHARD_QUEUES", "AUDIT_QUEUE", "CONTROL_BINDINGS", "DEAD_LETTER_EXCHANGE",
+    "DEAD_LETTER_QUEUE",
     "DURABLE_QUEUES", "EXCHANGE", "GATEWAY_QUEUE", "INDEX_QUEUE", "POOL_EVENTS_QUEUE", "PRESTORE_QUEUE",
     "RETRY_EXCHANGE", "RETRY_QUEUE",
     "STORE_FAILED_QUEUE", "STORE_QUEUE", "Broker", "Consumer", "PublishError", "QueueSpec",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from services.common import topology
 from services.common.contracts import FileGrouped, FileStored, GroupChanged, PoolDeleted, UploadStored
 from services.common.handlers import UnhandledMessage
 from services.pool_aggregator import core, handlers, ticking
@@ -77,9 +78,10 @@ def test_auth_down_requeues_the_file(kit: Kit) -> None:
 
 
 def test_each_queue_handles_its_own_messages_only(kit: Kit) -> None:
-    stored, pools = handlers.consumers(kit.deps)
-    assert set(stored.handlers) == {FileStored, UploadStored} and set(pools.handlers) == {PoolDeleted}
-    for spec in (stored, pools):
+    *stored, pools = handlers.consumers(kit.deps)
+    assert [s.queue for s in stored] == [*topology.AGGREGATOR_SHARD_QUEUES, topology.AGGREGATOR_QUEUE]
+    assert all(set(s.handlers) == {FileStored, UploadStored} for s in stored) and set(pools.handlers) == {PoolDeleted}
+    for spec in (*stored, pools):
         with pytest.raises(UnhandledMessage):
             spec.dispatch(GroupChanged(pool_id=POOL, group_id="g", status="ready", window_start="a", window_end="b"))
 
