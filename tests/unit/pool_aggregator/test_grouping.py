@@ -86,6 +86,15 @@ def test_each_queue_handles_its_own_messages_only(kit: Kit) -> None:
             spec.dispatch(GroupChanged(pool_id=POOL, group_id="g", status="ready", window_start="a", window_end="b"))
 
 
+def test_grouping_consumers_are_spread_over_the_pool_shards(kit: Kit) -> None:
+    """GROUPING_CONSUMERS spread over the shard queues (rounded up), as many on the legacy queue:
+    a backlog of one pool holds only its shard's consumers (issue 10)."""
+    *stored, _ = handlers.consumers(kit.deps)
+    per_shard = -(-kit.deps.settings.grouping_consumers // topology.STORED_SHARDS)
+    assert [(s.count, s.prefetch) for s in stored] == [(per_shard, 2)] * (topology.STORED_SHARDS + 1)
+    assert kit.deps.settings.grouping_consumers == 48 and per_shard == 6
+
+
 def test_ready_by_time_after_window_and_grace(kit: Kit) -> None:
     kit.auth.pools[POOL]["close_grace_seconds"] = 10
     start = kit.window_start()
