@@ -76,11 +76,12 @@ STORE_FAILED_QUEUE = QueueSpec("file_uploader.store_failed", ("upload.store_fail
 # own quorum queue and consumers, and a pool's backlog occupies only its shard's consumers.
 # Another pool shares that shard with probability 1/STORED_SHARDS and then still waits behind it.
 #
-# STORED_SHARDS = 8: every connection declares every durable queue, and each extra quorum queue
-# cost ~1-2 ms per connection and ~10-15 ms to create in a fresh vhost (bench/topology_bench.py,
-# README): 8 keep a collision at 1 in 8 for +10-30 ms per connection, and the default 48
-# grouping consumers at 6 per shard (a shard's consumers bound the deliveries one slice can
-# gather). Changing it re-maps pools: messages already queued stay in (and are consumed from)
+# STORED_SHARDS = 8: every connection declares every durable queue, and every integration test
+# creates them in a vhost of its own. 8 more quorum queues took 30-260 ms more to create in a
+# fresh vhost and a few ms per connection (within the noise; 32: ~500 ms and ~40 ms), measured
+# with bench/topology_bench.py at load 6-11 (README "Pool shards"). 8 keep a collision at 1 in 8
+# and the default 48 grouping consumers at 6 per shard (a shard's consumers bound the
+# deliveries one slice can gather). Changing it re-maps pools: messages already queued stay in (and are consumed from)
 # their old shards, but shrinking it leaves the dropped shards' queues unconsumed: drain first.
 STORED_SHARDS = 8
 
@@ -101,8 +102,8 @@ def _stored_shard_queue(shard: int) -> QueueSpec:
 AGGREGATOR_SHARD_QUEUES = tuple(_stored_shard_queue(k) for k in range(STORED_SHARDS))
 # The legacy queue, unsharded keys only: a file_service_manager older than the shards still
 # publishes ``file.stored`` / ``upload.stored``, and messages queued before the upgrade are
-# here; pool_aggregator keeps consuming it (a few consumers). docs/OPERATIONS.md "Queues" says
-# when it may go.
+# here; pool_aggregator keeps consuming it (as many consumers as a shard). docs/OPERATIONS.md
+# "Queues" says when it may go.
 AGGREGATOR_QUEUE = QueueSpec("pool_aggregator.stored", ("file.stored", "upload.stored"), arguments=quorum())
 # Pool lifecycle from auth (PoolDeleted): pool_aggregator ends the pool's open groups. Its own
 # queue, so a message waits (durably) until that consumer runs, and cannot be dead-lettered as
