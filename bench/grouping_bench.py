@@ -1,7 +1,7 @@
 """Grouping throughput and fairness of pool_aggregator, on secantusdb and RabbitMQ.
 
     python -m bench.grouping_bench [--items 1000] [--per-file] [--repeat 1] [--consumers 48] [--slice 128]
-                                   [--leaders 4] [--mongodb-uri URI]
+                                   [--leaders 4] [--backlog N] [--mongodb-uri URI]
 
 It runs pool_aggregator's own wiring (create_app, its FileStored/UploadStored
 consumers) against a secantusdb it starts (or ``--mongodb-uri``) and a RabbitMQ
@@ -18,6 +18,12 @@ still does). Figures, targets from issue 10:
 2. fairness: another such batch for pool A, then one file of pool B right behind
    it: the time from B's publish until B's file is counted in its group, and until
    its ``FileGrouped`` reached that queue (target: <= 1 s each).
+
+``--backlog N`` measures instead a backlog deep in the queues: N batches of ``--items`` items
+of pool A, then one file of pool B, all published before any consumer runs; then the
+consumers start. Printed: how long after that B's file was counted (and answered), how many
+of A's files were counted by then, and when all of A's were. Pool B is chosen so that its
+messages reach another queue than A's, where the topology has several (pool shards, issue 10).
 """
 from __future__ import annotations
 
@@ -37,6 +43,7 @@ from services.common.contracts import FileGrouped, FilesGrouped, FileStored, Mes
 from services.common.handlers import ConsumerSpec
 from services.common.messaging import Broker, start_consumers, stop_consumers
 from services.common.testing import FakeAuth
+from services.common.topology import EXCHANGE, queues_for
 from services.pool_aggregator import core, handlers
 from services.pool_aggregator.app import create_app
 from services.pool_aggregator.config import Settings
@@ -132,6 +139,11 @@ def run(args: argparse.Namespace, mongo_uri: str) -> int:
                                 prefetch=64, bindings=("file.grouped", "files.grouped"))
         mode = "one FileStored per item (--per-file)" if args.per_file else "one UploadStored per batch"
         figures: list[str] = [f"mode: {mode}"]
+        if args.backlog:
+            ok = deep_backlog(args, amqp_url, broker, store, handlers.consumers(deps), listener, answers,
+                              auth, figures)
+            print("\n".join(figures))
+            return 0 if ok else 1
         ok = True
         started = time.perf_counter()
         consumers = start_consumers(amqp_url, [*handlers.consumers(deps), listener])
@@ -193,6 +205,76 @@ def one_round(args: argparse.Namespace, broker: Broker, store: MongoGroupStore, 
     return ok and group.get("file_count") == 2 * args.items
 
 
+def queue_names(message: Message) -> list[str]:
+    return [q.name for q in queues_for(EXCHANGE, message.key())]
+
+
+def deep_backlog(args: argparse.Namespace, amqp_url: str, broker: Broker, store: MongoGroupStore,
+                 specs: list[ConsumerSpec], listener: ConsumerSpec, answers: Answers, auth: FakeAuth,
+                 figures: list[str]) -> bool:
+    """--backlog: N batches of pool A and then one file of pool B queued before consumption starts."""
+    # The answers' private queue exists only once its consumer is connected: before any grouping.
+    [watcher] = start_consumers(amqp_url, [listener])
+    started = time.perf_counter()
+    while not watcher.connected and time.perf_counter() - started < args.timeout:
+        time.sleep(0.01)
+    try:
+        return _deep_backlog(args, amqp_url, broker, store, specs, answers, auth, figures)
+    finally:
+        stop_consumers([watcher])
+
+
+def _deep_backlog(args: argparse.Namespace, amqp_url: str, broker: Broker, store: MongoGroupStore,
+                  specs: list[ConsumerSpec], answers: Answers, auth: FakeAuth, figures: list[str]) -> bool:
+    now = time.time()
+    pool_a = "poolA0"
+    a_queues = queue_names(stored(pool_a, 0, now))
+    # The first candidate whose messages reach another queue than A's (any, with one queue).
+    pool_b = next((p for p in (f"poolB{n}" for n in range(100)) if queue_names(stored(p, 0, now)) != a_queues),
+                  "poolB0")
+    auth.pools[pool_b] = {**auth.pools["poolB0"], "pool_id": pool_b}
+    first = time.perf_counter()
+    a_files = 0
+    for _ in range(args.backlog):  # each batch stamped like the first (ids are unique): one window
+        a_files += len(announce(args, broker, pool_a, 0, now))
+    other = stored(pool_b, 0, now)
+    broker.publish(other)
+    figures.append(f"deep backlog: {args.backlog} batches x {args.items} items of pool A published in "
+                   f"{time.perf_counter() - first:.2f} s, then one file of pool B; queues: A {a_queues}, "
+                   f"B {queue_names(other)}")
+    gid_a = core.group_id(pool_a, core.window_for(now, WINDOW).start)
+    started = time.perf_counter()
+    consumers = start_consumers(amqp_url, specs)
+    connected: list[float] = []  # one entry: when the last consumer had connected
+
+    def watch() -> None:
+        while not all(c.connected for c in consumers) and time.perf_counter() - started < args.timeout:
+            time.sleep(0.01)
+        connected.append(time.perf_counter() - started)
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        took = wait_counted(store, pool_b, now, 1, args.timeout)
+        if took is not None:
+            took = time.perf_counter() - started
+        a_then = int((store.get(gid_a) or {}).get("file_count") or 0)
+        answered = answers.wait([other.file_id], args.timeout)
+        all_a = wait_counted(store, pool_a, now, a_files, max(args.timeout, 600.0))
+        if all_a is not None:
+            all_a = time.perf_counter() - started
+    finally:
+        stop_consumers(consumers)
+    figures.append("pool B's file grouped " + (f"{took:.2f} s after the consumers started" if took is not None
+                                              else "TIMEOUT")
+                   + (f", answered at {answered - started:.2f} s" if answered else ", answer TIMEOUT")
+                   + f"; pool A's files grouped by then: {a_then} of {a_files}")
+    figures.append("pool A's backlog all grouped " + (f"{all_a:.2f} s after the consumers started"
+                                                       if all_a is not None else "TIMEOUT")
+                   + f" ({len(consumers) - 1} grouping consumers, all connected at "
+                   + (f"{connected[0]:.2f} s)" if connected else "?)"))
+    return took is not None and took <= 1.0 and all_a is not None
+
+
 def announce(args: argparse.Namespace, broker: Broker, pool_id: str, first: int, now: float) -> list[str]:
     """A batch of ``args.items`` for ``pool_id``, announced as file_service_manager does (or did,
     ``--per-file``); returns its file ids."""
@@ -223,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--consumers", type=int, default=Settings.grouping_consumers)
     parser.add_argument("--slice", type=int, default=Settings.grouping_slice)
     parser.add_argument("--leaders", type=int, default=Settings.grouping_leaders)
+    parser.add_argument("--backlog", type=int, default=0,
+                        help="batches of pool A queued before pool B's file and before consumption starts")
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--mongodb-uri", default="", help="default: a secantusdb started for this run")
     args = parser.parse_args(argv)

@@ -21,6 +21,10 @@ from services.common import contracts as c
 from services.common import messaging
 from services.common.messaging import AGGREGATOR_QUEUE, Broker, Consumer
 
+# The legacy queue's unsharded key, as a file_service_manager older than the pool shards publishes
+# FileStored: these use pool_aggregator.stored as any consumed quorum queue.
+LEGACY_KEY = c.FileStored.routing_key
+
 
 def _stored(n: int) -> c.FileStored:
     return c.FileStored(file_id=f"f{n}", upload_id="u", owner_id="1", owner_name="a", file_name="a",
@@ -30,11 +34,11 @@ def _stored(n: int) -> c.FileStored:
 def rates(url: str, count: int) -> tuple[float, float]:
     """Confirmed publishes/s from 4 threads (the publisher's pool), then deliveries/s to 1 consumer."""
     broker = Broker(url)
-    broker.publish(_stored(-1))
+    broker.publish(_stored(-1), routing_key=LEGACY_KEY)
 
     def publish(first: int) -> None:
         for n in range(first, count, 4):
-            broker.publish(_stored(n))
+            broker.publish(_stored(n), routing_key=LEGACY_KEY)
 
     started = time.monotonic()
     threads = [threading.Thread(target=publish, args=(k,)) for k in range(4)]
@@ -86,12 +90,12 @@ def cluster(count: int) -> None:
         out = nodes.ctl(nodes.nodes[1], "list_queues", "name", "leader", "--no-table-headers")
         leader = next(line.split()[1] for line in out.splitlines() if line.startswith(AGGREGATOR_QUEUE.name))
         broker = Broker(url)
-        broker.publish(_stored(0))
+        broker.publish(_stored(0), routing_key=LEGACY_KEY)
         nodes.stop_node([n.name for n in nodes.nodes].index(leader), kill=True)
         slowest = 0.0
         for n in range(50):
             started = time.monotonic()
-            broker.publish(_stored(n))
+            broker.publish(_stored(n), routing_key=LEGACY_KEY)
             slowest = max(slowest, time.monotonic() - started)
         broker.close()
         print(f"leader's node SIGKILLed: slowest of the next 50 publishes {slowest:.2f}s, none failed")

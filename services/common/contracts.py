@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from . import uploadkeys
+from .topology import stored_shard
 
 # File statuses (SPEC "file-status").
 CACHED = "cached"
@@ -220,6 +221,9 @@ class FileStored(Message):
     """One file record is durable in permanent storage: a single-file upload's or a result's (a
     batch upload's records travel together as one ``UploadStored``)."""
 
+    # Published as ``file.stored.<shard>`` (``key``): the shard of its pool, so it waits in its pool's
+    # shard queue (topology.AGGREGATOR_SHARD_QUEUES); a file without a pool (nothing to group: its
+    # consumer acks it at once) takes its upload id's shard, so no pool's shard gets them all.
     routing_key: ClassVar[str] = "file.stored"
 
     file_id: str
@@ -235,6 +239,9 @@ class FileStored(Message):
     pool_id: str | None = None
     kind: str = "file"
     group_id: str | None = None
+
+    def key(self) -> str:
+        return f"{self.routing_key}.{stored_shard(self.pool_id or self.upload_id)}"
 
 
 @dataclass(frozen=True)
@@ -265,7 +272,7 @@ class UploadStored(Message):
     are the upload's, once.
     """
 
-    routing_key: ClassVar[str] = "upload.stored"
+    routing_key: ClassVar[str] = "upload.stored"  # + ".<shard>", as FileStored (``key``)
 
     upload_id: str
     owner_id: str
@@ -275,6 +282,9 @@ class UploadStored(Message):
     items: tuple[StoredItem, ...]
     pool_id: str | None = None
     kind: str = "file"
+
+    def key(self) -> str:
+        return f"{self.routing_key}.{stored_shard(self.pool_id or self.upload_id)}"
 
     def encode(self) -> bytes:
         # UTF-8 JSON: escaped, a 255-byte name of 4-byte characters took 756 bytes, and 1,000 of

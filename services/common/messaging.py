@@ -39,6 +39,7 @@ from .handlers import ConsumerSpec, UnhandledMessage
 from .settings import broker_urls
 from .topology import (  # noqa: F401 - re-exported: callers name queues through messaging too
     AGGREGATOR_QUEUE,
+    AGGREGATOR_SHARD_QUEUES,
     AUDIT_QUEUE,
     CONTROL_BINDINGS,
     DEAD_LETTER_EXCHANGE,
@@ -60,7 +61,8 @@ from .topology import (  # noqa: F401 - re-exported: callers name queues through
 )
 
 __all__ = [
-    "AGGREGATOR_QUEUE", "AUDIT_QUEUE", "CONTROL_BINDINGS", "DEAD_LETTER_EXCHANGE", "DEAD_LETTER_QUEUE",
+    "AGGREGATOR_QUEUE", "AGGREGATOR_SHARD_QUEUES", "AUDIT_QUEUE", "CONTROL_BINDINGS", "DEAD_LETTER_EXCHANGE",
+    "DEAD_LETTER_QUEUE",
     "DURABLE_QUEUES", "EXCHANGE", "GATEWAY_QUEUE", "INDEX_QUEUE", "POOL_EVENTS_QUEUE", "PRESTORE_QUEUE",
     "RETRY_EXCHANGE", "RETRY_QUEUE",
     "STORE_FAILED_QUEUE", "STORE_QUEUE", "Broker", "Consumer", "PublishError", "QueueSpec",
@@ -121,14 +123,15 @@ def _declare_queue(connection: Any, channel: Any, spec: QueueSpec) -> Any:
         return channel
 
 
-def declare_topology(connection: Any) -> Any:
-    """Declare every exchange, durable queue and binding; returns the channel to use."""
+def declare_topology(connection: Any, queues: Iterable[QueueSpec] = DURABLE_QUEUES) -> Any:
+    """Declare every exchange, durable queue and binding; returns the channel to use.
+    (``queues``: another set, for bench/topology_bench.py's measurement of its cost.)"""
     channel = connection.channel()
     channel.exchange_declare(EXCHANGE, exchange_type="topic", durable=True)
     channel.exchange_declare(RETRY_EXCHANGE, exchange_type="topic", durable=True)
     channel.exchange_declare(DEAD_LETTER_EXCHANGE, exchange_type="topic", durable=True)
     channel.exchange_declare(STAGING_DELAY_EXCHANGE, exchange_type="direct", durable=True)
-    for spec in DURABLE_QUEUES:
+    for spec in queues:
         channel = _declare_queue(connection, channel, spec)
         for key in spec.bindings:
             channel.queue_bind(spec.name, spec.exchange, routing_key=key)

@@ -8,6 +8,7 @@ connection and re-exports the names.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 EXCHANGE = "dropbox"  # topic exchange every event and command goes through
@@ -64,8 +65,45 @@ AUDIT_QUEUE = QueueSpec("file_service_manager.audit", ("audit.recorded",), argum
 STORE_FAILED_QUEUE = QueueSpec("file_uploader.store_failed", ("upload.store_failed",), arguments=quorum())
 # file.stored: FileStored, one per single-file upload or result; upload.stored: UploadStored, a
 # whole batch upload's files in one message, so another pool's file waits behind one message of
-# that batch, not behind its 1,000 (issue 10). One queue for both: a FileStored of an older
-# file_service_manager still in the queue is consumed as before (rolling upgrades).
+# that batch, not behind its 1,000 (issue 10).
+#
+# Sharded by pool (issue 10, "batches deep in one queue"): in ONE queue, a backlog of one pool's
+# batches deeper than the consumers' prefetch windows (2 x GROUPING_CONSUMERS) put every consumer
+# on that pool's messages, all waiting for its one grouping lane, and another pool's file waited
+# in the broker behind the whole backlog. So a publisher appends its pool's shard to the key
+# (``file.stored.<k>`` / ``upload.stored.<k>``, k = ``stored_shard(pool_id)``), the way Kafka
+# partitions by key, with plain topic bindings (no consistent-hash plugin): each shard has its
+# own quorum queue and consumers, and a pool's backlog occupies only its shard's consumers.
+# Another pool shares that shard with probability 1/STORED_SHARDS and then still waits behind it.
+#
+# STORED_SHARDS = 8: every connection declares every durable queue, and every integration test
+# creates them in a vhost of its own. 8 more quorum queues took 30-260 ms more to create in a
+# fresh vhost and a few ms per connection (within the noise; 32: ~500 ms and ~40 ms), measured
+# with bench/topology_bench.py at load 6-11 (README "Pool shards"). 8 keep a collision at 1 in 8
+# and the default 48 grouping consumers at 6 per shard (a shard's consumers bound the
+# deliveries one slice can gather). Changing it re-maps pools: messages already queued stay in (and are consumed from)
+# their old shards, but shrinking it leaves the dropped shards' queues unconsumed: drain first.
+STORED_SHARDS = 8
+
+
+def stored_shard(key: str) -> int:
+    """The shard (0..STORED_SHARDS-1) of a pool id (or, for a message without a pool, of its
+    upload id): a stable hash (BLAKE2b, the same in every process and version; Python's own
+    ``hash`` of a str is salted per process) modulo STORED_SHARDS."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % STORED_SHARDS
+
+
+def _stored_shard_queue(shard: int) -> QueueSpec:
+    return QueueSpec(f"pool_aggregator.stored.{shard}", (f"file.stored.{shard}", f"upload.stored.{shard}"),
+                     arguments=quorum())
+
+
+AGGREGATOR_SHARD_QUEUES = tuple(_stored_shard_queue(k) for k in range(STORED_SHARDS))
+# The legacy queue, unsharded keys only: a file_service_manager older than the shards still
+# publishes ``file.stored`` / ``upload.stored``, and messages queued before the upgrade are
+# here; pool_aggregator keeps consuming it (as many consumers as a shard). docs/OPERATIONS.md
+# "Queues" says when it may go.
 AGGREGATOR_QUEUE = QueueSpec("pool_aggregator.stored", ("file.stored", "upload.stored"), arguments=quorum())
 # Pool lifecycle from auth (PoolDeleted): pool_aggregator ends the pool's open groups. Its own
 # queue, so a message waits (durably) until that consumer runs, and cannot be dead-lettered as
@@ -118,8 +156,8 @@ def staging_delay_key(retry: int) -> str:
 
 
 DURABLE_QUEUES = (STORE_QUEUE, PRESTORE_QUEUE, INDEX_QUEUE, AUDIT_QUEUE, STORE_FAILED_QUEUE, AGGREGATOR_QUEUE,
-                  POOL_EVENTS_QUEUE, GATEWAY_QUEUE, RETRY_QUEUE, DEAD_LETTER_QUEUE, STAGING_QUEUE,
-                  *STAGING_DELAY_QUEUES)
+                  *AGGREGATOR_SHARD_QUEUES, POOL_EVENTS_QUEUE, GATEWAY_QUEUE, RETRY_QUEUE, DEAD_LETTER_QUEUE,
+                  STAGING_QUEUE, *STAGING_DELAY_QUEUES)
 # Per-process control events (every gateway must see every one: it holds the sockets).
 CONTROL_BINDINGS = ("auth.token_revoked", "auth.membership_changed")
 

@@ -96,10 +96,12 @@ class Settings:
     # (None: kept forever); pools' retention_days come from auth. The sweep runs every interval.
     retention_days: int | None = None
     retention_interval_seconds: int = 300
-    # A batch upload is announced as one UploadStored (issue 10). ANNOUNCE_BATCHES=false announces
-    # it per item as FileStored, as before: for a rolling upgrade while a pool_aggregator older
-    # than UploadStored still runs (it would dead-letter the batch); turn it back on once every
-    # pool_aggregator is upgraded (docs/OPERATIONS.md "Upgrades").
+    # A batch upload is announced as one UploadStored, on its pool's shard key (issue 10).
+    # ANNOUNCE_BATCHES=false announces as before both: per item as FileStored, on the unsharded
+    # key ``file.stored`` (the legacy queue, which every pool_aggregator version consumes): for a
+    # rolling upgrade while a pool_aggregator older than UploadStored or the shards still runs (it
+    # would dead-letter the batch, and never see the shard queues); turn it back on once every
+    # pool_aggregator is upgraded (docs/OPERATIONS.md "Queues").
     announce_batches: bool = True
     # A stored pool file whose group is not known this long after its store is announced again
     # (regrouping.py), checked every interval (0 turns the pass off).

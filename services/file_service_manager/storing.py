@@ -138,14 +138,17 @@ def announce(deps: Deps, msg: StoreUpload, records: list[dict[str, Any]]) -> Non
                 items=tuple(StoredItem(file_id=r["file_id"], file_name=r["file_name"], size=r["size"],
                                        sha256=r["sha256"], timestamp=r["timestamp"]) for r in records)))
     else:
-        # A single file (or a processor's result): FileStored, as every version announced it; a
-        # batch too while ANNOUNCE_BATCHES is off (a rolling upgrade: see config.py).
+        # A single file (or a processor's result): FileStored, as every version announced it, on
+        # its pool's shard key; a batch too while ANNOUNCE_BATCHES is off (a rolling upgrade: see
+        # config.py), and then on the unsharded key that an older pool_aggregator consumes.
+        legacy_key = None if deps.settings.announce_batches else FileStored.routing_key
         for record in records:
             deps.broker.publish(FileStored(
                 file_id=record["file_id"], upload_id=msg.upload_id, owner_id=msg.owner_id,
                 owner_name=msg.owner_name, file_name=record["file_name"], size=record["size"],
                 sha256=record["sha256"], content_type=msg.content_type, timestamp=record["timestamp"],
-                created=record["created"], pool_id=msg.pool_id, kind=msg.kind, group_id=msg.group_id))
+                created=record["created"], pool_id=msg.pool_id, kind=msg.kind, group_id=msg.group_id),
+                routing_key=legacy_key)
     # The owner's notice before the audit records: each publish waits for a broker confirm, and
     # the audit trail does not need to be ahead of uploaded_successfully (it is appended either way).
     deps.broker.publish(FileStatusChanged(file_id=msg.upload_id, owner_id=msg.owner_id,

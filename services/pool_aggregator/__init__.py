@@ -1,7 +1,9 @@
 """pool_aggregator: timestamp windows, groups, triggers, the external-processor API, results.
 
-Consumes: ``FileStored`` and ``UploadStored`` (queue ``pool_aggregator.stored``,
-``GROUPING_CONSUMERS`` competing consumers) — pool files are put into the group of their
+Consumes: ``FileStored`` and ``UploadStored`` (queues ``pool_aggregator.stored.<k>``, one
+per pool shard k of ``topology.STORED_SHARDS``, ``GROUPING_CONSUMERS`` competing consumers
+spread over them; as many as one shard gets on the legacy ``pool_aggregator.stored``, for an older
+file_service_manager's unsharded keys) — pool files are put into the group of their
 window, a slice at a time (a batch upload's ``UploadStored``, up to ``MAX_ITEMS`` files,
 is one slice); a stored result (``FileStored``) is numbered (``seq``), finishes its group
 and is announced. ``FileStored`` of every file of a batch, as older file_service_managers

@@ -23,13 +23,16 @@ class Settings:
     announce_attempts: int = 3
     upstream_timeout: float = 30.0
     threads: int = 16
-    # Competing FileStored/UploadStored consumers (threads, one connection each): the deliveries
-    # in flight that one grouping slice can gather. A slice holds at most grouping_slice files
-    # (a batch's UploadStored, up to MAX_ITEMS files, is a slice of its own).
-    # 48: bench/grouping_bench.py --per-file (one FileStored per item, as older file_service_managers
-    # announce batches) groups 1,000 items as fast and keeps another pool's file as close behind
-    # as 64 did, with a quarter fewer connections and threads; at 32 and below that file waits
-    # 1.4-2.2 s instead of 0.5-0.8 s (fewer deliveries per slice). README.
+    # Competing FileStored/UploadStored consumers (threads, one connection each), spread over the
+    # pool shard queues (topology.STORED_SHARDS, rounded up: 6 each; as many again on the legacy
+    # queue, handlers.consumers): a shard's deliveries in flight, which one grouping slice can
+    # gather. A slice holds at most grouping_slice files (a batch's UploadStored, up to
+    # MAX_ITEMS files, is a slice of its own).
+    # 48 (chosen on one queue, before the shards): bench/grouping_bench.py --per-file grouped
+    # 1,000 per-item FileStored as fast as 64 did with a quarter fewer connections. With the
+    # shards one pool gets 6 of them: 1,000 per-item FileStored of one pool take 5-7 s instead
+    # of 2.3-2.5 s (a batch upload, one UploadStored, does not pay this); another pool's file no
+    # longer waits behind them (0.06-0.12 s). README "Pool shards".
     grouping_consumers: int = 48
     grouping_slice: int = 128
     # Pools grouped at once (batching.SliceRunner's leaders, one slice per pool): another pool's

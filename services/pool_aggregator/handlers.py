@@ -1,8 +1,9 @@
 """The messages pool_aggregator consumes, one function each, in a table per queue.
 
-AGGREGATOR_QUEUE: ``FileStored`` -> a pool file into the group of its window
-(``grouping``), a stored result announced (``results``); ``UploadStored`` -> a batch
-upload's pool files into their groups, together (``grouping``). POOL_EVENTS_QUEUE:
+AGGREGATOR_SHARD_QUEUES (one per pool shard) and the legacy AGGREGATOR_QUEUE, one table:
+``FileStored`` -> a pool file into the group of its window (``grouping``), a stored result
+announced (``results``); ``UploadStored`` -> a batch upload's pool files into their groups,
+together (``grouping``). POOL_EVENTS_QUEUE:
 ``PoolDeleted`` -> the pool's open and ready groups end (``ticking.end_pool``).
 """
 
@@ -46,11 +47,21 @@ POOL_HANDLERS = {PoolDeleted: on_pool_deleted}
 
 
 def consumers(deps: Deps) -> list[ConsumerSpec]:
-    """CONSUMERS: the FileStored/UploadStored queue with its table bound to ``deps``."""
-    # Several competing consumers so that deliveries are in flight together and grouped in
-    # one slice (batching.py). prefetch 2 each: a consumer handles one message at a time;
-    # the second is already on its way. Unacked messages per process: 2 x grouping_consumers
-    # (an UploadStored among them holds up to MAX_ITEMS files' facts, ~0.2-0.46 MB).
-    return [ConsumerSpec("stored", topology.AGGREGATOR_QUEUE, bind(HANDLERS, deps), prefetch=2,
-                         count=deps.settings.grouping_consumers),
-            ConsumerSpec("pools", topology.POOL_EVENTS_QUEUE, bind(POOL_HANDLERS, deps), prefetch=1)]
+    """CONSUMERS: each FileStored/UploadStored shard queue, the legacy queue and the pools' queue,
+    with the tables bound to ``deps``."""
+    # Several competing consumers per queue so that deliveries are in flight together and grouped
+    # in one slice (batching.py). prefetch 2 each: a consumer handles one message at a time; the
+    # second is already on its way. grouping_consumers are spread over the shards (rounded up),
+    # so a deep backlog of one pool holds only its shard's consumers (topology.STORED_SHARDS).
+    # One pool's per-item FileStored are grouped in slices of about as many files as its shard
+    # has consumers (the others' deliveries gather while a slice runs): 6 by default.
+    # The legacy unsharded queue (an older file_service_manager's messages, or
+    # ANNOUNCE_BATCHES=false during an upgrade: per-item FileStored) is consumed like one more
+    # shard. Unacked messages per process: 2 x (shards + 1) x per shard (an UploadStored among
+    # them holds up to MAX_ITEMS files' facts, ~0.2-0.46 MB).
+    table = bind(HANDLERS, deps)
+    per_shard = -(-deps.settings.grouping_consumers // topology.STORED_SHARDS)
+    stored = [ConsumerSpec(f"stored-{k}", queue, table, prefetch=2, count=per_shard)
+              for k, queue in enumerate(topology.AGGREGATOR_SHARD_QUEUES)]
+    stored.append(ConsumerSpec("stored", topology.AGGREGATOR_QUEUE, table, prefetch=2, count=per_shard))
+    return [*stored, ConsumerSpec("pools", topology.POOL_EVENTS_QUEUE, bind(POOL_HANDLERS, deps), prefetch=1)]

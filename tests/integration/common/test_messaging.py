@@ -17,6 +17,10 @@ from services.common.messaging import (
     Consumer,
 )
 
+# The legacy queue's unsharded key, as a file_service_manager older than the pool shards publishes
+# FileStored: these use pool_aggregator.stored as any consumed quorum queue.
+LEGACY_KEY = c.FileStored.routing_key
+
 
 def _wait(q: queue.Queue, timeout: float = 10):
     return q.get(timeout=timeout)
@@ -31,7 +35,7 @@ def test_published_events_are_consumed_and_acked(amqp_url):
         stored = c.FileStored(file_id="f1", upload_id="f1", owner_id="1", owner_name="a", file_name="a",
                               size=1, sha256="x", content_type="t", timestamp="t", created="t")
         broker.publish(event)  # no queue of this test binds file.grouped... the index queue does
-        broker.publish(stored)  # published before the consumer runs: the durable queue keeps it
+        broker.publish(stored, routing_key=LEGACY_KEY)  # before the consumer runs: the queue keeps it
         consumer.start()
         assert _wait(got) == stored
         time.sleep(0.5)
@@ -98,8 +102,8 @@ def test_a_poison_message_is_dead_lettered_after_the_delivery_limit(amqp_url):
             return c.FileStored(file_id=file_id, upload_id="u", owner_id="1", owner_name="a", file_name="a",
                                 size=1, sha256="x", content_type="t", timestamp="t", created="t")
 
-        broker.publish(stored("poison"))
-        broker.publish(stored("fine"))
+        broker.publish(stored("poison"), routing_key=LEGACY_KEY)
+        broker.publish(stored("fine"), routing_key=LEGACY_KEY)
         assert _wait(done).file_id == "fine"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and consumer.dead_lettered < 1:
@@ -136,6 +140,28 @@ def test_delayed_publish_arrives_after_the_delay(amqp_url):
         broker.close()
 
 
+def test_a_delayed_file_stored_comes_back_to_its_pools_shard(amqp_url):
+    """The retry queue dead-letters back to ``dropbox`` with the message's own (sharded) key:
+    it lands in its pool's shard queue, in no other shard and not in the legacy queue."""
+    from services.common.topology import AGGREGATOR_SHARD_QUEUES, stored_shard
+
+    broker = Broker(amqp_url)
+    got: queue.Queue = queue.Queue()
+    shard = AGGREGATOR_SHARD_QUEUES[stored_shard("pool2")]
+    consumer = Consumer(amqp_url, shard, got.put, name="shard")
+    consumer.start()
+    try:
+        stored = c.FileStored(file_id="f1", upload_id="f1", owner_id="1", owner_name="a", file_name="a", size=1,
+                              sha256="x", content_type="t", timestamp="t", created="t", pool_id="pool2")
+        broker.publish_delayed(stored, 0.3)
+        assert _wait(got) == stored
+        others = [q.name for q in (*AGGREGATOR_SHARD_QUEUES, AGGREGATOR_QUEUE) if q != shard]
+        assert set(broker.queue_depths(others).values()) == {0}
+    finally:
+        consumer.stop()
+        broker.close()
+
+
 @pytest.mark.slow
 def test_publisher_and_consumer_survive_closed_connections(amqp_url):
     """Closing every connection of the vhost (as a broker restart does) loses nothing."""
@@ -149,7 +175,7 @@ def test_publisher_and_consumer_survive_closed_connections(amqp_url):
             return c.FileStored(file_id=f"f{n}", upload_id="u", owner_id="1", owner_name="a", file_name="a",
                                 size=1, sha256="x", content_type="t", timestamp="t", created="t")
 
-        broker.publish(event(0))
+        broker.publish(event(0), routing_key=LEGACY_KEY)
         assert _wait(got).file_id == "f0"
         out = subprocess.run(["rabbitmqctl", "-q", "list_connections", "pid", "vhost"], capture_output=True,
                              text=True, check=True).stdout
@@ -158,7 +184,7 @@ def test_publisher_and_consumer_survive_closed_connections(amqp_url):
         for pid in pids:
             subprocess.run(["rabbitmqctl", "-q", "close_connection", pid, "test: simulated restart"], check=True)
         for n in range(1, 6):
-            broker.publish(event(n))
+            broker.publish(event(n), routing_key=LEGACY_KEY)
         received = {_wait(got, 30).file_id for _ in range(5)}
         assert received == {f"f{n}" for n in range(1, 6)}
     finally:

@@ -25,6 +25,10 @@ from services.common.messaging import (
 )
 from services.common.topology import DELIVERY_LIMIT, STAGING_DELAY_QUEUES
 
+# The legacy queue's unsharded key, as a file_service_manager older than the pool shards publishes
+# FileStored: these use pool_aggregator.stored as any consumed quorum queue.
+LEGACY_KEY = c.FileStored.routing_key
+
 
 def _stored(file_id: str) -> c.FileStored:
     return c.FileStored(file_id=file_id, upload_id="u", owner_id="1", owner_name="a", file_name="a",
@@ -90,8 +94,8 @@ def test_a_poison_message_is_counted_by_the_queue_and_dead_lettered_with_a_metri
                         on_dead_letter=lambda q, reason: counter.labels(q, reason).inc())
     consumer.start()
     try:
-        broker.publish(_stored("poison"))
-        broker.publish(_stored("fine"))
+        broker.publish(_stored("poison"), routing_key=LEGACY_KEY)
+        broker.publish(_stored("fine"), routing_key=LEGACY_KEY)
         assert done.get(timeout=15).file_id == "fine"
         assert _wait_depth(broker, DEAD_LETTER_QUEUE.name, 1) == 1
         assert seen.count("poison") == messaging.MAX_DELIVERIES
@@ -113,7 +117,7 @@ def test_a_message_that_kills_its_consumer_is_dead_lettered_by_the_broker(amqp_u
     """No handler ever rejects it (the process dies first): the queue's own limit sets it aside."""
     broker = Broker(amqp_url)
     try:
-        broker.publish(_stored("crash"))
+        broker.publish(_stored("crash"), routing_key=LEGACY_KEY)
         connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
         deliveries = 0
         for _ in range(DELIVERY_LIMIT + 3):
@@ -140,7 +144,7 @@ def test_several_broker_urls_skip_a_dead_node(amqp_url):
         consumer.start()
     try:
         for n in range(4):  # every publish starts at another node; each must get through
-            broker.publish(_stored(f"f{n}"))
+            broker.publish(_stored(f"f{n}"), routing_key=LEGACY_KEY)
         assert {got.get(timeout=20).file_id for _ in range(4)} == {f"f{n}" for n in range(4)}
     finally:
         for consumer in consumers:
@@ -163,7 +167,7 @@ def test_a_classic_queue_left_by_an_older_version_keeps_working(amqp_url):
     consumer = Consumer(amqp_url, AGGREGATOR_QUEUE, handler, name="t", retry_pause=0.05, max_deliveries=3)
     consumer.start()
     try:
-        broker.publish(_stored("poison"))
+        broker.publish(_stored("poison"), routing_key=LEGACY_KEY)
         assert _wait_depth(broker, DEAD_LETTER_QUEUE.name, 1) == 1
         assert seen == ["poison"] * 3  # counted in our header, since a classic queue does not count
         assert _queues(amqp_url)[AGGREGATOR_QUEUE.name]["type"] == "classic"

@@ -11,6 +11,10 @@ from devtools.rabbit_cluster import RabbitCluster
 from services.common import contracts as c
 from services.common.messaging import AGGREGATOR_QUEUE, Broker, Consumer
 
+# The legacy queue's unsharded key, as a file_service_manager older than the pool shards publishes
+# FileStored: these use pool_aggregator.stored as any consumed quorum queue.
+LEGACY_KEY = c.FileStored.routing_key
+
 pytestmark = pytest.mark.slow
 
 
@@ -48,7 +52,7 @@ def test_stopping_a_node_during_100_publishes_and_consumes_loses_nothing(rabbit_
         for n in range(100):
             if n == 30:
                 rabbit_cluster.stop_node(victim, kill=True)
-            broker.publish(_stored(f"f{n}"))  # confirmed: the surviving majority holds it
+            broker.publish(_stored(f"f{n}"), routing_key=LEGACY_KEY)  # confirmed: the surviving majority has it
             while not got.empty():
                 received.append(got.get_nowait().file_id)
         deadline = time.monotonic() + 90

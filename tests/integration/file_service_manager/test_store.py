@@ -18,6 +18,7 @@ from services.common.contracts import (
     UploadStored,
 )
 from services.common.runtime import runtime_of
+from services.common.topology import stored_shard
 from services.file_uploader import retries
 from tests.integration.file_uploader.helpers import Collector, upload_all
 
@@ -51,7 +52,8 @@ def test_full_store_of_5mb(make_pipeline) -> None:
     )
     assert command.chunk_count == 6
     with (
-        Collector(p.amqp_url, messaging.AGGREGATOR_QUEUE) as stored,
+        # The pool's shard queue (issue 10): the key carries stored_shard(pool_id).
+        Collector(p.amqp_url, messaging.AGGREGATOR_SHARD_QUEUES[stored_shard("p1")]) as stored,
         Collector(p.amqp_url, messaging.GATEWAY_QUEUE) as notices,
     ):
         p.worker.handle_store(command)
@@ -103,7 +105,8 @@ def test_batch_items_become_records(make_pipeline) -> None:
     command = upload_and_command(p, data, file_name="batch.bin", items=items)
     p.worker.handle_index(FileStatusChanged(file_id=command.upload_id, owner_id="u1", status="cached"))
     assert p.index.record(command.upload_id)["provisional"] is True
-    with Collector(p.amqp_url, messaging.AGGREGATOR_QUEUE) as stored:
+    # No pool: the shard of its upload id (nothing to group; spread over the shards).
+    with Collector(p.amqp_url, messaging.AGGREGATOR_SHARD_QUEUES[stored_shard(command.upload_id)]) as stored:
         p.worker.handle_store(command)
         [announced] = stored.wait_for(lambda m: len(m) >= 1)
         time.sleep(0.3)

@@ -25,6 +25,7 @@ from werkzeug.serving import make_server
 from services.common.authclient import Identity
 from services.common.contracts import FileStored, Message
 from services.common.messaging import Broker, Consumer
+from services.common.topology import EXCHANGE, queues_for
 from services.pool_aggregator import handlers
 from services.pool_aggregator.app import create_app
 from services.pool_aggregator.config import Settings
@@ -200,9 +201,10 @@ class Rig:
     amqp_url: str
 
     def handle(self, message: Message) -> None:
-        """What the consumer of this message's queue does with one delivery."""
+        """What the consumer of the queue this message's routing key reaches does with one delivery."""
+        reached = queues_for(EXCHANGE, message.key())
         for spec in handlers.consumers(self.deps):
-            if type(message) in spec.handlers:
+            if spec.queue in reached:
                 spec.dispatch(message)
 
     def store_result(self, file_id: str) -> None:

@@ -29,7 +29,8 @@ def _aggregator(rig: Rig, mongo_db, consumers: int) -> tuple[MongoGroupStore, An
 
 
 def test_a_batch_is_grouped_in_shared_slices_once_each(rig: Rig, mongo_db) -> None:
-    store, deps = _aggregator(rig, mongo_db, consumers=16)
+    # 32: 4 per pool shard (topology.STORED_SHARDS), the deliveries of one pool in flight together.
+    store, deps = _aggregator(rig, mongo_db, consumers=32)
     start = core.window_for(rig.clock(), W).start
     gid = core.group_id(POOL, start)
     batch = [rig.stored(f"item{n:04d}", ts=start + n / 100, owner=f"u{n % 5}", size=10) for n in range(300)]

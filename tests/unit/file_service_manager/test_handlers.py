@@ -55,7 +55,9 @@ def test_a_batch_stores_every_item_from_chunk_spans(deps) -> None:
         for n, (size, data) in enumerate([(3, b"abc"), (5, b"defgh"), (2, b"ij")])]
     assert (announced.upload_id, announced.pool_id, announced.owner_id, announced.kind) == ("u1", "p1", "7", "file")
     assert [f.file_id for f in announced.files()] == ["u1-0000", "u1-0001", "u1-0002"]
-    assert broker.routed_to(topology.AGGREGATOR_QUEUE) == [announced]
+    # On its pool's shard queue, not the legacy one (issue 10: a pool's backlog stays in its shard).
+    assert broker.routed_to(topology.AGGREGATOR_SHARD_QUEUES[topology.stored_shard("p1")]) == [announced]
+    assert broker.routed_to(topology.AGGREGATOR_QUEUE) == []
 
 
 def test_a_batch_of_max_items_is_one_message_of_sane_size(deps) -> None:
@@ -84,7 +86,8 @@ def test_a_redelivered_batch_is_announced_again_whole(deps) -> None:
 
 
 def test_with_announce_batches_off_a_batch_is_announced_per_item_as_before(deps) -> None:
-    """ANNOUNCE_BATCHES=false: what a pool_aggregator older than UploadStored understands."""
+    """ANNOUNCE_BATCHES=false: what a pool_aggregator older than UploadStored (and than the shards)
+    understands: per item, on the unsharded key of the legacy queue."""
     deps = dataclasses.replace(deps, settings=Settings.from_env({"INTERNAL_API_KEY": "k" * 32,
                                                                  "ANNOUNCE_BATCHES": "false"}))
     broker = _deliver(deps, command(deps, b"abcdefghij", items=[(0, 3), (3, 5), (8, 2)]))
@@ -93,12 +96,16 @@ def test_with_announce_batches_off_a_batch_is_announced_per_item_as_before(deps)
     assert [(m.file_id, m.size, m.pool_id) for m in stored] == [("u1-0000", 3, "p1"), ("u1-0001", 5, "p1"),
                                                                ("u1-0002", 2, "p1")]
     assert broker.routed_to(topology.AGGREGATOR_QUEUE) == stored
+    assert {p.routing_key for p in broker.published if isinstance(p.message, FileStored)} == {"file.stored"}
+    assert not any(broker.routed_to(q) for q in topology.AGGREGATOR_SHARD_QUEUES)
 
 
 def test_a_one_item_batch_and_a_result_are_announced_as_file_stored(deps) -> None:
     _deliver(deps, command(deps, b"abc", items=[(0, 3)]))
     assert [m.file_id for m in deps.broker.of_type(FileStored)] == ["u1-0000"]
     assert not deps.broker.of_type(UploadStored)
+    shard = topology.AGGREGATOR_SHARD_QUEUES[topology.stored_shard("p1")]
+    assert deps.broker.routed_to(shard) == deps.broker.of_type(FileStored)
 
 
 def test_a_redelivery_stores_nothing_twice(deps) -> None:

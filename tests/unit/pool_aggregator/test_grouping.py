@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from services.common import topology
 from services.common.contracts import FileGrouped, FileStored, GroupChanged, PoolDeleted, UploadStored
 from services.common.handlers import UnhandledMessage
 from services.pool_aggregator import core, handlers, ticking
@@ -77,11 +78,21 @@ def test_auth_down_requeues_the_file(kit: Kit) -> None:
 
 
 def test_each_queue_handles_its_own_messages_only(kit: Kit) -> None:
-    stored, pools = handlers.consumers(kit.deps)
-    assert set(stored.handlers) == {FileStored, UploadStored} and set(pools.handlers) == {PoolDeleted}
-    for spec in (stored, pools):
+    *stored, pools = handlers.consumers(kit.deps)
+    assert [s.queue for s in stored] == [*topology.AGGREGATOR_SHARD_QUEUES, topology.AGGREGATOR_QUEUE]
+    assert all(set(s.handlers) == {FileStored, UploadStored} for s in stored) and set(pools.handlers) == {PoolDeleted}
+    for spec in (*stored, pools):
         with pytest.raises(UnhandledMessage):
             spec.dispatch(GroupChanged(pool_id=POOL, group_id="g", status="ready", window_start="a", window_end="b"))
+
+
+def test_grouping_consumers_are_spread_over_the_pool_shards(kit: Kit) -> None:
+    """GROUPING_CONSUMERS spread over the shard queues (rounded up), as many on the legacy queue:
+    a backlog of one pool holds only its shard's consumers (issue 10)."""
+    *stored, _ = handlers.consumers(kit.deps)
+    per_shard = -(-kit.deps.settings.grouping_consumers // topology.STORED_SHARDS)
+    assert [(s.count, s.prefetch) for s in stored] == [(per_shard, 2)] * (topology.STORED_SHARDS + 1)
+    assert kit.deps.settings.grouping_consumers == 48 and per_shard == 6
 
 
 def test_ready_by_time_after_window_and_grace(kit: Kit) -> None:
