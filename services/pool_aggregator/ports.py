@@ -113,8 +113,9 @@ class GroupStore(Protocol):
 
     def mark_result_published(self, result_id: str) -> None: ...
 
-    def assign_seq(self, result_id: str) -> Doc | None:
-        """The result with its pool's next seq (its own if it had one), gapless and atomic."""
+    def assign_seq(self, result_id: str, known: Doc | None = None) -> Doc | None:
+        """The result with its pool's next seq (its own if it had one), gapless and atomic.
+        ``known``: the result as just read or written (spares reading it first)."""
         ...
 
     def unnumbered_results(self, limit: int = 100000) -> list[Doc]: ...
