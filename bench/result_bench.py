@@ -255,7 +255,7 @@ def run(args: argparse.Namespace, urls: dict[str, str], pids: dict[str, int], mo
             contributor.wait_status(upload, timeout=300)
     finally:
         contributor.disconnect()
-    groups = bench.ready_groups(pool_id, key, args.groups, 300)
+    groups = bench.ready_groups(pool_id, key, args.groups, args.ready_timeout)
     print(f"{len(groups)} ready groups in {time.perf_counter() - started:.1f} s (upload + grouping)")
     if len(groups) < args.groups:
         print("not every group turned ready")
@@ -291,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="processor clients for the rest")
     parser.add_argument("--posts", type=int, default=0,
                         help="results posted in all (default: one per group); the other groups stay ready")
+    parser.add_argument("--ready-timeout", type=float, default=900.0,
+                        help="seconds to wait for every group to be ready")
     parser.add_argument("--result-bytes", type=int, default=1024)
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for every service")
     parser.add_argument("--collections", action="store_true", help="print MongoDB's collections at the end")
