@@ -91,7 +91,8 @@ class GroupStore(Protocol):
                      now: float, fence: int | None = None) -> Doc | None: ...
 
     def claim_result(self, gid: str, claim: str, now: float) -> Doc | None:
-        """A processing group held for one post (status unchanged); the group before, or None."""
+        """A processing group held for one post (status unchanged); the group (its window is what
+        callers read: the same before and after the claim), or None."""
         ...
 
     def revert_claim(self, gid: str, claim: str, now: float) -> bool: ...

@@ -58,7 +58,7 @@ class Claim:
     pool_id: str
     gid: str
     token: str
-    before: dict[str, Any]  # the group as it was: its status is what an undo restores
+    before: dict[str, Any]  # the group as claimed: the result records its window (which never changes)
 
 
 @dataclass
