@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.common.audit import AuditTrail
 from services.common.contracts import FileStored, UploadStored
@@ -14,6 +14,7 @@ from .leadership import Leadership
 from .metrics import AggregatorMetrics
 from .pools import PoolCache
 from .ports import Announcer, FileReader, GroupStore, ResultUploader, StagingReader
+from .stored_waits import StoredWaits
 
 
 @dataclass(frozen=True)
@@ -35,3 +36,5 @@ class Deps:
     staging: StagingReader
     # The ticker's leader lease: only its holder ticks and announces what the ticker moved.
     leader: Leadership
+    # Result posts waiting for their result to be numbered, woken by this process's consumer.
+    stored_waits: StoredWaits = field(default_factory=StoredWaits)

@@ -95,7 +95,8 @@ class GroupStore(Protocol):
                      now: float, fence: int | None = None) -> Doc | None: ...
 
     def claim_result(self, gid: str, claim: str, now: float) -> Doc | None:
-        """A processing group held for one post (status unchanged); the group before, or None."""
+        """A processing group held for one post (status unchanged); the group (its window is what
+        callers read: the same before and after the claim), or None."""
         ...
 
     def revert_claim(self, gid: str, claim: str, now: float) -> bool: ...
@@ -117,8 +118,9 @@ class GroupStore(Protocol):
 
     def mark_result_published(self, result_id: str) -> None: ...
 
-    def assign_seq(self, result_id: str) -> Doc | None:
-        """The result with its pool's next seq (its own if it had one), gapless and atomic."""
+    def assign_seq(self, result_id: str, known: Doc | None = None) -> Doc | None:
+        """The result with its pool's next seq (its own if it had one), gapless and atomic.
+        ``known``: the result as just read or written (spares reading it first)."""
         ...
 
     def unnumbered_results(self, limit: int = 100000) -> list[Doc]: ...

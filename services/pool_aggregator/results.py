@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 from typing import IO, Any
@@ -59,7 +58,7 @@ class Claim:
     pool_id: str
     gid: str
     token: str
-    before: dict[str, Any]  # the group as it was: its status is what an undo restores
+    before: dict[str, Any]  # the group as claimed: the result records its window (which never changes)
 
 
 @dataclass
@@ -92,23 +91,31 @@ def check_request(deps: Deps, name_header: str, sha_header: str, raw_length: str
     return ResultRequest(core.sanitize_name(raw_name, fallback="result"), size, expected_sha)
 
 
-def check_group(deps: Deps, pool_id: str, gid: str) -> None:
+def check_group(deps: Deps, pool_id: str, gid: str) -> str:
+    """The group's status, if it can take a result (else 404/409)."""
     group = pool_group(deps, pool_id, gid)
     if group["status"] == core.DONE or group.get("result_id"):
         raise conflict("a result was already posted for this group")
     if group["status"] not in core.RESULT_ACCEPTING:
         raise conflict(f"the group is {group['status']}; a result needs it ready or processing")
+    return str(group["status"])
 
 
-def claim(deps: Deps, pool_id: str, gid: str) -> Claim:
+def claim(deps: Deps, pool_id: str, gid: str, seen: str | None = None) -> Claim:
     """Hold the group for this post; a ``ready`` group is leased first (a processor may post
-    without listing the files), so a failed post leaves it ``processing`` under that lease."""
+    without listing the files), so a failed post leaves it ``processing`` under that lease.
+
+    ``seen``: the status ``check_group`` read. A group seen ``processing`` (the processor
+    listed its files first, the usual way) is claimed at once, sparing a lease attempt that
+    cannot match; should its lease have expired meanwhile, it is leased again and claimed."""
     now = deps.clock.time()
-    leased = deps.store.lease(gid, now, processing_timeout(deps.pools.get(pool_id)))
-    if leased is not None:
-        ticking.publish_changed(deps, leased)
     token = uuid.uuid4().hex
-    before = deps.store.claim_result(gid, token, now)
+    before = deps.store.claim_result(gid, token, now) if seen == core.PROCESSING else None
+    if before is None:
+        leased = deps.store.lease(gid, now, processing_timeout(deps.pools.get(pool_id)))
+        if leased is not None:
+            ticking.publish_changed(deps, leased)
+        before = deps.store.claim_result(gid, token, now)
     if before is None:
         raise conflict("a result was already posted for this group (or it is not processing)")
     return Claim(pool_id, gid, token, before)
@@ -168,34 +175,30 @@ def undo(deps: Deps, held: Claim, upload: Upload) -> bool:
 
 def wait_stored(deps: Deps, result_id: str) -> dict[str, Any] | None:
     """The result once numbered (stored, its group done), or None after
-    ``result_store_wait_seconds`` (the bound on how long a post holds its thread)."""
-    deadline = time.monotonic() + deps.settings.result_store_wait_seconds
-    pause = 0.01
-    while True:
-        found = deps.store.get_result(result_id)
-        if found is not None and found.get("seq") is not None:
-            return found
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(pause)
-        pause = min(pause * 2, 0.2)  # a store takes a few hundred ms; polls stay few
+    ``result_store_wait_seconds`` (the bound on how long a post holds its thread). This
+    process's consumer hands it over as it numbers it (``stored_waits``); one numbered by
+    another replica is found by reading the store now and then."""
+    return deps.stored_waits.wait(result_id, deps.settings.result_store_wait_seconds,
+                                  lambda: deps.store.get_result(result_id))
 
 
 def post_result(deps: Deps, pool_id: str, gid: str, actor: str, request: ResultRequest,
                 body: IO[bytes]) -> dict[str, Any]:
-    check_group(deps, pool_id, gid)
-    held = claim(deps, pool_id, gid)
+    held = claim(deps, pool_id, gid, check_group(deps, pool_id, gid))
     upload = Upload(owner_id=f"processor:{pool_id}", writer=uuid.uuid4().hex)
     stored: dict[str, Any] | None = None
     try:
         sha256 = relay(deps, held, request, upload, body)
         file_id = str(upload.file_id)
         record(deps, held, request, file_id, sha256)
+        deps.stored_waits.expect(file_id)  # before complete: its FileStored may be consumed at once
         deps.uploader.complete(file_id, owner_id=upload.owner_id, writer=upload.writer)
         stored = wait_stored(deps, file_id)
         if stored is None:
             raise unavailable("the result could not be stored in time; post it again")
     except BaseException as exc:
+        if upload.file_id is not None:
+            deps.stored_waits.forget(upload.file_id)
         if not undo(deps, held, upload):
             stored = wait_stored(deps, str(upload.file_id))
         if stored is None:
@@ -252,13 +255,16 @@ def publish_stored_result(deps: Deps, msg: FileStored) -> None:
             if deps.store.delete_result(msg.file_id):
                 log.warning("stored_result_orphaned", extra={"result_id": msg.file_id})
                 return
-        if deps.store.mark_result_stored(msg.file_id, deps.clock.time(), int(msg.size), msg.sha256) is None:
+        marked = deps.store.mark_result_stored(msg.file_id, deps.clock.time(), int(msg.size), msg.sha256)
+        if marked is None:
             log.warning("stored_result_unknown")
             return
-        result = deps.store.assign_seq(msg.file_id)
+        result = deps.store.assign_seq(msg.file_id, known=marked)
         if result is None:
             raise RuntimeError(f"result {msg.file_id} vanished while being numbered")
     finished = deps.store.finish_group(result["group_id"], result["result_id"], deps.clock.time())
+    # Stored, numbered, its group done: the post waiting here may answer 201 now.
+    deps.stored_waits.arrived(msg.file_id, result)
     # The result first, the group's `done` after it: the gateway handles its notifications one
     # at a time, and each is a broadcast to every member's socket (0.7 s for 5,000 sockets on a
     # loaded machine, README "Issue 11"): members wait for the result, not for the `done`. A

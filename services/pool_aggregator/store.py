@@ -52,6 +52,7 @@ from typing import Any
 
 import pymongo
 from pymongo import ReturnDocument
+from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
@@ -88,6 +89,8 @@ SETTLE_POLL_SECONDS = 0.1  # how often a redelivery waiting on an uncounted slic
 # for a whole 1,000-file insert (0.3-2 s on the loaded bench machine); in chunks it waits for one
 # chunk. Measured with bench/grouping_bench.py (README "Grouping").
 INSERT_CHUNK = 250
+SEQ_LOCKS = 16  # stripes of the in-process numbering lock (assign_seq)
+CREATED_MAX_MEMO = 1024  # pools whose last created_max this process remembers (_remember_created_max)
 BACKFILL_RANGE = 1000  # results read per turn of ``backfill_created_max`` (documents held at once)
 
 
@@ -122,6 +125,22 @@ BACKFILL_RANGE = 1000  # results read per turn of ``backfill_created_max`` (docu
 # lower term (a no-op on what T stamped), and its sweep adopts with the term read from ``fences``.
 # A group without ``fence`` (written before this scheme, or by an older replica during a
 # rollout) is nobody's either until W2 or ``adopt_pending`` gives it one.
+
+
+def set_then_read(collection: Collection, query: dict[str, Any], update: dict[str, Any],
+                  projection: dict[str, int] | None = HIDDEN, *, upsert: bool = False) -> dict | None:
+    """What ``find_one_and_update(..., ReturnDocument.AFTER)`` answers, in two round trips that
+    each go by ``_id``: the conditional update decides (its filter names the state it leaves, so
+    of two racing writers one matches), then the document is read. secantusdb (development,
+    tests, CI) answers findAndModify by scanning the whole collection: 8 ms of its CPU at 1,000
+    groups, 36 ms at 5,000, per call, where these two take ~1 ms together (README, "Result
+    rate"). The read may already show a later change by another writer; callers publish or
+    check what it shows, never undo by it. None when the filter matched nothing."""
+    written = collection.update_one(query, update, upsert=upsert)
+    if written.matched_count != 1 and written.upserted_id is None:
+        return None
+    found: dict | None = collection.find_one({"_id": query["_id"]}, projection)
+    return found
 
 
 def fenced(query: dict[str, Any], update: dict[str, Any], fence: int | None) -> None:
@@ -223,6 +242,11 @@ class MongoGroupStore:
         # at most one per running slice (bounded by the grouping threads).
         self._running: set[str] = set()
         self._running_lock = threading.Lock()
+        # Numbering results in this process takes turns per pool (assign_seq): SEQ_LOCKS stripes,
+        # a pool's always the same one; bounded whatever the number of pools.
+        self._seq_locks = [threading.Lock() for _ in range(SEQ_LOCKS)]
+        self._memo_lock = threading.Lock()
+        self._created_max_memo: dict[str, tuple[int, float]] = {}  # see _remember_created_max
 
     def ensure_indexes(self) -> None:
         self.groups.create_index([("pool_id", pymongo.ASCENDING), ("status", pymongo.ASCENDING)])
@@ -453,9 +477,8 @@ class MongoGroupStore:
         }
         for _ in range(5):
             try:
-                doc = self.groups.find_one_and_update(
-                    {"_id": gid, "status": {"$in": list(core.ACCEPTING)}}, update, upsert=True,
-                    return_document=ReturnDocument.AFTER, projection=HIDDEN)
+                doc = set_then_read(self.groups, {"_id": gid, "status": {"$in": list(core.ACCEPTING)}}, update,
+                                    upsert=True)
             except DuplicateKeyError:
                 existing = self.groups.find_one({"_id": gid}, {"status": 1})
                 if existing is None:
@@ -487,10 +510,8 @@ class MongoGroupStore:
         meanwhile or the adoption failed (the leader's next tick adopts it, ``adopt_pending``)."""
         try:
             term = self.fence_term()
-            adopted = self.groups.find_one_and_update(
-                {"_id": doc["_id"], "fence_pending": nonce},
-                {"$max": {"fence": term}, "$unset": {"fence_pending": ""}},
-                return_document=ReturnDocument.AFTER, projection=HIDDEN)
+            adopted = set_then_read(self.groups, {"_id": doc["_id"], "fence_pending": nonce},
+                                    {"$max": {"fence": term}, "$unset": {"fence_pending": ""}})
         except PyMongoError as exc:
             log.warning("group_adoption_deferred", extra={"group_id": doc["_id"], "error": repr(exc)})
             return doc
@@ -513,8 +534,7 @@ class MongoGroupStore:
         query: dict[str, Any] = {"_id": gid, "status": core.OPEN}
         update: dict[str, Any] = {"$set": changes}
         fenced(query, update, fence)
-        return self.groups.find_one_and_update(query, update, return_document=ReturnDocument.AFTER,
-                                               projection=HIDDEN)
+        return set_then_read(self.groups, query, update)
 
     def mark_failed(self, gid: str, now: float, reason: str,
                     from_statuses: tuple[str, ...] = (core.OPEN,), fence: int | None = None) -> dict | None:
@@ -524,8 +544,7 @@ class MongoGroupStore:
         update: dict[str, Any] = {"$set": {"status": core.FAILED, "reason": reason, "failed_at": now,
                                            "updated": now}}
         fenced(query, update, fence)
-        return self.groups.find_one_and_update(query, update, return_document=ReturnDocument.AFTER,
-                                               projection=HIDDEN)
+        return set_then_read(self.groups, query, update)
 
     def fence_live(self, term: int) -> int:
         """A new leader's first writes: W1 its term into ``fences`` (what adoptions read from now
@@ -572,11 +591,10 @@ class MongoGroupStore:
 
     def retry(self, gid: str, now: float) -> dict | None:
         """failed -> ready with a fresh count of lease expiries; None if it was not failed."""
-        return self.groups.find_one_and_update(
-            {"_id": gid, "status": core.FAILED},
+        return set_then_read(
+            self.groups, {"_id": gid, "status": core.FAILED},
             {"$set": {"status": core.READY, "ready_at": now, "updated": now, "lease_expiries": 0},
-             "$unset": {"reason": "", "failed_at": ""}, "$inc": {"retries": 1}},
-            return_document=ReturnDocument.AFTER, projection=HIDDEN)
+             "$unset": {"reason": "", "failed_at": ""}, "$inc": {"retries": 1}})
 
     # --- reading -----------------------------------------------------------
 
@@ -621,19 +639,17 @@ class MongoGroupStore:
         Back within the ticker's reach (a lease can expire): pending in the same write, then
         adopted like a new group ("Fencing"), so an old term cannot expire this lease."""
         nonce = uuid.uuid4().hex
-        group = self.groups.find_one_and_update(
-            {"_id": gid, "status": core.READY},
+        group = set_then_read(
+            self.groups, {"_id": gid, "status": core.READY},
             {"$set": {"status": core.PROCESSING, "leased_at": now, "lease_expires_at": now + timeout_seconds,
-                      "lease_id": uuid.uuid4().hex, "updated": now, "fence_pending": nonce}},
-            return_document=ReturnDocument.AFTER, projection=HIDDEN)
+                      "lease_id": uuid.uuid4().hex, "updated": now, "fence_pending": nonce}})
         return self._adopt_one(group, nonce) if group is not None else None
 
     def extend_lease(self, gid: str, now: float, timeout_seconds: float) -> dict | None:
         """A processing group's lease runs ``timeout_seconds`` from now; None if not processing."""
-        return self.groups.find_one_and_update(
-            {"_id": gid, "status": core.PROCESSING},
-            {"$set": {"lease_expires_at": now + timeout_seconds, "updated": now}, "$inc": {"lease_renewals": 1}},
-            return_document=ReturnDocument.AFTER, projection=HIDDEN)
+        return set_then_read(
+            self.groups, {"_id": gid, "status": core.PROCESSING},
+            {"$set": {"lease_expires_at": now + timeout_seconds, "updated": now}, "$inc": {"lease_renewals": 1}})
 
     def expire_lease(self, gid: str, lease_id: str | None, target: str, expiries: int, now: float,
                      fence: int | None = None) -> dict | None:
@@ -649,8 +665,7 @@ class MongoGroupStore:
             update["$set"]["reason"] = core.LEASE_EXPIRED
         query: dict[str, Any] = {"_id": gid, "status": core.PROCESSING, "lease_id": lease_id}
         fenced(query, update, fence)
-        return self.groups.find_one_and_update(query, update, return_document=ReturnDocument.AFTER,
-                                               projection=HIDDEN)
+        return set_then_read(self.groups, query, update)
 
     # --- results -----------------------------------------------------------
 
@@ -658,12 +673,12 @@ class MongoGroupStore:
         """Hold a processing group for one post before any byte is uploaded: of two posts exactly
         one wins. The status stays ``processing`` (under its lease) until the result exists.
 
-        Returns the group as it was, or None.
+        Returns the group (with this claim: what callers read of it, its window, never changes),
+        or None.
         """
-        return self.groups.find_one_and_update(
-            {"_id": gid, "status": core.PROCESSING, "result_claim": None, "result_id": None},
-            {"$set": {"result_claim": claim, "claimed_at": now, "updated": now}},
-            return_document=ReturnDocument.BEFORE, projection=HIDDEN)
+        return set_then_read(
+            self.groups, {"_id": gid, "status": core.PROCESSING, "result_claim": None, "result_id": None},
+            {"$set": {"result_claim": claim, "claimed_at": now, "updated": now}})
 
     def revert_claim(self, gid: str, claim: str, now: float) -> bool:
         """Let go of a claim whose post failed, so the processor can post again (still processing)."""
@@ -675,12 +690,11 @@ class MongoGroupStore:
     def finish_group(self, gid: str, result_id: str, now: float) -> dict | None:
         """processing -> done with its result_id, only once that result is recorded (has its seq),
         so a reader never sees ``done`` without its result. None if it was finished already."""
-        return self.groups.find_one_and_update(
-            {"_id": gid, "status": {"$in": list(core.RESULT_ACCEPTING)}, "result_id": None},
+        return set_then_read(
+            self.groups, {"_id": gid, "status": {"$in": list(core.RESULT_ACCEPTING)}, "result_id": None},
             {"$set": {"status": core.DONE, "result_id": result_id, "done_at": now, "updated": now},
              "$unset": {"result_claim": "", "claimed_at": "", "leased_at": "", "lease_expires_at": "",
-                        "lease_id": ""}},
-            return_document=ReturnDocument.AFTER, projection=HIDDEN)
+                        "lease_id": ""}})
 
     def insert_result(self, doc: dict[str, Any]) -> None:
         self.results.insert_one({"_id": doc["result_id"], **doc})
@@ -694,10 +708,8 @@ class MongoGroupStore:
 
     def mark_result_stored(self, result_id: str, now: float, size: int, sha256: str) -> dict | None:
         """Stored: from now on a post's undo no longer deletes it (None if the undo came first)."""
-        return self.results.find_one_and_update(
-            {"_id": result_id},
-            {"$set": {"stored": True, "stored_at": now, "size": size, "sha256": sha256}},
-            return_document=ReturnDocument.AFTER)
+        return set_then_read(self.results, {"_id": result_id},
+                             {"$set": {"stored": True, "stored_at": now, "size": size, "sha256": sha256}}, None)
 
     def mark_result_published(self, result_id: str) -> None:
         self.results.update_one({"_id": result_id}, {"$set": {"published": True}})
@@ -716,48 +728,79 @@ class MongoGroupStore:
     # with its created_max in the same write; whoever rolls forward computes the same value.
     # Without seq - 1's (numbered before the field existed) it gets none, until the backfill.
 
-    def assign_seq(self, result_id: str) -> dict | None:
-        """The result numbered (the same seq if it already had one); None if it does not exist."""
+    def assign_seq(self, result_id: str, known: dict | None = None) -> dict | None:
+        """The result numbered (the same seq if it already had one); None if it does not exist.
+
+        ``known``: the result as its caller just read or wrote it (spares the first read).
+        Numbering in this process holds the pool's stripe lock: its threads take turns instead
+        of racing for the counter (a lost compare-and-set costs a re-read and often a roll-forward
+        of the winner's seq, each a round trip); other replicas are kept out by the counter's
+        compare-and-set, as before. Six round trips (four after a seq this process gave)."""
+        doc = known if known is not None and known.get("_id") == result_id else None
         for _ in range(1000):  # bounded: each turn either finishes or lets a competitor finish
-            doc = self.results.find_one({"_id": result_id})
+            if doc is None:
+                doc = self.results.find_one({"_id": result_id})
             if doc is None or doc.get("seq") is not None:
                 return doc
             pool_id = doc["pool_id"]
-            self.counters.update_one({"_id": pool_id}, {"$setOnInsert": {"seq": 0, "pending": None}}, upsert=True)
-            counter = self.counters.find_one({"_id": pool_id}) or {}
-            if counter.get("pending"):
-                self._roll_forward(pool_id, counter["pending"])
-                continue
-            last = int(counter.get("seq") or 0)
-            pending = {"result_id": result_id, "seq": last + 1}
-            taken = self.counters.update_one({"_id": pool_id, "seq": last, "pending": None},
-                                             {"$set": {"seq": last + 1, "pending": pending}})
-            if taken.modified_count == 1:
-                self._roll_forward(pool_id, pending)
+            with self._seq_locks[hash(pool_id) % len(self._seq_locks)]:
+                counter = set_then_read(self.counters, {"_id": pool_id}, {"$setOnInsert": {"seq": 0, "pending": None}},
+                                        None, upsert=True) or {}
+                if counter.get("pending"):
+                    self._roll_forward(pool_id, counter["pending"])
+                else:
+                    last = int(counter.get("seq") or 0)
+                    pending = {"result_id": result_id, "seq": last + 1}
+                    taken = self.counters.update_one({"_id": pool_id, "seq": last, "pending": None},
+                                                     {"$set": {"seq": last + 1, "pending": pending}})
+                    if taken.modified_count == 1:
+                        numbered = self._roll_forward(pool_id, pending, doc)
+                        if numbered is not None:
+                            return numbered
+            doc = None  # another numbered it, or took the counter first: read it again
         raise RuntimeError(f"could not number result {result_id}")
 
-    def _roll_forward(self, pool_id: str, pending: dict[str, Any]) -> None:
+    def _roll_forward(self, pool_id: str, pending: dict[str, Any], own: dict | None = None) -> dict | None:
+        """The pending seq goes to its result, or back to the counter; the numbered result, or
+        None when the seq went back. ``own``: the pending result as its numberer read it."""
         rid, seq = pending["result_id"], int(pending["seq"])
         numbered: dict[str, Any] = {"seq": seq}
-        high = self._created_max(pool_id, rid, seq)
+        high = self._created_max(pool_id, rid, seq, own if own is not None and own.get("_id") == rid else None)
         if high is not None:
             numbered["created_max"] = high
         self.results.update_one({"_id": rid, "seq": None}, {"$set": numbered})
-        doc = self.results.find_one({"_id": rid}, {"seq": 1})
+        doc = self.results.find_one({"_id": rid})  # numbered now, or before (then it says so), or gone
         if doc is not None and doc.get("seq") == seq:
             self.counters.update_one({"_id": pool_id, "pending.result_id": rid, "pending.seq": seq},
                                      {"$set": {"pending": None}})
-        else:  # gone, or numbered before: this seq goes back (nobody took one since: pending held it)
-            self.counters.update_one({"_id": pool_id, "seq": seq, "pending.result_id": rid},
-                                     {"$set": {"seq": seq - 1, "pending": None}})
+            if isinstance(doc.get("created_max"), int | float):
+                self._remember_created_max(pool_id, seq, float(doc["created_max"]))
+            return doc
+        # gone, or numbered before: this seq goes back (nobody took one since: pending held it)
+        self.counters.update_one({"_id": pool_id, "seq": seq, "pending.result_id": rid},
+                                 {"$set": {"seq": seq - 1, "pending": None}})
+        return None
 
-    def _created_max(self, pool_id: str, rid: str, seq: int) -> float | None:
-        doc = self.results.find_one({"_id": rid}, {"created_ts": 1}) or {}
+    def _remember_created_max(self, pool_id: str, seq: int, high: float) -> None:
+        """The last (seq, created_max) this process wrote per pool: the next seq's created_max
+        needs it, and a seq's created_max never changes once written. Bounded (CREATED_MAX_MEMO
+        pools; cleared when full: only a read is lost)."""
+        with self._memo_lock:
+            if len(self._created_max_memo) >= CREATED_MAX_MEMO and pool_id not in self._created_max_memo:
+                self._created_max_memo.clear()
+            self._created_max_memo[pool_id] = (seq, high)
+
+    def _created_max(self, pool_id: str, rid: str, seq: int, own_doc: dict | None = None) -> float | None:
+        doc = own_doc if own_doc is not None else self.results.find_one({"_id": rid}, {"created_ts": 1}) or {}
         own = doc.get("created_ts")
         if not isinstance(own, int | float):
             return None
         if seq <= 1:
             return float(own)
+        with self._memo_lock:
+            memo = self._created_max_memo.get(pool_id)
+        if memo is not None and memo[0] == seq - 1:
+            return max(memo[1], float(own))
         before = self.results.find_one({"pool_id": pool_id, "seq": seq - 1}, {"created_max": 1}) or {}
         high = before.get("created_max")
         return max(float(high), float(own)) if isinstance(high, int | float) else None
@@ -872,10 +915,10 @@ class MongoGroupStore:
 
     def ack(self, pool_id: str, user_id: str, seq: int, now: float) -> int:
         """Move the member's ack forward to ``seq`` (never back); answers the ack after the write."""
-        doc = self.acks.find_one_and_update(
-            {"_id": f"{pool_id}:{user_id}"},
+        doc = set_then_read(
+            self.acks, {"_id": f"{pool_id}:{user_id}"},
             {"$max": {"seq": seq, "updated": now}, "$setOnInsert": {"pool_id": pool_id, "user_id": user_id}},
-            upsert=True, return_document=ReturnDocument.AFTER)
+            None, upsert=True)
         return int(doc["seq"]) if doc is not None else seq  # an upsert answers the document it wrote
 
     def acked(self, pool_id: str, user_id: str) -> int | None:

@@ -5,9 +5,11 @@ The results before and after the absence go through the real routes: one offline
 ``items``) puts one update in each of 8 one-second windows long closed (each a ``ready`` group at
 once), and a processor posts a result to each. The 2,500 results of the absence are written
 straight into pool_aggregator's ``results`` collection, numbered 6..2,505 as stored results are,
-with the pool's seq counter moved on: posting 2,500 results through the pipeline takes many
-minutes on a loaded CI machine (~4 stores a second here), and what this test is about, the
-gateway's catch-up, reads them through pool_aggregator's real route either way. The member's
+with the pool's seq counter moved on: through the real route they would take ~6 minutes on
+this shared 2-core machine (``bench/result_bench.py`` with 2,500 groups: 160 s to upload and
+group 2,500 windows, then 11-15 results a second with 8 processor clients at load 8-20; it was
+~4 a second before README "Result rate"), and what this test is about, the gateway's
+catch-up, reads them through pool_aggregator's real route either way. The member's
 client is the client library (its feed state on disk); it acknowledges what it got, goes away,
 and comes back as a new process with the same state file.
 """

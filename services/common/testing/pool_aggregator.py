@@ -263,7 +263,7 @@ class FakeGroupStore:
         if result_id in self.results:
             self.results[result_id]["published"] = True
 
-    def assign_seq(self, result_id: str) -> Doc | None:
+    def assign_seq(self, result_id: str, known: Doc | None = None) -> Doc | None:
         """One counter per pool; a result keeps the seq it got (no burn, no duplicate)."""
         self._check("assign_seq")
         found = self.results.get(result_id)

@@ -262,7 +262,8 @@ def rig(mongo_db, amqp_url: str) -> Iterator[Rig]:
 
 def number_on_replicas(store: Any, ids: list[str], replicas: int) -> None:
     """``replicas`` threads, each numbering every result of ``ids`` (``assign_seq``) in its own
-    shuffled order, all at once: what N pool_aggregator replicas handling redeliveries do.
+    shuffled order, all at once: what N pool_aggregator replicas handling redeliveries do (each
+    thread a store of its own on the same database, as a replica is: no in-process lock shared).
     Fails with the first error a replica met."""
     import random
 
@@ -270,12 +271,13 @@ def number_on_replicas(store: Any, ids: list[str], replicas: int) -> None:
     errors: list[BaseException] = []
 
     def replica(seed: int) -> None:
+        own = type(store)(store.db)
         order = list(ids)
         random.Random(seed).shuffle(order)
         barrier.wait()
         try:
             for rid in order:
-                store.assign_seq(rid)
+                own.assign_seq(rid)
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 

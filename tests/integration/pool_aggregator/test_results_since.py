@@ -134,6 +134,7 @@ def test_the_backfill_gives_legacy_results_the_same_created_max(mongo_db) -> Non
     chain = [d["created_max"] for d in store.results.find({"pool_id": "p"}).sort("seq", 1)]
     assert chain == [T0 + 5, T0 + 5, T0 + 9, T0 + 9, T0 + 9, T0 + 9]
     store.results.update_many({}, {"$unset": {"created_max": ""}})  # numbered before it existed
+    store = MongoGroupStore(mongo_db)  # ... by an older process: this one remembers no created_max
     store.insert_result({"result_id": "new", "pool_id": "p", "created_ts": T0 + 12, "stored": False})
     store.mark_result_stored("new", T0, 1, "0" * 64)
     assert "created_max" not in store.assign_seq("new")  # its seq - 1 has none: nothing provable
