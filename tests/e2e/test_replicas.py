@@ -304,8 +304,15 @@ def test_sigkill_one_replica_of_every_service_during_100_pool_uploads(replicated
                     time.sleep(0.1)
                 takeover.append(time.monotonic() - t0)
 
+    # Two pool windows at least, however fast the uploads go (on a quiet machine all 100 once fit
+    # in one): each member's second half waits for the next window boundary (3 s away at least).
+    boundary = (int(time.time()) // W + 1) * W
+    boundary += W if boundary - time.time() < 3 else 0
+
     def uploads(client: DropboxClient, n: int) -> None:
         for i in range(UPLOADS // MEMBERS):
+            if i == UPLOADS // MEMBERS // 2:
+                time.sleep(max(0.0, boundary + 0.2 - time.time()))
             data = f"member {n} update {i} ".encode().ljust(UPDATE_BYTES, b".")
             file_id = client.upload(io.BytesIO(data), file_name=f"u{n}-{i}.f64", pool_id=pool_id,
                                     timestamp=datetime.now(UTC).isoformat())
