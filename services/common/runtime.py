@@ -118,6 +118,11 @@ def start(app: Any, amqp_url: str, *, sigterm: bool = True) -> Callable[[], None
             if stopped:
                 return
             stopped = True
+        if sigterm:
+            # A second SIGTERM (an impatient supervisor) must not cut this stop short with a
+            # SystemExit in the middle of the trail's flush: the process is stopping already.
+            with contextlib.suppress(ValueError):  # main thread only
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop_event.set()
         for stopper in stoppers:
             stopper()

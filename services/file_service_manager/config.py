@@ -105,7 +105,7 @@ class Settings:
     announce_batches: bool = True
     # A stored pool file whose group is not known this long after its store is announced again
     # (regrouping.py), checked every interval (0 turns the pass off).
-    regroup_after_seconds: float = 120.0
+    regroup_after_seconds: float = 600.0
     regroup_interval_seconds: int = 30
 
     @classmethod
@@ -146,7 +146,7 @@ class Settings:
                    else None,
                    retention_interval_seconds=env_int(env, "RETENTION_INTERVAL_SECONDS", 300, minimum=0),
                    announce_batches=env_bool(env, "ANNOUNCE_BATCHES", True),
-                   regroup_after_seconds=float(env_int(env, "REGROUP_AFTER_SECONDS", 120, minimum=1)),
+                   regroup_after_seconds=float(env_int(env, "REGROUP_AFTER_SECONDS", 600, minimum=1)),
                    regroup_interval_seconds=env_int(env, "REGROUP_INTERVAL_SECONDS", 30, minimum=0))
 
 

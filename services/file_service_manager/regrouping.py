@@ -22,7 +22,12 @@ stacks if it happens again). Whatever loses a message, the index knows the file 
   conditional write, so of two replicas' passes one announces. After MAX_REGROUPS
   announcements without an answer (a pool deleted since, pool_aggregator down for hours) the
   file is given up: ``never_grouped`` on its record, an error in the log and
-  ``files_never_grouped_total``, for an operator to look at.
+  ``files_never_grouped_total``, for an operator to look at. A file whose pool auth no longer
+  knows (deleted: pool_aggregator drops its files unanswered) is given up at once, quietly.
+
+REGROUP_AFTER_SECONDS defaults to 10 minutes: a file still queued behind a backlog is not lost,
+and announcing it again only queues a duplicate behind the same backlog (bounded by
+REGROUP_BATCH a pass and the backoff).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from .deps import Deps
 log = logging.getLogger(__name__)
 
 REGROUP_BATCH = 500  # files announced again per pass: bounds a pass's publishes and its query
-MAX_REGROUPS = 8  # announcements again, then the file is given up (with the backoff: ~4 h at the defaults)
+MAX_REGROUPS = 8  # announcements again, then the file is given up (with the backoff: ~6 h at the defaults)
 MAX_BACKOFF_SECONDS = 3600.0
 
 
@@ -65,9 +70,19 @@ def regroup_pass(deps: Deps) -> int:
     settings = deps.settings
     now = deps.clock.time()
     announced = 0
+    pools: dict[str, bool] = {}  # pool id -> whether auth still knows it, asked once a pass
     for record in deps.index.due_for_regroup(now, REGROUP_BATCH):
         attempts = int(record.get("regroups") or 0)
         seen = float(record["regroup_at"])
+        pool_id = str(record.get("pool_id"))
+        if pool_id not in pools:  # AuthUnavailable: this pass ends, the next one asks again
+            pools[pool_id] = deps.pool_storage.auth.pool(pool_id) is not None
+        if not pools[pool_id]:
+            # Deleted since: pool_aggregator drops its files (nothing to group), so no answer
+            # will come. Not an operator's problem: no alert, one line.
+            if deps.index.reschedule_regroup(record["file_id"], seen, None):
+                log.info("regroup_pool_gone", extra={"file_id": record["file_id"], "pool_id": pool_id})
+            continue
         if attempts >= MAX_REGROUPS:
             if deps.index.reschedule_regroup(record["file_id"], seen, None):
                 deps.metrics.never_grouped.inc()
@@ -78,7 +93,10 @@ def regroup_pass(deps: Deps) -> int:
         if not deps.index.reschedule_regroup(record["file_id"], seen,
                                              next_due(now, settings.regroup_after_seconds, attempts + 1)):
             continue
-        deps.broker.publish(announcement(record))
+        # ANNOUNCE_BATCHES=false (a rolling upgrade, OPERATIONS "Queues"): the unsharded key, which
+        # a pool_aggregator older than the shards still consumes, as storing.announce does.
+        deps.broker.publish(announcement(record),
+                            routing_key=None if settings.announce_batches else FileStored.routing_key)
         deps.metrics.regrouped.inc()
         log.warning("file_announced_again", extra={"file_id": record["file_id"], "pool_id": record.get("pool_id"),
                                                    "attempt": attempts + 1})

@@ -25,7 +25,9 @@ def renew_lease(deps: Deps, pool_id: str, gid: str, actor: str) -> dict[str, Any
         raise conflict(f"the group is {group['status']}; only a processing group's lease can be renewed")
     timeout = processing_timeout(deps.pools.get(pool_id))
     renewed = deps.store.extend_lease(gid, deps.clock.time(), timeout)
-    if renewed is None:
+    # (The group is read after the write: a ticker's expiry or a result landing in between shows
+    # here as a group no longer processing, which is what it is by now.)
+    if renewed is None or renewed.get("status") != core.PROCESSING or "lease_expires_at" not in renewed:
         raise conflict("the group is no longer processing")
     deps.audit.record("lease_renewed", actor=actor, group_id=gid, pool_id=pool_id,
                       lease_expires=epoch_iso(renewed["lease_expires_at"]))

@@ -179,11 +179,13 @@ def place(deps: Deps, pool_id: str, pool: dict[str, Any], entries: list[dict[str
             pool_id=pool_id, window=window, close_grace_seconds=grace, min_contributors=minimum,
             entries=[{**e, "late": late} for e in entries], now=deps.clock.time())
         if outcome != CLOSED:
-            if group is None:  # add_files returns a group with every outcome; never act on a guess
-                raise RuntimeError(f"no group document for {len(entries)} files")
             added = [e for e in entries if e["file_id"] not in present]
-            counted(deps, pool, group, added, late)
-            members = {e["file_id"]: {"group_id": group["_id"], "late": late} for e in added}
+            if group is None and added:  # files added return their group; never act on a guess
+                raise RuntimeError(f"no group document for {len(entries)} files")
+            # (None when nothing was added: every file is another slice's, maybe not counted yet,
+            # so maybe before the window's group exists: a killed replica's first slice.)
+            counted(deps, pool, group or {}, added, late)
+            members = {e["file_id"]: {"group_id": (group or {}).get("_id"), "late": late} for e in added}
             return {**members, **present}
         # Its window is processing/done/failed: SPEC sends it to the current window, late.
         late = True

@@ -48,6 +48,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 import pymongo
@@ -76,13 +77,14 @@ ADOPT_PAGE = 1000  # groups adopted per tick by the leader's sweep; the rest at 
 # The rule for a membership whose owner is not known to be dead (see "Owners" below).
 SETTLE_AFTER_SECONDS = 30.0
 # Owners (issue 14): a membership names the process that inserted it (``owner``). An uncounted
-# membership of this process whose slice is no longer running here (it failed between steps 1
-# and 2) is dropped at once; one of another process waits SETTLE_AFTER_SECONDS as before (a
-# live process's slice may still count it: only time tells). That wait no longer holds the
-# pool's lane: a slice that meets an uncounted membership leaves that file out (``UNSETTLED``)
-# and groups the rest; only the delivery of that file waits, outside the slice (grouping.py).
-# Before, in the replica kill test, a SIGKILLed replica's leftover held 47 files of its pool for
-# 30 s behind one redelivery, and their windows closed without them (late).
+# membership of a slice this process knows failed before its counters moved is dropped at once;
+# one of another process waits SETTLE_AFTER_SECONDS as before (a live process's slice may still
+# count it: only time tells). That wait no longer holds the pool's lane: a slice that meets an
+# uncounted membership leaves that file out (``UNSETTLED``) and groups the rest; only the
+# delivery of that file waits, outside the slice (grouping.py). Before, in the replica kill test,
+# a SIGKILLed replica's leftover held 47 files of its pool for 30 s behind one redelivery, and
+# their windows closed without them (late).
+FAILED_SLICES_KEPT = 4096  # this process's failed slices remembered (see "Owners"); older ones wait the settle time
 SETTLE_POLL_SECONDS = 0.1  # how often a redelivery waiting on an uncounted slice looks again
 # Memberships per insert_many (step 1 of a slice). secantusdb (the tests' and bench's MongoDB-wire
 # server) runs inserts into one collection one at a time: another pool's one-file slice waited
@@ -238,10 +240,12 @@ class MongoGroupStore:
         self.fences = db["fences"]
         # This process, as the owner of the memberships it inserts (see "Owners").
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        # Slices of this process between their first insert and their end (add_files), by id:
-        # at most one per running slice (bounded by the grouping threads).
-        self._running: set[str] = set()
-        self._running_lock = threading.Lock()
+        # Slices of this process that ended with an error before their counters moved (add_files),
+        # by id, oldest dropped past FAILED_SLICES_KEPT: their uncounted memberships are leftovers
+        # nobody will count. Only a slice known to have failed here counts: one merely absent
+        # from a list of running slices may have started a moment later (review).
+        self._failed: OrderedDict[str, None] = OrderedDict()
+        self._failed_lock = threading.Lock()
         # Numbering results in this process takes turns per pool (assign_seq): SEQ_LOCKS stripes,
         # a pool's always the same one; bounded whatever the number of pools.
         self._seq_locks = [threading.Lock() for _ in range(SEQ_LOCKS)]
@@ -324,13 +328,12 @@ class MongoGroupStore:
         """One look: (memberships, file ids whose slice is neither counted nor known to be abandoned)."""
         if not file_ids:
             return {}, []
-        # Which of this process's slices run, read before the memberships and their slices: a
-        # slice that ends after this snapshot is seen recorded (or pending) below, never dropped.
-        with self._running_lock:
-            running = set(self._running)
         docs = list(self.files.find({"_id": {"$in": list(file_ids)}, "pool_id": pool_id},
                                     {"group_id": 1, "late": 1, "slice": 1, "at": 1, "owner": 1}))
         recorded = self._recorded({d.get("slice") for d in docs})
+        with self._failed_lock:  # after the reads: a slice fails before it is listed, never after
+            failed = {d.get("slice") for d in docs
+                      if d.get("owner") == self.instance and d.get("slice") in self._failed}
         found: dict[str, dict] = {}
         unsettled: list[str] = []
         for doc in docs:
@@ -342,8 +345,7 @@ class MongoGroupStore:
                 self._settle(doc["group_id"], sid)  # step 2 happened: counted, record it
                 recorded.add(sid)
                 found[doc["_id"]] = member
-            elif not (doc.get("owner") == self.instance and sid not in running) \
-                    and now - float(doc.get("at") or 0) < SETTLE_AFTER_SECONDS:
+            elif sid not in failed and now - float(doc.get("at") or 0) < SETTLE_AFTER_SECONDS:
                 unsettled.append(doc["_id"])  # in flight elsewhere, or its consumer died: wait and see
             else:
                 log.info("leftover_membership_dropped", extra={"file_id": doc["_id"], "group_id": doc["group_id"],
@@ -397,24 +399,28 @@ class MongoGroupStore:
             entries = [e for e in entries if e["file_id"] not in present]
         docs = sorted(({**e, "_id": e["file_id"], "group_id": gid, "pool_id": pool_id, "slice": sid, "at": now,
                         "owner": self.instance} for e in entries), key=lambda d: d["_id"])
-        with self._running_lock:
-            self._running.add(sid)
+        counting = False
         try:
             present.update(self._insert_memberships(pool_id, docs, now))
             entries = [e for e in entries if e["file_id"] not in present]
             if not entries:
                 return ADDED, self.get(gid), present
+            counting = True  # from here the group's pending list tells whether the counters moved
             group = self._count_in(gid, sid, pool_id, window, close_grace_seconds, min_contributors, entries, now)
             if group is None:
                 self.files.delete_many({"slice": sid})
                 return CLOSED, self.get(gid), {}
             self._settle(gid, sid)
             return ADDED, group, present
-        finally:
-            # From here this slice's memberships, if uncounted (it failed between steps 1 and 2),
-            # are a leftover to this process's next look, not a slice in flight.
-            with self._running_lock:
-                self._running.discard(sid)
+        except BaseException:
+            if not counting:
+                # Its memberships, if any were inserted, will never be counted: a leftover to
+                # this process's next look (its redelivery), dropped at once (see "Owners").
+                with self._failed_lock:
+                    self._failed[sid] = None
+                    while len(self._failed) > FAILED_SLICES_KEPT:
+                        self._failed.popitem(last=False)
+            raise
 
     def _insert_memberships(self, pool_id: str, docs: list[dict[str, Any]], now: float) -> dict[str, dict]:
         """Step 1: insert the slice's memberships (sorted by file id), except files grouped before;

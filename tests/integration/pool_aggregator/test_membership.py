@@ -221,18 +221,30 @@ def test_a_killed_replicas_leftover_holds_only_its_own_file_not_the_pools_slice(
 
 
 def test_a_leftover_of_this_process_is_dropped_at_once(rig: Rig, monkeypatch) -> None:
-    """This process's slice failed between steps 1 and 2 (it is no longer running here): its
+    """This process's slice failed between steps 1 and 2 (its counters never moved): its
     redelivery does not wait SETTLE_AFTER_SECONDS for what will never be counted."""
     import time
+
+    import pytest
 
     start = _start(rig)
     gid = core.group_id(POOL, start)
     rig.handle(rig.stored("f1", ts=start + 1))
-    _member(rig, "f2", gid, "failed-slice", start + 2, age=0)
-    rig.store.files.update_one({"_id": "f2"}, {"$set": {"owner": rig.store.instance}})
+    real_insert, calls = rig.store._insert_memberships, []
+
+    def inserted_then_fails_once(*args, **kwargs):
+        present = real_insert(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("MongoDB went away between the memberships and the counters")
+        return present
+
+    monkeypatch.setattr(rig.store, "_insert_memberships", inserted_then_fails_once)
+    with pytest.raises(ConnectionError):
+        rig.handle(rig.stored("f2", ts=start + 2))
+    assert rig.store.files.find_one({"_id": "f2"})["owner"] == rig.store.instance, "its leftover"
     began = time.monotonic()
-    rig.handle(rig.stored("f2", ts=start + 2))
+    rig.handle(rig.stored("f2", ts=start + 2))  # the redelivery
     assert time.monotonic() - began < store_module.SETTLE_AFTER_SECONDS / 3
     raw = rig.store.groups.find_one({"_id": gid})
     assert (raw["file_count"], raw["pending"]) == (2, [])
-    assert rig.store.files.find_one({"_id": "f2"})["slice"] != "failed-slice"

@@ -203,7 +203,8 @@ def test_the_runtime_starts_the_trail_and_its_stop_flushes_it_last() -> None:
     class App:
         extensions = {"runtime": Runtime(services=[service], audit=trail)}
 
-    stop = runtime_start(App(), "amqp://guest:guest@127.0.0.1:1/%2F")  # no consumers: never connects
+    # no consumers: never connects; no SIGTERM handler in the test process
+    stop = runtime_start(App(), "amqp://guest:guest@127.0.0.1:1/%2F", sigterm=False)
     trail.record("downloaded", actor="7")
     assert broker.published == [], "started by the runtime: buffered"
     stop()

@@ -14,6 +14,7 @@ def _stored(deps, **kwargs):
     msg = command(deps, b"0123456789", **kwargs)
     storing.store_upload(deps, msg)
     deps.broker.published.clear()
+    deps.auth.pools["p1"] = {"pool_id": "p1"}  # auth knows the pool (after the store: its backend is the default)
     return msg
 
 
@@ -84,3 +85,25 @@ def test_of_two_passes_at_once_one_announces(deps) -> None:
     index.reschedule_regroup = the_other_replica_first
     assert regrouping.regroup_pass(deps) == 0 and deps.broker.of_type(FileStored) == []
     assert index.record("u1")["regroups"] == 1, "counted once, by the replica that announced"
+
+
+def test_a_file_of_a_pool_deleted_since_is_given_up_quietly(deps) -> None:
+    """pool_aggregator drops a deleted pool's files unanswered: no announcement, no alert."""
+    _stored(deps)
+    del deps.auth.pools["p1"]
+    deps.clock.advance(deps.settings.regroup_after_seconds)
+    assert regrouping.regroup_pass(deps) == 0 and deps.broker.of_type(FileStored) == []
+    assert "regroup_at" not in deps.index.record("u1")
+    assert deps.metrics.never_grouped._value.get() == 0
+
+
+def test_during_a_rolling_upgrade_it_is_announced_on_the_unsharded_key(deps) -> None:
+    """ANNOUNCE_BATCHES=false: a pool_aggregator older than the shards consumes only the legacy key."""
+    import dataclasses
+
+    deps = dataclasses.replace(deps, settings=dataclasses.replace(deps.settings, announce_batches=False))
+    _stored(deps)
+    deps.broker.published.clear()
+    deps.clock.advance(deps.settings.regroup_after_seconds)
+    assert regrouping.regroup_pass(deps) == 1
+    assert [p.routing_key for p in deps.broker.published] == ["file.stored"]
