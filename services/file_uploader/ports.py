@@ -84,6 +84,20 @@ class UploadCache(Protocol):
         ``written`` (chunk ``index`` exists already) or ``moved`` (the tail is not ``at`` bytes long)."""
         ...
 
+    def seal_tail(self, file_id: str, index: int, data: bytes, writer: str, at: int, *, owner_id: str,
+                  max_owner_bytes: int = 0) -> str:
+        """Append ``data`` to the ``at``-byte tail of chunk ``index`` and make the whole the chunk
+        (the tail is gone after): ``ok``, or as ``append_tail`` plus ``complete`` (the session is
+        no longer uploading) and ``full`` (as ``put_chunk``: the owner's cached bytes)."""
+        ...
+
+    def tus_begin(self, file_id: str, owner_id: str, writer: str) -> tuple[str, dict[str, Any] | None, int, int]:
+        """A tus PATCH's start in one step: ``(outcome, session, written chunks from the start, tail
+        length)``. ``ok``: ``owner_id``'s upload, uploading, slot and quota reservation in place; the
+        writer lock is taken and every key's expiry renewed. ``locked``: another writer holds the
+        lock (the session is given; nothing renewed). ``slow``: anything else, nothing done."""
+        ...
+
     def drop_tail(self, file_id: str, index: int) -> None: ...
 
     def touch(self, file_id: str, chunk_count: int, ttl: int) -> None: ...

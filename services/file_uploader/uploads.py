@@ -56,26 +56,35 @@ class StreamingHashes:
 
     In-process and bounded (LRU): a state that is missing (another process took
     the upload over, or it was evicted) or behind (chunks came out of order) is
-    finished at completion from the chunks in Redis.
+    finished at completion from the chunks in Redis. The tus door advances it by
+    parts of a chunk (``advance_part``: each PATCH's bytes once Redis kept them), so
+    a state may stand inside chunk ``next_index`` (``part`` bytes of it hashed);
+    one that is still inside a chunk at completion is not used (hashed again from
+    the start), since a chunk boundary is where completion can go on from Redis.
     """
 
     def __init__(self, capacity: int = 10_000) -> None:
         self.capacity = capacity
         self._lock = threading.Lock()
-        self._states: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._states: OrderedDict[str, tuple[Any, int, int]] = OrderedDict()  # id -> (hasher, next_index, part)
 
     def advance(self, upload_id: str, index: int, data: bytes) -> None:
+        self.advance_part(upload_id, index, 0, data, len(data))
+
+    def advance_part(self, upload_id: str, index: int, at: int, data: bytes, chunk_length: int) -> None:
+        """``data`` is chunk ``index``'s bytes from ``at`` on; the chunk is ``chunk_length`` long."""
         with self._lock:
             state = self._states.get(upload_id)
             if state is None:
-                if index != 0:
+                if index != 0 or at != 0:
                     return
-                state = (hashlib.sha256(), 0)
-            hasher, expected = state
-            if index != expected:
+                state = (hashlib.sha256(), 0, 0)
+            hasher, expected, part = state
+            if index != expected or at != part:
                 return  # a rewrite of an earlier chunk, or out of order: completion catches up
             hasher.update(data)
-            self._states[upload_id] = (hasher, expected + 1)
+            part += len(data)
+            self._states[upload_id] = (hasher, expected + 1, 0) if part >= chunk_length else (hasher, expected, part)
             self._states.move_to_end(upload_id)
             while len(self._states) > self.capacity:
                 self._states.popitem(last=False)
@@ -84,14 +93,14 @@ class StreamingHashes:
         """The state to finish (removed from the table): ``(hasher, next_index)``."""
         with self._lock:
             state = self._states.pop(upload_id, None)
-        if state is None:
+        if state is None or state[2]:
             return hashlib.sha256(), 0
-        hasher, index = state
+        hasher, index, _ = state
         return hasher.copy(), index
 
     def restore(self, upload_id: str, hasher: Any, index: int) -> None:
         with self._lock:
-            self._states[upload_id] = (hasher, index)
+            self._states[upload_id] = (hasher, index, 0)
 
     def forget(self, upload_id: str) -> None:
         with self._lock:
@@ -193,6 +202,11 @@ class UploadService:
         quota = self.settings.user_quota_bytes
         return ApiError(413, "quota_exceeded", f"this upload would pass your storage quota of {quota} bytes",
                         quota=quota)
+
+    def budget_full(self) -> ApiError:
+        """A chunk refused by the owner's cached-bytes budget (MAX_CACHED_BYTES_PER_USER)."""
+        return self._overloaded(f"at most {self.settings.max_cached_bytes_per_user} bytes of your uploads may "
+                                "wait in the cache; try again once earlier uploads are stored")
 
     def check_load(self) -> None:
         reasons = self.load.reasons()
@@ -319,8 +333,7 @@ class UploadService:
         if outcome == "gone":
             raise ApiError(404, "not_found", "no such upload")
         if outcome == "full":
-            raise self._overloaded(f"at most {budget} bytes of your uploads may wait in the cache; "
-                                   "try again once earlier uploads are stored")
+            raise self.budget_full()
         if outcome == "different":
             raise errors.conflict(f"chunk {index} was already received with different bytes")
         if outcome == "new":
