@@ -107,6 +107,11 @@ class UploadCache(Protocol):
         The session records it as not yet published (``published`` "0", ``cached_at``, ``cached_sha256``)."""
         ...
 
+    def published(self, file_id: str, *, owner_id: str, sha256: str) -> None:
+        """The StoreUpload was confirmed: the session marked published (if it still exists), the
+        tombstone ``cached`` with ``sha256``, the owner's slot and reservation freed."""
+        ...
+
     def mark_published(self, file_id: str) -> None:
         """The StoreUpload of a cached upload is confirmed by the broker."""
         ...

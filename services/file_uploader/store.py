@@ -158,9 +158,25 @@ if redis.call('HGET', KEYS[1], 'status') == 'uploading' then
   if redis.call('HSETNX', KEYS[3], 'quota', ARGV[2]) == 1 then
     redis.call('HINCRBY', KEYS[2], 'stored', ARGV[2])
   end
+  redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
+  redis.call('EXPIRE', KEYS[4], ARGV[5])
+  redis.call('DEL', KEYS[5])
   return 1
 end
 return 0
+"""
+
+# After the StoreUpload is confirmed, in one round trip (it was five): the session marked
+# published (only while it exists: HSET on an expired session would recreate it without a
+# TTL), the tombstone cached with the file's sha256, the owner's slot and reservation freed.
+# KEYS: session, status, owner slots, quota ledger. ARGV: upload id, sha256, status ttl.
+_PUBLISHED = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'published', '1') end
+redis.call('HSET', KEYS[2], 'status', 'cached', 'sha256', ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
+return 1
 """
 
 # uploading -> cancelled, atomically: a cancel racing the last chunk's completion either wins
@@ -406,6 +422,7 @@ class UploadStore:
         self._finish = client.register_script(_FINISH_ATTEMPT)
         self._append_tail = client.register_script(_APPEND_TAIL)
         self._seal_tail = client.register_script(_SEAL_TAIL)
+        self._published = client.register_script(_PUBLISHED)
         self._tus_begin = client.register_script(_TUS_BEGIN)
 
     # --- keys --------------------------------------------------------------
@@ -620,29 +637,27 @@ class UploadStore:
         self.r.delete(self._tail(file_id, index))
 
     def touch(self, file_id: str, chunk_count: int, ttl: int) -> None:
-        """Give every key of the upload ``ttl`` more seconds (resume, completion)."""
-        for start in range(0, chunk_count, 1000):
+        """Give every key of the upload ``ttl`` more seconds (resume, completion): one round trip
+        per 1000 keys (a pipeline's commands are bounded so)."""
+        commands = [(self.chunk_key(file_id, i), ttl) for i in range(chunk_count)]
+        commands += [(self.cache_key(file_id), ttl), (self._received(file_id), ttl),
+                     (self._status(file_id), max(ttl, self.status_ttl))]
+        for start in range(0, len(commands), 1000):
             pipe = self.r.pipeline(transaction=False)
-            for i in range(start, min(chunk_count, start + 1000)):
-                pipe.expire(self.chunk_key(file_id, i), ttl)
+            for key, seconds in commands[start:start + 1000]:
+                pipe.expire(key, seconds)
             pipe.execute()
-        pipe = self.r.pipeline(transaction=False)
-        for key in (self.cache_key(file_id), self._received(file_id)):
-            pipe.expire(key, ttl)
-        pipe.expire(self._status(file_id), max(ttl, self.status_ttl))
-        pipe.execute()
 
     # --- completion and removal ----------------------------------------------
     def mark_cached(self, file_id: str, size: int, *, owner_id: str, sha256: str = "", now: float = 0.0) -> bool:
-        if not self._mark_cached(keys=[self.cache_key(file_id), self._quota(owner_id), self._status(file_id)],
-                                 args=[file_id, size, now or time.time(), sha256]):
-            return False
-        pipe = self.r.pipeline(transaction=False)
-        pipe.hset(self._pending, file_id, size)
-        pipe.expire(self._pending, self.cached_ttl)
-        pipe.delete(self._writer(file_id))
-        pipe.execute()
-        return True
+        # One script: the transition, the quota, the pending bytes and the lock's removal.
+        return bool(self._mark_cached(keys=[self.cache_key(file_id), self._quota(owner_id), self._status(file_id),
+                                            self._pending, self._writer(file_id)],
+                                      args=[file_id, size, now or time.time(), sha256, self.cached_ttl]))
+
+    def published(self, file_id: str, *, owner_id: str, sha256: str) -> None:
+        self._published(keys=[self.cache_key(file_id), self._status(file_id), self._owner(owner_id),
+                              self._quota(owner_id)], args=[file_id, sha256, self.status_ttl])
 
     def mark_published(self, file_id: str) -> None:
         # HSET on an expired session would recreate it without a TTL: only if it still exists.

@@ -222,7 +222,7 @@ class TusUploads:
             if new_offset == size:
                 # The last byte: the same completion as complete-upload (StoreUpload, file-status
                 # cached); it lets the writer lock go itself.
-                self.uploads.complete(file_id, owner_id=identity.user_id, writer=writer)
+                self.uploads.complete(file_id, owner_id=identity.user_id, writer=writer, written=session)
                 completed = True
                 return TusState(size, size, None)
             return TusState(new_offset, size, time.time() + self.settings.upload_ttl_seconds)

@@ -279,6 +279,11 @@ class FakeUploadCache:
             ledger["stored"] = ledger.get("stored", 0) + size
         return True
 
+    def published(self, file_id: str, *, owner_id: str, sha256: str) -> None:
+        self.mark_published(file_id)
+        self.set_status(file_id, CACHED, sha256=sha256)
+        self.free_slot(owner_id, file_id)
+
     def mark_published(self, file_id: str) -> None:
         upload = self.uploads.get(file_id)
         if upload is not None:

@@ -80,3 +80,15 @@ def test_a_patch_costs_a_few_round_trips_and_never_reads_its_tail_back(uploader)
     assert len(trips) <= 4, trips
     tail_reads = [c for trip in trips for c in trip if c[0] in (b"GET", b"GETRANGE") and b":tail:" in c[1]]
     assert tail_reads == []
+
+
+def test_a_one_patch_file_completes_in_a_few_round_trips(uploader) -> None:
+    """A small file's PATCH: begin, the chunk, then completion (expiries, the transition, and after
+    the StoreUpload's confirm the published/tombstone/slot update) -- it was about 24."""
+    response = uploader.post("/files/", headers={**V, "Upload-Length": "5000",
+                                                 "Upload-Metadata": "filename ZGF0YS5iaW4="})
+    file_id = response.headers["Location"].rsplit("/", 1)[1]
+    uploader.application.extensions["deps"].uploads.load.interval = 3600
+    trips = patch(uploader, file_id, 0, b"DATA" + b"x" * 4996)
+    assert len(trips) <= 6, trips
+    assert uploader.head(f"/files/{file_id}", headers=V).headers["Upload-Offset"] == "5000"
