@@ -57,6 +57,10 @@ class UploadCache(Protocol):
 
     def release_writer(self, file_id: str, writer: str) -> bool: ...
 
+    def hand_over(self, file_id: str, writer: str, **fields: Any) -> None:
+        """``release_writer`` and ``fields`` added to the status tombstone, at once."""
+        ...
+
     def writer(self, file_id: str) -> str | None: ...
 
     def put_chunk(self, file_id: str, index: int, data: bytes, *, owner_id: str, max_owner_bytes: int = 0) -> str:

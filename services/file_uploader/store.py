@@ -136,6 +136,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# (A script, not a pipeline: redis-py asks SCRIPT EXISTS before every pipeline holding one.)
+_HAND_OVER = """
+if #ARGV > 2 then
+  redis.call('HSET', KEYS[2], unpack(ARGV, 3))
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+""" + _RELEASE
+
 # uploading -> cached exactly once: a repeated complete-upload finds 'cached' and
 # publishes nothing.
 # The transition also moves the upload's bytes in the owner's quota ledger (KEYS[2])
@@ -423,6 +431,7 @@ class UploadStore:
         self._append_tail = client.register_script(_APPEND_TAIL)
         self._seal_tail = client.register_script(_SEAL_TAIL)
         self._published = client.register_script(_PUBLISHED)
+        self._hand_over = client.register_script(_HAND_OVER)
         self._tus_begin = client.register_script(_TUS_BEGIN)
 
     # --- keys --------------------------------------------------------------
@@ -574,6 +583,12 @@ class UploadStore:
 
     def release_writer(self, file_id: str, writer: str) -> bool:
         return bool(self._release(keys=[self._writer(file_id)], args=[writer]))
+
+    def hand_over(self, file_id: str, writer: str, **fields: Any) -> None:
+        """The creator's writer lock let go and ``fields`` added to the tombstone, one round trip
+        (the tus door's creation: each PATCH takes the lock for itself)."""
+        flat = [str(x) for pair in fields.items() for x in pair]
+        self._hand_over(keys=[self._writer(file_id), self._status(file_id)], args=[writer, self.status_ttl, *flat])
 
     def writer(self, file_id: str) -> str | None:
         value = self.r.get(self._writer(file_id))

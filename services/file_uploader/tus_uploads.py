@@ -131,10 +131,9 @@ class TusUploads:
         body, _ = self.uploads.start({**payload, "file_id": None}, owner_id=identity.user_id,
                                      owner_name=identity.user_name, writer=writer)
         file_id = str(body["file_id"])
-        # The tombstone remembers the length: HEAD answers a finished upload after its bytes are stored.
-        self.store.set_status(file_id, UPLOADING, size=length)
-        # The creation's own lock is let go at once: each PATCH takes it for itself.
-        self.store.release_writer(file_id, writer)
+        # The tombstone remembers the length (HEAD answers a finished upload after its bytes are
+        # stored), and the creation's own lock is let go at once: each PATCH takes it for itself.
+        self.store.hand_over(file_id, writer, size=length)
         return file_id
 
     def fresh(self, length: int) -> TusState:

@@ -128,6 +128,10 @@ class FakeUploadCache:
             return True
         return False
 
+    def hand_over(self, file_id: str, writer: str, **fields: Any) -> None:
+        self.tombs.setdefault(file_id, {}).update({k: str(v) for k, v in fields.items()})
+        self.release_writer(file_id, writer)
+
     def writer(self, file_id: str) -> str | None:
         return self.writers.get(file_id)
 

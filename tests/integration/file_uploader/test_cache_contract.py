@@ -306,3 +306,13 @@ def test_sealing_a_tail_makes_the_chunk(cache) -> None:
     assert cache.seal_tail(fid, 2, b"ij", "w1", 0, owner_id="7") == "complete"
     cache.drop(fid, 3, "7")
     assert cache.seal_tail(fid, 2, b"ij", "w1", 0, owner_id="7") == "gone"
+
+
+def test_hand_over_lets_the_lock_go_and_tells_the_tombstone(cache) -> None:
+    p = plan(size=10)
+    cache.create(p, "w1")
+    cache.hand_over(p.upload_id, "other", size=10)  # not the holder: the lock stays
+    assert cache.writer(p.upload_id) == "w1" and cache.status(p.upload_id)["size"] == "10"
+    cache.hand_over(p.upload_id, "w1", size=10)
+    assert cache.writer(p.upload_id) is None
+    assert cache.status(p.upload_id)["status"] == "uploading"

@@ -85,10 +85,14 @@ def test_a_patch_costs_a_few_round_trips_and_never_reads_its_tail_back(uploader)
 def test_a_one_patch_file_completes_in_a_few_round_trips(uploader) -> None:
     """A small file's PATCH: begin, the chunk, then completion (expiries, the transition, and after
     the StoreUpload's confirm the published/tombstone/slot update) -- it was about 24."""
+    uploader.post("/files/", headers={**V, "Upload-Length": "5000", "Upload-Metadata": "filename ZGF0YS5iaW4="})
+    uploader.application.extensions["deps"].uploads.load.interval = 3600  # measured once, by that creation
+    CountingConnection.sent = []
     response = uploader.post("/files/", headers={**V, "Upload-Length": "5000",
                                                  "Upload-Metadata": "filename ZGF0YS5iaW4="})
+    assert response.status_code == 201
+    assert len(CountingConnection.sent) <= 4  # slot, quota, the session, the lock handed over
     file_id = response.headers["Location"].rsplit("/", 1)[1]
-    uploader.application.extensions["deps"].uploads.load.interval = 3600
     trips = patch(uploader, file_id, 0, b"DATA" + b"x" * 4996)
     assert len(trips) <= 6, trips
     assert uploader.head(f"/files/{file_id}", headers=V).headers["Upload-Offset"] == "5000"
