@@ -1,15 +1,21 @@
 """The tus door's use cases: create, offset, append (PATCH), terminate -- on top of ``UploadService``.
 
 A tus upload IS a chunked upload: creation is ``UploadService.start`` (same checks,
-limits, quota, slots), every whole chunk goes through ``UploadService.write_chunk``
+limits, quota, slots), every chunk gets the checks of ``UploadService.write_chunk``
 (content sniffing, overload and per-user byte budgets, streaming sha256) and the last
-byte through ``UploadService.complete`` (the StoreUpload and the ``file-status``
+byte goes through ``UploadService.complete`` (the StoreUpload and the ``file-status``
 events). What tus adds is byte offsets: a client picks its own PATCH sizes, so a
 PATCH may end mid-chunk. Those bytes -- less than one chunk -- are appended in Redis
 to the upload's *tail* of that chunk (``store.append_tail``: each PATCH sends only
-its new bytes), and the PATCH that completes the chunk, on any replica, reads the
-tail once, writes the whole chunk and drops the tail. The offset is derived from
-Redis alone: ``written chunks from the start * chunk_size + STRLEN(tail of the next)``.
+its new bytes), and the PATCH that completes the chunk, on any replica, appends its
+bytes and turns the tail into the chunk in Redis (``store.seal_tail``: the tail is
+never read back). The offset is derived from Redis alone: ``written chunks from the
+start * chunk_size + STRLEN(tail of the next)``.
+
+Round trips: a PATCH starts with one script (``store.tus_begin``: session, writer lock,
+slot and quota in place, every key's expiry renewed, the offset; anything unusual takes
+the general path, ``resume``), then one append or seal per chunk it touches, then the
+lock's release (or, for the last byte, the completion, told the session it holds).
 
 Concurrency: a PATCH holds the upload's writer lock (the same lock a socket writer
 holds) for its whole length; another PATCH meanwhile gets 423, which tus clients retry.
