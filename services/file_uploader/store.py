@@ -62,6 +62,44 @@ redis.call('EXPIRE', KEYS[1], ARGV[6])
 return 1
 """
 
+# An upload's start in one round trip (it was three): the slot (as _OPEN_UPLOAD), the quota
+# reservation (as _RESERVE; a refusal gives the slot back), then the session hash, the writer
+# lock (none when ARGV[9] is empty: the tus door's creation, whose PATCHes take it each) and
+# the tombstone. KEYS: owner slots, quota ledger, session, writer lock, status. ARGV: now,
+# grace, session prefix, upload id, limit, owner-slots ttl, size, quota, writer, lock seconds,
+# upload ttl, status ttl, 2 x the session's field count, the session's fields and values,
+# then the tombstone's. Bounded loops: the slots and the ledger hold at most the per-user
+# limit's count of members (see _PRUNE_SLOTS and _RESERVE).
+_START_UPLOAD = _PRUNE_SLOTS + """
+if not redis.call('ZSCORE', KEYS[1], ARGV[4]) then
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then return 'slots' end
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+for _, id in ipairs(redis.call('HKEYS', KEYS[2])) do
+  if id ~= 'stored' and not redis.call('ZSCORE', KEYS[1], id) then redis.call('HDEL', KEYS[2], id) end
+end
+if redis.call('HEXISTS', KEYS[2], ARGV[4]) == 0 then
+  local quota = tonumber(ARGV[8])
+  if quota > 0 then
+    local used = 0
+    for _, v in ipairs(redis.call('HVALS', KEYS[2])) do used = used + tonumber(v) end
+    if used + tonumber(ARGV[7]) > quota then
+      redis.call('ZREM', KEYS[1], ARGV[4])
+      return 'quota'
+    end
+  end
+  redis.call('HSET', KEYS[2], ARGV[4], ARGV[7])
+end
+local n = tonumber(ARGV[13])
+redis.call('HSET', KEYS[3], unpack(ARGV, 14, 13 + n))
+redis.call('EXPIRE', KEYS[3], ARGV[11])
+if ARGV[9] ~= '' then redis.call('SET', KEYS[4], ARGV[9], 'EX', ARGV[10]) end
+redis.call('HSET', KEYS[5], unpack(ARGV, 14 + n))
+redis.call('EXPIRE', KEYS[5], ARGV[12])
+return 'ok'
+"""
+
 _PRUNE_OWNER = _PRUNE_SLOTS + """
 return pruned
 """
@@ -135,14 +173,6 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-
-# (A script, not a pipeline: redis-py asks SCRIPT EXISTS before every pipeline holding one.)
-_HAND_OVER = """
-if #ARGV > 2 then
-  redis.call('HSET', KEYS[2], unpack(ARGV, 3))
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
-end
-""" + _RELEASE
 
 # uploading -> cached exactly once: a repeated complete-upload finds 'cached' and
 # publishes nothing.
@@ -431,7 +461,7 @@ class UploadStore:
         self._append_tail = client.register_script(_APPEND_TAIL)
         self._seal_tail = client.register_script(_SEAL_TAIL)
         self._published = client.register_script(_PUBLISHED)
-        self._hand_over = client.register_script(_HAND_OVER)
+        self._start = client.register_script(_START_UPLOAD)
         self._tus_begin = client.register_script(_TUS_BEGIN)
 
     # --- keys --------------------------------------------------------------
@@ -504,9 +534,9 @@ class UploadStore:
         pipe.hdel(self._quota(owner_id), upload_id)
         pipe.execute()
 
-    def create(self, plan: UploadPlan, writer: str) -> None:
-        key = self.cache_key(plan.upload_id)
-        fields = {
+    @staticmethod
+    def _session_fields(plan: UploadPlan) -> dict[str, Any]:
+        return {
             "upload_id": plan.upload_id, "owner_id": plan.owner_id, "owner_name": plan.owner_name,
             "file_name": plan.file_name, "size": plan.size, "content_type": plan.content_type,
             "sha256": plan.sha256 or "", "pool_id": plan.pool_id or "", "timestamp": plan.timestamp,
@@ -515,15 +545,34 @@ class UploadStore:
             "chunk_count": plan.chunk_count, "created": plan.created, "status": UPLOADING,
             "updated": time.time(),
         }
+
+    @staticmethod
+    def _tomb_fields(plan: UploadPlan) -> dict[str, Any]:
+        return {"owner_id": plan.owner_id, "status": UPLOADING, "pool_id": plan.pool_id or "",
+                "file_name": plan.file_name}
+
+    def create(self, plan: UploadPlan, writer: str) -> None:
+        key = self.cache_key(plan.upload_id)
         pipe = self.r.pipeline(transaction=True)
-        pipe.hset(key, mapping=fields)
+        pipe.hset(key, mapping=self._session_fields(plan))
         pipe.expire(key, self.upload_ttl)
         pipe.set(self._writer(plan.upload_id), writer, ex=self.lock_seconds)
-        pipe.hset(self._status(plan.upload_id), mapping={"owner_id": plan.owner_id, "status": UPLOADING,
-                                                         "pool_id": plan.pool_id or "",
-                                                         "file_name": plan.file_name})
+        pipe.hset(self._status(plan.upload_id), mapping=self._tomb_fields(plan))
         pipe.expire(self._status(plan.upload_id), self.status_ttl)
         pipe.execute()
+
+    def start_upload(self, plan: UploadPlan, writer: str | None, *, limit: int, quota: int,
+                     tomb: dict[str, Any] | None = None) -> str:
+        """``open_slot``, ``reserve`` and ``create`` in one script (``_START_UPLOAD``): ``ok``,
+        ``slots`` (the owner has ``limit`` unfinished uploads) or ``quota`` (nothing kept)."""
+        session = [str(x) for pair in self._session_fields(plan).items() for x in pair]
+        tombstone = [str(x) for pair in {**self._tomb_fields(plan), **(tomb or {})}.items() for x in pair]
+        return _text(self._start(
+            keys=[self._owner(plan.owner_id), self._quota(plan.owner_id), self.cache_key(plan.upload_id),
+                  self._writer(plan.upload_id), self._status(plan.upload_id)],
+            args=[time.time(), self.start_grace, uploadkeys.session_prefix(self.prefix), plan.upload_id, limit,
+                  self._owner_ttl, plan.size, quota, writer or "", self.lock_seconds, self.upload_ttl,
+                  self.status_ttl, len(session), *session, *tombstone]))
 
     def session(self, file_id: str) -> dict[str, Any] | None:
         raw = self.r.hgetall(self.cache_key(file_id))
@@ -583,12 +632,6 @@ class UploadStore:
 
     def release_writer(self, file_id: str, writer: str) -> bool:
         return bool(self._release(keys=[self._writer(file_id)], args=[writer]))
-
-    def hand_over(self, file_id: str, writer: str, **fields: Any) -> None:
-        """The creator's writer lock let go and ``fields`` added to the tombstone, one round trip
-        (the tus door's creation: each PATCH takes the lock for itself)."""
-        flat = [str(x) for pair in fields.items() for x in pair]
-        self._hand_over(keys=[self._writer(file_id), self._status(file_id)], args=[writer, self.status_ttl, *flat])
 
     def writer(self, file_id: str) -> str | None:
         value = self.r.get(self._writer(file_id))

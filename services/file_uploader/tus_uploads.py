@@ -133,14 +133,12 @@ class TusUploads:
         pool_id = payload.get("pool_id")
         if pool_id and not identity.can_contribute(str(pool_id)):
             raise errors.forbidden("you are not a contributor of this pool")
-        writer = f"tus-{uuid.uuid4().hex}"
+        # No lock is left held (each PATCH takes it for itself); the tombstone remembers the
+        # length (HEAD answers a finished upload after its bytes are stored). One round trip.
         body, _ = self.uploads.start({**payload, "file_id": None}, owner_id=identity.user_id,
-                                     owner_name=identity.user_name, writer=writer)
-        file_id = str(body["file_id"])
-        # The tombstone remembers the length (HEAD answers a finished upload after its bytes are
-        # stored), and the creation's own lock is let go at once: each PATCH takes it for itself.
-        self.store.hand_over(file_id, writer, size=length)
-        return file_id
+                                     owner_name=identity.user_name, writer=f"tus-{uuid.uuid4().hex}",
+                                     lock=False, tomb={"size": length})
+        return str(body["file_id"])
 
     def fresh(self, length: int) -> TusState:
         """A just-created upload: offset 0, expiring ``UPLOAD_TTL_SECONDS`` from now unless written."""

@@ -228,8 +228,10 @@ class UploadService:
         self.metrics.failed.labels(reason).inc()
 
     # --- start / resume --------------------------------------------------------
-    def start(self, payload: dict[str, Any], *, owner_id: str, owner_name: str,
-              writer: str) -> tuple[dict[str, Any], int]:
+    def start(self, payload: dict[str, Any], *, owner_id: str, owner_name: str, writer: str,
+              lock: bool = True, tomb: dict[str, Any] | None = None) -> tuple[dict[str, Any], int]:
+        """``lock`` False: the new upload is left unlocked (the tus door's creation: each PATCH
+        takes the lock for itself). ``tomb``: more fields for the status tombstone."""
         if not owner_id or not writer:
             raise errors.bad_request("owner_id and writer are required")
         if payload.get("file_id"):
@@ -244,12 +246,13 @@ class UploadService:
             # SPEC: an update older than its pool's max_late_seconds is refused, every item of a
             # batch included (a processor's result is stamped now: it has no such rule).
             core.check_not_late(plan, self.pools.max_late_seconds(plan.pool_id), now)
-        if not self.store.open_slot(plan.owner_id, upload_id, self.limits.max_uploads_per_user):
+        # The slot, the quota reservation and the session at once (one round trip).
+        outcome = self.store.start_upload(plan, writer if lock else None, limit=self.limits.max_uploads_per_user,
+                                          quota=self.settings.user_quota_bytes, tomb=tomb)
+        if outcome == "slots":
             raise self._overloaded(f"at most {self.limits.max_uploads_per_user} unfinished uploads per user")
-        if not self.store.reserve(plan.owner_id, upload_id, plan.size, self.settings.user_quota_bytes):
-            self.store.free_slot(plan.owner_id, upload_id)
+        if outcome == "quota":
             raise self._quota_exceeded()
-        self.store.create(plan, writer)
         self._prestore(plan)
         self.metrics.started.inc()
         self.audit.record("upload_started", actor=plan.owner_id, file_id=upload_id, pool_id=plan.pool_id,

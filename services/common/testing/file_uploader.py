@@ -95,6 +95,19 @@ class FakeUploadCache:
         self.tombs[plan.upload_id] = {"owner_id": plan.owner_id, "status": UPLOADING,
                                       "pool_id": plan.pool_id or "", "file_name": plan.file_name}
 
+    def start_upload(self, plan: Any, writer: str | None, *, limit: int, quota: int,
+                     tomb: dict[str, Any] | None = None) -> str:
+        if not self.open_slot(plan.owner_id, plan.upload_id, limit):
+            return "slots"
+        if not self.reserve(plan.owner_id, plan.upload_id, plan.size, quota):
+            self.free_slot(plan.owner_id, plan.upload_id)
+            return "quota"
+        self.create(plan, writer or "")
+        if writer is None:
+            self.writers.pop(plan.upload_id, None)
+        self.tombs[plan.upload_id].update({k: str(v) for k, v in (tomb or {}).items()})
+        return "ok"
+
     def session(self, file_id: str) -> dict[str, Any] | None:
         upload = self.uploads.get(file_id)
         return dict(upload.session) if upload else None
@@ -127,10 +140,6 @@ class FakeUploadCache:
             del self.writers[file_id]
             return True
         return False
-
-    def hand_over(self, file_id: str, writer: str, **fields: Any) -> None:
-        self.tombs.setdefault(file_id, {}).update({k: str(v) for k, v in fields.items()})
-        self.release_writer(file_id, writer)
 
     def writer(self, file_id: str) -> str | None:
         return self.writers.get(file_id)

@@ -308,11 +308,17 @@ def test_sealing_a_tail_makes_the_chunk(cache) -> None:
     assert cache.seal_tail(fid, 2, b"ij", "w1", 0, owner_id="7") == "gone"
 
 
-def test_hand_over_lets_the_lock_go_and_tells_the_tombstone(cache) -> None:
-    p = plan(size=10)
-    cache.create(p, "w1")
-    cache.hand_over(p.upload_id, "other", size=10)  # not the holder: the lock stays
-    assert cache.writer(p.upload_id) == "w1" and cache.status(p.upload_id)["size"] == "10"
-    cache.hand_over(p.upload_id, "w1", size=10)
-    assert cache.writer(p.upload_id) is None
-    assert cache.status(p.upload_id)["status"] == "uploading"
+
+def test_start_upload_opens_the_slot_reserves_and_creates_at_once(cache) -> None:
+    a, b, c = (plan(upload_id=n * 32, size=8) for n in "abc")
+    assert cache.start_upload(a, "w1", limit=2, quota=20) == "ok"
+    assert cache.writer(a.upload_id) == "w1" and cache.session(a.upload_id)["size"] == 8
+    assert cache.status(a.upload_id) == {"owner_id": "7", "status": "uploading", "pool_id": "p1",
+                                         "file_name": "a.bin"}
+    assert cache.start_upload(b, None, limit=2, quota=20, tomb={"size": 8}) == "ok"
+    assert cache.writer(b.upload_id) is None and cache.status(b.upload_id)["size"] == "8"
+    assert cache.committed_bytes("7") == 16
+    assert cache.start_upload(c, "w1", limit=2, quota=20) == "slots"
+    assert cache.start_upload(c, "w1", limit=3, quota=20) == "quota"  # 24 > 20: the slot given back
+    assert cache.session(c.upload_id) is None and cache.writer(c.upload_id) is None
+    assert cache.start_upload(plan(upload_id="d" * 32, size=8), "w1", limit=3, quota=0) == "ok"  # the slot was free
