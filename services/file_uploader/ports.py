@@ -43,6 +43,13 @@ class UploadCache(Protocol):
 
     def create(self, plan: UploadPlan, writer: str) -> None: ...
 
+    def start_upload(self, plan: UploadPlan, writer: str | None, *, limit: int, quota: int,
+                     tomb: dict[str, Any] | None = None) -> str:
+        """``open_slot`` (``limit``), ``reserve`` (``quota``) and ``create`` at once: ``ok``,
+        ``slots`` or ``quota`` (then nothing is kept). ``writer`` None: no lock is taken.
+        ``tomb``: more fields for the status tombstone."""
+        ...
+
     def session(self, file_id: str) -> dict[str, Any] | None: ...
 
     def status(self, file_id: str) -> dict[str, str] | None: ...
@@ -84,6 +91,20 @@ class UploadCache(Protocol):
         ``written`` (chunk ``index`` exists already) or ``moved`` (the tail is not ``at`` bytes long)."""
         ...
 
+    def seal_tail(self, file_id: str, index: int, data: bytes, writer: str, at: int, *, owner_id: str,
+                  max_owner_bytes: int = 0) -> str:
+        """Append ``data`` to the ``at``-byte tail of chunk ``index`` and make the whole the chunk
+        (the tail is gone after): ``ok``, or as ``append_tail`` plus ``complete`` (the session is
+        no longer uploading) and ``full`` (as ``put_chunk``: the owner's cached bytes)."""
+        ...
+
+    def tus_begin(self, file_id: str, owner_id: str, writer: str) -> tuple[str, dict[str, Any] | None, int, int]:
+        """A tus PATCH's start in one step: ``(outcome, session, written chunks from the start, tail
+        length)``. ``ok``: ``owner_id``'s upload, uploading, slot and quota reservation in place; the
+        writer lock is taken and every key's expiry renewed. ``locked``: another writer holds the
+        lock (the session is given; nothing renewed). ``slow``: anything else, nothing done."""
+        ...
+
     def drop_tail(self, file_id: str, index: int) -> None: ...
 
     def touch(self, file_id: str, chunk_count: int, ttl: int) -> None: ...
@@ -91,6 +112,11 @@ class UploadCache(Protocol):
     def mark_cached(self, file_id: str, size: int, *, owner_id: str, sha256: str = "", now: float = 0.0) -> bool:
         """``uploading -> cached`` once; the upload's bytes count as the owner's stored bytes.
         The session records it as not yet published (``published`` "0", ``cached_at``, ``cached_sha256``)."""
+        ...
+
+    def published(self, file_id: str, *, owner_id: str, sha256: str) -> None:
+        """The StoreUpload was confirmed: the session marked published (if it still exists), the
+        tombstone ``cached`` with ``sha256``, the owner's slot and reservation freed."""
         ...
 
     def mark_published(self, file_id: str) -> None:

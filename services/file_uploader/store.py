@@ -62,6 +62,44 @@ redis.call('EXPIRE', KEYS[1], ARGV[6])
 return 1
 """
 
+# An upload's start in one round trip (it was three): the slot (as _OPEN_UPLOAD), the quota
+# reservation (as _RESERVE; a refusal gives the slot back), then the session hash, the writer
+# lock (none when ARGV[9] is empty: the tus door's creation, whose PATCHes take it each) and
+# the tombstone. KEYS: owner slots, quota ledger, session, writer lock, status. ARGV: now,
+# grace, session prefix, upload id, limit, owner-slots ttl, size, quota, writer, lock seconds,
+# upload ttl, status ttl, 2 x the session's field count, the session's fields and values,
+# then the tombstone's. Bounded loops: the slots and the ledger hold at most the per-user
+# limit's count of members (see _PRUNE_SLOTS and _RESERVE).
+_START_UPLOAD = _PRUNE_SLOTS + """
+if not redis.call('ZSCORE', KEYS[1], ARGV[4]) then
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then return 'slots' end
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+for _, id in ipairs(redis.call('HKEYS', KEYS[2])) do
+  if id ~= 'stored' and not redis.call('ZSCORE', KEYS[1], id) then redis.call('HDEL', KEYS[2], id) end
+end
+if redis.call('HEXISTS', KEYS[2], ARGV[4]) == 0 then
+  local quota = tonumber(ARGV[8])
+  if quota > 0 then
+    local used = 0
+    for _, v in ipairs(redis.call('HVALS', KEYS[2])) do used = used + tonumber(v) end
+    if used + tonumber(ARGV[7]) > quota then
+      redis.call('ZREM', KEYS[1], ARGV[4])
+      return 'quota'
+    end
+  end
+  redis.call('HSET', KEYS[2], ARGV[4], ARGV[7])
+end
+local n = tonumber(ARGV[13])
+redis.call('HSET', KEYS[3], unpack(ARGV, 14, 13 + n))
+redis.call('EXPIRE', KEYS[3], ARGV[11])
+if ARGV[9] ~= '' then redis.call('SET', KEYS[4], ARGV[9], 'EX', ARGV[10]) end
+redis.call('HSET', KEYS[5], unpack(ARGV, 14 + n))
+redis.call('EXPIRE', KEYS[5], ARGV[12])
+return 'ok'
+"""
+
 _PRUNE_OWNER = _PRUNE_SLOTS + """
 return pruned
 """
@@ -158,9 +196,25 @@ if redis.call('HGET', KEYS[1], 'status') == 'uploading' then
   if redis.call('HSETNX', KEYS[3], 'quota', ARGV[2]) == 1 then
     redis.call('HINCRBY', KEYS[2], 'stored', ARGV[2])
   end
+  redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
+  redis.call('EXPIRE', KEYS[4], ARGV[5])
+  redis.call('DEL', KEYS[5])
   return 1
 end
 return 0
+"""
+
+# After the StoreUpload is confirmed, in one round trip (it was five): the session marked
+# published (only while it exists: HSET on an expired session would recreate it without a
+# TTL), the tombstone cached with the file's sha256, the owner's slot and reservation freed.
+# KEYS: session, status, owner slots, quota ledger. ARGV: upload id, sha256, status ttl.
+_PUBLISHED = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'published', '1') end
+redis.call('HSET', KEYS[2], 'status', 'cached', 'sha256', ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
+return 1
 """
 
 # uploading -> cancelled, atomically: a cancel racing the last chunk's completion either wins
@@ -267,9 +321,115 @@ redis.call('EXPIRE', KEYS[6], ARGV[6])
 return 'ok'
 """
 
+# The tus door's partial tail, sealed: the PATCH that completes chunk ``index`` appends its
+# bytes to the tail and RENAMEs the tail into the chunk key, in the same script and under the
+# same checks as ``_APPEND_TAIL`` plus the chunk's own (the session still uploading, the
+# chunk not written, the owner's cached-bytes budget as in ``_PUT_CHUNK``). The bytes already
+# in the tail never leave Redis: before, the completing PATCH read the tail back (up to a
+# chunk), joined it in Python and wrote the whole chunk (~3x a chunk's bytes through Redis
+# and the process per chunk; now the PATCH's own bytes only). A tail that is empty (a PATCH
+# that carries a whole chunk) is SET into the chunk key directly. Memory: an APPENDed string
+# may keep up to 1 MiB of Redis's growth slack (SDS preallocation) until the chunk is stored.
+# KEYS: tail, session, writer lock, chunk, received set, status, owner slots, owner bytes.
+_SEAL_TAIL = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 'gone' end
+if redis.call('HGET', KEYS[2], 'status') ~= 'uploading' then return 'complete' end
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 'locked' end
+if redis.call('EXISTS', KEYS[4]) == 1 then return 'written' end
+local at = tonumber(ARGV[3])
+if redis.call('STRLEN', KEYS[1]) ~= at then return 'moved' end
+local need = at + string.len(ARGV[2])
+local limit = tonumber(ARGV[7])
+local function total()
+  local sum = 0
+  for _, v in ipairs(redis.call('HVALS', KEYS[8])) do sum = sum + tonumber(v) end
+  return sum
+end
+if limit > 0 and (total() + need > limit or redis.call('HLEN', KEYS[8]) > tonumber(ARGV[11])) then
+  for _, id in ipairs(redis.call('HKEYS', KEYS[8])) do
+    if redis.call('EXISTS', ARGV[8] .. id) == 0 then redis.call('HDEL', KEYS[8], id) end
+  end
+  if total() + need > limit then return 'full' end
+end
+if at == 0 then
+  redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[4])
+else
+  redis.call('APPEND', KEYS[1], ARGV[2])
+  redis.call('RENAME', KEYS[1], KEYS[4])
+  redis.call('EXPIRE', KEYS[4], ARGV[4])
+end
+redis.call('HINCRBY', KEYS[8], ARGV[6], need)
+redis.call('EXPIRE', KEYS[8], ARGV[9])
+redis.call('SADD', KEYS[5], ARGV[12])
+redis.call('EXPIRE', KEYS[5], ARGV[4])
+redis.call('HSET', KEYS[2], 'updated', ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('EXPIRE', KEYS[6], ARGV[13])
+redis.call('EXPIRE', KEYS[7], ARGV[10])
+return 'ok'
+"""
+
+# Everything a tus PATCH checks and renews before its body, in one round trip (it was eight:
+# the session, the writer lock, the slot, the quota reservation, the expiry of every key, the
+# existing chunks, the tail's length). Only the common case is decided here: the caller's own
+# upload, still uploading, its slot and quota reservation in place. Anything else answers
+# 'slow' having changed nothing, and the caller takes the general path (``resume``), which
+# re-creates a lost slot or reservation and tells 404 from 410 and 409. The writer lock: free
+# or ours -> taken (a lock held by another request -> 'locked', nothing renewed). Then every
+# chunk key's expiry is renewed (bounded by chunk_count, MAX_FILE_SIZE / CHUNK_SIZE) and the
+# written chunks counted from the start: a tus upload writes them in order, so the first
+# missing index is where its tail lies.
+# KEYS: session, writer lock, status, owner slots, quota ledger, received set.
+# ARGV: owner id, writer, lock seconds, upload ttl, status ttl, owner-slots ttl, cache key, upload id.
+_TUS_BEGIN = """
+local s = redis.call('HGETALL', KEYS[1])
+if #s == 0 then return {'slow'} end
+local owner, status, count
+for i = 1, #s, 2 do
+  if s[i] == 'owner_id' then owner = s[i + 1]
+  elseif s[i] == 'status' then status = s[i + 1]
+  elseif s[i] == 'chunk_count' then count = tonumber(s[i + 1]) end
+end
+if owner ~= ARGV[1] or status ~= 'uploading' or not count then return {'slow'} end
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[2] then return {'locked', s} end
+if not redis.call('ZSCORE', KEYS[4], ARGV[8]) or redis.call('HEXISTS', KEYS[5], ARGV[8]) == 0 then
+  return {'slow'}
+end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+redis.call('EXPIRE', KEYS[4], ARGV[6])
+local done = -1
+for i = 0, count - 1 do
+  if redis.call('EXPIRE', ARGV[7] .. ':chunk:' .. i, ARGV[4]) == 0 and done < 0 then done = i end
+end
+if done < 0 then done = count end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[6], ARGV[4])
+redis.call('EXPIRE', KEYS[3], math.max(tonumber(ARGV[4]), tonumber(ARGV[5])))
+local tail = 0
+if done < count then
+  local key = ARGV[7] .. ':tail:' .. done
+  tail = redis.call('STRLEN', key)
+  if tail > 0 then redis.call('EXPIRE', key, ARGV[4]) end
+end
+return {'ok', s, done, tail}
+"""
+
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _session_doc(raw: dict[Any, Any]) -> dict[str, Any]:
+    """A session hash as the use cases read it (sizes as ints, items and metadata decoded)."""
+    doc: dict[str, Any] = {_text(k): _text(v) for k, v in raw.items()}
+    for name in ("size", "chunk_size", "chunk_count"):
+        doc[name] = int(doc.get(name, 0))
+    doc["items"] = json.loads(doc.get("items") or "[]")
+    doc["metadata"] = json.loads(doc.get("metadata") or "{}")
+    for name in ("sha256", "pool_id", "group_id"):
+        doc[name] = doc.get(name) or None
+    return doc
 
 
 class UploadStore:
@@ -299,6 +459,10 @@ class UploadStore:
         self._unclaim = client.register_script(_UNCLAIM_ATTEMPT)
         self._finish = client.register_script(_FINISH_ATTEMPT)
         self._append_tail = client.register_script(_APPEND_TAIL)
+        self._seal_tail = client.register_script(_SEAL_TAIL)
+        self._published = client.register_script(_PUBLISHED)
+        self._start = client.register_script(_START_UPLOAD)
+        self._tus_begin = client.register_script(_TUS_BEGIN)
 
     # --- keys --------------------------------------------------------------
     # The layout is shared with file_service_manager, so it is written in ``uploadkeys`` only.
@@ -370,9 +534,9 @@ class UploadStore:
         pipe.hdel(self._quota(owner_id), upload_id)
         pipe.execute()
 
-    def create(self, plan: UploadPlan, writer: str) -> None:
-        key = self.cache_key(plan.upload_id)
-        fields = {
+    @staticmethod
+    def _session_fields(plan: UploadPlan) -> dict[str, Any]:
+        return {
             "upload_id": plan.upload_id, "owner_id": plan.owner_id, "owner_name": plan.owner_name,
             "file_name": plan.file_name, "size": plan.size, "content_type": plan.content_type,
             "sha256": plan.sha256 or "", "pool_id": plan.pool_id or "", "timestamp": plan.timestamp,
@@ -381,28 +545,66 @@ class UploadStore:
             "chunk_count": plan.chunk_count, "created": plan.created, "status": UPLOADING,
             "updated": time.time(),
         }
+
+    @staticmethod
+    def _tomb_fields(plan: UploadPlan) -> dict[str, Any]:
+        return {"owner_id": plan.owner_id, "status": UPLOADING, "pool_id": plan.pool_id or "",
+                "file_name": plan.file_name}
+
+    def create(self, plan: UploadPlan, writer: str) -> None:
+        key = self.cache_key(plan.upload_id)
         pipe = self.r.pipeline(transaction=True)
-        pipe.hset(key, mapping=fields)
+        pipe.hset(key, mapping=self._session_fields(plan))
         pipe.expire(key, self.upload_ttl)
         pipe.set(self._writer(plan.upload_id), writer, ex=self.lock_seconds)
-        pipe.hset(self._status(plan.upload_id), mapping={"owner_id": plan.owner_id, "status": UPLOADING,
-                                                         "pool_id": plan.pool_id or "",
-                                                         "file_name": plan.file_name})
+        pipe.hset(self._status(plan.upload_id), mapping=self._tomb_fields(plan))
         pipe.expire(self._status(plan.upload_id), self.status_ttl)
         pipe.execute()
 
+    def start_upload(self, plan: UploadPlan, writer: str | None, *, limit: int, quota: int,
+                     tomb: dict[str, Any] | None = None) -> str:
+        """``open_slot``, ``reserve`` and ``create`` in one script (``_START_UPLOAD``): ``ok``,
+        ``slots`` (the owner has ``limit`` unfinished uploads) or ``quota`` (nothing kept)."""
+        session = [str(x) for pair in self._session_fields(plan).items() for x in pair]
+        tombstone = [str(x) for pair in {**self._tomb_fields(plan), **(tomb or {})}.items() for x in pair]
+        return _text(self._start(
+            keys=[self._owner(plan.owner_id), self._quota(plan.owner_id), self.cache_key(plan.upload_id),
+                  self._writer(plan.upload_id), self._status(plan.upload_id)],
+            args=[time.time(), self.start_grace, uploadkeys.session_prefix(self.prefix), plan.upload_id, limit,
+                  self._owner_ttl, plan.size, quota, writer or "", self.lock_seconds, self.upload_ttl,
+                  self.status_ttl, len(session), *session, *tombstone]))
+
     def session(self, file_id: str) -> dict[str, Any] | None:
         raw = self.r.hgetall(self.cache_key(file_id))
-        if not raw:
-            return None
-        doc: dict[str, Any] = {_text(k): _text(v) for k, v in raw.items()}
-        for name in ("size", "chunk_size", "chunk_count"):
-            doc[name] = int(doc.get(name, 0))
-        doc["items"] = json.loads(doc.get("items") or "[]")
-        doc["metadata"] = json.loads(doc.get("metadata") or "{}")
-        for name in ("sha256", "pool_id", "group_id"):
-            doc[name] = doc.get(name) or None
-        return doc
+        return _session_doc(raw) if raw else None
+
+    def tus_begin(self, file_id: str, owner_id: str, writer: str) -> tuple[str, dict[str, Any] | None, int, int]:
+        """A tus PATCH's checks in one round trip (``_TUS_BEGIN``): ``(outcome, session, written
+        chunks from the start, tail length)``; outcome ``ok`` (lock taken, keys renewed),
+        ``locked`` (with the session) or ``slow`` (nothing done: take the general path)."""
+        answer = self._tus_begin(
+            keys=[self.cache_key(file_id), self._writer(file_id), self._status(file_id), self._owner(owner_id),
+                  self._quota(owner_id), self._received(file_id)],
+            args=[owner_id, writer, self.lock_seconds, self.upload_ttl, self.status_ttl, self._owner_ttl,
+                  self.cache_key(file_id), file_id])
+        outcome = _text(answer[0])
+        if outcome == "slow":
+            return outcome, None, 0, 0
+        flat = answer[1]
+        session = _session_doc(dict(zip(flat[0::2], flat[1::2], strict=True)))
+        if outcome == "locked":
+            return outcome, session, 0, 0
+        return outcome, session, int(answer[2]), int(answer[3])
+
+    def seal_tail(self, file_id: str, index: int, data: bytes, writer: str, at: int, *, owner_id: str,
+                  max_owner_bytes: int = 0) -> str:
+        return _text(self._seal_tail(
+            keys=[self._tail(file_id, index), self.cache_key(file_id), self._writer(file_id),
+                  self.chunk_key(file_id, index), self._received(file_id), self._status(file_id),
+                  self._owner(owner_id), self._owner_bytes(owner_id)],
+            args=[writer, data, at, self.upload_ttl, time.time(), file_id, max_owner_bytes,
+                  uploadkeys.session_prefix(self.prefix), self._owner_bytes_ttl, self._owner_ttl,
+                  OWNER_BYTES_PRUNE_AT, index, self.status_ttl]))
 
     def status(self, file_id: str) -> dict[str, str] | None:
         raw = self.r.hgetall(self._status(file_id))
@@ -493,29 +695,27 @@ class UploadStore:
         self.r.delete(self._tail(file_id, index))
 
     def touch(self, file_id: str, chunk_count: int, ttl: int) -> None:
-        """Give every key of the upload ``ttl`` more seconds (resume, completion)."""
-        for start in range(0, chunk_count, 1000):
+        """Give every key of the upload ``ttl`` more seconds (resume, completion): one round trip
+        per 1000 keys (a pipeline's commands are bounded so)."""
+        commands = [(self.chunk_key(file_id, i), ttl) for i in range(chunk_count)]
+        commands += [(self.cache_key(file_id), ttl), (self._received(file_id), ttl),
+                     (self._status(file_id), max(ttl, self.status_ttl))]
+        for start in range(0, len(commands), 1000):
             pipe = self.r.pipeline(transaction=False)
-            for i in range(start, min(chunk_count, start + 1000)):
-                pipe.expire(self.chunk_key(file_id, i), ttl)
+            for key, seconds in commands[start:start + 1000]:
+                pipe.expire(key, seconds)
             pipe.execute()
-        pipe = self.r.pipeline(transaction=False)
-        for key in (self.cache_key(file_id), self._received(file_id)):
-            pipe.expire(key, ttl)
-        pipe.expire(self._status(file_id), max(ttl, self.status_ttl))
-        pipe.execute()
 
     # --- completion and removal ----------------------------------------------
     def mark_cached(self, file_id: str, size: int, *, owner_id: str, sha256: str = "", now: float = 0.0) -> bool:
-        if not self._mark_cached(keys=[self.cache_key(file_id), self._quota(owner_id), self._status(file_id)],
-                                 args=[file_id, size, now or time.time(), sha256]):
-            return False
-        pipe = self.r.pipeline(transaction=False)
-        pipe.hset(self._pending, file_id, size)
-        pipe.expire(self._pending, self.cached_ttl)
-        pipe.delete(self._writer(file_id))
-        pipe.execute()
-        return True
+        # One script: the transition, the quota, the pending bytes and the lock's removal.
+        return bool(self._mark_cached(keys=[self.cache_key(file_id), self._quota(owner_id), self._status(file_id),
+                                            self._pending, self._writer(file_id)],
+                                      args=[file_id, size, now or time.time(), sha256, self.cached_ttl]))
+
+    def published(self, file_id: str, *, owner_id: str, sha256: str) -> None:
+        self._published(keys=[self.cache_key(file_id), self._status(file_id), self._owner(owner_id),
+                              self._quota(owner_id)], args=[file_id, sha256, self.status_ttl])
 
     def mark_published(self, file_id: str) -> None:
         # HSET on an expired session would recreate it without a TTL: only if it still exists.

@@ -1,15 +1,21 @@
 """The tus door's use cases: create, offset, append (PATCH), terminate -- on top of ``UploadService``.
 
 A tus upload IS a chunked upload: creation is ``UploadService.start`` (same checks,
-limits, quota, slots), every whole chunk goes through ``UploadService.write_chunk``
+limits, quota, slots), every chunk gets the checks of ``UploadService.write_chunk``
 (content sniffing, overload and per-user byte budgets, streaming sha256) and the last
-byte through ``UploadService.complete`` (the StoreUpload and the ``file-status``
+byte goes through ``UploadService.complete`` (the StoreUpload and the ``file-status``
 events). What tus adds is byte offsets: a client picks its own PATCH sizes, so a
 PATCH may end mid-chunk. Those bytes -- less than one chunk -- are appended in Redis
 to the upload's *tail* of that chunk (``store.append_tail``: each PATCH sends only
-its new bytes), and the PATCH that completes the chunk, on any replica, reads the
-tail once, writes the whole chunk and drops the tail. The offset is derived from
-Redis alone: ``written chunks from the start * chunk_size + STRLEN(tail of the next)``.
+its new bytes), and the PATCH that completes the chunk, on any replica, appends its
+bytes and turns the tail into the chunk in Redis (``store.seal_tail``: the tail is
+never read back). The offset is derived from Redis alone: ``written chunks from the
+start * chunk_size + STRLEN(tail of the next)``.
+
+Round trips: a PATCH starts with one script (``store.tus_begin``: session, writer lock,
+slot and quota in place, every key's expiry renewed, the offset; anything unusual takes
+the general path, ``resume``), then one append or seal per chunk it touches, then the
+lock's release (or, for the last byte, the completion, told the session it holds).
 
 Concurrency: a PATCH holds the upload's writer lock (the same lock a socket writer
 holds) for its whole length; another PATCH meanwhile gets 423, which tus clients retry.
@@ -127,15 +133,12 @@ class TusUploads:
         pool_id = payload.get("pool_id")
         if pool_id and not identity.can_contribute(str(pool_id)):
             raise errors.forbidden("you are not a contributor of this pool")
-        writer = f"tus-{uuid.uuid4().hex}"
+        # No lock is left held (each PATCH takes it for itself); the tombstone remembers the
+        # length (HEAD answers a finished upload after its bytes are stored). One round trip.
         body, _ = self.uploads.start({**payload, "file_id": None}, owner_id=identity.user_id,
-                                     owner_name=identity.user_name, writer=writer)
-        file_id = str(body["file_id"])
-        # The tombstone remembers the length: HEAD answers a finished upload after its bytes are stored.
-        self.store.set_status(file_id, UPLOADING, size=length)
-        # The creation's own lock is let go at once: each PATCH takes it for itself.
-        self.store.release_writer(file_id, writer)
-        return file_id
+                                     owner_name=identity.user_name, writer=f"tus-{uuid.uuid4().hex}",
+                                     lock=False, tomb={"size": length})
+        return str(body["file_id"])
 
     def fresh(self, length: int) -> TusState:
         """A just-created upload: offset 0, expiring ``UPLOAD_TTL_SECONDS`` from now unless written."""
@@ -150,28 +153,59 @@ class TusUploads:
         return TusState(offset, int(session["size"]),
                         self._expires(session) if session["status"] == UPLOADING else None)
 
-    def append(self, identity: Identity, file_id: str, offset: int | None, body: IO[bytes],
-               content_length: int | None, checksum: tus.Checksum | None) -> TusState:
-        if offset is None:
-            raise errors.bad_request("Upload-Offset is required")
-        session = self._session(file_id, identity)
-        if session is None or session["status"] != UPLOADING:
+    def _begin(self, identity: Identity, file_id: str, writer: str) -> tuple[dict[str, Any], int, int]:
+        """Before a PATCH's body: the session, the writer lock taken, slot, quota and expiries
+        renewed; ``(session, written chunks from the start, tail length)``. One round trip in the
+        common case (``store.tus_begin``); the general path (``resume``) for anything else."""
+        if not validation.optional_id(file_id, "file_id"):
+            raise ApiError(404, "not_found", "no such upload")
+        outcome, session, done, tail = self.store.tus_begin(file_id, identity.user_id, writer)
+        if outcome == "locked" and session is not None:
+            self._check_member(identity, session)
+            raise locked()
+        if outcome == "ok" and session is not None:
+            try:
+                # The lock was taken before this check (one round trip): a refusal lets it go at once.
+                self._check_member(identity, session)
+            except ApiError:
+                self.store.release_writer(file_id, writer)
+                raise
+            return session, done, tail
+        found = self._session(file_id, identity)
+        if found is None or found["status"] != UPLOADING:
             raise errors.conflict("the upload is complete")
-        pool_id = session.get("pool_id") or None
-        if pool_id and not identity.can_contribute(str(pool_id)):
-            # Membership is checked on every PATCH, not only at creation: a contributor removed
-            # from the pool (or made a listener) mid-upload cannot finish it (identity <= 2 s old).
-            raise errors.forbidden("you are no longer a contributor of this pool")
-        size = int(session["size"])
-        writer = f"tus-{uuid.uuid4().hex}"
+        self._check_member(identity, found)
         if not self.store.acquire_writer(file_id, writer):
             raise locked()
         try:
             # resume(): the same lock (ours now), the slot and quota kept, every key's expiry renewed.
             missing = self.uploads.resume(file_id, owner_id=identity.user_id, writer=writer,
-                                          session=session)["missing"]
-            done = tus.contiguous(missing, session["chunk_count"])
-            current = self._offset_from(file_id, session, done)
+                                          session=found)["missing"]
+            done = tus.contiguous(missing, found["chunk_count"])
+            tail = self.store.tail_length(file_id, done) if done < found["chunk_count"] else 0
+        except BaseException:
+            self.store.release_writer(file_id, writer)
+            raise
+        return found, done, tail
+
+    @staticmethod
+    def _check_member(identity: Identity, session: dict[str, Any]) -> None:
+        pool_id = session.get("pool_id") or None
+        if pool_id and not identity.can_contribute(str(pool_id)):
+            # Membership is checked on every PATCH, not only at creation: a contributor removed
+            # from the pool (or made a listener) mid-upload cannot finish it (identity <= 2 s old).
+            raise errors.forbidden("you are no longer a contributor of this pool")
+
+    def append(self, identity: Identity, file_id: str, offset: int | None, body: IO[bytes],
+               content_length: int | None, checksum: tus.Checksum | None) -> TusState:
+        if offset is None:
+            raise errors.bad_request("Upload-Offset is required")
+        writer = f"tus-{uuid.uuid4().hex}"
+        session, done, tail = self._begin(identity, file_id, writer)
+        completed = False
+        try:
+            size = int(session["size"])
+            current = min(done * session["chunk_size"] + (tail if done < session["chunk_count"] else 0), size)
             if offset != current:
                 raise ApiError(409, "conflict", f"Upload-Offset is {offset} but the upload is at {current}",
                                offset=current)
@@ -191,11 +225,13 @@ class TusUploads:
             if new_offset == size:
                 # The last byte: the same completion as complete-upload (StoreUpload, file-status
                 # cached); it lets the writer lock go itself.
-                self.uploads.complete(file_id, owner_id=identity.user_id, writer=writer)
+                self.uploads.complete(file_id, owner_id=identity.user_id, writer=writer, written=session)
+                completed = True
                 return TusState(size, size, None)
             return TusState(new_offset, size, time.time() + self.settings.upload_ttl_seconds)
         finally:
-            self.store.release_writer(file_id, writer)  # a no-op once completion took it
+            if not completed:  # a completion deleted the lock already: no round trip for nothing
+                self.store.release_writer(file_id, writer)
 
     def _verified(self, body: IO[bytes], remaining: int, checksum: tus.Checksum) -> IO[bytes]:
         """The whole body, spooled (one chunk in memory, the rest on disk) and checked."""
@@ -220,7 +256,8 @@ class TusUploads:
 
     def _feed(self, session: dict[str, Any], file_id: str, writer: str, index: int, offset: int,
               source: IO[bytes], remaining: int) -> int:
-        """Append ``source`` at ``offset``: whole chunks to the cache, the rest to the tail."""
+        """Append ``source`` at ``offset``: to the tail of the chunk it falls in, sealing each
+        chunk it completes (``_keep``)."""
         chunk_size = session["chunk_size"]
         size = int(session["size"])
         tail_length = offset - index * chunk_size  # bytes of chunk ``index`` already in its tail
@@ -234,28 +271,59 @@ class TusUploads:
             read_total += len(piece)
             buf += piece
             if tail_length + len(buf) == length:
-                prefix = self.store.read_tail(file_id, index) if tail_length else b""
-                if prefix is None or len(prefix) != tail_length:
-                    raise errors.conflict("the upload's partial chunk disappeared; HEAD and resume")
-                self.uploads.write_chunk(file_id, index, prefix + bytes(buf), owner_id=session["owner_id"],
-                                         writer=writer)
-                if tail_length:
-                    self.store.drop_tail(file_id, index)
+                self._keep(session, file_id, writer, index, tail_length, bytes(buf), length)
                 index, tail_length, buf = index + 1, 0, bytearray()
         if source.read(1):
             raise errors.too_large("the body passes Upload-Length")
         if buf:
-            if index == 0 and tail_length < core.MAGIC_LENGTH:
-                prefix = (self.store.read_tail(file_id, 0) or b"") if tail_length else b""
-                self.uploads.check_head(session, (prefix + bytes(buf))[:core.MAGIC_LENGTH])
-            outcome = self.store.append_tail(file_id, index, bytes(buf), writer, tail_length)
-            if outcome == "gone":
-                raise ApiError(404, "not_found", "no such upload")
-            if outcome == "locked":
-                raise locked()
-            if outcome != "ok":
-                raise errors.conflict("the upload moved on meanwhile; HEAD and resume")
+            self._keep(session, file_id, writer, index, tail_length, bytes(buf),
+                       core.chunk_length(size, chunk_size, index))
         return offset + read_total
+
+    def _keep(self, session: dict[str, Any], file_id: str, writer: str, index: int, at: int, data: bytes,
+              length: int) -> None:
+        """Chunk ``index``'s bytes from ``at`` on into Redis: appended to its tail, or -- when they
+        complete the chunk -- sealed with the tail into the chunk (``store.seal_tail``: the tail's
+        bytes are not read back). The checks of a chunk write come with it: the first bytes of
+        the file sniffed before anything is kept, the overload check and the owner's budget."""
+        started = time.perf_counter()
+        position = index * session["chunk_size"] + at
+        if position < core.MAGIC_LENGTH:
+            self._sniff_head(session, file_id, position, data)
+        sealing = at + len(data) == length
+        if sealing:
+            self.uploads.check_load()
+            outcome = self.store.seal_tail(file_id, index, data, writer, at, owner_id=session["owner_id"],
+                                           max_owner_bytes=self.settings.max_cached_bytes_per_user)
+        else:
+            outcome = self.store.append_tail(file_id, index, data, writer, at)
+        if outcome == "gone":
+            raise ApiError(404, "not_found", "no such upload")
+        if outcome == "locked":
+            raise locked()
+        if outcome == "full":
+            raise self.uploads.budget_full()
+        if outcome == "complete":
+            raise errors.conflict("the upload is already complete")
+        if outcome != "ok":
+            raise errors.conflict("the upload moved on meanwhile; HEAD and resume")
+        self.uploads.hashes.advance_part(file_id, index, at, data, length)
+        if sealing:
+            self.uploads.metrics.bytes.inc(length)
+            self.uploads.metrics.chunk_latency.observe(time.perf_counter() - started)
+
+    def _sniff_head(self, session: dict[str, Any], file_id: str, position: int, data: bytes) -> None:
+        """The file's first bytes (those before ``position`` read back: fewer than MAGIC_LENGTH)
+        with ``data`` after them, sniffed: an executable is never kept, not even as a tail."""
+        chunk_size = session["chunk_size"]
+        prefix = b""
+        for i in range(position // chunk_size + 1):
+            want = min(position, (i + 1) * chunk_size) - i * chunk_size
+            if want <= 0:
+                break
+            piece = self.store.read_range(file_id, i, 0, want)
+            prefix += piece if piece is not None else (self.store.read_tail(file_id, i) or b"")[:want]
+        self.uploads.check_head(session, (prefix + data)[:core.MAGIC_LENGTH])
 
     def terminate(self, identity: Identity, file_id: str) -> None:
         session = self._session(file_id, identity)

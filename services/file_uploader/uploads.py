@@ -56,26 +56,35 @@ class StreamingHashes:
 
     In-process and bounded (LRU): a state that is missing (another process took
     the upload over, or it was evicted) or behind (chunks came out of order) is
-    finished at completion from the chunks in Redis.
+    finished at completion from the chunks in Redis. The tus door advances it by
+    parts of a chunk (``advance_part``: each PATCH's bytes once Redis kept them), so
+    a state may stand inside chunk ``next_index`` (``part`` bytes of it hashed);
+    one that is still inside a chunk at completion is not used (hashed again from
+    the start), since a chunk boundary is where completion can go on from Redis.
     """
 
     def __init__(self, capacity: int = 10_000) -> None:
         self.capacity = capacity
         self._lock = threading.Lock()
-        self._states: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._states: OrderedDict[str, tuple[Any, int, int]] = OrderedDict()  # id -> (hasher, next_index, part)
 
     def advance(self, upload_id: str, index: int, data: bytes) -> None:
+        self.advance_part(upload_id, index, 0, data, len(data))
+
+    def advance_part(self, upload_id: str, index: int, at: int, data: bytes, chunk_length: int) -> None:
+        """``data`` is chunk ``index``'s bytes from ``at`` on; the chunk is ``chunk_length`` long."""
         with self._lock:
             state = self._states.get(upload_id)
             if state is None:
-                if index != 0:
+                if index != 0 or at != 0:
                     return
-                state = (hashlib.sha256(), 0)
-            hasher, expected = state
-            if index != expected:
+                state = (hashlib.sha256(), 0, 0)
+            hasher, expected, part = state
+            if index != expected or at != part:
                 return  # a rewrite of an earlier chunk, or out of order: completion catches up
             hasher.update(data)
-            self._states[upload_id] = (hasher, expected + 1)
+            part += len(data)
+            self._states[upload_id] = (hasher, expected + 1, 0) if part >= chunk_length else (hasher, expected, part)
             self._states.move_to_end(upload_id)
             while len(self._states) > self.capacity:
                 self._states.popitem(last=False)
@@ -84,14 +93,14 @@ class StreamingHashes:
         """The state to finish (removed from the table): ``(hasher, next_index)``."""
         with self._lock:
             state = self._states.pop(upload_id, None)
-        if state is None:
+        if state is None or state[2]:
             return hashlib.sha256(), 0
-        hasher, index = state
+        hasher, index, _ = state
         return hasher.copy(), index
 
     def restore(self, upload_id: str, hasher: Any, index: int) -> None:
         with self._lock:
-            self._states[upload_id] = (hasher, index)
+            self._states[upload_id] = (hasher, index, 0)
 
     def forget(self, upload_id: str) -> None:
         with self._lock:
@@ -194,6 +203,11 @@ class UploadService:
         return ApiError(413, "quota_exceeded", f"this upload would pass your storage quota of {quota} bytes",
                         quota=quota)
 
+    def budget_full(self) -> ApiError:
+        """A chunk refused by the owner's cached-bytes budget (MAX_CACHED_BYTES_PER_USER)."""
+        return self._overloaded(f"at most {self.settings.max_cached_bytes_per_user} bytes of your uploads may "
+                                "wait in the cache; try again once earlier uploads are stored")
+
     def check_load(self) -> None:
         reasons = self.load.reasons()
         if reasons:
@@ -214,8 +228,10 @@ class UploadService:
         self.metrics.failed.labels(reason).inc()
 
     # --- start / resume --------------------------------------------------------
-    def start(self, payload: dict[str, Any], *, owner_id: str, owner_name: str,
-              writer: str) -> tuple[dict[str, Any], int]:
+    def start(self, payload: dict[str, Any], *, owner_id: str, owner_name: str, writer: str,
+              lock: bool = True, tomb: dict[str, Any] | None = None) -> tuple[dict[str, Any], int]:
+        """``lock`` False: the new upload is left unlocked (the tus door's creation: each PATCH
+        takes the lock for itself). ``tomb``: more fields for the status tombstone."""
         if not owner_id or not writer:
             raise errors.bad_request("owner_id and writer are required")
         if payload.get("file_id"):
@@ -230,12 +246,13 @@ class UploadService:
             # SPEC: an update older than its pool's max_late_seconds is refused, every item of a
             # batch included (a processor's result is stamped now: it has no such rule).
             core.check_not_late(plan, self.pools.max_late_seconds(plan.pool_id), now)
-        if not self.store.open_slot(plan.owner_id, upload_id, self.limits.max_uploads_per_user):
+        # The slot, the quota reservation and the session at once (one round trip).
+        outcome = self.store.start_upload(plan, writer if lock else None, limit=self.limits.max_uploads_per_user,
+                                          quota=self.settings.user_quota_bytes, tomb=tomb)
+        if outcome == "slots":
             raise self._overloaded(f"at most {self.limits.max_uploads_per_user} unfinished uploads per user")
-        if not self.store.reserve(plan.owner_id, upload_id, plan.size, self.settings.user_quota_bytes):
-            self.store.free_slot(plan.owner_id, upload_id)
+        if outcome == "quota":
             raise self._quota_exceeded()
-        self.store.create(plan, writer)
         self._prestore(plan)
         self.metrics.started.inc()
         self.audit.record("upload_started", actor=plan.owner_id, file_id=upload_id, pool_id=plan.pool_id,
@@ -319,8 +336,7 @@ class UploadService:
         if outcome == "gone":
             raise ApiError(404, "not_found", "no such upload")
         if outcome == "full":
-            raise self._overloaded(f"at most {budget} bytes of your uploads may wait in the cache; "
-                                   "try again once earlier uploads are stored")
+            raise self.budget_full()
         if outcome == "different":
             raise errors.conflict(f"chunk {index} was already received with different bytes")
         if outcome == "new":
@@ -403,7 +419,15 @@ class UploadService:
             hasher.update(data)
         return hasher.hexdigest()
 
-    def complete(self, file_id: str, *, owner_id: str, writer: str | None) -> dict[str, Any]:
+    def complete(self, file_id: str, *, owner_id: str, writer: str | None,
+                 written: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``written``: the session of an upload whose every chunk the caller has just written
+        itself, holding the writer lock (the tus door's last PATCH: its scripts checked the lock
+        and each chunk). The session read, the lock check and the chunks' existence check are
+        then not done again (three Redis round trips per file); the transition to cached still
+        happens once only (``mark_cached`` checks the status in Redis)."""
+        if written is not None:
+            return self._complete(written, file_id, writer, check=False)
         session = self.store.session(file_id) if validation.optional_id(file_id, "file_id") else None
         if session is None:
             tomb = self.store.status(file_id)
@@ -421,14 +445,18 @@ class UploadService:
             if session.get("published") == "0":
                 return self._publish_again(session, file_id)
             return {"file_id": file_id, "status": CACHED}  # idempotent: already published once
-        current = self.store.writer(file_id)
-        if current is not None and current != writer:
-            raise errors.conflict("another connection is writing this upload")
+        return self._complete(session, file_id, writer, check=True)
+
+    def _complete(self, session: dict[str, Any], file_id: str, writer: str | None, *, check: bool) -> dict[str, Any]:
         count = session["chunk_count"]
-        have = self.store.existing_chunks(file_id, count)
-        missing = core.missing_indexes(count, have)
-        if missing:
-            raise errors.conflict(f"{len(missing)} chunk(s) missing", missing=missing[:1000])
+        if check:
+            current = self.store.writer(file_id)
+            if current is not None and current != writer:
+                raise errors.conflict("another connection is writing this upload")
+            have = self.store.existing_chunks(file_id, count)
+            missing = core.missing_indexes(count, have)
+            if missing:
+                raise errors.conflict(f"{len(missing)} chunk(s) missing", missing=missing[:1000])
         for parts in core.straddling_heads([UploadItem(**i) for i in session["items"]], session["chunk_size"]):
             if not self._sniff(session, parts):
                 raise errors.conflict("a chunk disappeared while completing", missing=[parts[-1][0]])
@@ -453,7 +481,6 @@ class UploadService:
             self.store.unmark_cached(file_id, owner_id=session["owner_id"])
             raise ApiError(503, "unavailable",
                           "the store queue is unavailable; complete again later") from None
-        self.store.mark_published(file_id)
         self._cached(session, file_id, sha256)
         return {"file_id": file_id, "status": CACHED}
 
@@ -471,14 +498,12 @@ class UploadService:
         except messaging.PublishError:
             raise ApiError(503, "unavailable", "the store queue is unavailable; complete again later") from None
         log.warning("store command published again", extra={"file_id": file_id, "age": round(age, 1)})
-        self.store.mark_published(file_id)
         self._cached(session, file_id, sha256)
         return {"file_id": file_id, "status": CACHED}
 
     def _cached(self, session: dict[str, Any], file_id: str, sha256: str) -> None:
-        """After the StoreUpload is confirmed: the status, the slot, the notice, the audit."""
-        self.store.set_status(file_id, CACHED, sha256=sha256)
-        self.store.free_slot(session["owner_id"], file_id)
+        """After the StoreUpload is confirmed: published, the status, the slot, the notice, the audit."""
+        self.store.published(file_id, owner_id=session["owner_id"], sha256=sha256)
         self.notify(FileStatusChanged(file_id=file_id, owner_id=session["owner_id"], status=contracts.CACHED,
                                        pool_id=session["pool_id"], file_name=session["file_name"]))
         self.metrics.completed.inc()

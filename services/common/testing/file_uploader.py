@@ -40,6 +40,7 @@ class FakeUploadCache:
         self.slots: dict[str, set[str]] = {}
         self.opened: dict[str, float] = {}  # upload id -> when its slot was opened (time.time())
         self.start_grace = 10.0
+        self.upload_ttl = 3600  # what tus_begin's renewal is recorded with in ``touched`` (UPLOAD_TTL_SECONDS)
         self.pending: dict[str, int] = {}
         self.memory = 0  # what used_memory() answers: tests set it to simulate a full cache
         self.touched: list[tuple[str, int]] = []  # (file_id, ttl) per touch, newest last
@@ -93,6 +94,19 @@ class FakeUploadCache:
         self.writers[plan.upload_id] = writer
         self.tombs[plan.upload_id] = {"owner_id": plan.owner_id, "status": UPLOADING,
                                       "pool_id": plan.pool_id or "", "file_name": plan.file_name}
+
+    def start_upload(self, plan: Any, writer: str | None, *, limit: int, quota: int,
+                     tomb: dict[str, Any] | None = None) -> str:
+        if not self.open_slot(plan.owner_id, plan.upload_id, limit):
+            return "slots"
+        if not self.reserve(plan.owner_id, plan.upload_id, plan.size, quota):
+            self.free_slot(plan.owner_id, plan.upload_id)
+            return "quota"
+        self.create(plan, writer or "")
+        if writer is None:
+            self.writers.pop(plan.upload_id, None)
+        self.tombs[plan.upload_id].update({k: str(v) for k, v in (tomb or {}).items()})
+        return "ok"
 
     def session(self, file_id: str) -> dict[str, Any] | None:
         upload = self.uploads.get(file_id)
@@ -194,6 +208,49 @@ class FakeUploadCache:
         upload.session["updated"] = time.time()
         return "ok"
 
+    def seal_tail(self, file_id: str, index: int, data: bytes, writer: str, at: int, *, owner_id: str,
+                  max_owner_bytes: int = 0) -> str:
+        upload = self.uploads.get(file_id)
+        if upload is None:
+            return "gone"
+        if upload.session["status"] != UPLOADING:
+            return "complete"
+        if self.writers.get(file_id) != writer:
+            return "locked"
+        if index in upload.chunks:
+            return "written"
+        if len(upload.tails.get(index, b"")) != at:
+            return "moved"
+        whole = upload.tails.get(index, b"") + bytes(data)
+        budget = self.owner_bytes.setdefault(owner_id, {})
+        if max_owner_bytes and sum(budget.values()) + len(whole) > max_owner_bytes:
+            for gone in [u for u in budget if u not in self.uploads]:  # stored, dropped or expired
+                del budget[gone]
+            if sum(budget.values()) + len(whole) > max_owner_bytes:
+                return "full"
+        budget[file_id] = budget.get(file_id, 0) + len(whole)
+        upload.tails.pop(index, None)
+        upload.chunks[index] = whole
+        upload.received.add(index)
+        upload.session["updated"] = time.time()
+        return "ok"
+
+    def tus_begin(self, file_id: str, owner_id: str, writer: str) -> tuple[str, dict[str, Any] | None, int, int]:
+        upload = self.uploads.get(file_id)
+        if upload is None or upload.session["owner_id"] != owner_id or upload.session["status"] != UPLOADING:
+            return "slow", None, 0, 0
+        holder = self.writers.get(file_id)
+        if holder is not None and holder != writer:
+            return "locked", dict(upload.session), 0, 0
+        if file_id not in self.slots.get(owner_id, set()) or file_id not in self.ledgers.get(owner_id, {}):
+            return "slow", None, 0, 0
+        self.writers[file_id] = writer
+        self.touched.append((file_id, self.upload_ttl))
+        count = upload.session["chunk_count"]
+        done = next((i for i in range(count) if i not in upload.chunks), count)
+        tail = len(upload.tails.get(done, b"")) if done < count else 0
+        return "ok", dict(upload.session), done, tail
+
     def drop_tail(self, file_id: str, index: int) -> None:
         upload = self.uploads.get(file_id)
         if upload is not None:
@@ -234,6 +291,11 @@ class FakeUploadCache:
             tomb["quota"] = str(size)
             ledger["stored"] = ledger.get("stored", 0) + size
         return True
+
+    def published(self, file_id: str, *, owner_id: str, sha256: str) -> None:
+        self.mark_published(file_id)
+        self.set_status(file_id, CACHED, sha256=sha256)
+        self.free_slot(owner_id, file_id)
 
     def mark_published(self, file_id: str) -> None:
         upload = self.uploads.get(file_id)

@@ -252,3 +252,73 @@ def test_cancelled_and_cached_exclude_each_other(cache) -> None:
     assert cache.mark_cached(second.upload_id, 10, owner_id="7") is True
     assert cache.mark_cancelled(second.upload_id) is False  # completing: no longer cancellable
     assert cache.mark_cancelled("e" * 32) is False  # unknown
+
+
+def test_tus_begin_takes_the_lock_and_says_where_the_tail_is(cache) -> None:
+    p = plan(size=10)
+    cache.create(p, "creator")
+    fid = p.upload_id
+    assert cache.open_slot("7", fid, 5) and cache.reserve("7", fid, 10, 0)
+    assert cache.tus_begin(fid, "7", "w1")[0] == "locked"  # the creation's lock is still held
+    assert cache.release_writer(fid, "creator")
+    outcome, session, done, tail = cache.tus_begin(fid, "7", "w1")
+    assert (outcome, session["owner_id"], session["chunk_count"], done, tail) == ("ok", "7", 3, 0, 0)
+    assert cache.writer(fid) == "w1"
+    assert cache.put_chunk(fid, 0, b"abcd", owner_id="7") == "new"
+    assert cache.append_tail(fid, 1, b"ef", "w1", 0) == "ok"
+    assert cache.tus_begin(fid, "7", "w1")[2:] == (1, 2)  # ours again: chunk 0 written, 2 bytes of chunk 1
+    locked = cache.tus_begin(fid, "7", "w2")
+    assert locked[0] == "locked" and locked[1]["upload_id"] == fid and cache.writer(fid) == "w1"
+    assert cache.tus_begin(fid, "8", "w1")[0] == "slow"  # another owner's upload: nothing said
+    assert cache.tus_begin("v" * 32, "7", "w1")[0] == "slow"
+
+
+def test_tus_begin_leaves_a_lost_slot_or_reservation_to_the_general_path(cache) -> None:
+    p = plan(size=10)
+    cache.create(p, "w1")
+    fid = p.upload_id
+    assert cache.tus_begin(fid, "7", "w1")[0] == "slow"  # neither slot nor reservation
+    assert cache.open_slot("7", fid, 5)
+    assert cache.tus_begin(fid, "7", "w1")[0] == "slow"  # no reservation
+    assert cache.reserve("7", fid, 10, 0)
+    assert cache.tus_begin(fid, "7", "w1")[0] == "ok"
+    assert cache.mark_cancelled(fid)
+    assert cache.tus_begin(fid, "7", "w1")[0] == "slow"  # no longer uploading
+
+
+def test_sealing_a_tail_makes_the_chunk(cache) -> None:
+    p = plan(size=10)
+    cache.create(p, "w1")
+    fid = p.upload_id
+    assert cache.append_tail(fid, 0, b"ab", "w1", 0) == "ok"
+    assert cache.seal_tail(fid, 0, b"cd", "w1", 1, owner_id="7") == "moved"  # the tail is 2 bytes, not 1
+    assert cache.seal_tail(fid, 0, b"cd", "w2", 2, owner_id="7") == "locked"
+    assert cache.seal_tail(fid, 0, b"cd", "w1", 2, owner_id="7", max_owner_bytes=3) == "full"
+    assert cache.read_tail(fid, 0) == b"ab" and cache.read_chunk(fid, 0) is None  # a refusal keeps nothing
+    assert cache.seal_tail(fid, 0, b"cd", "w1", 2, owner_id="7", max_owner_bytes=4) == "ok"
+    assert cache.read_chunk(fid, 0) == b"abcd" and cache.read_tail(fid, 0) is None
+    assert cache.existing_chunks(fid, 3) == {0} and cache.received_count(fid) == 1
+    assert cache.cached_bytes("7") == 4
+    assert cache.seal_tail(fid, 0, b"abcd", "w1", 0, owner_id="7") == "written"  # a chunk is written once
+    assert cache.seal_tail(fid, 1, b"efgh", "w1", 0, owner_id="7") == "ok"  # no tail: the bytes are the chunk
+    assert cache.read_chunk(fid, 1) == b"efgh"
+    assert cache.mark_cancelled(fid)
+    assert cache.seal_tail(fid, 2, b"ij", "w1", 0, owner_id="7") == "complete"
+    cache.drop(fid, 3, "7")
+    assert cache.seal_tail(fid, 2, b"ij", "w1", 0, owner_id="7") == "gone"
+
+
+
+def test_start_upload_opens_the_slot_reserves_and_creates_at_once(cache) -> None:
+    a, b, c = (plan(upload_id=n * 32, size=8) for n in "abc")
+    assert cache.start_upload(a, "w1", limit=2, quota=20) == "ok"
+    assert cache.writer(a.upload_id) == "w1" and cache.session(a.upload_id)["size"] == 8
+    assert cache.status(a.upload_id) == {"owner_id": "7", "status": "uploading", "pool_id": "p1",
+                                         "file_name": "a.bin"}
+    assert cache.start_upload(b, None, limit=2, quota=20, tomb={"size": 8}) == "ok"
+    assert cache.writer(b.upload_id) is None and cache.status(b.upload_id)["size"] == "8"
+    assert cache.committed_bytes("7") == 16
+    assert cache.start_upload(c, "w1", limit=2, quota=20) == "slots"
+    assert cache.start_upload(c, "w1", limit=3, quota=20) == "quota"  # 24 > 20: the slot given back
+    assert cache.session(c.upload_id) is None and cache.writer(c.upload_id) is None
+    assert cache.start_upload(plan(upload_id="d" * 32, size=8), "w1", limit=3, quota=0) == "ok"  # the slot was free

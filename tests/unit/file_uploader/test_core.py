@@ -193,6 +193,22 @@ def test_streaming_hash_in_order_and_behind() -> None:
     assert hashes.take("u")[1] == 0
 
 
+def test_streaming_hash_by_parts_of_chunks() -> None:
+    """The tus door hashes each PATCH's bytes as Redis keeps them; a state inside a chunk is not finished."""
+    import hashlib
+
+    hashes = StreamingHashes()
+    hashes.advance_part("u", 0, 0, b"ab", 4)
+    hashes.advance_part("u", 0, 1, b"zz", 4)  # not where the state stands: ignored
+    hashes.advance_part("u", 0, 2, b"cd", 4)  # chunk 0 complete
+    hashes.advance_part("u", 1, 0, b"e", 4)
+    assert hashes.take("u")[1] == 0  # inside chunk 1: completion hashes from the start
+    for index, at, data in ((0, 0, b"abcd"), (1, 0, b"ef"), (1, 2, b"gh"), (2, 0, b"i")):
+        hashes.advance_part("v", index, at, data, 4 if index < 2 else 1)
+    hasher, nxt = hashes.take("v")
+    assert nxt == 3 and hasher.hexdigest() == hashlib.sha256(b"abcdefghi").hexdigest()
+
+
 def test_settings_from_env() -> None:
     s = Settings.from_env({"CHUNK_SIZE": "65536", "MAX_FILE_SIZE": "1000",
                            "FORBIDDEN_EXTENSIONS": "exe, .BIN"})
