@@ -438,12 +438,18 @@ class Consumer:
                 log.info("consuming", extra={"queue": queue_name})
                 while not self._stop.is_set():
                     self._connection.process_data_events(time_limit=0.5)
-            except (pika.exceptions.AMQPError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - a consumer thread must never die (see below)
+                # AMQP and socket errors are the usual way out; but pika also raises others when a
+                # connection is reset under it (ValueError on a closed socket, AssertionError in its
+                # state machine), and a thread that died on one left its queue without a consumer
+                # until the process restarted: seen twice, fleets' gateways stopped receiving
+                # notifications after the broker reset their connections (issue 13's session).
                 self.connected = False
                 if self._stop.is_set():
                     break
-                log.warning("broker connection lost; reconnecting",
-                            extra={"queue": self.name, "error": repr(exc), "retry_in": backoff})
+                expected = isinstance(exc, (pika.exceptions.AMQPError, OSError))
+                log.log(logging.WARNING if expected else logging.ERROR, "broker connection lost; reconnecting",
+                        extra={"queue": self.name, "error": repr(exc), "retry_in": backoff}, exc_info=not expected)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
             finally:
