@@ -57,24 +57,29 @@ def audit_records(amqp_url: str, timeout: float = 10.0) -> list[AuditRecorded]:
     return found
 
 
-def test_sigterm_publishes_what_the_trail_buffered(amqp_url: str) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", SERVICE, amqp_url], stdout=subprocess.PIPE,
+def _stopped_with_sigterm(script: str, amqp_url: str, settle: float) -> list[AuditRecorded]:
+    """Run ``script`` until it has buffered its records, SIGTERM it ``settle`` seconds later; it must
+    exit 0. The audit records it published."""
+    proc = subprocess.Popen([sys.executable, "-c", script, amqp_url], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()  # blocks until the records are buffered (or the process died)
         assert line.strip() == "buffered 3", (line, proc.stderr.read() if proc.poll() is not None else "")
-        time.sleep(0.3)  # into waitress's loop, where a real SIGTERM arrives
+        time.sleep(settle)
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=15)
+        proc.wait(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
     assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
-    records = audit_records(amqp_url)
-    assert [(r.service, r.file_id) for r in records] == [("stopping_service", f"f{n}") for n in range(3)]
+    return audit_records(amqp_url)
 
+
+def test_sigterm_publishes_what_the_trail_buffered(amqp_url: str) -> None:
+    records = _stopped_with_sigterm(SERVICE, amqp_url, 0.3)  # into waitress's loop, where a real SIGTERM arrives
+    assert [(r.service, r.file_id) for r in records] == [("stopping_service", f"f{n}") for n in range(3)]
 
 # The same, with SIGTERM arriving before serve: between runtime.start and runtime.serve (a
 # process told to stop while it starts). Before, the default action killed it with its buffer.
@@ -108,19 +113,5 @@ GATEWAY = textwrap.dedent("""
 
 @pytest.mark.parametrize("script", [EARLY_STOP, GATEWAY], ids=["before_serve", "socket_gateway"])
 def test_sigterm_publishes_what_the_trail_buffered_also(amqp_url: str, script: str) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", script, amqp_url], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.strip() == "buffered 3", (line, proc.stderr.read() if proc.poll() is not None else "")
-        time.sleep(1.0)  # past startup, into the sleep or eventlet's accept loop
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
-    records = audit_records(amqp_url)
+    records = _stopped_with_sigterm(script, amqp_url, 1.0)  # past startup, into the sleep or eventlet's loop
     assert [(r.service, r.file_id) for r in records] == [("stopping_service", f"f{n}") for n in range(3)]
