@@ -34,7 +34,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from .contracts import Message, UnknownMessage, decode
+from .contracts import Message, decode
 from .handlers import ConsumerSpec, UnhandledMessage
 from .settings import broker_urls
 from .topology import (  # noqa: F401 - re-exported: callers name queues through messaging too
@@ -373,8 +373,10 @@ class Consumer:
     def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         try:
             message = decode(body)
-        except UnknownMessage as exc:
-            log.error("dead-lettering an unknown message", extra={"queue": self.name, "error": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - UnknownMessage, or anything a hostile body raises
+            # (a deeply nested JSON body: RecursionError). Escaping here, it would end the
+            # connection and come back at once, round and round (review).
+            log.error("dead-lettering an unknown message", extra={"queue": self.name, "error": repr(exc)[:500]})
             self._dead_letter(channel, method, "unknown")
             return
         if method.redelivered:

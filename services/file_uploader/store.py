@@ -210,8 +210,11 @@ return 0
 # KEYS: session, status, owner slots, quota ledger. ARGV: upload id, sha256, status ttl.
 _PUBLISHED = """
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'published', '1') end
-redis.call('HSET', KEYS[2], 'status', 'cached', 'sha256', ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
+local st = redis.call('HGET', KEYS[2], 'status')
+if not st or st == 'uploading' or st == 'cached' then
+  redis.call('HSET', KEYS[2], 'status', 'cached', 'sha256', ARGV[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[4], ARGV[1])
 return 1
@@ -306,12 +309,15 @@ return 1
 # Appended (KEYS: tail, session, writer lock, chunk ``index``, received set, status) only while
 # the session lives, by the writer holding the lock, for a chunk not written yet, and at the
 # length the writer saw (ARGV[3]): a late PATCH of a dropped connection can neither clobber nor
-# double the tail of the request that took over. It refreshes the upload's expiry like a chunk.
+# double the tail of the request that took over. It refreshes the upload's expiry like a chunk,
+# and the writer lock (WRITER_LOCK_SECONDS): a PATCH slower than the lock but still sending
+# keeps it, as the chunk writes of the other door do (review: a 30 s PATCH answered 423).
 _APPEND_TAIL = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return 'gone' end
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 'locked' end
 if redis.call('EXISTS', KEYS[4]) == 1 then return 'written' end
 if redis.call('STRLEN', KEYS[1]) ~= tonumber(ARGV[3]) then return 'moved' end
+redis.call('EXPIRE', KEYS[3], ARGV[7])
 redis.call('APPEND', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('HSET', KEYS[2], 'updated', ARGV[5])
@@ -366,6 +372,7 @@ redis.call('HSET', KEYS[2], 'updated', ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('EXPIRE', KEYS[6], ARGV[13])
 redis.call('EXPIRE', KEYS[7], ARGV[10])
+redis.call('EXPIRE', KEYS[3], ARGV[14])
 return 'ok'
 """
 
@@ -604,7 +611,7 @@ class UploadStore:
                   self._owner(owner_id), self._owner_bytes(owner_id)],
             args=[writer, data, at, self.upload_ttl, time.time(), file_id, max_owner_bytes,
                   uploadkeys.session_prefix(self.prefix), self._owner_bytes_ttl, self._owner_ttl,
-                  OWNER_BYTES_PRUNE_AT, index, self.status_ttl]))
+                  OWNER_BYTES_PRUNE_AT, index, self.status_ttl, self.lock_seconds]))
 
     def status(self, file_id: str) -> dict[str, str] | None:
         raw = self.r.hgetall(self._status(file_id))
@@ -689,7 +696,7 @@ class UploadStore:
         return _text(self._append_tail(
             keys=[self._tail(file_id, index), self.cache_key(file_id), self._writer(file_id),
                   self.chunk_key(file_id, index), self._received(file_id), self._status(file_id)],
-            args=[writer, data, at, self.upload_ttl, time.time(), self.status_ttl]))
+            args=[writer, data, at, self.upload_ttl, time.time(), self.status_ttl, self.lock_seconds]))
 
     def drop_tail(self, file_id: str, index: int) -> None:
         self.r.delete(self._tail(file_id, index))

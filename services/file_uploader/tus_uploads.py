@@ -150,8 +150,22 @@ class TusUploads:
             size = int((self.store.status(file_id) or {}).get("size") or 0)
             return TusState(size, size, None)
         offset = self._offset(file_id, session)
-        return TusState(offset, int(session["size"]),
-                        self._expires(session) if session["status"] == UPLOADING else None)
+        size = int(session["size"])
+        if offset == size and (session["status"] == UPLOADING or session.get("published") == "0"):
+            # Every byte is here but no StoreUpload was confirmed: the last PATCH was answered 503
+            # (the broker refused it; the session went back to uploading) or its completer died
+            # between cached and the publish. A tus client reads Upload-Offset == Upload-Length as
+            # done and never sends that PATCH again (review: tus-js-client), so this HEAD
+            # completes the upload itself, as complete-upload would; until that succeeds it
+            # answers the completion's error (503 with Retry-After), never "done".
+            self._check_member(identity, session)
+            try:
+                self.uploads.complete(file_id, owner_id=identity.user_id, writer=None)
+                return TusState(size, size, None)
+            except ApiError as exc:
+                if exc.status != 409:  # 409: a PATCH holds the lock right now and completes it
+                    raise
+        return TusState(offset, size, self._expires(session) if session["status"] == UPLOADING else None)
 
     def _begin(self, identity: Identity, file_id: str, writer: str) -> tuple[dict[str, Any], int, int]:
         """Before a PATCH's body: the session, the writer lock taken, slot, quota and expiries

@@ -423,9 +423,10 @@ class UploadService:
                  written: dict[str, Any] | None = None) -> dict[str, Any]:
         """``written``: the session of an upload whose every chunk the caller has just written
         itself, holding the writer lock (the tus door's last PATCH: its scripts checked the lock
-        and each chunk). The session read, the lock check and the chunks' existence check are
-        then not done again (three Redis round trips per file); the transition to cached still
-        happens once only (``mark_cached`` checks the status in Redis)."""
+        and each chunk). The session read and the lock check are then not done again (two Redis
+        round trips per file); the chunks' existence still is (one pipelined look: a chunk written
+        earlier may be gone). The transition to cached still happens once only (``mark_cached``
+        checks the status in Redis)."""
         if written is not None:
             return self._complete(written, file_id, writer, check=False)
         session = self.store.session(file_id) if validation.optional_id(file_id, "file_id") else None
@@ -453,10 +454,13 @@ class UploadService:
             current = self.store.writer(file_id)
             if current is not None and current != writer:
                 raise errors.conflict("another connection is writing this upload")
-            have = self.store.existing_chunks(file_id, count)
-            missing = core.missing_indexes(count, have)
-            if missing:
-                raise errors.conflict(f"{len(missing)} chunk(s) missing", missing=missing[:1000])
+        # Always (one pipelined look): a chunk written earlier may be gone by now (Redis evicted
+        # it, a failover lost it); published without it, the store would fail the upload where
+        # a 409 lets the client send it again (review: the tus door's shortcut had skipped this).
+        have = self.store.existing_chunks(file_id, count)
+        missing = core.missing_indexes(count, have)
+        if missing:
+            raise errors.conflict(f"{len(missing)} chunk(s) missing", missing=missing[:1000])
         for parts in core.straddling_heads([UploadItem(**i) for i in session["items"]], session["chunk_size"]):
             if not self._sniff(session, parts):
                 raise errors.conflict("a chunk disappeared while completing", missing=[parts[-1][0]])

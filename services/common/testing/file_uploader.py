@@ -294,7 +294,8 @@ class FakeUploadCache:
 
     def published(self, file_id: str, *, owner_id: str, sha256: str) -> None:
         self.mark_published(file_id)
-        self.set_status(file_id, CACHED, sha256=sha256)
+        if (self.status(file_id) or {}).get("status") in (None, "uploading", CACHED):  # never over a final one
+            self.set_status(file_id, CACHED, sha256=sha256)
         self.free_slot(owner_id, file_id)
 
     def mark_published(self, file_id: str) -> None:

@@ -1,4 +1,5 @@
-"""Review findings (hostile review of 00b4357..HEAD): failing tests that show each problem."""
+"""The UNSETTLED path under races (found by review): a live slice of this process is never
+dropped, and a killed replica's first slice (no group yet) is waited for, not failed."""
 
 from __future__ import annotations
 
