@@ -114,6 +114,29 @@ end
 return 0
 """
 
+# The owner's cached-bytes budget (a hash of upload id -> bytes): whether ``need`` more bytes
+# would pass it (ARGV[7], 0 = no budget). Its fields are pruned of uploads whose session is gone
+# (ARGV[8] .. id) only when the budget or the field bound (ARGV[11]) is reached. Spliced into
+# ``_PUT_CHUNK`` and ``_SEAL_TAIL``, which pass those three ARGVs at the same positions.
+_OVER_BUDGET = """
+local function over_budget(budget, need)
+  local limit = tonumber(ARGV[7])
+  if limit <= 0 then return false end
+  local function total()
+    local sum = 0
+    for _, v in ipairs(redis.call('HVALS', budget)) do sum = sum + tonumber(v) end
+    return sum
+  end
+  if total() + need > limit or redis.call('HLEN', budget) > tonumber(ARGV[11]) then
+    for _, id in ipairs(redis.call('HKEYS', budget)) do
+      if redis.call('EXISTS', ARGV[8] .. id) == 0 then redis.call('HDEL', budget, id) end
+    end
+    return total() + need > limit
+  end
+  return false
+end
+"""
+
 # Store one chunk (KEYS: chunk, received set, session, status, owner slots, owner
 # bytes). Refused as 'gone' once the session is gone (a late write after a drop
 # must not leave orphan keys), as 'full' when the owner's cached bytes (chunks of
@@ -121,7 +144,7 @@ return 0
 # budget's fields are pruned of uploads whose session is gone (stored by
 # file_service_manager, dropped, or expired) only when the budget or the field
 # count bound (ARGV[11]) is reached: the common chunk pays one HVALS of a few fields.
-_PUT_CHUNK = """
+_PUT_CHUNK = _OVER_BUDGET + """
 if redis.call('EXISTS', KEYS[3]) == 0 then return 'gone' end
 local outcome = 'new'
 local existing = redis.call('GET', KEYS[1])
@@ -129,21 +152,9 @@ if existing then
   if existing ~= ARGV[1] then return 'different' end
   outcome = 'same'
 else
-  local limit = tonumber(ARGV[7])
-  local need = string.len(ARGV[1])
-  local function total()
-    local sum = 0
-    for _, v in ipairs(redis.call('HVALS', KEYS[6])) do sum = sum + tonumber(v) end
-    return sum
-  end
-  if limit > 0 and (total() + need > limit or redis.call('HLEN', KEYS[6]) > tonumber(ARGV[11])) then
-    for _, id in ipairs(redis.call('HKEYS', KEYS[6])) do
-      if redis.call('EXISTS', ARGV[8] .. id) == 0 then redis.call('HDEL', KEYS[6], id) end
-    end
-    if total() + need > limit then return 'full' end
-  end
+  if over_budget(KEYS[6], string.len(ARGV[1])) then return 'full' end
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
-  redis.call('HINCRBY', KEYS[6], ARGV[6], need)
+  redis.call('HINCRBY', KEYS[6], ARGV[6], string.len(ARGV[1]))
   redis.call('EXPIRE', KEYS[6], ARGV[9])
 end
 redis.call('SADD', KEYS[2], ARGV[2])
@@ -337,7 +348,7 @@ return 'ok'
 # that carries a whole chunk) is SET into the chunk key directly. Memory: an APPENDed string
 # may keep up to 1 MiB of Redis's growth slack (SDS preallocation) until the chunk is stored.
 # KEYS: tail, session, writer lock, chunk, received set, status, owner slots, owner bytes.
-_SEAL_TAIL = """
+_SEAL_TAIL = _OVER_BUDGET + """
 if redis.call('EXISTS', KEYS[2]) == 0 then return 'gone' end
 if redis.call('HGET', KEYS[2], 'status') ~= 'uploading' then return 'complete' end
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 'locked' end
@@ -345,18 +356,7 @@ if redis.call('EXISTS', KEYS[4]) == 1 then return 'written' end
 local at = tonumber(ARGV[3])
 if redis.call('STRLEN', KEYS[1]) ~= at then return 'moved' end
 local need = at + string.len(ARGV[2])
-local limit = tonumber(ARGV[7])
-local function total()
-  local sum = 0
-  for _, v in ipairs(redis.call('HVALS', KEYS[8])) do sum = sum + tonumber(v) end
-  return sum
-end
-if limit > 0 and (total() + need > limit or redis.call('HLEN', KEYS[8]) > tonumber(ARGV[11])) then
-  for _, id in ipairs(redis.call('HKEYS', KEYS[8])) do
-    if redis.call('EXISTS', ARGV[8] .. id) == 0 then redis.call('HDEL', KEYS[8], id) end
-  end
-  if total() + need > limit then return 'full' end
-end
+if over_budget(KEYS[8], need) then return 'full' end
 if at == 0 then
   redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[4])
 else
